@@ -1,0 +1,149 @@
+//! Topic and pattern rules (SPEC.md, TOPIC-1 to TOPIC-5).
+//!
+//! A topic is a non-empty sequence of dot-separated tokens. A pattern is a
+//! topic in which a whole token may be `*` (exactly one token) and the last
+//! token may be `>` (one or more remaining tokens).
+
+/// Longest topic or pattern, in bytes (TOPIC-1).
+pub const MAX_TOPIC_LEN: usize = 255;
+
+/// Why a topic or pattern was refused; the message names the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic is empty")]
+    Empty,
+    #[error("topic is {0} bytes long; the limit is {MAX_TOPIC_LEN}")]
+    TooLong(usize),
+    #[error("topic has an empty token (leading, trailing or double '.')")]
+    EmptyToken,
+    #[error("topic contains a space or control character")]
+    BadCharacter,
+    #[error("wildcards '*' and '>' are only allowed in subscription patterns")]
+    WildcardInTopic,
+    #[error("'*' and '>' must stand alone as a whole token")]
+    PartialWildcard,
+    #[error("'>' is only allowed as the last token")]
+    TailNotLast,
+}
+
+fn tokens(s: &str) -> Result<std::str::Split<'_, char>, TopicError> {
+    if s.is_empty() {
+        return Err(TopicError::Empty);
+    }
+    if s.len() > MAX_TOPIC_LEN {
+        return Err(TopicError::TooLong(s.len()));
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(TopicError::BadCharacter);
+    }
+    Ok(s.split('.'))
+}
+
+/// Check a topic that a message is published to: no wildcards.
+pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
+    for token in tokens(topic)? {
+        if token.is_empty() {
+            return Err(TopicError::EmptyToken);
+        }
+        if token.contains(['*', '>']) {
+            return Err(TopicError::WildcardInTopic);
+        }
+    }
+    Ok(())
+}
+
+/// Check a subscription pattern.
+pub fn validate_pattern(pattern: &str) -> Result<(), TopicError> {
+    let mut iter = tokens(pattern)?.peekable();
+    while let Some(token) = iter.next() {
+        match token {
+            "" => return Err(TopicError::EmptyToken),
+            "*" => {}
+            ">" if iter.peek().is_none() => {}
+            ">" => return Err(TopicError::TailNotLast),
+            t if t.contains(['*', '>']) => return Err(TopicError::PartialWildcard),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether a pattern contains a wildcard token.
+pub fn is_wildcard(pattern: &str) -> bool {
+    pattern.split('.').any(|t| t == "*" || t == ">")
+}
+
+/// Does a valid `pattern` match a valid `topic`?
+pub fn matches(pattern: &str, topic: &str) -> bool {
+    let mut topic_tokens = topic.split('.');
+    for p in pattern.split('.') {
+        match (p, topic_tokens.next()) {
+            (">", Some(_)) => return true,
+            (_, None) => return false,
+            ("*", Some(_)) => {}
+            (p, Some(t)) if p == t => {}
+            _ => return false,
+        }
+    }
+    topic_tokens.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics() {
+        for ok in ["a", "a.b", "orders.eu-west.created", "x_1.Y-2", "ü.ñ"] {
+            assert_eq!(validate_topic(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(validate_topic(""), Err(TopicError::Empty));
+        assert_eq!(validate_topic("a..b"), Err(TopicError::EmptyToken));
+        assert_eq!(validate_topic(".a"), Err(TopicError::EmptyToken));
+        assert_eq!(validate_topic("a."), Err(TopicError::EmptyToken));
+        assert_eq!(validate_topic("a b"), Err(TopicError::BadCharacter));
+        assert_eq!(validate_topic("a\n"), Err(TopicError::BadCharacter));
+        assert_eq!(validate_topic("a.*"), Err(TopicError::WildcardInTopic));
+        assert_eq!(validate_topic("a.>"), Err(TopicError::WildcardInTopic));
+        assert_eq!(
+            validate_topic(&"a".repeat(256)),
+            Err(TopicError::TooLong(256))
+        );
+        assert_eq!(validate_topic(&"a".repeat(255)), Ok(()));
+    }
+
+    #[test]
+    fn patterns() {
+        for ok in ["a", "*", ">", "a.*", "a.>", "*.b.>", "*.*"] {
+            assert_eq!(validate_pattern(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(validate_pattern("a.>.b"), Err(TopicError::TailNotLast));
+        assert_eq!(validate_pattern("a*"), Err(TopicError::PartialWildcard));
+        assert_eq!(validate_pattern("a.b>"), Err(TopicError::PartialWildcard));
+        assert_eq!(validate_pattern("a..*"), Err(TopicError::EmptyToken));
+        assert!(is_wildcard("a.*") && is_wildcard(">") && !is_wildcard("a.b"));
+    }
+
+    #[test]
+    fn matching() {
+        let cases = [
+            ("a.b", "a.b", true),
+            ("a.b", "a.c", false),
+            ("a.b", "a.b.c", false),
+            ("a.*", "a.b", true),
+            ("a.*", "a", false),
+            ("a.*", "a.b.c", false),
+            ("a.>", "a.b", true),
+            ("a.>", "a.b.c", true),
+            ("a.>", "a", false),
+            (">", "x", true),
+            ("*.b", "a.b", true),
+            ("*.b", "a.c", false),
+            ("*.*.>", "a.b", false),
+            ("*.*.>", "a.b.c", true),
+        ];
+        for (pattern, topic, expected) in cases {
+            assert_eq!(matches(pattern, topic), expected, "{pattern} vs {topic}");
+        }
+    }
+}
