@@ -1,1 +1,16 @@
+//! The BlipMQ broker as a library: [`run`] serves bound [`Listeners`] with a
+//! [`Config`] until a shutdown future completes. The `blipmq` binary is a thin
+//! wrapper around it; tests bind `127.0.0.1:0` and call it directly.
 
+pub mod config;
+mod connection;
+mod http;
+pub mod metrics;
+mod outbox;
+mod registry;
+mod server;
+mod subscription;
+mod writer;
+
+pub use config::{Config, ConfigError, OverflowPolicy};
+pub use server::{run, Listeners};

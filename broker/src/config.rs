@@ -1,0 +1,417 @@
+//! `blipmq.toml`: every key, its built-in default, `BLIPMQ_*` environment
+//! overrides, and validation whose errors name the offending key.
+//!
+//! Precedence, lowest first: built-in defaults, the config file, environment
+//! variables `BLIPMQ_<SECTION>_<KEY>` (e.g. `BLIPMQ_SERVER_BIND_ADDR`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// What a subscriber queue does with a new message when it is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// Evict the oldest queued message to make room (the default: a slow
+    /// consumer sees the freshest data).
+    DropOldest,
+    /// Discard the new message.
+    DropNew,
+    /// Make the publishing connection wait until there is room. Only that
+    /// publisher slows down; other publishers and topics are unaffected.
+    Block,
+}
+
+impl OverflowPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverflowPolicy::DropOldest => "drop_oldest",
+            OverflowPolicy::DropNew => "drop_new",
+            OverflowPolicy::Block => "block",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub metrics: MetricsConfig,
+    pub queues: QueuesConfig,
+    pub delivery: DeliveryConfig,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the TCP listener for clients.
+    pub bind_addr: SocketAddr,
+    /// Connections beyond this are answered with TooManyConnections and closed.
+    pub max_connections: usize,
+    /// Largest payload a Publish may carry.
+    pub max_message_size_bytes: usize,
+    /// A connection that has not completed the handshake by then is closed.
+    pub handshake_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `GET /metrics` (Prometheus text format) here.
+    pub bind_addr: SocketAddr,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueuesConfig {
+    /// Most distinct subscription patterns the broker holds at once; a
+    /// Subscribe beyond it gets TooManyTopics.
+    pub topic_capacity: usize,
+    /// Messages each subscription may have waiting for its connection.
+    pub subscriber_capacity: usize,
+    pub overflow_policy: OverflowPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Most deliveries written to a socket in one batch.
+    pub max_batch: usize,
+    /// Most bytes written to a socket in one batch (a single larger message
+    /// is still written whole).
+    pub max_batch_bytes: usize,
+    /// How long a connection's writer may wait for a batch to fill before
+    /// writing it. 0 writes as soon as the queues are drained (lowest
+    /// latency); a few ms trade latency for fewer, larger writes.
+    pub flush_interval_ms: u64,
+    /// Shards of the topic-match cache that publishers consult (0 = one per CPU).
+    pub fanout_shards: usize,
+    /// TTL applied to messages published with ttl_ms = 0; 0 = never expire.
+    pub default_ttl_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// When non-empty, a client must present one of these keys in its Hello.
+    pub api_keys: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind_addr: "127.0.0.1:7878".parse().expect("valid literal"),
+            max_connections: 10_000,
+            max_message_size_bytes: 1024 * 1024,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            bind_addr: "127.0.0.1:9090".parse().expect("valid literal"),
+            enabled: true,
+        }
+    }
+}
+
+impl Default for QueuesConfig {
+    fn default() -> Self {
+        QueuesConfig {
+            topic_capacity: 100_000,
+            subscriber_capacity: 8192,
+            overflow_policy: OverflowPolicy::DropOldest,
+        }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_batch: 512,
+            max_batch_bytes: 256 * 1024,
+            flush_interval_ms: 0,
+            fanout_shards: 0,
+            default_ttl_ms: 0,
+        }
+    }
+}
+
+
+/// A configuration that cannot be used. The message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid config{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid config: {key} {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// Keys whose value is a list; in the environment they are comma-separated.
+const LIST_KEYS: &[(&str, &str)] = &[("auth", "api_keys")];
+
+impl Config {
+    /// Load the config the binary runs with: defaults, then `path` if given,
+    /// then `BLIPMQ_*` variables from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let table: toml::Table =
+                    text.parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Parse {
+                            origin: format!(" in {}", path.display()),
+                            message: e.to_string(),
+                        })?;
+                (table, format!(" in {}", path.display()))
+            }
+            None => (toml::Table::new(), String::new()),
+        };
+        apply_env_overrides(&mut table, env)?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin,
+                    message: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parse a config from TOML text (for tests and embedding).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: String::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check the values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn at_least_one(key: &'static str, value: usize) -> Result<(), ConfigError> {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: "must be at least 1".into(),
+                });
+            }
+            Ok(())
+        }
+        at_least_one("server.max_connections", self.server.max_connections)?;
+        at_least_one(
+            "server.max_message_size_bytes",
+            self.server.max_message_size_bytes,
+        )?;
+        // The frame length prefix is a u32 and must fit payload + envelope.
+        let largest = u32::MAX as usize - blipmq_protocol::FRAME_ENVELOPE_ALLOWANCE;
+        if self.server.max_message_size_bytes > largest {
+            return Err(ConfigError::Invalid {
+                key: "server.max_message_size_bytes",
+                problem: format!("must be at most {largest}"),
+            });
+        }
+        if self.server.handshake_timeout_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "server.handshake_timeout_ms",
+                problem: "must be at least 1".into(),
+            });
+        }
+        at_least_one("queues.topic_capacity", self.queues.topic_capacity)?;
+        at_least_one(
+            "queues.subscriber_capacity",
+            self.queues.subscriber_capacity,
+        )?;
+        at_least_one("delivery.max_batch", self.delivery.max_batch)?;
+        at_least_one("delivery.max_batch_bytes", self.delivery.max_batch_bytes)?;
+        if self.delivery.flush_interval_ms > 10_000 {
+            return Err(ConfigError::Invalid {
+                key: "delivery.flush_interval_ms",
+                problem: "must be at most 10000".into(),
+            });
+        }
+        if self.delivery.default_ttl_ms > u32::MAX as u64 {
+            return Err(ConfigError::Invalid {
+                key: "delivery.default_ttl_ms",
+                problem: format!("must be at most {}", u32::MAX),
+            });
+        }
+        if self.auth.api_keys.iter().any(|k| k.is_empty()) {
+            return Err(ConfigError::Invalid {
+                key: "auth.api_keys",
+                problem: "must not contain an empty key".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The number of fan-out cache shards in effect (resolving 0 = auto).
+    pub fn effective_fanout_shards(&self) -> usize {
+        match self.delivery.fanout_shards {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+/// Fold `BLIPMQ_<SECTION>_<KEY>=value` into the parsed file. A value is read
+/// as a TOML scalar when it parses as one (numbers, booleans), else as a string.
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    const SECTIONS: &[&str] = &["server", "metrics", "queues", "delivery", "auth"];
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("BLIPMQ_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        if !SECTIONS.contains(&section) {
+            // BLIPMQ_API_KEY, BLIPMQ_CONFIG, BLIPMQ_LOG_FORMAT and the like
+            // belong to the command line, not to the file's sections.
+            continue;
+        }
+        let value = if LIST_KEYS.contains(&(section, key)) {
+            toml::Value::Array(
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_string()))
+                    .collect(),
+            )
+        } else {
+            parse_scalar(&raw)
+        };
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section_table) = entry.as_table_mut() else {
+            return Err(ConfigError::Parse {
+                origin: String::new(),
+                message: format!("`{section}` must be a table"),
+            });
+        };
+        section_table.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+fn parse_scalar(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_)),
+            ) => v,
+            _ => toml::Value::String(raw.to_string()),
+        },
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn built_in_defaults_are_valid_and_documented_values() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.server.bind_addr.to_string(), "127.0.0.1:7878");
+        assert_eq!(c.metrics.bind_addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(c.queues.overflow_policy, OverflowPolicy::DropOldest);
+        assert!(c.auth.api_keys.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_example_config_parses_and_matches_the_defaults() {
+        let text = include_str!("../../blipmq.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.toml");
+        std::fs::write(
+            &path,
+            "[server]\nmax_connections = 5\n[queues]\noverflow_policy = \"block\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            env(&[
+                ("BLIPMQ_SERVER_MAX_CONNECTIONS", "7"),
+                ("BLIPMQ_SERVER_BIND_ADDR", "127.0.0.1:0"),
+                ("BLIPMQ_AUTH_API_KEYS", "k1, k2"),
+                ("BLIPMQ_METRICS_ENABLED", "false"),
+                ("BLIPMQ_API_KEY", "ignored: belongs to the CLI"),
+                ("PATH", "/usr/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.max_connections, 7);
+        assert_eq!(c.server.bind_addr.port(), 0);
+        assert_eq!(c.queues.overflow_policy, OverflowPolicy::Block);
+        assert_eq!(c.auth.api_keys, vec!["k1", "k2"]);
+        assert!(!c.metrics.enabled);
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = error_of("[server]\nmax_conections = 5\n");
+        assert!(e.contains("max_conections"), "{e}");
+        let e = error_of("[queues]\noverflow_policy = \"drop_everything\"\n");
+        assert!(
+            e.contains("overflow_policy") && e.contains("drop_everything"),
+            "{e}"
+        );
+        let e = error_of("[server]\nmax_connections = \"many\"\n");
+        assert!(e.contains("max_connections"), "{e}");
+        let e = error_of("[server]\nbind_addr = \"nowhere\"\n");
+        assert!(e.contains("bind_addr"), "{e}");
+        let e = error_of("[queues]\nsubscriber_capacity = 0\n");
+        assert!(e.contains("queues.subscriber_capacity"), "{e}");
+        let e = error_of("[auth]\napi_keys = [\"\"]\n");
+        assert!(e.contains("auth.api_keys"), "{e}");
+        let e = error_of("[nonsense]\n");
+        assert!(e.contains("nonsense"), "{e}");
+        let e = Config::load(None, env(&[("BLIPMQ_SERVER_MAX_CONNECTIONS", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_connections"), "{e}");
+    }
+}

@@ -1,0 +1,524 @@
+//! One client connection: the handshake, then a read loop that parses frames
+//! and acts on them. Publishing fans out right here, on the publisher's task:
+//! no hop through another task, and `block` backpressure stalls exactly this
+//! publisher's socket and nobody else.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use blipmq_protocol::{
+    check_frame, decode, topic, Encoder, ErrorCode, ErrorFrame, Frame, FrameError, Hello, Publish,
+    Qos, Subscribe, Subscribed, Unsubscribe, Unsubscribed, Welcome, LENGTH_PREFIX_LEN,
+    PROTOCOL_VERSION,
+};
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::config::OverflowPolicy;
+use crate::metrics::inc;
+use crate::outbox::Outbox;
+use crate::registry::Matches;
+use crate::server::Shared;
+use crate::subscription::{QueuedMessage, Subscription};
+use crate::writer::{self, WriterConfig};
+
+/// Largest frame accepted before the handshake completes. A Hello is tiny;
+/// an unauthenticated peer gets no room to make the broker buffer more.
+const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
+
+/// Bytes the read buffer grows by when it is full.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Serve one accepted connection until it closes or `shutdown` fires.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("connection", id = connection_id, %peer);
+    async move {
+        debug!("accepted");
+        let (read_half, write_half) = stream.into_split();
+        let outbox = Outbox::new();
+        // The reader stops on broker shutdown or when the writer fails; the
+        // writer stops only after the reader has queued its last words.
+        let reader_stop = shutdown.child_token();
+        let writer_stop = CancellationToken::new();
+        let writer = tokio::spawn(
+            writer::run(
+                write_half,
+                outbox.clone(),
+                WriterConfig {
+                    max_batch: shared.config.delivery.max_batch,
+                    max_batch_bytes: shared.config.delivery.max_batch_bytes,
+                    flush_interval: Duration::from_millis(shared.config.delivery.flush_interval_ms),
+                },
+                shared.metrics.clone(),
+                writer_stop.clone(),
+            )
+            .in_current_span(),
+        );
+        let mut reader = Reader {
+            shared: shared.clone(),
+            outbox: outbox.clone(),
+            connection_id,
+            encoder: Encoder::new(),
+            ready: false,
+            match_cache: None,
+        };
+        reader.run(read_half, &reader_stop, &shutdown).await;
+        for subscription in outbox.take_all_subscriptions() {
+            shared.registry.remove(&subscription);
+            subscription.close();
+        }
+        writer_stop.cancel();
+        let _ = writer.await;
+        debug!("closed");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Answer a connection over `max_connections` with an error frame, then close.
+pub async fn reject_over_limit(mut stream: TcpStream, max_connections: usize) {
+    use tokio::io::AsyncWriteExt;
+    let frame = Encoder::new().encode_to_bytes(&Frame::Error(ErrorFrame {
+        code: ErrorCode::TooManyConnections,
+        message: &format!("the broker is at its limit of {max_connections} connections"),
+        request_id: 0,
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&frame).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Whether the read loop goes on after a frame.
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Reader {
+    shared: Arc<Shared>,
+    outbox: Arc<Outbox>,
+    connection_id: u64,
+    encoder: Encoder,
+    /// The handshake has completed.
+    ready: bool,
+    /// The last topic this connection published to and its subscribers, so
+    /// that a steady stream to one topic costs one atomic load per message.
+    match_cache: Option<(String, u64, Matches)>,
+}
+
+impl Reader {
+    async fn run(
+        &mut self,
+        mut socket: OwnedReadHalf,
+        stop: &CancellationToken,
+        shutdown: &CancellationToken,
+    ) {
+        let config = &self.shared.config;
+        let max_frame =
+            config.server.max_message_size_bytes + blipmq_protocol::FRAME_ENVELOPE_ALLOWANCE;
+        let handshake_deadline =
+            tokio::time::sleep(Duration::from_millis(config.server.handshake_timeout_ms));
+        tokio::pin!(handshake_deadline);
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        // Bytes of an oversized frame still to skip.
+        let mut discard = 0usize;
+        loop {
+            // Act on every whole frame already buffered.
+            loop {
+                if discard > 0 {
+                    let n = discard.min(buf.len());
+                    buf.advance(n);
+                    discard -= n;
+                    if discard > 0 {
+                        break;
+                    }
+                }
+                let limit = if self.ready {
+                    max_frame
+                } else {
+                    MAX_HANDSHAKE_FRAME
+                };
+                match check_frame(&buf, limit) {
+                    Ok(total) => {
+                        let flow = match decode(&buf[LENGTH_PREFIX_LEN..total]) {
+                            Ok(frame) => self.handle(frame).await,
+                            Err(error) => self.bad_frame(&error),
+                        };
+                        buf.advance(total);
+                        if let Flow::Close = flow {
+                            return;
+                        }
+                    }
+                    Err(FrameError::Incomplete { needed }) => {
+                        buf.reserve(needed.max(READ_CHUNK.min(limit)));
+                        break;
+                    }
+                    Err(error @ FrameError::TooLarge { len, .. }) => {
+                        if let Flow::Close = self.bad_frame(&error) {
+                            return;
+                        }
+                        // The framing is intact: skip the body without
+                        // buffering it, and go on with the next frame.
+                        buf.advance(LENGTH_PREFIX_LEN);
+                        discard = len;
+                    }
+                    Err(error) => {
+                        // check_frame reports nothing else; should it ever,
+                        // the stream cannot be resynchronised.
+                        self.bad_frame(&error);
+                        return;
+                    }
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    if shutdown.is_cancelled() {
+                        self.send_error(ErrorCode::ShuttingDown, "the broker is shutting down", 0);
+                    }
+                    return;
+                }
+                _ = &mut handshake_deadline, if !self.ready => {
+                    self.send_error(ErrorCode::HandshakeTimeout, "no Hello within the handshake timeout", 0);
+                    return;
+                }
+                read = socket.read_buf(&mut buf) => match read {
+                    Ok(0) => {
+                        if !buf.is_empty() || discard > 0 {
+                            // The peer closed in the middle of a frame.
+                            inc(&self.shared.metrics.protocol_errors);
+                            debug!(buffered = buf.len(), "connection closed mid-frame");
+                        }
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        debug!(%error, "read failed");
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// A frame that could not be used. Before the handshake the connection
+    /// is closed; after it the connection survives, since the framing is intact.
+    fn bad_frame(&mut self, error: &FrameError) -> Flow {
+        inc(&self.shared.metrics.protocol_errors);
+        debug!(%error, "bad frame");
+        if !self.ready {
+            self.send_error(error.code(), &format!("{error} (before the handshake)"), 0);
+            return Flow::Close;
+        }
+        self.send_error(error.code(), &error.to_string(), 0)
+    }
+
+    /// Queue an error frame; closes the connection if its control backlog is
+    /// full (a peer that never reads).
+    fn send_error(&mut self, code: ErrorCode, message: &str, request_id: u64) -> Flow {
+        self.shared.metrics.error_sent(code);
+        self.send(&Frame::Error(ErrorFrame {
+            code,
+            message,
+            request_id,
+        }))
+    }
+
+    fn send(&mut self, frame: &Frame<'_>) -> Flow {
+        let encoder = &mut self.encoder;
+        match self.outbox.push_control(|out| encoder.encode(frame, out)) {
+            Ok(()) => Flow::Continue,
+            Err(_) => {
+                warn!("client does not read its replies; closing");
+                Flow::Close
+            }
+        }
+    }
+
+    async fn handle(&mut self, frame: Frame<'_>) -> Flow {
+        if !self.ready {
+            return match frame {
+                Frame::Hello(hello) => self.handshake(&hello),
+                other => {
+                    inc(&self.shared.metrics.protocol_errors);
+                    self.send_error(
+                        ErrorCode::HandshakeRequired,
+                        &format!("expected Hello, got {}", other.kind()),
+                        0,
+                    );
+                    Flow::Close
+                }
+            };
+        }
+        match frame {
+            Frame::Publish(publish) => self.publish(&publish).await,
+            Frame::Subscribe(subscribe) => self.subscribe(&subscribe),
+            Frame::Unsubscribe(unsubscribe) => self.unsubscribe(&unsubscribe),
+            Frame::Ack(ack) => {
+                // QoS 0 deliveries need no ack; acking is accepted for
+                // subscriptions this connection owns and refused otherwise.
+                if self.outbox.subscription(ack.subscription_id).is_none() {
+                    return self.send_error(
+                        ErrorCode::UnknownSubscription,
+                        &format!("no subscription {} on this connection", ack.subscription_id),
+                        ack.delivery_id,
+                    );
+                }
+                Flow::Continue
+            }
+            Frame::Ping { nonce } => self.send(&Frame::Pong { nonce }),
+            Frame::Pong { .. } => Flow::Continue,
+            Frame::Hello(_) => {
+                inc(&self.shared.metrics.protocol_errors);
+                self.send_error(
+                    ErrorCode::DuplicateHandshake,
+                    "the handshake is already done",
+                    0,
+                )
+            }
+            other => {
+                inc(&self.shared.metrics.protocol_errors);
+                self.send_error(
+                    ErrorCode::UnsupportedFrame,
+                    &format!("{} is a broker-to-client frame", other.kind()),
+                    0,
+                )
+            }
+        }
+    }
+
+    fn handshake(&mut self, hello: &Hello<'_>) -> Flow {
+        if hello.protocol_version != PROTOCOL_VERSION {
+            inc(&self.shared.metrics.protocol_errors);
+            self.send_error(
+                ErrorCode::UnsupportedVersion,
+                &format!(
+                    "protocol version {} is not supported; this broker speaks {PROTOCOL_VERSION}",
+                    hello.protocol_version
+                ),
+                0,
+            );
+            return Flow::Close;
+        }
+        let keys = &self.shared.config.auth.api_keys;
+        if !keys.is_empty() {
+            let presented = hello.api_key.unwrap_or("");
+            // Compare against every key in constant time, so timing does not
+            // reveal how much of a guess was right.
+            let valid = keys.iter().fold(false, |found, key| {
+                found | constant_time_eq(key.as_bytes(), presented.as_bytes())
+            });
+            if !valid {
+                inc(&self.shared.metrics.auth_failures);
+                warn!(
+                    client = hello.client_name.unwrap_or(""),
+                    "authentication failed"
+                );
+                let message = if hello.api_key.is_none() {
+                    "this broker requires an API key"
+                } else {
+                    "invalid API key"
+                };
+                self.send_error(ErrorCode::AuthFailed, message, 0);
+                return Flow::Close;
+            }
+        }
+        self.ready = true;
+        info!(
+            client = hello.client_name.unwrap_or(""),
+            "handshake complete"
+        );
+        let max_message_size = self.shared.config.server.max_message_size_bytes as u32;
+        let connection_id = self.connection_id;
+        self.send(&Frame::Welcome(Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            server_name: "blipmq",
+            server_version: env!("CARGO_PKG_VERSION"),
+            max_message_size,
+            connection_id,
+        }))
+    }
+
+    async fn publish(&mut self, publish: &Publish<'_>) -> Flow {
+        let request_id = publish.publish_id;
+        match Qos::from_wire(publish.qos) {
+            Some(Qos::AtMostOnce) => {}
+            Some(Qos::AtLeastOnce) => {
+                return self.send_error(
+                    ErrorCode::UnsupportedQos,
+                    "QoS 1 is not available on this broker yet",
+                    request_id,
+                )
+            }
+            None => {
+                return self.send_error(
+                    ErrorCode::InvalidArgument,
+                    &format!("qos {} does not exist (0 or 1)", publish.qos),
+                    request_id,
+                )
+            }
+        }
+        if let Err(error) = topic::validate_topic(publish.topic) {
+            return self.send_error(
+                ErrorCode::InvalidTopic,
+                &format!("{error}: {:?}", publish.topic),
+                request_id,
+            );
+        }
+        let max = self.shared.config.server.max_message_size_bytes;
+        if publish.payload.len() > max {
+            return self.send_error(
+                ErrorCode::MessageTooLarge,
+                &format!(
+                    "payload of {} bytes exceeds the limit of {max} bytes",
+                    publish.payload.len()
+                ),
+                request_id,
+            );
+        }
+        inc(&self.shared.metrics.published);
+        let matches = self.subscribers_of(publish.topic);
+        let shared = &self.shared;
+        if matches.is_empty() {
+            return Flow::Continue;
+        }
+        let ttl_ms = match publish.ttl_ms {
+            0 => shared.config.delivery.default_ttl_ms,
+            ttl => u64::from(ttl),
+        };
+        let message = Arc::new(QueuedMessage {
+            delivery: self.encoder.shared_delivery(
+                publish.topic,
+                publish.payload,
+                shared.next_message_id.fetch_add(1, Ordering::Relaxed),
+                unix_millis(),
+            ),
+            expires_at: (ttl_ms > 0).then(|| Instant::now() + Duration::from_millis(ttl_ms)),
+        });
+        for subscription in matches.iter() {
+            if subscription.policy() == OverflowPolicy::Block {
+                subscription
+                    .enqueue_or_wait(message.clone(), &shared.metrics)
+                    .await;
+            } else {
+                subscription.enqueue_now(message.clone(), &shared.metrics);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn subscribers_of(&mut self, topic: &str) -> Matches {
+        let registry = &self.shared.registry;
+        if let Some((cached_topic, generation, matches)) = &self.match_cache {
+            if cached_topic == topic && *generation == registry.generation() {
+                return matches.clone();
+            }
+        }
+        let (generation, matches) = registry.matching(topic);
+        self.match_cache = Some((topic.to_string(), generation, matches.clone()));
+        matches
+    }
+
+    fn subscribe(&mut self, subscribe: &Subscribe<'_>) -> Flow {
+        let request_id = subscribe.request_id;
+        match Qos::from_wire(subscribe.qos) {
+            Some(Qos::AtMostOnce) => {}
+            Some(Qos::AtLeastOnce) => {
+                return self.send_error(
+                    ErrorCode::UnsupportedQos,
+                    "QoS 1 is not available on this broker yet",
+                    request_id,
+                )
+            }
+            None => {
+                return self.send_error(
+                    ErrorCode::InvalidArgument,
+                    &format!("qos {} does not exist (0 or 1)", subscribe.qos),
+                    request_id,
+                )
+            }
+        }
+        if subscribe.durable_name.is_some() || subscribe.queue_group.is_some() {
+            return self.send_error(
+                ErrorCode::InvalidArgument,
+                "durable subscriptions and queue groups are not available on this broker yet",
+                request_id,
+            );
+        }
+        if let Err(error) = topic::validate_pattern(subscribe.pattern) {
+            return self.send_error(
+                ErrorCode::InvalidTopic,
+                &format!("{error}: {:?}", subscribe.pattern),
+                request_id,
+            );
+        }
+        let shared = &self.shared;
+        let subscription = Arc::new(Subscription::new(
+            shared.next_subscription_id.fetch_add(1, Ordering::Relaxed),
+            subscribe.pattern.to_string(),
+            shared.config.queues.subscriber_capacity,
+            shared.config.queues.overflow_policy,
+            self.outbox.clone(),
+        ));
+        let subscription_id = subscription.id;
+        if let Err(error) = shared.registry.insert(subscription.clone()) {
+            return self.send_error(ErrorCode::TooManyTopics, &error.to_string(), request_id);
+        }
+        self.outbox.add_subscription(subscription);
+        debug!(subscription_id, pattern = subscribe.pattern, "subscribed");
+        self.send(&Frame::Subscribed(Subscribed {
+            request_id,
+            subscription_id,
+        }))
+    }
+
+    fn unsubscribe(&mut self, unsubscribe: &Unsubscribe) -> Flow {
+        let Some(subscription) = self.outbox.remove_subscription(unsubscribe.subscription_id)
+        else {
+            return self.send_error(
+                ErrorCode::UnknownSubscription,
+                &format!(
+                    "no subscription {} on this connection",
+                    unsubscribe.subscription_id
+                ),
+                unsubscribe.request_id,
+            );
+        };
+        self.shared.registry.remove(&subscription);
+        subscription.close();
+        self.send(&Frame::Unsubscribed(Unsubscribed {
+            request_id: unsubscribe.request_id,
+            subscription_id: unsubscribe.subscription_id,
+        }))
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

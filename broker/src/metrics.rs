@@ -1,0 +1,231 @@
+//! Broker counters and gauges, rendered in the Prometheus text format.
+//!
+//! Counters are relaxed atomics bumped on the hot path; gauges that can be
+//! derived (subscriptions, queue depth) are computed at scrape time instead of
+//! being maintained per message.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use blipmq_protocol::{error_code_name, ErrorCode};
+use parking_lot::Mutex;
+
+use crate::config::OverflowPolicy;
+
+#[derive(Default)]
+pub struct Metrics {
+    pub published: AtomicU64,
+    pub enqueued: AtomicU64,
+    pub delivered: AtomicU64,
+    pub dropped_ttl: AtomicU64,
+    pub dropped_full_drop_oldest: AtomicU64,
+    pub dropped_full_drop_new: AtomicU64,
+    /// Messages a `block` publisher was waiting to enqueue when the
+    /// subscription went away.
+    pub dropped_subscriber_gone: AtomicU64,
+    pub flush_bytes: AtomicU64,
+    pub flush_batches: AtomicU64,
+    pub connections_current: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub connections_rejected: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    /// Error frames sent, by code. Errors are off the hot path, so a lock is fine.
+    errors_sent: Mutex<BTreeMap<u16, u64>>,
+}
+
+/// Scrape-time values the metrics module cannot see on its own.
+pub struct Gauges {
+    pub subscriptions: u64,
+    pub queue_depth: u64,
+    pub topics: u64,
+}
+
+#[inline]
+pub fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[inline]
+pub fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn dropped_queue_full(&self, policy: OverflowPolicy) -> &AtomicU64 {
+        match policy {
+            OverflowPolicy::DropOldest => &self.dropped_full_drop_oldest,
+            // A `block` queue never drops for being full; should it ever, the
+            // drop is counted with drop_new, whose effect it has.
+            OverflowPolicy::DropNew | OverflowPolicy::Block => &self.dropped_full_drop_new,
+        }
+    }
+
+    pub fn error_sent(&self, code: ErrorCode) {
+        *self.errors_sent.lock().entry(code.0).or_default() += 1;
+    }
+
+    /// The whole exposition, HELP and TYPE lines included.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut out = String::with_capacity(4096);
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        family(
+            "blipmq_messages_published_total",
+            "counter",
+            "Messages accepted from publishers.",
+            &[("", get(&self.published))],
+        );
+        family(
+            "blipmq_messages_enqueued_total",
+            "counter",
+            "Message copies placed on subscriber queues.",
+            &[("", get(&self.enqueued))],
+        );
+        family(
+            "blipmq_messages_delivered_total",
+            "counter",
+            "Deliveries written to subscriber sockets.",
+            &[("", get(&self.delivered))],
+        );
+        family(
+            "blipmq_messages_dropped_total",
+            "counter",
+            "Message copies dropped before delivery, by cause.",
+            &[
+                ("{reason=\"ttl\"}", get(&self.dropped_ttl)),
+                (
+                    "{reason=\"queue_full\",policy=\"drop_oldest\"}",
+                    get(&self.dropped_full_drop_oldest),
+                ),
+                (
+                    "{reason=\"queue_full\",policy=\"drop_new\"}",
+                    get(&self.dropped_full_drop_new),
+                ),
+                (
+                    "{reason=\"subscriber_gone\"}",
+                    get(&self.dropped_subscriber_gone),
+                ),
+            ],
+        );
+        family(
+            "blipmq_flush_bytes_total",
+            "counter",
+            "Bytes written to client sockets.",
+            &[("", get(&self.flush_bytes))],
+        );
+        family(
+            "blipmq_flush_batches_total",
+            "counter",
+            "Batched socket writes.",
+            &[("", get(&self.flush_batches))],
+        );
+        family(
+            "blipmq_connections",
+            "gauge",
+            "Client connections open now.",
+            &[("", get(&self.connections_current))],
+        );
+        family(
+            "blipmq_connections_total",
+            "counter",
+            "Client connections accepted.",
+            &[("", get(&self.connections_total))],
+        );
+        family(
+            "blipmq_connections_rejected_total",
+            "counter",
+            "Connections refused because max_connections was reached.",
+            &[("", get(&self.connections_rejected))],
+        );
+        family(
+            "blipmq_auth_failures_total",
+            "counter",
+            "Handshakes refused for a missing or wrong API key.",
+            &[("", get(&self.auth_failures))],
+        );
+        family(
+            "blipmq_protocol_errors_total",
+            "counter",
+            "Malformed, oversized or out-of-order frames received.",
+            &[("", get(&self.protocol_errors))],
+        );
+        let errors: Vec<(String, u64)> = self
+            .errors_sent
+            .lock()
+            .iter()
+            .map(|(code, n)| {
+                (
+                    format!(
+                        "{{code=\"{code}\",name=\"{}\"}}",
+                        error_code_name(ErrorCode(*code))
+                    ),
+                    *n,
+                )
+            })
+            .collect();
+        let errors: Vec<(&str, u64)> = errors.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        family(
+            "blipmq_errors_sent_total",
+            "counter",
+            "Error frames sent to clients, by error code.",
+            &errors,
+        );
+        family(
+            "blipmq_subscriptions",
+            "gauge",
+            "Active subscriptions.",
+            &[("", gauges.subscriptions)],
+        );
+        family(
+            "blipmq_topics",
+            "gauge",
+            "Distinct subscription patterns held (bounded by queues.topic_capacity).",
+            &[("", gauges.topics)],
+        );
+        family(
+            "blipmq_queue_depth",
+            "gauge",
+            "Messages waiting in subscriber queues.",
+            &[("", gauges.queue_depth)],
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_help_type_and_values() {
+        let m = Metrics::default();
+        inc(&m.published);
+        add(&m.flush_bytes, 42);
+        m.error_sent(ErrorCode::InvalidTopic);
+        m.error_sent(ErrorCode::InvalidTopic);
+        let text = m.render(&Gauges {
+            subscriptions: 3,
+            queue_depth: 4,
+            topics: 2,
+        });
+        assert!(text.contains("# TYPE blipmq_messages_published_total counter\n"));
+        assert!(text.contains("\nblipmq_messages_published_total 1\n"));
+        assert!(text.contains("\nblipmq_flush_bytes_total 42\n"));
+        assert!(text.contains("blipmq_errors_sent_total{code=\"300\",name=\"InvalidTopic\"} 2\n"));
+        assert!(text.contains("\nblipmq_subscriptions 3\n"));
+        assert!(text.contains("\nblipmq_queue_depth 4\n"));
+        // Every family has both a HELP and a TYPE line.
+        assert_eq!(
+            text.matches("# HELP ").count(),
+            text.matches("# TYPE ").count()
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! The broker's entry point: accept connections, enforce the connection
+//! limit, and shut everything down in order.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::connection;
+use crate::http;
+use crate::metrics::{inc, Gauges, Metrics};
+use crate::registry::Registry;
+
+/// How long shutdown waits for connections to flush and close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The sockets a broker serves, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    pub clients: TcpListener,
+    /// `None` disables the metrics endpoint.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Bind the addresses named in `config`.
+    pub async fn bind(config: &Config) -> io::Result<Listeners> {
+        let clients = TcpListener::bind(config.server.bind_addr)
+            .await
+            .map_err(|e| with_context(e, "server.bind_addr", config.server.bind_addr))?;
+        let metrics = if config.metrics.enabled {
+            Some(
+                TcpListener::bind(config.metrics.bind_addr)
+                    .await
+                    .map_err(|e| with_context(e, "metrics.bind_addr", config.metrics.bind_addr))?,
+            )
+        } else {
+            None
+        };
+        Ok(Listeners { clients, metrics })
+    }
+}
+
+fn with_context(error: io::Error, key: &str, addr: SocketAddr) -> io::Error {
+    io::Error::new(
+        error.kind(),
+        format!("cannot listen on {addr} ({key}): {error}"),
+    )
+}
+
+/// State every connection shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub next_message_id: AtomicU64,
+    pub next_subscription_id: AtomicU64,
+    pub next_connection_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn gauges(&self) -> Gauges {
+        let (subscriptions, topics, queue_depth) = self.registry.gauges();
+        Gauges {
+            subscriptions,
+            topics,
+            queue_depth,
+        }
+    }
+}
+
+/// Run the broker on `listeners` until `shutdown` completes, then close every
+/// connection (each is told ShuttingDown) and return.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let shared = Arc::new(Shared {
+        registry: Registry::new(
+            config.queues.topic_capacity,
+            config.effective_fanout_shards(),
+        ),
+        metrics: Arc::new(Metrics::default()),
+        next_message_id: AtomicU64::new(1),
+        next_subscription_id: AtomicU64::new(1),
+        next_connection_id: AtomicU64::new(1),
+        config,
+    });
+    let stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    if let Some(listener) = listeners.metrics {
+        tasks.spawn(http::serve(listener, shared.clone(), stop.clone()));
+    }
+    // One permit per open connection: the limit reads off the semaphore.
+    let permits = Arc::new(Semaphore::new(shared.config.server.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listeners.clients.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of
+                // spinning, and keep serving the connections we have.
+                error!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            warn!(%error, %peer, "cannot set TCP_NODELAY");
+        }
+        let metrics = &shared.metrics;
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                inc(&metrics.connections_total);
+                inc(&metrics.connections_current);
+                let shared = shared.clone();
+                let stop = stop.clone();
+                tasks.spawn(async move {
+                    connection::serve(stream, peer, shared.clone(), stop).await;
+                    shared
+                        .metrics
+                        .connections_current
+                        .fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                inc(&metrics.connections_rejected);
+                metrics.error_sent(blipmq_protocol::ErrorCode::TooManyConnections);
+                warn!(%peer, "connection refused: max_connections reached");
+                tasks.spawn(connection::reject_over_limit(
+                    stream,
+                    shared.config.server.max_connections,
+                ));
+            }
+        }
+    }
+    info!("shutting down");
+    drop(listeners.clients);
+    stop.cancel();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+    }
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! A subscription: its bounded queue, its overflow policy, and the outbox of
+//! the connection that owns it.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use blipmq_protocol::SharedDelivery;
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::Notify;
+
+use crate::config::OverflowPolicy;
+use crate::metrics::{inc, Metrics};
+use crate::outbox::Outbox;
+
+/// One published message as every subscriber queue holds it: encoded once,
+/// shared by reference count.
+#[derive(Debug)]
+pub struct QueuedMessage {
+    pub delivery: SharedDelivery,
+    /// `None` = never expires.
+    pub expires_at: Option<Instant>,
+}
+
+pub type MessageRef = Arc<QueuedMessage>;
+
+pub struct Subscription {
+    /// Unique within the broker run, hence within the owning connection.
+    pub id: u64,
+    pub pattern: String,
+    policy: OverflowPolicy,
+    queue: ArrayQueue<MessageRef>,
+    /// The owning connection's writer, woken when this queue gains a message.
+    outbox: Arc<Outbox>,
+    /// Wakes `block` publishers when the writer makes room.
+    space: Notify,
+    /// Publishers waiting on `space`; lets the writer skip the wake-up when
+    /// nobody waits (the common case).
+    blocked_publishers: AtomicUsize,
+    /// Set once the subscription is removed; enqueues after that are discarded.
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("pattern", &self.pattern)
+            .field("depth", &self.queue.len())
+            .finish()
+    }
+}
+
+impl Subscription {
+    pub fn new(
+        id: u64,
+        pattern: String,
+        capacity: usize,
+        policy: OverflowPolicy,
+        outbox: Arc<Outbox>,
+    ) -> Subscription {
+        Subscription {
+            id,
+            pattern,
+            policy,
+            queue: ArrayQueue::new(capacity),
+            outbox,
+            space: Notify::new(),
+            blocked_publishers: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn policy(&self) -> OverflowPolicy {
+        self.policy
+    }
+
+    pub fn depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Enqueue under a dropping policy; never waits. For `block`
+    /// subscriptions use [`Subscription::enqueue_or_wait`].
+    pub fn enqueue_now(&self, message: MessageRef, metrics: &Metrics) {
+        if self.is_closed() {
+            return;
+        }
+        match self.policy {
+            OverflowPolicy::DropOldest => {
+                if self.queue.force_push(message).is_some() {
+                    inc(&metrics.dropped_full_drop_oldest);
+                }
+            }
+            OverflowPolicy::DropNew | OverflowPolicy::Block => {
+                if self.queue.push(message).is_err() {
+                    inc(metrics.dropped_queue_full(self.policy));
+                    return;
+                }
+            }
+        }
+        inc(&metrics.enqueued);
+        self.outbox.wake();
+    }
+
+    /// Enqueue, waiting for room while the queue is full (the `block`
+    /// policy). Returns when the message is queued or the subscription is gone.
+    pub async fn enqueue_or_wait(&self, mut message: MessageRef, metrics: &Metrics) {
+        loop {
+            if self.is_closed() {
+                inc(&metrics.dropped_subscriber_gone);
+                return;
+            }
+            // Register interest before retrying so that a pop between the
+            // failed push and the await cannot be missed.
+            let room = self.space.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            self.blocked_publishers.fetch_add(1, Ordering::SeqCst);
+            let attempt = self.queue.push(message);
+            match attempt {
+                Ok(()) => {
+                    self.blocked_publishers.fetch_sub(1, Ordering::SeqCst);
+                    inc(&metrics.enqueued);
+                    self.outbox.wake();
+                    return;
+                }
+                Err(back) => {
+                    message = back;
+                    // The writer must run to make room.
+                    self.outbox.wake();
+                    room.await;
+                    self.blocked_publishers.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Take the oldest message (the owning connection's writer calls this).
+    pub fn pop(&self) -> Option<MessageRef> {
+        let message = self.queue.pop();
+        if message.is_some() && self.blocked_publishers.load(Ordering::SeqCst) > 0 {
+            self.space.notify_waiters();
+        }
+        message
+    }
+
+    /// Remove the subscription: free its queue and release blocked publishers.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        while self.queue.pop().is_some() {}
+        self.space.notify_waiters();
+    }
+}

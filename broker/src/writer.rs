@@ -1,0 +1,241 @@
+//! A connection's writer: drains control frames and subscription queues into
+//! batches and writes each batch with one vectored write.
+//!
+//! Reactive: it sleeps on the outbox's `Notify` and runs only when there is
+//! something to send. A timer exists only while a partial batch lingers under
+//! `flush_interval_ms > 0`.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blipmq_protocol::{Route, SharedDelivery};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{add, inc, Metrics};
+use crate::outbox::Outbox;
+use crate::subscription::{MessageRef, Subscription};
+
+/// Frames up to this size are copied into one contiguous buffer (cheaper than
+/// three iovecs each); larger ones are written straight from the shared
+/// encoding with only their route in between.
+const COPY_THRESHOLD: usize = 2048;
+
+/// How long a closing connection may take to flush its last control frames
+/// (such as the error that explains the close).
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    pub max_batch: usize,
+    pub max_batch_bytes: usize,
+    pub flush_interval: Duration,
+}
+
+enum Segment {
+    /// A range of `Batch::copied`.
+    Copied(usize, usize),
+    /// A large delivery written from its shared bytes; index into `Batch::large`.
+    Large(usize),
+}
+
+#[derive(Default)]
+struct Batch {
+    control: BytesMut,
+    copied: BytesMut,
+    large: Vec<(MessageRef, [u8; blipmq_protocol::codec::ROUTE_LEN])>,
+    segments: Vec<Segment>,
+    deliveries: usize,
+    bytes: usize,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.deliveries == 0
+    }
+
+    fn is_full(&self, config: &WriterConfig) -> bool {
+        self.deliveries >= config.max_batch || self.bytes >= config.max_batch_bytes
+    }
+
+    fn push_delivery(&mut self, message: MessageRef, subscription_id: u64) {
+        let route = Route {
+            subscription_id,
+            delivery_id: 0,
+            delivery_count: 1,
+        };
+        let len = message.delivery.len();
+        if len <= COPY_THRESHOLD {
+            let start = self.copied.len();
+            message.delivery.write_to(route, &mut self.copied);
+            match self.segments.last_mut() {
+                Some(Segment::Copied(_, end)) if *end == start => *end = self.copied.len(),
+                _ => self
+                    .segments
+                    .push(Segment::Copied(start, self.copied.len())),
+            }
+        } else {
+            self.segments.push(Segment::Large(self.large.len()));
+            self.large
+                .push((message, SharedDelivery::route_bytes(route)));
+        }
+        self.deliveries += 1;
+        self.bytes += len;
+    }
+
+    /// Take control frames, then deliveries round-robin across subscriptions
+    /// (one message from each in turn, so one busy subscription cannot starve
+    /// the others) until the batch is full or every queue is empty.
+    fn fill(
+        &mut self,
+        outbox: &Outbox,
+        subscriptions: &[Arc<Subscription>],
+        next_start: &mut usize,
+        config: &WriterConfig,
+        metrics: &Metrics,
+    ) {
+        let control_before = self.control.len();
+        outbox.take_control(&mut self.control);
+        self.bytes += self.control.len() - control_before;
+        let n = subscriptions.len();
+        if n == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let start = *next_start % n;
+        *next_start = next_start.wrapping_add(1);
+        while !self.is_full(config) {
+            let mut took_any = false;
+            for i in 0..n {
+                let subscription = &subscriptions[(start + i) % n];
+                let Some(message) = subscription.pop() else {
+                    continue;
+                };
+                took_any = true;
+                if message.expires_at.is_some_and(|at| at <= now) {
+                    inc(&metrics.dropped_ttl);
+                    continue;
+                }
+                self.push_delivery(message, subscription.id);
+                if self.is_full(config) {
+                    return;
+                }
+            }
+            if !took_any {
+                return;
+            }
+        }
+    }
+
+    async fn write_to(&mut self, socket: &mut OwnedWriteHalf) -> io::Result<usize> {
+        let mut slices: Vec<IoSlice<'_>> =
+            Vec::with_capacity(1 + self.segments.len() + 2 * self.large.len());
+        if !self.control.is_empty() {
+            slices.push(IoSlice::new(&self.control));
+        }
+        for segment in &self.segments {
+            match segment {
+                Segment::Copied(start, end) => {
+                    slices.push(IoSlice::new(&self.copied[*start..*end]))
+                }
+                Segment::Large(index) => {
+                    let (message, route) = &self.large[*index];
+                    let (head, tail) = message.delivery.head_and_tail();
+                    slices.push(IoSlice::new(head));
+                    slices.push(IoSlice::new(route));
+                    slices.push(IoSlice::new(tail));
+                }
+            }
+        }
+        let total: usize = slices.iter().map(|s| s.len()).sum();
+        let mut remaining = &mut slices[..];
+        while !remaining.is_empty() {
+            let written = socket.write_vectored(remaining).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut remaining, written);
+        }
+        Ok(total)
+    }
+
+    fn clear(&mut self) {
+        self.control.clear();
+        self.copied.clear();
+        self.large.clear();
+        self.segments.clear();
+        self.deliveries = 0;
+        self.bytes = 0;
+    }
+}
+
+/// Run until `stop` is cancelled or the socket fails, then flush pending
+/// control frames and shut the socket down. Cancels `stop` itself on a
+/// write error so that the reader ends too.
+pub async fn run(
+    mut socket: OwnedWriteHalf,
+    outbox: Arc<Outbox>,
+    config: WriterConfig,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut batch = Batch::default();
+    let mut subscriptions = Vec::new();
+    let mut seen_version = u64::MAX;
+    let mut next_start = 0usize;
+    loop {
+        outbox.refresh_subscriptions(&mut seen_version, &mut subscriptions);
+        batch.fill(&outbox, &subscriptions, &mut next_start, &config, &metrics);
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = outbox.wait() => continue,
+            }
+        }
+        if !config.flush_interval.is_zero() && !batch.is_full(&config) {
+            let deadline = tokio::time::Instant::now() + config.flush_interval;
+            while !batch.is_full(&config) {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = outbox.wait() => {
+                        outbox.refresh_subscriptions(&mut seen_version, &mut subscriptions);
+                        batch.fill(&outbox, &subscriptions, &mut next_start, &config, &metrics);
+                    }
+                }
+            }
+        }
+        let deliveries = batch.deliveries as u64;
+        let result = tokio::select! {
+            result = batch.write_to(&mut socket) => result,
+            _ = stop.cancelled() => break,
+        };
+        match result {
+            Ok(bytes) => {
+                add(&metrics.delivered, deliveries);
+                add(&metrics.flush_bytes, bytes as u64);
+                inc(&metrics.flush_batches);
+                batch.clear();
+            }
+            Err(error) => {
+                tracing::debug!(%error, "write failed; closing connection");
+                stop.cancel();
+                return;
+            }
+        }
+    }
+    // Deliveries still queued are dropped with the connection, but the
+    // control frames (an error explaining the close) are worth sending.
+    batch.clear();
+    outbox.take_control(&mut batch.control);
+    let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, async {
+        if !batch.control.is_empty() {
+            socket.write_all(&batch.control).await?;
+        }
+        socket.shutdown().await
+    })
+    .await;
+}

@@ -1,0 +1,341 @@
+//! Test harness: the real broker on 127.0.0.1:0 in this process, and a raw
+//! protocol client that speaks frames directly (no client crate involved).
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use blipmq_broker::{run, Config, Listeners};
+use blipmq_protocol::{
+    check_frame, decode, Encoder, ErrorCode, Frame, FrameError, Hello, Publish, Subscribe,
+    Unsubscribe, LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
+};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a test waits for something that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestBroker {
+    pub async fn start() -> TestBroker {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Start with the built-in defaults changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestBroker {
+        let mut config = Config::default();
+        config.server.bind_addr = "127.0.0.1:0".parse().unwrap();
+        config.metrics.bind_addr = "127.0.0.1:0".parse().unwrap();
+        configure(&mut config);
+        config.validate().expect("test config is valid");
+        let listeners = Listeners::bind(&config).await.expect("bind");
+        let addr = listeners.clients.local_addr().unwrap();
+        let metrics_addr = listeners.metrics.as_ref().unwrap().local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(listeners, config, async move {
+            let _ = stopped.await;
+        }));
+        TestBroker {
+            addr,
+            metrics_addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A client that has completed the handshake.
+    pub async fn client(&self) -> RawClient {
+        let mut client = RawClient::connect(self.addr).await;
+        client.handshake(None).await;
+        client
+    }
+
+    /// GET /metrics and return the body.
+    pub async fn metrics(&self) -> String {
+        http_get(self.metrics_addr, "/metrics").await.1
+    }
+
+    /// The value of one sample line, e.g. `blipmq_connections` or
+    /// `blipmq_messages_dropped_total{reason="ttl"}`.
+    pub async fn metric(&self, sample: &str) -> u64 {
+        let text = self.metrics().await;
+        metric_value(&text, sample).unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
+    }
+
+    /// Poll /metrics until `sample` has `value` (gauges settle asynchronously).
+    pub async fn wait_for_metric(&self, sample: &str, value: u64) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let now = self.metric(sample).await;
+            if now == value {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{sample} stayed at {now}, expected {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("broker stops in time")
+                .expect("broker task")
+                .expect("broker ran cleanly");
+        }
+    }
+}
+
+pub fn metric_value(text: &str, sample: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(sample)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_string(&mut response))
+        .await
+        .expect("metrics answer in time")
+        .unwrap();
+    let status: u16 = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A delivery, owned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Got {
+    pub subscription_id: u64,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub message_id: u64,
+    pub timestamp_ms: u64,
+}
+
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    encoder: Encoder,
+    next_request: u64,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).unwrap();
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            encoder: Encoder::new(),
+            next_request: 1,
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Frame<'_>) {
+        let bytes = self.encoder.encode_to_bytes(frame);
+        self.stream.write_all(&bytes).await.expect("send");
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send raw");
+    }
+
+    pub async fn handshake(&mut self, api_key: Option<&str>) {
+        self.send_hello(api_key).await;
+        match self.recv_owned().await {
+            Some(body) => match decode(&body).unwrap() {
+                Frame::Welcome(w) => assert_eq!(w.protocol_version, PROTOCOL_VERSION),
+                other => panic!("expected Welcome, got {other:?}"),
+            },
+            None => panic!("closed during handshake"),
+        }
+    }
+
+    pub async fn send_hello(&mut self, api_key: Option<&str>) {
+        self.send(&Frame::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: Some("test"),
+            api_key,
+        }))
+        .await;
+    }
+
+    /// The next frame's body, or `None` if the broker closed the connection.
+    pub async fn recv_owned(&mut self) -> Option<Bytes> {
+        tokio::time::timeout(PATIENCE, self.recv_inner())
+            .await
+            .expect("a frame or a close within the test's patience")
+    }
+
+    async fn recv_inner(&mut self) -> Option<Bytes> {
+        loop {
+            match check_frame(&self.buf, usize::MAX >> 1) {
+                Ok(total) => {
+                    let frame = self.buf.split_to(total).freeze();
+                    return Some(frame.slice(LENGTH_PREFIX_LEN..));
+                }
+                Err(FrameError::Incomplete { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => {
+                    assert!(self.buf.is_empty(), "connection closed mid-frame");
+                    return None;
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Whether a frame arrives within `wait` (without consuming a close).
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Bytes> {
+        tokio::time::timeout(wait, self.recv_inner())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub async fn expect_error(&mut self) -> (ErrorCode, String, u64) {
+        let body = self
+            .recv_owned()
+            .await
+            .expect("an error frame, not a close");
+        match decode(&body).unwrap() {
+            Frame::Error(e) => (e.code, e.message.to_string(), e.request_id),
+            other => panic!("expected Error, got {other:?}"),
+        }
+    }
+
+    /// The broker closes the connection (after any frames still in flight,
+    /// which are returned).
+    pub async fn expect_closed(&mut self) -> Vec<Bytes> {
+        let mut rest = Vec::new();
+        while let Some(frame) = self.recv_owned().await {
+            rest.push(frame);
+        }
+        rest
+    }
+
+    pub async fn expect_delivery(&mut self) -> Got {
+        let body = self.recv_owned().await.expect("a delivery, not a close");
+        match decode(&body).unwrap() {
+            Frame::Delivery(d) => Got {
+                subscription_id: d.route.subscription_id,
+                topic: d.topic.to_string(),
+                payload: d.payload.to_vec(),
+                message_id: d.message_id,
+                timestamp_ms: d.timestamp_ms,
+            },
+            other => panic!("expected Delivery, got {other:?}"),
+        }
+    }
+
+    pub async fn expect_nothing(&mut self, wait: Duration) {
+        if let Some(body) = self.recv_within(wait).await {
+            panic!("expected silence, got {:?}", decode(&body));
+        }
+    }
+
+    fn request_id(&mut self) -> u64 {
+        self.next_request += 1;
+        self.next_request
+    }
+
+    /// Subscribe and return the subscription id.
+    pub async fn subscribe(&mut self, pattern: &str) -> u64 {
+        let request_id = self.request_id();
+        self.send(&Frame::Subscribe(Subscribe {
+            request_id,
+            pattern,
+            ..Default::default()
+        }))
+        .await;
+        let body = self.recv_owned().await.expect("Subscribed");
+        match decode(&body).unwrap() {
+            Frame::Subscribed(s) => {
+                assert_eq!(s.request_id, request_id);
+                s.subscription_id
+            }
+            other => panic!("expected Subscribed, got {other:?}"),
+        }
+    }
+
+    pub async fn unsubscribe(&mut self, subscription_id: u64) {
+        let request_id = self.request_id();
+        self.send(&Frame::Unsubscribe(Unsubscribe {
+            request_id,
+            subscription_id,
+        }))
+        .await;
+        let body = self.recv_owned().await.expect("Unsubscribed");
+        match decode(&body).unwrap() {
+            Frame::Unsubscribed(u) => assert_eq!(u.subscription_id, subscription_id),
+            other => panic!("expected Unsubscribed, got {other:?}"),
+        }
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: &[u8]) {
+        self.publish_with(topic, payload, 0).await;
+    }
+
+    pub async fn publish_with(&mut self, topic: &str, payload: &[u8], ttl_ms: u32) {
+        self.send(&Frame::Publish(Publish {
+            publish_id: 0,
+            topic,
+            payload,
+            ttl_ms,
+            qos: 0,
+        }))
+        .await;
+    }
+
+    /// Ping and wait for the Pong: every frame sent before has been handled.
+    /// Frames that arrive first are returned.
+    pub async fn sync(&mut self) -> Vec<Bytes> {
+        let nonce = self.request_id();
+        self.send(&Frame::Ping { nonce }).await;
+        let mut before = Vec::new();
+        loop {
+            let body = self.recv_owned().await.expect("Pong, not a close");
+            if let Frame::Pong { nonce: n } = decode(&body).unwrap() {
+                assert_eq!(n, nonce);
+                return before;
+            }
+            before.push(body);
+        }
+    }
+
+    /// Discard buffered input, for tests that stop reading on purpose.
+    pub fn clear(&mut self) {
+        self.buf.advance(self.buf.len());
+    }
+}
