@@ -142,7 +142,6 @@ impl Default for DeliveryConfig {
     }
 }
 
-
 /// A configuration that cannot be used. The message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -177,7 +176,7 @@ impl Config {
                     text.parse()
                         .map_err(|e: toml::de::Error| ConfigError::Parse {
                             origin: format!(" in {}", path.display()),
-                            message: e.to_string(),
+                            message: one_line(&e, Some(&text)),
                         })?;
                 (table, format!(" in {}", path.display()))
             }
@@ -189,7 +188,7 @@ impl Config {
                 .try_into()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
                     origin,
-                    message: e.to_string(),
+                    message: one_line(&e, None),
                 })?;
         config.validate()?;
         Ok(config)
@@ -315,6 +314,27 @@ fn apply_env_overrides(
         section_table.insert(key.to_string(), value);
     }
     Ok(())
+}
+
+/// toml's messages span several lines (a source excerpt, then "in `key`");
+/// the broker reports a bad config in one line that still names the key, or
+/// the line and column of a syntax error in `source`.
+fn one_line(error: &toml::de::Error, source: Option<&str>) -> String {
+    let text = match (error.span(), source) {
+        (Some(span), Some(source)) => {
+            let before = source.get(..span.start).unwrap_or(source);
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before[line_start..].chars().count() + 1;
+            format!("line {line}, column {column}: {}", error.message())
+        }
+        _ => error.to_string(),
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn parse_scalar(raw: &str) -> toml::Value {

@@ -209,7 +209,13 @@ pub async fn run(
             }
         }
         let deliveries = batch.deliveries as u64;
+        // Write first: `fill` has already moved the pending control frames
+        // into `batch`, and the final flush below only sees what is still in
+        // the outbox. A reader that queued an error and stopped before this
+        // writer first ran would otherwise lose that error half the time.
+        // `stop` still wins whenever the write cannot complete right away.
         let result = tokio::select! {
+            biased;
             result = batch.write_to(&mut socket) => result,
             _ = stop.cancelled() => break,
         };

@@ -55,8 +55,7 @@ fn main() -> ExitCode {
     let config = match Config::load(options.config.as_deref(), std::env::vars()) {
         Ok(config) => config,
         Err(error) => {
-            tracing::error!(%error, "cannot start");
-            eprintln!("blipmq: {error}");
+            report_startup_error(&error);
             return ExitCode::from(2);
         }
     };
@@ -74,13 +73,21 @@ fn main() -> ExitCode {
         let listeners = match Listeners::bind(&config).await {
             Ok(listeners) => listeners,
             Err(error) => {
-                tracing::error!(%error, "cannot start");
-                eprintln!("blipmq: {error}");
+                report_startup_error(&error);
+                return ExitCode::FAILURE;
+            }
+        };
+        // Handlers go in before the readiness line: a script may signal the
+        // broker as soon as it has read it.
+        let shutdown = match shutdown_signal() {
+            Ok(shutdown) => shutdown,
+            Err(error) => {
+                report_startup_error(&format!("cannot listen for signals: {error}"));
                 return ExitCode::FAILURE;
             }
         };
         announce_ready(&listeners);
-        match run(listeners, config, shutdown_signal()).await {
+        match run(listeners, config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "broker failed");
@@ -88,6 +95,16 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Exactly one line on stderr: the log line when errors are logged, else a
+/// plain one (RUST_LOG=off must not hide why the broker did not start).
+fn report_startup_error(error: &dyn std::fmt::Display) {
+    if tracing::enabled!(tracing::Level::ERROR) {
+        tracing::error!(%error, "cannot start");
+    } else {
+        eprintln!("blipmq: {error}");
+    }
 }
 
 /// One line on stdout once the sockets are bound, for scripts and test
@@ -111,10 +128,12 @@ fn announce_ready(listeners: &Listeners) {
 }
 
 fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -122,18 +141,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
+/// Install the SIGINT and SIGTERM handlers now; the future completes on the
+/// first of them.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::error!(%error, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-    }
+    })
 }

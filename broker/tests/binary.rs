@@ -1,0 +1,523 @@
+//! The real `blipmq` binary as a child process: startup from the command
+//! line, the environment and a config file; the readiness line; signals;
+//! config and bind errors; log formats; `--help`/`--version`; /metrics.
+//!
+//! Every broker binds 127.0.0.1:0 (clients and metrics) so these tests run in
+//! parallel with each other and with anything else on the machine.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use blipmq_protocol::ErrorCode;
+use common::{http_get, metric_value, RawClient};
+
+const BIN: &str = env!("CARGO_BIN_EXE_blipmq");
+/// Until the readiness line: generous, the machine may be busy with other tests.
+const STARTUP: Duration = Duration::from_secs(20);
+/// From SIGTERM/SIGINT to exit.
+const SHUTDOWN: Duration = Duration::from_secs(5);
+/// For runs that should end on their own (errors, --help).
+const PROMPT_EXIT: Duration = Duration::from_secs(20);
+
+/// `blipmq` with `args`, on ephemeral ports, logging at info, with `env` on top.
+/// BLIPMQ_* variables of the test's own environment are not passed on.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BLIPMQ_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.env("RUST_LOG", "info")
+        .env("BLIPMQ_SERVER_BIND_ADDR", "127.0.0.1:0")
+        .env("BLIPMQ_METRICS_BIND_ADDR", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A running (or exited) child; killed on drop so a failing test leaves
+/// nothing behind.
+struct Process {
+    child: Child,
+    /// stdout, line by line, as it is written.
+    stdout: mpsc::Receiver<String>,
+    stdout_reader: Option<JoinHandle<()>>,
+    /// All of stderr, once the child has closed it.
+    stderr_reader: Option<JoinHandle<String>>,
+}
+
+impl Process {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut child = command(args, env).spawn().expect("spawn blipmq");
+        let out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let (tx, stdout) = mpsc::channel();
+        let stdout_reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        });
+        Process {
+            child,
+            stdout,
+            stdout_reader: Some(stdout_reader),
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) with the pid of our own child, which has not been
+        // reaped yet (we only reap in wait/drop), so the pid is not reused.
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Wait for the child to exit; panics (and the drop kills it) if it has
+    /// not within `within`.
+    fn wait(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let (stdout, stderr) = self.output();
+                panic!(
+                    "blipmq did not exit within {within:?}\nstdout: {stdout:?}\nstderr:\n{stderr}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The stdout lines not yet taken and all of stderr. Only after exit.
+    fn output(&mut self) -> (Vec<String>, String) {
+        if let Some(reader) = self.stdout_reader.take() {
+            reader.join().expect("stdout reader");
+        }
+        let stdout = self.stdout.try_iter().collect();
+        let stderr = match self.stderr_reader.take() {
+            Some(reader) => reader.join().expect("stderr reader"),
+            None => String::new(),
+        };
+        (stdout, stderr)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A broker that has printed its readiness line.
+struct Broker {
+    process: Process,
+    ready_line: String,
+    clients: SocketAddr,
+    metrics: Option<SocketAddr>,
+}
+
+impl Broker {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Broker {
+        let mut process = Process::spawn(args, env);
+        let ready_line = match process.stdout.recv_timeout(STARTUP) {
+            Ok(line) => line,
+            Err(error) => {
+                let _ = process.child.kill();
+                let _ = process.child.wait();
+                let (_, stderr) = process.output();
+                panic!("no readiness line ({error}); stderr:\n{stderr}");
+            }
+        };
+        let (clients, metrics) = parse_ready(&ready_line)
+            .unwrap_or_else(|| panic!("not a readiness line: {ready_line:?}"));
+        Broker {
+            process,
+            ready_line,
+            clients,
+            metrics,
+        }
+    }
+
+    /// Send `signal` and wait for a clean exit; returns the remaining stdout
+    /// lines and all of stderr.
+    fn stop_with(mut self, signal: libc::c_int) -> (Vec<String>, String) {
+        self.process.signal(signal);
+        let status = self.process.wait(SHUTDOWN);
+        let (stdout, stderr) = self.process.output();
+        assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+        (stdout, stderr)
+    }
+}
+
+/// `blipmq ready clients=ADDR metrics=ADDR|off`
+fn parse_ready(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    let rest = line.strip_prefix("blipmq ready clients=")?;
+    let (clients, metrics) = rest.split_once(" metrics=")?;
+    let metrics = match metrics {
+        "off" => None,
+        addr => Some(addr.parse().ok()?),
+    };
+    Some((clients.parse().ok()?, metrics))
+}
+
+/// A run that ends by itself.
+struct Outcome {
+    status: ExitStatus,
+    stdout: Vec<String>,
+    stderr: String,
+}
+
+fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let mut process = Process::spawn(args, env);
+    let status = process.wait(PROMPT_EXIT);
+    let (stdout, stderr) = process.output();
+    Outcome {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("blipmq.toml");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Two clients through the broker at `addr`: subscribe, publish, receive.
+async fn round_trip(addr: SocketAddr, api_key: Option<&str>) {
+    let mut subscriber = RawClient::connect(addr).await;
+    subscriber.handshake(api_key).await;
+    let sub_id = subscriber.subscribe("binary.*").await;
+    let mut publisher = RawClient::connect(addr).await;
+    publisher.handshake(api_key).await;
+    publisher
+        .publish("binary.test", b"through the binary")
+        .await;
+    let got = subscriber.expect_delivery().await;
+    assert_eq!(got.subscription_id, sub_id);
+    assert_eq!(got.topic, "binary.test");
+    assert_eq!(got.payload, b"through the binary");
+}
+
+#[tokio::test]
+async fn starts_with_no_arguments_and_serves() {
+    let broker = Broker::start(&[], &[]);
+    assert!(broker.metrics.is_some(), "metrics are on by default");
+    round_trip(broker.clients, None).await;
+    let ready = broker.ready_line.clone();
+    let (stdout, stderr) = broker.stop_with(libc::SIGTERM);
+    assert!(stdout.is_empty(), "stdout after {ready:?}: {stdout:?}");
+    assert!(stderr.contains("listening"), "{stderr}");
+    // Text logs to a pipe carry no terminal colour codes.
+    assert!(
+        !stderr.contains('\x1b'),
+        "ANSI escapes in piped logs:\n{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn start_with_the_shipped_config_file_serves() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../blipmq.toml");
+    // The environment (ephemeral ports) overrides the file's addresses.
+    let broker = Broker::start(&["start", "--config", shipped], &[]);
+    assert!(broker.metrics.is_some());
+    round_trip(broker.clients, None).await;
+    broker.stop_with(libc::SIGTERM);
+}
+
+#[tokio::test]
+async fn start_with_a_config_file_applies_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[metrics]\nenabled = false\n[auth]\napi_keys = [\"sesame\"]\n",
+    );
+    let broker = Broker::start(&["start", "--config", &path], &[]);
+    assert_eq!(broker.metrics, None, "{}", broker.ready_line);
+    assert!(broker.ready_line.ends_with(" metrics=off"));
+    round_trip(broker.clients, Some("sesame")).await;
+    // Without the key from the file, the handshake is refused.
+    let mut stranger = RawClient::connect(broker.clients).await;
+    stranger.send_hello(Some("wrong")).await;
+    let (code, _, _) = stranger.expect_error().await;
+    assert_eq!(code, ErrorCode::AuthFailed);
+    broker.stop_with(libc::SIGTERM);
+}
+
+async fn signal_closes_clients_and_exits_zero(signal: libc::c_int, name: &str) {
+    let mut broker = Broker::start(&[], &[]);
+    let mut client = RawClient::connect(broker.clients).await;
+    client.handshake(None).await;
+    client.subscribe("anything.>").await;
+    client.sync().await;
+    let sent = Instant::now();
+    broker.process.signal(signal);
+    let (code, _, _) = client.expect_error().await;
+    assert_eq!(code, ErrorCode::ShuttingDown);
+    let rest = client.expect_closed().await;
+    assert!(rest.is_empty(), "frames after ShuttingDown: {rest:?}");
+    let status = broker.process.wait(SHUTDOWN.saturating_sub(sent.elapsed()));
+    let (stdout, stderr) = broker.process.output();
+    assert_eq!(status.code(), Some(0), "{status}; stderr:\n{stderr}");
+    assert!(stdout.is_empty(), "{stdout:?}");
+    assert!(stderr.contains(&format!("{name} received")), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_shutting_down_and_exits_zero() {
+    signal_closes_clients_and_exits_zero(libc::SIGTERM, "SIGTERM").await;
+}
+
+#[tokio::test]
+async fn sigint_closes_clients_with_shutting_down_and_exits_zero() {
+    signal_closes_clients_and_exits_zero(libc::SIGINT, "SIGINT").await;
+}
+
+/// A script may signal the broker as soon as it has read the readiness line:
+/// the handlers must already be in place by then.
+#[test]
+fn a_signal_right_after_the_readiness_line_is_a_clean_shutdown() {
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGTERM, libc::SIGINT] {
+        let broker = Broker::start(&[], &[]);
+        broker.stop_with(signal);
+    }
+}
+
+/// The run fails with exit code 2, prints no readiness line, and says why in
+/// exactly one line on stderr, which contains every one of `needles`.
+fn assert_config_error(args: &[&str], env: &[(&str, &str)], needles: &[&str]) -> String {
+    let outcome = run_to_exit(args, env);
+    let stderr = outcome.stderr;
+    assert_eq!(
+        outcome.status.code(),
+        Some(2),
+        "{}; stderr:\n{stderr}",
+        outcome.status
+    );
+    assert!(outcome.stdout.is_empty(), "stdout: {:?}", outcome.stdout);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got:\n{stderr}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{needle:?} not in {:?}",
+            lines[0]
+        );
+    }
+    lines[0].to_string()
+}
+
+#[test]
+fn an_unknown_key_in_the_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[server]\nmax_conections = 5\n");
+    assert_config_error(
+        &["start", "--config", &path],
+        &[],
+        &["max_conections", &path],
+    );
+}
+
+#[test]
+fn a_bad_value_in_the_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[queues]\noverflow_policy = \"sometimes\"\n");
+    assert_config_error(&["--config", &path], &[], &["overflow_policy", "sometimes"]);
+}
+
+#[test]
+fn a_zero_capacity_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[queues]\nsubscriber_capacity = 0\n");
+    assert_config_error(
+        &["start", "-c", &path],
+        &[],
+        &["queues.subscriber_capacity"],
+    );
+}
+
+#[test]
+fn a_toml_syntax_error_names_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[server]\nmax_connections = \n");
+    assert_config_error(&["start", "--config", &path], &[], &[&path, "line 2"]);
+}
+
+#[test]
+fn a_bad_environment_value_is_named() {
+    assert_config_error(
+        &[],
+        &[("BLIPMQ_SERVER_MAX_CONNECTIONS", "lots")],
+        &["max_connections", "lots"],
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nowhere.toml");
+    let path = path.to_str().unwrap();
+    assert_config_error(&["start", "--config", path], &[], &[path]);
+    // The config path can come from the environment too.
+    assert_config_error(&[], &[("BLIPMQ_CONFIG", path)], &[path]);
+}
+
+#[test]
+fn a_config_error_is_reported_even_with_logging_off() {
+    assert_config_error(
+        &[],
+        &[("RUST_LOG", "off"), ("BLIPMQ_QUEUES_TOPIC_CAPACITY", "0")],
+        &["queues.topic_capacity"],
+    );
+}
+
+#[test]
+fn a_config_error_in_json_mode_is_one_json_line() {
+    let line = assert_config_error(
+        &["--log-format", "json"],
+        &[("BLIPMQ_QUEUES_SUBSCRIBER_CAPACITY", "0")],
+        &["queues.subscriber_capacity"],
+    );
+    let event: serde_json::Value = serde_json::from_str(&line).expect("a JSON log line");
+    assert_eq!(event["level"], "ERROR", "{line}");
+}
+
+#[test]
+fn a_port_in_use_fails_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let outcome = run_to_exit(&[], &[("BLIPMQ_SERVER_BIND_ADDR", &addr)]);
+    assert!(!outcome.status.success(), "{}", outcome.status);
+    assert!(outcome.stdout.is_empty(), "{:?}", outcome.stdout);
+    assert!(
+        outcome.stderr.contains("server.bind_addr"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(outcome.stderr.contains(&addr), "{}", outcome.stderr);
+    assert_eq!(outcome.stderr.lines().count(), 1, "{}", outcome.stderr);
+
+    let outcome = run_to_exit(&[], &[("BLIPMQ_METRICS_BIND_ADDR", &addr)]);
+    assert!(!outcome.status.success(), "{}", outcome.status);
+    assert!(outcome.stdout.is_empty(), "{:?}", outcome.stdout);
+    assert!(
+        outcome.stderr.contains("metrics.bind_addr"),
+        "{}",
+        outcome.stderr
+    );
+    drop(taken);
+}
+
+#[tokio::test]
+async fn json_logs_go_to_stderr_and_the_readiness_line_to_stdout() {
+    let broker = Broker::start(&["start", "--log-format", "json"], &[]);
+    let clients = broker.clients.to_string();
+    round_trip(broker.clients, None).await;
+    let (stdout, stderr) = broker.stop_with(libc::SIGTERM);
+    assert!(
+        stdout.is_empty(),
+        "stdout beyond the readiness line: {stdout:?}"
+    );
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: not JSON: {line:?}"))
+        })
+        .collect();
+    let listening = events
+        .iter()
+        .find(|e| e["fields"]["message"] == "listening")
+        .unwrap_or_else(|| panic!("no listening event in:\n{stderr}"));
+    assert_eq!(listening["level"], "INFO");
+    assert_eq!(listening["fields"]["clients"], clients.as_str());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["fields"]["message"] == "SIGTERM received"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_log_format_can_come_from_the_environment() {
+    let broker = Broker::start(&[], &[("BLIPMQ_LOG_FORMAT", "json")]);
+    let (_, stderr) = broker.stop_with(libc::SIGTERM);
+    let first = stderr.lines().next().expect("some log lines");
+    serde_json::from_str::<serde_json::Value>(first).expect("JSON log lines");
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    for args in [&["--help"][..], &["start", "--help"], &["help"]] {
+        let outcome = run_to_exit(args, &[]);
+        assert_eq!(
+            outcome.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            outcome.stderr
+        );
+        let text = outcome.stdout.join("\n");
+        assert!(text.contains("Usage"), "{args:?}: {text}");
+        assert!(text.contains("--config"), "{args:?}: {text}");
+    }
+    let outcome = run_to_exit(&["--version"], &[]);
+    assert_eq!(outcome.status.code(), Some(0), "{}", outcome.stderr);
+    assert_eq!(
+        outcome.stdout,
+        [format!("blipmq {}", env!("CARGO_PKG_VERSION"))]
+    );
+}
+
+#[test]
+fn a_bad_command_line_is_a_usage_error() {
+    let outcome = run_to_exit(&["--log-format", "xml"], &[]);
+    assert_eq!(outcome.status.code(), Some(2), "{}", outcome.stderr);
+    assert!(outcome.stdout.is_empty(), "{:?}", outcome.stdout);
+    assert!(outcome.stderr.contains("xml"), "{}", outcome.stderr);
+}
+
+#[tokio::test]
+async fn the_metrics_address_serves_metrics() {
+    let broker = Broker::start(&[], &[]);
+    let metrics = broker.metrics.expect("metrics on");
+    let mut client = RawClient::connect(broker.clients).await;
+    client.handshake(None).await;
+    client.sync().await;
+    let (status, body) = http_get(metrics, "/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(metric_value(&body, "blipmq_connections"), Some(1), "{body}");
+    assert!(body.contains("blipmq_messages_published_total"), "{body}");
+    drop(client);
+    broker.stop_with(libc::SIGTERM);
+}
