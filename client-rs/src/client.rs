@@ -1,0 +1,343 @@
+//! The client handle: connect, publish, subscribe, flush, close.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blipmq_protocol::{topic, ErrorCode, Frame, Publish, Qos, Subscribe};
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use crate::connection;
+use crate::error::{
+    ConnectError, Error, Failure, PublishError, PublishErrorKind, RequestError, SubscribeError,
+};
+use crate::options::{ClientOptions, PublishOptions, ReconnectPolicy, SubscribeOptions};
+use crate::state::{
+    encode_frame, ClientEvent, ConnectionStatus, Inner, Pending, SubscriptionEntry,
+};
+use crate::subscription::Subscription;
+use crate::transport::{Connector, Runtime};
+
+/// A connection to a BlipMQ broker. Cheap to clone; all clones share one
+/// connection. The connection closes when [`Client::close`] is called or the
+/// last clone is dropped.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    _lifetime: Arc<CloseOnDrop>,
+}
+
+/// Closes the connection when the last `Client` clone goes away.
+struct CloseOnDrop {
+    inner: Arc<Inner>,
+    done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.shutdown.close();
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// Builds a [`Client`] with options; see [`Client::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientBuilder {
+    options: ClientOptions,
+}
+
+impl ClientBuilder {
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.options.api_key = Some(key.into());
+        self
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.options.name = Some(name.into());
+        self
+    }
+
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.options.connect_timeout = timeout;
+        self
+    }
+
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.options.request_timeout = timeout;
+        self
+    }
+
+    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
+        self.options.reconnect = policy;
+        self
+    }
+
+    pub fn outgoing_capacity(mut self, frames: usize) -> Self {
+        self.options.outgoing_capacity = frames.max(1);
+        self
+    }
+
+    pub fn subscription_capacity(mut self, messages: usize) -> Self {
+        self.options.subscription_capacity = messages.max(1);
+        self
+    }
+
+    /// Replace all options at once.
+    pub fn options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Connect over TCP on the ambient tokio runtime.
+    #[cfg(feature = "tokio")]
+    pub async fn connect(self, addr: impl Into<String>) -> Result<Client, ConnectError> {
+        self.connect_with(
+            addr,
+            Arc::new(crate::transport::TcpConnector),
+            Arc::new(crate::transport::TokioRuntime),
+        )
+        .await
+    }
+
+    /// Connect through a custom transport and runtime (e.g. a WebSocket in
+    /// a browser). The first connection attempt's failure is returned; later
+    /// disconnects are handled by the reconnect policy.
+    pub async fn connect_with(
+        self,
+        addr: impl Into<String>,
+        connector: Arc<dyn Connector>,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Client, ConnectError> {
+        let addr = addr.into();
+        let (outgoing_tx, outgoing_rx) = async_channel::bounded(self.options.outgoing_capacity);
+        let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
+        let inner = Arc::new(Inner::new(
+            self.options,
+            runtime.clone(),
+            outgoing_tx,
+            shutdown_tx,
+        ));
+        let connected = connection::connect(&inner, &*connector, &addr).await?;
+        let (done_tx, done_rx) = oneshot::channel();
+        runtime.spawn(Box::pin(connection::run(
+            inner.clone(),
+            connector,
+            addr,
+            connected,
+            outgoing_rx,
+            shutdown_rx,
+            done_tx,
+        )));
+        Ok(Client {
+            _lifetime: Arc::new(CloseOnDrop {
+                inner: inner.clone(),
+                done: Mutex::new(Some(done_rx)),
+            }),
+            inner,
+        })
+    }
+}
+
+impl Client {
+    /// Connect with default options (see [`ClientBuilder`] for more).
+    #[cfg(feature = "tokio")]
+    pub async fn connect(addr: impl Into<String>) -> Result<Client, ConnectError> {
+        ClientBuilder::default().connect(addr).await
+    }
+
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    pub fn status(&self) -> ConnectionStatus {
+        self.inner.status()
+    }
+
+    /// A stream of connection events from now on (connected, disconnected,
+    /// reconnect failures, errors the broker sent unprompted, closed).
+    pub fn events(&self) -> impl futures::Stream<Item = ClientEvent> + use<> {
+        self.inner.subscribe_events()
+    }
+
+    /// The largest payload the broker accepts (from its handshake).
+    pub fn max_message_size(&self) -> usize {
+        self.inner.max_message_size.load(Ordering::Relaxed) as usize
+    }
+
+    /// Publish at QoS 0. Returns once the message is queued for sending;
+    /// waits while the outgoing queue is full.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), PublishError> {
+        self.publish_with(topic, payload, PublishOptions::default())
+            .await
+            .map(|_| ())
+    }
+
+    /// Publish with options. At QoS 1 this resolves with the broker-assigned
+    /// message id once the broker confirms; at QoS 0 with `None` once queued.
+    pub async fn publish_with(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<Option<u64>, PublishError> {
+        let payload: Bytes = payload.into();
+        self.check_open().map_err(PublishError::from)?;
+        if let Err(e) = topic::validate_topic(topic) {
+            return Err(Error::new(
+                PublishErrorKind::InvalidTopic,
+                ErrorCode::InvalidTopic,
+                format!("{e}: {topic:?}"),
+            ));
+        }
+        let max = self.max_message_size();
+        if payload.len() > max {
+            return Err(Error::new(
+                PublishErrorKind::MessageTooLarge,
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "payload of {} bytes exceeds the broker's limit of {max} bytes",
+                    payload.len()
+                ),
+            ));
+        }
+        let publish_id = match options.qos {
+            Qos::AtMostOnce => 0,
+            Qos::AtLeastOnce => self.inner.next_id(),
+        };
+        let frame = encode_frame(&Frame::Publish(Publish {
+            publish_id,
+            topic,
+            payload: &payload,
+            ttl_ms: options.ttl_ms,
+            qos: options.qos.as_wire(),
+        }));
+        if options.qos == Qos::AtMostOnce {
+            self.inner
+                .outgoing
+                .send(frame)
+                .await
+                .map_err(|_| PublishError::from(Failure::Closed.error("the client is closed")))?;
+            return Ok(None);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .request(publish_id, Pending::Confirm(tx), frame)
+            .await?;
+        let message_id = self.inner.await_reply(publish_id, rx).await?;
+        Ok(Some(message_id))
+    }
+
+    /// Subscribe to a topic or pattern (`*` = one token, `>` = the rest).
+    pub async fn subscribe(&self, pattern: &str) -> Result<Subscription, SubscribeError> {
+        self.subscribe_with(pattern, SubscribeOptions::default())
+            .await
+    }
+
+    pub async fn subscribe_with(
+        &self,
+        pattern: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, SubscribeError> {
+        self.check_open().map_err(SubscribeError::from)?;
+        if let Err(e) = topic::validate_pattern(pattern) {
+            return Err(SubscribeError::from(Error::new(
+                Failure::Rejected,
+                ErrorCode::InvalidTopic,
+                format!("{e}: {pattern:?}"),
+            )));
+        }
+        let local_id = self.inner.next_id();
+        let (sender, receiver) = async_channel::bounded(self.inner.options.subscription_capacity);
+        self.inner.subscriptions.lock().unwrap().by_local.insert(
+            local_id,
+            SubscriptionEntry {
+                pattern: pattern.to_string(),
+                options: options.clone(),
+                sender,
+                server_id: None,
+                confirmed: false,
+            },
+        );
+        let request_id = self.inner.next_id();
+        let frame = encode_frame(&Frame::Subscribe(Subscribe {
+            request_id,
+            pattern,
+            qos: options.qos.as_wire(),
+            durable_name: options.durable.as_deref(),
+            queue_group: options.group.as_deref(),
+        }));
+        let (tx, rx) = oneshot::channel();
+        let result = match self
+            .inner
+            .request(
+                request_id,
+                Pending::Subscribe {
+                    local_id,
+                    reply: tx,
+                },
+                frame,
+            )
+            .await
+        {
+            Ok(()) => self.inner.await_reply(request_id, rx).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => Ok(Subscription::new(
+                self.inner.clone(),
+                local_id,
+                pattern.to_string(),
+                receiver,
+            )),
+            Err(e) => {
+                self.inner.subscriptions.lock().unwrap().remove(local_id);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Wait until the broker has handled every frame this client sent
+    /// before (a Ping/Pong round trip behind them).
+    pub async fn flush(&self) -> Result<(), RequestError> {
+        self.check_open()?;
+        let nonce = self.inner.next_id();
+        let frame = encode_frame(&Frame::Ping { nonce });
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .request(nonce, Pending::Request(tx), frame)
+            .await?;
+        self.inner.await_reply(nonce, rx).await?;
+        Ok(())
+    }
+
+    /// Send what is queued, close the connection and wait for the client's
+    /// task to finish. Subscriptions end; later calls fail with `Closed`.
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.shutdown.close();
+        let done = self._lifetime.done.lock().unwrap().take();
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+    }
+
+    fn check_open(&self) -> Result<(), Error<Failure>> {
+        if self.inner.is_closed() {
+            return Err(Failure::Closed.error("the client is closed"));
+        }
+        Ok(())
+    }
+}

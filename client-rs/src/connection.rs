@@ -1,0 +1,447 @@
+//! The client's one background task: connect and handshake, then read and
+//! write until the connection drops; reconnect with backoff and resubscribe;
+//! on close, flush what is queued and stop.
+
+use std::sync::Arc;
+
+use blipmq_protocol::{
+    check_frame, decode, ErrorCode, Frame, FrameError, Hello, Subscribe, Unsubscribe,
+    LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
+};
+use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
+use futures::future::{self, Either};
+
+use crate::error::{ConnectError, ConnectErrorKind, Error, Failure};
+use crate::message::Message;
+use crate::state::{encode_frame, ClientEvent, ConnectionStatus, Inner, Pending};
+use crate::transport::{Connector, TransportReader, TransportWriter};
+
+/// Largest frame the client accepts from a broker: a delivery of the
+/// broker's maximum payload plus its envelope. Bounded before allocation.
+fn max_incoming_frame(inner: &Inner) -> usize {
+    let max = inner
+        .max_message_size
+        .load(std::sync::atomic::Ordering::Relaxed) as usize;
+    max.saturating_add(blipmq_protocol::FRAME_ENVELOPE_ALLOWANCE)
+        .min(u32::MAX as usize)
+}
+
+/// Bytes gathered into one write at most.
+const MAX_WRITE_BATCH: usize = 256 * 1024;
+
+pub(crate) struct Connected {
+    reader: Box<dyn TransportReader>,
+    writer: Box<dyn TransportWriter>,
+    /// Bytes received after the Welcome.
+    buffered: BytesMut,
+}
+
+/// Connect and complete the handshake, within the connect timeout.
+pub(crate) async fn connect(
+    inner: &Inner,
+    connector: &dyn Connector,
+    addr: &str,
+) -> Result<Connected, ConnectError> {
+    let timeout = inner.options.connect_timeout;
+    let attempt = handshake(inner, connector, addr);
+    futures::pin_mut!(attempt);
+    match future::select(attempt, inner.runtime.sleep(timeout)).await {
+        Either::Left((result, _)) => result,
+        Either::Right(_) => Err(Error::new(
+            ConnectErrorKind::TimedOut,
+            ErrorCode::Timeout,
+            format!("no handshake with {addr} within {timeout:?}"),
+        )),
+    }
+}
+
+async fn handshake(
+    inner: &Inner,
+    connector: &dyn Connector,
+    addr: &str,
+) -> Result<Connected, ConnectError> {
+    let io_error = |e: std::io::Error| {
+        Error::new(
+            ConnectErrorKind::Io,
+            ErrorCode::ConnectFailed,
+            format!("{addr}: {e}"),
+        )
+    };
+    let (mut reader, mut writer) = connector.connect(addr).await.map_err(io_error)?;
+    let hello = encode_frame(&Frame::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        client_name: inner.options.name.as_deref(),
+        api_key: inner.options.api_key.as_deref(),
+    }));
+    writer.write_frames(&hello).await.map_err(io_error)?;
+    let mut buf = BytesMut::with_capacity(4096);
+    loop {
+        match check_frame(&buf, 64 * 1024) {
+            Ok(total) => {
+                let frame = buf.split_to(total);
+                return match decode(&frame[LENGTH_PREFIX_LEN..]) {
+                    Ok(Frame::Welcome(welcome)) => {
+                        inner.max_message_size.store(
+                            welcome.max_message_size,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        inner.emit(ClientEvent::Connected {
+                            connection_id: welcome.connection_id,
+                        });
+                        Ok(Connected {
+                            reader,
+                            writer,
+                            buffered: buf,
+                        })
+                    }
+                    Ok(Frame::Error(e)) => {
+                        let kind = if e.code == ErrorCode::AuthFailed {
+                            ConnectErrorKind::AuthFailed
+                        } else {
+                            ConnectErrorKind::Rejected
+                        };
+                        Err(Error::new(kind, e.code, e.message))
+                    }
+                    Ok(other) => Err(Error::new(
+                        ConnectErrorKind::Rejected,
+                        ErrorCode::UnsupportedFrame,
+                        format!("expected Welcome, got {}", other.kind()),
+                    )),
+                    Err(e) => Err(Error::new(
+                        ConnectErrorKind::Rejected,
+                        e.code(),
+                        e.to_string(),
+                    )),
+                };
+            }
+            Err(FrameError::Incomplete { .. }) => {}
+            Err(e) => {
+                return Err(Error::new(
+                    ConnectErrorKind::Rejected,
+                    e.code(),
+                    e.to_string(),
+                ))
+            }
+        }
+        if reader.read(&mut buf).await.map_err(io_error)? == 0 {
+            return Err(Error::new(
+                ConnectErrorKind::Io,
+                ErrorCode::ConnectionClosed,
+                format!("{addr} closed the connection during the handshake"),
+            ));
+        }
+    }
+}
+
+/// Run the client's connection until it is closed for good.
+pub(crate) async fn run(
+    inner: Arc<Inner>,
+    connector: Arc<dyn Connector>,
+    addr: String,
+    mut connection: Connected,
+    outgoing: async_channel::Receiver<Bytes>,
+    shutdown: async_channel::Receiver<()>,
+    done: oneshot::Sender<()>,
+) {
+    loop {
+        inner.set_status(ConnectionStatus::Connected);
+        let reason = serve(&inner, &mut connection, &outgoing, &shutdown).await;
+        inner.subscriptions.lock().unwrap().disconnect();
+        inner.fail_pending(&Failure::Disconnected.error(format!("connection lost: {reason}")));
+        if inner.is_closed() || shutdown.is_closed() {
+            break;
+        }
+        inner.emit(ClientEvent::Disconnected {
+            reason: reason.clone(),
+        });
+        tracing::info!(%reason, "connection lost");
+        if !inner.options.reconnect.enabled {
+            break;
+        }
+        inner.set_status(ConnectionStatus::Reconnecting);
+        match reconnect(&inner, &*connector, &addr, &shutdown).await {
+            Some(next) => connection = next,
+            None => break,
+        }
+    }
+    inner
+        .closed
+        .store(true, std::sync::atomic::Ordering::Release);
+    inner.set_status(ConnectionStatus::Closed);
+    inner.outgoing.close();
+    // Subscriptions end: their streams yield None once drained.
+    for entry in inner.subscriptions.lock().unwrap().by_local.values() {
+        entry.sender.close();
+    }
+    inner.fail_pending(&Failure::Closed.error("the client is closed"));
+    inner.emit(ClientEvent::Closed);
+    let _ = done.send(());
+}
+
+/// Retry with exponential backoff until connected, closed or out of attempts.
+async fn reconnect(
+    inner: &Inner,
+    connector: &dyn Connector,
+    addr: &str,
+    shutdown: &async_channel::Receiver<()>,
+) -> Option<Connected> {
+    let policy = &inner.options.reconnect;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        if policy.max_attempts.is_some_and(|max| attempt > max) {
+            tracing::warn!(attempts = attempt - 1, "giving up reconnecting");
+            return None;
+        }
+        let wait = inner.runtime.sleep(policy.delay(attempt));
+        let stop = shutdown.recv();
+        futures::pin_mut!(stop);
+        if let Either::Right(_) = future::select(wait, stop).await {
+            return None;
+        }
+        match connect(inner, connector, addr).await {
+            Ok(connection) => return Some(connection),
+            Err(error) => inner.emit(ClientEvent::ReconnectFailed {
+                attempt,
+                error: error.to_string(),
+            }),
+        }
+    }
+}
+
+/// Resubscribe, then read and write until the connection fails or the client
+/// closes. Returns why it ended.
+async fn serve(
+    inner: &Inner,
+    connection: &mut Connected,
+    outgoing: &async_channel::Receiver<Bytes>,
+    shutdown: &async_channel::Receiver<()>,
+) -> String {
+    if let Err(e) = resubscribe(inner, &mut *connection.writer).await {
+        return format!("resubscribe failed: {e}");
+    }
+    let read = read_loop(inner, &mut *connection.reader, &mut connection.buffered);
+    let write = write_loop(&mut *connection.writer, outgoing, shutdown);
+    futures::pin_mut!(read, write);
+    match future::select(read, write).await {
+        Either::Left((reason, _)) => reason,
+        Either::Right((reason, _)) => reason,
+    }
+}
+
+/// Send Subscribe again for every subscription the broker had accepted.
+async fn resubscribe(inner: &Inner, writer: &mut dyn TransportWriter) -> std::io::Result<()> {
+    let mut batch = BytesMut::new();
+    {
+        let table = inner.subscriptions.lock().unwrap();
+        let mut pending = inner.pending.lock().unwrap();
+        for (local_id, entry) in table.by_local.iter().filter(|(_, e)| e.confirmed) {
+            let request_id = inner.next_id();
+            pending.insert(
+                request_id,
+                Pending::Resubscribe {
+                    local_id: *local_id,
+                },
+            );
+            batch.extend_from_slice(&encode_frame(&Frame::Subscribe(Subscribe {
+                request_id,
+                pattern: &entry.pattern,
+                qos: entry.options.qos.as_wire(),
+                durable_name: entry.options.durable.as_deref(),
+                queue_group: entry.options.group.as_deref(),
+            })));
+        }
+    }
+    if !batch.is_empty() {
+        writer.write_frames(&batch).await?;
+    }
+    Ok(())
+}
+
+/// Take frames from the outgoing queue and write them in batches. On
+/// shutdown, write what is still queued, close the sending side and return.
+async fn write_loop(
+    writer: &mut dyn TransportWriter,
+    outgoing: &async_channel::Receiver<Bytes>,
+    shutdown: &async_channel::Receiver<()>,
+) -> String {
+    let mut batch = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let next = outgoing.recv();
+        let stop = shutdown.recv();
+        futures::pin_mut!(next, stop);
+        let first = match future::select(next, stop).await {
+            Either::Left((Ok(frame), _)) => Some(frame),
+            // Closed, or asked to stop: flush and finish.
+            Either::Left((Err(_), _)) | Either::Right(_) => None,
+        };
+        let finishing = first.is_none();
+        if let Some(frame) = first {
+            batch.extend_from_slice(&frame);
+        }
+        while batch.len() < MAX_WRITE_BATCH || finishing {
+            match outgoing.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = writer.write_frames(&batch).await {
+                return format!("write failed: {e}");
+            }
+            batch.clear();
+        }
+        if finishing {
+            writer.close().await;
+            return "client closed".to_string();
+        }
+    }
+}
+
+/// Read frames and act on them until the connection ends.
+async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut BytesMut) -> String {
+    loop {
+        loop {
+            match check_frame(buf, max_incoming_frame(inner)) {
+                Ok(total) => {
+                    let frame = buf.split_to(total).freeze();
+                    if let Err(reason) = handle(inner, frame).await {
+                        return reason;
+                    }
+                }
+                Err(FrameError::Incomplete { needed }) => {
+                    buf.reserve(needed.max(64 * 1024));
+                    break;
+                }
+                Err(e) => return format!("broker sent a bad frame: {e}"),
+            }
+        }
+        match reader.read(buf).await {
+            Ok(0) => return "the broker closed the connection".to_string(),
+            Ok(_) => {}
+            Err(e) => return format!("read failed: {e}"),
+        }
+    }
+}
+
+/// Act on one frame from the broker. `Err` ends the connection.
+async fn handle(inner: &Inner, frame: Bytes) -> Result<(), String> {
+    let body = frame.slice(LENGTH_PREFIX_LEN..);
+    let decoded = decode(&body).map_err(|e| format!("broker sent a bad frame: {e}"))?;
+    match decoded {
+        Frame::Delivery(d) => {
+            let sender = {
+                let table = inner.subscriptions.lock().unwrap();
+                table
+                    .by_server
+                    .get(&d.route.subscription_id)
+                    .and_then(|local| table.by_local.get(local))
+                    .map(|entry| entry.sender.clone())
+            };
+            // A delivery for a subscription dropped a moment ago is discarded.
+            if let Some(sender) = sender {
+                let message = Message {
+                    topic: d.topic.to_string(),
+                    payload: body.slice_ref(d.payload),
+                    id: d.message_id,
+                    timestamp_ms: d.timestamp_ms,
+                    delivery_count: d.route.delivery_count,
+                    subscription_id: d.route.subscription_id,
+                    delivery_id: d.route.delivery_id,
+                    acks: (d.route.delivery_id != 0).then(|| inner.outgoing.clone()),
+                };
+                // Waits while the consumer is behind: reading stops, and the
+                // broker's queue and overflow policy take over.
+                let _ = sender.send(message).await;
+            }
+        }
+        Frame::Subscribed(s) => on_subscribed(inner, s.request_id, s.subscription_id),
+        Frame::Unsubscribed(u) => answer(inner, u.request_id, Ok(u.subscription_id)),
+        Frame::Confirm(c) => answer(inner, c.publish_id, Ok(c.message_id)),
+        Frame::Pong { nonce } => answer(inner, nonce, Ok(nonce)),
+        Frame::Ping { nonce } => {
+            let _ = inner
+                .outgoing
+                .try_send(encode_frame(&Frame::Pong { nonce }));
+        }
+        Frame::Error(e) => {
+            let error = Error::new(Failure::Rejected, e.code, e.message);
+            let pending = inner.pending.lock().unwrap().remove(&e.request_id);
+            match pending {
+                Some(Pending::Resubscribe { local_id }) => {
+                    tracing::warn!(local_id, %error, "resubscribe refused");
+                    inner.emit(ClientEvent::ServerError {
+                        code: e.code,
+                        message: e.message.to_string(),
+                    });
+                }
+                Some(p) => p.fail(error),
+                None => {
+                    if e.code == ErrorCode::ShuttingDown {
+                        tracing::info!("the broker is shutting down");
+                    }
+                    inner.emit(ClientEvent::ServerError {
+                        code: e.code,
+                        message: e.message.to_string(),
+                    });
+                }
+            }
+        }
+        other => {
+            tracing::debug!(
+                kind = other.kind(),
+                "ignoring an unexpected frame from the broker"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn answer(inner: &Inner, id: u64, reply: Result<u64, Error<Failure>>) {
+    let pending = inner.pending.lock().unwrap().remove(&id);
+    match pending {
+        Some(Pending::Confirm(tx))
+        | Some(Pending::Request(tx))
+        | Some(Pending::Subscribe { reply: tx, .. }) => {
+            let _ = tx.send(reply);
+        }
+        Some(Pending::Resubscribe { .. }) | None => {}
+    }
+}
+
+fn on_subscribed(inner: &Inner, request_id: u64, server_id: u64) {
+    let pending = inner.pending.lock().unwrap().remove(&request_id);
+    let (local_id, reply) = match pending {
+        Some(Pending::Subscribe { local_id, reply }) => (local_id, Some(reply)),
+        Some(Pending::Resubscribe { local_id }) => (local_id, None),
+        Some(other) => {
+            other.fail(Failure::Rejected.error("unexpected Subscribed"));
+            return;
+        }
+        None => return,
+    };
+    let mut table = inner.subscriptions.lock().unwrap();
+    match table.by_local.get_mut(&local_id) {
+        Some(entry) => {
+            entry.server_id = Some(server_id);
+            entry.confirmed = true;
+            table.by_server.insert(server_id, local_id);
+            drop(table);
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(server_id));
+            }
+        }
+        None => {
+            // Dropped while the broker was answering: undo on the broker.
+            drop(table);
+            let request_id = inner.next_id();
+            let _ = inner
+                .outgoing
+                .try_send(encode_frame(&Frame::Unsubscribe(Unsubscribe {
+                    request_id,
+                    subscription_id: server_id,
+                })));
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The Rust client for the [BlipMQ](https://example.invalid/blipmq) message
+//! broker: async, on tokio by default, and the core every BlipMQ SDK (Python,
+//! Node, browsers, Kotlin, Swift) is built on.
+//!
+//! ```no_run
+//! use futures::StreamExt;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = blipmq::Client::connect("127.0.0.1:7878").await?;
+//! let mut orders = client.subscribe("orders.*").await?;
+//! client.publish("orders.created", "order #1").await?;
+//! let message = orders.next().await.expect("a message");
+//! assert_eq!(message.topic(), "orders.created");
+//! assert_eq!(&message.payload()[..], b"order #1");
+//! client.close().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Semantics
+//!
+//! - **Publishing** at QoS 0 returns once the frame is queued; many publishes
+//!   are written in few syscalls. The queue is bounded
+//!   ([`ClientBuilder::outgoing_capacity`]): a fast publisher waits rather than
+//!   growing memory. [`Client::flush`] waits until the broker has handled
+//!   everything sent before it. Topics and sizes are checked locally first.
+//! - **Subscriptions** are [`futures::Stream`]s of [`Message`]s. Each buffers
+//!   up to [`ClientBuilder::subscription_capacity`] messages; when one is full
+//!   the client stops reading from the broker, so the broker's overflow policy
+//!   decides what happens to a slow consumer. Dropping a subscription
+//!   unsubscribes.
+//! - **Reconnect** is on by default: after a lost connection the client
+//!   retries with exponential backoff ([`ReconnectPolicy`]) and subscribes
+//!   again. Requests in flight fail with `Disconnected`; QoS 0 messages in
+//!   flight may be lost. Watch [`Client::status`] and [`Client::events`].
+//! - **Errors** are one type per operation ([`PublishError`],
+//!   [`SubscribeError`], ...) with a kind to match on and the wire code from
+//!   the protocol's error table.
+//! - **Transports**: the core speaks to a [`transport::Connector`] and a
+//!   [`transport::Runtime`]. The `tokio` feature (default) provides TCP;
+//!   without it the crate builds for wasm32 and takes both from the caller.
+
+mod client;
+mod connection;
+pub mod error;
+mod message;
+mod options;
+mod state;
+mod subscription;
+pub mod transport;
+
+pub use blipmq_protocol::Qos;
+pub use client::{Client, ClientBuilder};
+pub use error::{
+    ConnectError, ConnectErrorKind, ErrorCode, PublishError, PublishErrorKind, RequestError,
+    RequestErrorKind, SubscribeError, SubscribeErrorKind,
+};
+pub use message::Message;
+pub use options::{ClientOptions, PublishOptions, ReconnectPolicy, SubscribeOptions};
+pub use state::{ClientEvent, ConnectionStatus};
+pub use subscription::Subscription;

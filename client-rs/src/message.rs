@@ -1,0 +1,64 @@
+//! A received message and its acknowledgement.
+
+use bytes::Bytes;
+
+use crate::error::{Failure, RequestError};
+use crate::state::encode_frame;
+use blipmq_protocol::{Ack, Frame};
+
+/// A message delivered to a [`crate::Subscription`].
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub(crate) topic: String,
+    pub(crate) payload: Bytes,
+    pub(crate) id: u64,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) delivery_count: u32,
+    pub(crate) subscription_id: u64,
+    pub(crate) delivery_id: u64,
+    /// Where an ack goes; `None` for QoS 0 deliveries, which need none.
+    pub(crate) acks: Option<async_channel::Sender<Bytes>>,
+}
+
+impl Message {
+    /// The topic the message was published to (not the pattern that matched).
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The payload, byte for byte as published. Cheap to clone.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The broker-assigned message id (increasing over a broker run).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// When the broker accepted the message, in ms since the Unix epoch.
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// 1 on first delivery, higher when the broker redelivers.
+    pub fn delivery_count(&self) -> u32 {
+        self.delivery_count
+    }
+
+    /// Acknowledge the message. QoS 0 deliveries need no ack and this returns
+    /// at once; for QoS 1 the ack is queued to the broker in order with the
+    /// client's other frames.
+    pub async fn ack(&self) -> Result<(), RequestError> {
+        let Some(acks) = &self.acks else {
+            return Ok(());
+        };
+        let frame = encode_frame(&Frame::Ack(Ack {
+            subscription_id: self.subscription_id,
+            delivery_id: self.delivery_id,
+        }));
+        acks.send(frame)
+            .await
+            .map_err(|_| Failure::Closed.error("the client is closed").into())
+    }
+}

@@ -1,0 +1,250 @@
+//! State shared by the client handles, the subscriptions and the connection
+//! task: requests awaiting an answer, the subscription table, status and
+//! events.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use blipmq_protocol::{Encoder, ErrorCode, Frame};
+use bytes::Bytes;
+use futures::channel::oneshot;
+
+use crate::error::{Error, Failure};
+use crate::message::Message;
+use crate::options::{ClientOptions, SubscribeOptions};
+use crate::transport::Runtime;
+
+thread_local! {
+    static ENCODER: RefCell<Encoder> = RefCell::new(Encoder::new());
+}
+
+/// Encode one frame, length prefix included, with this thread's encoder.
+pub(crate) fn encode_frame(frame: &Frame<'_>) -> Bytes {
+    ENCODER.with(|encoder| encoder.borrow_mut().encode_to_bytes(frame))
+}
+
+/// The answer to a request: Ok(a value from the reply) or the failure.
+pub(crate) type Reply = Result<u64, Error<Failure>>;
+
+/// A request waiting for its answer, keyed by its request or publish id.
+pub(crate) enum Pending {
+    /// A QoS 1 publish waiting for its Confirm (the value is the message id).
+    Confirm(oneshot::Sender<Reply>),
+    /// A Subscribe from the user (the value is the broker's subscription id).
+    Subscribe {
+        local_id: u64,
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A Subscribe the connection task re-sent after a reconnect.
+    Resubscribe { local_id: u64 },
+    /// An Unsubscribe or a Ping waiting for its answer.
+    Request(oneshot::Sender<Reply>),
+}
+
+impl Pending {
+    pub(crate) fn fail(self, error: Error<Failure>) {
+        match self {
+            Pending::Confirm(reply)
+            | Pending::Subscribe { reply, .. }
+            | Pending::Request(reply) => {
+                let _ = reply.send(Err(error));
+            }
+            Pending::Resubscribe { .. } => {}
+        }
+    }
+}
+
+pub(crate) struct SubscriptionEntry {
+    pub pattern: String,
+    pub options: SubscribeOptions,
+    pub sender: async_channel::Sender<Message>,
+    /// The broker's id on the current connection; `None` while disconnected
+    /// or before the broker answered.
+    pub server_id: Option<u64>,
+    /// The broker accepted it once; only such subscriptions are re-sent
+    /// after a reconnect.
+    pub confirmed: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct SubscriptionTable {
+    pub by_local: HashMap<u64, SubscriptionEntry>,
+    pub by_server: HashMap<u64, u64>,
+}
+
+impl SubscriptionTable {
+    pub fn remove(&mut self, local_id: u64) -> Option<SubscriptionEntry> {
+        let entry = self.by_local.remove(&local_id)?;
+        if let Some(server_id) = entry.server_id {
+            self.by_server.remove(&server_id);
+        }
+        Some(entry)
+    }
+
+    /// Forget every broker-side id: they die with the connection.
+    pub fn disconnect(&mut self) {
+        self.by_server.clear();
+        for entry in self.by_local.values_mut() {
+            entry.server_id = None;
+        }
+    }
+}
+
+/// Whether the client is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    Connected = 0,
+    /// The connection dropped; the client is reconnecting with backoff.
+    Reconnecting = 1,
+    /// Closed by the user, or reconnecting gave up (or is disabled).
+    Closed = 2,
+}
+
+/// Something that happened to the client's connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientEvent {
+    Connected {
+        connection_id: u64,
+    },
+    Disconnected {
+        reason: String,
+    },
+    /// A reconnect attempt failed; the next one follows after a backoff.
+    ReconnectFailed {
+        attempt: u32,
+        error: String,
+    },
+    /// An error frame that answers no particular request.
+    ServerError {
+        code: ErrorCode,
+        message: String,
+    },
+    Closed,
+}
+
+pub(crate) struct Inner {
+    pub options: ClientOptions,
+    pub runtime: Arc<dyn Runtime>,
+    /// Encoded frames on their way to the connection task. Bounded: a
+    /// publisher waits here when the client is sending faster than the
+    /// network takes, instead of growing memory.
+    pub outgoing: async_channel::Sender<Bytes>,
+    next_id: AtomicU64,
+    /// From the broker's Welcome; publishes larger than this fail locally.
+    pub max_message_size: AtomicU32,
+    pub pending: Mutex<HashMap<u64, Pending>>,
+    pub subscriptions: Mutex<SubscriptionTable>,
+    status: AtomicU8,
+    listeners: Mutex<Vec<async_channel::Sender<ClientEvent>>>,
+    pub closed: AtomicBool,
+    /// Closing this wakes the connection task to flush and stop.
+    pub shutdown: async_channel::Sender<()>,
+}
+
+impl Inner {
+    pub fn new(
+        options: ClientOptions,
+        runtime: Arc<dyn Runtime>,
+        outgoing: async_channel::Sender<Bytes>,
+        shutdown: async_channel::Sender<()>,
+    ) -> Inner {
+        Inner {
+            options,
+            runtime,
+            outgoing,
+            next_id: AtomicU64::new(1),
+            max_message_size: AtomicU32::new(u32::MAX),
+            pending: Mutex::default(),
+            subscriptions: Mutex::default(),
+            status: AtomicU8::new(ConnectionStatus::Connected as u8),
+            listeners: Mutex::default(),
+            closed: AtomicBool::new(false),
+            shutdown,
+        }
+    }
+
+    /// Request ids, publish ids and local subscription ids come from one
+    /// counter, so an Error's request_id can never be ambiguous.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn status(&self) -> ConnectionStatus {
+        match self.status.load(Ordering::Acquire) {
+            0 => ConnectionStatus::Connected,
+            1 => ConnectionStatus::Reconnecting,
+            _ => ConnectionStatus::Closed,
+        }
+    }
+
+    pub fn set_status(&self, status: ConnectionStatus) {
+        self.status.store(status as u8, Ordering::Release);
+    }
+
+    pub fn subscribe_events(&self) -> async_channel::Receiver<ClientEvent> {
+        let (tx, rx) = async_channel::unbounded();
+        self.listeners.lock().unwrap().push(tx);
+        rx
+    }
+
+    pub fn emit(&self, event: ClientEvent) {
+        tracing::debug!(?event, "client event");
+        self.listeners
+            .lock()
+            .unwrap()
+            .retain(|tx| tx.try_send(event.clone()).is_ok());
+    }
+
+    /// Register a request, then send its frame: the answer can never arrive
+    /// before its entry exists.
+    pub async fn request(
+        &self,
+        id: u64,
+        pending: Pending,
+        frame: Bytes,
+    ) -> Result<(), Error<Failure>> {
+        self.pending.lock().unwrap().insert(id, pending);
+        if self.outgoing.send(frame).await.is_err() {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(Failure::Closed.error("the client is closed"));
+        }
+        Ok(())
+    }
+
+    /// Wait for a reply within the request timeout; on timeout the pending
+    /// entry is dropped so that a late answer is ignored.
+    pub async fn await_reply(&self, id: u64, reply: oneshot::Receiver<Reply>) -> Reply {
+        let timeout = self.options.request_timeout;
+        let sleep = self.runtime.sleep(timeout);
+        match futures::future::select(reply, sleep).await {
+            futures::future::Either::Left((Ok(reply), _)) => reply,
+            futures::future::Either::Left((Err(_), _)) => {
+                Err(Failure::Disconnected.error("the connection closed before the answer"))
+            }
+            futures::future::Either::Right(_) => {
+                self.pending.lock().unwrap().remove(&id);
+                Err(Failure::TimedOut.error(format!("no answer within {timeout:?}")))
+            }
+        }
+    }
+
+    /// Fail every waiting request (the connection is gone).
+    pub fn fail_pending(&self, error: &Error<Failure>) {
+        let pending: Vec<Pending> = self
+            .pending
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for p in pending {
+            p.fail(error.clone());
+        }
+    }
+}

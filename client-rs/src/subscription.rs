@@ -1,0 +1,134 @@
+//! A subscription: a `Stream` of messages that unsubscribes when dropped.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use blipmq_protocol::{Frame, Unsubscribe};
+use futures::channel::oneshot;
+use futures::Stream;
+
+use crate::error::{Failure, RequestError};
+use crate::message::Message;
+use crate::state::{encode_frame, Inner, Pending};
+
+/// Messages matching a pattern, in order. Ends (`None`) when the client
+/// closes. Survives reconnects: the client subscribes again on the new
+/// connection. Dropping it unsubscribes.
+pub struct Subscription {
+    inner: Arc<Inner>,
+    local_id: u64,
+    pattern: String,
+    receiver: Pin<Box<async_channel::Receiver<Message>>>,
+    unsubscribed: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("pattern", &self.pattern)
+            .field("buffered", &self.receiver.len())
+            .finish()
+    }
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        local_id: u64,
+        pattern: String,
+        receiver: async_channel::Receiver<Message>,
+    ) -> Subscription {
+        Subscription {
+            inner,
+            local_id,
+            pattern,
+            receiver: Box::pin(receiver),
+            unsubscribed: false,
+        }
+    }
+
+    /// The topic or pattern this subscription was made with.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The next message; `None` once the client is closed and the buffered
+    /// messages are drained.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        self.receiver.recv().await.ok()
+    }
+
+    /// Take what is buffered now, up to `max` messages, without waiting.
+    pub fn try_next_batch(&mut self, max: usize) -> Vec<Message> {
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            match self.receiver.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Stop the subscription and wait for the broker to confirm. Messages
+    /// already buffered are discarded.
+    pub async fn unsubscribe(mut self) -> Result<(), RequestError> {
+        self.unsubscribed = true;
+        let entry = self
+            .inner
+            .subscriptions
+            .lock()
+            .unwrap()
+            .remove(self.local_id);
+        let Some(server_id) = entry.and_then(|e| e.server_id) else {
+            // Not subscribed on the current connection: nothing to undo.
+            return Ok(());
+        };
+        if self.inner.is_closed() {
+            return Err(Failure::Closed.error("the client is closed").into());
+        }
+        let request_id = self.inner.next_id();
+        let frame = encode_frame(&Frame::Unsubscribe(Unsubscribe {
+            request_id,
+            subscription_id: server_id,
+        }));
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .request(request_id, Pending::Request(tx), frame)
+            .await?;
+        self.inner.await_reply(request_id, rx).await?;
+        Ok(())
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.receiver.as_mut().poll_next(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.unsubscribed {
+            return;
+        }
+        let entry = self
+            .inner
+            .subscriptions
+            .lock()
+            .unwrap()
+            .remove(self.local_id);
+        if let Some(server_id) = entry.and_then(|e| e.server_id) {
+            // Fire and forget: Drop cannot wait. The answer is ignored, and
+            // deliveries that race with it are discarded by the reader.
+            let frame = encode_frame(&Frame::Unsubscribe(Unsubscribe {
+                request_id: self.inner.next_id(),
+                subscription_id: server_id,
+            }));
+            let _ = self.inner.outgoing.try_send(frame);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! What the client core needs from the platform: a byte transport to the
+//! broker and a way to spawn tasks and sleep. The core (handshake,
+//! subscriptions, acks, reconnect) only talks to these traits, so the same
+//! code runs over TCP on tokio and, on wasm32, over a WebSocket in a browser.
+//!
+//! A transport carries the protocol's byte stream: length-prefixed frames.
+//! A message-oriented transport (one WebSocket message per frame) appends
+//! each received message to the read buffer and sends each frame of a batch
+//! as its own message.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+/// `Send` on native targets, nothing on wasm32 (where futures from the
+/// browser's APIs are not `Send` and there is only one thread).
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSend: Send {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send> MaybeSend for T {}
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSend {}
+#[cfg(target_arch = "wasm32")]
+impl<T> MaybeSend for T {}
+
+/// `Sync` on native targets, nothing on wasm32.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSync: Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Sync> MaybeSync for T {}
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T> MaybeSync for T {}
+
+/// A boxed future that is `Send` where the platform has threads.
+#[cfg(not(target_arch = "wasm32"))]
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+#[cfg(target_arch = "wasm32")]
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// The receiving half of a connection.
+pub trait TransportReader: MaybeSend + 'static {
+    /// Append received bytes to `buf`; `Ok(0)` means the peer closed.
+    fn read<'a>(&'a mut self, buf: &'a mut BytesMut) -> BoxFuture<'a, io::Result<usize>>;
+}
+
+/// The sending half of a connection.
+pub trait TransportWriter: MaybeSend + 'static {
+    /// Send `frames`: one or more whole, length-prefixed frames.
+    fn write_frames<'a>(&'a mut self, frames: &'a [u8]) -> BoxFuture<'a, io::Result<()>>;
+    /// Close the sending side (a FIN, or a WebSocket close).
+    fn close(&mut self) -> BoxFuture<'_, ()>;
+}
+
+/// Opens connections to a broker address.
+pub trait Connector: MaybeSend + MaybeSync + 'static {
+    #[allow(clippy::type_complexity)]
+    fn connect(
+        &self,
+        addr: &str,
+    ) -> BoxFuture<'static, io::Result<(Box<dyn TransportReader>, Box<dyn TransportWriter>)>>;
+}
+
+/// Spawns the client's background task and provides timers.
+pub trait Runtime: MaybeSend + MaybeSync + 'static {
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+}
+
+#[cfg(feature = "tokio")]
+pub use self::tokio_tcp::{TcpConnector, TokioRuntime};
+
+#[cfg(feature = "tokio")]
+mod tokio_tcp {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+    use tokio::net::TcpStream;
+
+    /// TCP with `TCP_NODELAY` (the client batches writes itself).
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct TcpConnector;
+
+    impl Connector for TcpConnector {
+        fn connect(
+            &self,
+            addr: &str,
+        ) -> BoxFuture<'static, io::Result<(Box<dyn TransportReader>, Box<dyn TransportWriter>)>>
+        {
+            let addr = addr.to_string();
+            Box::pin(async move {
+                let stream = TcpStream::connect(&addr).await?;
+                stream.set_nodelay(true)?;
+                let (read, write) = stream.into_split();
+                Ok((
+                    Box::new(read) as Box<dyn TransportReader>,
+                    Box::new(write) as Box<dyn TransportWriter>,
+                ))
+            })
+        }
+    }
+
+    impl TransportReader for OwnedReadHalf {
+        fn read<'a>(&'a mut self, buf: &'a mut BytesMut) -> BoxFuture<'a, io::Result<usize>> {
+            Box::pin(self.read_buf(buf))
+        }
+    }
+
+    impl TransportWriter for OwnedWriteHalf {
+        fn write_frames<'a>(&'a mut self, frames: &'a [u8]) -> BoxFuture<'a, io::Result<()>> {
+            Box::pin(self.write_all(frames))
+        }
+
+        fn close(&mut self) -> BoxFuture<'_, ()> {
+            Box::pin(async move {
+                let _ = self.shutdown().await;
+            })
+        }
+    }
+
+    /// Runs the client's task on the ambient tokio runtime.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct TokioRuntime;
+
+    impl Runtime for TokioRuntime {
+        fn spawn(&self, task: BoxFuture<'static, ()>) {
+            tokio::spawn(task);
+        }
+
+        fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+            Box::pin(tokio::time::sleep(duration))
+        }
+    }
+}
