@@ -130,11 +130,12 @@ pub async fn run(
                 let stop = stop.clone();
                 tasks.spawn(async move {
                     connection::serve(stream, peer, shared.clone(), stop).await;
+                    // Free the slot before the gauge says it is free.
+                    drop(permit);
                     shared
                         .metrics
                         .connections_current
                         .fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
                 });
             }
             Err(_) => {

@@ -217,7 +217,12 @@ pub async fn run(
         let result = tokio::select! {
             biased;
             result = batch.write_to(&mut socket) => result,
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => {
+                // A frame may be half written: anything appended now would
+                // be garbage to the peer, so just close.
+                let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, socket.shutdown()).await;
+                return;
+            }
         };
         match result {
             Ok(bytes) => {

@@ -1,0 +1,424 @@
+//! The client against a live broker (in-process, on 127.0.0.1:0).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use blipmq::{
+    Client, ClientEvent, ConnectErrorKind, ConnectionStatus, ErrorCode, PublishErrorKind,
+    PublishOptions, Qos, ReconnectPolicy, RequestErrorKind, SubscribeErrorKind, SubscribeOptions,
+};
+use blipmq_broker::{run, Config, Listeners};
+use futures::StreamExt;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+struct Broker {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Broker {
+    async fn start() -> Broker {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), |_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut Config)) -> Broker {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), configure).await
+    }
+
+    async fn start_at(addr: SocketAddr, configure: impl FnOnce(&mut Config)) -> Broker {
+        let mut config = Config::default();
+        config.server.bind_addr = addr;
+        config.metrics.enabled = false;
+        configure(&mut config);
+        // After a restart the old port may linger briefly; retry the bind.
+        let mut tries = 0;
+        let listeners = loop {
+            match Listeners::bind(&config).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("bind {addr}: {e}"),
+            }
+        };
+        let addr = listeners.clients.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(listeners, config, async move {
+            let _ = stopped.await;
+        }));
+        Broker {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.addr.to_string()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(PATIENCE, self.task.take().unwrap())
+            .await
+            .expect("broker stops")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn next(sub: &mut blipmq::Subscription) -> blipmq::Message {
+    tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .expect("a message in time")
+        .expect("subscription still open")
+}
+
+async fn nothing_within(sub: &mut blipmq::Subscription, wait: Duration) {
+    if let Ok(Some(m)) = tokio::time::timeout(wait, sub.next()).await {
+        panic!("unexpected message on {}: {m:?}", m.topic());
+    }
+}
+
+#[tokio::test]
+async fn round_trip_with_message_fields() {
+    let broker = Broker::start().await;
+    let client = Client::connect(broker.url()).await.unwrap();
+    assert_eq!(client.status(), ConnectionStatus::Connected);
+    assert_eq!(client.max_message_size(), 1024 * 1024);
+    let mut sub = client.subscribe("greetings.en").await.unwrap();
+    assert_eq!(sub.pattern(), "greetings.en");
+    client.publish("greetings.en", "hello").await.unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(m.topic(), "greetings.en");
+    assert_eq!(&m.payload()[..], b"hello");
+    assert!(m.id() > 0);
+    assert!(m.timestamp_ms() > 1_700_000_000_000);
+    assert_eq!(m.delivery_count(), 1);
+    m.ack().await.unwrap();
+    client.close().await;
+    assert_eq!(client.status(), ConnectionStatus::Closed);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn wildcards_and_fan_out_across_clients() {
+    let broker = Broker::start().await;
+    let mut subs = Vec::new();
+    let mut clients = Vec::new();
+    for pattern in ["metrics.*", "metrics.>", "metrics.cpu", "*.cpu"] {
+        let c = Client::connect(broker.url()).await.unwrap();
+        subs.push(c.subscribe(pattern).await.unwrap());
+        clients.push(c);
+    }
+    let publisher = Client::connect(broker.url()).await.unwrap();
+    for i in 0..100u32 {
+        publisher
+            .publish("metrics.cpu", i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    publisher
+        .publish("metrics.cpu.core0", "deep")
+        .await
+        .unwrap();
+    for sub in subs.iter_mut() {
+        for i in 0..100u32 {
+            assert_eq!(&next(sub).await.payload()[..], i.to_be_bytes());
+        }
+    }
+    // Only `metrics.>` matches the deeper topic.
+    assert_eq!(next(&mut subs[1]).await.topic(), "metrics.cpu.core0");
+    for i in [0, 2, 3] {
+        nothing_within(&mut subs[i], Duration::from_millis(100)).await;
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn unsubscribe_and_drop_both_stop_deliveries() {
+    let broker = Broker::start().await;
+    let client = Client::connect(broker.url()).await.unwrap();
+    let a = client.subscribe("t").await.unwrap();
+    let b = client.subscribe("t").await.unwrap();
+    let mut c = client.subscribe("t").await.unwrap();
+    a.unsubscribe().await.unwrap();
+    drop(b);
+    // The unsubscribe from Drop is queued ahead of this publish.
+    client.publish("t", "after").await.unwrap();
+    client.flush().await.unwrap();
+    assert_eq!(&next(&mut c).await.payload()[..], b"after");
+    nothing_within(&mut c, Duration::from_millis(100)).await;
+    // The broker holds exactly one subscription for this connection now:
+    // a second publish arrives exactly once.
+    client.publish("t", "again").await.unwrap();
+    assert_eq!(&next(&mut c).await.payload()[..], b"again");
+    nothing_within(&mut c, Duration::from_millis(100)).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn local_validation_errors_carry_wire_codes() {
+    let broker = Broker::start_with(|c| c.server.max_message_size_bytes = 64).await;
+    let client = Client::connect(broker.url()).await.unwrap();
+    let e = client.publish("bad..topic", "x").await.unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::InvalidTopic);
+    assert_eq!(e.code(), ErrorCode::InvalidTopic);
+    assert_eq!(e.code().0, 300);
+    let e = client.publish("ok", vec![0u8; 65]).await.unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::MessageTooLarge);
+    assert_eq!(e.code_name(), "MessageTooLarge");
+    assert!(
+        e.message().contains("65") && e.message().contains("64"),
+        "{e}"
+    );
+    client.publish("ok", vec![0u8; 64]).await.unwrap();
+    let e = client.subscribe("a.>.b").await.unwrap_err();
+    assert_eq!(e.kind(), SubscribeErrorKind::InvalidTopic);
+    assert_eq!(e.code(), ErrorCode::InvalidTopic);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn broker_refusals_surface_with_the_brokers_code() {
+    let broker = Broker::start().await;
+    let client = Client::connect(broker.url()).await.unwrap();
+    let e = client
+        .publish_with(
+            "q",
+            "x",
+            PublishOptions {
+                qos: Qos::AtLeastOnce,
+                ttl_ms: 0,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::Rejected);
+    assert_eq!(e.code(), ErrorCode::UnsupportedQos);
+    let e = client
+        .subscribe_with(
+            "q",
+            SubscribeOptions {
+                durable: Some("d".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), SubscribeErrorKind::Rejected);
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn auth_failure_and_success() {
+    let broker = Broker::start_with(|c| c.auth.api_keys = vec!["right".into()]).await;
+    let e = Client::connect(broker.url()).await.unwrap_err();
+    assert_eq!(e.kind(), ConnectErrorKind::AuthFailed);
+    assert_eq!(e.code(), ErrorCode::AuthFailed);
+    let e = Client::builder()
+        .api_key("wrong")
+        .connect(broker.url())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ConnectErrorKind::AuthFailed);
+    assert_eq!(e.code().0, 200);
+    let client = Client::builder()
+        .api_key("right")
+        .name("tester")
+        .connect(broker.url())
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("x").await.unwrap();
+    client.publish("x", "y").await.unwrap();
+    assert_eq!(&next(&mut sub).await.payload()[..], b"y");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn connect_errors_for_unreachable_and_full_brokers() {
+    // A port nobody listens on.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = unused.local_addr().unwrap();
+    drop(unused);
+    let e = Client::connect(addr.to_string()).await.unwrap_err();
+    assert_eq!(e.kind(), ConnectErrorKind::Io);
+    assert_eq!(e.code(), ErrorCode::ConnectFailed);
+
+    let broker = Broker::start_with(|c| c.server.max_connections = 1).await;
+    let _first = Client::connect(broker.url()).await.unwrap();
+    let e = Client::connect(broker.url()).await.unwrap_err();
+    assert_eq!(e.kind(), ConnectErrorKind::Rejected);
+    assert_eq!(e.code(), ErrorCode::TooManyConnections);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn reconnects_after_a_broker_restart_and_resubscribes() {
+    let broker = Broker::start().await;
+    let addr = broker.addr;
+    let client = Client::builder()
+        .reconnect(ReconnectPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(200),
+            ..Default::default()
+        })
+        .connect(addr.to_string())
+        .await
+        .unwrap();
+    let mut events = Box::pin(client.events());
+    let mut sub = client.subscribe("survives.restart").await.unwrap();
+    client.publish("survives.restart", "before").await.unwrap();
+    assert_eq!(&next(&mut sub).await.payload()[..], b"before");
+
+    broker.stop().await;
+    let disconnected = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(ClientEvent::Disconnected { .. }) = events.next().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(disconnected.is_ok(), "a Disconnected event");
+    assert_eq!(client.status(), ConnectionStatus::Reconnecting);
+
+    let broker = Broker::start_at(addr, |_| {}).await;
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(ClientEvent::Connected { .. }) = events.next().await {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("reconnected");
+    // The subscription was re-established: a publish from another client
+    // reaches it once the resubscribe is through.
+    let other = Client::connect(addr.to_string()).await.unwrap();
+    let got = tokio::time::timeout(PATIENCE, async {
+        loop {
+            other.publish("survives.restart", "after").await.unwrap();
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await
+            {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("a message after the restart");
+    assert_eq!(&got.payload()[..], b"after");
+    assert_eq!(client.status(), ConnectionStatus::Connected);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn without_reconnect_a_lost_connection_closes_the_client_and_ends_subscriptions() {
+    let broker = Broker::start().await;
+    let client = Client::builder()
+        .reconnect(ReconnectPolicy::disabled())
+        .connect(broker.url())
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("x").await.unwrap();
+    broker.stop().await;
+    let end = tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .expect("the stream ends");
+    assert!(end.is_none());
+    assert_eq!(client.status(), ConnectionStatus::Closed);
+    let e = client.publish("x", "y").await.unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::Closed);
+    assert_eq!(e.code(), ErrorCode::ClientClosed);
+    let e = client.flush().await.unwrap_err();
+    assert_eq!(e.kind(), RequestErrorKind::Closed);
+}
+
+#[tokio::test]
+async fn close_flushes_queued_publishes_first() {
+    let broker = Broker::start().await;
+    let consumer = Client::connect(broker.url()).await.unwrap();
+    let mut sub = consumer.subscribe("flush.me").await.unwrap();
+    let producer = Client::connect(broker.url()).await.unwrap();
+    for i in 0..1000u32 {
+        producer
+            .publish("flush.me", i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    producer.close().await;
+    for i in 0..1000u32 {
+        assert_eq!(&next(&mut sub).await.payload()[..], i.to_be_bytes());
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_consumer_applies_backpressure_instead_of_growing_memory() {
+    // Small buffers everywhere and the `block` policy: nothing may be lost,
+    // and the publisher can only run ahead by the sum of the bounded buffers.
+    let broker = Broker::start_with(|c| {
+        c.queues.subscriber_capacity = 16;
+        c.queues.overflow_policy = blipmq_broker::OverflowPolicy::Block;
+    })
+    .await;
+    let consumer = Client::builder()
+        .subscription_capacity(8)
+        .connect(broker.url())
+        .await
+        .unwrap();
+    let mut sub = consumer.subscribe("slow").await.unwrap();
+    let producer = Client::builder()
+        .outgoing_capacity(8)
+        .connect(broker.url())
+        .await
+        .unwrap();
+    let total = 20_000u32;
+    let publishing = tokio::spawn({
+        let producer = producer.clone();
+        async move {
+            for i in 0..total {
+                producer
+                    .publish("slow", i.to_be_bytes().to_vec())
+                    .await
+                    .unwrap();
+            }
+            producer.flush().await.unwrap();
+        }
+    });
+    // While the consumer does not read, the publisher must stall.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!publishing.is_finished(), "the publisher is held back");
+    for i in 0..total {
+        assert_eq!(&next(&mut sub).await.payload()[..], i.to_be_bytes());
+    }
+    tokio::time::timeout(PATIENCE, publishing)
+        .await
+        .unwrap()
+        .unwrap();
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn clients_are_cheap_to_clone_and_dropping_the_last_clone_closes() {
+    let broker = Broker::start().await;
+    let client = Client::connect(broker.url()).await.unwrap();
+    let clone = client.clone();
+    let mut sub = client.subscribe("c").await.unwrap();
+    clone.publish("c", "from the clone").await.unwrap();
+    assert_eq!(&next(&mut sub).await.payload()[..], b"from the clone");
+    drop(client);
+    drop(clone);
+    let end = tokio::time::timeout(PATIENCE, sub.next())
+        .await
+        .expect("the stream ends");
+    assert!(end.is_none());
+    broker.stop().await;
+}
