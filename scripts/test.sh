@@ -27,5 +27,8 @@ step "format" cargo fmt --all -- --check
 step "lint" cargo clippy --workspace --all-targets -- -D warnings
 step "codegen" scripts/check-codegen.sh
 step "rust tests" cargo test --workspace
+# The client core has no tokio and no sockets without its `tokio` feature.
+step "client on wasm32" cargo check -p blipmq --target wasm32-unknown-unknown --no-default-features
+step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 echo
 echo "all checks passed"

@@ -2,13 +2,21 @@
 //! broker: async, on tokio by default, and the core every BlipMQ SDK (Python,
 //! Node, browsers, Kotlin, Swift) is built on.
 //!
-//! ```no_run
+//! ```
 //! use futures::StreamExt;
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let client = blipmq::Client::connect("127.0.0.1:7878").await?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // A broker on a free port, in the background, for this example.
+//! # let clients = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = clients.local_addr()?.to_string();
+//! # let listeners = blipmq_broker::Listeners { clients, metrics: None };
+//! # tokio::spawn(blipmq_broker::run(listeners, Default::default(), std::future::pending()));
+//! // `addr` is where the broker listens, e.g. "127.0.0.1:7878".
+//! let client = blipmq::Client::connect(addr).await?;
 //! let mut orders = client.subscribe("orders.*").await?;
 //! client.publish("orders.created", "order #1").await?;
+//!
 //! let message = orders.next().await.expect("a message");
 //! assert_eq!(message.topic(), "orders.created");
 //! assert_eq!(&message.payload()[..], b"order #1");
