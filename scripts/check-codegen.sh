@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fails if schema/src/generated/blipmq_generated.rs is not exactly what the
+# Fails if schema/src/generated/blipmq_generated.rs, or the Python package in
+# conformance-tests/testees/python-protocol/generated/, is not exactly what the
 # pinned flatc generates from schema/blipmq.fbs. Fix with scripts/regen-codegen.sh.
 set -euo pipefail
 
@@ -34,3 +35,27 @@ if ! diff -u --label "$GENERATED_RS (committed)" --label "$GENERATED_RS (flatc $
 fi
 
 echo "ok: $GENERATED_RS matches $FBS_SCHEMA (flatc $FLATC_VERSION)"
+
+# The Python package of the python-protocol conformance testee.
+generate_python "$tmp/py"
+if [[ ! -d "$tmp/py/blipmq/wire" ]]; then
+  echo "error: flatc did not produce $tmp/py/blipmq/wire" >&2
+  exit 1
+fi
+
+committed_py="$REPO_ROOT/$GENERATED_PY_DIR"
+if [[ ! -d "$committed_py" ]]; then
+  echo "error: $GENERATED_PY_DIR is missing; run scripts/regen-codegen.sh" >&2
+  exit 1
+fi
+
+# __pycache__ is what running the testee leaves behind, not generated code.
+if ! diff -ru -x __pycache__ "$committed_py" "$tmp/py"; then
+  echo >&2
+  echo "error: $GENERATED_PY_DIR is out of date with $FBS_SCHEMA (flatc $FLATC_VERSION)." >&2
+  echo "       (above: committed on the left, fresh flatc output on the right)" >&2
+  echo "       Run scripts/regen-codegen.sh and commit the result." >&2
+  exit 1
+fi
+
+echo "ok: $GENERATED_PY_DIR matches $FBS_SCHEMA (flatc $FLATC_VERSION)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates schema/src/generated/blipmq_generated.rs from schema/blipmq.fbs
+# Regenerates schema/src/generated/blipmq_generated.rs and the Python package in
+# conformance-tests/testees/python-protocol/generated/ from schema/blipmq.fbs
 # with the pinned flatc. scripts/check-codegen.sh verifies the result.
 set -euo pipefail
 
@@ -26,4 +27,22 @@ if [[ -f "$target" ]] && cmp -s "$fresh" "$target"; then
 else
   cp "$fresh" "$target"
   echo "rewrote: $GENERATED_RS (flatc $FLATC_VERSION)"
+fi
+
+# The Python package of the python-protocol conformance testee: replaced as a
+# whole, so that files for removed types do not linger.
+generate_python "$tmp/py"
+if [[ ! -d "$tmp/py/blipmq/wire" ]]; then
+  echo "error: flatc did not produce $tmp/py/blipmq/wire" >&2
+  exit 1
+fi
+
+target_py="$REPO_ROOT/$GENERATED_PY_DIR"
+if [[ -d "$target_py" ]] && diff -rq -x __pycache__ "$target_py" "$tmp/py" >/dev/null; then
+  echo "unchanged: $GENERATED_PY_DIR"
+else
+  rm -rf "$target_py"
+  mkdir -p "$target_py"
+  cp -R "$tmp/py/." "$target_py/"
+  echo "rewrote: $GENERATED_PY_DIR (flatc $FLATC_VERSION)"
 fi

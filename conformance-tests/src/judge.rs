@@ -1,0 +1,169 @@
+//! Judging a testee's reply against a step's `expect`.
+//!
+//! `expect = { err = { code = 300 } }` wants an error with that code.
+//! Anything else wants `ok`: `expect = { ok = {...} }`, or the keys of the
+//! ok result directly. Objects match as subsets (extra fields are fine),
+//! arrays element by element with equal length, scalars exactly.
+//! `message_count = N` checks only the length of `messages`; `first` and
+//! `last` match the first and last message only.
+
+use serde_json::Value;
+
+use crate::scenario::table_to_json;
+use crate::testee::Reply;
+
+pub fn judge(expect: Option<&toml::Table>, reply: &Reply) -> Result<(), String> {
+    let Some(expect) = expect else {
+        return match reply {
+            Reply::Ok(_) => Ok(()),
+            other => Err(format!("expected ok, got {}", describe(other))),
+        };
+    };
+    let expect = table_to_json(expect)?;
+    if let Some(want) = expect.get("err") {
+        return match reply {
+            Reply::Err { code, message } => {
+                if let Some(want_code) = want.get("code") {
+                    if want_code.as_i64() != Some(*code) {
+                        return Err(format!(
+                            "expected error code {want_code}, got {code} ({message})"
+                        ));
+                    }
+                }
+                if let Some(fragment) = want.get("message_contains").and_then(Value::as_str) {
+                    if !message.contains(fragment) {
+                        return Err(format!(
+                            "expected an error message containing {fragment:?}, got {message:?}"
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            other => Err(format!("expected an error {want}, got {}", describe(other))),
+        };
+    }
+    let Reply::Ok(actual) = reply else {
+        return Err(format!("expected ok {expect}, got {}", describe(reply)));
+    };
+    let want = expect.get("ok").cloned().unwrap_or(expect);
+    let Value::Object(want) = want else {
+        return Err("expect.ok must be a table".into());
+    };
+    for (key, want_value) in &want {
+        if key == "first" || key == "last" {
+            let messages = actual["messages"].as_array().cloned().unwrap_or_default();
+            let message = if key == "first" {
+                messages.first()
+            } else {
+                messages.last()
+            };
+            let message = message.ok_or_else(|| format!("{key}: no messages"))?;
+            subset(want_value, message).map_err(|e| format!("{key} message: {e}"))?;
+            continue;
+        }
+        if key == "message_count" {
+            let got = actual["messages"].as_array().map_or(0, Vec::len) as i64;
+            if want_value.as_i64() != Some(got) {
+                return Err(format!(
+                    "expected {want_value} messages, got {got}: {}",
+                    actual["messages"]
+                ));
+            }
+            continue;
+        }
+        subset(want_value, &actual[key.as_str()]).map_err(|e| format!("{key}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn subset(want: &Value, got: &Value) -> Result<(), String> {
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            for (key, wv) in w {
+                let gv = g
+                    .get(key)
+                    .ok_or_else(|| format!("missing field {key:?} in {got}"))?;
+                subset(wv, gv).map_err(|e| format!("{key}: {e}"))?;
+            }
+            Ok(())
+        }
+        (Value::Array(w), Value::Array(g)) => {
+            if w.len() != g.len() {
+                return Err(format!(
+                    "expected {} items, got {}: {got}",
+                    w.len(),
+                    g.len()
+                ));
+            }
+            for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
+                subset(wv, gv).map_err(|e| format!("[{i}]: {e}"))?;
+            }
+            Ok(())
+        }
+        (w, g) if w == g => Ok(()),
+        // 64-bit integers travel as strings; let scenarios write numbers.
+        (Value::Number(n), Value::String(s)) if n.to_string() == *s => Ok(()),
+        (w, g) => Err(format!("expected {w}, got {g}")),
+    }
+}
+
+fn describe(reply: &Reply) -> String {
+    match reply {
+        Reply::Ok(v) => format!("ok {v}"),
+        Reply::Err { code, message } => format!("error {code} ({message})"),
+        Reply::Skipped(why) => format!("skipped ({why})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn t(s: &str) -> toml::Table {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn ok_and_err_expectations() {
+        assert!(judge(None, &Reply::Ok(json!({}))).is_ok());
+        assert!(judge(
+            None,
+            &Reply::Err {
+                code: 1,
+                message: "x".into()
+            }
+        )
+        .is_err());
+        let want = t("err = { code = 300 }");
+        assert!(judge(
+            Some(&want),
+            &Reply::Err {
+                code: 300,
+                message: "bad".into()
+            }
+        )
+        .is_ok());
+        assert!(judge(
+            Some(&want),
+            &Reply::Err {
+                code: 301,
+                message: "bad".into()
+            }
+        )
+        .is_err());
+        assert!(judge(Some(&want), &Reply::Ok(json!({}))).is_err());
+    }
+
+    #[test]
+    fn messages_match_as_subsets_with_base64_payloads() {
+        let want = t("messages = [{ topic = \"a\", payload = \"hi\", delivery_count = 1 }]");
+        let got = json!({"messages": [{"topic": "a", "payload": "aGk=", "id": "7", "delivery_count": 1}]});
+        assert!(judge(Some(&want), &Reply::Ok(got)).is_ok());
+        let wrong = json!({"messages": [{"topic": "a", "payload": "aG8=", "id": "7", "delivery_count": 1}]});
+        assert!(judge(Some(&want), &Reply::Ok(wrong)).is_err());
+        let count = t("message_count = 0");
+        assert!(judge(Some(&count), &Reply::Ok(json!({"messages": []}))).is_ok());
+        assert!(judge(Some(&count), &Reply::Ok(json!({"messages": [{}]}))).is_err());
+    }
+}

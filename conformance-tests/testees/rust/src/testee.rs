@@ -1,0 +1,248 @@
+//! The operations of the testee contract, as calls on the `blipmq` crate.
+//! One `Testee` holds every actor's client and its named subscriptions.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use blipmq::{Client, PublishOptions, Qos, ReconnectPolicy, SubscribeOptions, Subscription};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::protocol::{encode_bytes, Args, Failure, Outcome, Request};
+
+/// 603 ClientClosed: the answer for an actor without a client.
+const CLIENT_CLOSED: u16 = 603;
+
+/// The longest `receive` wait honoured (about 49 days): keeps the deadline
+/// arithmetic far from overflow.
+const MAX_RECEIVE_WAIT_MS: u64 = u32::MAX as u64;
+
+struct Actor {
+    client: Client,
+    subscriptions: HashMap<String, Subscription>,
+}
+
+impl Actor {
+    async fn close(self) {
+        self.client.close().await;
+        // Dropped after the client closed: nothing more goes to the broker.
+        drop(self.subscriptions);
+    }
+}
+
+#[derive(Default)]
+pub struct Testee {
+    actors: HashMap<String, Actor>,
+}
+
+impl Testee {
+    /// Carry out one request.
+    pub async fn handle(&mut self, request: Request) -> Outcome {
+        let Request {
+            actor, op, args, ..
+        } = request;
+        match op.as_str() {
+            "send_raw" | "read_frame" => Outcome::Skipped(format!(
+                "`{op}` needs raw protocol access, which the Rust client does not expose"
+            )),
+            "hello" | "connect" | "close" | "publish" | "subscribe" | "unsubscribe" | "receive"
+            | "flush" => match self.dispatch(actor, &op, &args).await {
+                Ok(value) => Outcome::Ok(value),
+                Err(failure) => Outcome::Err(failure),
+            },
+            other => Outcome::Skipped(format!("unknown op `{other}`")),
+        }
+    }
+
+    /// Close every client (at the end of input).
+    pub async fn close_all(&mut self) {
+        for (_, actor) in self.actors.drain() {
+            actor.close().await;
+        }
+    }
+
+    async fn dispatch(
+        &mut self,
+        actor: Option<String>,
+        op: &str,
+        args: &Args,
+    ) -> Result<Value, Failure> {
+        if op == "hello" {
+            return Ok(hello());
+        }
+        let name = actor.ok_or_else(|| Failure::invalid(format!("`{op}` needs an `actor`")))?;
+        match op {
+            "connect" => self.connect(name, args).await,
+            "close" => {
+                let actor = self.actors.remove(&name).ok_or_else(|| no_client(&name))?;
+                actor.close().await;
+                Ok(json!({}))
+            }
+            _ => {
+                let actor = self.actors.get_mut(&name).ok_or_else(|| no_client(&name))?;
+                match op {
+                    "publish" => publish(actor, args).await,
+                    "subscribe" => subscribe(actor, args).await,
+                    "unsubscribe" => unsubscribe(actor, args).await,
+                    "receive" => receive(actor, args).await,
+                    _ => flush(actor).await,
+                }
+            }
+        }
+    }
+
+    async fn connect(&mut self, name: String, args: &Args) -> Result<Value, Failure> {
+        let addr = args.str("addr")?;
+        let api_key = args.opt_str("api_key")?;
+        let client_name = args.opt_str("name")?;
+        if let Some(previous) = self.actors.remove(&name) {
+            previous.close().await;
+        }
+        let mut builder = Client::builder().reconnect(ReconnectPolicy::disabled());
+        if let Some(key) = api_key {
+            builder = builder.api_key(key);
+        }
+        if let Some(client_name) = client_name {
+            builder = builder.name(client_name);
+        }
+        if let Some(capacity) = args.opt_u64("subscription_capacity")? {
+            builder = builder.subscription_capacity(capacity as usize);
+        }
+        let client = builder
+            .connect(addr)
+            .await
+            .map_err(|e| Failure::from_sdk(&e))?;
+        self.actors.insert(
+            name,
+            Actor {
+                client,
+                subscriptions: HashMap::new(),
+            },
+        );
+        Ok(json!({}))
+    }
+}
+
+fn no_client(name: &str) -> Failure {
+    Failure::new(CLIENT_CLOSED, format!("actor `{name}` has no client"))
+}
+
+fn hello() -> Value {
+    json!({
+        "sdk": "rust",
+        "version": env!("CARGO_PKG_VERSION"),
+        "capabilities": ["pubsub"],
+    })
+}
+
+fn qos(args: &Args) -> Result<Qos, Failure> {
+    match args.opt_u64("qos")? {
+        None => Ok(Qos::default()),
+        Some(value) => u8::try_from(value)
+            .ok()
+            .and_then(Qos::from_wire)
+            .ok_or_else(|| Failure::invalid(format!("qos {value} is not 0 or 1"))),
+    }
+}
+
+async fn publish(actor: &Actor, args: &Args) -> Result<Value, Failure> {
+    let topic = args.str("topic")?;
+    let payload = args.bytes("payload")?;
+    let ttl_ms = match args.opt_u64("ttl_ms")? {
+        None => 0,
+        Some(ttl) => u32::try_from(ttl)
+            .map_err(|_| Failure::invalid(format!("ttl_ms {ttl} does not fit in 32 bits")))?,
+    };
+    let options = PublishOptions {
+        ttl_ms,
+        qos: qos(args)?,
+    };
+    let message_id = actor
+        .client
+        .publish_with(topic, payload, options)
+        .await
+        .map_err(|e| Failure::from_sdk(&e))?;
+    Ok(match message_id {
+        Some(id) => json!({ "message_id": id.to_string() }),
+        None => json!({}),
+    })
+}
+
+async fn subscribe(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
+    let sub = args.str("sub")?;
+    let pattern = args.str("pattern")?;
+    let options = SubscribeOptions {
+        qos: qos(args)?,
+        durable: args.opt_str("durable")?.map(str::to_owned),
+        group: args.opt_str("group")?.map(str::to_owned),
+    };
+    let subscription = actor
+        .client
+        .subscribe_with(pattern, options)
+        .await
+        .map_err(|e| Failure::from_sdk(&e))?;
+    // A name used again names the new subscription; the old one is dropped,
+    // which unsubscribes it.
+    actor.subscriptions.insert(sub.to_owned(), subscription);
+    Ok(json!({}))
+}
+
+async fn flush(actor: &Actor) -> Result<Value, Failure> {
+    actor
+        .client
+        .flush()
+        .await
+        .map_err(|e| Failure::from_sdk(&e))?;
+    Ok(json!({}))
+}
+
+async fn unsubscribe(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
+    let sub = args.str("sub")?;
+    let subscription = actor
+        .subscriptions
+        .remove(sub)
+        .ok_or_else(|| Failure::invalid(format!("no subscription `{sub}`")))?;
+    subscription
+        .unsubscribe()
+        .await
+        .map_err(|e| Failure::from_sdk(&e))?;
+    Ok(json!({}))
+}
+
+/// Up to `count` messages, waiting at most `timeout_ms` in all. A message is
+/// taken from the subscription only when it is returned, so one that arrives
+/// after the deadline stays queued for the next `receive`.
+async fn receive(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
+    let sub = args.str("sub")?;
+    let count = args.u64("count")?;
+    let timeout_ms = args.u64("timeout_ms")?.min(MAX_RECEIVE_WAIT_MS);
+    let subscription = actor
+        .subscriptions
+        .get_mut(sub)
+        .ok_or_else(|| Failure::invalid(format!("no subscription `{sub}`")))?;
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let mut messages = Vec::new();
+    while (messages.len() as u64) < count {
+        // `timeout_at` polls the stream before the timer, so what is
+        // already buffered is returned even once the deadline has passed.
+        let message = match tokio::time::timeout_at(deadline, subscription.next()).await {
+            Ok(Some(message)) => message,
+            // The client closed and the buffer is drained, or time is up.
+            Ok(None) | Err(_) => break,
+        };
+        // The contract has no ack: a received message counts as consumed
+        // (a no-op at QoS 0).
+        if let Err(e) = message.ack().await {
+            eprintln!("blipmq-testee-rust: ack failed: {e}");
+        }
+        messages.push(json!({
+            "topic": message.topic(),
+            "payload": encode_bytes(message.payload()),
+            "id": message.id().to_string(),
+            "timestamp_ms": message.timestamp_ms().to_string(),
+            "delivery_count": message.delivery_count(),
+        }));
+    }
+    Ok(json!({ "messages": messages }))
+}

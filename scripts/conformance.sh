@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Build the broker, the testees and the runner, then run every conformance
+# scenario against every testee and every producer × consumer pair.
+# Extra arguments go to the runner (e.g. --only pubsub, --testee rust, --no-pairs).
+set -euo pipefail
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+cargo build -p blipmq-broker --bin blipmq -p blipmq-testee-rust -p blipmq-conformance
+exec target/debug/conformance --broker target/debug/blipmq "$@"
