@@ -157,7 +157,7 @@ pub struct BenchArgs {
     /// Fixed publish rate, messages per second across all publishers.
     #[arg(long, value_name = "MSGS_PER_SEC")]
     pub rate: Option<f64>,
-    /// Topic to use (default: bench.<random>).
+    /// Topic to use (default: `bench.` and a random suffix).
     #[arg(long)]
     pub topic: Option<String>,
     /// Print the result as one JSON object on stdout.
