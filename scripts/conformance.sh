@@ -5,5 +5,5 @@
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
-cargo build -p blipmq-broker --bin blipmq -p blipmq-testee-rust -p blipmq-conformance
+cargo build --bins -p blipmq-broker -p blipmq-testee-rust -p blipmq-conformance
 exec target/debug/conformance --broker target/debug/blipmq "$@"
