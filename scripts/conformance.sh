@@ -6,4 +6,5 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 cargo build --bins -p blipmq-broker -p blipmq-testee-rust -p blipmq-conformance
-exec target/debug/conformance --broker target/debug/blipmq "$@"
+target_dir="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+exec "$target_dir/debug/conformance" --broker "$target_dir/debug/blipmq" "$@"

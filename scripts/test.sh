@@ -30,7 +30,7 @@ step "rust tests" cargo test --workspace
 # The client core has no tokio and no sockets without its `tokio` feature.
 step "client on wasm32" cargo check -p blipmq --target wasm32-unknown-unknown --no-default-features
 step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
-step "protocol testee" env BLIPMQ_BIN="$REPO_ROOT/target/debug/blipmq" \
+step "protocol testee" env BLIPMQ_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/blipmq" \
   .venv/bin/python -m pytest -q conformance-tests/testees/python-protocol
 step "conformance" scripts/conformance.sh
 echo

@@ -54,6 +54,12 @@ pub struct ServerConfig {
     pub max_message_size_bytes: usize,
     /// A connection that has not completed the handshake by then is closed.
     pub handshake_timeout_ms: u64,
+    /// Most headers on one message (HeadersTooLarge beyond).
+    pub max_headers: usize,
+    /// Longest header key, in bytes.
+    pub max_header_key_bytes: usize,
+    /// Most header bytes (keys plus values) on one message.
+    pub max_headers_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -107,6 +113,9 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_message_size_bytes: 1024 * 1024,
             handshake_timeout_ms: 10_000,
+            max_headers: 64,
+            max_header_key_bytes: 256,
+            max_headers_bytes: 16 * 1024,
         }
     }
 }
@@ -220,12 +229,33 @@ impl Config {
             "server.max_message_size_bytes",
             self.server.max_message_size_bytes,
         )?;
-        // The frame length prefix is a u32 and must fit payload + envelope.
-        let largest = u32::MAX as usize - blipmq_protocol::FRAME_ENVELOPE_ALLOWANCE;
+        // A frame (payload, headers, envelope) must fit the u32 length
+        // prefix with room to spare; 1 GiB messages are beyond any sane use.
+        let largest = 1024 * 1024 * 1024;
         if self.server.max_message_size_bytes > largest {
             return Err(ConfigError::Invalid {
                 key: "server.max_message_size_bytes",
                 problem: format!("must be at most {largest}"),
+            });
+        }
+        if self.server.max_headers > u16::MAX as usize {
+            return Err(ConfigError::Invalid {
+                key: "server.max_headers",
+                problem: format!("must be at most {}", u16::MAX),
+            });
+        }
+        if self.server.max_header_key_bytes == 0
+            || self.server.max_header_key_bytes > u16::MAX as usize
+        {
+            return Err(ConfigError::Invalid {
+                key: "server.max_header_key_bytes",
+                problem: format!("must be between 1 and {}", u16::MAX),
+            });
+        }
+        if self.server.max_headers_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError::Invalid {
+                key: "server.max_headers_bytes",
+                problem: "must be at most 16777216".into(),
             });
         }
         if self.server.handshake_timeout_ms == 0 {
@@ -260,6 +290,23 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The header limits in effect.
+    pub fn header_limits(&self) -> blipmq_protocol::headers::HeaderLimits {
+        blipmq_protocol::headers::HeaderLimits {
+            max_headers: self.server.max_headers,
+            max_key_size: self.server.max_header_key_bytes,
+            max_total_size: self.server.max_headers_bytes,
+        }
+    }
+
+    /// The largest frame body the broker accepts after the handshake: the
+    /// payload limit plus room for the topic, the headers and the envelope.
+    pub fn max_frame_size(&self) -> usize {
+        self.server.max_message_size_bytes
+            + blipmq_protocol::FRAME_ENVELOPE_ALLOWANCE
+            + self.header_limits().frame_overhead()
     }
 
     /// The number of fan-out cache shards in effect (resolving 0 = auto).

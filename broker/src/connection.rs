@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use blipmq_protocol::{
-    check_frame, decode, topic, Encoder, ErrorCode, ErrorFrame, Frame, FrameError, Hello, Publish,
-    Qos, Subscribe, Subscribed, Unsubscribe, Unsubscribed, Welcome, LENGTH_PREFIX_LEN,
+    check_frame, decode, headers, topic, Encoder, ErrorCode, ErrorFrame, Frame, FrameError, Hello,
+    Publish, Qos, Subscribe, Subscribed, Unsubscribe, Unsubscribed, Welcome, LENGTH_PREFIX_LEN,
     PROTOCOL_VERSION,
 };
 use bytes::{Buf, BytesMut};
@@ -128,8 +128,7 @@ impl Reader {
         shutdown: &CancellationToken,
     ) {
         let config = &self.shared.config;
-        let max_frame =
-            config.server.max_message_size_bytes + blipmq_protocol::FRAME_ENVELOPE_ALLOWANCE;
+        let max_frame = config.max_frame_size();
         let handshake_deadline =
             tokio::time::sleep(Duration::from_millis(config.server.handshake_timeout_ms));
         tokio::pin!(handshake_deadline);
@@ -345,7 +344,8 @@ impl Reader {
             client = hello.client_name.unwrap_or(""),
             "handshake complete"
         );
-        let max_message_size = self.shared.config.server.max_message_size_bytes as u32;
+        let server = self.shared.config.server.clone();
+        let max_message_size = server.max_message_size_bytes as u32;
         let connection_id = self.connection_id;
         self.send(&Frame::Welcome(Welcome {
             protocol_version: PROTOCOL_VERSION,
@@ -353,6 +353,9 @@ impl Reader {
             server_version: env!("CARGO_PKG_VERSION"),
             max_message_size,
             connection_id,
+            max_headers: server.max_headers as u16,
+            max_header_key_size: server.max_header_key_bytes as u16,
+            max_headers_size: server.max_headers_bytes as u32,
         }))
     }
 
@@ -382,6 +385,13 @@ impl Reader {
                 request_id,
             );
         }
+        if !publish.headers.is_empty() {
+            let limits = self.shared.config.header_limits();
+            let headers = publish.headers.iter().map(|h| (h.key, h.value));
+            if let Err(error) = headers::validate_headers(headers, &limits) {
+                return self.send_error(error.code(), &error.to_string(), request_id);
+            }
+        }
         let max = self.shared.config.server.max_message_size_bytes;
         if publish.payload.len() > max {
             return self.send_error(
@@ -403,15 +413,26 @@ impl Reader {
             0 => shared.config.delivery.default_ttl_ms,
             ttl => u64::from(ttl),
         };
+        let message_id = shared.next_message_id.fetch_add(1, Ordering::Relaxed);
+        // Messages carrying W3C trace context get a span with the caller's
+        // trace id, so the broker's log lines join the user's trace.
+        let trace_id = headers::trace_id_of(&publish.headers);
         let message = Arc::new(QueuedMessage {
             delivery: self.encoder.shared_delivery(
                 publish.topic,
                 publish.payload,
-                shared.next_message_id.fetch_add(1, Ordering::Relaxed),
+                &publish.headers,
+                message_id,
                 unix_millis(),
             ),
             expires_at: (ttl_ms > 0).then(|| Instant::now() + Duration::from_millis(ttl_ms)),
+            trace_id: trace_id.map(Box::from),
+            message_id,
         });
+        if let Some(trace_id) = trace_id {
+            tracing::debug_span!("publish", trace_id, topic = publish.topic, message_id)
+                .in_scope(|| debug!(subscriptions = matches.len(), "fan-out"));
+        }
         for subscription in matches.iter() {
             if subscription.policy() == OverflowPolicy::Block {
                 subscription

@@ -20,6 +20,9 @@ pub struct QueuedMessage {
     pub delivery: SharedDelivery,
     /// `None` = never expires.
     pub expires_at: Option<Instant>,
+    pub message_id: u64,
+    /// From the message's `traceparent` header, for delivery log lines.
+    pub trace_id: Option<Box<str>>,
 }
 
 pub type MessageRef = Arc<QueuedMessage>;

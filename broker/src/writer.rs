@@ -67,6 +67,14 @@ impl Batch {
             delivery_id: 0,
             delivery_count: 1,
         };
+        if let Some(trace_id) = &message.trace_id {
+            tracing::debug_span!(
+                "deliver",
+                trace_id = &**trace_id,
+                message_id = message.message_id
+            )
+            .in_scope(|| tracing::debug!(subscription_id, "delivered"));
+        }
         let len = message.delivery.len();
         if len <= COPY_THRESHOLD {
             let start = self.copied.len();

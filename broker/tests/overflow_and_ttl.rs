@@ -154,6 +154,7 @@ fn spawn_flood(
                 payload: &payload,
                 ttl_ms: 0,
                 qos: 0,
+                headers: vec![],
             }));
             if let Err(error) = publisher.stream.write_all(&frame).await {
                 return (publisher, Err(error));

@@ -178,6 +178,7 @@ async fn invalid_topics_and_patterns_get_an_error_naming_the_request() {
             payload: b"p",
             ttl_ms: 0,
             qos: 0,
+            headers: vec![],
         }))
         .await;
         let (code, message, request_id) = c.expect_error().await;
@@ -216,6 +217,7 @@ async fn qos1_durable_and_groups_are_refused_until_supported() {
         payload: b"",
         ttl_ms: 0,
         qos: 1,
+        headers: vec![],
     }))
     .await;
     assert_eq!(
@@ -232,6 +234,7 @@ async fn qos1_durable_and_groups_are_refused_until_supported() {
         payload: b"",
         ttl_ms: 0,
         qos: 7,
+        headers: vec![],
     }))
     .await;
     let (code, _, id) = c.expect_error().await;

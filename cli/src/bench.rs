@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blipmq::{Client, PublishOptions, Qos, SubscribeOptions, Subscription};
+use blipmq::{Client, Headers, PublishOptions, Qos, SubscribeOptions, Subscription};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -236,6 +236,7 @@ async fn measure(
                 client,
                 topic.clone(),
                 template.clone(),
+                bench_headers(args.headers),
                 args.count,
                 args.qos,
                 interval,
@@ -416,11 +417,31 @@ fn stamped(template: &Bytes, start: Instant) -> Bytes {
     Bytes::from(payload)
 }
 
+/// `n` headers like a traced, typed message carries (`traceparent`,
+/// `content-type`, ...), for measuring what headers cost.
+fn bench_headers(n: u16) -> Headers {
+    let samples = [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("content-type", "application/octet-stream"),
+        ("x-tenant", "bench"),
+    ];
+    (0..n as usize)
+        .map(|i| match samples.get(i) {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (format!("x-bench-{i}"), format!("value-{i}")),
+        })
+        .collect()
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn publish_loop(
     client: Client,
     topic: Arc<str>,
     template: Bytes,
+    headers: Headers,
     count: u64,
     qos: Qos,
     interval: Option<Duration>,
@@ -444,8 +465,20 @@ async fn publish_loop(
         }
         let payload = stamped(&template, start);
         match qos {
-            Qos::AtMostOnce => {
+            Qos::AtMostOnce if headers.is_empty() => {
                 client.publish(&topic, payload).await.map_err(&failed)?;
+                progress.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Qos::AtMostOnce => {
+                let options = PublishOptions {
+                    ttl_ms: 0,
+                    qos,
+                    headers: headers.clone(),
+                };
+                client
+                    .publish_with(&topic, payload, options)
+                    .await
+                    .map_err(&failed)?;
                 progress.published.fetch_add(1, Ordering::Relaxed);
             }
             Qos::AtLeastOnce => {
@@ -454,7 +487,11 @@ async fn publish_loop(
                 }
                 let client = client.clone();
                 let topic = topic.clone();
-                let options = PublishOptions { ttl_ms: 0, qos };
+                let options = PublishOptions {
+                    ttl_ms: 0,
+                    qos,
+                    headers: headers.clone(),
+                };
                 confirms.spawn(async move { client.publish_with(&topic, payload, options).await });
             }
         }

@@ -79,6 +79,9 @@ pub struct PubArgs {
     /// 0 = at most once; 1 = wait for the broker to confirm every message.
     #[arg(long, default_value = "0", value_parser = parse_qos)]
     pub qos: Qos,
+    /// A header `KEY=VALUE` to send with the message (repeatable, kept in order).
+    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Args, Debug)]
@@ -93,6 +96,9 @@ pub struct PubfileArgs {
     /// 0 = at most once; 1 = wait for the broker to confirm.
     #[arg(long, default_value = "0", value_parser = parse_qos)]
     pub qos: Qos,
+    /// A header `KEY=VALUE` to send with the message (repeatable, kept in order).
+    #[arg(long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Args, Debug)]
@@ -163,6 +169,16 @@ pub struct BenchArgs {
     /// Print the result as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Headers on every message (`bench-0=value`, ...), to measure their cost.
+    #[arg(long, default_value_t = 0)]
+    pub headers: u16,
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err("expected KEY=VALUE with a non-empty key".to_string()),
+    }
 }
 
 fn parse_qos(text: &str) -> Result<Qos, String> {

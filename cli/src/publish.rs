@@ -23,6 +23,7 @@ pub async fn run_pub(global: &Global, args: PubArgs) -> Result<(), CliError> {
     let options = PublishOptions {
         ttl_ms: args.ttl.unwrap_or(0),
         qos: args.qos,
+        headers: args.headers.into_iter().collect(),
     };
     if args.lines {
         let client = connect(global, "blipmq-cli pub").await?;
@@ -51,6 +52,7 @@ pub async fn run_pubfile(global: &Global, args: PubfileArgs) -> Result<(), CliEr
     let options = PublishOptions {
         ttl_ms: args.ttl.unwrap_or(0),
         qos: args.qos,
+        headers: args.headers.into_iter().collect(),
     };
     publish_one(global, &args.topic, payload, options).await
 }
@@ -105,7 +107,7 @@ async fn publish_lines(
         number += 1;
         check_size(client, topic, line.len(), Some(number))?;
         client
-            .publish_with(topic, Bytes::copy_from_slice(&line), options)
+            .publish_with(topic, Bytes::copy_from_slice(&line), options.clone())
             .await
             .map_err(|e| publish_error(topic, Some(number), &e))?;
     }

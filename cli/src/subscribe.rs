@@ -71,6 +71,17 @@ struct JsonMessage<'a> {
     id: u64,
     timestamp_ms: u64,
     delivery_count: u32,
+    /// In order; `value` when the value is UTF-8, else `value_base64`.
+    headers: Vec<JsonHeader<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonHeader<'a> {
+    key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
 }
 
 fn write_message(out: &mut impl Write, message: &Message, format: Format) -> std::io::Result<()> {
@@ -88,6 +99,24 @@ fn write_message(out: &mut impl Write, message: &Message, format: Format) -> std
                 id: message.id(),
                 timestamp_ms: message.timestamp_ms(),
                 delivery_count: message.delivery_count(),
+                headers: message
+                    .headers()
+                    .iter()
+                    .map(|(key, value)| match std::str::from_utf8(value) {
+                        Ok(text) => JsonHeader {
+                            key,
+                            value: Some(text),
+                            value_base64: None,
+                        },
+                        Err(_) => JsonHeader {
+                            key,
+                            value: None,
+                            value_base64: Some(
+                                base64::engine::general_purpose::STANDARD.encode(value),
+                            ),
+                        },
+                    })
+                    .collect(),
             };
             serde_json::to_writer(&mut *out, &json).map_err(std::io::Error::other)?;
             out.write_all(b"\n")?;

@@ -418,6 +418,57 @@ fn json_format_has_every_field_and_a_base64_payload() {
 }
 
 #[test]
+fn headers_from_pub_appear_in_json_output_in_order() {
+    let broker = Broker::start();
+    let mut sub = broker.subscribe(&["hdr.test", "--count", "2", "--format", "json"]);
+    broker
+        .run(
+            &[
+                "pub",
+                "hdr.test",
+                "--header",
+                "content-type=text/plain",
+                "--header",
+                "x-tenant=acme",
+                "--header",
+                "x-tenant=a=b",
+                "hello",
+            ],
+            None,
+        )
+        .assert_success();
+    broker
+        .run(&["pub", "hdr.test", "plain"], None)
+        .assert_success();
+    let out = sub.finish(RUN);
+    out.assert_success();
+    let text = out.stdout_text();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(
+        lines[0]["headers"],
+        serde_json::json!([
+            {"key": "content-type", "value": "text/plain"},
+            {"key": "x-tenant", "value": "acme"},
+            {"key": "x-tenant", "value": "a=b"},
+        ])
+    );
+    assert_eq!(lines[1]["headers"], serde_json::json!([]));
+}
+
+#[test]
+fn a_bad_header_is_refused_with_its_code() {
+    let broker = Broker::start();
+    broker
+        .run(&["pub", "t", "--header", "bad key=v", "x"], None)
+        .assert_error(1, &["InvalidHeader (304)"]);
+    let out = broker.run(&["pub", "t", "--header", "novalue", "x"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+}
+
+#[test]
 fn a_wildcard_subscription_gets_matching_topics_only() {
     let broker = Broker::start();
     let mut sub = broker.subscribe(&["a.*", "--count", "2", "--format", "json"]);

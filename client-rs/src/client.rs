@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blipmq_protocol::{topic, ErrorCode, Frame, Publish, Qos, Subscribe};
+use blipmq_protocol::{headers, topic, ErrorCode, Frame, Header, Publish, Qos, Subscribe};
 use bytes::Bytes;
 use futures::channel::oneshot;
 
@@ -213,6 +213,17 @@ impl Client {
                 ),
             ));
         }
+        if !options.headers.is_empty() {
+            let limits = *self.inner.header_limits.lock().unwrap();
+            let pairs = options.headers.iter().map(|(k, v)| (k, &v[..]));
+            if let Err(e) = headers::validate_headers(pairs, &limits) {
+                let kind = match e.code() {
+                    ErrorCode::InvalidHeader => PublishErrorKind::InvalidHeader,
+                    _ => PublishErrorKind::HeadersTooLarge,
+                };
+                return Err(Error::new(kind, e.code(), e.to_string()));
+            }
+        }
         let publish_id = match options.qos {
             Qos::AtMostOnce => 0,
             Qos::AtLeastOnce => self.inner.next_id(),
@@ -223,6 +234,11 @@ impl Client {
             payload: &payload,
             ttl_ms: options.ttl_ms,
             qos: options.qos.as_wire(),
+            headers: options
+                .headers
+                .iter()
+                .map(|(key, value)| Header { key, value })
+                .collect(),
         }));
         if options.qos == Qos::AtMostOnce {
             self.inner

@@ -16,6 +16,7 @@ use crate::error::{ConnectError, ConnectErrorKind, Error, Failure};
 use crate::message::Message;
 use crate::state::{encode_frame, ClientEvent, ConnectionStatus, Inner, Pending};
 use crate::transport::{Connector, TransportReader, TransportWriter};
+use blipmq_protocol::headers::HeaderLimits;
 
 /// Largest frame the client accepts from a broker: a delivery of the
 /// broker's maximum payload plus its envelope. Bounded before allocation.
@@ -23,7 +24,9 @@ fn max_incoming_frame(inner: &Inner) -> usize {
     let max = inner
         .max_message_size
         .load(std::sync::atomic::Ordering::Relaxed) as usize;
+    let headers = inner.header_limits.lock().unwrap().frame_overhead();
     max.saturating_add(blipmq_protocol::FRAME_ENVELOPE_ALLOWANCE)
+        .saturating_add(headers)
         .min(u32::MAX as usize)
 }
 
@@ -86,6 +89,11 @@ async fn handshake(
                             welcome.max_message_size,
                             std::sync::atomic::Ordering::Relaxed,
                         );
+                        *inner.header_limits.lock().unwrap() = HeaderLimits {
+                            max_headers: welcome.max_headers.into(),
+                            max_key_size: welcome.max_header_key_size.into(),
+                            max_total_size: welcome.max_headers_size as usize,
+                        };
                         inner.emit(ClientEvent::Connected {
                             connection_id: welcome.connection_id,
                         });
@@ -344,6 +352,11 @@ async fn handle(inner: &Inner, frame: Bytes) -> Result<(), String> {
                 let message = Message {
                     topic: d.topic.to_string(),
                     payload: body.slice_ref(d.payload),
+                    headers: d
+                        .headers
+                        .iter()
+                        .map(|h| (h.key.to_string(), body.slice_ref(h.value)))
+                        .collect(),
                     id: d.message_id,
                     timestamp_ms: d.timestamp_ms,
                     delivery_count: d.route.delivery_count,

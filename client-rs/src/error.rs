@@ -96,6 +96,11 @@ pub enum PublishErrorKind {
     MessageTooLarge,
     /// An option is out of range (301 InvalidArgument).
     InvalidArgument,
+    /// A header key breaks the header rules (304 InvalidHeader); nothing was sent.
+    InvalidHeader,
+    /// Too many headers, a key too long or too many header bytes (404
+    /// HeadersTooLarge); nothing was sent.
+    HeadersTooLarge,
     /// The broker refused the message (see the code).
     Rejected,
     /// No confirm within the request timeout (601 Timeout).
@@ -162,6 +167,8 @@ impl From<Error<Failure>> for PublishError {
                 ErrorCode::InvalidTopic => PublishErrorKind::InvalidTopic,
                 ErrorCode::MessageTooLarge => PublishErrorKind::MessageTooLarge,
                 ErrorCode::InvalidArgument => PublishErrorKind::InvalidArgument,
+                ErrorCode::InvalidHeader => PublishErrorKind::InvalidHeader,
+                ErrorCode::HeadersTooLarge => PublishErrorKind::HeadersTooLarge,
                 _ => PublishErrorKind::Rejected,
             },
             Failure::TimedOut => PublishErrorKind::TimedOut,

@@ -51,6 +51,7 @@
 mod client;
 mod connection;
 pub mod error;
+mod headers;
 mod message;
 mod options;
 mod state;
@@ -63,6 +64,7 @@ pub use error::{
     ConnectError, ConnectErrorKind, ErrorCode, PublishError, PublishErrorKind, RequestError,
     RequestErrorKind, SubscribeError, SubscribeErrorKind,
 };
+pub use headers::Headers;
 pub use message::Message;
 pub use options::{ClientOptions, PublishOptions, ReconnectPolicy, SubscribeOptions};
 pub use state::{ClientEvent, ConnectionStatus};

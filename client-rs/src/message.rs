@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use crate::error::{Failure, RequestError};
+use crate::headers::Headers;
 use crate::state::encode_frame;
 use blipmq_protocol::{Ack, Frame};
 
@@ -11,6 +12,7 @@ use blipmq_protocol::{Ack, Frame};
 pub struct Message {
     pub(crate) topic: String,
     pub(crate) payload: Bytes,
+    pub(crate) headers: Headers,
     pub(crate) id: u64,
     pub(crate) timestamp_ms: u64,
     pub(crate) delivery_count: u32,
@@ -29,6 +31,11 @@ impl Message {
     /// The payload, byte for byte as published. Cheap to clone.
     pub fn payload(&self) -> &Bytes {
         &self.payload
+    }
+
+    /// The publisher's headers, in order (empty when it sent none).
+    pub fn headers(&self) -> &Headers {
+        &self.headers
     }
 
     /// The broker-assigned message id (increasing over a broker run).

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use blipmq_protocol::Qos;
 
+use crate::headers::Headers;
+
 /// How the client connects and behaves. Build it with
 /// [`crate::Client::builder`]; every field has a sensible default.
 #[derive(Debug, Clone)]
@@ -83,12 +85,14 @@ impl ReconnectPolicy {
 }
 
 /// Options for one publish.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublishOptions {
     /// How long the message may wait for delivery, in ms; 0 = the broker's default.
     pub ttl_ms: u32,
     /// At QoS 1 the publish resolves once the broker confirms it.
     pub qos: Qos,
+    /// Metadata delivered with the message, in order.
+    pub headers: Headers,
 }
 
 /// Options for one subscription.

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use blipmq_protocol::headers::HeaderLimits;
 use blipmq_protocol::{Encoder, ErrorCode, Frame};
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -134,6 +135,8 @@ pub(crate) struct Inner {
     next_id: AtomicU64,
     /// From the broker's Welcome; publishes larger than this fail locally.
     pub max_message_size: AtomicU32,
+    /// From the broker's Welcome; headers beyond these fail locally.
+    pub header_limits: Mutex<HeaderLimits>,
     pub pending: Mutex<HashMap<u64, Pending>>,
     pub subscriptions: Mutex<SubscriptionTable>,
     status: AtomicU8,
@@ -156,6 +159,7 @@ impl Inner {
             outgoing,
             next_id: AtomicU64::new(1),
             max_message_size: AtomicU32::new(u32::MAX),
+            header_limits: Mutex::new(HeaderLimits::default()),
             pending: Mutex::default(),
             subscriptions: Mutex::default(),
             status: AtomicU8::new(ConnectionStatus::Connected as u8),

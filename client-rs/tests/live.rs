@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use blipmq::{
-    Client, ClientEvent, ConnectErrorKind, ConnectionStatus, ErrorCode, PublishErrorKind,
+    Client, ClientEvent, ConnectErrorKind, ConnectionStatus, ErrorCode, Headers, PublishErrorKind,
     PublishOptions, Qos, ReconnectPolicy, RequestErrorKind, SubscribeErrorKind, SubscribeOptions,
 };
 use blipmq_broker::{run, Config, Listeners};
@@ -195,7 +195,7 @@ async fn broker_refusals_surface_with_the_brokers_code() {
             "x",
             PublishOptions {
                 qos: Qos::AtLeastOnce,
-                ttl_ms: 0,
+                ..Default::default()
             },
         )
         .await
@@ -420,5 +420,71 @@ async fn clients_are_cheap_to_clone_and_dropping_the_last_clone_closes() {
         .await
         .expect("the stream ends");
     assert!(end.is_none());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn headers_round_trip_and_are_checked_against_the_brokers_limits() {
+    let broker = Broker::start_with(|c| {
+        c.server.max_headers = 3;
+        c.server.max_headers_bytes = 64;
+    })
+    .await;
+    let client = Client::connect(broker.url()).await.unwrap();
+    let mut sub = client.subscribe("h").await.unwrap();
+    let mut headers = Headers::new();
+    headers
+        .append("content-type", "text/plain")
+        .append("x-tenant", "acme")
+        .append("x-tenant", vec![0u8, 255]);
+    client
+        .publish_with(
+            "h",
+            "with headers",
+            PublishOptions {
+                headers: headers.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    client.publish("h", "without").await.unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(m.headers(), &headers);
+    assert_eq!(m.headers().get_str("content-type"), Some("text/plain"));
+    assert_eq!(m.headers().get_all("x-tenant").count(), 2);
+    assert!(next(&mut sub).await.headers().is_empty());
+
+    let too_many = Headers::from([("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]);
+    let e = client
+        .publish_with(
+            "h",
+            "x",
+            PublishOptions {
+                headers: too_many,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::HeadersTooLarge);
+    assert_eq!(e.code().0, 404);
+    let bad_key = Headers::from([("a key", "1")]);
+    let e = client
+        .publish_with(
+            "h",
+            "x",
+            PublishOptions {
+                headers: bad_key,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::InvalidHeader);
+    assert_eq!(e.code(), ErrorCode::InvalidHeader);
+    // Nothing refused reached the subscriber.
+    client.flush().await.unwrap();
+    nothing_within(&mut sub, Duration::from_millis(100)).await;
     broker.stop().await;
 }

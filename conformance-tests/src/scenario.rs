@@ -139,7 +139,7 @@ impl Scenario {
 }
 
 /// Convert TOML to JSON, turning readable payloads into base64: wherever a
-/// key is `payload` or `bytes`, the value may be a string (used as UTF-8
+/// key is `payload`, `bytes` or `value` (a header value), the value may be a string (used as UTF-8
 /// text) or a table `{ text = "..." }`, `{ hex = "00ff" }`,
 /// `{ b64 = "..." }` or `{ pattern_len = N }` (N bytes of a fixed pattern).
 pub fn to_json(value: &toml::Value) -> Result<Value, String> {
@@ -159,7 +159,7 @@ pub fn to_json(value: &toml::Value) -> Result<Value, String> {
 pub fn table_to_json(table: &toml::Table) -> Result<Value, String> {
     let mut object = serde_json::Map::new();
     for (key, value) in table {
-        let converted = if key == "payload" || key == "bytes" {
+        let converted = if key == "payload" || key == "bytes" || key == "value" {
             Value::String(payload_b64(value)?)
         } else {
             to_json(value)?

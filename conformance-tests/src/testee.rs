@@ -49,8 +49,15 @@ const STDERR_TAIL_LINES: usize = 20;
 
 impl Testee {
     pub fn spawn(spec: &TesteeSpec) -> Result<Testee, String> {
-        let (program, args) = spec
+        // `{target}` is cargo's target directory, so that testee commands
+        // work with CARGO_TARGET_DIR set.
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+        let command: Vec<String> = spec
             .command
+            .iter()
+            .map(|part| part.replace("{target}", &target))
+            .collect();
+        let (program, args) = command
             .split_first()
             .ok_or_else(|| format!("testee {} has an empty command", spec.name))?;
         let mut child = Command::new(program)

@@ -68,11 +68,12 @@ pub fn check_frame(buf: &[u8], max_body_len: usize) -> Result<usize, FrameError>
 /// Step two of parsing: verify and decode one frame body (the bytes after the
 /// length prefix). Never panics, whatever the input.
 pub fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
-    // Our tables nest two deep (Envelope -> body); the bounds below refuse
-    // pathological buffers cheaply while leaving room for appended fields.
+    // Our tables nest three deep (Envelope -> body -> header); the bounds
+    // refuse pathological buffers cheaply while leaving room for appended
+    // fields and for as many headers as a u16 limit can allow.
     let opts = VerifierOptions {
         max_depth: 16,
-        max_tables: 64,
+        max_tables: 70_000,
         max_apparent_size: body.len().saturating_mul(2).max(1024),
         ignore_missing_null_terminator: false,
     };
@@ -97,6 +98,9 @@ pub fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 server_version: t.server_version().unwrap_or_default(),
                 max_message_size: t.max_message_size(),
                 connection_id: t.connection_id(),
+                max_headers: t.max_headers(),
+                max_header_key_size: t.max_header_key_size(),
+                max_headers_size: t.max_headers_size(),
             })
         }
         fb::Body::Publish => {
@@ -107,6 +111,7 @@ pub fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 payload: t.payload().map(|v| v.bytes()).unwrap_or_default(),
                 ttl_ms: t.ttl_ms(),
                 qos: t.qos(),
+                headers: read_headers(t.headers()),
             })
         }
         fb::Body::Confirm => {
@@ -160,6 +165,7 @@ pub fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 payload: t.payload().map(|v| v.bytes()).unwrap_or_default(),
                 message_id: t.message_id(),
                 timestamp_ms: t.timestamp_ms(),
+                headers: read_headers(t.headers()),
             })
         }
         fb::Body::Ack => {
@@ -188,6 +194,45 @@ pub fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         _ => return Err(missing()),
     };
     Ok(frame)
+}
+
+type HeaderVector<'a> = flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::Header<'a>>>;
+
+fn read_headers(headers: Option<HeaderVector<'_>>) -> Vec<Header<'_>> {
+    headers
+        .map(|list| {
+            list.iter()
+                .map(|h| Header {
+                    key: h.key(),
+                    value: h.value().map(|v| v.bytes()).unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn write_headers<'b>(
+    b: &mut FlatBufferBuilder<'b>,
+    headers: &[Header<'_>],
+) -> Option<WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<fb::Header<'b>>>>> {
+    if headers.is_empty() {
+        return None;
+    }
+    let offsets: Vec<_> = headers
+        .iter()
+        .map(|h| {
+            let key = b.create_string(h.key);
+            let value = b.create_vector(h.value);
+            fb::Header::create(
+                b,
+                &fb::HeaderArgs {
+                    key: Some(key),
+                    value: Some(value),
+                },
+            )
+        })
+        .collect();
+    Some(b.create_vector(&offsets))
 }
 
 /// A delivery encoded once for every subscriber. The per-subscriber
@@ -283,6 +328,7 @@ impl Encoder {
         &mut self,
         topic: &str,
         payload: &[u8],
+        headers: &[Header<'_>],
         message_id: u64,
         timestamp_ms: u64,
     ) -> SharedDelivery {
@@ -292,6 +338,7 @@ impl Encoder {
             payload,
             message_id,
             timestamp_ms,
+            headers: headers.to_vec(),
         }));
         let body = &frame[LENGTH_PREFIX_LEN..];
         // We just built this buffer, so it verifies; the route is a required
@@ -335,11 +382,15 @@ impl Encoder {
                         server_version,
                         max_message_size: f.max_message_size,
                         connection_id: f.connection_id,
+                        max_headers: f.max_headers,
+                        max_header_key_size: f.max_header_key_size,
+                        max_headers_size: f.max_headers_size,
                     },
                 );
                 (fb::Body::Welcome, t.as_union_value())
             }
             Frame::Publish(f) => {
+                let headers = write_headers(b, &f.headers);
                 let payload = Some(b.create_vector(f.payload));
                 let topic = Some(b.create_string(f.topic));
                 let t = fb::Publish::create(
@@ -350,6 +401,7 @@ impl Encoder {
                         payload,
                         ttl_ms: f.ttl_ms,
                         qos: f.qos,
+                        headers,
                     },
                 );
                 (fb::Body::Publish, t.as_union_value())
@@ -411,6 +463,7 @@ impl Encoder {
                 (fb::Body::Unsubscribed, t.as_union_value())
             }
             Frame::Delivery(f) => {
+                let headers = write_headers(b, &f.headers);
                 let payload = Some(b.create_vector(f.payload));
                 let topic = Some(b.create_string(f.topic));
                 let route = fb::DeliveryRoute::new(
@@ -426,6 +479,7 @@ impl Encoder {
                         payload,
                         message_id: f.message_id,
                         timestamp_ms: f.timestamp_ms,
+                        headers,
                     },
                 );
                 (fb::Body::Delivery, t.as_union_value())
@@ -499,6 +553,9 @@ mod tests {
             server_version: "0.1.0",
             max_message_size: 1024,
             connection_id: 7,
+            max_headers: 64,
+            max_header_key_size: 256,
+            max_headers_size: 16384,
         }));
         round_trip(Frame::Publish(Publish {
             publish_id: u64::MAX,
@@ -506,6 +563,28 @@ mod tests {
             payload: &[0, 1, 2, 255],
             ttl_ms: 5,
             qos: 1,
+            headers: vec![],
+        }));
+        round_trip(Frame::Publish(Publish {
+            publish_id: 1,
+            topic: "h",
+            payload: b"",
+            ttl_ms: 0,
+            qos: 0,
+            headers: vec![
+                Header {
+                    key: "content-type",
+                    value: b"text/plain",
+                },
+                Header {
+                    key: "bin",
+                    value: &[0, 255, 10],
+                },
+                Header {
+                    key: "bin",
+                    value: b"",
+                },
+            ],
         }));
         round_trip(Frame::Confirm(Confirm {
             publish_id: 1,
@@ -540,6 +619,10 @@ mod tests {
             payload: b"hello",
             message_id: 11,
             timestamp_ms: 12,
+            headers: vec![Header {
+                key: "k",
+                value: b"v",
+            }],
         }));
         round_trip(Frame::Ack(Ack {
             subscription_id: 9,
@@ -557,7 +640,11 @@ mod tests {
     #[test]
     fn shared_delivery_patches_only_the_route() {
         let mut enc = Encoder::new();
-        let shared = enc.shared_delivery("t.x", &[42; 100], 5, 6);
+        let headers = [Header {
+            key: "trace",
+            value: b"abc",
+        }];
+        let shared = enc.shared_delivery("t.x", &[42; 100], &headers, 5, 6);
         for sub in [1u64, 2, u64::MAX] {
             let route = Route {
                 subscription_id: sub,
@@ -575,6 +662,7 @@ mod tests {
                     assert_eq!(d.payload, &[42; 100][..]);
                     assert_eq!(d.message_id, 5);
                     assert_eq!(d.timestamp_ms, 6);
+                    assert_eq!(d.headers, headers);
                 }
                 other => panic!("expected a delivery, got {other:?}"),
             }

@@ -26,6 +26,13 @@ impl Qos {
     }
 }
 
+/// One message header, borrowed. Keys follow HDR-2; values are any bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Header<'a> {
+    pub key: &'a str,
+    pub value: &'a [u8],
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Hello<'a> {
     pub protocol_version: u16,
@@ -40,6 +47,9 @@ pub struct Welcome<'a> {
     pub server_version: &'a str,
     pub max_message_size: u32,
     pub connection_id: u64,
+    pub max_headers: u16,
+    pub max_header_key_size: u16,
+    pub max_headers_size: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -50,6 +60,8 @@ pub struct Publish<'a> {
     pub ttl_ms: u32,
     /// The raw QoS byte; the broker validates it (see [`Qos::from_wire`]).
     pub qos: u8,
+    /// In order; empty when the message has none.
+    pub headers: Vec<Header<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,6 +112,7 @@ pub struct Delivery<'a> {
     pub payload: &'a [u8],
     pub message_id: u64,
     pub timestamp_ms: u64,
+    pub headers: Vec<Header<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

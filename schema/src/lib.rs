@@ -6,6 +6,7 @@
 //!   [`codec::decode`]) and the [`codec::Encoder`].
 //! - [`frame`]: borrowed views of every frame type.
 //! - [`topic`]: the topic and pattern rules and wildcard matching.
+//! - [`headers`]: the header rules and limits, and W3C trace context.
 //! - [`ErrorCode`]: the one table of error codes, generated from
 //!   `blipmq.fbs`.
 //!
@@ -13,6 +14,7 @@
 
 pub mod codec;
 pub mod frame;
+pub mod headers;
 pub mod topic;
 
 #[allow(

@@ -21,7 +21,7 @@ use std::panic::{catch_unwind, resume_unwind};
 
 use blipmq_protocol::{
     check_frame, decode, Ack, Confirm, Delivery, Encoder, ErrorCode, ErrorFrame, Frame, FrameError,
-    Hello, Publish, Route, Subscribe, Subscribed, Unsubscribe, Unsubscribed, Welcome,
+    Header, Hello, Publish, Route, Subscribe, Subscribed, Unsubscribe, Unsubscribed, Welcome,
     LENGTH_PREFIX_LEN,
 };
 use rand::rngs::SmallRng;
@@ -226,6 +226,19 @@ fn random_frame<'a>(kind: usize, rng: &mut SmallRng, pool: &'a Pool) -> Frame<'a
     let s = |rng: &mut SmallRng| pool.strings.choose(rng).unwrap().as_str();
     let opt = |rng: &mut SmallRng| rng.gen_bool(0.7).then(|| s(rng));
     let p = |rng: &mut SmallRng| pool.payloads.choose(rng).unwrap().as_slice();
+    let headers = |rng: &mut SmallRng| -> Vec<Header<'a>> {
+        let n = if rng.gen_bool(0.5) {
+            0
+        } else {
+            rng.gen_range(1..=4)
+        };
+        (0..n)
+            .map(|_| Header {
+                key: s(rng),
+                value: p(rng),
+            })
+            .collect()
+    };
     match kind {
         0 => Frame::Hello(Hello {
             protocol_version: any_u16(rng),
@@ -238,6 +251,9 @@ fn random_frame<'a>(kind: usize, rng: &mut SmallRng, pool: &'a Pool) -> Frame<'a
             server_version: s(rng),
             max_message_size: any_u32(rng),
             connection_id: any_u64(rng),
+            max_headers: any_u16(rng),
+            max_header_key_size: any_u16(rng),
+            max_headers_size: any_u32(rng),
         }),
         2 => Frame::Publish(Publish {
             publish_id: any_u64(rng),
@@ -245,6 +261,7 @@ fn random_frame<'a>(kind: usize, rng: &mut SmallRng, pool: &'a Pool) -> Frame<'a
             payload: p(rng),
             ttl_ms: any_u32(rng),
             qos: rng.gen_range(0..=2),
+            headers: headers(rng),
         }),
         3 => Frame::Confirm(Confirm {
             publish_id: any_u64(rng),
@@ -279,6 +296,7 @@ fn random_frame<'a>(kind: usize, rng: &mut SmallRng, pool: &'a Pool) -> Frame<'a
             payload: p(rng),
             message_id: any_u64(rng),
             timestamp_ms: any_u64(rng),
+            headers: headers(rng),
         }),
         9 => Frame::Ack(Ack {
             subscription_id: any_u64(rng),

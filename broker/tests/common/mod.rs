@@ -314,6 +314,7 @@ impl RawClient {
             payload,
             ttl_ms,
             qos: 0,
+            headers: vec![],
         }))
         .await;
     }

@@ -198,7 +198,7 @@ def test_hello(testee):
     reply = testee.ok("hello")
     assert reply["sdk"] == "python-protocol"
     assert reply["version"] == "0.1.0"
-    assert set(reply["capabilities"]) == {"pubsub", "raw"}
+    assert set(reply["capabilities"]) == {"pubsub", "raw", "headers"}
 
 
 def test_publish_subscribe_receive(broker, testee):
@@ -295,9 +295,10 @@ def test_send_raw_garbage_gives_error_frame(connected):
 
 
 def test_oversized_frame_is_skipped(connected):
-    # FRAME-4: a prefix over max_message_size + 4096 (default 1 MiB) gets
-    # MessageTooLarge, its body is skipped and the connection stays usable.
-    size = 1024 * 1024 + 4096 + 1
+    # FRAME-4: a prefix well over the frame limit (max_message_size, default
+    # 1 MiB, plus room for topic, headers and envelope) gets MessageTooLarge,
+    # its body is skipped and the connection stays usable.
+    size = 1024 * 1024 + 64 * 1024
     connected.ok("send_raw", "a", bytes=b64(struct.pack("<I", size) + b"\0" * size))
     frame = connected.ok("read_frame", "a", timeout_ms=5000)["frame"]
     assert (frame["type"], frame["code"], frame["request_id"]) == ("Error", 400, "0")

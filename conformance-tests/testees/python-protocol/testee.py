@@ -33,6 +33,7 @@ from blipmq.wire import (  # noqa: E402
     Delivery,
     Envelope,
     Error,
+    Header,
     Hello,
     Ping,
     Pong,
@@ -46,7 +47,7 @@ from blipmq.wire import (  # noqa: E402
 
 SDK = "python-protocol"
 VERSION = "0.1.0"
-CAPABILITIES = ["pubsub", "raw"]
+CAPABILITIES = ["pubsub", "raw", "headers"]
 
 PROTOCOL_VERSION = 1
 DEFAULT_TIMEOUT_S = 10.0
@@ -129,11 +130,27 @@ def encode_hello(client_name, api_key):
     return _finish(b, Body.Body.Hello, Hello.HelloEnd(b))
 
 
-def encode_publish(publish_id, topic, payload, ttl_ms, qos):
+def encode_publish(publish_id, topic, payload, ttl_ms, qos, headers=()):
     b = flatbuffers.Builder(len(payload) + len(topic) * 4 + 128)
+    hv = None
+    if headers:
+        offsets = []
+        for key, value in headers:
+            k = _string(b, key)
+            v = b.CreateByteVector(value)
+            Header.HeaderStart(b)
+            Header.HeaderAddKey(b, k)
+            Header.HeaderAddValue(b, v)
+            offsets.append(Header.HeaderEnd(b))
+        Publish.PublishStartHeadersVector(b, len(offsets))
+        for o in reversed(offsets):
+            b.PrependUOffsetTRelative(o)
+        hv = b.EndVector()
     t = _string(b, topic)
     p = b.CreateByteVector(payload)
     Publish.PublishStart(b)
+    if hv is not None:
+        Publish.PublishAddHeaders(b, hv)
     Publish.PublishAddPublishId(b, publish_id)
     Publish.PublishAddTopic(b, t)
     Publish.PublishAddPayload(b, p)
@@ -291,7 +308,10 @@ def _d_delivery(t):
                       "delivery_id": route.DeliveryId(),
                       "delivery_count": route.DeliveryCount()},
             "topic": _text(m.Topic()) or "", "payload": _ubyte_vector(m, 8),
-            "message_id": m.MessageId(), "timestamp_ms": m.TimestampMs()}
+            "message_id": m.MessageId(), "timestamp_ms": m.TimestampMs(),
+            # Header.value is field 1 of its table: vtable offset 6.
+            "headers": [(_text(m.Headers(j).Key()) or "", _ubyte_vector(m.Headers(j), 6))
+                        for j in range(m.HeadersLength())]}
 
 
 def _d_ack(t):
@@ -350,6 +370,8 @@ def render_message(delivery):
         "id": str(delivery["message_id"]),
         "timestamp_ms": str(delivery["timestamp_ms"]),
         "delivery_count": delivery["route"]["delivery_count"],
+        "headers": [{"key": k, "value": base64.b64encode(v).decode("ascii")}
+                    for k, v in delivery["headers"]],
     }
 
 
@@ -542,6 +564,10 @@ def arg(args, name, kind, default=None, required=False):
             return base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as e:
             raise OpError(INVALID_ARGUMENT, "argument %r is not base64: %s" % (name, e))
+    if kind is list:
+        if not isinstance(value, list):
+            raise OpError(INVALID_ARGUMENT, "argument %r must be a list" % name)
+        return value
     raise AssertionError(kind)
 
 
@@ -650,7 +676,16 @@ class Testee:
         # any other qos (even an invalid one) gets an id so that the broker's
         # answer can be matched.
         publish_id = 0 if qos == 0 else client.fresh_id()
-        frame = encode_publish(publish_id, topic, payload, ttl_ms, qos)
+        headers = []
+        for entry in arg(args, "headers", list, []):
+            if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+                raise OpError(INVALID_ARGUMENT, "headers must be a list of {key, value}")
+            try:
+                value = base64.b64decode(entry.get("value", ""), validate=True)
+            except (ValueError, TypeError):
+                raise OpError(INVALID_ARGUMENT, "header value is not base64")
+            headers.append((entry["key"], value))
+        frame = encode_publish(publish_id, topic, payload, ttl_ms, qos, headers)
         deadline = deadline_after(DEFAULT_TIMEOUT_S)
         if publish_id == 0:
             client.send(frame, deadline)

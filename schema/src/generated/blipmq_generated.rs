@@ -16,7 +16,7 @@ pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 pub const ENUM_MAX_ERROR_CODE: u16 = 603;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 22] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 24] = [
   ErrorCode::Unknown,
   ErrorCode::MalformedFrame,
   ErrorCode::UnsupportedFrame,
@@ -29,10 +29,12 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 22] = [
   ErrorCode::InvalidArgument,
   ErrorCode::UnknownSubscription,
   ErrorCode::UnsupportedQos,
+  ErrorCode::InvalidHeader,
   ErrorCode::MessageTooLarge,
   ErrorCode::TooManyConnections,
   ErrorCode::QueueFull,
   ErrorCode::TooManyTopics,
+  ErrorCode::HeadersTooLarge,
   ErrorCode::Internal,
   ErrorCode::ShuttingDown,
   ErrorCode::ConnectFailed,
@@ -62,10 +64,12 @@ impl ErrorCode {
   pub const InvalidArgument: Self = Self(301);
   pub const UnknownSubscription: Self = Self(302);
   pub const UnsupportedQos: Self = Self(303);
+  pub const InvalidHeader: Self = Self(304);
   pub const MessageTooLarge: Self = Self(400);
   pub const TooManyConnections: Self = Self(401);
   pub const QueueFull: Self = Self(402);
   pub const TooManyTopics: Self = Self(403);
+  pub const HeadersTooLarge: Self = Self(404);
   pub const Internal: Self = Self(500);
   pub const ShuttingDown: Self = Self(501);
   pub const ConnectFailed: Self = Self(600);
@@ -88,10 +92,12 @@ impl ErrorCode {
     Self::InvalidArgument,
     Self::UnknownSubscription,
     Self::UnsupportedQos,
+    Self::InvalidHeader,
     Self::MessageTooLarge,
     Self::TooManyConnections,
     Self::QueueFull,
     Self::TooManyTopics,
+    Self::HeadersTooLarge,
     Self::Internal,
     Self::ShuttingDown,
     Self::ConnectFailed,
@@ -114,10 +120,12 @@ impl ErrorCode {
       Self::InvalidArgument => Some("InvalidArgument"),
       Self::UnknownSubscription => Some("UnknownSubscription"),
       Self::UnsupportedQos => Some("UnsupportedQos"),
+      Self::InvalidHeader => Some("InvalidHeader"),
       Self::MessageTooLarge => Some("MessageTooLarge"),
       Self::TooManyConnections => Some("TooManyConnections"),
       Self::QueueFull => Some("QueueFull"),
       Self::TooManyTopics => Some("TooManyTopics"),
+      Self::HeadersTooLarge => Some("HeadersTooLarge"),
       Self::Internal => Some("Internal"),
       Self::ShuttingDown => Some("ShuttingDown"),
       Self::ConnectFailed => Some("ConnectFailed"),
@@ -476,6 +484,122 @@ impl<'a> DeliveryRoute {
 
 }
 
+pub enum HeaderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One message header: an ordered key -> value pair. Keys are text (see
+/// SPEC.md HDR-2); values are arbitrary bytes. Keys may repeat.
+pub struct Header<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Header<'a> {
+  type Inner = Header<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Header<'a> {
+  pub const VT_KEY: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VALUE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Header { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args HeaderArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Header<'bldr>> {
+    let mut builder = HeaderBuilder::new(_fbb);
+    if let Some(x) = args.value { builder.add_value(x); }
+    if let Some(x) = args.key { builder.add_key(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn key(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Header::VT_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn value(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Header::VT_VALUE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Header<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("key", Self::VT_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("value", Self::VT_VALUE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct HeaderArgs<'a> {
+    pub key: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub value: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for HeaderArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    HeaderArgs {
+      key: None, // required field
+      value: None,
+    }
+  }
+}
+
+pub struct HeaderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HeaderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_key(&mut self, key: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Header::VT_KEY, key);
+  }
+  #[inline]
+  pub fn add_value(&mut self, value: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Header::VT_VALUE, value);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HeaderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    HeaderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Header<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Header::VT_KEY,"key");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Header<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Header");
+      ds.field("key", &self.key());
+      ds.field("value", &self.value());
+      ds.finish()
+  }
+}
 pub enum HelloOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -629,6 +753,9 @@ impl<'a> Welcome<'a> {
   pub const VT_SERVER_VERSION: ::flatbuffers::VOffsetT = 8;
   pub const VT_MAX_MESSAGE_SIZE: ::flatbuffers::VOffsetT = 10;
   pub const VT_CONNECTION_ID: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MAX_HEADERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_MAX_HEADER_KEY_SIZE: ::flatbuffers::VOffsetT = 16;
+  pub const VT_MAX_HEADERS_SIZE: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -641,9 +768,12 @@ impl<'a> Welcome<'a> {
   ) -> ::flatbuffers::WIPOffset<Welcome<'bldr>> {
     let mut builder = WelcomeBuilder::new(_fbb);
     builder.add_connection_id(args.connection_id);
+    builder.add_max_headers_size(args.max_headers_size);
     builder.add_max_message_size(args.max_message_size);
     if let Some(x) = args.server_version { builder.add_server_version(x); }
     if let Some(x) = args.server_name { builder.add_server_name(x); }
+    builder.add_max_header_key_size(args.max_header_key_size);
+    builder.add_max_headers(args.max_headers);
     builder.add_protocol_version(args.protocol_version);
     builder.finish()
   }
@@ -686,6 +816,29 @@ impl<'a> Welcome<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Welcome::VT_CONNECTION_ID, Some(0)).unwrap()}
   }
+  /// Header limits (HDR-3): most headers per message, longest key, and most
+  /// header bytes (keys plus values) per message.
+  #[inline]
+  pub fn max_headers(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(Welcome::VT_MAX_HEADERS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn max_header_key_size(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(Welcome::VT_MAX_HEADER_KEY_SIZE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn max_headers_size(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Welcome::VT_MAX_HEADERS_SIZE, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Welcome<'_> {
@@ -699,6 +852,9 @@ impl ::flatbuffers::Verifiable for Welcome<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("server_version", Self::VT_SERVER_VERSION, false)?
      .visit_field::<u32>("max_message_size", Self::VT_MAX_MESSAGE_SIZE, false)?
      .visit_field::<u64>("connection_id", Self::VT_CONNECTION_ID, false)?
+     .visit_field::<u16>("max_headers", Self::VT_MAX_HEADERS, false)?
+     .visit_field::<u16>("max_header_key_size", Self::VT_MAX_HEADER_KEY_SIZE, false)?
+     .visit_field::<u32>("max_headers_size", Self::VT_MAX_HEADERS_SIZE, false)?
      .finish();
     Ok(())
   }
@@ -709,6 +865,9 @@ pub struct WelcomeArgs<'a> {
     pub server_version: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub max_message_size: u32,
     pub connection_id: u64,
+    pub max_headers: u16,
+    pub max_header_key_size: u16,
+    pub max_headers_size: u32,
 }
 impl<'a> Default for WelcomeArgs<'a> {
   #[inline]
@@ -719,6 +878,9 @@ impl<'a> Default for WelcomeArgs<'a> {
       server_version: None,
       max_message_size: 0,
       connection_id: 0,
+      max_headers: 0,
+      max_header_key_size: 0,
+      max_headers_size: 0,
     }
   }
 }
@@ -749,6 +911,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WelcomeBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Welcome::VT_CONNECTION_ID, connection_id, 0);
   }
   #[inline]
+  pub fn add_max_headers(&mut self, max_headers: u16) {
+    self.fbb_.push_slot::<u16>(Welcome::VT_MAX_HEADERS, max_headers, 0);
+  }
+  #[inline]
+  pub fn add_max_header_key_size(&mut self, max_header_key_size: u16) {
+    self.fbb_.push_slot::<u16>(Welcome::VT_MAX_HEADER_KEY_SIZE, max_header_key_size, 0);
+  }
+  #[inline]
+  pub fn add_max_headers_size(&mut self, max_headers_size: u32) {
+    self.fbb_.push_slot::<u32>(Welcome::VT_MAX_HEADERS_SIZE, max_headers_size, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WelcomeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     WelcomeBuilder {
@@ -771,6 +945,9 @@ impl ::core::fmt::Debug for Welcome<'_> {
       ds.field("server_version", &self.server_version());
       ds.field("max_message_size", &self.max_message_size());
       ds.field("connection_id", &self.connection_id());
+      ds.field("max_headers", &self.max_headers());
+      ds.field("max_header_key_size", &self.max_header_key_size());
+      ds.field("max_headers_size", &self.max_headers_size());
       ds.finish()
   }
 }
@@ -798,6 +975,7 @@ impl<'a> Publish<'a> {
   pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 8;
   pub const VT_TTL_MS: ::flatbuffers::VOffsetT = 10;
   pub const VT_QOS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_HEADERS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -810,6 +988,7 @@ impl<'a> Publish<'a> {
   ) -> ::flatbuffers::WIPOffset<Publish<'bldr>> {
     let mut builder = PublishBuilder::new(_fbb);
     builder.add_publish_id(args.publish_id);
+    if let Some(x) = args.headers { builder.add_headers(x); }
     builder.add_ttl_ms(args.ttl_ms);
     if let Some(x) = args.payload { builder.add_payload(x); }
     if let Some(x) = args.topic { builder.add_topic(x); }
@@ -856,6 +1035,14 @@ impl<'a> Publish<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u8>(Publish::VT_QOS, Some(0)).unwrap()}
   }
+  /// Optional metadata, delivered with the message in this order.
+  #[inline]
+  pub fn headers(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Header<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Header>>>>(Publish::VT_HEADERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Publish<'_> {
@@ -869,6 +1056,7 @@ impl ::flatbuffers::Verifiable for Publish<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, false)?
      .visit_field::<u32>("ttl_ms", Self::VT_TTL_MS, false)?
      .visit_field::<u8>("qos", Self::VT_QOS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Header>>>>("headers", Self::VT_HEADERS, false)?
      .finish();
     Ok(())
   }
@@ -879,6 +1067,7 @@ pub struct PublishArgs<'a> {
     pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub ttl_ms: u32,
     pub qos: u8,
+    pub headers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Header<'a>>>>>,
 }
 impl<'a> Default for PublishArgs<'a> {
   #[inline]
@@ -889,6 +1078,7 @@ impl<'a> Default for PublishArgs<'a> {
       payload: None,
       ttl_ms: 0,
       qos: 0,
+      headers: None,
     }
   }
 }
@@ -919,6 +1109,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PublishBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u8>(Publish::VT_QOS, qos, 0);
   }
   #[inline]
+  pub fn add_headers(&mut self, headers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Header<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Publish::VT_HEADERS, headers);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PublishBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PublishBuilder {
@@ -941,6 +1135,7 @@ impl ::core::fmt::Debug for Publish<'_> {
       ds.field("payload", &self.payload());
       ds.field("ttl_ms", &self.ttl_ms());
       ds.field("qos", &self.qos());
+      ds.field("headers", &self.headers());
       ds.finish()
   }
 }
@@ -1588,6 +1783,7 @@ impl<'a> Delivery<'a> {
   pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 8;
   pub const VT_MESSAGE_ID: ::flatbuffers::VOffsetT = 10;
   pub const VT_TIMESTAMP_MS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_HEADERS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1601,6 +1797,7 @@ impl<'a> Delivery<'a> {
     let mut builder = DeliveryBuilder::new(_fbb);
     builder.add_timestamp_ms(args.timestamp_ms);
     builder.add_message_id(args.message_id);
+    if let Some(x) = args.headers { builder.add_headers(x); }
     if let Some(x) = args.payload { builder.add_payload(x); }
     if let Some(x) = args.topic { builder.add_topic(x); }
     if let Some(x) = args.route { builder.add_route(x); }
@@ -1645,6 +1842,14 @@ impl<'a> Delivery<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Delivery::VT_TIMESTAMP_MS, Some(0)).unwrap()}
   }
+  /// The publisher's headers, unchanged and in order.
+  #[inline]
+  pub fn headers(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Header<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Header>>>>(Delivery::VT_HEADERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Delivery<'_> {
@@ -1658,6 +1863,7 @@ impl ::flatbuffers::Verifiable for Delivery<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, false)?
      .visit_field::<u64>("message_id", Self::VT_MESSAGE_ID, false)?
      .visit_field::<u64>("timestamp_ms", Self::VT_TIMESTAMP_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Header>>>>("headers", Self::VT_HEADERS, false)?
      .finish();
     Ok(())
   }
@@ -1668,6 +1874,7 @@ pub struct DeliveryArgs<'a> {
     pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub message_id: u64,
     pub timestamp_ms: u64,
+    pub headers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Header<'a>>>>>,
 }
 impl<'a> Default for DeliveryArgs<'a> {
   #[inline]
@@ -1678,6 +1885,7 @@ impl<'a> Default for DeliveryArgs<'a> {
       payload: None,
       message_id: 0,
       timestamp_ms: 0,
+      headers: None,
     }
   }
 }
@@ -1708,6 +1916,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeliveryBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Delivery::VT_TIMESTAMP_MS, timestamp_ms, 0);
   }
   #[inline]
+  pub fn add_headers(&mut self, headers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Header<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Delivery::VT_HEADERS, headers);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeliveryBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DeliveryBuilder {
@@ -1731,6 +1943,7 @@ impl ::core::fmt::Debug for Delivery<'_> {
       ds.field("payload", &self.payload());
       ds.field("message_id", &self.message_id());
       ds.field("timestamp_ms", &self.timestamp_ms());
+      ds.field("headers", &self.headers());
       ds.finish()
   }
 }

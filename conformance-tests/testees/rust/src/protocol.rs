@@ -140,6 +140,33 @@ impl Args {
     }
 }
 
+impl Args {
+    /// Optional headers: `[{"key": str, "value": base64}, ...]`, in order.
+    pub fn headers(&self) -> Result<Vec<(String, Vec<u8>)>, Failure> {
+        let Some(value) = self.get("headers") else {
+            return Ok(Vec::new());
+        };
+        let invalid = || Failure::invalid("`headers` must be a list of {key, value}");
+        let list = value.as_array().ok_or_else(invalid)?;
+        list.iter()
+            .map(|entry| {
+                let key = entry
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .ok_or_else(invalid)?;
+                let value = entry
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .ok_or_else(invalid)?;
+                let value = base64::engine::general_purpose::STANDARD
+                    .decode(value)
+                    .map_err(|e| Failure::invalid(format!("header value is not base64: {e}")))?;
+                Ok((key.to_string(), value))
+            })
+            .collect()
+    }
+}
+
 pub fn encode_bytes(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -132,7 +132,7 @@ fn hello() -> Value {
     json!({
         "sdk": "rust",
         "version": env!("CARGO_PKG_VERSION"),
-        "capabilities": ["pubsub"],
+        "capabilities": ["pubsub", "headers"],
     })
 }
 
@@ -157,6 +157,7 @@ async fn publish(actor: &Actor, args: &Args) -> Result<Value, Failure> {
     let options = PublishOptions {
         ttl_ms,
         qos: qos(args)?,
+        headers: args.headers()?.into_iter().collect(),
     };
     let message_id = actor
         .client
@@ -242,6 +243,11 @@ async fn receive(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
             "id": message.id().to_string(),
             "timestamp_ms": message.timestamp_ms().to_string(),
             "delivery_count": message.delivery_count(),
+            "headers": message
+                .headers()
+                .iter()
+                .map(|(key, value)| json!({ "key": key, "value": encode_bytes(value) }))
+                .collect::<Vec<_>>(),
         }));
     }
     Ok(json!({ "messages": messages }))

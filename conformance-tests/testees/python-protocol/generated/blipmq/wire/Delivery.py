@@ -85,8 +85,34 @@ class Delivery(object):
             return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
         return 0
 
+    # The publisher's headers, unchanged and in order.
+    # Delivery
+    def Headers(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            from blipmq.wire.Header import Header
+            obj = Header()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Delivery
+    def HeadersLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Delivery
+    def HeadersIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        return o == 0
+
 def DeliveryStart(builder):
-    builder.StartObject(5)
+    builder.StartObject(6)
 
 def Start(builder):
     DeliveryStart(builder)
@@ -126,6 +152,18 @@ def DeliveryAddTimestampMs(builder, timestampMs):
 
 def AddTimestampMs(builder, timestampMs):
     DeliveryAddTimestampMs(builder, timestampMs)
+
+def DeliveryAddHeaders(builder, headers):
+    builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(headers), 0)
+
+def AddHeaders(builder, headers):
+    DeliveryAddHeaders(builder, headers)
+
+def DeliveryStartHeadersVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def StartHeadersVector(builder, numElems):
+    return DeliveryStartHeadersVector(builder, numElems)
 
 def DeliveryEnd(builder):
     return builder.EndObject()

@@ -19,10 +19,12 @@ class ErrorCode(object):
     InvalidArgument = 301
     UnknownSubscription = 302
     UnsupportedQos = 303
+    InvalidHeader = 304
     MessageTooLarge = 400
     TooManyConnections = 401
     QueueFull = 402
     TooManyTopics = 403
+    HeadersTooLarge = 404
     Internal = 500
     ShuttingDown = 501
     ConnectFailed = 600

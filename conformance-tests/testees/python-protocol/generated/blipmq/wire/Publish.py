@@ -85,8 +85,34 @@ class Publish(object):
             return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
         return 0
 
+    # Optional metadata, delivered with the message in this order.
+    # Publish
+    def Headers(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            x = self._tab.Vector(o)
+            x += flatbuffers.number_types.UOffsetTFlags.py_type(j) * 4
+            x = self._tab.Indirect(x)
+            from blipmq.wire.Header import Header
+            obj = Header()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+    # Publish
+    def HeadersLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # Publish
+    def HeadersIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        return o == 0
+
 def PublishStart(builder):
-    builder.StartObject(5)
+    builder.StartObject(6)
 
 def Start(builder):
     PublishStart(builder)
@@ -126,6 +152,18 @@ def PublishAddQos(builder, qos):
 
 def AddQos(builder, qos):
     PublishAddQos(builder, qos)
+
+def PublishAddHeaders(builder, headers):
+    builder.PrependUOffsetTRelativeSlot(5, flatbuffers.number_types.UOffsetTFlags.py_type(headers), 0)
+
+def AddHeaders(builder, headers):
+    PublishAddHeaders(builder, headers)
+
+def PublishStartHeadersVector(builder, numElems):
+    return builder.StartVector(4, numElems, 4)
+
+def StartHeadersVector(builder, numElems):
+    return PublishStartHeadersVector(builder, numElems)
 
 def PublishEnd(builder):
     return builder.EndObject()

@@ -62,8 +62,31 @@ class Welcome(object):
             return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
         return 0
 
+    # Header limits (HDR-3): most headers per message, longest key, and most
+    # header bytes (keys plus values) per message.
+    # Welcome
+    def MaxHeaders(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint16Flags, o + self._tab.Pos)
+        return 0
+
+    # Welcome
+    def MaxHeaderKeySize(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint16Flags, o + self._tab.Pos)
+        return 0
+
+    # Welcome
+    def MaxHeadersSize(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
 def WelcomeStart(builder):
-    builder.StartObject(5)
+    builder.StartObject(8)
 
 def Start(builder):
     WelcomeStart(builder)
@@ -97,6 +120,24 @@ def WelcomeAddConnectionId(builder, connectionId):
 
 def AddConnectionId(builder, connectionId):
     WelcomeAddConnectionId(builder, connectionId)
+
+def WelcomeAddMaxHeaders(builder, maxHeaders):
+    builder.PrependUint16Slot(5, maxHeaders, 0)
+
+def AddMaxHeaders(builder, maxHeaders):
+    WelcomeAddMaxHeaders(builder, maxHeaders)
+
+def WelcomeAddMaxHeaderKeySize(builder, maxHeaderKeySize):
+    builder.PrependUint16Slot(6, maxHeaderKeySize, 0)
+
+def AddMaxHeaderKeySize(builder, maxHeaderKeySize):
+    WelcomeAddMaxHeaderKeySize(builder, maxHeaderKeySize)
+
+def WelcomeAddMaxHeadersSize(builder, maxHeadersSize):
+    builder.PrependUint32Slot(7, maxHeadersSize, 0)
+
+def AddMaxHeadersSize(builder, maxHeadersSize):
+    WelcomeAddMaxHeadersSize(builder, maxHeadersSize)
 
 def WelcomeEnd(builder):
     return builder.EndObject()
