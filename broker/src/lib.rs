@@ -10,6 +10,7 @@ mod outbox;
 mod registry;
 mod server;
 mod subscription;
+pub mod wal;
 mod writer;
 
 pub use config::{Config, ConfigError, OverflowPolicy};
