@@ -9,7 +9,7 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 count="${1:-500000}"
-cargo build --release -q -p blipmq-broker --bin blipmq -p blipmq-cli
+cargo build --release -q --bins -p blipmq-broker -p blipmq-cli
 out="$(mktemp)"
 BLIPMQ_SERVER_BIND_ADDR=127.0.0.1:0 BLIPMQ_METRICS_ENABLED=false \
   BLIPMQ_QUEUES_OVERFLOW_POLICY=block RUST_LOG=warn \
