@@ -25,8 +25,10 @@ step() {
 step "setup" scripts/setup.sh
 step "format" cargo fmt --all -- --check
 step "lint" cargo clippy --workspace --all-targets -- -D warnings
+step "lint (opentelemetry)" cargo clippy -p blipmq --features opentelemetry --all-targets -- -D warnings
 step "codegen" scripts/check-codegen.sh
 step "rust tests" cargo test --workspace
+step "client with opentelemetry" cargo test -p blipmq --features opentelemetry --test live
 # The client core has no tokio and no sockets without its `tokio` feature.
 step "client on wasm32" cargo check -p blipmq --target wasm32-unknown-unknown --no-default-features
 step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

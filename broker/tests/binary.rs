@@ -521,3 +521,65 @@ async fn the_metrics_address_serves_metrics() {
     drop(client);
     broker.stop_with(libc::SIGTERM);
 }
+
+/// HDR-4: a message with a valid `traceparent` is logged at debug level on
+/// publish (fan-out) and on each delivery with the caller's trace id, so the
+/// broker's log lines join the user's trace.
+#[tokio::test]
+async fn debug_logs_carry_the_trace_id_of_a_traced_message() {
+    use blipmq_protocol::{Frame, Header, Publish};
+    let broker = Broker::start(
+        &["--log-format", "json"],
+        &[("RUST_LOG", "info,blipmq_broker=debug")],
+    );
+    let mut subscriber = RawClient::connect(broker.clients).await;
+    subscriber.handshake(None).await;
+    subscriber.subscribe("traced").await;
+    let mut publisher = RawClient::connect(broker.clients).await;
+    publisher.handshake(None).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    publisher
+        .send(&Frame::Publish(Publish {
+            publish_id: 0,
+            topic: "traced",
+            payload: b"x",
+            ttl_ms: 0,
+            qos: 0,
+            headers: vec![Header {
+                key: "traceparent",
+                value: traceparent.as_bytes(),
+            }],
+        }))
+        .await;
+    publisher.publish("traced", b"untraced").await;
+    subscriber.expect_delivery().await;
+    subscriber.expect_delivery().await;
+    let (_, stderr) = broker.stop_with(libc::SIGTERM);
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let traced = |message: &str| {
+        events.iter().any(|e| {
+            e["fields"]["message"] == message
+                && e["spans"]
+                    .as_array()
+                    .is_some_and(|spans| spans.iter().any(|s| s["trace_id"] == trace_id))
+        })
+    };
+    assert!(
+        traced("fan-out"),
+        "no fan-out event with the trace id:\n{stderr}"
+    );
+    assert!(
+        traced("delivered"),
+        "no delivered event with the trace id:\n{stderr}"
+    );
+    // Only the traced message is logged per message.
+    let delivered = events
+        .iter()
+        .filter(|e| e["fields"]["message"] == "delivered")
+        .count();
+    assert_eq!(delivered, 1, "{stderr}");
+}

@@ -17,6 +17,7 @@ use crate::state::{
     encode_frame, ClientEvent, ConnectionStatus, Inner, Pending, SubscriptionEntry,
 };
 use crate::subscription::Subscription;
+use crate::trace;
 use crate::transport::{Connector, Runtime};
 
 /// A connection to a BlipMQ broker. Cheap to clone; all clones share one
@@ -191,9 +192,10 @@ impl Client {
         &self,
         topic: &str,
         payload: impl Into<Bytes>,
-        options: PublishOptions,
+        mut options: PublishOptions,
     ) -> Result<Option<u64>, PublishError> {
         let payload: Bytes = payload.into();
+        trace::inject_current(&mut options.headers);
         self.check_open().map_err(PublishError::from)?;
         if let Err(e) = topic::validate_topic(topic) {
             return Err(Error::new(

@@ -44,6 +44,10 @@
 //! - **Errors** are one type per operation ([`PublishError`],
 //!   [`SubscribeError`], ...) with a kind to match on and the wire code from
 //!   the protocol's error table.
+//! - **Headers** ([`Headers`]) travel with a message, in order. With the
+//!   `opentelemetry` feature the current span's W3C trace context is added as
+//!   `traceparent`/`tracestate` on publish, and [`Message::trace_context`]
+//!   hands a subscriber the publisher's span to continue the trace.
 //! - **Transports**: the core speaks to a [`transport::Connector`] and a
 //!   [`transport::Runtime`]. The `tokio` feature (default) provides TCP;
 //!   without it the crate builds for wasm32 and takes both from the caller.
@@ -56,6 +60,7 @@ mod message;
 mod options;
 mod state;
 mod subscription;
+mod trace;
 pub mod transport;
 
 pub use blipmq_protocol::Qos;

@@ -488,3 +488,68 @@ async fn headers_round_trip_and_are_checked_against_the_brokers_limits() {
     nothing_within(&mut sub, Duration::from_millis(100)).await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_traceparent_header_is_exposed_on_receive() {
+    let broker = Broker::start().await;
+    let client = Client::connect(broker.url()).await.unwrap();
+    let mut sub = client.subscribe("traced").await.unwrap();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    client
+        .publish_with(
+            "traced",
+            "x",
+            PublishOptions {
+                headers: Headers::from([("traceparent", traceparent)]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    client.publish("traced", "untraced").await.unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(m.traceparent(), Some(traceparent));
+    assert_eq!(m.trace_id(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!(next(&mut sub).await.traceparent(), None);
+    broker.stop().await;
+}
+
+/// With the `opentelemetry` feature, the current span's context is injected
+/// on publish and comes back as a remote parent on receive.
+#[cfg(feature = "opentelemetry")]
+#[tokio::test]
+async fn opentelemetry_context_is_injected_and_extracted() {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let broker = Broker::start().await;
+    let client = Client::connect(broker.url()).await.unwrap();
+    let mut sub = client.subscribe("otel").await.unwrap();
+    let span_context = SpanContext::new(
+        TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+        SpanId::from_hex("b7ad6b7169203331").unwrap(),
+        TraceFlags::SAMPLED,
+        false,
+        "congo=t61rcWkgMzE".parse::<TraceState>().unwrap(),
+    );
+    {
+        let _guard = opentelemetry::Context::new()
+            .with_remote_span_context(span_context.clone())
+            .attach();
+        client.publish("otel", "in a span").await.unwrap();
+    }
+    client.publish("otel", "outside any span").await.unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(
+        m.traceparent(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
+    assert_eq!(m.headers().get_str("tracestate"), Some("congo=t61rcWkgMzE"));
+    let parent = m.trace_context();
+    let remote = parent.span().span_context().clone();
+    assert_eq!(remote.trace_id(), span_context.trace_id());
+    assert_eq!(remote.span_id(), span_context.span_id());
+    assert!(remote.is_remote());
+    assert_eq!(next(&mut sub).await.traceparent(), None);
+    broker.stop().await;
+}
