@@ -361,22 +361,8 @@ impl Reader {
 
     async fn publish(&mut self, publish: &Publish<'_>) -> Flow {
         let request_id = publish.publish_id;
-        match Qos::from_wire(publish.qos) {
-            Some(Qos::AtMostOnce) => {}
-            Some(Qos::AtLeastOnce) => {
-                return self.send_error(
-                    ErrorCode::UnsupportedQos,
-                    "QoS 1 is not available on this broker yet",
-                    request_id,
-                )
-            }
-            None => {
-                return self.send_error(
-                    ErrorCode::InvalidArgument,
-                    &format!("qos {} does not exist (0 or 1)", publish.qos),
-                    request_id,
-                )
-            }
+        if let Some(refused) = self.refuse_qos(publish.qos, request_id) {
+            return refused;
         }
         if let Err(error) = topic::validate_topic(publish.topic) {
             return self.send_error(
@@ -445,6 +431,24 @@ impl Reader {
         Flow::Continue
     }
 
+    /// QoS 0 is served; QoS 1 is refused until the broker offers it, and
+    /// anything else does not exist (PUB-4, SUB-6). `Some` means refused.
+    fn refuse_qos(&mut self, qos: u8, request_id: u64) -> Option<Flow> {
+        match Qos::from_wire(qos) {
+            Some(Qos::AtMostOnce) => None,
+            Some(Qos::AtLeastOnce) => Some(self.send_error(
+                ErrorCode::UnsupportedQos,
+                "QoS 1 is not available on this broker yet",
+                request_id,
+            )),
+            None => Some(self.send_error(
+                ErrorCode::InvalidArgument,
+                &format!("qos {qos} does not exist (0 or 1)"),
+                request_id,
+            )),
+        }
+    }
+
     fn subscribers_of(&mut self, topic: &str) -> Matches {
         let registry = &self.shared.registry;
         if let Some((cached_topic, generation, matches)) = &self.match_cache {
@@ -459,22 +463,8 @@ impl Reader {
 
     fn subscribe(&mut self, subscribe: &Subscribe<'_>) -> Flow {
         let request_id = subscribe.request_id;
-        match Qos::from_wire(subscribe.qos) {
-            Some(Qos::AtMostOnce) => {}
-            Some(Qos::AtLeastOnce) => {
-                return self.send_error(
-                    ErrorCode::UnsupportedQos,
-                    "QoS 1 is not available on this broker yet",
-                    request_id,
-                )
-            }
-            None => {
-                return self.send_error(
-                    ErrorCode::InvalidArgument,
-                    &format!("qos {} does not exist (0 or 1)", subscribe.qos),
-                    request_id,
-                )
-            }
+        if let Some(refused) = self.refuse_qos(subscribe.qos, request_id) {
+            return refused;
         }
         if subscribe.durable_name.is_some() || subscribe.queue_group.is_some() {
             return self.send_error(
