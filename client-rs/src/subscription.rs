@@ -74,14 +74,7 @@ impl Subscription {
     /// Stop the subscription and wait for the broker to confirm. Messages
     /// already buffered are discarded.
     pub async fn unsubscribe(mut self) -> Result<(), RequestError> {
-        self.unsubscribed = true;
-        let entry = self
-            .inner
-            .subscriptions
-            .lock()
-            .unwrap()
-            .remove(self.local_id);
-        let Some(server_id) = entry.and_then(|e| e.server_id) else {
+        let Some(server_id) = self.forget() else {
             // Not subscribed on the current connection: nothing to undo.
             return Ok(());
         };
@@ -102,6 +95,21 @@ impl Subscription {
     }
 }
 
+impl Subscription {
+    /// Drop the subscription from the client's table (deliveries for it are
+    /// discarded from now on) and return its id on the broker, if it has one.
+    fn forget(&mut self) -> Option<u64> {
+        self.unsubscribed = true;
+        let entry = self
+            .inner
+            .subscriptions
+            .lock()
+            .unwrap()
+            .remove(self.local_id);
+        entry.and_then(|e| e.server_id)
+    }
+}
+
 impl Stream for Subscription {
     type Item = Message;
 
@@ -115,13 +123,7 @@ impl Drop for Subscription {
         if self.unsubscribed {
             return;
         }
-        let entry = self
-            .inner
-            .subscriptions
-            .lock()
-            .unwrap()
-            .remove(self.local_id);
-        if let Some(server_id) = entry.and_then(|e| e.server_id) {
+        if let Some(server_id) = self.forget() {
             // Fire and forget: Drop cannot wait. The answer is ignored, and
             // deliveries that race with it are discarded by the reader.
             let frame = encode_frame(&Frame::Unsubscribe(Unsubscribe {
