@@ -807,3 +807,50 @@ async fn connections_over_max_connections_are_refused_until_one_closes() {
     broker.wait_for_metric("blipmq_connections", 2).await;
     broker.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// LIMIT-2: a client that never reads its replies
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_replies_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let broker = TestBroker::start().await;
+    let mut bystanders = Bystanders::join(&broker).await;
+    let mut greedy = broker.client().await;
+    // Each invalid Subscribe earns an Error frame that quotes the pattern,
+    // about 300 bytes; the client never reads them. Once the socket buffers
+    // are full, the replies pile up in the broker until the 8 MiB backlog
+    // limit closes the connection.
+    let pattern = format!("bad..{}", "p".repeat(240));
+    let request = encode(&Frame::Subscribe(blipmq_protocol::Subscribe {
+        request_id: 1,
+        pattern: &pattern,
+        ..Default::default()
+    }));
+    let burst: Vec<u8> = request
+        .iter()
+        .copied()
+        .cycle()
+        .take(request.len() * 1000)
+        .collect();
+    let closed = tokio::time::timeout(PATIENCE * 3, async {
+        // Bounded: 200 bursts of 1000 requests is far beyond the limit.
+        for _ in 0..200 {
+            if greedy.stream.write_all(&burst).await.is_err() {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the broker acts within the test's patience");
+    assert!(closed, "the broker kept a client that never reads");
+    // It was the backlog that closed it: more replies were queued than the
+    // socket buffers could take (8 MiB / ~300 B is about 28,000).
+    let replies = errors_sent(&broker, ErrorCode::InvalidTopic).await;
+    assert!(replies > 20_000, "closed after only {replies} replies");
+    bystanders.check().await;
+    broker.wait_for_metric("blipmq_connections", 2).await;
+    broker.stop().await;
+}
