@@ -41,6 +41,8 @@ pub struct Config {
     pub queues: QueuesConfig,
     pub delivery: DeliveryConfig,
     pub auth: AuthConfig,
+    /// The write-ahead log behind QoS 1 (see `wal::WalConfig`).
+    pub wal: crate::wal::WalConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -163,6 +165,8 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
     #[error("invalid config: {key} {problem}")]
     Invalid { key: &'static str, problem: String },
+    #[error("{0}")]
+    Wal(String),
 }
 
 /// Keys whose value is a list; in the environment they are comma-separated.
@@ -283,6 +287,9 @@ impl Config {
                 problem: format!("must be at most {}", u32::MAX),
             });
         }
+        if let Err(error) = self.wal.validate() {
+            return Err(ConfigError::Wal(error.to_string()));
+        }
         if self.auth.api_keys.iter().any(|k| k.is_empty()) {
             return Err(ConfigError::Invalid {
                 key: "auth.api_keys",
@@ -324,7 +331,7 @@ fn apply_env_overrides(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: &[&str] = &["server", "metrics", "queues", "delivery", "auth"];
+    const SECTIONS: &[&str] = &["server", "metrics", "queues", "delivery", "auth", "wal"];
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix("BLIPMQ_") else {
             continue;

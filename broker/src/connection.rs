@@ -21,11 +21,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::OverflowPolicy;
+use crate::confirm::{storage_error_code, ConfirmPipeline, StoredPublish};
+use crate::durable::AttachError;
 use crate::metrics::inc;
 use crate::outbox::Outbox;
 use crate::registry::Matches;
 use crate::server::Shared;
-use crate::subscription::{QueuedMessage, Subscription};
+use crate::subscription::{MessageRef, QueuedMessage, Subscription};
 use crate::writer::{self, WriterConfig};
 
 /// Largest frame accepted before the handshake completes. A Hello is tiny;
@@ -73,10 +75,18 @@ pub async fn serve(
             encoder: Encoder::new(),
             ready: false,
             match_cache: None,
+            confirms: None,
         };
         reader.run(read_half, &reader_stop, &shutdown).await;
+        // QoS 1 messages already handed to the log still get their confirms.
+        if let Some(confirms) = reader.confirms.take() {
+            confirms.finish().await;
+        }
         for subscription in outbox.take_all_subscriptions() {
             shared.registry.remove(&subscription);
+            if let Some(name) = &subscription.durable {
+                shared.durable.detach(name, &subscription);
+            }
             subscription.close();
         }
         writer_stop.cancel();
@@ -118,6 +128,8 @@ struct Reader {
     /// The last topic this connection published to and its subscribers, so
     /// that a steady stream to one topic costs one atomic load per message.
     match_cache: Option<(String, u64, Matches)>,
+    /// Started on the first QoS 1 publish.
+    confirms: Option<ConfirmPipeline>,
 }
 
 impl Reader {
@@ -268,17 +280,21 @@ impl Reader {
         }
         match frame {
             Frame::Publish(publish) => self.publish(&publish).await,
-            Frame::Subscribe(subscribe) => self.subscribe(&subscribe),
-            Frame::Unsubscribe(unsubscribe) => self.unsubscribe(&unsubscribe),
+            Frame::Subscribe(subscribe) => self.subscribe(&subscribe).await,
+            Frame::Unsubscribe(unsubscribe) => self.unsubscribe(&unsubscribe).await,
             Frame::Ack(ack) => {
-                // QoS 0 deliveries need no ack; acking is accepted for
-                // subscriptions this connection owns and refused otherwise.
-                if self.outbox.subscription(ack.subscription_id).is_none() {
+                // Acks are accepted only for subscriptions this connection
+                // owns. QoS 0 deliveries need none; a durable subscription
+                // forgets the acked message (acks are idempotent).
+                let Some(subscription) = self.outbox.subscription(ack.subscription_id) else {
                     return self.send_error(
                         ErrorCode::UnknownSubscription,
                         &format!("no subscription {} on this connection", ack.subscription_id),
                         ack.delivery_id,
                     );
+                };
+                if let Some(name) = &subscription.durable {
+                    self.shared.durable.ack(name, ack.delivery_id);
                 }
                 Flow::Continue
             }
@@ -391,15 +407,15 @@ impl Reader {
         }
         inc(&self.shared.metrics.published);
         let matches = self.subscribers_of(publish.topic);
-        let shared = &self.shared;
-        if matches.is_empty() {
+        let durable = publish.qos == Qos::AtLeastOnce.as_wire();
+        if matches.is_empty() && !durable {
             return Flow::Continue;
         }
         let ttl_ms = match publish.ttl_ms {
-            0 => shared.config.delivery.default_ttl_ms,
+            0 => self.shared.config.delivery.default_ttl_ms,
             ttl => u64::from(ttl),
         };
-        let message_id = shared.next_message_id.fetch_add(1, Ordering::Relaxed);
+        let message_id = self.shared.next_message_id.fetch_add(1, Ordering::Relaxed);
         // Messages carrying W3C trace context get a span with the caller's
         // trace id, so the broker's log lines join the user's trace.
         let trace_id = headers::trace_id_of(&publish.headers);
@@ -419,6 +435,10 @@ impl Reader {
             tracing::debug_span!("publish", trace_id, topic = publish.topic, message_id)
                 .in_scope(|| debug!(subscriptions = matches.len(), "fan-out"));
         }
+        if durable {
+            return self.publish_durable(publish, message, matches).await;
+        }
+        let shared = &self.shared;
         for subscription in matches.iter() {
             if subscription.policy() == OverflowPolicy::Block {
                 subscription
@@ -431,16 +451,44 @@ impl Reader {
         Flow::Continue
     }
 
-    /// QoS 0 is served; QoS 1 is refused until the broker offers it, and
-    /// anything else does not exist (PUB-4, SUB-6). `Some` means refused.
+    /// Hand a QoS 1 message to the log; the confirm pipeline confirms and
+    /// delivers it once it is durable (QOS-1).
+    async fn publish_durable(
+        &mut self,
+        publish: &Publish<'_>,
+        message: MessageRef,
+        matches: Matches,
+    ) -> Flow {
+        let pending = match self.shared.durable.submit(&message).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                return self.send_error(
+                    storage_error_code(&error),
+                    &error.to_string(),
+                    publish.publish_id,
+                )
+            }
+        };
+        let confirms = self.confirms.get_or_insert_with(|| {
+            ConfirmPipeline::start(self.shared.clone(), self.outbox.clone())
+        });
+        confirms
+            .push(StoredPublish {
+                pending,
+                publish_id: publish.publish_id,
+                topic: publish.topic.to_string(),
+                message,
+                matches,
+            })
+            .await;
+        Flow::Continue
+    }
+
+    /// QoS 0 and 1 are served; anything else does not exist (PUB-4).
+    /// `Some` means refused.
     fn refuse_qos(&mut self, qos: u8, request_id: u64) -> Option<Flow> {
         match Qos::from_wire(qos) {
-            Some(Qos::AtMostOnce) => None,
-            Some(Qos::AtLeastOnce) => Some(self.send_error(
-                ErrorCode::UnsupportedQos,
-                "QoS 1 is not available on this broker yet",
-                request_id,
-            )),
+            Some(_) => None,
             None => Some(self.send_error(
                 ErrorCode::InvalidArgument,
                 &format!("qos {qos} does not exist (0 or 1)"),
@@ -461,17 +509,45 @@ impl Reader {
         matches
     }
 
-    fn subscribe(&mut self, subscribe: &Subscribe<'_>) -> Flow {
+    async fn subscribe(&mut self, subscribe: &Subscribe<'_>) -> Flow {
         let request_id = subscribe.request_id;
         if let Some(refused) = self.refuse_qos(subscribe.qos, request_id) {
             return refused;
         }
-        if subscribe.durable_name.is_some() || subscribe.queue_group.is_some() {
+        let qos1 = subscribe.qos == Qos::AtLeastOnce.as_wire();
+        if subscribe.queue_group.is_some() {
             return self.send_error(
                 ErrorCode::InvalidArgument,
-                "durable subscriptions and queue groups are not available on this broker yet",
+                "queue groups are not available on this broker yet",
                 request_id,
             );
+        }
+        match (qos1, subscribe.durable_name) {
+            (false, None) => {}
+            (true, Some(name)) if valid_durable_name(name) => {}
+            (true, Some(name)) => {
+                return self.send_error(
+                    ErrorCode::InvalidArgument,
+                    &format!(
+                    "durable name {name:?}: 1 to 255 bytes, no whitespace or control characters"
+                ),
+                    request_id,
+                )
+            }
+            (true, None) => {
+                return self.send_error(
+                    ErrorCode::UnsupportedQos,
+                    "QoS 1 subscriptions need a durable name on this broker (SUB-6)",
+                    request_id,
+                )
+            }
+            (false, Some(_)) => {
+                return self.send_error(
+                    ErrorCode::InvalidArgument,
+                    "a durable subscription is QoS 1: subscribe with qos 1",
+                    request_id,
+                )
+            }
         }
         if let Err(error) = topic::validate_pattern(subscribe.pattern) {
             return self.send_error(
@@ -487,20 +563,38 @@ impl Reader {
             shared.config.queues.subscriber_capacity,
             shared.config.queues.overflow_policy,
             self.outbox.clone(),
+            subscribe.durable_name.map(str::to_string),
         ));
         let subscription_id = subscription.id;
+        if let Some(name) = subscribe.durable_name {
+            // Create or check it first: a refusal must come instead of
+            // Subscribed, and deliveries only after it (SUB-7).
+            if let Err(error) = self.shared.durable.prepare(name, subscribe.pattern).await {
+                let code = match &error {
+                    AttachError::InUse(_) => ErrorCode::DurableInUse,
+                    AttachError::PatternMismatch { .. } => ErrorCode::InvalidArgument,
+                    AttachError::Storage(e) => storage_error_code(e),
+                };
+                return self.send_error(code, &error.to_string(), request_id);
+            }
+        }
+        let shared = &self.shared;
         if let Err(error) = shared.registry.insert(subscription.clone()) {
             return self.send_error(ErrorCode::TooManyTopics, &error.to_string(), request_id);
         }
-        self.outbox.add_subscription(subscription);
+        self.outbox.add_subscription(subscription.clone());
         debug!(subscription_id, pattern = subscribe.pattern, "subscribed");
-        self.send(&Frame::Subscribed(Subscribed {
+        let flow = self.send(&Frame::Subscribed(Subscribed {
             request_id,
             subscription_id,
-        }))
+        }));
+        if let Some(name) = subscribe.durable_name {
+            self.shared.durable.attach(name, subscription);
+        }
+        flow
     }
 
-    fn unsubscribe(&mut self, unsubscribe: &Unsubscribe) -> Flow {
+    async fn unsubscribe(&mut self, unsubscribe: &Unsubscribe) -> Flow {
         let Some(subscription) = self.outbox.remove_subscription(unsubscribe.subscription_id)
         else {
             return self.send_error(
@@ -514,11 +608,30 @@ impl Reader {
         };
         self.shared.registry.remove(&subscription);
         subscription.close();
+        if let Some(name) = &subscription.durable {
+            // Unsubscribing ends a durable subscription for good unless the
+            // client asks to keep it (closing the connection only detaches).
+            if unsubscribe.keep_durable {
+                self.shared.durable.detach(name, &subscription);
+            } else if let Err(error) = self.shared.durable.delete(name).await {
+                return self.send_error(
+                    storage_error_code(&error),
+                    &error.to_string(),
+                    unsubscribe.request_id,
+                );
+            }
+        }
         self.send(&Frame::Unsubscribed(Unsubscribed {
             request_id: unsubscribe.request_id,
             subscription_id: unsubscribe.subscription_id,
         }))
     }
+}
+
+fn valid_durable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 fn unix_millis() -> u64 {

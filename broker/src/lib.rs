@@ -3,7 +3,9 @@
 //! wrapper around it; tests bind `127.0.0.1:0` and call it directly.
 
 pub mod config;
+mod confirm;
 mod connection;
+mod durable;
 mod http;
 pub mod metrics;
 mod outbox;

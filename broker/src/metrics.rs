@@ -40,6 +40,11 @@ pub struct Gauges {
     pub subscriptions: u64,
     pub queue_depth: u64,
     pub topics: u64,
+    pub durable_subscriptions: u64,
+    /// Stored QoS 1 messages some durable subscription has not acked.
+    pub durable_unacked: u64,
+    /// The write-ahead log's counters, once it is open.
+    pub wal: crate::wal::WalStats,
 }
 
 #[inline]
@@ -196,6 +201,55 @@ impl Metrics {
             "Messages waiting in subscriber queues.",
             &[("", gauges.queue_depth)],
         );
+        family(
+            "blipmq_durable_subscriptions",
+            "gauge",
+            "Durable subscriptions, attached or not.",
+            &[("", gauges.durable_subscriptions)],
+        );
+        family(
+            "blipmq_durable_unacked_messages",
+            "gauge",
+            "Stored messages a durable subscription has not acked yet.",
+            &[("", gauges.durable_unacked)],
+        );
+        let wal = &gauges.wal;
+        family(
+            "blipmq_wal_records_total",
+            "counter",
+            "Records appended to the write-ahead log.",
+            &[("", wal.records_appended)],
+        );
+        family(
+            "blipmq_wal_bytes_total",
+            "counter",
+            "Bytes appended to the write-ahead log.",
+            &[("", wal.bytes_appended)],
+        );
+        family(
+            "blipmq_wal_fsyncs_total",
+            "counter",
+            "fsync calls of the write-ahead log (group commit: far fewer than records).",
+            &[("", wal.fsyncs)],
+        );
+        family(
+            "blipmq_wal_torn_tail_truncations_total",
+            "counter",
+            "Torn or corrupt segment tails cut off at recovery.",
+            &[("", wal.torn_tail_truncations)],
+        );
+        family(
+            "blipmq_wal_full_rejections_total",
+            "counter",
+            "QoS 1 messages refused because the log was at wal.max_bytes.",
+            &[("", wal.full_rejections)],
+        );
+        family(
+            "blipmq_wal_bytes",
+            "gauge",
+            "Current size of the write-ahead log's segments.",
+            &[("", wal.current_bytes)],
+        );
         out
     }
 }
@@ -215,6 +269,9 @@ mod tests {
             subscriptions: 3,
             queue_depth: 4,
             topics: 2,
+            durable_subscriptions: 1,
+            durable_unacked: 5,
+            wal: Default::default(),
         });
         assert!(text.contains("# TYPE blipmq_messages_published_total counter\n"));
         assert!(text.contains("\nblipmq_messages_published_total 1\n"));

@@ -183,6 +183,7 @@ mod tests {
             4,
             OverflowPolicy::DropNew,
             Outbox::new(),
+            None,
         ))
     }
 

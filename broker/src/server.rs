@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::connection;
+use crate::durable::Durable;
 use crate::http;
 use crate::metrics::{inc, Gauges, Metrics};
 use crate::registry::Registry;
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub config: Config,
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
+    /// QoS 1: the write-ahead log and durable subscriptions.
+    pub durable: Durable,
     pub next_message_id: AtomicU64,
     pub next_subscription_id: AtomicU64,
     pub next_connection_id: AtomicU64,
@@ -69,10 +72,14 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn gauges(&self) -> Gauges {
         let (subscriptions, topics, queue_depth) = self.registry.gauges();
+        let (durable_subscriptions, durable_unacked) = self.durable.gauges();
         Gauges {
             subscriptions,
             topics,
             queue_depth,
+            durable_subscriptions,
+            durable_unacked,
+            wal: self.durable.wal_stats().unwrap_or_default(),
         }
     }
 }
@@ -84,7 +91,16 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    // Recover durable state before serving anyone (the listeners are bound,
+    // so early clients wait in the accept backlog).
+    let durable = Durable::open(config.wal.clone()).await.map_err(|e| {
+        io::Error::other(format!(
+            "cannot open the write-ahead log ({}): {e}",
+            config.wal.dir.display()
+        ))
+    })?;
     let shared = Arc::new(Shared {
+        durable,
         registry: Registry::new(
             config.queues.topic_capacity,
             config.effective_fanout_shards(),

@@ -27,12 +27,37 @@ pub struct QueuedMessage {
 
 pub type MessageRef = Arc<QueuedMessage>;
 
+/// One entry of a subscription's queue: the shared message and the route
+/// fields that differ per subscriber.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub message: MessageRef,
+    /// 0 at QoS 0; the message's log position for a durable subscription.
+    pub delivery_id: u64,
+    pub delivery_count: u32,
+}
+
+impl Queued {
+    /// A QoS 0 delivery: no ack wanted, first and only attempt.
+    pub fn qos0(message: MessageRef) -> Queued {
+        Queued {
+            message,
+            delivery_id: 0,
+            delivery_count: 1,
+        }
+    }
+}
+
 pub struct Subscription {
     /// Unique within the broker run, hence within the owning connection.
     pub id: u64,
     pub pattern: String,
+    /// The durable subscription this is the live end of, if any. Its QoS 1
+    /// messages arrive through the durable store (with delivery ids), never
+    /// through fan-out; QoS 0 messages arrive as for any subscription.
+    pub durable: Option<String>,
     policy: OverflowPolicy,
-    queue: ArrayQueue<MessageRef>,
+    queue: ArrayQueue<Queued>,
     /// The owning connection's writer, woken when this queue gains a message.
     outbox: Arc<Outbox>,
     /// Wakes `block` publishers when the writer makes room.
@@ -61,10 +86,12 @@ impl Subscription {
         capacity: usize,
         policy: OverflowPolicy,
         outbox: Arc<Outbox>,
+        durable: Option<String>,
     ) -> Subscription {
         Subscription {
             id,
             pattern,
+            durable,
             policy,
             queue: ArrayQueue::new(capacity),
             outbox,
@@ -92,6 +119,7 @@ impl Subscription {
         if self.is_closed() {
             return;
         }
+        let message = Queued::qos0(message);
         match self.policy {
             OverflowPolicy::DropOldest => {
                 if self.queue.force_push(message).is_some() {
@@ -111,7 +139,8 @@ impl Subscription {
 
     /// Enqueue, waiting for room while the queue is full (the `block`
     /// policy). Returns when the message is queued or the subscription is gone.
-    pub async fn enqueue_or_wait(&self, mut message: MessageRef, metrics: &Metrics) {
+    pub async fn enqueue_or_wait(&self, message: MessageRef, metrics: &Metrics) {
+        let mut message = Queued::qos0(message);
         loop {
             if self.is_closed() {
                 inc(&metrics.dropped_subscriber_gone);
@@ -142,8 +171,23 @@ impl Subscription {
         }
     }
 
+    /// Queue a durable delivery if there is room; never drops or waits (the
+    /// durable store keeps what does not fit and offers it again on an ack).
+    pub fn try_enqueue_durable(&self, entry: Queued) -> Result<(), Queued> {
+        if self.is_closed() {
+            return Err(entry);
+        }
+        self.queue.push(entry)?;
+        self.outbox.wake();
+        Ok(())
+    }
+
+    pub fn has_room(&self) -> bool {
+        !self.queue.is_full()
+    }
+
     /// Take the oldest message (the owning connection's writer calls this).
-    pub fn pop(&self) -> Option<MessageRef> {
+    pub fn pop(&self) -> Option<Queued> {
         let message = self.queue.pop();
         if message.is_some() && self.blocked_publishers.load(Ordering::SeqCst) > 0 {
             self.space.notify_waiters();

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{add, inc, Metrics};
 use crate::outbox::Outbox;
-use crate::subscription::{MessageRef, Subscription};
+use crate::subscription::{MessageRef, Queued, Subscription};
 
 /// Frames up to this size are copied into one contiguous buffer (cheaper than
 /// three iovecs each); larger ones are written straight from the shared
@@ -61,11 +61,16 @@ impl Batch {
         self.deliveries >= config.max_batch || self.bytes >= config.max_batch_bytes
     }
 
-    fn push_delivery(&mut self, message: MessageRef, subscription_id: u64) {
+    fn push_delivery(&mut self, queued: Queued, subscription_id: u64) {
+        let Queued {
+            message,
+            delivery_id,
+            delivery_count,
+        } = queued;
         let route = Route {
             subscription_id,
-            delivery_id: 0,
-            delivery_count: 1,
+            delivery_id,
+            delivery_count,
         };
         if let Some(trace_id) = &message.trace_id {
             tracing::debug_span!(
@@ -119,15 +124,15 @@ impl Batch {
             let mut took_any = false;
             for i in 0..n {
                 let subscription = &subscriptions[(start + i) % n];
-                let Some(message) = subscription.pop() else {
+                let Some(queued) = subscription.pop() else {
                     continue;
                 };
                 took_any = true;
-                if message.expires_at.is_some_and(|at| at <= now) {
+                if queued.message.expires_at.is_some_and(|at| at <= now) {
                     inc(&metrics.dropped_ttl);
                     continue;
                 }
-                self.push_delivery(message, subscription.id);
+                self.push_delivery(queued, subscription.id);
                 if self.is_full(config) {
                     return;
                 }

@@ -129,6 +129,7 @@ async fn unsubscribe_stops_deliveries_and_unknown_ids_are_refused() {
     c.send(&Frame::Unsubscribe(blipmq_protocol::Unsubscribe {
         request_id: 77,
         subscription_id: id,
+        keep_durable: false,
     }))
     .await;
     let (code, _, request_id) = c.expect_error().await;
@@ -148,6 +149,7 @@ async fn one_connection_cannot_unsubscribe_or_ack_another_connections_subscripti
         .send(&Frame::Unsubscribe(blipmq_protocol::Unsubscribe {
             request_id: 5,
             subscription_id: id,
+            keep_durable: false,
         }))
         .await;
     assert_eq!(other.expect_error().await.0, ErrorCode::UnknownSubscription);
@@ -208,26 +210,9 @@ async fn invalid_topics_and_patterns_get_an_error_naming_the_request() {
 }
 
 #[tokio::test]
-async fn qos1_durable_and_groups_are_refused_until_supported() {
+async fn invalid_qos_and_queue_groups_are_refused() {
     let broker = TestBroker::start().await;
     let mut c = broker.client().await;
-    c.send(&Frame::Publish(Publish {
-        publish_id: 9,
-        topic: "q",
-        payload: b"",
-        ttl_ms: 0,
-        qos: 1,
-        headers: vec![],
-    }))
-    .await;
-    assert_eq!(
-        c.expect_error().await,
-        (
-            ErrorCode::UnsupportedQos,
-            "QoS 1 is not available on this broker yet".into(),
-            9
-        )
-    );
     c.send(&Frame::Publish(Publish {
         publish_id: 10,
         topic: "q",
@@ -243,8 +228,8 @@ async fn qos1_durable_and_groups_are_refused_until_supported() {
         request_id: 11,
         pattern: "q",
         qos: 0,
-        durable_name: Some("d"),
-        queue_group: None,
+        durable_name: None,
+        queue_group: Some("workers"),
     }))
     .await;
     let (code, _, id) = c.expect_error().await;

@@ -13,8 +13,14 @@ pub async fn run_sub(global: &Global, args: SubArgs) -> Result<(), CliError> {
     let mut shutdown = Shutdown::install();
     let client = connect(global, "blipmq-cli sub").await?;
     let result = async {
+        // A durable subscription is QoS 1: `--durable` implies `--qos 1`.
+        let qos = if args.durable.is_some() {
+            Qos::AtLeastOnce
+        } else {
+            args.qos
+        };
         let options = SubscribeOptions {
-            qos: args.qos,
+            qos,
             durable: args.durable.clone(),
             group: args.group.clone(),
         };
@@ -48,11 +54,11 @@ pub async fn run_sub(global: &Global, args: SubArgs) -> Result<(), CliError> {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
                 Err(e) => return Err(CliError::runtime(format!("cannot write to stdout: {e}"))),
             }
-            if args.qos == Qos::AtLeastOnce {
-                message.ack().await.map_err(|e| {
-                    CliError::runtime(format!("cannot acknowledge: {}", describe(&e)))
-                })?;
-            }
+            // Printed means handled: ack it (a no-op for QoS 0 messages).
+            message
+                .ack()
+                .await
+                .map_err(|e| CliError::runtime(format!("cannot acknowledge: {}", describe(&e))))?;
             received += 1;
         }
         Ok(())
@@ -175,7 +181,7 @@ pub async fn run_unsub(global: &Global, args: UnsubArgs) -> Result<(), CliError>
     let client = connect(global, "blipmq-cli unsub").await?;
     let result = async {
         let options = SubscribeOptions {
-            qos: Qos::AtMostOnce,
+            qos: Qos::AtLeastOnce,
             durable: Some(name.clone()),
             group: None,
         };

@@ -454,6 +454,8 @@ fn on_subscribed(inner: &Inner, request_id: u64, server_id: u64) {
                 .try_send(encode_frame(&Frame::Unsubscribe(Unsubscribe {
                     request_id,
                     subscription_id: server_id,
+                    // Dropped, not unsubscribed: a durable one is only detached.
+                    keep_durable: true,
                 })));
         }
     }

@@ -46,7 +46,7 @@
 //!   the protocol's error table.
 //! - **Headers** ([`Headers`]) travel with a message, in order. With the
 //!   `opentelemetry` feature the current span's W3C trace context is added as
-//!   `traceparent`/`tracestate` on publish, and [`Message::trace_context`]
+//!   `traceparent`/`tracestate` on publish, and `Message::trace_context()`
 //!   hands a subscriber the publisher's span to continue the trace.
 //! - **Transports**: the core speaks to a [`transport::Connector`] and a
 //!   [`transport::Runtime`]. The `tokio` feature (default) provides TCP;

@@ -53,6 +53,12 @@ impl Message {
         self.delivery_count
     }
 
+    /// What an ack names: non-zero for a durable (QoS 1) delivery, 0 for a
+    /// QoS 0 one, which needs no ack.
+    pub fn delivery_id(&self) -> u64 {
+        self.delivery_id
+    }
+
     /// Acknowledge the message. QoS 0 deliveries need no ack and this returns
     /// at once; for QoS 1 the ack is queued to the broker in order with the
     /// client's other frames.

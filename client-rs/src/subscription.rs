@@ -14,7 +14,9 @@ use crate::state::{encode_frame, Inner, Pending};
 
 /// Messages matching a pattern, in order. Ends (`None`) when the client
 /// closes. Survives reconnects: the client subscribes again on the new
-/// connection. Dropping it unsubscribes.
+/// connection. Dropping it unsubscribes (a durable subscription is only
+/// detached: it keeps its unacked messages for the next subscribe with the
+/// same name).
 pub struct Subscription {
     inner: Arc<Inner>,
     local_id: u64,
@@ -72,7 +74,9 @@ impl Subscription {
     }
 
     /// Stop the subscription and wait for the broker to confirm. Messages
-    /// already buffered are discarded.
+    /// already buffered are discarded. A durable subscription is deleted,
+    /// with every message it still held; to keep it for a later resume,
+    /// drop the `Subscription` (or close the client) instead.
     pub async fn unsubscribe(mut self) -> Result<(), RequestError> {
         let Some(server_id) = self.forget() else {
             // Not subscribed on the current connection: nothing to undo.
@@ -85,6 +89,7 @@ impl Subscription {
         let frame = encode_frame(&Frame::Unsubscribe(Unsubscribe {
             request_id,
             subscription_id: server_id,
+            keep_durable: false,
         }));
         let (tx, rx) = oneshot::channel();
         self.inner
@@ -129,6 +134,7 @@ impl Drop for Subscription {
             let frame = encode_frame(&Frame::Unsubscribe(Unsubscribe {
                 request_id: self.inner.next_id(),
                 subscription_id: server_id,
+                keep_durable: true,
             }));
             let _ = self.inner.outgoing.try_send(frame);
         }

@@ -16,6 +16,8 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 struct Broker {
     addr: SocketAddr,
+    /// The broker's write-ahead log lives here.
+    data: std::sync::Arc<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -30,9 +32,30 @@ impl Broker {
     }
 
     async fn start_at(addr: SocketAddr, configure: impl FnOnce(&mut Config)) -> Broker {
+        Self::start_in(
+            addr,
+            std::sync::Arc::new(tempfile::tempdir().unwrap()),
+            configure,
+        )
+        .await
+    }
+
+    /// Stop and start again on the same port with the same write-ahead log.
+    async fn restart(self) -> Broker {
+        let (addr, data) = (self.addr, self.data.clone());
+        self.stop().await;
+        Self::start_in(addr, data, |_| {}).await
+    }
+
+    async fn start_in(
+        addr: SocketAddr,
+        data: std::sync::Arc<tempfile::TempDir>,
+        configure: impl FnOnce(&mut Config),
+    ) -> Broker {
         let mut config = Config::default();
         config.server.bind_addr = addr;
         config.metrics.enabled = false;
+        config.wal.dir = data.path().join("wal");
         configure(&mut config);
         // After a restart the old port may linger briefly; retry the bind.
         let mut tries = 0;
@@ -54,6 +77,7 @@ impl Broker {
         }));
         Broker {
             addr,
+            data,
             stop: Some(stop),
             task: Some(task),
         }
@@ -189,19 +213,20 @@ async fn local_validation_errors_carry_wire_codes() {
 async fn broker_refusals_surface_with_the_brokers_code() {
     let broker = Broker::start().await;
     let client = Client::connect(broker.url()).await.unwrap();
+    // QoS 1 without a durable name is not offered yet.
     let e = client
-        .publish_with(
+        .subscribe_with(
             "q",
-            "x",
-            PublishOptions {
+            SubscribeOptions {
                 qos: Qos::AtLeastOnce,
                 ..Default::default()
             },
         )
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), PublishErrorKind::Rejected);
+    assert_eq!(e.kind(), SubscribeErrorKind::Rejected);
     assert_eq!(e.code(), ErrorCode::UnsupportedQos);
+    // A durable subscription must be QoS 1.
     let e = client
         .subscribe_with(
             "q",
@@ -551,5 +576,53 @@ async fn opentelemetry_context_is_injected_and_extracted() {
     assert_eq!(remote.span_id(), span_context.span_id());
     assert!(remote.is_remote());
     assert_eq!(next(&mut sub).await.traceparent(), None);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn qos1_publish_resolves_on_confirm_and_a_durable_subscription_resumes_after_restart() {
+    let broker = Broker::start().await;
+    let qos1 = || PublishOptions {
+        qos: Qos::AtLeastOnce,
+        ..Default::default()
+    };
+    let durable = || SubscribeOptions {
+        qos: Qos::AtLeastOnce,
+        durable: Some("worker".into()),
+        ..Default::default()
+    };
+    let consumer = Client::connect(broker.url()).await.unwrap();
+    let mut sub = consumer.subscribe_with("jobs", durable()).await.unwrap();
+    let producer = Client::connect(broker.url()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..4u8 {
+        let id = producer
+            .publish_with("jobs", vec![i], qos1())
+            .await
+            .unwrap();
+        ids.push(id.expect("a QoS 1 publish resolves with the message id"));
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let first = next(&mut sub).await;
+    assert_eq!(&first.payload()[..], [0]);
+    assert_eq!(first.id(), ids[0]);
+    first.ack().await.unwrap();
+    // Receive but do not ack the rest; then the broker restarts.
+    for _ in 1..4 {
+        next(&mut sub).await;
+    }
+    consumer.flush().await.unwrap();
+    drop(sub);
+    consumer.close().await;
+    producer.close().await;
+    let broker = broker.restart().await;
+    let consumer = Client::connect(broker.url()).await.unwrap();
+    let mut sub = consumer.subscribe_with("jobs", durable()).await.unwrap();
+    for i in 1..4u8 {
+        let m = next(&mut sub).await;
+        assert_eq!(&m.payload()[..], [i], "unacked messages come back in order");
+        m.ack().await.unwrap();
+    }
+    nothing_within(&mut sub, Duration::from_millis(100)).await;
     broker.stop().await;
 }

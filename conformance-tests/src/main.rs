@@ -319,6 +319,7 @@ fn execute(
         Err(e) => return Outcome::Fail(e),
     };
     let mut processes: BTreeMap<String, Testee> = BTreeMap::new();
+    let mut saved: HashMap<String, Value> = HashMap::new();
     for spec in [run.producer, run.consumer] {
         if !processes.contains_key(&spec.name) {
             match Testee::spawn(spec).and_then(|mut t| t.hello().map(|_| t)) {
@@ -350,6 +351,9 @@ fn execute(
             if (step.op == "connect" || step.op == "connect_raw") && args.get("addr").is_none() {
                 args["addr"] = Value::String(broker.addr.clone());
             }
+            if let Err(e) = resolve_saved(&mut args, &saved) {
+                return Outcome::Fail(format!("{at}: {e}"));
+            }
             let timeout =
                 OP_GRACE + Duration::from_millis(args["timeout_ms"].as_u64().unwrap_or(0));
             let reply = match testee.request(Some(&step.actor), &step.op, args, timeout) {
@@ -364,9 +368,34 @@ fn execute(
             if let Err(e) = judge::judge(step.expect.as_ref(), &reply) {
                 return Outcome::Fail(format!("{at} #{iteration} on {testee_name}: {e}"));
             }
+            if let (Some(name), Reply::Ok(result)) = (&step.save, &reply) {
+                saved.insert(name.clone(), result.clone());
+            }
         }
     }
     Outcome::Pass
+}
+
+/// Replace string arguments `"@name:/pointer"` with that part of a result
+/// an earlier step saved (e.g. a delivery id to ack).
+fn resolve_saved(args: &mut Value, saved: &HashMap<String, Value>) -> Result<(), String> {
+    match args {
+        Value::String(text) if text.starts_with('@') => {
+            let (name, pointer) = text[1..]
+                .split_once(':')
+                .ok_or_else(|| format!("{text:?}: expected @name:/pointer"))?;
+            let value = saved
+                .get(name)
+                .ok_or_else(|| format!("{text:?}: nothing saved as {name:?}"))?
+                .pointer(pointer)
+                .ok_or_else(|| format!("{text:?}: no {pointer} in the saved result"))?;
+            *args = value.clone();
+            Ok(())
+        }
+        Value::Array(items) => items.iter_mut().try_for_each(|v| resolve_saved(v, saved)),
+        Value::Object(map) => map.values_mut().try_for_each(|v| resolve_saved(v, saved)),
+        _ => Ok(()),
+    }
 }
 
 /// Steps the runner performs itself.

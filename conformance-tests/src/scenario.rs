@@ -50,6 +50,10 @@ pub struct Step {
     /// iteration number (0-based). Every reply is judged.
     #[serde(default)]
     pub repeat: Option<u32>,
+    /// Keep the `ok` result under this name; a later step's string argument
+    /// `"@name:/json/pointer"` is replaced by that part of it.
+    #[serde(default)]
+    pub save: Option<String>,
 }
 
 impl Step {

@@ -143,6 +143,7 @@ pub fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             Frame::Unsubscribe(Unsubscribe {
                 request_id: t.request_id(),
                 subscription_id: t.subscription_id(),
+                keep_durable: t.keep_durable(),
             })
         }
         fb::Body::Unsubscribed => {
@@ -249,6 +250,11 @@ pub struct SharedDelivery {
 pub const ROUTE_LEN: usize = std::mem::size_of::<fb::DeliveryRoute>();
 
 impl SharedDelivery {
+    /// The whole frame with a zeroed route, as it can be stored.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
     /// The frame's total length on the wire.
     pub fn len(&self) -> usize {
         self.frame.len()
@@ -448,6 +454,7 @@ impl Encoder {
                     &fb::UnsubscribeArgs {
                         request_id: f.request_id,
                         subscription_id: f.subscription_id,
+                        keep_durable: f.keep_durable,
                     },
                 );
                 (fb::Body::Unsubscribe, t.as_union_value())
@@ -604,6 +611,7 @@ mod tests {
         round_trip(Frame::Unsubscribe(Unsubscribe {
             request_id: 4,
             subscription_id: 9,
+            keep_durable: true,
         }));
         round_trip(Frame::Unsubscribed(Unsubscribed {
             request_id: 4,

@@ -89,6 +89,8 @@ pub struct Subscribed {
 pub struct Unsubscribe {
     pub request_id: u64,
     pub subscription_id: u64,
+    /// Detach a durable subscription instead of deleting it (QOS-8).
+    pub keep_durable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -281,6 +281,7 @@ fn random_frame<'a>(kind: usize, rng: &mut SmallRng, pool: &'a Pool) -> Frame<'a
         6 => Frame::Unsubscribe(Unsubscribe {
             request_id: any_u64(rng),
             subscription_id: any_u64(rng),
+            keep_durable: rng.gen_bool(0.5),
         }),
         7 => Frame::Unsubscribed(Unsubscribed {
             request_id: any_u64(rng),

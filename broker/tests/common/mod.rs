@@ -23,6 +23,9 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// Holds the write-ahead log; kept across `restart`.
+    pub data: std::sync::Arc<tempfile::TempDir>,
+    config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -34,21 +37,38 @@ impl TestBroker {
 
     /// Start with the built-in defaults changed by `configure`.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestBroker {
+        let data = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
         let mut config = Config::default();
         config.server.bind_addr = "127.0.0.1:0".parse().unwrap();
         config.metrics.bind_addr = "127.0.0.1:0".parse().unwrap();
+        config.wal.dir = data.path().join("wal");
         configure(&mut config);
+        Self::start_config(config, data).await
+    }
+
+    /// Stop, then start again on new ports with the same config and the
+    /// same write-ahead log (a clean restart).
+    pub async fn restart(self) -> TestBroker {
+        let config = self.config.clone();
+        let data = self.data.clone();
+        self.stop().await;
+        Self::start_config(config, data).await
+    }
+
+    async fn start_config(config: Config, data: std::sync::Arc<tempfile::TempDir>) -> TestBroker {
         config.validate().expect("test config is valid");
         let listeners = Listeners::bind(&config).await.expect("bind");
         let addr = listeners.clients.local_addr().unwrap();
         let metrics_addr = listeners.metrics.as_ref().unwrap().local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listeners, config, async move {
+        let task = tokio::spawn(run(listeners, config.clone(), async move {
             let _ = stopped.await;
         }));
         TestBroker {
             addr,
             metrics_addr,
+            data,
+            config,
             stop: Some(stop),
             task: Some(task),
         }
@@ -135,6 +155,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Got {
     pub subscription_id: u64,
+    pub delivery_id: u64,
+    pub delivery_count: u32,
     pub topic: String,
     pub payload: Vec<u8>,
     pub message_id: u64,
@@ -250,6 +272,8 @@ impl RawClient {
         match decode(&body).unwrap() {
             Frame::Delivery(d) => Got {
                 subscription_id: d.route.subscription_id,
+                delivery_id: d.route.delivery_id,
+                delivery_count: d.route.delivery_count,
                 topic: d.topic.to_string(),
                 payload: d.payload.to_vec(),
                 message_id: d.message_id,
@@ -294,6 +318,7 @@ impl RawClient {
         self.send(&Frame::Unsubscribe(Unsubscribe {
             request_id,
             subscription_id,
+            keep_durable: false,
         }))
         .await;
         let body = self.recv_owned().await.expect("Unsubscribed");

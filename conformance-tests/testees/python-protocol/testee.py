@@ -47,7 +47,7 @@ from blipmq.wire import (  # noqa: E402
 
 SDK = "python-protocol"
 VERSION = "0.1.0"
-CAPABILITIES = ["pubsub", "raw", "headers"]
+CAPABILITIES = ["pubsub", "raw", "headers", "qos1"]
 
 PROTOCOL_VERSION = 1
 DEFAULT_TIMEOUT_S = 10.0
@@ -181,6 +181,14 @@ def encode_unsubscribe(request_id, subscription_id):
     Unsubscribe.UnsubscribeAddRequestId(b, request_id)
     Unsubscribe.UnsubscribeAddSubscriptionId(b, subscription_id)
     return _finish(b, Body.Body.Unsubscribe, Unsubscribe.UnsubscribeEnd(b))
+
+
+def encode_ack(subscription_id, delivery_id):
+    b = flatbuffers.Builder(64)
+    Ack.AckStart(b)
+    Ack.AckAddSubscriptionId(b, subscription_id)
+    Ack.AckAddDeliveryId(b, delivery_id)
+    return _finish(b, Body.Body.Ack, Ack.AckEnd(b))
 
 
 def encode_ping(nonce):
@@ -370,6 +378,7 @@ def render_message(delivery):
         "id": str(delivery["message_id"]),
         "timestamp_ms": str(delivery["timestamp_ms"]),
         "delivery_count": delivery["route"]["delivery_count"],
+        "delivery_id": str(delivery["route"]["delivery_id"]),
         "headers": [{"key": k, "value": base64.b64encode(v).decode("ascii")}
                     for k, v in delivery["headers"]],
     }
@@ -753,6 +762,17 @@ class Testee:
             else:
                 client._route(frame)
         return {"messages": messages}
+
+    def op_ack(self, actor, args):
+        """QoS1-5: name a delivery of a subscription; the broker answers
+        nothing (acks are idempotent), so nothing is awaited."""
+        client = self.client(actor)
+        label = arg(args, "sub", str, required=True)
+        delivery_id = arg(args, "delivery_id", int, required=True)
+        if label not in client.subs:
+            raise OpError(UNKNOWN_SUBSCRIPTION, "no subscription %r" % label)
+        client.send(encode_ack(client.subs[label], delivery_id), deadline_after(DEFAULT_TIMEOUT_S))
+        return {}
 
     def op_flush(self, actor, args):
         client = self.client(actor)

@@ -16,7 +16,7 @@ pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 pub const ENUM_MAX_ERROR_CODE: u16 = 603;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 24] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 27] = [
   ErrorCode::Unknown,
   ErrorCode::MalformedFrame,
   ErrorCode::UnsupportedFrame,
@@ -30,13 +30,16 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 24] = [
   ErrorCode::UnknownSubscription,
   ErrorCode::UnsupportedQos,
   ErrorCode::InvalidHeader,
+  ErrorCode::DurableInUse,
   ErrorCode::MessageTooLarge,
   ErrorCode::TooManyConnections,
   ErrorCode::QueueFull,
   ErrorCode::TooManyTopics,
   ErrorCode::HeadersTooLarge,
+  ErrorCode::StorageFull,
   ErrorCode::Internal,
   ErrorCode::ShuttingDown,
+  ErrorCode::StorageFailed,
   ErrorCode::ConnectFailed,
   ErrorCode::Timeout,
   ErrorCode::ConnectionClosed,
@@ -65,13 +68,16 @@ impl ErrorCode {
   pub const UnknownSubscription: Self = Self(302);
   pub const UnsupportedQos: Self = Self(303);
   pub const InvalidHeader: Self = Self(304);
+  pub const DurableInUse: Self = Self(305);
   pub const MessageTooLarge: Self = Self(400);
   pub const TooManyConnections: Self = Self(401);
   pub const QueueFull: Self = Self(402);
   pub const TooManyTopics: Self = Self(403);
   pub const HeadersTooLarge: Self = Self(404);
+  pub const StorageFull: Self = Self(405);
   pub const Internal: Self = Self(500);
   pub const ShuttingDown: Self = Self(501);
+  pub const StorageFailed: Self = Self(502);
   pub const ConnectFailed: Self = Self(600);
   pub const Timeout: Self = Self(601);
   pub const ConnectionClosed: Self = Self(602);
@@ -93,13 +99,16 @@ impl ErrorCode {
     Self::UnknownSubscription,
     Self::UnsupportedQos,
     Self::InvalidHeader,
+    Self::DurableInUse,
     Self::MessageTooLarge,
     Self::TooManyConnections,
     Self::QueueFull,
     Self::TooManyTopics,
     Self::HeadersTooLarge,
+    Self::StorageFull,
     Self::Internal,
     Self::ShuttingDown,
+    Self::StorageFailed,
     Self::ConnectFailed,
     Self::Timeout,
     Self::ConnectionClosed,
@@ -121,13 +130,16 @@ impl ErrorCode {
       Self::UnknownSubscription => Some("UnknownSubscription"),
       Self::UnsupportedQos => Some("UnsupportedQos"),
       Self::InvalidHeader => Some("InvalidHeader"),
+      Self::DurableInUse => Some("DurableInUse"),
       Self::MessageTooLarge => Some("MessageTooLarge"),
       Self::TooManyConnections => Some("TooManyConnections"),
       Self::QueueFull => Some("QueueFull"),
       Self::TooManyTopics => Some("TooManyTopics"),
       Self::HeadersTooLarge => Some("HeadersTooLarge"),
+      Self::StorageFull => Some("StorageFull"),
       Self::Internal => Some("Internal"),
       Self::ShuttingDown => Some("ShuttingDown"),
+      Self::StorageFailed => Some("StorageFailed"),
       Self::ConnectFailed => Some("ConnectFailed"),
       Self::Timeout => Some("Timeout"),
       Self::ConnectionClosed => Some("ConnectionClosed"),
@@ -1554,6 +1566,7 @@ impl<'a> ::flatbuffers::Follow<'a> for Unsubscribe<'a> {
 impl<'a> Unsubscribe<'a> {
   pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_SUBSCRIPTION_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KEEP_DURABLE: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1567,6 +1580,7 @@ impl<'a> Unsubscribe<'a> {
     let mut builder = UnsubscribeBuilder::new(_fbb);
     builder.add_subscription_id(args.subscription_id);
     builder.add_request_id(args.request_id);
+    builder.add_keep_durable(args.keep_durable);
     builder.finish()
   }
 
@@ -1585,6 +1599,15 @@ impl<'a> Unsubscribe<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Unsubscribe::VT_SUBSCRIPTION_ID, Some(0)).unwrap()}
   }
+  /// For a durable subscription: only detach it from this connection (it
+  /// keeps its unacked messages for the next attach) instead of deleting it.
+  #[inline]
+  pub fn keep_durable(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Unsubscribe::VT_KEEP_DURABLE, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Unsubscribe<'_> {
@@ -1595,6 +1618,7 @@ impl ::flatbuffers::Verifiable for Unsubscribe<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("request_id", Self::VT_REQUEST_ID, false)?
      .visit_field::<u64>("subscription_id", Self::VT_SUBSCRIPTION_ID, false)?
+     .visit_field::<bool>("keep_durable", Self::VT_KEEP_DURABLE, false)?
      .finish();
     Ok(())
   }
@@ -1602,6 +1626,7 @@ impl ::flatbuffers::Verifiable for Unsubscribe<'_> {
 pub struct UnsubscribeArgs {
     pub request_id: u64,
     pub subscription_id: u64,
+    pub keep_durable: bool,
 }
 impl<'a> Default for UnsubscribeArgs {
   #[inline]
@@ -1609,6 +1634,7 @@ impl<'a> Default for UnsubscribeArgs {
     UnsubscribeArgs {
       request_id: 0,
       subscription_id: 0,
+      keep_durable: false,
     }
   }
 }
@@ -1625,6 +1651,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UnsubscribeBuilder<'a, 'b, A>
   #[inline]
   pub fn add_subscription_id(&mut self, subscription_id: u64) {
     self.fbb_.push_slot::<u64>(Unsubscribe::VT_SUBSCRIPTION_ID, subscription_id, 0);
+  }
+  #[inline]
+  pub fn add_keep_durable(&mut self, keep_durable: bool) {
+    self.fbb_.push_slot::<bool>(Unsubscribe::VT_KEEP_DURABLE, keep_durable, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UnsubscribeBuilder<'a, 'b, A> {
@@ -1646,6 +1676,7 @@ impl ::core::fmt::Debug for Unsubscribe<'_> {
     let mut ds = f.debug_struct("Unsubscribe");
       ds.field("request_id", &self.request_id());
       ds.field("subscription_id", &self.subscription_id());
+      ds.field("keep_durable", &self.keep_durable());
       ds.finish()
   }
 }

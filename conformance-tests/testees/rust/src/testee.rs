@@ -21,6 +21,8 @@ const MAX_RECEIVE_WAIT_MS: u64 = u32::MAX as u64;
 struct Actor {
     client: Client,
     subscriptions: HashMap<String, Subscription>,
+    /// Received QoS 1 messages not acked yet: (sub, delivery id) -> message.
+    unacked: HashMap<(String, u64), blipmq::Message>,
 }
 
 impl Actor {
@@ -47,7 +49,7 @@ impl Testee {
                 "`{op}` needs raw protocol access, which the Rust client does not expose"
             )),
             "hello" | "connect" | "close" | "publish" | "subscribe" | "unsubscribe" | "receive"
-            | "flush" => match self.dispatch(actor, &op, &args).await {
+            | "ack" | "flush" => match self.dispatch(actor, &op, &args).await {
                 Ok(value) => Outcome::Ok(value),
                 Err(failure) => Outcome::Err(failure),
             },
@@ -86,6 +88,7 @@ impl Testee {
                     "subscribe" => subscribe(actor, args).await,
                     "unsubscribe" => unsubscribe(actor, args).await,
                     "receive" => receive(actor, args).await,
+                    "ack" => ack(actor, args).await,
                     _ => flush(actor).await,
                 }
             }
@@ -118,6 +121,7 @@ impl Testee {
             Actor {
                 client,
                 subscriptions: HashMap::new(),
+                unacked: HashMap::new(),
             },
         );
         Ok(json!({}))
@@ -132,7 +136,7 @@ fn hello() -> Value {
     json!({
         "sdk": "rust",
         "version": env!("CARGO_PKG_VERSION"),
-        "capabilities": ["pubsub", "headers"],
+        "capabilities": ["pubsub", "headers", "qos1"],
     })
 }
 
@@ -232,12 +236,8 @@ async fn receive(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
             // The client closed and the buffer is drained, or time is up.
             Ok(None) | Err(_) => break,
         };
-        // The contract has no ack: a received message counts as consumed
-        // (a no-op at QoS 0).
-        if let Err(e) = message.ack().await {
-            eprintln!("blipmq-testee-rust: ack failed: {e}");
-        }
         messages.push(json!({
+            "delivery_id": message.delivery_id().to_string(),
             "topic": message.topic(),
             "payload": encode_bytes(message.payload()),
             "id": message.id().to_string(),
@@ -249,6 +249,26 @@ async fn receive(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
                 .map(|(key, value)| json!({ "key": key, "value": encode_bytes(value) }))
                 .collect::<Vec<_>>(),
         }));
+        if message.delivery_id() != 0 {
+            actor
+                .unacked
+                .insert((sub.to_string(), message.delivery_id()), message);
+        }
     }
     Ok(json!({ "messages": messages }))
+}
+
+/// Ack a message `receive` returned, by its delivery id.
+async fn ack(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
+    let sub = args.str("sub")?;
+    let delivery_id: u64 = args
+        .str("delivery_id")?
+        .parse()
+        .map_err(|_| Failure::invalid("`delivery_id` must be a decimal string"))?;
+    let message = actor
+        .unacked
+        .remove(&(sub.to_string(), delivery_id))
+        .ok_or_else(|| Failure::invalid(format!("no unacked delivery {delivery_id} on `{sub}`")))?;
+    message.ack().await.map_err(|e| Failure::from_sdk(&e))?;
+    Ok(json!({}))
 }

@@ -140,7 +140,10 @@ async fn speaks_the_testee_contract() {
     let hello = t.call(None, "hello", json!({})).await;
     assert_eq!(hello["ok"]["sdk"], "rust", "{hello}");
     assert_eq!(hello["ok"]["version"], env!("CARGO_PKG_VERSION"));
-    assert_eq!(hello["ok"]["capabilities"], json!(["pubsub", "headers"]));
+    assert_eq!(
+        hello["ok"]["capabilities"],
+        json!(["pubsub", "headers", "qos1"])
+    );
 
     assert_eq!(
         t.ok("pub", "connect", json!({ "addr": addr })).await,

@@ -20,13 +20,16 @@ class ErrorCode(object):
     UnknownSubscription = 302
     UnsupportedQos = 303
     InvalidHeader = 304
+    DurableInUse = 305
     MessageTooLarge = 400
     TooManyConnections = 401
     QueueFull = 402
     TooManyTopics = 403
     HeadersTooLarge = 404
+    StorageFull = 405
     Internal = 500
     ShuttingDown = 501
+    StorageFailed = 502
     ConnectFailed = 600
     Timeout = 601
     ConnectionClosed = 602

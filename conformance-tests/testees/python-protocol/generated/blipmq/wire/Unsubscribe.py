@@ -38,8 +38,17 @@ class Unsubscribe(object):
             return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
         return 0
 
+    # For a durable subscription: only detach it from this connection (it
+    # keeps its unacked messages for the next attach) instead of deleting it.
+    # Unsubscribe
+    def KeepDurable(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
 def UnsubscribeStart(builder):
-    builder.StartObject(2)
+    builder.StartObject(3)
 
 def Start(builder):
     UnsubscribeStart(builder)
@@ -55,6 +64,12 @@ def UnsubscribeAddSubscriptionId(builder, subscriptionId):
 
 def AddSubscriptionId(builder, subscriptionId):
     UnsubscribeAddSubscriptionId(builder, subscriptionId)
+
+def UnsubscribeAddKeepDurable(builder, keepDurable):
+    builder.PrependBoolSlot(2, keepDurable, 0)
+
+def AddKeepDurable(builder, keepDurable):
+    UnsubscribeAddKeepDurable(builder, keepDurable)
 
 def UnsubscribeEnd(builder):
     return builder.EndObject()

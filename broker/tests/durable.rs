@@ -1,0 +1,368 @@
+//! QoS 1 through the real broker: publisher confirms after the write-ahead
+//! log, durable subscriptions with acks, resume after a disconnect and after
+//! a restart, deletion, and the storage-full path.
+
+mod common;
+
+use std::time::Duration;
+
+use blipmq_protocol::{decode, Ack, ErrorCode, Frame, Header, Publish, Subscribe};
+use common::*;
+
+/// Publish at QoS 1 and return the broker's Confirm (message id), or the
+/// error code it answered with.
+async fn publish_qos1(
+    client: &mut RawClient,
+    publish_id: u64,
+    topic: &str,
+    payload: &[u8],
+) -> Result<u64, ErrorCode> {
+    client
+        .send(&Frame::Publish(Publish {
+            publish_id,
+            topic,
+            payload,
+            ttl_ms: 0,
+            qos: 1,
+            headers: vec![Header {
+                key: "n",
+                value: payload,
+            }],
+        }))
+        .await;
+    let body = client.recv_owned().await.expect("an answer");
+    match decode(&body).unwrap() {
+        Frame::Confirm(c) => {
+            assert_eq!(c.publish_id, publish_id);
+            Ok(c.message_id)
+        }
+        Frame::Error(e) => {
+            assert_eq!(e.request_id, publish_id);
+            Err(e.code)
+        }
+        other => panic!("expected Confirm or Error, got {other:?}"),
+    }
+}
+
+async fn subscribe_durable(
+    client: &mut RawClient,
+    pattern: &str,
+    name: &str,
+) -> Result<u64, ErrorCode> {
+    client
+        .send(&Frame::Subscribe(Subscribe {
+            request_id: 77,
+            pattern,
+            qos: 1,
+            durable_name: Some(name),
+            queue_group: None,
+        }))
+        .await;
+    let body = client.recv_owned().await.expect("an answer");
+    match decode(&body).unwrap() {
+        Frame::Subscribed(s) => Ok(s.subscription_id),
+        Frame::Error(e) => Err(e.code),
+        other => panic!("expected Subscribed or Error, got {other:?}"),
+    }
+}
+
+async fn ack(client: &mut RawClient, subscription_id: u64, delivery_id: u64) {
+    client
+        .send(&Frame::Ack(Ack {
+            subscription_id,
+            delivery_id,
+        }))
+        .await;
+}
+
+#[tokio::test]
+async fn qos1_publish_is_confirmed_and_a_durable_subscriber_acks() {
+    let broker = TestBroker::start().await;
+    let mut consumer = broker.client().await;
+    let sub = subscribe_durable(&mut consumer, "jobs.*", "worker")
+        .await
+        .unwrap();
+    let mut plain = broker.client().await;
+    plain.subscribe("jobs.*").await;
+    let mut producer = broker.client().await;
+    let id = publish_qos1(&mut producer, 5, "jobs.a", b"one")
+        .await
+        .unwrap();
+    assert!(id > 0);
+    let got = consumer.expect_delivery().await;
+    assert_eq!(
+        (got.subscription_id, got.payload.as_slice()),
+        (sub, &b"one"[..])
+    );
+    assert!(got.delivery_id > 0, "a durable delivery can be acked");
+    assert_eq!(got.delivery_count, 1);
+    // A plain subscription gets the same message at QoS 0.
+    let copy = plain.expect_delivery().await;
+    assert_eq!(
+        (copy.delivery_id, copy.payload.as_slice()),
+        (0, &b"one"[..])
+    );
+    ack(&mut consumer, sub, got.delivery_id).await;
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 0)
+        .await;
+    assert_eq!(broker.metric("blipmq_durable_subscriptions").await, 1);
+    assert!(broker.metric("blipmq_wal_records_total").await >= 2);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn unacked_messages_come_back_first_and_in_order_after_a_disconnect() {
+    let broker = TestBroker::start().await;
+    let mut consumer = broker.client().await;
+    let sub = subscribe_durable(&mut consumer, "q", "d").await.unwrap();
+    let mut producer = broker.client().await;
+    for i in 0..5u8 {
+        publish_qos1(&mut producer, 10 + i as u64, "q", &[b'a' + i])
+            .await
+            .unwrap();
+    }
+    let mut first = Vec::new();
+    for _ in 0..5 {
+        first.push(consumer.expect_delivery().await);
+    }
+    // Ack the first two; the other three stay owed.
+    ack(&mut consumer, sub, first[0].delivery_id).await;
+    ack(&mut consumer, sub, first[1].delivery_id).await;
+    assert!(consumer.sync().await.is_empty());
+    drop(consumer);
+    broker.wait_for_metric("blipmq_connections", 1).await;
+    for i in 5..7u8 {
+        publish_qos1(&mut producer, 10 + i as u64, "q", &[b'a' + i])
+            .await
+            .unwrap();
+    }
+    let mut again = broker.client().await;
+    let sub = subscribe_durable(&mut again, "q", "d").await.unwrap();
+    let mut resumed = Vec::new();
+    for _ in 0..5 {
+        resumed.push(again.expect_delivery().await);
+    }
+    let payloads: Vec<u8> = resumed.iter().map(|g| g.payload[0]).collect();
+    assert_eq!(payloads, b"cdefg");
+    let counts: Vec<u32> = resumed.iter().map(|g| g.delivery_count).collect();
+    assert_eq!(counts, vec![2, 2, 2, 1, 1], "redeliveries are marked");
+    assert_eq!(resumed[0].delivery_id, first[2].delivery_id);
+    for got in &resumed {
+        ack(&mut again, sub, got.delivery_id).await;
+    }
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 0)
+        .await;
+    again.expect_nothing(Duration::from_millis(100)).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_durable_subscription_and_its_unacked_messages_survive_a_restart() {
+    let broker = TestBroker::start().await;
+    let mut consumer = broker.client().await;
+    subscribe_durable(&mut consumer, "orders.>", "billing")
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    for i in 0..3u8 {
+        publish_qos1(&mut producer, 1 + i as u64, "orders.eu", &[b'0' + i])
+            .await
+            .unwrap();
+    }
+    let got = consumer.expect_delivery().await;
+    ack(&mut consumer, got.subscription_id, got.delivery_id).await;
+    assert!(consumer.sync().await.len() <= 2);
+    drop(consumer);
+    drop(producer);
+    let broker = broker.restart().await;
+    assert_eq!(broker.metric("blipmq_durable_subscriptions").await, 1);
+    assert_eq!(broker.metric("blipmq_durable_unacked_messages").await, 2);
+    let mut consumer = broker.client().await;
+    let sub = subscribe_durable(&mut consumer, "orders.>", "billing")
+        .await
+        .unwrap();
+    for expected in [b'1', b'2'] {
+        let got = consumer.expect_delivery().await;
+        assert_eq!(got.payload, vec![expected]);
+        assert_eq!(got.topic, "orders.eu");
+        ack(&mut consumer, sub, got.delivery_id).await;
+    }
+    consumer.expect_nothing(Duration::from_millis(100)).await;
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 0)
+        .await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn headers_survive_a_restart() {
+    let broker = TestBroker::start().await;
+    let mut consumer = broker.client().await;
+    subscribe_durable(&mut consumer, "h", "keeper")
+        .await
+        .unwrap();
+    drop(consumer);
+    let mut producer = broker.client().await;
+    publish_qos1(&mut producer, 1, "h", b"with header")
+        .await
+        .unwrap();
+    drop(producer);
+    let broker = broker.restart().await;
+    let mut consumer = broker.client().await;
+    subscribe_durable(&mut consumer, "h", "keeper")
+        .await
+        .unwrap();
+    let body = consumer.recv_owned().await.unwrap();
+    match decode(&body).unwrap() {
+        Frame::Delivery(d) => {
+            assert_eq!(d.payload, b"with header");
+            assert_eq!(
+                d.headers,
+                vec![Header {
+                    key: "n",
+                    value: b"with header"
+                }]
+            );
+        }
+        other => panic!("expected a delivery, got {other:?}"),
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn rules_for_durable_subscriptions() {
+    let broker = TestBroker::start().await;
+    let mut a = broker.client().await;
+    subscribe_durable(&mut a, "x.*", "one").await.unwrap();
+    // The same name from another connection while attached.
+    let mut b = broker.client().await;
+    assert_eq!(
+        subscribe_durable(&mut b, "x.*", "one").await,
+        Err(ErrorCode::DurableInUse)
+    );
+    // The same name with another pattern.
+    drop(a);
+    broker.wait_for_metric("blipmq_connections", 1).await;
+    assert_eq!(
+        subscribe_durable(&mut b, "y", "one").await,
+        Err(ErrorCode::InvalidArgument)
+    );
+    // QoS 1 without a durable name, a durable name at QoS 0, a bad name.
+    b.send(&Frame::Subscribe(Subscribe {
+        request_id: 1,
+        pattern: "z",
+        qos: 1,
+        durable_name: None,
+        queue_group: None,
+    }))
+    .await;
+    assert_eq!(b.expect_error().await.0, ErrorCode::UnsupportedQos);
+    b.send(&Frame::Subscribe(Subscribe {
+        request_id: 2,
+        pattern: "z",
+        qos: 0,
+        durable_name: Some("d"),
+        queue_group: None,
+    }))
+    .await;
+    assert_eq!(b.expect_error().await.0, ErrorCode::InvalidArgument);
+    assert_eq!(
+        subscribe_durable(&mut b, "z", "has space").await,
+        Err(ErrorCode::InvalidArgument)
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn unsubscribing_deletes_a_durable_subscription() {
+    let broker = TestBroker::start().await;
+    let mut consumer = broker.client().await;
+    let sub = subscribe_durable(&mut consumer, "t", "gone").await.unwrap();
+    let mut producer = broker.client().await;
+    publish_qos1(&mut producer, 1, "t", b"old").await.unwrap();
+    consumer.expect_delivery().await;
+    consumer.unsubscribe(sub).await;
+    broker
+        .wait_for_metric("blipmq_durable_subscriptions", 0)
+        .await;
+    // A new subscription with the same name starts empty.
+    subscribe_durable(&mut consumer, "t", "gone").await.unwrap();
+    consumer.expect_nothing(Duration::from_millis(150)).await;
+    publish_qos1(&mut producer, 2, "t", b"new").await.unwrap();
+    assert_eq!(consumer.expect_delivery().await.payload, b"new");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_log_refuses_qos1_with_storage_full_and_nothing_is_delivered() {
+    let broker = TestBroker::start_with(|c| {
+        c.wal.segment_bytes = 4096;
+        c.wal.max_bytes = 8192;
+    })
+    .await;
+    let mut consumer = broker.client().await;
+    subscribe_durable(&mut consumer, "full", "never-acks")
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    let payload = [7u8; 1000];
+    let mut confirmed = 0;
+    let mut refused = None;
+    for i in 0..40u64 {
+        match publish_qos1(&mut producer, 100 + i, "full", &payload).await {
+            Ok(_) => confirmed += 1,
+            Err(code) => {
+                refused = Some(code);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(ErrorCode::StorageFull),
+        "after {confirmed} confirms"
+    );
+    assert!(confirmed > 0);
+    assert!(broker.metric("blipmq_wal_full_rejections_total").await >= 1);
+    // Exactly the confirmed messages are delivered.
+    for _ in 0..confirmed.min(8) {
+        consumer.expect_delivery().await;
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn many_qos1_publishes_in_flight_are_confirmed_in_order() {
+    let broker = TestBroker::start().await;
+    let mut producer = broker.client().await;
+    for i in 0..500u64 {
+        producer
+            .send(&Frame::Publish(Publish {
+                publish_id: 1000 + i,
+                topic: "pipelined",
+                payload: b"x",
+                ttl_ms: 0,
+                qos: 1,
+                headers: vec![],
+            }))
+            .await;
+    }
+    let mut last_message = 0;
+    for i in 0..500u64 {
+        let body = producer.recv_owned().await.unwrap();
+        match decode(&body).unwrap() {
+            Frame::Confirm(c) => {
+                assert_eq!(c.publish_id, 1000 + i, "confirms come in publish order");
+                assert!(c.message_id > last_message);
+                last_message = c.message_id;
+            }
+            other => panic!("expected Confirm, got {other:?}"),
+        }
+    }
+    // Group commit: far fewer fsyncs than records.
+    let fsyncs = broker.metric("blipmq_wal_fsyncs_total").await;
+    assert!(fsyncs < 500, "{fsyncs} fsyncs for 500 records");
+    broker.stop().await;
+}
