@@ -1,0 +1,63 @@
+"""BlipMQ for Python: an asyncio and a blocking client for the BlipMQ broker,
+built on the Rust client crate.
+
+>>> async with await blipmq.connect("127.0.0.1:7878") as client:
+...     async with await client.subscribe("orders.*") as orders:
+...         await client.publish("orders.created", b"order #1")
+...         message = await orders.next(timeout=5)
+"""
+
+import atexit as _atexit
+
+from . import _native, _sync
+from ._client import Client, Headers, Subscription, connect
+from ._errors import (
+    AuthError,
+    BlipMQError,
+    ClientClosed,
+    ConnectError,
+    ConnectionClosed,
+    HeadersTooLarge,
+    InvalidArgument,
+    InvalidHeader,
+    InvalidTopic,
+    PayloadTooLarge,
+    TimeoutError,
+    UnsupportedQos,
+)
+from ._native import Message
+from ._sync import SyncClient, SyncMessage, SyncSubscription, connect_sync
+
+__version__: str = _native.__version__
+
+__all__ = [
+    "AuthError",
+    "BlipMQError",
+    "Client",
+    "ClientClosed",
+    "ConnectError",
+    "ConnectionClosed",
+    "Headers",
+    "HeadersTooLarge",
+    "InvalidArgument",
+    "InvalidHeader",
+    "InvalidTopic",
+    "Message",
+    "PayloadTooLarge",
+    "Subscription",
+    "SyncClient",
+    "SyncMessage",
+    "SyncSubscription",
+    "TimeoutError",
+    "UnsupportedQos",
+    "connect",
+    "connect_sync",
+]
+
+
+@_atexit.register
+def _shutdown() -> None:
+    # The blocking API's loop first (it may wait on the runtime), then the
+    # runtime: threads left running as the interpreter finalizes would crash it.
+    _sync._stop()
+    _native.shutdown()

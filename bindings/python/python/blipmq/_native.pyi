@@ -1,0 +1,72 @@
+# Type stub of the pyo3 extension module (bindings/python/src/). Checked
+# against the built module by tests/test_package.py (mypy stubtest).
+from typing import Any, Awaitable, Generator, List, Optional, Tuple, Union, final
+
+__all__ = ["Client", "Message", "Ready", "Subscription", "__version__", "connect", "shutdown"]
+__version__: str
+
+def connect(
+    addr: str,
+    api_key: Optional[str] = None,
+    name: Optional[str] = None,
+    connect_timeout: Optional[float] = None,
+    request_timeout: Optional[float] = None,
+    reconnect: bool = True,
+    subscription_capacity: Optional[int] = None,
+) -> Awaitable[Client]: ...
+def shutdown() -> None: ...
+
+@final
+class Client:
+    @property
+    def max_message_size(self) -> int: ...
+    def publish(
+        self,
+        topic: str,
+        payload: Union[bytes, bytearray],
+        ttl_ms: int = 0,
+        qos: int = 0,
+        headers: Optional[Any] = None,
+    ) -> Awaitable[Optional[int]]: ...
+    def subscribe(
+        self,
+        pattern: str,
+        qos: int = 0,
+        durable: Optional[str] = None,
+        group: Optional[str] = None,
+    ) -> Awaitable[Subscription]: ...
+    def flush(self) -> Awaitable[None]: ...
+    def close(self) -> Awaitable[None]: ...
+
+@final
+class Subscription:
+    @property
+    def pattern(self) -> str: ...
+    def next(self, timeout: Optional[float] = None) -> Awaitable[Message]: ...
+    def next_batch(
+        self, max_messages: int, timeout: Optional[float] = None
+    ) -> Awaitable[List[Message]]: ...
+    def unsubscribe(self) -> Awaitable[None]: ...
+
+@final
+class Message:
+    """A message delivered to a subscription."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def headers(self) -> List[Tuple[str, bytes]]: ...
+    @property
+    def id(self) -> int: ...
+    @property
+    def timestamp_ms(self) -> int: ...
+    @property
+    def delivery_count(self) -> int: ...
+    def ack(self) -> Awaitable[None]: ...
+
+@final
+class Ready:
+    def __await__(self) -> Generator[Any, None, Any]: ...
+    def __next__(self) -> Any: ...

@@ -1,0 +1,260 @@
+"""The blocking API: :func:`connect_sync`, for scripts.
+
+Every call runs the asyncio API on one background event loop thread and
+waits for the result. The wait is interruptible: Ctrl-C raises
+``KeyboardInterrupt`` and cancels the operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, Awaitable, Callable, Iterator, List, Optional, Tuple, Type, TypeVar, Union
+
+from . import _client
+from ._client import Headers
+from ._errors import ClientClosed
+from ._native import Message
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: Optional[asyncio.AbstractEventLoop] = None
+_thread: Optional[threading.Thread] = None
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The background loop, started on first use."""
+    global _loop, _thread
+    with _lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="blipmq-sync", daemon=True
+            )
+            thread.start()
+            _loop, _thread = loop, thread
+        return _loop
+
+
+def _run(function: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Call ``function(*args)`` on the background loop and wait for it."""
+
+    async def call() -> T:
+        return await function(*args)
+
+    future: Future[T] = asyncio.run_coroutine_threadsafe(call(), _event_loop())
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # e.g. KeyboardInterrupt while waiting
+        raise
+
+
+def _stop() -> None:
+    """Stop the background loop (at interpreter exit)."""
+    global _loop, _thread
+    with _lock:
+        loop, thread = _loop, _thread
+        _loop = _thread = None
+    if loop is not None and thread is not None:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=1.0)
+
+
+def _forget_after_fork() -> None:
+    # The loop's thread exists only in the parent; the child starts its own.
+    global _loop, _thread, _lock
+    _loop = _thread = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def connect_sync(
+    addr: str = "127.0.0.1:7878",
+    *,
+    api_key: Optional[str] = None,
+    name: Optional[str] = None,
+    connect_timeout: Optional[float] = None,
+    request_timeout: Optional[float] = None,
+    reconnect: bool = True,
+    subscription_capacity: Optional[int] = None,
+) -> SyncClient:
+    """Connect, blocking; the arguments and errors are those of
+    :func:`blipmq.connect`. ``with blipmq.connect_sync(...) as client:``
+    closes on exit."""
+
+    async def connect() -> _client.Client:
+        return await _client.connect(
+            addr,
+            api_key=api_key,
+            name=name,
+            connect_timeout=connect_timeout,
+            request_timeout=request_timeout,
+            reconnect=reconnect,
+            subscription_capacity=subscription_capacity,
+        )
+
+    return SyncClient(_run(connect))
+
+
+class SyncClient:
+    """The blocking twin of :class:`blipmq.Client`, from :func:`connect_sync`."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: _client.Client) -> None:
+        self._client = client
+
+    @property
+    def max_message_size(self) -> int:
+        """The largest payload the broker accepts, in bytes."""
+        return self._client.max_message_size
+
+    def publish(
+        self,
+        topic: str,
+        payload: Union[bytes, bytearray],
+        ttl_ms: int = 0,
+        qos: int = 0,
+        headers: Optional[Headers] = None,
+    ) -> Optional[int]:
+        """Publish; see :meth:`blipmq.Client.publish`."""
+        return _run(self._client.publish, topic, payload, ttl_ms, qos, headers)
+
+    def subscribe(
+        self,
+        pattern: str,
+        qos: int = 0,
+        durable: Optional[str] = None,
+        group: Optional[str] = None,
+    ) -> SyncSubscription:
+        """Subscribe; see :meth:`blipmq.Client.subscribe`."""
+        return SyncSubscription(
+            _run(self._client.subscribe, pattern, qos, durable, group)
+        )
+
+    def flush(self) -> None:
+        """Wait until the broker has handled everything sent before."""
+        _run(self._client.flush)
+
+    def close(self) -> None:
+        """Send what is queued and close; see :meth:`blipmq.Client.close`."""
+        _run(self._client.close)
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+
+class SyncSubscription:
+    """The blocking twin of :class:`blipmq.Subscription`: a plain iterator of
+    :class:`SyncMessage` that ends when the subscription ends; ``with``
+    unsubscribes on exit."""
+
+    __slots__ = ("_subscription",)
+
+    def __init__(self, subscription: _client.Subscription) -> None:
+        self._subscription = subscription
+
+    @property
+    def pattern(self) -> str:
+        """The topic or pattern subscribed to."""
+        return self._subscription.pattern
+
+    def next(self, timeout: Optional[float] = None) -> SyncMessage:
+        """The next message; see :meth:`blipmq.Subscription.next`."""
+        return SyncMessage(_run(self._subscription.next, timeout))
+
+    def next_batch(
+        self, max_messages: int, timeout: Optional[float] = None
+    ) -> List[SyncMessage]:
+        """Up to ``max_messages``; see :meth:`blipmq.Subscription.next_batch`."""
+        batch = _run(self._subscription.next_batch, max_messages, timeout)
+        return [SyncMessage(message) for message in batch]
+
+    def unsubscribe(self) -> None:
+        """Stop the subscription; see :meth:`blipmq.Subscription.unsubscribe`."""
+        _run(self._subscription.unsubscribe)
+
+    def __iter__(self) -> Iterator[SyncMessage]:
+        return self
+
+    def __next__(self) -> SyncMessage:
+        try:
+            return self.next()
+        except ClientClosed:
+            raise StopIteration from None
+
+    def __enter__(self) -> SyncSubscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        try:
+            self.unsubscribe()
+        except ClientClosed:
+            pass  # the client closed first: nothing left to undo
+
+
+class SyncMessage:
+    """A received message, as :class:`blipmq.Message`, with a blocking
+    :meth:`ack`."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: Message) -> None:
+        self._message = message
+
+    @property
+    def topic(self) -> str:
+        """The topic the message was published to."""
+        return self._message.topic
+
+    @property
+    def payload(self) -> bytes:
+        """The payload, byte for byte as published."""
+        return self._message.payload
+
+    @property
+    def headers(self) -> List[Tuple[str, bytes]]:
+        """The headers as ``(key, value)`` pairs, in order."""
+        return self._message.headers
+
+    @property
+    def id(self) -> int:
+        """The broker-assigned message id."""
+        return self._message.id
+
+    @property
+    def timestamp_ms(self) -> int:
+        """When the broker accepted the message, in ms since the Unix epoch."""
+        return self._message.timestamp_ms
+
+    @property
+    def delivery_count(self) -> int:
+        """1 on first delivery, higher when the broker redelivers."""
+        return self._message.delivery_count
+
+    def ack(self) -> None:
+        """Acknowledge the message (a no-op for QoS 0 deliveries)."""
+        _run(self._message.ack)
+
+    def __repr__(self) -> str:
+        return repr(self._message)

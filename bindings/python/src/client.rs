@@ -1,0 +1,157 @@
+//! `connect` and `Client`: short adapters over `blipmq::Client`.
+
+use blipmq::{Headers, PublishOptions, Qos, ReconnectPolicy, SubscribeOptions};
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyDict, PyString};
+
+use crate::error::{invalid_argument, to_py};
+use crate::runtime::{awaitable, Nothing};
+use crate::subscription::{duration, Subscription};
+
+/// Connect to a broker; resolves to a `Client`. Timeouts are in seconds.
+#[pyfunction]
+#[pyo3(signature = (addr, api_key=None, name=None, connect_timeout=None, request_timeout=None, reconnect=true, subscription_capacity=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn connect<'py>(
+    py: Python<'py>,
+    addr: String,
+    api_key: Option<String>,
+    name: Option<String>,
+    connect_timeout: Option<f64>,
+    request_timeout: Option<f64>,
+    reconnect: bool,
+    subscription_capacity: Option<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut builder = blipmq::Client::builder();
+    if let Some(key) = api_key {
+        builder = builder.api_key(key);
+    }
+    if let Some(name) = name {
+        builder = builder.name(name);
+    }
+    if let Some(timeout) = duration(connect_timeout)? {
+        builder = builder.connect_timeout(timeout);
+    }
+    if let Some(timeout) = duration(request_timeout)? {
+        builder = builder.request_timeout(timeout);
+    }
+    if !reconnect {
+        builder = builder.reconnect(ReconnectPolicy::disabled());
+    }
+    if let Some(capacity) = subscription_capacity {
+        builder = builder.subscription_capacity(capacity);
+    }
+    awaitable(py, async move {
+        let client = builder.connect(addr).await.map_err(to_py)?;
+        Ok(Client(client))
+    })
+}
+
+/// A connection to a broker (see `blipmq.Client` for the public API).
+#[pyclass(module = "blipmq._native", frozen)]
+pub struct Client(blipmq::Client);
+
+#[pymethods]
+impl Client {
+    /// The largest payload the broker accepts.
+    #[getter]
+    fn max_message_size(&self) -> usize {
+        self.0.max_message_size()
+    }
+
+    /// Publish; resolves to `None` at QoS 0 and to the message id at QoS 1.
+    #[pyo3(signature = (topic, payload, ttl_ms=0, qos=0, headers=None))]
+    fn publish<'py>(
+        &self,
+        py: Python<'py>,
+        topic: String,
+        payload: PyBackedBytes,
+        ttl_ms: u32,
+        qos: u8,
+        headers: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let options = PublishOptions {
+            ttl_ms,
+            qos: qos_from(qos)?,
+            headers: headers.map(headers_from).transpose()?.unwrap_or_default(),
+        };
+        let client = self.0.clone();
+        awaitable(py, async move {
+            let payload = Bytes::from_owner(payload);
+            client
+                .publish_with(&topic, payload, options)
+                .await
+                .map_err(to_py)
+        })
+    }
+
+    /// Subscribe to a topic or pattern; resolves once the broker confirms.
+    #[pyo3(signature = (pattern, qos=0, durable=None, group=None))]
+    fn subscribe<'py>(
+        &self,
+        py: Python<'py>,
+        pattern: String,
+        qos: u8,
+        durable: Option<String>,
+        group: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let options = SubscribeOptions {
+            qos: qos_from(qos)?,
+            durable,
+            group,
+        };
+        let client = self.0.clone();
+        awaitable(py, async move {
+            let subscription = client
+                .subscribe_with(&pattern, options)
+                .await
+                .map_err(to_py)?;
+            Ok(Subscription::new(subscription))
+        })
+    }
+
+    /// Resolves once the broker has handled everything sent before.
+    fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.0.clone();
+        awaitable(py, async move {
+            client.flush().await.map_err(to_py)?;
+            Ok(Nothing)
+        })
+    }
+
+    /// Send what is queued, then close; subscriptions end.
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.0.clone();
+        awaitable(py, async move {
+            client.close().await;
+            Ok(Nothing)
+        })
+    }
+}
+
+fn qos_from(qos: u8) -> PyResult<Qos> {
+    Qos::from_wire(qos).ok_or_else(|| invalid_argument(&format!("qos must be 0 or 1, not {qos}")))
+}
+
+/// Headers from a mapping or an iterable of `(key, value)` pairs; values
+/// are `bytes` or `str` (sent as UTF-8).
+fn headers_from(value: &Bound<'_, PyAny>) -> PyResult<Headers> {
+    let pairs = match value.cast::<PyDict>() {
+        Ok(dict) => dict.items().into_any(),
+        Err(_) if value.hasattr("items")? => value.call_method0("items")?,
+        Err(_) => value.clone(),
+    };
+    pairs
+        .try_iter()?
+        .map(|pair| {
+            let (key, value): (String, Bound<'_, PyAny>) = pair?.extract()?;
+            let value = match value.cast::<PyString>() {
+                Ok(text) => Bytes::copy_from_slice(text.to_cow()?.as_bytes()),
+                Err(_) => Bytes::from_owner(value.extract::<PyBackedBytes>()?),
+            };
+            Ok((key, value))
+        })
+        .collect()
+}

@@ -1,0 +1,246 @@
+"""The asyncio API against a live broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import blipmq
+
+
+async def test_round_trip_has_every_field(addr: str) -> None:
+    async with await blipmq.connect(addr, name="py-test") as client:
+        sub = await client.subscribe("orders.*")
+        before = int(time.time() * 1000)
+        assert await client.publish("orders.created", b"order #1") is None
+        message = await sub.next(timeout=5)
+        assert isinstance(message, blipmq.Message)
+        assert message.topic == "orders.created"
+        assert message.payload == b"order #1"
+        assert message.headers == []
+        assert isinstance(message.id, int) and message.id > 0
+        assert before - 1000 <= message.timestamp_ms <= int(time.time() * 1000) + 1000
+        assert message.delivery_count == 1
+        assert await message.ack() is None
+        assert "orders.created" in repr(message)
+        assert sub.pattern == "orders.*"
+
+
+async def test_payloads_are_byte_exact(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        sub = await client.subscribe("bin")
+        payloads = [b"", b"\x00\xff" * 100, bytes(range(256)), b"x" * 100_000]
+        for payload in payloads:
+            await client.publish("bin", payload)
+        await client.publish("bin", bytearray(b"from a bytearray"))
+        received = [(await sub.next(timeout=5)).payload for _ in range(len(payloads) + 1)]
+        assert received == payloads + [b"from a bytearray"]
+
+
+async def test_headers_round_trip_in_order(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        sub = await client.subscribe("h")
+        await client.publish("h", b"1", headers={"content-type": "text/plain", "bin": b"\x00\x01"})
+        await client.publish("h", b"2", headers=[("a", b"1"), ("b", "2"), ("a", b"3")])
+        await client.publish("h", b"3", headers=(("k", "ü"),))
+        first, second, third = [await sub.next(timeout=5) for _ in range(3)]
+        assert first.headers == [("content-type", b"text/plain"), ("bin", b"\x00\x01")]
+        assert second.headers == [("a", b"1"), ("b", b"2"), ("a", b"3")]
+        assert third.headers == [("k", "ü".encode())]
+
+
+async def test_bad_header_types_are_type_errors(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        with pytest.raises(TypeError):
+            await client.publish("h", b"", headers=[("k", 1)])
+        with pytest.raises(ValueError):
+            await client.publish("h", b"", headers=[("k",)])
+
+
+async def test_wildcards(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        one = await client.subscribe("a.*.c")
+        rest = await client.subscribe("a.>")
+        for topic in ["a.b.c", "a.b.d", "a.x.c.d"]:
+            await client.publish(topic, topic.encode())
+        assert (await one.next(timeout=5)).topic == "a.b.c"
+        assert [(await rest.next(timeout=5)).topic for _ in range(3)] == ["a.b.c", "a.b.d", "a.x.c.d"]
+        assert await one.next_batch(10, timeout=0.2) == []
+
+
+async def test_async_for_ends_when_the_client_closes(addr: str) -> None:
+    client = await blipmq.connect(addr)
+    sub = await client.subscribe("t")
+    for i in range(3):
+        await client.publish("t", b"%d" % i)
+    await client.flush()
+    received = []
+    async for message in sub:
+        received.append(message.payload)
+        if len(received) == 3:
+            await client.close()
+    assert received == [b"0", b"1", b"2"]
+
+
+async def test_next_times_out_with_code_601(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        sub = await client.subscribe("quiet")
+        started = time.monotonic()
+        with pytest.raises(blipmq.TimeoutError) as caught:
+            await sub.next(timeout=0.2)
+        assert 0.15 <= time.monotonic() - started < 2
+        assert (caught.value.code, caught.value.name) == (601, "Timeout")
+        assert isinstance(caught.value, TimeoutError)  # the builtin, too
+        with pytest.raises(blipmq.InvalidArgument):
+            await sub.next(timeout=-1)
+
+
+async def test_cancelling_a_pending_next_loses_nothing(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        sub = await client.subscribe("c")
+        pending = asyncio.ensure_future(sub.next())
+        await asyncio.sleep(0.05)
+        assert not pending.done()
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        await client.publish("c", b"after cancel")
+        assert (await sub.next(timeout=5)).payload == b"after cancel"
+        # asyncio.wait_for cancels on timeout the same way.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(sub.next(), 0.05)
+        await client.publish("c", b"after wait_for")
+        assert (await sub.next(timeout=5)).payload == b"after wait_for"
+
+
+async def test_next_batch(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        sub = await client.subscribe("b")
+        assert await sub.next_batch(10, timeout=0.05) == []
+        for i in range(100):
+            await client.publish("b", b"%d" % i)
+        await client.flush()
+        received = []
+        while len(received) < 100:
+            batch = await sub.next_batch(64, timeout=5)
+            assert 1 <= len(batch) <= 64
+            received += [m.payload for m in batch]
+        assert received == [b"%d" % i for i in range(100)]
+
+
+async def test_unsubscribe_ends_a_pending_next(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        sub = await client.subscribe("u")
+        pending = asyncio.ensure_future(sub.next())
+        await asyncio.sleep(0.05)
+        await sub.unsubscribe()
+        with pytest.raises(blipmq.ClientClosed) as caught:
+            await pending
+        assert caught.value.code == 603
+        await sub.unsubscribe()  # again: nothing to do
+        with pytest.raises(blipmq.ClientClosed):
+            await sub.next_batch(10)
+        assert [m async for m in sub] == []
+
+
+async def test_subscription_context_manager_unsubscribes(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        other = await client.subscribe("cm")
+        async with await client.subscribe("cm") as sub:
+            await client.publish("cm", b"1")
+            assert (await sub.next(timeout=5)).payload == b"1"
+        await client.publish("cm", b"2")
+        assert (await other.next(timeout=5)).payload == b"1"
+        assert (await other.next(timeout=5)).payload == b"2"
+        with pytest.raises(blipmq.ClientClosed):
+            await sub.next(timeout=1)
+    # Exiting a subscription's block after its client closed is fine.
+    client = await blipmq.connect(addr)
+    async with await client.subscribe("cm"):
+        await client.close()
+
+
+async def test_client_context_manager_closes(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        sub = await client.subscribe("x")
+        assert client.max_message_size > 0
+    for call in (
+        lambda: client.publish("x", b""),
+        lambda: client.subscribe("x"),
+        lambda: client.flush(),
+    ):
+        with pytest.raises(blipmq.ClientClosed) as caught:
+            await call()
+        assert caught.value.code == 603
+    with pytest.raises(blipmq.ClientClosed):
+        await sub.next(timeout=1)
+    await client.close()  # twice is harmless
+
+
+async def test_ttl_is_accepted(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        sub = await client.subscribe("ttl")
+        await client.publish("ttl", b"fresh", ttl_ms=60_000)
+        assert (await sub.next(timeout=5)).payload == b"fresh"
+
+
+async def test_many_publishers_and_subscribers_in_parallel(addr: str) -> None:
+    publishers, subscribers, count = 8, 8, 250
+    async with await blipmq.connect(addr) as client:
+        subs = [await client.subscribe("load.>") for _ in range(subscribers)]
+
+        async def publish(p: int) -> None:
+            for i in range(count):
+                await client.publish(f"load.{p}", b"%d" % i)
+
+        async def consume(sub: blipmq.Subscription) -> dict:
+            seen: dict = {}
+            for _ in range(publishers * count):
+                message = await sub.next(timeout=10)
+                seen.setdefault(message.topic, []).append(int(message.payload))
+            return seen
+
+        consumers = [asyncio.ensure_future(consume(s)) for s in subs]
+        await asyncio.gather(*(publish(p) for p in range(publishers)))
+        for seen in await asyncio.gather(*consumers):
+            # Every message arrives, in order per publisher.
+            assert seen == {f"load.{p}": list(range(count)) for p in range(publishers)}
+
+
+async def test_many_clients_in_parallel(addr: str) -> None:
+    clients = await asyncio.gather(*(blipmq.connect(addr) for _ in range(20)))
+    subs = await asyncio.gather(*(c.subscribe(f"c.{i}") for i, c in enumerate(clients)))
+    await asyncio.gather(*(c.publish(f"c.{i}", b"%d" % i) for i, c in enumerate(clients)))
+    messages = await asyncio.gather(*(s.next(timeout=5) for s in subs))
+    assert [m.payload for m in messages] == [b"%d" % i for i in range(20)]
+    await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_reconnects_after_a_broker_restart(broker) -> None:  # type: ignore[no-untyped-def]
+    async with await blipmq.connect(broker.addr) as client:
+        sub = await client.subscribe("r")
+        await client.publish("r", b"before")
+        assert (await sub.next(timeout=5)).payload == b"before"
+        broker.restart()
+        # The client reconnects and subscribes again by itself; publish
+        # until a message makes it through.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                await client.publish("r", b"after")
+                message = await sub.next(timeout=0.2)
+                break
+            except (blipmq.TimeoutError, blipmq.ConnectionClosed):
+                assert time.monotonic() < deadline, "no message after the restart"
+        assert message.payload == b"after"
+
+
+async def test_without_reconnect_a_lost_broker_closes_the_client(broker) -> None:  # type: ignore[no-untyped-def]
+    client = await blipmq.connect(broker.addr, reconnect=False)
+    sub = await client.subscribe("r")
+    broker.stop()
+    with pytest.raises(blipmq.ClientClosed):
+        await sub.next(timeout=10)
+    await client.close()

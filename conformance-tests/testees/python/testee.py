@@ -1,0 +1,268 @@
+"""The conformance testee for the Python SDK (`blipmq`, bindings/python).
+
+Speaks the testee contract of conformance-tests/README.md: one JSON request
+per line on stdin, one reply per request on stdout, in order; logs on
+stderr. Requests are handled one at a time with the SDK's asyncio API. At
+the end of stdin every client is closed and the process exits 0.
+
+Run it with an interpreter that has the `blipmq` wheel installed, e.g. the
+virtualenv scripts/test-python.sh leaves at target/python-venv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import blipmq
+
+INVALID_ARGUMENT = 301
+CLIENT_CLOSED = 603
+
+
+class Failure(Exception):
+    """An `err` reply: a wire code and a message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> Failure:
+    return Failure(INVALID_ARGUMENT, message)
+
+
+class Args:
+    """A request's `args`; a missing or mistyped argument answers 301."""
+
+    def __init__(self, args: Dict[str, Any]) -> None:
+        self.args = args
+
+    def opt(self, name: str, kind: type) -> Any:
+        value = self.args.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise invalid(f"`{name}` must be a {kind.__name__}")
+        if isinstance(value, int) and value < 0:
+            raise invalid(f"`{name}` must be a non-negative integer")
+        return value
+
+    def req(self, name: str, kind: type) -> Any:
+        value = self.opt(name, kind)
+        if value is None:
+            raise invalid(f"missing `{name}`")
+        return value
+
+    def data(self, name: str) -> bytes:
+        return decode(self.req(name, str), name)
+
+    def headers(self) -> List[Tuple[str, bytes]]:
+        entries = self.args.get("headers") or []
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("key"), str) and isinstance(e.get("value"), str)
+            for e in entries
+        ):
+            raise invalid("`headers` must be a list of {key, value}")
+        return [(e["key"], decode(e["value"], "header value")) for e in entries]
+
+
+def decode(text: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as e:
+        raise invalid(f"`{name}` is not base64: {e}") from None
+
+
+def encode(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class Actor:
+    def __init__(self, client: blipmq.Client) -> None:
+        self.client = client
+        self.subscriptions: Dict[str, blipmq.Subscription] = {}
+
+    def subscription(self, name: str) -> blipmq.Subscription:
+        try:
+            return self.subscriptions[name]
+        except KeyError:
+            raise invalid(f"no subscription `{name}`") from None
+
+
+class Testee:
+    def __init__(self) -> None:
+        self.actors: Dict[str, Actor] = {}
+
+    async def handle(self, request: Dict[str, Any]) -> Dict[str, Any]:
+        op = request.get("op")
+        if op in ("send_raw", "read_frame"):
+            return {"skipped": f"`{op}` needs raw protocol access, which the Python SDK does not expose"}
+        handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+        if handler is None:
+            return {"skipped": f"unknown op `{op}`"}
+        args = request.get("args") or {}
+        if not isinstance(args, dict):
+            raise invalid("`args` must be an object")
+        if op == "hello":
+            return {"ok": await handler(Args(args))}
+        name = request.get("actor")
+        if not isinstance(name, str):
+            raise invalid(f"`{op}` needs an `actor`")
+        return {"ok": await handler(name, Args(args))}
+
+    async def close_all(self) -> None:
+        for actor in self.actors.values():
+            await actor.client.close()
+        self.actors.clear()
+
+    def actor(self, name: str) -> Actor:
+        try:
+            return self.actors[name]
+        except KeyError:
+            raise Failure(CLIENT_CLOSED, f"actor `{name}` has no client") from None
+
+    async def op_hello(self, args: Args) -> Dict[str, Any]:
+        return {"sdk": "python", "version": blipmq.__version__, "capabilities": ["pubsub", "headers"]}
+
+    async def op_connect(self, name: str, args: Args) -> Dict[str, Any]:
+        addr = args.req("addr", str)
+        api_key = args.opt("api_key", str)
+        client_name = args.opt("name", str)
+        capacity = args.opt("subscription_capacity", int)
+        previous = self.actors.pop(name, None)
+        if previous is not None:
+            await previous.client.close()
+        client = await blipmq.connect(
+            addr, api_key=api_key, name=client_name, reconnect=False, subscription_capacity=capacity
+        )
+        self.actors[name] = Actor(client)
+        return {}
+
+    async def op_close(self, name: str, args: Args) -> Dict[str, Any]:
+        actor = self.actor(name)
+        del self.actors[name]
+        await actor.client.close()
+        return {}
+
+    async def op_publish(self, name: str, args: Args) -> Dict[str, Any]:
+        actor = self.actor(name)
+        message_id = await actor.client.publish(
+            args.req("topic", str),
+            args.data("payload"),
+            ttl_ms=args.opt("ttl_ms", int) or 0,
+            qos=args.opt("qos", int) or 0,
+            headers=args.headers(),
+        )
+        return {} if message_id is None else {"message_id": str(message_id)}
+
+    async def op_subscribe(self, name: str, args: Args) -> Dict[str, Any]:
+        actor = self.actor(name)
+        sub = args.req("sub", str)
+        subscription = await actor.client.subscribe(
+            args.req("pattern", str),
+            qos=args.opt("qos", int) or 0,
+            durable=args.opt("durable", str),
+            group=args.opt("group", str),
+        )
+        # A name used again names the new subscription; the old one is
+        # dropped, which unsubscribes it.
+        actor.subscriptions[sub] = subscription
+        return {}
+
+    async def op_unsubscribe(self, name: str, args: Args) -> Dict[str, Any]:
+        actor = self.actor(name)
+        sub = args.req("sub", str)
+        subscription = actor.subscription(sub)
+        del actor.subscriptions[sub]
+        await subscription.unsubscribe()
+        return {}
+
+    async def op_flush(self, name: str, args: Args) -> Dict[str, Any]:
+        await self.actor(name).client.flush()
+        return {}
+
+    async def op_receive(self, name: str, args: Args) -> Dict[str, Any]:
+        """Up to `count` messages within `timeout_ms` in all; what is already
+        buffered is returned even once the time is up."""
+        actor = self.actor(name)
+        subscription = actor.subscription(args.req("sub", str))
+        count = args.req("count", int)
+        deadline = time.monotonic() + args.req("timeout_ms", int) / 1000
+        messages: List[Dict[str, Any]] = []
+        while len(messages) < count:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            try:
+                batch = await subscription.next_batch(count - len(messages), timeout=remaining)
+            except blipmq.ClientClosed:
+                break  # the subscription ended and its buffer is drained
+            for message in batch:
+                # The contract has no ack: a received message counts as
+                # consumed (a no-op at QoS 0).
+                await message.ack()
+                messages.append(
+                    {
+                        "topic": message.topic,
+                        "payload": encode(message.payload),
+                        "id": str(message.id),
+                        "timestamp_ms": str(message.timestamp_ms),
+                        "delivery_count": message.delivery_count,
+                        "headers": [{"key": k, "value": encode(v)} for k, v in message.headers],
+                    }
+                )
+            if not batch or remaining == 0.0:
+                break
+        return {"messages": messages}
+
+
+def log(*parts: Any) -> None:
+    print("blipmq-testee-python:", *parts, file=sys.stderr, flush=True)
+
+
+async def serve(testee: Testee) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.buffer.readline)
+        if not line:
+            return
+        if not line.strip():
+            continue
+        request_id: Optional[Any] = None
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise invalid("a request is a JSON object")
+            request_id = request.get("id")
+            if not isinstance(request_id, str):
+                raise invalid("`id` must be a string")
+            reply = await testee.handle(request)
+        except blipmq.BlipMQError as e:
+            reply = {"err": {"code": e.code, "message": e.message}}
+        except Failure as e:
+            reply = {"err": {"code": e.code, "message": e.message}}
+        except json.JSONDecodeError as e:
+            reply = {"err": {"code": INVALID_ARGUMENT, "message": f"not JSON: {e}"}}
+        except (TypeError, ValueError, OverflowError) as e:  # an argument the SDK refused
+            reply = {"err": {"code": INVALID_ARGUMENT, "message": str(e)}}
+        if "err" in reply:
+            log(request_id, reply["err"]["code"], reply["err"]["message"])
+        sys.stdout.write(json.dumps({"id": request_id, **reply}) + "\n")
+        sys.stdout.flush()
+
+
+async def main() -> None:
+    testee = Testee()
+    try:
+        await serve(testee)
+    finally:
+        await testee.close_all()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
