@@ -1,0 +1,222 @@
+//! Connect, publish, subscribe, flush, close: one adapter per client crate
+//! call.
+
+use std::future::Future;
+use std::time::Duration;
+
+use blipmq::transport::BoxFuture;
+use blipmq::{Client, Qos, ReconnectPolicy};
+use bytes::Bytes;
+use napi::bindgen_prelude::{BigInt, BufferSlice, PromiseRaw, ToNapiValue};
+use napi::Env;
+use napi_derive::napi;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{invalid_argument, to_napi};
+use crate::message::Header;
+use crate::subscription::NativeSubscription;
+
+#[napi(object)]
+pub struct ConnectOptions {
+    pub api_key: Option<String>,
+    pub name: Option<String>,
+    /// Reconnect with backoff after a lost connection (default true).
+    pub reconnect: Option<bool>,
+    pub connect_timeout_ms: Option<u32>,
+    pub request_timeout_ms: Option<u32>,
+    /// Messages buffered per subscription before the client stops reading.
+    pub subscription_capacity: Option<u32>,
+}
+
+#[napi(object)]
+pub struct PublishOptions {
+    pub ttl_ms: Option<u32>,
+    pub qos: Option<u8>,
+    pub headers: Option<Vec<Header>>,
+}
+
+#[napi(object)]
+pub struct SubscribeOptions {
+    pub qos: Option<u8>,
+    pub durable: Option<String>,
+    pub group: Option<String>,
+}
+
+/// Connect to a broker; resolves once the handshake is done.
+#[napi]
+pub async fn connect(addr: String, options: Option<ConnectOptions>) -> napi::Result<NativeClient> {
+    let mut builder = Client::builder();
+    if let Some(o) = options {
+        if let Some(key) = o.api_key {
+            builder = builder.api_key(key);
+        }
+        if let Some(name) = o.name {
+            builder = builder.name(name);
+        }
+        if o.reconnect == Some(false) {
+            builder = builder.reconnect(ReconnectPolicy::disabled());
+        }
+        if let Some(ms) = o.connect_timeout_ms {
+            builder = builder.connect_timeout(Duration::from_millis(ms.into()));
+        }
+        if let Some(ms) = o.request_timeout_ms {
+            builder = builder.request_timeout(Duration::from_millis(ms.into()));
+        }
+        if let Some(capacity) = o.subscription_capacity {
+            builder = builder.subscription_capacity(capacity as usize);
+        }
+    }
+    let client = builder.connect(addr).await.map_err(to_napi)?;
+    let (jobs, queue) = mpsc::unbounded_channel();
+    tokio::spawn(run_in_order(client.clone(), queue));
+    Ok(NativeClient { client, jobs })
+}
+
+/// Wraps `blipmq::Client`; dropping it (when JavaScript collects it)
+/// closes the connection.
+#[napi]
+pub struct NativeClient {
+    client: Client,
+    /// Publish, flush and close, in call order; see `run_in_order`.
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+type Job = Box<dyn FnOnce(Client) -> BoxFuture<'static, ()> + Send>;
+
+/// JavaScript calls `publish` many times without awaiting and expects the
+/// messages to go out in call order, and `flush` or `close` to come after
+/// them. Each call's future would run as its own task, reaching the client's
+/// queue in any order, so these calls are queued here, on the JavaScript
+/// thread, and carried out one by one. (A QoS 1 publish therefore waits for
+/// its confirm before the next one starts.) Ends when the `NativeClient` is
+/// dropped.
+async fn run_in_order(client: Client, mut queue: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = queue.recv().await {
+        job(client.clone()).await;
+    }
+}
+
+impl NativeClient {
+    /// Queue `work` behind the calls before it; a Promise of its result.
+    fn in_order<'env, T, F, Fut>(
+        &self,
+        env: &'env Env,
+        work: F,
+    ) -> napi::Result<PromiseRaw<'env, T>>
+    where
+        T: ToNapiValue + Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = napi::Result<T>> + Send + 'static,
+    {
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move |client| {
+            Box::pin(async move {
+                let _ = done.send(work(client).await);
+            })
+        });
+        self.jobs.send(job).map_err(|_| stopped())?;
+        env.spawn_future(async move { result.await.map_err(|_| stopped())? })
+    }
+}
+
+fn stopped() -> napi::Error {
+    napi::Error::from_reason("the client's call queue has stopped")
+}
+
+#[napi]
+impl NativeClient {
+    /// Resolves with the broker's message id at QoS 1, `null` at QoS 0
+    /// (once queued). The payload and header values are copied here, on the
+    /// JavaScript thread, so the caller may reuse its buffers at once.
+    #[napi(catch_unwind, ts_return_type = "Promise<bigint | null>")]
+    pub fn publish<'env>(
+        &self,
+        env: &'env Env,
+        topic: String,
+        payload: BufferSlice,
+        options: Option<PublishOptions>,
+    ) -> napi::Result<PromiseRaw<'env, Option<BigInt>>> {
+        let options = match options {
+            None => blipmq::PublishOptions::default(),
+            Some(o) => blipmq::PublishOptions {
+                ttl_ms: o.ttl_ms.unwrap_or(0),
+                qos: qos(o.qos)?,
+                headers: o
+                    .headers
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|h| (h.key, Bytes::copy_from_slice(&h.value)))
+                    .collect(),
+            },
+        };
+        let payload = Bytes::copy_from_slice(&payload);
+        self.in_order(env, move |client| async move {
+            let id = client
+                .publish_with(&topic, payload, options)
+                .await
+                .map_err(to_napi)?;
+            Ok(id.map(BigInt::from))
+        })
+    }
+
+    /// Resolves once the broker has confirmed the subscription.
+    #[napi]
+    pub async fn subscribe(
+        &self,
+        pattern: String,
+        options: Option<SubscribeOptions>,
+    ) -> napi::Result<NativeSubscription> {
+        let options = match options {
+            None => blipmq::SubscribeOptions::default(),
+            Some(o) => blipmq::SubscribeOptions {
+                qos: qos(o.qos)?,
+                durable: o.durable,
+                group: o.group,
+            },
+        };
+        let subscription = self
+            .client
+            .subscribe_with(&pattern, options)
+            .await
+            .map_err(to_napi)?;
+        Ok(NativeSubscription::new(subscription))
+    }
+
+    /// Resolves once the broker has handled everything sent before.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn flush<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        self.in_order(env, |client| async move {
+            client.flush().await.map_err(to_napi)
+        })
+    }
+
+    /// Send what is queued and close; subscriptions end.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn close<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        self.in_order(env, |client| async move {
+            client.close().await;
+            Ok(())
+        })
+    }
+
+    /// `connected`, `reconnecting` or `closed`.
+    #[napi(getter)]
+    pub fn status(&self) -> String {
+        format!("{:?}", self.client.status()).to_lowercase()
+    }
+
+    /// The largest payload the broker accepts.
+    #[napi(getter)]
+    pub fn max_message_size(&self) -> u32 {
+        u32::try_from(self.client.max_message_size()).unwrap_or(u32::MAX)
+    }
+}
+
+fn qos(value: Option<u8>) -> napi::Result<Qos> {
+    match value {
+        None => Ok(Qos::default()),
+        Some(v) => {
+            Qos::from_wire(v).ok_or_else(|| invalid_argument(format!("qos {v} is not 0 or 1")))
+        }
+    }
+}

@@ -1,0 +1,56 @@
+// Starts the real `blipmq` binary for a test: on 127.0.0.1:0 (or a given
+// port, to restart on the same address), reading the address from its
+// readiness line `blipmq ready clients=ADDR metrics=ADDR`.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+
+export const BROKER_BIN = process.env.BLIPMQ_BIN ?? 'blipmq'
+
+/** A running broker: `addr`, `port`, `stop()`, `restart()`. */
+export async function startBroker({ env = {}, port = 0 } = {}) {
+  const broker = { addr: '', port: 0, process: null }
+  const launch = async (bindPort) => {
+    const child = spawn(BROKER_BIN, [], {
+      env: {
+        ...process.env,
+        BLIPMQ_SERVER_BIND_ADDR: `127.0.0.1:${bindPort}`,
+        BLIPMQ_METRICS_BIND_ADDR: '127.0.0.1:0',
+        RUST_LOG: process.env.RUST_LOG ?? 'warn',
+        ...env,
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    const ready = await new Promise((resolve, reject) => {
+      let seen = ''
+      const timer = setTimeout(() => reject(new Error(`no readiness line from ${BROKER_BIN}`)), 10_000)
+      child.once('error', reject)
+      child.once('exit', (code) => reject(new Error(`${BROKER_BIN} exited with ${code} before it was ready`)))
+      child.stdout.on('data', (chunk) => {
+        seen += chunk
+        const match = /^blipmq ready clients=(\S+) metrics=(\S+)$/m.exec(seen)
+        if (match) {
+          clearTimeout(timer)
+          resolve(match[1])
+        }
+      })
+    })
+    broker.process = child
+    broker.addr = ready
+    broker.port = Number(ready.split(':').pop())
+  }
+  broker.stop = async () => {
+    const child = broker.process
+    if (child === null || child.exitCode !== null) return
+    const exited = once(child, 'exit')
+    child.kill('SIGTERM')
+    await exited
+    broker.process = null
+  }
+  // Stop and start again on the same port (clients see a restart).
+  broker.restart = async () => {
+    await broker.stop()
+    await launch(broker.port)
+  }
+  await launch(port)
+  return broker
+}

@@ -1,0 +1,55 @@
+// A consumer of the package's types, checked with `tsc --strict` by
+// scripts/test-node.sh (never run): it must compile against the installed
+// package exactly as a user's code would.
+import {
+  BlipMQError,
+  Headers,
+  InvalidTopicError,
+  connect,
+  type Client,
+  type Message,
+  type PublishOptions,
+  type Subscription,
+} from 'blipmq'
+import blipmq from 'blipmq'
+
+export async function example(addr: string): Promise<void> {
+  const client: Client = await connect(addr, { apiKey: 'key', name: 'typed' })
+  const options: PublishOptions = { ttlMs: 1000, qos: 0, headers: [['a', 'b'], ['a', Buffer.from('c')]] }
+  const none: bigint | undefined = await client.publish('orders.created', new Uint8Array([1, 2]), options)
+  await client.publish('orders.created', 'text', { headers: { k: 'v' }, qos: 1 })
+  await client.publish('orders.created', Buffer.from('x'), { headers: new Headers().append('k', 'v') })
+  void none
+
+  const subscription: Subscription = await client.subscribe('orders.*', { qos: 0, durable: 'd', group: 'g' })
+  const first: Message | null = await subscription.next({ timeoutMs: 100 })
+  if (first !== null) {
+    const topic: string = first.topic
+    const payload: Buffer = first.payload
+    const id: bigint = first.id
+    const at: number = first.timestampMs + first.deliveryCount
+    const header: string | undefined = first.headers.get('k')
+    for (const [key, value] of first.headers) console.log(key, value.length)
+    await first.ack()
+    console.log(topic, payload, id, at, header)
+  }
+  for await (const message of subscription) {
+    console.log(message.payload.toString())
+    break
+  }
+  try {
+    await client.publish('bad topic', 'x')
+  } catch (error) {
+    if (error instanceof InvalidTopicError) {
+      const code: number = error.code
+      console.log(code, error.codeName, error.name, error.cause)
+    } else if (error instanceof BlipMQError) {
+      console.log(error.code)
+    }
+  }
+  await subscription.unsubscribe()
+  await client.flush()
+  const status: 'connected' | 'reconnecting' | 'closed' = client.status
+  console.log(status, client.maxMessageSize, typeof blipmq.connect)
+  await client.close()
+}

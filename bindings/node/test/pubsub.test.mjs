@@ -1,0 +1,228 @@
+// Publishing, subscribing, messages, headers and async iteration against
+// the real broker, through the installed package.
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+
+import { connect, Client, Headers, InvalidArgumentError, Message, Subscription } from 'blipmq'
+import { startBroker } from './broker.mjs'
+
+let broker
+let client
+
+before(async () => {
+  broker = await startBroker()
+  client = await connect(broker.addr, { name: 'node-test' })
+})
+
+after(async () => {
+  await client?.close()
+  await broker?.stop()
+})
+
+describe('connect', () => {
+  test('returns a connected Client that knows the broker limit', async () => {
+    assert.ok(client instanceof Client)
+    assert.equal(client.status, 'connected')
+    assert.equal(client.maxMessageSize, 1048576)
+  })
+
+  test('close ends subscriptions and sets the status', async () => {
+    const other = await connect(broker.addr)
+    const subscription = await other.subscribe('closing.>')
+    await other.close()
+    assert.equal(other.status, 'closed')
+    assert.equal(await subscription.next(), null)
+  })
+})
+
+describe('publish and subscribe', () => {
+  test('a message round trips with its metadata', async () => {
+    const subscription = await client.subscribe('orders.*')
+    assert.ok(subscription instanceof Subscription)
+    assert.equal(subscription.pattern, 'orders.*')
+    const before = Date.now()
+    assert.equal(await client.publish('orders.created', 'order #1'), undefined)
+    const message = await subscription.next({ timeoutMs: 5000 })
+    assert.ok(message instanceof Message)
+    assert.equal(message.topic, 'orders.created')
+    assert.ok(Buffer.isBuffer(message.payload))
+    assert.equal(message.payload.toString(), 'order #1')
+    assert.equal(typeof message.id, 'bigint')
+    assert.ok(message.id > 0n)
+    assert.equal(typeof message.timestampMs, 'number')
+    assert.ok(Math.abs(message.timestampMs - before) < 60_000)
+    assert.equal(message.deliveryCount, 1)
+    assert.equal(message.headers.size, 0)
+    assert.equal(await message.ack(), undefined, 'a QoS 0 ack resolves at once')
+    await subscription.unsubscribe()
+  })
+
+  test('payloads: Buffer, Uint8Array views, strings and binary bytes', async () => {
+    const subscription = await client.subscribe('payloads')
+    const backing = new Uint8Array([9, 9, 1, 2, 3, 9])
+    const binary = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
+    await client.publish('payloads', Buffer.from('buf'))
+    await client.publish('payloads', backing.subarray(2, 5))
+    await client.publish('payloads', 'text é')
+    await client.publish('payloads', binary)
+    await client.publish('payloads', '')
+    const got = []
+    for (let i = 0; i < 5; i++) got.push((await subscription.next({ timeoutMs: 5000 })).payload)
+    assert.deepEqual(got, [Buffer.from('buf'), Buffer.from([1, 2, 3]), Buffer.from('text é'), binary, Buffer.alloc(0)])
+    await subscription.unsubscribe()
+  })
+
+  test('next({ timeoutMs }) resolves null when nothing arrives', async () => {
+    const subscription = await client.subscribe('quiet')
+    const started = Date.now()
+    assert.equal(await subscription.next({ timeoutMs: 100 }), null)
+    assert.ok(Date.now() - started >= 90)
+    await subscription.unsubscribe()
+  })
+
+  test('unsubscribe stops delivery, wakes a waiting next and is idempotent', async () => {
+    const subscription = await client.subscribe('unsub.x')
+    const waiting = subscription.next()
+    await subscription.unsubscribe()
+    assert.equal(await waiting, null)
+    await subscription.unsubscribe()
+    const watcher = await client.subscribe('unsub.x')
+    await client.publish('unsub.x', 'after')
+    assert.equal((await watcher.next({ timeoutMs: 5000 })).payload.toString(), 'after')
+    assert.equal(await subscription.next({ timeoutMs: 50 }), null)
+    await watcher.unsubscribe()
+  })
+
+  test('ttlMs and qos 0 options are accepted', async () => {
+    const subscription = await client.subscribe('opts.>', { qos: 0 })
+    await client.publish('opts.a', 'x', { ttlMs: 60_000, qos: 0 })
+    assert.equal((await subscription.next({ timeoutMs: 5000 })).topic, 'opts.a')
+    await subscription.unsubscribe()
+  })
+
+  test('durable and group reach the broker, which takes them or refuses with 301', async () => {
+    for (const options of [{ durable: 'node-test' }, { group: 'workers' }]) {
+      try {
+        const subscription = await client.subscribe('opts.>', options)
+        await subscription.unsubscribe()
+      } catch (error) {
+        assert.ok(error instanceof InvalidArgumentError, String(error))
+        assert.equal(error.code, 301)
+      }
+    }
+  })
+
+  test('publish, flush and close keep call order', async () => {
+    const other = await connect(broker.addr)
+    const subscription = await client.subscribe('order.x')
+    other.publish('order.x', 'a')
+    other.publish('order.x', 'b')
+    const flushed = other.flush()
+    other.publish('order.x', 'c')
+    const closed = other.close()
+    await flushed
+    await closed
+    const got = []
+    for (let i = 0; i < 3; i++) got.push((await subscription.next({ timeoutMs: 5000 })).payload.toString())
+    assert.deepEqual(got, ['a', 'b', 'c'])
+    await subscription.unsubscribe()
+  })
+})
+
+describe('headers', () => {
+  test('an object round trips', async () => {
+    const subscription = await client.subscribe('h.object')
+    await client.publish('h.object', 'x', { headers: { 'content-type': 'application/json', bin: Buffer.from([0, 255]) } })
+    const { headers } = await subscription.next({ timeoutMs: 5000 })
+    assert.ok(headers instanceof Headers)
+    assert.equal(headers.get('content-type'), 'application/json')
+    assert.deepEqual(headers.getBuffer('bin'), Buffer.from([0, 255]))
+    assert.equal(headers.get('missing'), undefined)
+    await subscription.unsubscribe()
+  })
+
+  test('pairs keep their order and repeated keys', async () => {
+    const subscription = await client.subscribe('h.pairs')
+    const sent = [['a', '1'], ['b', '2'], ['a', '3']]
+    await client.publish('h.pairs', 'x', { headers: sent })
+    const { headers } = await subscription.next({ timeoutMs: 5000 })
+    assert.deepEqual([...headers].map(([k, v]) => [k, v.toString()]), sent)
+    assert.deepEqual(headers.getAll('a').map(String), ['1', '3'])
+    assert.equal(headers.has('b'), true)
+    assert.equal(headers.size, 3)
+    await subscription.unsubscribe()
+  })
+
+  test('a Headers instance is accepted', async () => {
+    const subscription = await client.subscribe('h.class')
+    await client.publish('h.class', 'x', { headers: new Headers().append('k', 'v') })
+    assert.equal((await subscription.next({ timeoutMs: 5000 })).headers.get('k'), 'v')
+    await subscription.unsubscribe()
+  })
+})
+
+describe('async iteration', () => {
+  test('for await reads messages in order; break unsubscribes', async () => {
+    const subscription = await client.subscribe('iter.*')
+    for (let i = 0; i < 5; i++) await client.publish(`iter.${i}`, String(i))
+    const seen = []
+    for await (const message of subscription) {
+      seen.push(message.payload.toString())
+      if (seen.length === 3) break
+    }
+    assert.deepEqual(seen, ['0', '1', '2'])
+    // The break unsubscribed: the subscription has ended.
+    assert.equal(await subscription.next(), null)
+    for await (const _ of subscription) assert.fail('an ended subscription yields nothing')
+  })
+
+  test('the loop ends when the client closes', async () => {
+    const other = await connect(broker.addr)
+    const subscription = await other.subscribe('iter.close')
+    await other.publish('iter.close', 'only')
+    await other.flush()
+    const seen = []
+    for await (const message of subscription) {
+      seen.push(message.payload.toString())
+      await other.close()
+    }
+    assert.deepEqual(seen, ['only'])
+  })
+
+  test('await using unsubscribes and closes', { skip: typeof Symbol.asyncDispose !== 'symbol' }, async () => {
+    const other = await connect(broker.addr)
+    const subscription = await other.subscribe('dispose')
+    await subscription[Symbol.asyncDispose]()
+    assert.equal(await subscription.next(), null)
+    await other[Symbol.asyncDispose]()
+    assert.equal(other.status, 'closed')
+  })
+})
+
+describe('concurrency', () => {
+  test('10000 publishes in flight arrive complete and in order', async () => {
+    const count = 10_000
+    const subscription = await client.subscribe('many')
+    await Promise.all(Array.from({ length: count }, (_, i) => client.publish('many', String(i))))
+    const received = []
+    for await (const message of subscription) {
+      received.push(Number(message.payload.toString()))
+      if (received.length === count) break
+    }
+    assert.deepEqual(received, Array.from({ length: count }, (_, i) => i))
+  })
+
+  test('publishers on several clients fan out to several subscribers', async () => {
+    const subscribers = await Promise.all([0, 1, 2].map(() => client.subscribe('fan.>')))
+    const publishers = await Promise.all([0, 1, 2, 3].map(() => connect(broker.addr)))
+    await Promise.all(publishers.flatMap((p, n) => Array.from({ length: 250 }, (_, i) => p.publish(`fan.${n}`, `${n}:${i}`))))
+    await Promise.all(publishers.map((p) => p.flush()))
+    for (const subscription of subscribers) {
+      const got = []
+      while (got.length < 1000) got.push((await subscription.next({ timeoutMs: 5000 })).payload.toString())
+      assert.equal(new Set(got).size, 1000)
+      await subscription.unsubscribe()
+    }
+    await Promise.all(publishers.map((p) => p.close()))
+  })
+})

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The Node SDK (bindings/node, npm package `blipmq`), tested as users get it:
+#   1. install the build tools from package-lock.json (npm ci);
+#   2. build the addon with napi-rs into a scratch folder and check that the
+#      committed generated files (native.js, native.d.ts) are what the build
+#      generates;
+#   3. `npm pack` the package and install the tarball into a fresh project
+#      at ${CARGO_TARGET_DIR:-target}/node-test-project (which the
+#      conformance testee `node` runs from, see conformance-tests/testees.toml);
+#   4. type-check a consumer under `tsc --strict` against the installed types;
+#   5. run the tests with `node --test` from there, against the real broker.
+# Idempotent: every run rebuilds the scratch folders from scratch.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+NODE_DIR="$REPO_ROOT/bindings/node"
+PROJECT="$TARGET_DIR/node-test-project"
+SCRATCH="$TARGET_DIR/node-build"
+
+step() {
+  echo
+  echo "==> node: $*"
+}
+
+step "broker binary"
+cargo build --bins -p blipmq-broker
+
+step "npm ci (build tools)"
+# The lock file records no download addresses (.npmrc:
+# omit-lockfile-registry-resolved); refuse one that does.
+if grep -q '"resolved"' "$NODE_DIR/package-lock.json"; then
+  echo "bindings/node/package-lock.json has \"resolved\" URLs; regenerate it with the .npmrc in place" >&2
+  exit 1
+fi
+(cd "$NODE_DIR" && npm ci --no-audit --no-fund)
+
+step "napi build, and the committed generated files match"
+rm -rf "$SCRATCH"
+mkdir -p "$SCRATCH"
+(cd "$NODE_DIR" && npx napi build --platform --output-dir "$SCRATCH" --js native.js --dts native.d.ts)
+for generated in native.js native.d.ts; do
+  if ! diff -u "$NODE_DIR/$generated" "$SCRATCH/$generated"; then
+    echo "bindings/node/$generated is stale: run \`npm run build\` in bindings/node and commit it" >&2
+    exit 1
+  fi
+done
+rm -f "$NODE_DIR"/*.node
+cp "$SCRATCH"/*.node "$NODE_DIR/"
+
+step "npm pack, and install the tarball into a fresh project"
+tarball="$(cd "$NODE_DIR" && npm pack --silent --pack-destination "$SCRATCH")"
+rm -rf "$PROJECT"
+mkdir -p "$PROJECT"
+cat >"$PROJECT/package.json" <<'EOF'
+{ "name": "blipmq-node-test-project", "private": true, "version": "0.0.0" }
+EOF
+# The package has no dependencies: installing it needs no registry.
+(cd "$PROJECT" && npm install --offline --no-audit --no-fund --no-package-lock "$SCRATCH/$tarball")
+cp -r "$NODE_DIR/test" "$PROJECT/test"
+cp "$REPO_ROOT/conformance-tests/testees/node/testee.mjs" "$PROJECT/testee.mjs"
+
+step "tsc --strict on a consumer of the installed types"
+"$NODE_DIR/node_modules/.bin/tsc" -p "$PROJECT/test/tsconfig.json" --typeRoots "$NODE_DIR/node_modules/@types"
+
+step "node --test against $TARGET_DIR/debug/blipmq"
+cd "$PROJECT"
+BLIPMQ_BIN="$TARGET_DIR/debug/blipmq" node --test --test-reporter=spec test/*.test.mjs
