@@ -34,6 +34,8 @@ step "client on wasm32" cargo check -p blipmq --target wasm32-unknown-unknown --
 step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step "protocol testee" env BLIPMQ_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/blipmq" \
   .venv/bin/python -m pytest -q conformance-tests/testees/python-protocol
+step "python sdk" scripts/test-python.sh
+step "node sdk" scripts/test-node.sh
 step "conformance" scripts/conformance.sh
 echo
 echo "all checks passed"
