@@ -47,6 +47,17 @@ struct Entry {
     in_flight: bool,
 }
 
+impl Entry {
+    /// A message just stored (or replayed): never sent yet.
+    fn stored(message: MessageRef) -> Entry {
+        Entry {
+            message,
+            deliveries: 0,
+            in_flight: false,
+        }
+    }
+}
+
 struct DurableSub {
     pattern: String,
     entries: BTreeMap<Lsn, Entry>,
@@ -140,14 +151,7 @@ impl Durable {
         let mut kept = false;
         for sub in subs.values_mut() {
             if topic::matches(&sub.pattern, topic) {
-                sub.entries.insert(
-                    lsn,
-                    Entry {
-                        message: message.clone(),
-                        deliveries: 0,
-                        in_flight: false,
-                    },
-                );
+                sub.entries.insert(lsn, Entry::stored(message.clone()));
                 top_up(sub);
                 kept = true;
             }
@@ -351,14 +355,7 @@ fn rebuild(wal: &Wal) -> Result<HashMap<String, DurableSub>, WalError> {
                         .values_mut()
                         .filter(|s| topic::matches(&s.pattern, &topic))
                     {
-                        sub.entries.insert(
-                            lsn,
-                            Entry {
-                                message: message.clone(),
-                                deliveries: 0,
-                                in_flight: false,
-                            },
-                        );
+                        sub.entries.insert(lsn, Entry::stored(message.clone()));
                     }
                 }
                 None => skipped += 1,
