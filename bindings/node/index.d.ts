@@ -76,15 +76,18 @@ export declare class Client {
 
 /**
  * Messages matching a pattern, in order. `for await` ends when the
- * subscription ends; leaving the loop early unsubscribes.
+ * subscription ends; leaving the loop early ends it (a durable one is
+ * detached, never deleted).
  */
 export declare class Subscription implements AsyncIterable<Message> {
   private constructor()
   readonly pattern: string
   /** The next message; `null` on timeout or once the subscription has ended. */
   next(options?: NextOptions): Promise<Message | null>
-  /** Stop receiving and wait for the broker's confirm. Idempotent. */
+  /** Stop receiving and wait for the broker's confirm; deletes a durable subscription. Idempotent. */
   unsubscribe(): Promise<void>
+  /** Stop receiving, keeping a durable subscription for the next subscribe with its name. */
+  detach(): Promise<void>
   [Symbol.asyncIterator](): AsyncIterableIterator<Message>
   [Symbol.asyncDispose](): Promise<void>
 }

@@ -182,7 +182,8 @@ class Message {
 
 /**
  * Messages matching a pattern, in order. Async-iterable: `for await` ends
- * when the subscription ends, and leaving the loop early unsubscribes.
+ * when the subscription ends, and leaving the loop early ends the
+ * subscription (a durable one is detached, never deleted).
  */
 class Subscription {
   #native
@@ -212,11 +213,25 @@ class Subscription {
     return next === undefined ? null : new Message(next)
   }
 
-  /** Stop receiving and wait for the broker's confirm. Idempotent. */
+  /**
+   * Stop receiving and wait for the broker's confirm. Deletes a durable
+   * subscription with its unacked messages. Idempotent.
+   */
   unsubscribe() {
     this.#ended = true
     this.#buffered.length = 0
     return call(() => this.#native.unsubscribe())
+  }
+
+  /**
+   * Stop receiving without deleting anything: a plain subscription ends, a
+   * durable one keeps its unacked messages for the next subscribe with its
+   * name. Idempotent.
+   */
+  detach() {
+    this.#ended = true
+    this.#buffered.length = 0
+    return call(() => this.#native.detach())
   }
 
   [Symbol.asyncIterator]() {
@@ -227,7 +242,7 @@ class Subscription {
         return value === null ? { done: true, value: undefined } : { done: false, value }
       },
       async return() {
-        await subscription.unsubscribe()
+        await subscription.detach()
         return { done: true, value: undefined }
       },
       [Symbol.asyncIterator]() {
@@ -308,7 +323,7 @@ async function connect(addr, options = {}) {
 
 // `await using` support where the runtime has it.
 if (typeof Symbol.asyncDispose === 'symbol') {
-  Subscription.prototype[Symbol.asyncDispose] = Subscription.prototype.unsubscribe
+  Subscription.prototype[Symbol.asyncDispose] = Subscription.prototype.detach
   Client.prototype[Symbol.asyncDispose] = Client.prototype.close
 }
 

@@ -70,6 +70,12 @@ export declare class NativeSubscription {
    * messages are discarded. A second call does nothing.
    */
   unsubscribe(): Promise<void>
+  /**
+   * Stop receiving without deleting anything: a plain subscription ends,
+   * a durable one keeps its unacked messages for the next subscribe with
+   * its name (what dropping the Rust `Subscription` does).
+   */
+  detach(): Promise<void>
 }
 
 /** Connect to a broker; resolves once the handshake is done. */

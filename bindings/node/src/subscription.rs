@@ -80,6 +80,16 @@ impl NativeSubscription {
             None => Ok(()),
         }
     }
+
+    /// Stop receiving without deleting anything: a plain subscription ends,
+    /// a durable one keeps its unacked messages for the next subscribe with
+    /// its name (what dropping the Rust `Subscription` does).
+    #[napi]
+    pub async fn detach(&self) -> napi::Result<()> {
+        self.stop.cancel();
+        drop(self.inner.lock().await.take());
+        Ok(())
+    }
 }
 
 async fn sleep_opt(timeout_ms: Option<u32>) {

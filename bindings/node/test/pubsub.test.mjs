@@ -226,3 +226,27 @@ describe('concurrency', () => {
     await Promise.all(publishers.map((p) => p.close()))
   })
 })
+
+test('a durable subscription survives breaking out of for await; unsubscribe deletes it', async () => {
+  let sub = await client.subscribe('node.jobs', { qos: 1, durable: 'node-worker' })
+  const id = await client.publish('node.jobs', 'one', { qos: 1 })
+  for await (const msg of sub) {
+    assert.equal(msg.id, id)
+    assert.equal(msg.deliveryCount, 1)
+    break // not acked: only detaches
+  }
+  await client.publish('node.jobs', 'two', { qos: 1 })
+  sub = await client.subscribe('node.jobs', { qos: 1, durable: 'node-worker' })
+  const again = await sub.next({ timeoutMs: 5000 })
+  assert.equal(again.payload.toString(), 'one')
+  assert.equal(again.deliveryCount, 2)
+  await again.ack()
+  const second = await sub.next({ timeoutMs: 5000 })
+  assert.equal(second.payload.toString(), 'two')
+  await second.ack()
+  await sub.unsubscribe()
+  await client.publish('node.jobs', 'three', { qos: 1 })
+  sub = await client.subscribe('node.jobs', { qos: 1, durable: 'node-worker' })
+  assert.equal(await sub.next({ timeoutMs: 300 }), null)
+  await sub.detach()
+})

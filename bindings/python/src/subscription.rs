@@ -113,6 +113,18 @@ impl Subscription {
             Ok(Nothing)
         })
     }
+
+    /// Stop receiving without deleting anything: a plain subscription ends,
+    /// a durable one keeps its unacked messages for the next subscribe with
+    /// its name (what dropping the Rust `Subscription` does).
+    fn detach<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.stopped.cancel();
+        let inner = self.inner.clone();
+        awaitable(py, async move {
+            drop(inner.lock().await.take());
+            Ok(Nothing)
+        })
+    }
 }
 
 /// `Some(output)`, or `None` when `timeout` passes first.

@@ -244,3 +244,26 @@ async def test_without_reconnect_a_lost_broker_closes_the_client(broker) -> None
     with pytest.raises(blipmq.ClientClosed):
         await sub.next(timeout=10)
     await client.close()
+
+
+async def test_durable_subscription_survives_leaving_async_with_until_acked(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        async with await client.subscribe("jobs", qos=1, durable="py-worker") as sub:
+            message_id = await client.publish("jobs", b"one", qos=1)
+            first = await sub.next(timeout=5)
+            assert (first.payload, first.id, first.delivery_count) == (b"one", message_id, 1)
+            # Not acked: leaving the block only detaches the durable subscription.
+        await client.publish("jobs", b"two", qos=1)
+        async with await client.subscribe("jobs", qos=1, durable="py-worker") as sub:
+            again = await sub.next(timeout=5)
+            assert (again.payload, again.delivery_count) == (b"one", 2)
+            await again.ack()
+            second = await sub.next(timeout=5)
+            assert second.payload == b"two"
+            await second.ack()
+            # unsubscribe() deletes it: a new one with the name starts empty.
+            await sub.unsubscribe()
+        await client.publish("jobs", b"three", qos=1)
+        async with await client.subscribe("jobs", qos=1, durable="py-worker") as sub:
+            with pytest.raises(blipmq.TimeoutError):
+                await sub.next(timeout=0.3)

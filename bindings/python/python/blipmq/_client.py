@@ -139,7 +139,8 @@ class Subscription:
     """Messages matching a pattern, in order; from :meth:`Client.subscribe`.
 
     ``async for message in subscription:`` ends when the subscription ends
-    (unsubscribed, or the client closed). ``async with`` unsubscribes on exit.
+    (unsubscribed, or the client closed). ``async with`` ends it on exit (a
+    durable one is detached, never deleted: see :meth:`detach`).
     """
 
     __slots__ = ("_native",)
@@ -180,6 +181,12 @@ class Subscription:
         are discarded. Calling it again does nothing."""
         await self._native.unsubscribe()
 
+    async def detach(self) -> None:
+        """Stop receiving without deleting anything: a plain subscription
+        ends, a durable one keeps its unacked messages for the next
+        subscribe with its name (``unsubscribe`` deletes it)."""
+        await self._native.detach()
+
     def __aiter__(self) -> Subscription:
         return self
 
@@ -198,7 +205,8 @@ class Subscription:
         exc: Optional[BaseException],
         traceback: Optional[TracebackType],
     ) -> None:
+        # Leaving the block never deletes a durable subscription.
         try:
-            await self.unsubscribe()
+            await self.detach()
         except ClientClosed:
             pass  # the client closed first: nothing left to undo

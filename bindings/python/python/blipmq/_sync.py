@@ -162,7 +162,7 @@ class SyncClient:
 class SyncSubscription:
     """The blocking twin of :class:`blipmq.Subscription`: a plain iterator of
     :class:`SyncMessage` that ends when the subscription ends; ``with``
-    unsubscribes on exit."""
+    ends it on exit (a durable one is detached, never deleted)."""
 
     __slots__ = ("_subscription",)
 
@@ -189,6 +189,11 @@ class SyncSubscription:
         """Stop the subscription; see :meth:`blipmq.Subscription.unsubscribe`."""
         _run(self._subscription.unsubscribe)
 
+    def detach(self) -> None:
+        """Stop receiving, keeping a durable subscription; see
+        :meth:`blipmq.Subscription.detach`."""
+        _run(self._subscription.detach)
+
     def __iter__(self) -> Iterator[SyncMessage]:
         return self
 
@@ -207,8 +212,9 @@ class SyncSubscription:
         exc: Optional[BaseException],
         traceback: Optional[TracebackType],
     ) -> None:
+        # Leaving the block never deletes a durable subscription.
         try:
-            self.unsubscribe()
+            self.detach()
         except ClientClosed:
             pass  # the client closed first: nothing left to undo
 
