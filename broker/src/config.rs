@@ -99,6 +99,19 @@ pub struct DeliveryConfig {
     pub fanout_shards: usize,
     /// TTL applied to messages published with ttl_ms = 0; 0 = never expire.
     pub default_ttl_ms: u64,
+    /// QoS 1: how long a delivery may stay unacked before it is sent again
+    /// (to another member, for a queue group).
+    pub ack_timeout_ms: u64,
+    /// QoS 1: deliveries of one message before it is moved to the
+    /// dead-letter topic instead; 0 = redeliver forever.
+    pub max_deliveries: u32,
+    /// QoS 1: unacked deliveries one consumer may hold at once (its credit);
+    /// capped by `queues.subscriber_capacity`.
+    pub max_in_flight: usize,
+    /// QoS 1: where a message goes after `max_deliveries`: the topic
+    /// `<prefix>.<subscription name>` (or the prefix alone when the name is
+    /// not a valid topic token). Wildcards do not match `$` topics.
+    pub dead_letter_prefix: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -149,6 +162,10 @@ impl Default for DeliveryConfig {
             flush_interval_ms: 0,
             fanout_shards: 0,
             default_ttl_ms: 0,
+            ack_timeout_ms: 30_000,
+            max_deliveries: 0,
+            max_in_flight: 1024,
+            dead_letter_prefix: "$dlq".into(),
         }
     }
 }
@@ -285,6 +302,21 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "delivery.default_ttl_ms",
                 problem: format!("must be at most {}", u32::MAX),
+            });
+        }
+        if !(10..=3_600_000).contains(&self.delivery.ack_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "delivery.ack_timeout_ms",
+                problem: "must be between 10 and 3600000".into(),
+            });
+        }
+        at_least_one("delivery.max_in_flight", self.delivery.max_in_flight)?;
+        if let Err(error) =
+            blipmq_protocol::topic::validate_topic(&self.delivery.dead_letter_prefix)
+        {
+            return Err(ConfigError::Invalid {
+                key: "delivery.dead_letter_prefix",
+                problem: format!("must be a valid topic: {error}"),
             });
         }
         if let Err(error) = self.wal.validate() {

@@ -102,7 +102,7 @@ async fn confirm_in_order(
             .stored(lsn, &stored.topic, stored.message.clone());
         // Live, non-durable subscriptions get it now, as at QoS 0; durable
         // ones got it from the store above, with a delivery id to ack.
-        for subscription in stored.matches.iter().filter(|s| s.durable.is_none()) {
+        for subscription in stored.matches.targets().filter(|s| s.durable.is_none()) {
             if subscription.policy() == OverflowPolicy::Block {
                 subscription
                     .enqueue_or_wait(stored.message.clone(), &shared.metrics)

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::OverflowPolicy;
 use crate::confirm::{storage_error_code, ConfirmPipeline, StoredPublish};
-use crate::durable::AttachError;
+use crate::durable::{ephemeral_name, AttachError, QueueKind};
 use crate::metrics::inc;
 use crate::outbox::Outbox;
 use crate::registry::Matches;
@@ -439,7 +439,7 @@ impl Reader {
             return self.publish_durable(publish, message, matches).await;
         }
         let shared = &self.shared;
-        for subscription in matches.iter() {
+        for subscription in matches.targets() {
             if subscription.policy() == OverflowPolicy::Block {
                 subscription
                     .enqueue_or_wait(message.clone(), &shared.metrics)
@@ -515,39 +515,26 @@ impl Reader {
             return refused;
         }
         let qos1 = subscribe.qos == Qos::AtLeastOnce.as_wire();
-        if subscribe.queue_group.is_some() {
-            return self.send_error(
-                ErrorCode::InvalidArgument,
-                "queue groups are not available on this broker yet",
-                request_id,
-            );
-        }
-        match (qos1, subscribe.durable_name) {
-            (false, None) => {}
-            (true, Some(name)) if valid_durable_name(name) => {}
-            (true, Some(name)) => {
+        for (what, name) in [
+            ("durable name", subscribe.durable_name),
+            ("queue group", subscribe.queue_group),
+        ] {
+            if let Some(name) = name.filter(|n| !valid_durable_name(n)) {
                 return self.send_error(
                     ErrorCode::InvalidArgument,
                     &format!(
-                    "durable name {name:?}: 1 to 255 bytes, no whitespace or control characters"
-                ),
+                        "{what} {name:?}: 1 to 255 bytes, no whitespace or control characters"
+                    ),
                     request_id,
-                )
+                );
             }
-            (true, None) => {
-                return self.send_error(
-                    ErrorCode::UnsupportedQos,
-                    "QoS 1 subscriptions need a durable name on this broker (SUB-6)",
-                    request_id,
-                )
-            }
-            (false, Some(_)) => {
-                return self.send_error(
-                    ErrorCode::InvalidArgument,
-                    "a durable subscription is QoS 1: subscribe with qos 1",
-                    request_id,
-                )
-            }
+        }
+        if !qos1 && subscribe.durable_name.is_some() {
+            return self.send_error(
+                ErrorCode::InvalidArgument,
+                "a durable subscription is QoS 1: subscribe with qos 1",
+                request_id,
+            );
         }
         if let Err(error) = topic::validate_pattern(subscribe.pattern) {
             return self.send_error(
@@ -557,22 +544,38 @@ impl Reader {
             );
         }
         let shared = &self.shared;
+        let subscription_id = shared.next_subscription_id.fetch_add(1, Ordering::Relaxed);
+        // Every QoS 1 subscription consumes a stored queue (QOS-4, QOS-10,
+        // QOS-11): named by the group, else by the durable name, else one of
+        // its own that lives as long as it does.
+        let stored_queue = qos1.then(|| match (subscribe.queue_group, subscribe.durable_name) {
+            (Some(group), durable) => (durable.unwrap_or(group).to_string(), QueueKind::Group),
+            (None, Some(name)) => (name.to_string(), QueueKind::Durable),
+            (None, None) => (ephemeral_name(subscription_id), QueueKind::Ephemeral),
+        });
         let subscription = Arc::new(Subscription::new(
-            shared.next_subscription_id.fetch_add(1, Ordering::Relaxed),
+            subscription_id,
             subscribe.pattern.to_string(),
             shared.config.queues.subscriber_capacity,
             shared.config.queues.overflow_policy,
             self.outbox.clone(),
-            subscribe.durable_name.map(str::to_string),
+            stored_queue.as_ref().map(|(name, _)| name.clone()),
+            subscribe.queue_group.map(str::to_string),
         ));
-        let subscription_id = subscription.id;
-        if let Some(name) = subscribe.durable_name {
+        if let Some((name, kind)) = &stored_queue {
             // Create or check it first: a refusal must come instead of
             // Subscribed, and deliveries only after it (SUB-7).
-            if let Err(error) = self.shared.durable.prepare(name, subscribe.pattern).await {
+            if let Err(error) = self
+                .shared
+                .durable
+                .prepare(name, subscribe.pattern, *kind)
+                .await
+            {
                 let code = match &error {
                     AttachError::InUse(_) => ErrorCode::DurableInUse,
-                    AttachError::PatternMismatch { .. } => ErrorCode::InvalidArgument,
+                    AttachError::PatternMismatch { .. } | AttachError::KindMismatch { .. } => {
+                        ErrorCode::InvalidArgument
+                    }
                     AttachError::Storage(e) => storage_error_code(e),
                 };
                 return self.send_error(code, &error.to_string(), request_id);
@@ -588,7 +591,7 @@ impl Reader {
             request_id,
             subscription_id,
         }));
-        if let Some(name) = subscribe.durable_name {
+        if let Some((name, _)) = &stored_queue {
             self.shared.durable.attach(name, subscription);
         }
         flow
@@ -613,7 +616,7 @@ impl Reader {
             // client asks to keep it (closing the connection only detaches).
             if unsubscribe.keep_durable {
                 self.shared.durable.detach(name, &subscription);
-            } else if let Err(error) = self.shared.durable.delete(name).await {
+            } else if let Err(error) = self.shared.durable.unsubscribe(name, &subscription).await {
                 return self.send_error(
                     storage_error_code(&error),
                     &error.to_string(),

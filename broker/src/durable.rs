@@ -1,36 +1,47 @@
-//! QoS 1 on top of the write-ahead log: stored messages, durable
-//! subscriptions, acks, and rebuilding all of it after a restart.
+//! QoS 1 on top of the write-ahead log: stored messages, the queues that
+//! keep them for their consumers, acks, redelivery, dead letters, and
+//! rebuilding all of it after a restart.
 //!
 //! Every QoS 1 message is appended to the WAL before it is confirmed or
-//! delivered. A durable subscription keeps, in log order, every stored
-//! message that matches its pattern until the consumer acks it; the entries
-//! survive disconnects (the subscription is *detached*) and restarts (the log
-//! is replayed). While attached, at most `subscriber_capacity` of its
-//! messages are in flight; each ack makes room for the next. On re-attach
-//! every unacked message is delivered again, first and in order, with a
-//! higher delivery count.
+//! delivered. A *stored queue* keeps, in log order, every stored message that
+//! matches its pattern until a consumer acks it. There are three kinds:
+//! - a durable subscription: one consumer at a time; survives disconnects
+//!   (it is *detached*) and restarts (the log is replayed);
+//! - a queue group: the same, shared by any number of consumers, each
+//!   message going to one of them;
+//! - an ephemeral QoS 1 subscription: one consumer, in memory only, gone
+//!   with its connection.
+//!
+//! Each consumer holds at most `max_in_flight` unacked deliveries (its
+//! credit); each ack makes room for the next. A delivery not acked within
+//! `ack_timeout` — or held by a consumer that went away — is sent again with
+//! a higher delivery count, to any consumer with credit. A message already
+//! delivered `max_deliveries` times goes to the dead-letter topic instead
+//! (see `dead_letter.rs`).
 //!
 //! Records (kind byte, payload):
 //! - `MESSAGE`: the message's encoded Delivery frame, exactly as delivered.
-//! - `SUBSCRIBE`: `u16 name length, name, pattern` — a durable subscription
-//!   was created.
-//! - `ACK`: `u64 lsn, name` — the subscription no longer needs that message.
-//! - `UNSUBSCRIBE`: `name` — the durable subscription was deleted.
+//! - `SUBSCRIBE` / `SUBSCRIBE_GROUP`: `u16 name length, name, pattern` — a
+//!   durable subscription / queue group was created.
+//! - `ACK`: `u64 lsn, name` — the queue no longer needs that message.
+//! - `UNSUBSCRIBE`: `name` — the queue was deleted.
 //!
-//! The log is released up to the oldest message any durable subscription
-//! still needs, so acked history is deleted segment by segment.
+//! The log is released up to the oldest message any queue still needs, so
+//! acked history is deleted segment by segment.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use blipmq_protocol::{decode, topic, Frame, LENGTH_PREFIX_LEN};
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::sync::OnceCell;
-use tracing::{info, warn};
+use tokio::sync::{mpsc, OnceCell};
+use tracing::{debug, info, warn};
 
+use crate::config::Config;
 use crate::subscription::{MessageRef, Queued, QueuedMessage, Subscription};
 use crate::wal::{Lsn, Pending, Wal, WalConfig, WalError};
 
@@ -38,40 +49,279 @@ const KIND_MESSAGE: u8 = 1;
 const KIND_SUBSCRIBE: u8 = 2;
 const KIND_ACK: u8 = 3;
 const KIND_UNSUBSCRIBE: u8 = 4;
+const KIND_SUBSCRIBE_GROUP: u8 = 5;
+
+/// How a stored queue is consumed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    /// A named durable subscription: one consumer at a time.
+    Durable,
+    /// A queue group's shared durable subscription: many consumers.
+    Group,
+    /// A QoS 1 subscription without a name: not logged, ends with its
+    /// connection.
+    Ephemeral,
+}
+
+impl QueueKind {
+    fn describe(self) -> &'static str {
+        match self {
+            QueueKind::Durable => "a durable subscription",
+            QueueKind::Group => "a queue group",
+            QueueKind::Ephemeral => "an ephemeral subscription",
+        }
+    }
+}
+
+/// The name an ephemeral QoS 1 subscription is stored under: it contains a
+/// control character, so no client-chosen durable name can collide with it.
+pub fn ephemeral_name(subscription_id: u64) -> String {
+    format!("\u{1}ephemeral-{subscription_id}")
+}
+
+/// The redelivery rules, from `[delivery]`.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub ack_timeout: Duration,
+    /// 0 = unlimited.
+    pub max_deliveries: u32,
+    pub max_in_flight: usize,
+}
+
+impl DeliverySettings {
+    pub fn from_config(config: &Config) -> DeliverySettings {
+        DeliverySettings {
+            ack_timeout: Duration::from_millis(config.delivery.ack_timeout_ms),
+            max_deliveries: config.delivery.max_deliveries,
+            max_in_flight: config
+                .delivery
+                .max_in_flight
+                .min(config.queues.subscriber_capacity),
+        }
+    }
+}
+
+/// A message that used up its deliveries, on its way to the dead-letter
+/// topic. It stays in its queue until the dead letter is stored.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub queue: String,
+    pub lsn: Lsn,
+    pub message: MessageRef,
+    pub deliveries: u32,
+}
+
+/// Where a stored message is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// Waiting for a consumer with credit.
+    Ready,
+    /// Sent to consumer `consumer`; sent again if not acked by `deadline`.
+    InFlight { consumer: u64, deadline: Instant },
+    /// Handed to the dead-letter task.
+    DeadLettering,
+}
 
 struct Entry {
     message: MessageRef,
     /// Times sent to a consumer since the broker started.
     deliveries: u32,
-    /// Sent and not yet acked on the current attachment.
-    in_flight: bool,
+    holder: Holder,
 }
 
-impl Entry {
-    /// A message just stored (or replayed): never sent yet.
-    fn stored(message: MessageRef) -> Entry {
-        Entry {
-            message,
-            deliveries: 0,
-            in_flight: false,
+struct Consumer {
+    live: Arc<Subscription>,
+    in_flight: usize,
+}
+
+struct StoredQueue {
+    pattern: String,
+    kind: QueueKind,
+    entries: BTreeMap<Lsn, Entry>,
+    /// Entries that are `Ready`, in log order.
+    ready: BTreeSet<Lsn>,
+    /// Entries in flight by deadline, for the redelivery sweep.
+    deadlines: BTreeSet<(Instant, Lsn)>,
+    consumers: Vec<Consumer>,
+    next_consumer: usize,
+}
+
+impl StoredQueue {
+    fn new(pattern: String, kind: QueueKind) -> StoredQueue {
+        StoredQueue {
+            pattern,
+            kind,
+            entries: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            consumers: Vec::new(),
+            next_consumer: 0,
+        }
+    }
+
+    /// Keep a message just stored (or replayed), never sent yet.
+    fn keep(&mut self, lsn: Lsn, message: MessageRef) {
+        self.entries.insert(
+            lsn,
+            Entry {
+                message,
+                deliveries: 0,
+                holder: Holder::Ready,
+            },
+        );
+        self.ready.insert(lsn);
+    }
+
+    /// Forget a message (acked, expired or dead-lettered); returns whether
+    /// the queue held it.
+    fn forget(&mut self, lsn: Lsn) -> bool {
+        let Some(entry) = self.entries.remove(&lsn) else {
+            return false;
+        };
+        match entry.holder {
+            Holder::Ready => {
+                self.ready.remove(&lsn);
+            }
+            Holder::InFlight { consumer, deadline } => {
+                self.deadlines.remove(&(deadline, lsn));
+                if let Some(c) = self.consumers.iter_mut().find(|c| c.live.id == consumer) {
+                    c.in_flight -= 1;
+                }
+            }
+            Holder::DeadLettering => {}
+        }
+        true
+    }
+
+    /// Put an in-flight or dead-lettering entry back in line.
+    fn make_ready(&mut self, lsn: Lsn) {
+        let Some(entry) = self.entries.get_mut(&lsn) else {
+            return;
+        };
+        if let Holder::InFlight { consumer, deadline } = entry.holder {
+            self.deadlines.remove(&(deadline, lsn));
+            if let Some(c) = self.consumers.iter_mut().find(|c| c.live.id == consumer) {
+                c.in_flight -= 1;
+            }
+        }
+        entry.holder = Holder::Ready;
+        self.ready.insert(lsn);
+    }
+
+    /// Release everything consumer `id` holds, so others (or the next
+    /// attach) get it again.
+    fn release_consumer(&mut self, id: u64) -> usize {
+        let held: Vec<Lsn> = self
+            .deadlines
+            .iter()
+            .filter(|(_, lsn)| {
+                matches!(self.entries.get(lsn).map(|e| e.holder),
+                    Some(Holder::InFlight { consumer, .. }) if consumer == id)
+            })
+            .map(|&(_, lsn)| lsn)
+            .collect();
+        for &lsn in &held {
+            self.make_ready(lsn);
+        }
+        held.len()
+    }
+
+    /// A consumer with credit and room, round robin.
+    fn pick_consumer(&mut self, max_in_flight: usize) -> Option<usize> {
+        let count = self.consumers.len();
+        for k in 0..count {
+            let i = (self.next_consumer + k) % count;
+            let c = &self.consumers[i];
+            if c.in_flight < max_in_flight && c.live.has_room() && !c.live.is_closed() {
+                self.next_consumer = (i + 1) % count;
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Send ready messages, oldest first, while some consumer has credit.
+    /// Expired messages are dropped here, and messages out of deliveries are
+    /// handed to `dead_letters`.
+    fn top_up(&mut self, name: &str, rules: &Rules<'_>) {
+        if self.consumers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(&lsn) = self.ready.first() {
+            let entry = &self.entries[&lsn];
+            if entry.message.expires_at.is_some_and(|at| at <= now) {
+                self.forget(lsn);
+                continue;
+            }
+            let max = rules.settings.max_deliveries;
+            if max > 0 && entry.deliveries >= max {
+                let dead = DeadLetter {
+                    queue: name.to_string(),
+                    lsn,
+                    message: entry.message.clone(),
+                    deliveries: entry.deliveries,
+                };
+                if rules.dead_letters.send(dead).is_err() {
+                    // No dead-letter task (a broker shutting down): keep it.
+                    return;
+                }
+                self.ready.remove(&lsn);
+                if let Some(entry) = self.entries.get_mut(&lsn) {
+                    entry.holder = Holder::DeadLettering;
+                }
+                continue;
+            }
+            let Some(i) = self.pick_consumer(rules.settings.max_in_flight) else {
+                return;
+            };
+            let consumer = &mut self.consumers[i];
+            let entry = self.entries.get_mut(&lsn).expect("ready entries exist");
+            let queued = Queued {
+                message: entry.message.clone(),
+                delivery_id: lsn,
+                delivery_count: entry.deliveries + 1,
+            };
+            if consumer.live.try_enqueue_durable(queued).is_err() {
+                return;
+            }
+            if entry.deliveries > 0 {
+                rules.redeliveries.fetch_add(1, Ordering::Relaxed);
+            }
+            entry.deliveries += 1;
+            let deadline = now + rules.settings.ack_timeout;
+            entry.holder = Holder::InFlight {
+                consumer: consumer.live.id,
+                deadline,
+            };
+            consumer.in_flight += 1;
+            self.ready.remove(&lsn);
+            self.deadlines.insert((deadline, lsn));
         }
     }
 }
 
-struct DurableSub {
-    pattern: String,
-    entries: BTreeMap<Lsn, Entry>,
-    attached: Option<Arc<Subscription>>,
+/// What `top_up` needs besides the queue.
+struct Rules<'a> {
+    settings: &'a DeliverySettings,
+    dead_letters: &'a mpsc::UnboundedSender<DeadLetter>,
+    redeliveries: &'a AtomicU64,
 }
 
-/// Why a durable subscription could not be attached.
+/// Why a consumer could not be attached to a stored queue.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    #[error("durable subscription {name:?} exists with pattern {existing:?}, not {requested:?}")]
+    #[error("subscription {name:?} exists with pattern {existing:?}, not {requested:?}")]
     PatternMismatch {
         name: String,
         existing: String,
         requested: String,
+    },
+    #[error("{name:?} exists as {existing}, not as {requested}")]
+    KindMismatch {
+        name: String,
+        existing: &'static str,
+        requested: &'static str,
     },
     #[error("durable subscription {0:?} is attached to another connection")]
     InUse(String),
@@ -79,40 +329,66 @@ pub enum AttachError {
     Storage(#[from] WalError),
 }
 
+/// Counters for /metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DurableGauges {
+    /// Durable subscriptions and queue groups, attached or not.
+    pub queues: u64,
+    /// Stored messages some queue has not had acked.
+    pub unacked: u64,
+    /// Deliveries sent again (ack timeout or consumer gone).
+    pub redeliveries: u64,
+    /// Messages moved to a dead-letter topic.
+    pub dead_letters: u64,
+}
+
 /// The QoS 1 store. The WAL is opened at start when its directory exists
 /// (to recover), and otherwise created on the first durable use, so a broker
 /// that never sees QoS 1 never touches the disk.
 pub struct Durable {
     config: WalConfig,
+    settings: DeliverySettings,
     wal: OnceCell<Arc<Wal>>,
-    subs: Mutex<HashMap<String, DurableSub>>,
+    queues: Mutex<HashMap<String, StoredQueue>>,
+    dead_letters: mpsc::UnboundedSender<DeadLetter>,
+    redeliveries: AtomicU64,
+    dead_lettered: AtomicU64,
 }
 
 impl Durable {
     /// Recover from an existing log, or prepare to create one on first use.
-    pub async fn open(config: WalConfig) -> Result<Durable, WalError> {
+    /// Messages out of deliveries are sent on the returned channel.
+    pub async fn open(
+        config: WalConfig,
+        settings: DeliverySettings,
+    ) -> Result<(Durable, mpsc::UnboundedReceiver<DeadLetter>), WalError> {
+        let (dead_letters, dead_letter_queue) = mpsc::unbounded_channel();
         let durable = Durable {
             config,
+            settings,
             wal: OnceCell::new(),
-            subs: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
+            dead_letters,
+            redeliveries: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
         };
         if durable.config.dir.exists() {
             let started = Instant::now();
             let wal = durable.wal().await?;
-            let subs = tokio::task::spawn_blocking(move || rebuild(&wal))
+            let queues = tokio::task::spawn_blocking(move || rebuild(&wal))
                 .await
                 .map_err(|e| WalError::Failed(e.to_string()))??;
-            let pending: usize = subs.values().map(|s| s.entries.len()).sum();
+            let pending: usize = queues.values().map(|s| s.entries.len()).sum();
             info!(
-                durable_subscriptions = subs.len(),
+                durable_subscriptions = queues.len(),
                 unacked_messages = pending,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "recovered QoS 1 state from the write-ahead log"
             );
-            *durable.subs.lock() = subs;
+            *durable.queues.lock() = queues;
             durable.release();
         }
-        Ok(durable)
+        Ok((durable, dead_letter_queue))
     }
 
     async fn wal(&self) -> Result<Arc<Wal>, WalError> {
@@ -131,6 +407,14 @@ impl Durable {
             .cloned()
     }
 
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            settings: &self.settings,
+            dead_letters: &self.dead_letters,
+            redeliveries: &self.redeliveries,
+        }
+    }
+
     /// The WAL's counters, once it is open.
     pub fn wal_stats(&self) -> Option<crate::wal::WalStats> {
         self.wal.get().map(|wal| wal.stats())
@@ -144,117 +428,189 @@ impl Durable {
             .await
     }
 
-    /// A message is durable at `lsn`: every matching durable subscription
-    /// keeps it until acked, and attached ones get it when they have room.
+    /// A message is durable at `lsn`: every matching queue keeps it until
+    /// acked, and sends it when a consumer has credit.
     pub fn stored(&self, lsn: Lsn, topic: &str, message: MessageRef) {
-        let mut subs = self.subs.lock();
+        let rules = self.rules();
+        let mut queues = self.queues.lock();
         let mut kept = false;
-        for sub in subs.values_mut() {
-            if topic::matches(&sub.pattern, topic) {
-                sub.entries.insert(lsn, Entry::stored(message.clone()));
-                top_up(sub);
+        for (name, queue) in queues.iter_mut() {
+            if topic::matches(&queue.pattern, topic) {
+                queue.keep(lsn, message.clone());
+                queue.top_up(name, &rules);
                 kept = true;
             }
         }
-        drop(subs);
+        drop(queues);
         if !kept {
             // Nobody needs it: the log may forget it as soon as it likes.
             self.release();
         }
     }
 
-    /// Check that `name` can be attached with `pattern` (same pattern, not
-    /// in use), creating it — and logging that — if it does not exist.
-    pub async fn prepare(&self, name: &str, pattern: &str) -> Result<(), AttachError> {
+    /// Check that a consumer can attach to `name` as `kind` with `pattern`,
+    /// creating the queue — and logging that, unless ephemeral — if it does
+    /// not exist.
+    pub async fn prepare(
+        &self,
+        name: &str,
+        pattern: &str,
+        kind: QueueKind,
+    ) -> Result<(), AttachError> {
         {
-            let subs = self.subs.lock();
-            if let Some(sub) = subs.get(name) {
-                if sub.pattern != pattern {
+            let queues = self.queues.lock();
+            if let Some(queue) = queues.get(name) {
+                if queue.pattern != pattern {
                     return Err(AttachError::PatternMismatch {
                         name: name.to_string(),
-                        existing: sub.pattern.clone(),
+                        existing: queue.pattern.clone(),
                         requested: pattern.to_string(),
                     });
                 }
-                if sub.attached.as_ref().is_some_and(|a| !a.is_closed()) {
+                if queue.kind != kind {
+                    return Err(AttachError::KindMismatch {
+                        name: name.to_string(),
+                        existing: queue.kind.describe(),
+                        requested: kind.describe(),
+                    });
+                }
+                let busy = queue.consumers.iter().any(|c| !c.live.is_closed());
+                if kind == QueueKind::Durable && busy {
                     return Err(AttachError::InUse(name.to_string()));
                 }
                 return Ok(());
             }
         }
-        let wal = self.wal().await?;
-        wal.append(KIND_SUBSCRIBE, subscribe_record(name, pattern))
-            .await?;
-        self.subs
+        let record = match kind {
+            QueueKind::Durable => Some(KIND_SUBSCRIBE),
+            QueueKind::Group => Some(KIND_SUBSCRIBE_GROUP),
+            QueueKind::Ephemeral => None,
+        };
+        if let Some(record) = record {
+            let wal = self.wal().await?;
+            wal.append(record, subscribe_record(name, pattern)).await?;
+        }
+        self.queues
             .lock()
             .entry(name.to_string())
-            .or_insert_with(|| DurableSub {
-                pattern: pattern.to_string(),
-                entries: BTreeMap::new(),
-                attached: None,
-            });
+            .or_insert_with(|| StoredQueue::new(pattern.to_string(), kind));
         Ok(())
     }
 
-    /// Attach `subscription` (after [`Durable::prepare`] and after the
-    /// client was told it is subscribed): every unacked message is sent
-    /// again, oldest first, then new ones as they are stored. Should two
-    /// connections race past `prepare`, the later one takes over.
+    /// Attach a consumer (after [`Durable::prepare`] and after the client was
+    /// told it is subscribed): unacked messages are sent first, oldest
+    /// first, then new ones as they are stored. Should two connections race
+    /// past `prepare` for one durable subscription, the later one takes over.
     pub fn attach(&self, name: &str, subscription: Arc<Subscription>) {
-        let mut subs = self.subs.lock();
-        let Some(sub) = subs.get_mut(name) else {
-            warn!(name, "durable subscription deleted while attaching");
+        let rules = self.rules();
+        let mut queues = self.queues.lock();
+        let Some(queue) = queues.get_mut(name) else {
+            warn!(name, "stored queue deleted while attaching");
             return;
         };
-        for entry in sub.entries.values_mut() {
-            entry.in_flight = false;
-        }
-        sub.attached = Some(subscription);
-        top_up(sub);
-    }
-
-    /// The connection of `subscription` went away; the durable subscription
-    /// keeps its messages for the next attach.
-    pub fn detach(&self, name: &str, subscription: &Subscription) {
-        if let Some(sub) = self.subs.lock().get_mut(name) {
-            if sub
-                .attached
-                .as_ref()
-                .is_some_and(|a| a.id == subscription.id)
-            {
-                sub.attached = None;
+        if queue.kind != QueueKind::Group {
+            let previous: Vec<u64> = queue.consumers.iter().map(|c| c.live.id).collect();
+            for id in previous {
+                queue.release_consumer(id);
             }
+            queue.consumers.clear();
+        }
+        queue.consumers.push(Consumer {
+            live: subscription,
+            in_flight: 0,
+        });
+        queue.top_up(name, &rules);
+    }
+
+    /// A consumer went away (connection closed, or unsubscribed keeping the
+    /// queue): what it held goes to the other consumers or waits for the
+    /// next attach. An ephemeral queue ends with its consumer.
+    pub fn detach(&self, name: &str, subscription: &Subscription) {
+        let rules = self.rules();
+        let mut queues = self.queues.lock();
+        let Some(queue) = queues.get_mut(name) else {
+            return;
+        };
+        let released = queue.release_consumer(subscription.id);
+        queue.consumers.retain(|c| c.live.id != subscription.id);
+        if queue.kind == QueueKind::Ephemeral {
+            queues.remove(name);
+            drop(queues);
+            self.release();
+            return;
+        }
+        if released > 0 {
+            debug!(
+                name,
+                released, "a consumer left; its unacked messages go back in line"
+            );
+        }
+        queue.top_up(name, &rules);
+    }
+
+    /// A consumer unsubscribed for good: a durable subscription is deleted
+    /// with everything it kept; a queue group only when this was its last
+    /// consumer.
+    pub async fn unsubscribe(
+        &self,
+        name: &str,
+        subscription: &Subscription,
+    ) -> Result<(), WalError> {
+        let kind = {
+            let queues = self.queues.lock();
+            let Some(queue) = queues.get(name) else {
+                return Ok(());
+            };
+            let others = queue
+                .consumers
+                .iter()
+                .any(|c| c.live.id != subscription.id && !c.live.is_closed());
+            if queue.kind == QueueKind::Group && others {
+                None
+            } else {
+                Some(queue.kind)
+            }
+        };
+        match kind {
+            None | Some(QueueKind::Ephemeral) => {
+                self.detach(name, subscription);
+                Ok(())
+            }
+            Some(_) => self.delete(name).await,
         }
     }
 
-    /// Delete the durable subscription and everything it kept.
-    pub async fn delete(&self, name: &str) -> Result<(), WalError> {
-        if self.subs.lock().remove(name).is_none() {
+    /// Delete the queue and everything it kept.
+    async fn delete(&self, name: &str) -> Result<(), WalError> {
+        let Some(queue) = self.queues.lock().remove(name) else {
             return Ok(());
+        };
+        if queue.kind != QueueKind::Ephemeral {
+            let wal = self.wal().await?;
+            wal.append(KIND_UNSUBSCRIBE, Bytes::copy_from_slice(name.as_bytes()))
+                .await?;
         }
-        let wal = self.wal().await?;
-        wal.append(KIND_UNSUBSCRIBE, Bytes::copy_from_slice(name.as_bytes()))
-            .await?;
         self.release();
         Ok(())
     }
 
-    /// The consumer acked `lsn`. Returns false when the subscription did not
-    /// hold it (already acked, or never matched): acks are idempotent.
+    /// The consumer acked `lsn`. Returns false when the queue did not hold
+    /// it (already acked, or never matched): acks are idempotent.
     pub fn ack(&self, name: &str, lsn: Lsn) -> bool {
-        let removed = {
-            let mut subs = self.subs.lock();
-            let Some(sub) = subs.get_mut(name) else {
+        let rules = self.rules();
+        let (removed, logged) = {
+            let mut queues = self.queues.lock();
+            let Some(queue) = queues.get_mut(name) else {
                 return false;
             };
-            let removed = sub.entries.remove(&lsn).is_some();
+            let removed = queue.forget(lsn);
             if removed {
-                top_up(sub);
+                queue.top_up(name, &rules);
             }
-            removed
+            (removed, queue.kind != QueueKind::Ephemeral)
         };
         if removed {
-            if let Some(wal) = self.wal.get() {
+            if let (true, Some(wal)) = (logged, self.wal.get()) {
                 // An ack lost in a crash only means one redelivery: do not
                 // make the consumer wait for its fsync.
                 let append = wal.append(KIND_ACK, ack_record(name, lsn));
@@ -269,22 +625,69 @@ impl Durable {
         removed
     }
 
-    /// (durable subscriptions, messages they hold) for /metrics.
-    pub fn gauges(&self) -> (u64, u64) {
-        let subs = self.subs.lock();
-        (
-            subs.len() as u64,
-            subs.values().map(|s| s.entries.len() as u64).sum(),
-        )
+    /// The dead letter for `lsn` is stored: the queue lets the original go.
+    pub fn dead_lettered(&self, queue: &str, lsn: Lsn) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.ack(queue, lsn);
     }
 
-    /// Let the log delete segments no durable subscription needs any more.
+    /// The dead letter for `lsn` could not be stored: keep the original in
+    /// line (it will be tried again).
+    pub fn dead_letter_failed(&self, queue: &str, lsn: Lsn) {
+        if let Some(q) = self.queues.lock().get_mut(queue) {
+            q.make_ready(lsn);
+        }
+    }
+
+    /// Send again every delivery whose ack is overdue. Returns how many.
+    pub fn redeliver_overdue(&self, now: Instant) -> usize {
+        let rules = self.rules();
+        let mut queues = self.queues.lock();
+        let mut overdue_total = 0;
+        for (name, queue) in queues.iter_mut() {
+            let overdue: Vec<Lsn> = queue
+                .deadlines
+                .iter()
+                .take_while(|(deadline, _)| *deadline <= now)
+                .map(|&(_, lsn)| lsn)
+                .collect();
+            if overdue.is_empty() {
+                continue;
+            }
+            overdue_total += overdue.len();
+            for lsn in overdue {
+                queue.make_ready(lsn);
+            }
+            queue.top_up(name, &rules);
+        }
+        overdue_total
+    }
+
+    /// How often [`Durable::redeliver_overdue`] should run.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.settings.ack_timeout / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
+    }
+
+    pub fn gauges(&self) -> DurableGauges {
+        let queues = self.queues.lock();
+        DurableGauges {
+            queues: queues
+                .values()
+                .filter(|q| q.kind != QueueKind::Ephemeral)
+                .count() as u64,
+            unacked: queues.values().map(|s| s.entries.len() as u64).sum(),
+            redeliveries: self.redeliveries.load(Ordering::Relaxed),
+            dead_letters: self.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Let the log delete segments no queue needs any more.
     fn release(&self) {
         let Some(wal) = self.wal.get() else {
             return;
         };
         let oldest_needed = self
-            .subs
+            .queues
             .lock()
             .values()
             .filter_map(|s| s.entries.keys().next().copied())
@@ -293,38 +696,6 @@ impl Durable {
         if let Err(error) = wal.release_before(before) {
             warn!(%error, "could not release write-ahead log segments");
         }
-    }
-}
-
-/// Offer an attached subscription its unsent messages, oldest first, while
-/// its queue has room. Expired messages are dropped from the store here.
-fn top_up(sub: &mut DurableSub) {
-    let Some(live) = sub.attached.clone() else {
-        return;
-    };
-    let now = Instant::now();
-    let mut expired = Vec::new();
-    for (lsn, entry) in sub.entries.iter_mut().filter(|(_, e)| !e.in_flight) {
-        if entry.message.expires_at.is_some_and(|at| at <= now) {
-            expired.push(*lsn);
-            continue;
-        }
-        if !live.has_room() {
-            break;
-        }
-        let queued = Queued {
-            message: entry.message.clone(),
-            delivery_id: *lsn,
-            delivery_count: entry.deliveries + 1,
-        };
-        if live.try_enqueue_durable(queued).is_err() {
-            break;
-        }
-        entry.deliveries += 1;
-        entry.in_flight = true;
-    }
-    for lsn in expired {
-        sub.entries.remove(&lsn);
     }
 }
 
@@ -344,8 +715,8 @@ fn ack_record(name: &str, lsn: Lsn) -> Bytes {
 }
 
 /// Replay the log into durable subscriptions and their unacked messages.
-fn rebuild(wal: &Wal) -> Result<HashMap<String, DurableSub>, WalError> {
-    let mut subs: HashMap<String, DurableSub> = HashMap::new();
+fn rebuild(wal: &Wal) -> Result<HashMap<String, StoredQueue>, WalError> {
+    let mut subs: HashMap<String, StoredQueue> = HashMap::new();
     let mut skipped = 0u64;
     wal.replay(0, |lsn, kind, payload| {
         match kind {
@@ -355,12 +726,12 @@ fn rebuild(wal: &Wal) -> Result<HashMap<String, DurableSub>, WalError> {
                         .values_mut()
                         .filter(|s| topic::matches(&s.pattern, &topic))
                     {
-                        sub.entries.insert(lsn, Entry::stored(message.clone()));
+                        sub.keep(lsn, message.clone());
                     }
                 }
                 None => skipped += 1,
             },
-            KIND_SUBSCRIBE => {
+            KIND_SUBSCRIBE | KIND_SUBSCRIBE_GROUP => {
                 let name_len = payload
                     .get(..2)
                     .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
@@ -371,14 +742,12 @@ fn rebuild(wal: &Wal) -> Result<HashMap<String, DurableSub>, WalError> {
                 });
                 match parts {
                     Some((name, pattern)) => {
-                        subs.insert(
-                            name,
-                            DurableSub {
-                                pattern,
-                                entries: BTreeMap::new(),
-                                attached: None,
-                            },
-                        );
+                        let kind = if kind == KIND_SUBSCRIBE_GROUP {
+                            QueueKind::Group
+                        } else {
+                            QueueKind::Durable
+                        };
+                        subs.insert(name, StoredQueue::new(pattern, kind));
                     }
                     None => skipped += 1,
                 }
@@ -391,7 +760,7 @@ fn rebuild(wal: &Wal) -> Result<HashMap<String, DurableSub>, WalError> {
                 match (acked, name) {
                     (Some(acked), Some(name)) => {
                         if let Some(sub) = subs.get_mut(name) {
-                            sub.entries.remove(&acked);
+                            sub.forget(acked);
                         }
                     }
                     _ => skipped += 1,

@@ -5,6 +5,7 @@
 pub mod config;
 mod confirm;
 mod connection;
+mod dead_letter;
 mod durable;
 mod http;
 pub mod metrics;

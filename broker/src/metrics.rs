@@ -40,9 +40,8 @@ pub struct Gauges {
     pub subscriptions: u64,
     pub queue_depth: u64,
     pub topics: u64,
-    pub durable_subscriptions: u64,
-    /// Stored QoS 1 messages some durable subscription has not acked.
-    pub durable_unacked: u64,
+    /// QoS 1 queues: durable subscriptions, groups, redeliveries, dead letters.
+    pub durable: crate::durable::DurableGauges,
     /// The write-ahead log's counters, once it is open.
     pub wal: crate::wal::WalStats,
 }
@@ -204,14 +203,26 @@ impl Metrics {
         family(
             "blipmq_durable_subscriptions",
             "gauge",
-            "Durable subscriptions, attached or not.",
-            &[("", gauges.durable_subscriptions)],
+            "Durable subscriptions and queue groups, attached or not.",
+            &[("", gauges.durable.queues)],
         );
         family(
             "blipmq_durable_unacked_messages",
             "gauge",
-            "Stored messages a durable subscription has not acked yet.",
-            &[("", gauges.durable_unacked)],
+            "Stored QoS 1 messages a subscription has not acked yet.",
+            &[("", gauges.durable.unacked)],
+        );
+        family(
+            "blipmq_redeliveries_total",
+            "counter",
+            "QoS 1 deliveries sent again (ack timeout, or the consumer left).",
+            &[("", gauges.durable.redeliveries)],
+        );
+        family(
+            "blipmq_dead_letters_total",
+            "counter",
+            "QoS 1 messages moved to a dead-letter topic after max_deliveries.",
+            &[("", gauges.durable.dead_letters)],
         );
         let wal = &gauges.wal;
         family(
@@ -269,8 +280,12 @@ mod tests {
             subscriptions: 3,
             queue_depth: 4,
             topics: 2,
-            durable_subscriptions: 1,
-            durable_unacked: 5,
+            durable: crate::durable::DurableGauges {
+                queues: 1,
+                unacked: 5,
+                redeliveries: 6,
+                dead_letters: 7,
+            },
             wal: Default::default(),
         });
         assert!(text.contains("# TYPE blipmq_messages_published_total counter\n"));
@@ -279,6 +294,8 @@ mod tests {
         assert!(text.contains("blipmq_errors_sent_total{code=\"300\",name=\"InvalidTopic\"} 2\n"));
         assert!(text.contains("\nblipmq_subscriptions 3\n"));
         assert!(text.contains("\nblipmq_queue_depth 4\n"));
+        assert!(text.contains("\nblipmq_redeliveries_total 6\n"));
+        assert!(text.contains("\nblipmq_dead_letters_total 7\n"));
         // Every family has both a HELP and a TYPE line.
         assert_eq!(
             text.matches("# HELP ").count(),

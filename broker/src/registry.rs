@@ -5,11 +5,16 @@
 //! Publishers rarely touch it: match results are cached per topic in
 //! `fanout_shards` independently locked shards, and any change to the index
 //! bumps a generation number that makes every cached result stale.
+//!
+//! Subscriptions that name a queue group are kept as one [`QueueGroup`] per
+//! (pattern, group name, QoS): a message reaches one member of the group
+//! rather than every member, so the members share the work.
 
+use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use blipmq_protocol::topic;
@@ -17,8 +22,8 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::subscription::Subscription;
 
-/// The subscriptions a topic reaches, shared by every publisher that asks.
-pub type Matches = Arc<[Arc<Subscription>]>;
+/// What a topic reaches, shared by every publisher that asks.
+pub type Matches = Arc<MatchSet>;
 
 /// Cached results per shard before the shard is emptied and refilled; bounds
 /// the memory that publishing to many distinct topics can take.
@@ -28,10 +33,131 @@ const CACHE_ENTRIES_PER_SHARD: usize = 4096;
 #[error("the broker already holds {0} subscription patterns (queues.topic_capacity)")]
 pub struct TooManyTopics(pub usize);
 
+/// The subscriptions and queue groups one published topic reaches.
+#[derive(Debug, Default)]
+pub struct MatchSet {
+    subscriptions: Vec<Arc<Subscription>>,
+    groups: Vec<Arc<QueueGroup>>,
+}
+
+impl MatchSet {
+    pub fn is_empty(&self) -> bool {
+        self.subscriptions.is_empty() && self.groups.is_empty()
+    }
+
+    /// Receivers of one message: every matching subscription, then one
+    /// member of each matching queue group (round robin, preferring a member
+    /// with room in its queue).
+    pub fn targets(&self) -> impl Iterator<Item = Cow<'_, Arc<Subscription>>> {
+        self.subscriptions
+            .iter()
+            .map(Cow::Borrowed)
+            .chain(self.groups.iter().filter_map(|g| g.pick().map(Cow::Owned)))
+    }
+
+    /// Receivers counted as in [`MatchSet::targets`] (for log lines).
+    pub fn len(&self) -> usize {
+        self.subscriptions.len() + self.groups.len()
+    }
+}
+
+/// The members of one queue group on one pattern.
+#[derive(Debug)]
+pub struct QueueGroup {
+    name: String,
+    /// Whether the members are QoS 1 (a shared durable subscription): QoS 0
+    /// and QoS 1 members of a same-named group never share messages.
+    qos1: bool,
+    members: RwLock<Vec<Arc<Subscription>>>,
+    next: AtomicUsize,
+}
+
+impl QueueGroup {
+    fn pick(&self) -> Option<Arc<Subscription>> {
+        let members = self.members.read();
+        let count = members.len();
+        if count == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
+        let rotation = (0..count).map(|k| &members[(start + k) % count]);
+        let chosen = rotation
+            .clone()
+            .find(|m| m.has_room() && !m.is_closed())
+            .unwrap_or(&members[start]);
+        Some(chosen.clone())
+    }
+}
+
+#[derive(Default)]
+struct Bucket {
+    subscriptions: Vec<Arc<Subscription>>,
+    groups: Vec<Arc<QueueGroup>>,
+}
+
+impl Bucket {
+    fn is_empty(&self) -> bool {
+        self.subscriptions.is_empty() && self.groups.is_empty()
+    }
+
+    fn add(&mut self, subscription: Arc<Subscription>) {
+        let Some(name) = subscription.group.clone() else {
+            self.subscriptions.push(subscription);
+            return;
+        };
+        let qos1 = subscription.durable.is_some();
+        match self
+            .groups
+            .iter()
+            .find(|g| g.name == name && g.qos1 == qos1)
+        {
+            Some(group) => group.members.write().push(subscription),
+            None => self.groups.push(Arc::new(QueueGroup {
+                name,
+                qos1,
+                members: RwLock::new(vec![subscription]),
+                next: AtomicUsize::new(0),
+            })),
+        }
+    }
+
+    /// Remove `subscription`; returns how many entries went.
+    fn remove(&mut self, subscription: &Subscription) -> usize {
+        let before = self.subscriptions.len();
+        self.subscriptions.retain(|s| s.id != subscription.id);
+        let mut removed = before - self.subscriptions.len();
+        self.groups.retain(|group| {
+            let mut members = group.members.write();
+            let before = members.len();
+            members.retain(|s| s.id != subscription.id);
+            removed += before - members.len();
+            !members.is_empty()
+        });
+        removed
+    }
+
+    fn extend_into(&self, found: &mut MatchSet) {
+        found
+            .subscriptions
+            .extend(self.subscriptions.iter().cloned());
+        found.groups.extend(self.groups.iter().cloned());
+    }
+
+    fn depth(&self) -> usize {
+        let plain: usize = self.subscriptions.iter().map(|s| s.depth()).sum();
+        let grouped: usize = self
+            .groups
+            .iter()
+            .map(|g| g.members.read().iter().map(|s| s.depth()).sum::<usize>())
+            .sum();
+        plain + grouped
+    }
+}
+
 #[derive(Default)]
 struct Index {
-    exact: HashMap<String, Vec<Arc<Subscription>>>,
-    wildcard: HashMap<String, Vec<Arc<Subscription>>>,
+    exact: HashMap<String, Bucket>,
+    wildcard: HashMap<String, Bucket>,
     subscriptions: usize,
 }
 
@@ -77,7 +203,7 @@ impl Registry {
         }
         map.entry(subscription.pattern.clone())
             .or_default()
-            .push(subscription);
+            .add(subscription);
         index.subscriptions += 1;
         self.generation.fetch_add(1, Ordering::Release);
         Ok(())
@@ -90,21 +216,19 @@ impl Registry {
         } else {
             &mut index.exact
         };
-        let Some(list) = map.get_mut(&subscription.pattern) else {
+        let Some(bucket) = map.get_mut(&subscription.pattern) else {
             return;
         };
-        let before = list.len();
-        list.retain(|s| s.id != subscription.id);
-        let removed = before - list.len();
-        if list.is_empty() {
+        let removed = bucket.remove(subscription);
+        if bucket.is_empty() {
             map.remove(&subscription.pattern);
         }
         index.subscriptions -= removed;
         self.generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Every subscription whose pattern matches `topic`, with the generation
-    /// the answer is valid for.
+    /// Every subscription and queue group whose pattern matches `topic`,
+    /// with the generation the answer is valid for.
     pub fn matching(&self, topic: &str) -> (u64, Matches) {
         let shard = &self.cache[shard_of(topic, self.cache.len())];
         let generation = self.generation();
@@ -118,16 +242,16 @@ impl Registry {
             // Read under the lock: no change can slip between computing the
             // answer and labelling it with its generation.
             let generation = self.generation();
-            let mut found: Vec<Arc<Subscription>> = Vec::new();
-            if let Some(list) = index.exact.get(topic) {
-                found.extend(list.iter().cloned());
+            let mut found = MatchSet::default();
+            if let Some(bucket) = index.exact.get(topic) {
+                bucket.extend_into(&mut found);
             }
-            for (pattern, list) in &index.wildcard {
+            for (pattern, bucket) in &index.wildcard {
                 if topic::matches(pattern, topic) {
-                    found.extend(list.iter().cloned());
+                    bucket.extend_into(&mut found);
                 }
             }
-            (generation, Matches::from(found))
+            (generation, Arc::new(found))
         };
         let mut shard = shard.lock();
         if shard.len() >= CACHE_ENTRIES_PER_SHARD {
@@ -150,8 +274,7 @@ impl Registry {
             .exact
             .values()
             .chain(index.wildcard.values())
-            .flatten()
-            .map(|s| s.depth())
+            .map(Bucket::depth)
             .sum();
         (
             index.subscriptions as u64,
@@ -177,6 +300,10 @@ mod tests {
     use crate::outbox::Outbox;
 
     fn sub(id: u64, pattern: &str) -> Arc<Subscription> {
+        grouped(id, pattern, None)
+    }
+
+    fn grouped(id: u64, pattern: &str, group: Option<&str>) -> Arc<Subscription> {
         Arc::new(Subscription::new(
             id,
             pattern.to_string(),
@@ -184,11 +311,12 @@ mod tests {
             OverflowPolicy::DropNew,
             Outbox::new(),
             None,
+            group.map(str::to_string),
         ))
     }
 
     fn ids(matches: &Matches) -> Vec<u64> {
-        let mut ids: Vec<u64> = matches.iter().map(|s| s.id).collect();
+        let mut ids: Vec<u64> = matches.targets().map(|s| s.id).collect();
         ids.sort();
         ids
     }
@@ -220,5 +348,69 @@ mod tests {
         registry.insert(sub(3, "a")).unwrap();
         assert_eq!(registry.insert(sub(4, "c")), Err(TooManyTopics(2)));
         assert_eq!(registry.gauges().1, 2);
+    }
+
+    #[test]
+    fn a_queue_group_gets_each_message_once_round_robin() {
+        let registry = Registry::new(100, 1);
+        registry.insert(sub(1, "jobs")).unwrap();
+        for id in 2..=4 {
+            registry
+                .insert(grouped(id, "jobs", Some("workers")))
+                .unwrap();
+        }
+        // Another group on the same pattern gets its own copy.
+        registry
+            .insert(grouped(5, "jobs", Some("auditors")))
+            .unwrap();
+        let (_, matches) = registry.matching("jobs");
+        let mut picked = Vec::new();
+        for _ in 0..6 {
+            let ids = ids(&matches);
+            assert_eq!(ids.len(), 3, "plain + one worker + one auditor: {ids:?}");
+            assert!(ids.contains(&1) && ids.contains(&5));
+            picked.extend(ids.into_iter().filter(|id| (2..=4).contains(id)));
+        }
+        for worker in 2..=4 {
+            assert_eq!(picked.iter().filter(|&&id| id == worker).count(), 2);
+        }
+        assert_eq!(registry.gauges().0, 5);
+    }
+
+    #[test]
+    fn group_members_leave_and_the_group_goes_with_the_last() {
+        let registry = Registry::new(100, 1);
+        let a = grouped(1, "jobs.*", Some("w"));
+        let b = grouped(2, "jobs.*", Some("w"));
+        registry.insert(a.clone()).unwrap();
+        registry.insert(b.clone()).unwrap();
+        registry.remove(&a);
+        assert_eq!(ids(&registry.matching("jobs.x").1), vec![2]);
+        registry.remove(&b);
+        assert!(registry.matching("jobs.x").1.is_empty());
+        assert_eq!(registry.gauges(), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_group_prefers_a_member_with_room() {
+        let registry = Registry::new(100, 1);
+        let full = grouped(1, "jobs", Some("w"));
+        let idle = grouped(2, "jobs", Some("w"));
+        registry.insert(full.clone()).unwrap();
+        registry.insert(idle.clone()).unwrap();
+        let metrics = crate::metrics::Metrics::default();
+        let message = Arc::new(crate::subscription::QueuedMessage {
+            delivery: blipmq_protocol::Encoder::new().shared_delivery("jobs", b"x", &[], 1, 0),
+            expires_at: None,
+            message_id: 1,
+            trace_id: None,
+        });
+        for _ in 0..4 {
+            full.enqueue_now(message.clone(), &metrics);
+        }
+        let (_, matches) = registry.matching("jobs");
+        for _ in 0..4 {
+            assert_eq!(ids(&matches), vec![2]);
+        }
     }
 }

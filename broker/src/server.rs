@@ -16,7 +16,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::connection;
-use crate::durable::Durable;
+use crate::dead_letter;
+use crate::durable::{DeliverySettings, Durable};
 use crate::http;
 use crate::metrics::{inc, Gauges, Metrics};
 use crate::registry::Registry;
@@ -72,13 +73,11 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn gauges(&self) -> Gauges {
         let (subscriptions, topics, queue_depth) = self.registry.gauges();
-        let (durable_subscriptions, durable_unacked) = self.durable.gauges();
         Gauges {
             subscriptions,
             topics,
             queue_depth,
-            durable_subscriptions,
-            durable_unacked,
+            durable: self.durable.gauges(),
             wal: self.durable.wal_stats().unwrap_or_default(),
         }
     }
@@ -93,12 +92,16 @@ pub async fn run(
 ) -> io::Result<()> {
     // Recover durable state before serving anyone (the listeners are bound,
     // so early clients wait in the accept backlog).
-    let durable = Durable::open(config.wal.clone()).await.map_err(|e| {
-        io::Error::other(format!(
-            "cannot open the write-ahead log ({}): {e}",
-            config.wal.dir.display()
-        ))
-    })?;
+    let settings = DeliverySettings::from_config(&config);
+    let (durable, dead_letters) =
+        Durable::open(config.wal.clone(), settings)
+            .await
+            .map_err(|e| {
+                io::Error::other(format!(
+                    "cannot open the write-ahead log ({}): {e}",
+                    config.wal.dir.display()
+                ))
+            })?;
     let shared = Arc::new(Shared {
         durable,
         registry: Registry::new(
@@ -113,6 +116,9 @@ pub async fn run(
     });
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // QoS 1 housekeeping: dead letters, and redelivery of overdue acks.
+    let dead_letter_task = tokio::spawn(dead_letter::run(shared.clone(), dead_letters));
+    let sweeper = tokio::spawn(redeliver_overdue(shared.clone()));
     if let Some(listener) = listeners.metrics {
         tasks.spawn(http::serve(listener, shared.clone(), stop.clone()));
     }
@@ -175,6 +181,21 @@ pub async fn run(
     {
         warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
     }
+    sweeper.abort();
+    dead_letter_task.abort();
     info!("stopped");
     Ok(())
+}
+
+/// Every sweep interval, send again the QoS 1 deliveries whose ack is late.
+async fn redeliver_overdue(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.durable.sweep_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let overdue = shared.durable.redeliver_overdue(std::time::Instant::now());
+        if overdue > 0 {
+            tracing::debug!(overdue, "redelivering unacked QoS 1 messages");
+        }
+    }
 }

@@ -56,6 +56,8 @@ pub struct Subscription {
     /// messages arrive through the durable store (with delivery ids), never
     /// through fan-out; QoS 0 messages arrive as for any subscription.
     pub durable: Option<String>,
+    /// The queue group this subscription shares messages with, if any.
+    pub group: Option<String>,
     policy: OverflowPolicy,
     queue: ArrayQueue<Queued>,
     /// The owning connection's writer, woken when this queue gains a message.
@@ -87,11 +89,13 @@ impl Subscription {
         policy: OverflowPolicy,
         outbox: Arc<Outbox>,
         durable: Option<String>,
+        group: Option<String>,
     ) -> Subscription {
         Subscription {
             id,
             pattern,
             durable,
+            group,
             policy,
             queue: ArrayQueue::new(capacity),
             outbox,

@@ -6,73 +6,15 @@ mod common;
 
 use std::time::Duration;
 
-use blipmq_protocol::{decode, Ack, ErrorCode, Frame, Header, Publish, Subscribe};
+use blipmq_protocol::{decode, ErrorCode, Frame, Header, Publish, Subscribe};
 use common::*;
-
-/// Publish at QoS 1 and return the broker's Confirm (message id), or the
-/// error code it answered with.
-async fn publish_qos1(
-    client: &mut RawClient,
-    publish_id: u64,
-    topic: &str,
-    payload: &[u8],
-) -> Result<u64, ErrorCode> {
-    client
-        .send(&Frame::Publish(Publish {
-            publish_id,
-            topic,
-            payload,
-            ttl_ms: 0,
-            qos: 1,
-            headers: vec![Header {
-                key: "n",
-                value: payload,
-            }],
-        }))
-        .await;
-    let body = client.recv_owned().await.expect("an answer");
-    match decode(&body).unwrap() {
-        Frame::Confirm(c) => {
-            assert_eq!(c.publish_id, publish_id);
-            Ok(c.message_id)
-        }
-        Frame::Error(e) => {
-            assert_eq!(e.request_id, publish_id);
-            Err(e.code)
-        }
-        other => panic!("expected Confirm or Error, got {other:?}"),
-    }
-}
 
 async fn subscribe_durable(
     client: &mut RawClient,
     pattern: &str,
     name: &str,
 ) -> Result<u64, ErrorCode> {
-    client
-        .send(&Frame::Subscribe(Subscribe {
-            request_id: 77,
-            pattern,
-            qos: 1,
-            durable_name: Some(name),
-            queue_group: None,
-        }))
-        .await;
-    let body = client.recv_owned().await.expect("an answer");
-    match decode(&body).unwrap() {
-        Frame::Subscribed(s) => Ok(s.subscription_id),
-        Frame::Error(e) => Err(e.code),
-        other => panic!("expected Subscribed or Error, got {other:?}"),
-    }
-}
-
-async fn ack(client: &mut RawClient, subscription_id: u64, delivery_id: u64) {
-    client
-        .send(&Frame::Ack(Ack {
-            subscription_id,
-            delivery_id,
-        }))
-        .await;
+    client.subscribe_with(pattern, 1, Some(name), None).await
 }
 
 #[tokio::test]
@@ -85,9 +27,7 @@ async fn qos1_publish_is_confirmed_and_a_durable_subscriber_acks() {
     let mut plain = broker.client().await;
     plain.subscribe("jobs.*").await;
     let mut producer = broker.client().await;
-    let id = publish_qos1(&mut producer, 5, "jobs.a", b"one")
-        .await
-        .unwrap();
+    let id = producer.publish_qos1(5, "jobs.a", b"one").await.unwrap();
     assert!(id > 0);
     let got = consumer.expect_delivery().await;
     assert_eq!(
@@ -102,7 +42,7 @@ async fn qos1_publish_is_confirmed_and_a_durable_subscriber_acks() {
         (copy.delivery_id, copy.payload.as_slice()),
         (0, &b"one"[..])
     );
-    ack(&mut consumer, sub, got.delivery_id).await;
+    consumer.ack(sub, got.delivery_id).await;
     broker
         .wait_for_metric("blipmq_durable_unacked_messages", 0)
         .await;
@@ -118,7 +58,8 @@ async fn unacked_messages_come_back_first_and_in_order_after_a_disconnect() {
     let sub = subscribe_durable(&mut consumer, "q", "d").await.unwrap();
     let mut producer = broker.client().await;
     for i in 0..5u8 {
-        publish_qos1(&mut producer, 10 + i as u64, "q", &[b'a' + i])
+        producer
+            .publish_qos1(10 + i as u64, "q", &[b'a' + i])
             .await
             .unwrap();
     }
@@ -127,13 +68,14 @@ async fn unacked_messages_come_back_first_and_in_order_after_a_disconnect() {
         first.push(consumer.expect_delivery().await);
     }
     // Ack the first two; the other three stay owed.
-    ack(&mut consumer, sub, first[0].delivery_id).await;
-    ack(&mut consumer, sub, first[1].delivery_id).await;
+    consumer.ack(sub, first[0].delivery_id).await;
+    consumer.ack(sub, first[1].delivery_id).await;
     assert!(consumer.sync().await.is_empty());
     drop(consumer);
     broker.wait_for_metric("blipmq_connections", 1).await;
     for i in 5..7u8 {
-        publish_qos1(&mut producer, 10 + i as u64, "q", &[b'a' + i])
+        producer
+            .publish_qos1(10 + i as u64, "q", &[b'a' + i])
             .await
             .unwrap();
     }
@@ -149,7 +91,7 @@ async fn unacked_messages_come_back_first_and_in_order_after_a_disconnect() {
     assert_eq!(counts, vec![2, 2, 2, 1, 1], "redeliveries are marked");
     assert_eq!(resumed[0].delivery_id, first[2].delivery_id);
     for got in &resumed {
-        ack(&mut again, sub, got.delivery_id).await;
+        again.ack(sub, got.delivery_id).await;
     }
     broker
         .wait_for_metric("blipmq_durable_unacked_messages", 0)
@@ -167,12 +109,13 @@ async fn a_durable_subscription_and_its_unacked_messages_survive_a_restart() {
         .unwrap();
     let mut producer = broker.client().await;
     for i in 0..3u8 {
-        publish_qos1(&mut producer, 1 + i as u64, "orders.eu", &[b'0' + i])
+        producer
+            .publish_qos1(1 + i as u64, "orders.eu", &[b'0' + i])
             .await
             .unwrap();
     }
     let got = consumer.expect_delivery().await;
-    ack(&mut consumer, got.subscription_id, got.delivery_id).await;
+    consumer.ack(got.subscription_id, got.delivery_id).await;
     assert!(consumer.sync().await.len() <= 2);
     drop(consumer);
     drop(producer);
@@ -187,7 +130,7 @@ async fn a_durable_subscription_and_its_unacked_messages_survive_a_restart() {
         let got = consumer.expect_delivery().await;
         assert_eq!(got.payload, vec![expected]);
         assert_eq!(got.topic, "orders.eu");
-        ack(&mut consumer, sub, got.delivery_id).await;
+        consumer.ack(sub, got.delivery_id).await;
     }
     consumer.expect_nothing(Duration::from_millis(100)).await;
     broker
@@ -205,9 +148,7 @@ async fn headers_survive_a_restart() {
         .unwrap();
     drop(consumer);
     let mut producer = broker.client().await;
-    publish_qos1(&mut producer, 1, "h", b"with header")
-        .await
-        .unwrap();
+    producer.publish_qos1(1, "h", b"with header").await.unwrap();
     drop(producer);
     let broker = broker.restart().await;
     let mut consumer = broker.client().await;
@@ -249,16 +190,8 @@ async fn rules_for_durable_subscriptions() {
         subscribe_durable(&mut b, "y", "one").await,
         Err(ErrorCode::InvalidArgument)
     );
-    // QoS 1 without a durable name, a durable name at QoS 0, a bad name.
-    b.send(&Frame::Subscribe(Subscribe {
-        request_id: 1,
-        pattern: "z",
-        qos: 1,
-        durable_name: None,
-        queue_group: None,
-    }))
-    .await;
-    assert_eq!(b.expect_error().await.0, ErrorCode::UnsupportedQos);
+    // A durable name at QoS 0, a bad name, a queue group under a durable
+    // subscription's name.
     b.send(&Frame::Subscribe(Subscribe {
         request_id: 2,
         pattern: "z",
@@ -272,6 +205,14 @@ async fn rules_for_durable_subscriptions() {
         subscribe_durable(&mut b, "z", "has space").await,
         Err(ErrorCode::InvalidArgument)
     );
+    assert_eq!(
+        b.subscribe_with("x.*", 1, None, Some("one")).await,
+        Err(ErrorCode::InvalidArgument)
+    );
+    assert_eq!(
+        b.subscribe_with("x.*", 0, None, Some("bad group")).await,
+        Err(ErrorCode::InvalidArgument)
+    );
     broker.stop().await;
 }
 
@@ -281,7 +222,7 @@ async fn unsubscribing_deletes_a_durable_subscription() {
     let mut consumer = broker.client().await;
     let sub = subscribe_durable(&mut consumer, "t", "gone").await.unwrap();
     let mut producer = broker.client().await;
-    publish_qos1(&mut producer, 1, "t", b"old").await.unwrap();
+    producer.publish_qos1(1, "t", b"old").await.unwrap();
     consumer.expect_delivery().await;
     consumer.unsubscribe(sub).await;
     broker
@@ -290,7 +231,7 @@ async fn unsubscribing_deletes_a_durable_subscription() {
     // A new subscription with the same name starts empty.
     subscribe_durable(&mut consumer, "t", "gone").await.unwrap();
     consumer.expect_nothing(Duration::from_millis(150)).await;
-    publish_qos1(&mut producer, 2, "t", b"new").await.unwrap();
+    producer.publish_qos1(2, "t", b"new").await.unwrap();
     assert_eq!(consumer.expect_delivery().await.payload, b"new");
     broker.stop().await;
 }
@@ -311,7 +252,7 @@ async fn a_full_log_refuses_qos1_with_storage_full_and_nothing_is_delivered() {
     let mut confirmed = 0;
     let mut refused = None;
     for i in 0..40u64 {
-        match publish_qos1(&mut producer, 100 + i, "full", &payload).await {
+        match producer.publish_qos1(100 + i, "full", &payload).await {
             Ok(_) => confirmed += 1,
             Err(code) => {
                 refused = Some(code);

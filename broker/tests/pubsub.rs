@@ -210,7 +210,7 @@ async fn invalid_topics_and_patterns_get_an_error_naming_the_request() {
 }
 
 #[tokio::test]
-async fn invalid_qos_and_queue_groups_are_refused() {
+async fn invalid_qos_and_invalid_group_names_are_refused() {
     let broker = TestBroker::start().await;
     let mut c = broker.client().await;
     c.send(&Frame::Publish(Publish {
@@ -229,11 +229,21 @@ async fn invalid_qos_and_queue_groups_are_refused() {
         pattern: "q",
         qos: 0,
         durable_name: None,
-        queue_group: Some("workers"),
+        queue_group: Some("two words"),
     }))
     .await;
     let (code, _, id) = c.expect_error().await;
     assert_eq!((code, id), (ErrorCode::InvalidArgument, 11));
+    c.send(&Frame::Subscribe(Subscribe {
+        request_id: 12,
+        pattern: "q",
+        qos: 9,
+        durable_name: None,
+        queue_group: None,
+    }))
+    .await;
+    let (code, _, id) = c.expect_error().await;
+    assert_eq!((code, id), (ErrorCode::InvalidArgument, 12));
     broker.stop().await;
 }
 

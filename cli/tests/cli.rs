@@ -595,10 +595,37 @@ fn qos_1_publishes_are_confirmed_and_a_durable_sub_resumes() {
     let out = sub.finish(RUN);
     out.assert_success();
     assert_eq!(out.stdout_text(), "two\nthree\n");
-    // QoS 1 without a durable name is not offered.
+    // A bad durable name is the broker's InvalidArgument, with its code.
     broker
-        .run(&["sub", "--qos", "1", "q"], None)
-        .assert_error(1, &["UnsupportedQos"]);
+        .run(&["sub", "--durable", "two words", "q"], None)
+        .assert_error(1, &["InvalidArgument"]);
+}
+
+#[test]
+fn workers_in_a_queue_group_share_the_jobs() {
+    let broker = Broker::start();
+    let mut first = broker.subscribe(&["jobs", "--qos", "1", "--group", "w", "--count", "2"]);
+    let mut second = broker.subscribe(&["jobs", "--qos", "1", "--group", "w", "--count", "2"]);
+    broker
+        .run(
+            &["pub", "--lines", "--qos", "1", "jobs", "-"],
+            Some(b"a\nb\nc\nd\n"),
+        )
+        .assert_success();
+    let mut done = String::new();
+    for worker in [&mut first, &mut second] {
+        let out = worker.finish(RUN);
+        out.assert_success();
+        assert_eq!(
+            out.stdout_text().lines().count(),
+            2,
+            "each worker takes its share"
+        );
+        done.push_str(&out.stdout_text());
+    }
+    let mut jobs: Vec<&str> = done.lines().collect();
+    jobs.sort();
+    assert_eq!(jobs, ["a", "b", "c", "d"], "every job done exactly once");
 }
 
 #[test]
@@ -609,10 +636,6 @@ fn unsub_explains_what_it_can_and_cannot_do() {
     broker
         .run(&["unsub", "orders.*", "--durable", "d1"], None)
         .assert_success();
-    // Queue groups are not offered yet.
-    broker
-        .run(&["sub", "orders.*", "--group", "g"], None)
-        .assert_error(1, &["InvalidArgument"]);
 }
 
 #[test]

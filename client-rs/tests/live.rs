@@ -213,19 +213,19 @@ async fn local_validation_errors_carry_wire_codes() {
 async fn broker_refusals_surface_with_the_brokers_code() {
     let broker = Broker::start().await;
     let client = Client::connect(broker.url()).await.unwrap();
-    // QoS 1 without a durable name is not offered yet.
+    // A queue group name the broker does not accept.
     let e = client
         .subscribe_with(
             "q",
             SubscribeOptions {
-                qos: Qos::AtLeastOnce,
+                group: Some("two words".into()),
                 ..Default::default()
             },
         )
         .await
         .unwrap_err();
     assert_eq!(e.kind(), SubscribeErrorKind::Rejected);
-    assert_eq!(e.code(), ErrorCode::UnsupportedQos);
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
     // A durable subscription must be QoS 1.
     let e = client
         .subscribe_with(

@@ -75,6 +75,11 @@ pub fn is_wildcard(pattern: &str) -> bool {
 
 /// Does a valid `pattern` match a valid `topic`?
 pub fn matches(pattern: &str, topic: &str) -> bool {
+    // System topics (`$dlq.…`) are reached only by patterns that name their
+    // first token, so a catch-all subscriber never consumes dead letters.
+    if topic.starts_with('$') && matches!(pattern.split('.').next(), Some("*" | ">")) {
+        return false;
+    }
     let mut topic_tokens = topic.split('.');
     for p in pattern.split('.') {
         match (p, topic_tokens.next()) {
@@ -91,6 +96,16 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards_skip_system_topics() {
+        assert!(!matches(">", "$dlq.jobs"));
+        assert!(!matches("*.jobs", "$dlq.jobs"));
+        assert!(matches("$dlq.>", "$dlq.jobs"));
+        assert!(matches("$dlq.*", "$dlq.jobs"));
+        assert!(matches("$dlq.jobs", "$dlq.jobs"));
+        assert!(matches(">", "dlq.jobs"));
+    }
 
     #[test]
     fn topics() {

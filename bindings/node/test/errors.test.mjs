@@ -53,11 +53,11 @@ test('a bad header key is 304 InvalidHeader', async () => {
   await rejectsWith(client.publish('h', 'x', { headers: { 'bad key': 'v' } }), blipmq.InvalidHeaderError, 304, 'InvalidHeader')
 })
 
-test('a QoS 1 publish resolves with the message id; QoS 1 without a durable name is 303 UnsupportedQos', async () => {
+test('a QoS 1 publish resolves with the message id; a malformed group name is 301 InvalidArgument', async () => {
   const id = await client.publish('q', 'x', { qos: 1 })
   assert.equal(typeof id, 'bigint')
   assert.ok(id > 0n)
-  await rejectsWith(client.subscribe('q', { qos: 1 }), blipmq.UnsupportedQosError, 303, 'UnsupportedQos')
+  await rejectsWith(client.subscribe('q', { group: 'two words' }), blipmq.InvalidArgumentError, 301, 'InvalidArgument')
 })
 
 test('an out-of-range qos is 301 InvalidArgument; a wrong type is a TypeError', async () => {

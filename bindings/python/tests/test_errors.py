@@ -75,20 +75,15 @@ async def test_qos_out_of_range_is_301(addr: str) -> None:
             await client.subscribe("q", qos=7)
 
 
-async def test_qos1_confirms_or_reports_unsupported_qos(addr: str) -> None:
-    """QoS 1 goes through as the broker allows: a broker without it answers
-    303 UnsupportedQos, which must surface with its code; a broker with it
-    confirms with a message id."""
+async def test_bad_group_and_durable_names_are_invalid_argument(addr: str) -> None:
+    """The broker refuses malformed names with 301 InvalidArgument, which
+    surfaces with its code; the connection stays usable."""
     async with await blipmq.connect(addr) as client:
-        try:
-            message_id = await client.publish("q1", b"durable", qos=1)
-        except blipmq.UnsupportedQos as error:
-            assert (error.code, error.name) == (303, "UnsupportedQos")
-            with pytest.raises(blipmq.UnsupportedQos):
-                await client.subscribe("q1", qos=1)
-            # The connection stays usable.
-            sub = await client.subscribe("q0")
-            await client.publish("q0", b"still fine")
-            assert (await sub.next(timeout=5)).payload == b"still fine"
-        else:
-            assert isinstance(message_id, int) and message_id > 0
+        with pytest.raises(blipmq.InvalidArgument) as caught:
+            await client.subscribe("q1", group="two words")
+        assert (caught.value.code, caught.value.name) == (301, "InvalidArgument")
+        with pytest.raises(blipmq.InvalidArgument):
+            await client.subscribe("q1", qos=1, durable="two words")
+        sub = await client.subscribe("q0")
+        await client.publish("q0", b"still fine")
+        assert (await sub.next(timeout=5)).payload == b"still fine"

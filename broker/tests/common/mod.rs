@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use blipmq_broker::{run, Config, Listeners};
 use blipmq_protocol::{
-    check_frame, decode, Encoder, ErrorCode, Frame, FrameError, Hello, Publish, Subscribe,
-    Unsubscribe, LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
+    check_frame, decode, Ack, Encoder, ErrorCode, Frame, FrameError, Header, Hello, Publish,
+    Subscribe, Unsubscribe, LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
 };
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -358,6 +358,80 @@ impl RawClient {
             }
             before.push(body);
         }
+    }
+
+    /// Subscribe with every option; the subscription id, or the error code
+    /// the broker answered with.
+    pub async fn subscribe_with(
+        &mut self,
+        pattern: &str,
+        qos: u8,
+        durable_name: Option<&str>,
+        queue_group: Option<&str>,
+    ) -> Result<u64, ErrorCode> {
+        let request_id = self.request_id();
+        self.send(&Frame::Subscribe(Subscribe {
+            request_id,
+            pattern,
+            qos,
+            durable_name,
+            queue_group,
+        }))
+        .await;
+        let body = self.recv_owned().await.expect("an answer");
+        match decode(&body).unwrap() {
+            Frame::Subscribed(s) => {
+                assert_eq!(s.request_id, request_id);
+                Ok(s.subscription_id)
+            }
+            Frame::Error(e) => {
+                assert_eq!(e.request_id, request_id);
+                Err(e.code)
+            }
+            other => panic!("expected Subscribed or Error, got {other:?}"),
+        }
+    }
+
+    /// Publish at QoS 1 (with the payload also as header `n`) and return the
+    /// broker's Confirm (message id), or the error code it answered with.
+    pub async fn publish_qos1(
+        &mut self,
+        publish_id: u64,
+        topic: &str,
+        payload: &[u8],
+    ) -> Result<u64, ErrorCode> {
+        self.send(&Frame::Publish(Publish {
+            publish_id,
+            topic,
+            payload,
+            ttl_ms: 0,
+            qos: 1,
+            headers: vec![Header {
+                key: "n",
+                value: payload,
+            }],
+        }))
+        .await;
+        let body = self.recv_owned().await.expect("an answer");
+        match decode(&body).unwrap() {
+            Frame::Confirm(c) => {
+                assert_eq!(c.publish_id, publish_id);
+                Ok(c.message_id)
+            }
+            Frame::Error(e) => {
+                assert_eq!(e.request_id, publish_id);
+                Err(e.code)
+            }
+            other => panic!("expected Confirm or Error, got {other:?}"),
+        }
+    }
+
+    pub async fn ack(&mut self, subscription_id: u64, delivery_id: u64) {
+        self.send(&Frame::Ack(Ack {
+            subscription_id,
+            delivery_id,
+        }))
+        .await;
     }
 
     /// Discard buffered input, for tests that stop reading on purpose.

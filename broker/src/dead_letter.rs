@@ -1,0 +1,147 @@
+//! Dead letters: a QoS 1 message delivered `max_deliveries` times without an
+//! ack is published again, as a QoS 1 message, to the system topic
+//! `<dead_letter_prefix>.<queue name>` (QOS-12), with headers saying where it
+//! came from. Only once that copy is stored does the queue let the original
+//! go, so a crash in between means the original is redelivered, never lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blipmq_protocol::{decode, topic, Encoder, Frame, Header, LENGTH_PREFIX_LEN};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::OverflowPolicy;
+use crate::durable::DeadLetter;
+use crate::server::Shared;
+use crate::subscription::{MessageRef, QueuedMessage};
+
+/// Header naming the queue (durable subscription or group) that gave up.
+pub const HEADER_QUEUE: &str = "blipmq-dead-letter-queue";
+/// Header with the topic the message was first published to.
+pub const HEADER_ORIGINAL_TOPIC: &str = "blipmq-original-topic";
+/// Header with how many times it was delivered.
+pub const HEADER_DELIVERIES: &str = "blipmq-deliveries";
+
+/// How long to wait before trying again when the log refuses a dead letter.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The dead-letter topic for `queue`: `<prefix>.<queue>`, or the prefix
+/// alone when the queue's name is not a valid topic token.
+pub fn topic_for(prefix: &str, queue: &str) -> String {
+    let candidate = format!("{prefix}.{queue}");
+    let one_token = !queue.contains(['.', '*', '>']);
+    if one_token && topic::validate_topic(&candidate).is_ok() {
+        candidate
+    } else {
+        prefix.to_string()
+    }
+}
+
+/// Move dead letters until the broker stops (the sender lives in `Shared`).
+pub async fn run(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<DeadLetter>) {
+    let mut encoder = Encoder::new();
+    while let Some(dead) = queue.recv().await {
+        let topic = topic_for(&shared.config.delivery.dead_letter_prefix, &dead.queue);
+        let Some(copy) = relabel(&mut encoder, &dead, &topic) else {
+            warn!(
+                queue = dead.queue,
+                "a stored message does not decode; dropped"
+            );
+            shared.durable.dead_lettered(&dead.queue, dead.lsn);
+            continue;
+        };
+        let stored = match shared.durable.submit(&copy).await {
+            Ok(pending) => pending.await,
+            Err(error) => Err(error),
+        };
+        match stored {
+            Ok(lsn) => {
+                shared.durable.stored(lsn, &topic, copy.clone());
+                deliver_to_live(&shared, &topic, copy).await;
+                shared.durable.dead_lettered(&dead.queue, dead.lsn);
+                info!(
+                    queue = dead.queue,
+                    topic,
+                    deliveries = dead.deliveries,
+                    message_id = dead.message.message_id,
+                    "moved a message to its dead-letter topic"
+                );
+            }
+            Err(error) => {
+                warn!(%error, queue = dead.queue, "could not store a dead letter; will retry");
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    shared.durable.dead_letter_failed(&dead.queue, dead.lsn);
+                });
+            }
+        }
+    }
+}
+
+/// Non-durable subscribers of the dead-letter topic get it as at QoS 0.
+async fn deliver_to_live(shared: &Shared, topic: &str, message: MessageRef) {
+    let (_, matches) = shared.registry.matching(topic);
+    for subscription in matches.targets().filter(|s| s.durable.is_none()) {
+        if subscription.policy() == OverflowPolicy::Block {
+            subscription
+                .enqueue_or_wait(message.clone(), &shared.metrics)
+                .await;
+        } else {
+            subscription.enqueue_now(message.clone(), &shared.metrics);
+        }
+    }
+}
+
+/// The dead letter: same payload, id and timestamp, the original headers
+/// followed by the dead-letter headers, on the dead-letter topic.
+fn relabel(encoder: &mut Encoder, dead: &DeadLetter, topic: &str) -> Option<MessageRef> {
+    let frame = dead.message.delivery.frame();
+    let Ok(Frame::Delivery(original)) = decode(frame.get(LENGTH_PREFIX_LEN..)?) else {
+        return None;
+    };
+    let deliveries = dead.deliveries.to_string();
+    let mut headers = original.headers.clone();
+    headers.extend([
+        Header {
+            key: HEADER_QUEUE,
+            value: dead.queue.as_bytes(),
+        },
+        Header {
+            key: HEADER_ORIGINAL_TOPIC,
+            value: original.topic.as_bytes(),
+        },
+        Header {
+            key: HEADER_DELIVERIES,
+            value: deliveries.as_bytes(),
+        },
+    ]);
+    Some(Arc::new(QueuedMessage {
+        delivery: encoder.shared_delivery(
+            topic,
+            original.payload,
+            &headers,
+            original.message_id,
+            original.timestamp_ms,
+        ),
+        expires_at: None,
+        message_id: original.message_id,
+        trace_id: dead.message.trace_id.clone(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letter_topics() {
+        assert_eq!(topic_for("$dlq", "jobs"), "$dlq.jobs");
+        assert_eq!(topic_for("$dlq", "orders.eu"), "$dlq");
+        assert_eq!(topic_for("$dlq", "a*"), "$dlq");
+        assert_eq!(topic_for("dead.letters", "w-1"), "dead.letters.w-1");
+        let long = "x".repeat(255);
+        assert_eq!(topic_for("$dlq", &long), "$dlq");
+    }
+}

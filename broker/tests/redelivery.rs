@@ -1,0 +1,341 @@
+//! QoS 1 delivery rules through the real broker: redelivery after the ack
+//! timeout, dead letters after `max_deliveries`, per-consumer credit, queue
+//! groups at QoS 0 and QoS 1, and QoS 1 subscriptions without a name.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use blipmq_protocol::{decode, ErrorCode, Frame};
+use common::*;
+
+/// A delivery with its headers (the common `Got` has none).
+async fn delivery_with_headers(client: &mut RawClient) -> (Got, HashMap<String, Vec<u8>>) {
+    let body = client.recv_owned().await.expect("a delivery");
+    let Frame::Delivery(d) = decode(&body).unwrap() else {
+        panic!("expected a Delivery");
+    };
+    let headers = d
+        .headers
+        .iter()
+        .map(|h| (h.key.to_string(), h.value.to_vec()))
+        .collect();
+    let got = Got {
+        subscription_id: d.route.subscription_id,
+        delivery_id: d.route.delivery_id,
+        delivery_count: d.route.delivery_count,
+        topic: d.topic.to_string(),
+        payload: d.payload.to_vec(),
+        message_id: d.message_id,
+        timestamp_ms: d.timestamp_ms,
+    };
+    (got, headers)
+}
+
+#[tokio::test]
+async fn an_unacked_delivery_comes_again_after_the_ack_timeout() {
+    let broker = TestBroker::start_with(|c| c.delivery.ack_timeout_ms = 150).await;
+    let mut consumer = broker.client().await;
+    let sub = consumer
+        .subscribe_with("jobs", 1, Some("slow"), None)
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    producer.publish_qos1(1, "jobs", b"work").await.unwrap();
+    let first = consumer.expect_delivery().await;
+    assert_eq!(
+        (first.delivery_count, first.payload.as_slice()),
+        (1, &b"work"[..])
+    );
+    // No ack: the same delivery comes again, counted.
+    let again = consumer.expect_delivery().await;
+    assert_eq!(again.delivery_id, first.delivery_id);
+    assert_eq!(again.message_id, first.message_id);
+    assert_eq!(again.delivery_count, 2);
+    consumer.ack(sub, again.delivery_id).await;
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 0)
+        .await;
+    consumer.expect_nothing(Duration::from_millis(400)).await;
+    assert!(broker.metric("blipmq_redeliveries_total").await >= 1);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn after_max_deliveries_a_message_moves_to_its_dead_letter_topic() {
+    let broker = TestBroker::start_with(|c| {
+        c.delivery.ack_timeout_ms = 100;
+        c.delivery.max_deliveries = 2;
+    })
+    .await;
+    let mut consumer = broker.client().await;
+    consumer
+        .subscribe_with("jobs.*", 1, Some("jobs"), None)
+        .await
+        .unwrap();
+    let mut dead = broker.client().await;
+    dead.subscribe("$dlq.jobs").await;
+    // A catch-all subscriber sees the original but never a dead letter.
+    let mut everything = broker.client().await;
+    everything.subscribe(">").await;
+    let mut producer = broker.client().await;
+    let message_id = producer
+        .publish_qos1(1, "jobs.email", b"poison")
+        .await
+        .unwrap();
+
+    for count in 1..=2 {
+        let got = consumer.expect_delivery().await;
+        assert_eq!((got.delivery_count, got.message_id), (count, message_id));
+    }
+    let (letter, headers) = delivery_with_headers(&mut dead).await;
+    assert_eq!(letter.topic, "$dlq.jobs");
+    assert_eq!(letter.payload, b"poison");
+    assert_eq!(letter.message_id, message_id);
+    assert_eq!(headers["n"], b"poison", "the original headers are kept");
+    assert_eq!(headers["blipmq-dead-letter-queue"], b"jobs");
+    assert_eq!(headers["blipmq-original-topic"], b"jobs.email");
+    assert_eq!(headers["blipmq-deliveries"], b"2");
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 0)
+        .await;
+    assert_eq!(broker.metric("blipmq_dead_letters_total").await, 1);
+    consumer.expect_nothing(Duration::from_millis(300)).await;
+    assert_eq!(everything.expect_delivery().await.topic, "jobs.email");
+    everything.expect_nothing(Duration::from_millis(100)).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_durable_dead_letter_subscription_keeps_dead_letters_across_a_restart() {
+    let broker = TestBroker::start_with(|c| {
+        c.delivery.ack_timeout_ms = 50;
+        c.delivery.max_deliveries = 1;
+    })
+    .await;
+    let mut graveyard = broker.client().await;
+    graveyard
+        .subscribe_with("$dlq.>", 1, Some("graveyard"), None)
+        .await
+        .unwrap();
+    drop(graveyard);
+    let mut consumer = broker.client().await;
+    consumer
+        .subscribe_with("jobs", 1, Some("w"), None)
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    producer.publish_qos1(1, "jobs", b"bad").await.unwrap();
+    consumer.expect_delivery().await;
+    broker.wait_for_metric("blipmq_dead_letters_total", 1).await;
+    drop((consumer, producer));
+    let broker = broker.restart().await;
+    let mut graveyard = broker.client().await;
+    let sub = graveyard
+        .subscribe_with("$dlq.>", 1, Some("graveyard"), None)
+        .await
+        .unwrap();
+    let letter = graveyard.expect_delivery().await;
+    assert_eq!(
+        (letter.topic.as_str(), letter.payload.as_slice()),
+        ("$dlq.w", &b"bad"[..])
+    );
+    graveyard.ack(sub, letter.delivery_id).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn credit_limits_the_unacked_deliveries_a_consumer_holds() {
+    let broker = TestBroker::start_with(|c| c.delivery.max_in_flight = 3).await;
+    let mut consumer = broker.client().await;
+    let sub = consumer
+        .subscribe_with("t", 1, Some("credit"), None)
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    for i in 0..10u8 {
+        producer
+            .publish_qos1(u64::from(i) + 1, "t", &[i])
+            .await
+            .unwrap();
+    }
+    let mut held = Vec::new();
+    for expected in 0..3u8 {
+        let got = consumer.expect_delivery().await;
+        assert_eq!(got.payload, [expected]);
+        held.push(got.delivery_id);
+    }
+    consumer.expect_nothing(Duration::from_millis(200)).await;
+    // Each ack makes room for exactly one more, in order.
+    consumer.ack(sub, held[0]).await;
+    assert_eq!(consumer.expect_delivery().await.payload, [3]);
+    consumer.expect_nothing(Duration::from_millis(150)).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_queue_group_shares_qos0_messages_round_robin() {
+    let broker = TestBroker::start().await;
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let mut member = broker.client().await;
+        member
+            .subscribe_with("jobs", 0, None, Some("workers"))
+            .await
+            .unwrap();
+        members.push(member);
+    }
+    let mut audit = broker.client().await;
+    audit.subscribe("jobs").await;
+    let mut producer = broker.client().await;
+    for i in 0..30u8 {
+        producer.publish("jobs", &[i]).await;
+    }
+    producer.sync().await;
+    let mut seen = Vec::new();
+    for member in &mut members {
+        let got = member.sync().await;
+        assert_eq!(got.len(), 10, "round robin over three idle members");
+        for body in got {
+            let Frame::Delivery(d) = decode(&body).unwrap() else {
+                panic!("a delivery")
+            };
+            seen.push(d.payload[0]);
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        (0..30).collect::<Vec<u8>>(),
+        "each message to exactly one member"
+    );
+    assert_eq!(
+        audit.sync().await.len(),
+        30,
+        "a plain subscriber gets everything"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_qos1_group_shares_work_and_a_lost_members_messages_go_to_a_survivor() {
+    let broker = TestBroker::start().await;
+    let mut a = broker.client().await;
+    let mut b = broker.client().await;
+    a.subscribe_with("jobs", 1, None, Some("workers"))
+        .await
+        .unwrap();
+    let sub_b = b
+        .subscribe_with("jobs", 1, None, Some("workers"))
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    for i in 0..10u8 {
+        producer
+            .publish_qos1(u64::from(i) + 1, "jobs", &[i])
+            .await
+            .unwrap();
+    }
+    let mut got_a = Vec::new();
+    for _ in 0..5 {
+        got_a.push(a.expect_delivery().await.payload[0]);
+    }
+    let mut got_b = Vec::new();
+    for _ in 0..5 {
+        let got = b.expect_delivery().await;
+        got_b.push(got.payload[0]);
+        b.ack(sub_b, got.delivery_id).await;
+    }
+    let mut all: Vec<u8> = got_a.iter().chain(&got_b).copied().collect();
+    all.sort();
+    assert_eq!(all, (0..10).collect::<Vec<u8>>(), "each job to one member");
+    // `a` dies without acking: its jobs go to `b`, marked as redeliveries.
+    drop(a);
+    let mut redelivered = Vec::new();
+    for _ in 0..5 {
+        let got = b.expect_delivery().await;
+        assert_eq!(got.delivery_count, 2);
+        redelivered.push(got.payload[0]);
+        b.ack(sub_b, got.delivery_id).await;
+    }
+    redelivered.sort();
+    got_a.sort();
+    assert_eq!(redelivered, got_a);
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 0)
+        .await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_qos1_group_outlives_its_members_and_restarts_until_the_last_unsubscribes() {
+    let broker = TestBroker::start().await;
+    let mut a = broker.client().await;
+    let mut b = broker.client().await;
+    let sub_a = a.subscribe_with("jobs", 1, None, Some("g")).await.unwrap();
+    b.subscribe_with("jobs", 1, None, Some("g")).await.unwrap();
+    // A group cannot be taken over as a plain durable subscription.
+    let mut other = broker.client().await;
+    assert_eq!(
+        other.subscribe_with("jobs", 1, Some("g"), None).await,
+        Err(ErrorCode::InvalidArgument)
+    );
+    // One member unsubscribing leaves the group to the others.
+    a.unsubscribe(sub_a).await;
+    assert_eq!(broker.metric("blipmq_durable_subscriptions").await, 1);
+    drop(b);
+    broker.wait_for_metric("blipmq_connections", 2).await;
+    let mut producer = broker.client().await;
+    for i in 0..3u8 {
+        producer
+            .publish_qos1(u64::from(i) + 1, "jobs", &[i])
+            .await
+            .unwrap();
+    }
+    drop(producer);
+    let broker = broker.restart().await;
+    let mut c = broker.client().await;
+    let sub_c = c.subscribe_with("jobs", 1, None, Some("g")).await.unwrap();
+    for i in 0..3u8 {
+        let got = c.expect_delivery().await;
+        assert_eq!(
+            got.payload,
+            [i],
+            "kept while no member was connected, in order"
+        );
+        c.ack(sub_c, got.delivery_id).await;
+    }
+    // The last member unsubscribing deletes the group.
+    c.unsubscribe(sub_c).await;
+    broker
+        .wait_for_metric("blipmq_durable_subscriptions", 0)
+        .await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_qos1_subscription_without_a_name_acks_and_redelivers_until_its_connection_ends() {
+    let broker = TestBroker::start_with(|c| c.delivery.ack_timeout_ms = 150).await;
+    let mut consumer = broker.client().await;
+    let sub = consumer.subscribe_with("t", 1, None, None).await.unwrap();
+    let mut producer = broker.client().await;
+    producer.publish_qos1(1, "t", b"x").await.unwrap();
+    let first = consumer.expect_delivery().await;
+    assert!(first.delivery_id > 0);
+    let again = consumer.expect_delivery().await;
+    assert_eq!(
+        (again.delivery_id, again.delivery_count),
+        (first.delivery_id, 2)
+    );
+    consumer.ack(sub, again.delivery_id).await;
+    producer.publish_qos1(2, "t", b"y").await.unwrap();
+    assert_eq!(consumer.expect_delivery().await.payload, b"y");
+    // It is not a durable subscription, and goes with its connection.
+    assert_eq!(broker.metric("blipmq_durable_subscriptions").await, 0);
+    drop(consumer);
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 0)
+        .await;
+    broker.stop().await;
+}
