@@ -21,13 +21,13 @@
 //!
 //! Records (kind byte, payload):
 //! - `MESSAGE`: the message's encoded Delivery frame, exactly as delivered.
-//! - `SUBSCRIBE` / `SUBSCRIBE_GROUP`: `u16 name length, name, pattern` — a
-//!   durable subscription / queue group was created.
 //! - `ACK`: `u64 lsn, name` — the queue no longer needs that message.
-//! - `UNSUBSCRIBE`: `name` — the queue was deleted.
 //!
-//! The log is released up to the oldest message any queue still needs, so
-//! acked history is deleted segment by segment.
+//! Which queues exist (and from which LSN each keeps messages) is kept in a
+//! small file beside the log (`queue_manifest.rs`), not in the log: the log
+//! is released up to the oldest message any queue still needs, so acked
+//! history is deleted segment by segment — including the segment that was
+//! current when a long-lived subscription was created.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
@@ -42,14 +42,12 @@ use tokio::sync::{mpsc, OnceCell};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::queue_manifest::{self, QueueDefinition};
 use crate::subscription::{MessageRef, Queued, QueuedMessage, Subscription};
-use crate::wal::{Lsn, Pending, Wal, WalConfig, WalError};
+use crate::wal::{FsyncPolicy, Lsn, Pending, Wal, WalConfig, WalError};
 
 const KIND_MESSAGE: u8 = 1;
-const KIND_SUBSCRIBE: u8 = 2;
 const KIND_ACK: u8 = 3;
-const KIND_UNSUBSCRIBE: u8 = 4;
-const KIND_SUBSCRIBE_GROUP: u8 = 5;
 
 /// How a stored queue is consumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +135,8 @@ struct Consumer {
 struct StoredQueue {
     pattern: String,
     kind: QueueKind,
+    /// The first LSN this queue keeps: it was created just before it.
+    since: Lsn,
     entries: BTreeMap<Lsn, Entry>,
     /// Entries that are `Ready`, in log order.
     ready: BTreeSet<Lsn>,
@@ -147,10 +147,11 @@ struct StoredQueue {
 }
 
 impl StoredQueue {
-    fn new(pattern: String, kind: QueueKind) -> StoredQueue {
+    fn new(pattern: String, kind: QueueKind, since: Lsn) -> StoredQueue {
         StoredQueue {
             pattern,
             kind,
+            since,
             entries: BTreeMap::new(),
             ready: BTreeSet::new(),
             deadlines: BTreeSet::new(),
@@ -350,6 +351,8 @@ pub struct Durable {
     settings: DeliverySettings,
     wal: OnceCell<Arc<Wal>>,
     queues: Mutex<HashMap<String, StoredQueue>>,
+    /// Serialises rewrites of the queue manifest.
+    manifest: tokio::sync::Mutex<()>,
     dead_letters: mpsc::UnboundedSender<DeadLetter>,
     redeliveries: AtomicU64,
     dead_lettered: AtomicU64,
@@ -368,6 +371,7 @@ impl Durable {
             settings,
             wal: OnceCell::new(),
             queues: Mutex::new(HashMap::new()),
+            manifest: tokio::sync::Mutex::new(()),
             dead_letters,
             redeliveries: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
@@ -375,7 +379,8 @@ impl Durable {
         if durable.config.dir.exists() {
             let started = Instant::now();
             let wal = durable.wal().await?;
-            let queues = tokio::task::spawn_blocking(move || rebuild(&wal))
+            let definitions = queue_manifest::load(&durable.config.dir)?;
+            let queues = tokio::task::spawn_blocking(move || rebuild(&wal, definitions))
                 .await
                 .map_err(|e| WalError::Failed(e.to_string()))??;
             let pending: usize = queues.values().map(|s| s.entries.len()).sum();
@@ -435,7 +440,7 @@ impl Durable {
         let mut queues = self.queues.lock();
         let mut kept = false;
         for (name, queue) in queues.iter_mut() {
-            if topic::matches(&queue.pattern, topic) {
+            if lsn >= queue.since && topic::matches(&queue.pattern, topic) {
                 queue.keep(lsn, message.clone());
                 queue.top_up(name, &rules);
                 kept = true;
@@ -481,20 +486,43 @@ impl Durable {
                 return Ok(());
             }
         }
-        let record = match kind {
-            QueueKind::Durable => Some(KIND_SUBSCRIBE),
-            QueueKind::Group => Some(KIND_SUBSCRIBE_GROUP),
-            QueueKind::Ephemeral => None,
-        };
-        if let Some(record) = record {
-            let wal = self.wal().await?;
-            wal.append(record, subscribe_record(name, pattern)).await?;
-        }
+        let wal = self.wal().await?;
         self.queues
             .lock()
             .entry(name.to_string())
-            .or_insert_with(|| StoredQueue::new(pattern.to_string(), kind));
+            .or_insert_with(|| StoredQueue::new(pattern.to_string(), kind, wal.next_lsn()));
+        if kind != QueueKind::Ephemeral {
+            if let Err(error) = self.save_manifest().await {
+                self.queues.lock().remove(name);
+                return Err(error.into());
+            }
+        }
         Ok(())
+    }
+
+    /// Rewrite the queue manifest from the queues in memory.
+    async fn save_manifest(&self) -> Result<(), WalError> {
+        let _one_at_a_time = self.manifest.lock().await;
+        let definitions: Vec<QueueDefinition> = {
+            let queues = self.queues.lock();
+            let mut definitions: Vec<QueueDefinition> = queues
+                .iter()
+                .filter(|(_, q)| q.kind != QueueKind::Ephemeral)
+                .map(|(name, q)| QueueDefinition {
+                    name: name.clone(),
+                    pattern: q.pattern.clone(),
+                    group: q.kind == QueueKind::Group,
+                    since: q.since,
+                })
+                .collect();
+            definitions.sort_by(|a, b| a.name.cmp(&b.name));
+            definitions
+        };
+        let dir = self.config.dir.clone();
+        let sync = self.config.fsync_policy != FsyncPolicy::Never;
+        tokio::task::spawn_blocking(move || queue_manifest::store(&dir, &definitions, sync))
+            .await
+            .map_err(|e| WalError::Failed(e.to_string()))?
     }
 
     /// Attach a consumer (after [`Durable::prepare`] and after the client was
@@ -586,9 +614,7 @@ impl Durable {
             return Ok(());
         };
         if queue.kind != QueueKind::Ephemeral {
-            let wal = self.wal().await?;
-            wal.append(KIND_UNSUBSCRIBE, Bytes::copy_from_slice(name.as_bytes()))
-                .await?;
+            self.save_manifest().await?;
         }
         self.release();
         Ok(())
@@ -699,14 +725,6 @@ impl Durable {
     }
 }
 
-fn subscribe_record(name: &str, pattern: &str) -> Bytes {
-    let mut record = BytesMut::with_capacity(2 + name.len() + pattern.len());
-    record.put_u16_le(name.len() as u16);
-    record.put_slice(name.as_bytes());
-    record.put_slice(pattern.as_bytes());
-    record.freeze()
-}
-
 fn ack_record(name: &str, lsn: Lsn) -> Bytes {
     let mut record = BytesMut::with_capacity(8 + name.len());
     record.put_u64_le(lsn);
@@ -714,44 +732,37 @@ fn ack_record(name: &str, lsn: Lsn) -> Bytes {
     record.freeze()
 }
 
-/// Replay the log into durable subscriptions and their unacked messages.
-fn rebuild(wal: &Wal) -> Result<HashMap<String, StoredQueue>, WalError> {
-    let mut subs: HashMap<String, StoredQueue> = HashMap::new();
+/// Replay the log into the queues the manifest names: each keeps the
+/// matching messages from its `since` LSN on, minus the acked ones.
+fn rebuild(
+    wal: &Wal,
+    definitions: Vec<QueueDefinition>,
+) -> Result<HashMap<String, StoredQueue>, WalError> {
+    let mut queues: HashMap<String, StoredQueue> = definitions
+        .into_iter()
+        .map(|d| {
+            let kind = if d.group {
+                QueueKind::Group
+            } else {
+                QueueKind::Durable
+            };
+            (d.name, StoredQueue::new(d.pattern, kind, d.since))
+        })
+        .collect();
     let mut skipped = 0u64;
     wal.replay(0, |lsn, kind, payload| {
         match kind {
             KIND_MESSAGE => match restore_message(payload) {
                 Some((topic, message)) => {
-                    for sub in subs
+                    for queue in queues
                         .values_mut()
-                        .filter(|s| topic::matches(&s.pattern, &topic))
+                        .filter(|q| lsn >= q.since && topic::matches(&q.pattern, &topic))
                     {
-                        sub.keep(lsn, message.clone());
+                        queue.keep(lsn, message.clone());
                     }
                 }
                 None => skipped += 1,
             },
-            KIND_SUBSCRIBE | KIND_SUBSCRIBE_GROUP => {
-                let name_len = payload
-                    .get(..2)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-                let parts = name_len.and_then(|n| {
-                    let name = std::str::from_utf8(payload.get(2..2 + n)?).ok()?;
-                    let pattern = std::str::from_utf8(payload.get(2 + n..)?).ok()?;
-                    Some((name.to_string(), pattern.to_string()))
-                });
-                match parts {
-                    Some((name, pattern)) => {
-                        let kind = if kind == KIND_SUBSCRIBE_GROUP {
-                            QueueKind::Group
-                        } else {
-                            QueueKind::Durable
-                        };
-                        subs.insert(name, StoredQueue::new(pattern, kind));
-                    }
-                    None => skipped += 1,
-                }
-            }
             KIND_ACK => {
                 let acked = payload
                     .get(..8)
@@ -759,19 +770,13 @@ fn rebuild(wal: &Wal) -> Result<HashMap<String, StoredQueue>, WalError> {
                 let name = payload.get(8..).and_then(|b| std::str::from_utf8(b).ok());
                 match (acked, name) {
                     (Some(acked), Some(name)) => {
-                        if let Some(sub) = subs.get_mut(name) {
-                            sub.forget(acked);
+                        if let Some(queue) = queues.get_mut(name) {
+                            queue.forget(acked);
                         }
                     }
                     _ => skipped += 1,
                 }
             }
-            KIND_UNSUBSCRIBE => match std::str::from_utf8(payload) {
-                Ok(name) => {
-                    subs.remove(name);
-                }
-                Err(_) => skipped += 1,
-            },
             _ => skipped += 1,
         }
         ControlFlow::Continue(())
@@ -782,7 +787,7 @@ fn rebuild(wal: &Wal) -> Result<HashMap<String, StoredQueue>, WalError> {
             "write-ahead log records of an unknown shape were skipped"
         );
     }
-    Ok(subs)
+    Ok(queues)
 }
 
 /// A stored Delivery frame back into a queued message. Its TTL is not

@@ -10,6 +10,7 @@ mod durable;
 mod http;
 pub mod metrics;
 mod outbox;
+mod queue_manifest;
 mod registry;
 mod server;
 mod subscription;

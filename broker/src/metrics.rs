@@ -261,6 +261,24 @@ impl Metrics {
             "Current size of the write-ahead log's segments.",
             &[("", wal.current_bytes)],
         );
+        family(
+            "blipmq_wal_segments",
+            "gauge",
+            "Segment files of the write-ahead log.",
+            &[("", wal.segments)],
+        );
+        family(
+            "blipmq_wal_segments_deleted_total",
+            "counter",
+            "Segments deleted because no subscription needed them any more.",
+            &[("", wal.segments_deleted)],
+        );
+        family(
+            "blipmq_wal_segments_quarantined_total",
+            "counter",
+            "Corrupt segments moved aside by recovery.",
+            &[("", wal.segments_quarantined)],
+        );
         out
     }
 }

@@ -307,3 +307,37 @@ async fn many_qos1_publishes_in_flight_are_confirmed_in_order() {
     assert!(fsyncs < 500, "{fsyncs} fsyncs for 500 records");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_durable_subscription_outlives_the_segments_released_since_it_was_created() {
+    // Retention deletes acked history segment by segment, including the
+    // segment that was current when the subscription was made; the
+    // subscription itself must survive that and a restart.
+    let broker = TestBroker::start_with(|c| c.wal.segment_bytes = 4096).await;
+    let mut consumer = broker.client().await;
+    let sub = subscribe_durable(&mut consumer, "keep", "long-lived")
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    for i in 0..40u64 {
+        producer
+            .publish_qos1(i + 1, "keep", &[1u8; 500])
+            .await
+            .unwrap();
+        let got = consumer.expect_delivery().await;
+        consumer.ack(sub, got.delivery_id).await;
+    }
+    consumer.sync().await;
+    assert!(broker.metric("blipmq_wal_segments_deleted_total").await > 0);
+    drop((consumer, producer));
+    let broker = broker.restart().await;
+    let mut producer = broker.client().await;
+    producer.publish_qos1(100, "keep", b"after").await.unwrap();
+    let mut consumer = broker.client().await;
+    subscribe_durable(&mut consumer, "keep", "long-lived")
+        .await
+        .unwrap();
+    assert_eq!(consumer.expect_delivery().await.payload, b"after");
+    consumer.expect_nothing(Duration::from_millis(150)).await;
+    broker.stop().await;
+}

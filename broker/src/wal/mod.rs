@@ -738,6 +738,12 @@ impl Wal {
     }
 
     /// The highest LSN written so far, if any.
+    /// The LSN the next record will get (never goes back, even when every
+    /// sealed segment was released).
+    pub fn next_lsn(&self) -> Lsn {
+        self.inner.counters.next_lsn.load(Ordering::Acquire)
+    }
+
     pub fn last_lsn(&self) -> Option<Lsn> {
         let next = self.inner.counters.next_lsn.load(Ordering::Acquire);
         self.first_lsn().map(|_| next - 1)
