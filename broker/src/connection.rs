@@ -76,6 +76,7 @@ pub async fn serve(
             ready: false,
             match_cache: None,
             confirms: None,
+            read_at_ms: unix_millis(),
         };
         reader.run(read_half, &reader_stop, &shutdown).await;
         // QoS 1 messages already handed to the log still get their confirms.
@@ -130,6 +131,9 @@ struct Reader {
     match_cache: Option<(String, u64, Matches)>,
     /// Started on the first QoS 1 publish.
     confirms: Option<ConfirmPipeline>,
+    /// When the bytes being handled were read (ms since the Unix epoch):
+    /// the accept time stamped on messages, one clock read per socket read.
+    read_at_ms: u64,
 }
 
 impl Reader {
@@ -219,7 +223,7 @@ impl Reader {
                         }
                         return;
                     }
-                    Ok(_) => {}
+                    Ok(_) => self.read_at_ms = unix_millis(),
                     Err(error) => {
                         debug!(%error, "read failed");
                         return;
@@ -380,12 +384,20 @@ impl Reader {
         if let Some(refused) = self.refuse_qos(publish.qos, request_id) {
             return refused;
         }
-        if let Err(error) = topic::validate_topic(publish.topic) {
-            return self.send_error(
-                ErrorCode::InvalidTopic,
-                &format!("{error}: {:?}", publish.topic),
-                request_id,
-            );
+        // The topic of the previous publish was checked then: a steady
+        // stream to one topic skips the token scan.
+        let same_topic = self
+            .match_cache
+            .as_ref()
+            .is_some_and(|(cached, _, _)| cached == publish.topic);
+        if !same_topic {
+            if let Err(error) = topic::validate_topic(publish.topic) {
+                return self.send_error(
+                    ErrorCode::InvalidTopic,
+                    &format!("{error}: {:?}", publish.topic),
+                    request_id,
+                );
+            }
         }
         if !publish.headers.is_empty() {
             let limits = self.shared.config.header_limits();
@@ -425,7 +437,7 @@ impl Reader {
                 publish.payload,
                 &publish.headers,
                 message_id,
-                unix_millis(),
+                self.read_at_ms,
             ),
             expires_at: (ttl_ms > 0).then(|| Instant::now() + Duration::from_millis(ttl_ms)),
             trace_id: trace_id.map(Box::from),

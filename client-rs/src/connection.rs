@@ -307,14 +307,55 @@ async fn write_loop(
     }
 }
 
+/// What consecutive deliveries usually share, kept by the read loop of one
+/// connection: the last subscription's channel (a broker's subscription id
+/// names one subscription for the whole connection) and the last topic.
+#[derive(Default)]
+struct DeliveryCache {
+    route: Option<(u64, async_channel::Sender<Message>)>,
+    topic: Option<Arc<str>>,
+}
+
+impl DeliveryCache {
+    fn sender(&mut self, inner: &Inner, server_id: u64) -> Option<async_channel::Sender<Message>> {
+        if let Some((id, sender)) = &self.route {
+            if *id == server_id && !sender.is_closed() {
+                return Some(sender.clone());
+            }
+        }
+        let sender = {
+            let table = inner.subscriptions.lock().unwrap();
+            table
+                .by_server
+                .get(&server_id)
+                .and_then(|local| table.by_local.get(local))
+                .map(|entry| entry.sender.clone())
+        }?;
+        self.route = Some((server_id, sender.clone()));
+        Some(sender)
+    }
+
+    fn topic(&mut self, topic: &str) -> Arc<str> {
+        match &self.topic {
+            Some(last) if **last == *topic => last.clone(),
+            _ => {
+                let shared: Arc<str> = Arc::from(topic);
+                self.topic = Some(shared.clone());
+                shared
+            }
+        }
+    }
+}
+
 /// Read frames and act on them until the connection ends.
 async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut BytesMut) -> String {
+    let mut cache = DeliveryCache::default();
     loop {
         loop {
             match check_frame(buf, max_incoming_frame(inner)) {
                 Ok(total) => {
                     let frame = buf.split_to(total).freeze();
-                    if let Err(reason) = handle(inner, frame).await {
+                    if let Err(reason) = handle(inner, &mut cache, frame).await {
                         return reason;
                     }
                 }
@@ -334,23 +375,15 @@ async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut By
 }
 
 /// Act on one frame from the broker. `Err` ends the connection.
-async fn handle(inner: &Inner, frame: Bytes) -> Result<(), String> {
+async fn handle(inner: &Inner, cache: &mut DeliveryCache, frame: Bytes) -> Result<(), String> {
     let body = frame.slice(LENGTH_PREFIX_LEN..);
     let decoded = decode(&body).map_err(|e| format!("broker sent a bad frame: {e}"))?;
     match decoded {
         Frame::Delivery(d) => {
-            let sender = {
-                let table = inner.subscriptions.lock().unwrap();
-                table
-                    .by_server
-                    .get(&d.route.subscription_id)
-                    .and_then(|local| table.by_local.get(local))
-                    .map(|entry| entry.sender.clone())
-            };
             // A delivery for a subscription dropped a moment ago is discarded.
-            if let Some(sender) = sender {
+            if let Some(sender) = cache.sender(inner, d.route.subscription_id) {
                 let message = Message {
-                    topic: d.topic.to_string(),
+                    topic: cache.topic(d.topic),
                     payload: body.slice_ref(d.payload),
                     headers: d
                         .headers
@@ -370,7 +403,12 @@ async fn handle(inner: &Inner, frame: Bytes) -> Result<(), String> {
             }
         }
         Frame::Subscribed(s) => on_subscribed(inner, s.request_id, s.subscription_id),
-        Frame::Unsubscribed(u) => answer(inner, u.request_id, Ok(u.subscription_id)),
+        Frame::Unsubscribed(u) => {
+            // Let go of the subscription's channel before its owner hears
+            // it is over, so that its stream can end.
+            cache.route = None;
+            answer(inner, u.request_id, Ok(u.subscription_id))
+        }
         Frame::Confirm(c) => answer(inner, c.publish_id, Ok(c.message_id)),
         Frame::Pong { nonce } => answer(inner, nonce, Ok(nonce)),
         Frame::Ping { nonce } => {

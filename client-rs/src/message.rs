@@ -10,7 +10,8 @@ use blipmq_protocol::{Ack, Frame};
 /// A message delivered to a [`crate::Subscription`].
 #[derive(Debug, Clone)]
 pub struct Message {
-    pub(crate) topic: String,
+    /// Shared between consecutive messages on the same topic.
+    pub(crate) topic: std::sync::Arc<str>,
     pub(crate) payload: Bytes,
     pub(crate) headers: Headers,
     pub(crate) id: u64,

@@ -68,6 +68,18 @@ pub fn check_frame(buf: &[u8], max_body_len: usize) -> Result<usize, FrameError>
 /// Step two of parsing: verify and decode one frame body (the bytes after the
 /// length prefix). Never panics, whatever the input.
 pub fn decode(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    // The hot frames, checked by hand (see `fast_decode`); anything the
+    // fast path does not take goes through the full verifier.
+    if let Some(frame) = crate::fast_decode::frame(body) {
+        return Ok(frame);
+    }
+    decode_verified(body)
+}
+
+/// [`decode`] through the generic FlatBuffers verifier only (the reference
+/// the fast path is tested against).
+#[doc(hidden)]
+pub fn decode_verified(body: &[u8]) -> Result<Frame<'_>, FrameError> {
     // Our tables nest three deep (Envelope -> body -> header); the bounds
     // refuse pathological buffers cheaply while leaving room for appended
     // fields and for as many headers as a u16 limit can allow.
@@ -346,15 +358,11 @@ impl Encoder {
             timestamp_ms,
             headers: headers.to_vec(),
         }));
-        let body = &frame[LENGTH_PREFIX_LEN..];
-        // We just built this buffer, so it verifies; the route is a required
-        // inline struct, and its address inside `frame` is its offset.
-        let envelope = fb::root_as_envelope(body).expect("freshly encoded delivery verifies");
-        let route = envelope
-            .body_as_delivery()
-            .expect("freshly encoded delivery")
-            .route();
-        let route_offset = route as *const fb::DeliveryRoute as usize - frame.as_ptr() as usize;
+        // We just built this buffer: the route, a required inline struct, is
+        // found by hand rather than by verifying the whole frame again.
+        let route_offset = LENGTH_PREFIX_LEN
+            + crate::fast_decode::delivery_route_offset(&frame[LENGTH_PREFIX_LEN..])
+                .expect("a freshly encoded delivery has its route");
         SharedDelivery {
             frame,
             route_offset,

@@ -13,6 +13,7 @@
 //! The normative description is `schema/SPEC.md`.
 
 pub mod codec;
+mod fast_decode;
 pub mod frame;
 pub mod headers;
 pub mod topic;
@@ -39,7 +40,7 @@ pub use generated::blipmq::wire as fb;
 /// constants, e.g. `ErrorCode::AuthFailed`.
 pub use fb::ErrorCode;
 
-pub use codec::{check_frame, decode, Encoder, FrameError, SharedDelivery};
+pub use codec::{check_frame, decode, decode_verified, Encoder, FrameError, SharedDelivery};
 pub use frame::*;
 
 /// The protocol version this crate speaks. A broker answers a Hello with any

@@ -41,6 +41,16 @@ fn tokens(s: &str) -> Result<std::str::Split<'_, char>, TopicError> {
 
 /// Check a topic that a message is published to: no wildcards.
 pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
+    // Every publish is checked: a plain ASCII topic is accepted in one pass
+    // over its bytes; anything else takes the token-by-token path below,
+    // which also names the first problem.
+    if is_plain_ascii_topic(topic) {
+        return Ok(());
+    }
+    check_topic_tokens(topic)
+}
+
+fn check_topic_tokens(topic: &str) -> Result<(), TopicError> {
     for token in tokens(topic)? {
         if token.is_empty() {
             return Err(TopicError::EmptyToken);
@@ -50,6 +60,25 @@ pub fn validate_topic(topic: &str) -> Result<(), TopicError> {
         }
     }
     Ok(())
+}
+
+/// A non-empty ASCII topic within the length limit, with no space, control
+/// character, wildcard or empty token.
+fn is_plain_ascii_topic(topic: &str) -> bool {
+    let bytes = topic.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_TOPIC_LEN {
+        return false;
+    }
+    let mut previous = b'.';
+    for &b in bytes {
+        let bad =
+            b <= b' ' || b >= 0x7f || b == b'*' || b == b'>' || (b == b'.' && previous == b'.');
+        if bad {
+            return false;
+        }
+        previous = b;
+    }
+    previous != b'.'
 }
 
 /// Check a subscription pattern.
@@ -96,6 +125,28 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_fast_path_agrees_with_the_token_checks() {
+        let alphabet = ["a", "Z", ".", "*", ">", " ", "\n", "ü", "-", "\u{7f}"];
+        let mut strings = vec![String::new()];
+        for _ in 0..5 {
+            let longer: Vec<String> = strings
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            for topic in &longer {
+                assert_eq!(
+                    validate_topic(topic),
+                    check_topic_tokens(topic),
+                    "{topic:?}"
+                );
+            }
+            strings = longer;
+        }
+        let long = "a".repeat(MAX_TOPIC_LEN + 1);
+        assert_eq!(validate_topic(&long), check_topic_tokens(&long));
+    }
 
     #[test]
     fn wildcards_skip_system_topics() {
