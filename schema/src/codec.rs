@@ -326,6 +326,23 @@ impl Encoder {
 
     /// Append `frame`, length prefix included, to `out`.
     pub fn encode(&mut self, frame: &Frame<'_>, out: &mut BytesMut) {
+        // The hot frames without headers have a fixed layout (`fast_encode`).
+        match frame {
+            Frame::Publish(p) if p.headers.is_empty() => {
+                return crate::fast_encode::publish(p, out)
+            }
+            Frame::Delivery(d) if d.headers.is_empty() => {
+                return crate::fast_encode::delivery(d, out)
+            }
+            _ => {}
+        }
+        self.encode_with_builder(frame, out);
+    }
+
+    /// [`Encoder::encode`] through the generic FlatBuffers builder only (the
+    /// layout other implementations produce; tests use it as a reference).
+    #[doc(hidden)]
+    pub fn encode_with_builder(&mut self, frame: &Frame<'_>, out: &mut BytesMut) {
         self.build(frame);
         let body = self.builder.finished_data();
         out.reserve(LENGTH_PREFIX_LEN + body.len());

@@ -148,7 +148,8 @@ fn bytes_field<'a>(buf: &'a [u8], t: &Table, slot: u16) -> Option<&'a [u8]> {
 fn delivery<'a>(buf: &'a [u8], t: &Table) -> Option<Delivery<'a>> {
     no_headers(buf, t, fb::Delivery::VT_HEADERS)?;
     let route = t.field(buf, fb::Delivery::VT_ROUTE)??;
-    if route % 8 != 0 {
+    // The whole 24-byte struct (padding included) must be in the buffer.
+    if route % 8 != 0 || route.checked_add(24)? > buf.len() {
         return None;
     }
     let route = Route {

@@ -14,6 +14,7 @@
 
 pub mod codec;
 mod fast_decode;
+mod fast_encode;
 pub mod frame;
 pub mod headers;
 pub mod topic;

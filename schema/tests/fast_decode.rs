@@ -41,7 +41,17 @@ fn random_frame(rng: &mut SmallRng, topic: &str, payload: &[u8], headers: bool) 
             headers,
         })
     };
-    Encoder::new().encode_to_bytes(&frame)[LENGTH_PREFIX_LEN..].to_vec()
+    // Both layouts: the fixed one this crate writes, and the builder's (what
+    // other implementations write).
+    let mut out = bytes::BytesMut::new();
+    if rng.gen_bool(0.5) {
+        Encoder::new().encode(&frame, &mut out);
+    } else {
+        Encoder::new().encode_with_builder(&frame, &mut out);
+    }
+    let body = out[LENGTH_PREFIX_LEN..].to_vec();
+    assert_eq!(decode_verified(&body).unwrap(), frame, "encoded as given");
+    body
 }
 
 #[test]
