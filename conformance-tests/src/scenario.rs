@@ -33,7 +33,17 @@ pub struct Scenario {
     /// Broker config overrides, `"section.key" = value`.
     #[serde(default)]
     pub broker: BTreeMap<String, toml::Value>,
+    /// Whether the scenario also runs across SDK pairs (default true). Off
+    /// for scenarios about the broker's own queueing under a stalled
+    /// consumer: they flood tens of MB per run, and running them for every
+    /// producer × consumer pair buys no interoperability coverage.
+    #[serde(default = "yes")]
+    pub pairs: bool,
     pub steps: Vec<Step>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,7 +124,7 @@ impl Scenario {
     /// run across two testees.
     pub fn pairable(&self) -> bool {
         let roles: Vec<Role> = self.actors.values().copied().collect();
-        roles.contains(&Role::Producer) && roles.contains(&Role::Consumer)
+        self.pairs && roles.contains(&Role::Producer) && roles.contains(&Role::Consumer)
     }
 
     /// `BLIPMQ_*` environment overrides for the broker.
