@@ -18,4 +18,14 @@ pub mod wal;
 mod writer;
 
 pub use config::{Config, ConfigError, OverflowPolicy};
+
+/// Internals the criterion benchmarks (`benches/`) drive directly. Not a
+/// stable API.
+#[doc(hidden)]
+pub mod bench_api {
+    pub use crate::metrics::Metrics;
+    pub use crate::outbox::Outbox;
+    pub use crate::registry::Registry;
+    pub use crate::subscription::{QueuedMessage, Subscription};
+}
 pub use server::{run, Listeners};
