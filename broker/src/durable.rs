@@ -356,6 +356,8 @@ pub struct Durable {
     dead_letters: mpsc::UnboundedSender<DeadLetter>,
     redeliveries: AtomicU64,
     dead_lettered: AtomicU64,
+    /// The highest message id found in the log at start (0 if none).
+    recovered_max_message_id: u64,
 }
 
 impl Durable {
@@ -366,7 +368,8 @@ impl Durable {
         settings: DeliverySettings,
     ) -> Result<(Durable, mpsc::UnboundedReceiver<DeadLetter>), WalError> {
         let (dead_letters, dead_letter_queue) = mpsc::unbounded_channel();
-        let durable = Durable {
+        let mut durable = Durable {
+            recovered_max_message_id: 0,
             config,
             settings,
             wal: OnceCell::new(),
@@ -380,9 +383,11 @@ impl Durable {
             let started = Instant::now();
             let wal = durable.wal().await?;
             let definitions = queue_manifest::load(&durable.config.dir)?;
-            let queues = tokio::task::spawn_blocking(move || rebuild(&wal, definitions))
-                .await
-                .map_err(|e| WalError::Failed(e.to_string()))??;
+            let (queues, max_message_id) =
+                tokio::task::spawn_blocking(move || rebuild(&wal, definitions))
+                    .await
+                    .map_err(|e| WalError::Failed(e.to_string()))??;
+            durable.recovered_max_message_id = max_message_id;
             let pending: usize = queues.values().map(|s| s.entries.len()).sum();
             info!(
                 durable_subscriptions = queues.len(),
@@ -394,6 +399,12 @@ impl Durable {
             durable.release();
         }
         Ok((durable, dead_letter_queue))
+    }
+
+    /// The highest message id stored in the log before this start, so that
+    /// ids stay unique across restarts (PUB-5).
+    pub fn recovered_max_message_id(&self) -> u64 {
+        self.recovered_max_message_id
     }
 
     async fn wal(&self) -> Result<Arc<Wal>, WalError> {
@@ -733,11 +744,12 @@ fn ack_record(name: &str, lsn: Lsn) -> Bytes {
 }
 
 /// Replay the log into the queues the manifest names: each keeps the
-/// matching messages from its `since` LSN on, minus the acked ones.
+/// matching messages from its `since` LSN on, minus the acked ones. Also
+/// returns the highest message id in the log.
 fn rebuild(
     wal: &Wal,
     definitions: Vec<QueueDefinition>,
-) -> Result<HashMap<String, StoredQueue>, WalError> {
+) -> Result<(HashMap<String, StoredQueue>, u64), WalError> {
     let mut queues: HashMap<String, StoredQueue> = definitions
         .into_iter()
         .map(|d| {
@@ -750,10 +762,12 @@ fn rebuild(
         })
         .collect();
     let mut skipped = 0u64;
+    let mut max_message_id = 0;
     wal.replay(0, |lsn, kind, payload| {
         match kind {
             KIND_MESSAGE => match restore_message(payload) {
                 Some((topic, message)) => {
+                    max_message_id = max_message_id.max(message.message_id);
                     for queue in queues
                         .values_mut()
                         .filter(|q| lsn >= q.since && topic::matches(&q.pattern, &topic))
@@ -787,7 +801,7 @@ fn rebuild(
             "write-ahead log records of an unknown shape were skipped"
         );
     }
-    Ok(queues)
+    Ok((queues, max_message_id))
 }
 
 /// A stored Delivery frame back into a queued message. Its TTL is not

@@ -102,6 +102,7 @@ pub async fn run(
                     config.wal.dir.display()
                 ))
             })?;
+    let first_message_id = first_message_id(durable.recovered_max_message_id());
     let shared = Arc::new(Shared {
         durable,
         registry: Registry::new(
@@ -109,7 +110,7 @@ pub async fn run(
             config.effective_fanout_shards(),
         ),
         metrics: Arc::new(Metrics::default()),
-        next_message_id: AtomicU64::new(1),
+        next_message_id: AtomicU64::new(first_message_id),
         next_subscription_id: AtomicU64::new(1),
         next_connection_id: AtomicU64::new(1),
         config,
@@ -185,6 +186,17 @@ pub async fn run(
     dead_letter_task.abort();
     info!("stopped");
     Ok(())
+}
+
+/// Message ids stay unique and increasing across restarts (PUB-5): the
+/// first id of a run is past every id in the log, and past the clock in
+/// microseconds, which covers history the log has already released (a run
+/// would have to average over a million messages per second to overtake it).
+fn first_message_id(recovered_max: u64) -> u64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    micros.max(recovered_max + 1).max(1)
 }
 
 /// Every sweep interval, send again the QoS 1 deliveries whose ack is late.

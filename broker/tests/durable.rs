@@ -342,3 +342,29 @@ async fn a_durable_subscription_outlives_the_segments_released_since_it_was_crea
     consumer.expect_nothing(Duration::from_millis(150)).await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn message_ids_are_never_reused_after_a_restart() {
+    let broker = TestBroker::start().await;
+    let mut consumer = broker.client().await;
+    subscribe_durable(&mut consumer, "ids", "keeper")
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    let before = producer.publish_qos1(1, "ids", b"old").await.unwrap();
+    drop((consumer, producer));
+    let broker = broker.restart().await;
+    let mut producer = broker.client().await;
+    let after = producer.publish_qos1(2, "ids", b"new").await.unwrap();
+    assert!(after > before, "{after} after a restart, {before} before");
+    let mut consumer = broker.client().await;
+    subscribe_durable(&mut consumer, "ids", "keeper")
+        .await
+        .unwrap();
+    let ids = [
+        consumer.expect_delivery().await.message_id,
+        consumer.expect_delivery().await.message_id,
+    ];
+    assert_eq!(ids, [before, after], "the stored message keeps its id");
+    broker.stop().await;
+}
