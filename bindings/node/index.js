@@ -213,6 +213,7 @@ class Subscription {
   // Batches received and not yet handed out, oldest first.
   #batches = []
   #ended = false
+  #receiving = null
 
   constructor(nativeSubscription) {
     this.#native = nativeSubscription
@@ -248,20 +249,43 @@ class Subscription {
     return message
   }
 
-  /** Wait in the runtime for the next batch. */
+  /** Wait until a message is here, at most `timeoutMs` (null: timed out or ended). */
   async #wait(timeoutMs) {
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs
     for (;;) {
       const message = this.#take()
       if (message !== null || this.#ended) return message
-      const native = await call(() => this.#native.nextBatch(BATCH, timeoutMs))
-      if (native === null) {
-        this.#ended = true // still hand out what a concurrent call received
-      } else if (native.payloadEnds.length > 0) {
-        if (!this.#ended) this.#batches.push(openBatch(native))
-      } else if (this.#batches.length === 0) {
-        return null // timed out
+      if (deadline === undefined) {
+        await this.#receive(undefined)
+      } else {
+        const left = deadline - Date.now()
+        if (left <= 0) return null
+        await within(this.#receive(left), left)
       }
     }
+  }
+
+  /**
+   * The one native wait in progress, shared by every waiting `next()` (a
+   * wait of its own would hold the native lock while messages another call
+   * received sit here); resolves once what it received is in `#batches`.
+   */
+  #receive(timeoutMs) {
+    if (this.#receiving === null) {
+      const waitMs = timeoutMs === undefined ? undefined : Math.ceil(timeoutMs)
+      this.#receiving = call(() => this.#native.nextBatch(BATCH, waitMs)).then(
+        (native) => {
+          this.#receiving = null
+          if (native === null) this.#ended = true
+          else if (native.payloadEnds.length > 0 && !this.#ended) this.#batches.push(openBatch(native))
+        },
+        (error) => {
+          this.#receiving = null
+          throw error
+        },
+      )
+    }
+    return this.#receiving
   }
 
   /**
@@ -303,6 +327,15 @@ class Subscription {
       },
     }
   }
+}
+
+/** `promise`, or undefined once `ms` have passed; the timer never outlives it. */
+function within(promise, ms) {
+  let timer
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(resolve, ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
 function toIteratorResult(message) {
