@@ -4,11 +4,10 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use blipmq::transport::BoxFuture;
-use blipmq::{Client, Qos, ReconnectPolicy};
+use blipmq::{Client, PublishErrorKind, Qos, ReconnectPolicy};
 use bytes::Bytes;
 use napi::bindgen_prelude::{BigInt, BufferSlice, PromiseRaw, ToNapiValue};
 use napi::Env;
@@ -147,12 +146,12 @@ fn stopped() -> napi::Error {
 #[napi]
 impl NativeClient {
     /// Publish. A QoS 0 message that fits in the client's outgoing queue is
-    /// queued right here, on the JavaScript thread, and this returns `null`:
-    /// no Promise and no trip through the runtime, which is what makes
-    /// publishing fast. Otherwise it returns a Promise of the broker's
-    /// message id (QoS 1) or of `null` (QoS 0, once queued). The payload and
-    /// header values are copied here, so the caller may reuse its buffers
-    /// at once.
+    /// queued right here, on the JavaScript thread (`try_publish_with`), and
+    /// this returns `null`: no Promise and no trip through the runtime,
+    /// which is what makes publishing fast. Otherwise it returns a Promise
+    /// of the broker's message id (QoS 1) or of `null` (QoS 0, once
+    /// queued). The payload and header values are copied here, so the
+    /// caller may reuse its buffers at once.
     #[napi(catch_unwind, ts_return_type = "Promise<bigint | null> | null")]
     pub fn publish<'env>(
         &self,
@@ -175,32 +174,27 @@ impl NativeClient {
             },
         };
         let payload = Bytes::copy_from_slice(&payload);
-        let qos = options.qos;
-        let client = self.client.clone();
-        let mut publishing = Box::pin(async move {
+        // Only QoS 0 may skip the queue (QoS 1 waits for a confirm anyway),
+        // and only when nothing is queued before it: messages keep call order.
+        if options.qos == Qos::AtMostOnce && self.queued.load(Ordering::Acquire) == 0 {
+            match self
+                .client
+                .try_publish_with(&topic, payload.clone(), options.clone())
+            {
+                Ok(()) => return Ok(None),
+                // No room: wait for it in order, on the runtime.
+                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
+                Err(e) => return Err(to_napi(e)),
+            }
+        }
+        self.in_order(env, move |client| async move {
             let id = client
                 .publish_with(&topic, payload, options)
                 .await
                 .map_err(to_napi)?;
             Ok(id.map(BigInt::from))
-        });
-        // Only QoS 0 may skip the queue (QoS 1 waits for a confirm anyway),
-        // and only when nothing is queued before it: messages keep call order.
-        if qos == Qos::AtMostOnce && self.queued.load(Ordering::Acquire) == 0 {
-            // Polled once without a waker: a QoS 0 publish touches no timer
-            // or socket, it validates, encodes and puts the frame in the
-            // client's queue, or finds the queue full and stays pending.
-            match publishing
-                .as_mut()
-                .poll(&mut Context::from_waker(Waker::noop()))
-            {
-                Poll::Ready(Ok(_)) => return Ok(None),
-                Poll::Ready(Err(e)) => return Err(e),
-                // The queue is full: finish it in order, on the runtime.
-                Poll::Pending => {}
-            }
-        }
-        self.in_order(env, move |_| publishing).map(Some)
+        })
+        .map(Some)
     }
 
     /// Resolves once the broker has confirmed the subscription.
