@@ -65,9 +65,22 @@ class BlipClient:
 
         return BlipClient(await blipmq.connect(addr, name="sdk-bench"))
 
-    def publisher(self, topic: str) -> Callable[[bytes], Awaitable[Any]]:
+    def publisher(self, topic: str, nowait: bool = False) -> Callable[[bytes], Optional[Awaitable[Any]]]:
         publish = self.client.publish
-        return lambda payload: publish(topic, payload)
+        if not nowait:
+            return lambda payload: publish(topic, payload)
+        import blipmq
+
+        publish_nowait = self.client.publish_nowait
+
+        def send(payload: bytes) -> Optional[Awaitable[Any]]:
+            try:
+                publish_nowait(topic, payload)
+                return None
+            except blipmq.QueueFull:
+                return publish(topic, payload)  # waits for room
+
+        return send
 
     async def flush(self) -> None:
         await self.client.flush()
@@ -99,7 +112,8 @@ class NatsClient:
 
         return NatsClient(await nats.connect(f"nats://{addr}", name="sdk-bench"))
 
-    def publisher(self, topic: str) -> Callable[[bytes], Awaitable[Any]]:
+    def publisher(self, topic: str, nowait: bool = False) -> Callable[[bytes], Optional[Awaitable[Any]]]:
+        # nats-py has one way to publish: a coroutine.
         publish = self.nc.publish
         return lambda payload: publish(topic, payload)
 
@@ -156,7 +170,7 @@ def payload_of(size: int) -> bytes:
 async def role_publish(args: argparse.Namespace) -> Dict[str, Any]:
     """Publish --count messages as fast as possible, then flush."""
     client = await connect(args.system, args.addr)
-    publish = client.publisher(args.topic)
+    publish = client.publisher(args.topic, nowait=args.nowait)
     payload = payload_of(args.size)
     deadline = time.monotonic() + args.max_secs
     cpu_before = time.process_time()
@@ -165,7 +179,9 @@ async def role_publish(args: argparse.Namespace) -> Dict[str, Any]:
     while sent < args.count:
         # Check the clock every 1,024 messages: bounded in time, cheap.
         for _ in range(min(1024, args.count - sent)):
-            await publish(payload)
+            waiting = publish(payload)
+            if waiting is not None:
+                await waiting
         sent += min(1024, args.count - sent)
         if time.monotonic() > deadline:
             break
@@ -235,7 +251,9 @@ async def role_latency(args: argparse.Namespace) -> Dict[str, Any]:
     while sent < total:
         due = min(total, int((clock() - started) / 1e9 * args.rate) + 1)
         while sent < due:
-            await publish(struct.pack("<Q", clock()) + pad)
+            waiting = publish(struct.pack("<Q", clock()) + pad)
+            if waiting is not None:
+                await waiting
             sent += 1
         await asyncio.sleep(0.001)
     await publisher.flush()
@@ -302,9 +320,10 @@ def run_child(command: List[str]) -> Dict[str, Any]:
     return last_json(done.stdout)
 
 
-def measure_publish(system: str, addr: str, size: int, count: int, topic: str, max_secs: float) -> Dict[str, Any]:
+def measure_publish(system: str, addr: str, size: int, count: int, topic: str, max_secs: float,
+                    nowait: bool = False) -> Dict[str, Any]:
     result = run_child(child_command("publish", system, addr, topic=topic, size=size,
-                                     count=count, max_secs=max_secs))
+                                     count=count, max_secs=max_secs, nowait=int(nowait)))
     secs = (result["end_ns"] - result["start_ns"]) / 1e9
     return {
         "rate": result["sent"] / secs,
@@ -326,7 +345,7 @@ def measure_receive(system: str, addr: str, size: int, count: int, topic: str, m
             _, err = subscriber.communicate(timeout=10)
             raise ChildFailed(f"subscriber not ready ({line!r}): {err.strip()[-800:]}")
         published = run_child(child_command("publish", system, addr, topic=topic, size=size,
-                                            count=count, max_secs=max_secs))
+                                            count=count, max_secs=max_secs, nowait=1))
         out, err = subscriber.communicate(timeout=CHILD_TIMEOUT_SECS)
     except BaseException:
         subscriber.kill()
@@ -373,6 +392,10 @@ def workloads(args: argparse.Namespace) -> List[Any]:
         items.append((f"publish-{size}", f"publish, {size_label(size)}",
                       lambda s, a, t, size=size: measure_publish(s, a, size, args.count, t, args.max_secs)))
     for size in SIZES:
+        items.append((f"nowait-{size}", f"publish_nowait (nats-py: publish), {size_label(size)}",
+                      lambda s, a, t, size=size: measure_publish(s, a, size, args.count, t, args.max_secs,
+                                                                 nowait=True)))
+    for size in SIZES:
         items.append((f"receive-{size}", f"receive 1→1, {size_label(size)}",
                       lambda s, a, t, size=size: measure_receive(s, a, size, args.count, t, args.max_secs)))
     items.append(("latency", "latency",
@@ -396,6 +419,8 @@ def driver_main(args: argparse.Namespace) -> None:
             # Take turns, in an order rotated every round.
             order = systems[round_no % len(systems):] + systems[:round_no % len(systems)]
             for system in order:
+                if key.startswith("nowait-") and system != "blipmq":
+                    continue  # nats-py has one publish; its row is "publish"
                 topic = f"bench.{key}.r{round_no}"
                 try:
                     figures = measure(system, addrs[system], topic)
@@ -498,12 +523,17 @@ def render(args: argparse.Namespace, systems: List[str], results: Dict[str, Dict
         f"- **Method**: {args.rounds} rounds, systems take turns in an order rotated each round; "
         "every figure is the median over rounds. Each run is a fresh process with its own connections.",
         f"  - *publish*: one client publishes {args.count:,} messages with one `await publish(...)` each, "
-        "then flushes; msgs/s = messages ÷ time from the first publish to the end of the flush. No subscriber.",
-        f"  - *receive 1→1*: a subscriber process and a publisher process (same SDK); "
-        f"{args.count:,} messages; msgs/s = messages received ÷ time from the first publish to the last "
-        "receipt. The subscriber reads every payload: BlipMQ through `await sub.next_batch("
-        f"{BATCH})`, nats-py through a message callback (pending limits lifted so it drops nothing). "
-        "BlipMQ runs with the `block` overflow policy (lossless).",
+        "then flushes; msgs/s = messages ÷ time from the first publish to the end of the flush. No subscriber. "
+        "*publish_nowait*: the same through BlipMQ's `client.publish_nowait(...)` (a plain call that "
+        "queues the message or raises `QueueFull`, then one `await publish(...)` waits for room), beside "
+        "nats-py's `await publish(...)`, its only way to publish.",
+        f"  - *receive 1→1*: a subscriber process and a publisher process (same SDK, its fastest publish: "
+        f"`publish_nowait` / nats-py `await publish`); {args.count:,} messages; msgs/s = messages received ÷ "
+        "time from the first publish to the last receipt. The subscriber reads every payload: BlipMQ "
+        f"through `await sub.next_batch({BATCH})`, nats-py through a message callback (pending limits "
+        "lifted so it drops nothing). BlipMQ runs with the `block` overflow policy (lossless). "
+        "*CPU µs/msg* (every round table) is the subscriber process's CPU time (all its threads) per "
+        "message received: what receiving costs, whatever else the machine is doing.",
         f"  - *latency*: one process, a publisher connection paced at {args.latency_rate:,.0f} msgs/s "
         f"for {args.latency_secs:g} s (bursts every ~1 ms), a subscriber connection; 16 B payloads "
         "carry the send time; publish call to receipt in the subscriber's code.",
@@ -516,7 +546,9 @@ def render(args: argparse.Namespace, systems: List[str], results: Dict[str, Dict
     for key, label, _ in workloads(args):
         if key == "latency":
             continue
-        medians = [cell(key, s).median("rate") for s in systems]
+        # nats-py's side of a publish_nowait row is its only publish.
+        medians = [cell(key if s == "blipmq" else key.replace("nowait-", "publish-"), s).median("rate")
+                   for s in systems]
         ratio = fmt_ratio(medians[0], medians[1]) if len(systems) == 2 else "–"
         lines.append(f"| {label} | " + " | ".join(fmt_rate(m) for m in medians) + f" | {ratio} |")
     lines += [
@@ -535,7 +567,8 @@ def render(args: argparse.Namespace, systems: List[str], results: Dict[str, Dict
         "",
         "## Every round",
         "",
-        "msgs/s (latency: p50 / p99 µs) per round.",
+        "msgs/s (CPU µs per message of the publishing or, for receive, the subscribing process) per round; "
+        "latency: p50 / p99 µs.",
         "",
         "| workload | system | " + " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " |",
         "|---|---|" + "---:|" * args.rounds,
@@ -543,7 +576,8 @@ def render(args: argparse.Namespace, systems: List[str], results: Dict[str, Dict
     for key, label, _ in workloads(args):
         for system in systems:
             figures = [round_figure(r) for r in cell(key, system).rounds]
-            lines.append(f"| {label} | {TITLES[system]} | " + " | ".join(figures) + " |")
+            if figures:
+                lines.append(f"| {label} | {TITLES[system]} | " + " | ".join(figures) + " |")
     if errors:
         lines += ["", "## Failed runs", ""] + [f"- {e}" for e in errors]
     return "\n".join(lines) + "\n"
@@ -553,7 +587,7 @@ def round_figure(figures: Dict[str, Any]) -> str:
     if "error" in figures:
         return "failed"
     if "rate" in figures:
-        text = fmt_rate(figures["rate"])
+        text = f"{fmt_rate(figures['rate'])} ({figures['cpu_us_per_msg']:.2f} µs)"
         if figures.get("received") is not None and figures["received"] < figures["sent"]:
             lost = 1 - figures["received"] / figures["sent"]
             text += f" (lost {lost:.1%})"
@@ -593,6 +627,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     child.add_argument("--max-secs", type=float, default=30.0)
     child.add_argument("--rate", type=float, default=5_000.0)
     child.add_argument("--secs", type=float, default=3.0)
+    child.add_argument("--nowait", type=int, default=0, help="1: BlipMQ publishes with publish_nowait")
 
     args = parser.parse_args(argv)
     if args.command_name == "run":
