@@ -378,7 +378,7 @@ function brief(f) {
 
 function roundFigure(f) {
   if (f.error) return 'failed'
-  if (f.rate !== undefined) return fmtRate(f.rate) + lost(f)
+  if (f.rate !== undefined) return `${fmtRate(f.rate)} (${f.cpuPerMsg.toFixed(2)} µs)${lost(f)}`
   return `${fmtUs(f.p50)} / ${fmtUs(f.p99)}${lost(f)}`
 }
 
@@ -415,7 +415,7 @@ function render(o, systems, results, errors, loadBefore, loadAfter, secs) {
     ...o.serverVersion.map((s) => `- **Server**: ${s}`),
     `- **Method**: ${o.rounds} rounds, systems take turns in an order rotated each round; every figure is the median over rounds. Each run is a fresh process with its own connections.`,
     `  - *publish*: one client publishes ${o.count.toLocaleString('en-US')} messages, awaiting each publish call (\`await client.publish(...)\`; nats' \`publish\` returns nothing to await), then flushes; msgs/s = messages ÷ time from the first publish to the end of the flush. No subscriber.`,
-    `  - *receive 1→1*: a subscriber process and a publisher process (same SDK); ${o.count.toLocaleString('en-US')} messages; msgs/s = messages received ÷ time from the first publish to the last receipt. The subscriber reads every payload: BlipMQ through \`for await (const message of subscription)\`, nats through a subscription callback. BlipMQ runs with the \`block\` overflow policy (lossless).`,
+    `  - *receive 1→1*: a subscriber process and a publisher process (same SDK); ${o.count.toLocaleString('en-US')} messages; msgs/s = messages received ÷ time from the first publish to the last receipt. The subscriber reads every payload: BlipMQ through \`for await (const message of subscription)\`, nats through a subscription callback. BlipMQ runs with the \`block\` overflow policy (lossless). *CPU µs/msg* (every round table) is the subscriber process's CPU time (all its threads) per message received: what receiving costs, whatever else the machine is doing.`,
     `  - *latency*: one process, a publisher connection paced at ${o.latencyRate.toLocaleString('en-US')} msgs/s for ${o.latencySecs} s (bursts every ~1 ms), a subscriber connection; 16 B payloads carry the send time; publish call to receipt in the subscriber's code.`,
     '',
     '## Throughput, msgs/s (higher is better)',
@@ -427,6 +427,20 @@ function render(o, systems, results, errors, loadBefore, loadAfter, secs) {
     if (key === 'latency') continue
     const values = systems.map((s) => med(key, s, 'rate'))
     lines.push(`| ${label} | ${values.map(fmtRate).join(' | ')} | ${ratioOf(values)} |`)
+  }
+  lines.push(
+    '',
+    '## Receive cost: CPU µs per message in the subscriber process (lower is better)',
+    '',
+    'All of its threads; a figure that holds however busy the machine is.',
+    '',
+    `| workload | ${systems.map((s) => TITLES[s]).join(' | ')} | nats/BlipMQ |`,
+    rule,
+  )
+  for (const size of SIZES) {
+    const values = systems.map((s) => med(`receive-${size}`, s, 'cpuPerMsg'))
+    const ratio = values.length === 2 ? fmtRatio(values[1], values[0]) : '–'
+    lines.push(`| receive 1→1, ${sizeLabel(size)} | ${values.map((v) => (v === null ? '–' : v.toFixed(2))).join(' | ')} | ${ratio} |`)
   }
   lines.push(
     '',
@@ -443,7 +457,7 @@ function render(o, systems, results, errors, loadBefore, loadAfter, secs) {
     '',
     '## Every round',
     '',
-    'msgs/s (latency: p50 / p99 µs) per round.',
+    'msgs/s (CPU µs per message of the publishing or, for receive, the subscribing process) per round; latency: p50 / p99 µs.',
     '',
     `| workload | system | ${Array.from({ length: o.rounds }, (_, i) => `round ${i + 1}`).join(' | ')} |`,
     `|---|---|${'---:|'.repeat(o.rounds)}`,

@@ -553,6 +553,21 @@ def render(args: argparse.Namespace, systems: List[str], results: Dict[str, Dict
         lines.append(f"| {label} | " + " | ".join(fmt_rate(m) for m in medians) + f" | {ratio} |")
     lines += [
         "",
+        "## Receive cost: CPU µs per message in the subscriber process (lower is better)",
+        "",
+        "All of its threads; a figure that holds however busy the machine is.",
+        "",
+        "| workload | " + " | ".join(TITLES[s] for s in systems) + " | nats-py/BlipMQ |",
+        "|---|" + "---:|" * (len(systems) + 1),
+    ]
+    for size in SIZES:
+        key = f"receive-{size}"
+        medians = [cell(key, s).median("cpu_us_per_msg") for s in systems]
+        ratio = fmt_ratio(medians[1], medians[0]) if len(systems) == 2 else "–"
+        lines.append(f"| receive 1→1, {size_label(size)} | "
+                     + " | ".join("–" if m is None else f"{m:.2f}" for m in medians) + f" | {ratio} |")
+    lines += [
+        "",
         f"## Latency at {args.latency_rate:,.0f} msgs/s, 16 B (µs, lower is better; "
         "a ratio below 1 means BlipMQ is faster)",
         "",
