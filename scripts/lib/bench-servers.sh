@@ -57,7 +57,8 @@ start_blipmq() {
   bench_pids+=($!)
   blipmq_addr=""
   for _ in $(seq 200); do
-    blipmq_addr="$(sed -n 's/^blipmq ready clients=\([^ ]*\).*/\1/p' "$bench_work/blipmq.out")"
+    # The file may not exist yet: the broker's shell opens it after the fork.
+    blipmq_addr="$(sed -n 's/^blipmq ready clients=\([^ ]*\).*/\1/p' "$bench_work/blipmq.out" 2>/dev/null || true)"
     [[ -n "$blipmq_addr" ]] && break
     kill -0 "${bench_pids[-1]}" 2>/dev/null || break
     sleep 0.05
