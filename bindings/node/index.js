@@ -150,33 +150,56 @@ function nativeHeaders(init) {
 
 // --------------------------------------------------------------- messages
 
+// A batch from the native subscription (columns, see NativeBatch in
+// src/subscription.rs), with its extras (headers, ack handles) by index.
+function openBatch(native) {
+  const extras = native.extras.length === 0 ? null : new Array(native.payloadEnds.length)
+  for (const extra of native.extras) extras[extra.index] = extra
+  return { native, extras, count: native.payloadEnds.length, next: 0 }
+}
+
 /** A message delivered to a subscription. */
 class Message {
-  #native
+  #extra
+  #headers
 
-  constructor(nativeMessage) {
-    this.#native = nativeMessage
+  constructor(batch, index) {
+    const native = batch.native
+    const ends = native.payloadEnds
     /** The topic it was published to (not the pattern that matched). */
-    this.topic = nativeMessage.topic
-    /** The payload, byte for byte as published. */
-    this.payload = nativeMessage.payload
-    const headers = new Headers()
-    for (const { key, value } of nativeMessage.headers) headers.append(key, value)
-    /** The publisher's headers, in order. */
-    this.headers = headers
+    this.topic = native.topics[native.topicOf[index]]
+    /**
+     * The payload, byte for byte as published: a view into the memory of
+     * the batch it arrived in.
+     */
+    this.payload = native.payloads.subarray(index === 0 ? 0 : ends[index - 1], ends[index])
     /** The broker-assigned id. */
-    this.id = nativeMessage.id
+    this.id = native.ids[index]
     /** When the broker accepted it, in ms since the Unix epoch. */
-    this.timestampMs = nativeMessage.timestampMs
+    this.timestampMs = native.timestampsMs[index]
     /** 1 on first delivery, higher on redelivery. */
-    this.deliveryCount = nativeMessage.deliveryCount
+    this.deliveryCount = native.deliveryCounts[index]
+    this.#extra = batch.extras === null ? undefined : batch.extras[index]
+  }
+
+  /** The publisher's headers, in order (made on first use). */
+  get headers() {
+    if (this.#headers === undefined) {
+      const headers = new Headers()
+      for (const { key, value } of this.#extra?.headers ?? []) headers.append(key, value)
+      this.#headers = headers
+    }
+    return this.#headers
   }
 
   /** Acknowledge; resolves at once for QoS 0 deliveries. */
   ack() {
-    return call(() => this.#native.ack())
+    const handle = this.#extra?.message
+    return handle ? call(() => handle.ack()) : RESOLVED
   }
 }
+
+const RESOLVED = Promise.resolve()
 
 // ---------------------------------------------------------- subscriptions
 
@@ -187,8 +210,10 @@ class Message {
  */
 class Subscription {
   #native
-  #buffered = []
+  // Batches received and not yet handed out, oldest first.
+  #batches = []
   #ended = false
+  #receiving = null
 
   constructor(nativeSubscription) {
     this.#native = nativeSubscription
@@ -203,14 +228,64 @@ class Subscription {
    * The next message; `null` when `timeoutMs` passes first or once the
    * subscription has ended (unsubscribed, or the client closed).
    */
-  async next(options = {}) {
-    if (this.#buffered.length === 0 && !this.#ended) {
-      const batch = await call(() => this.#native.nextBatch(BATCH, options.timeoutMs))
-      if (batch === null) this.#ended = true
-      else this.#buffered.push(...batch)
+  next(options) {
+    // Not an async function: a buffered message costs one resolved promise.
+    const message = this.#take()
+    return message !== null ? Promise.resolve(message) : this.#wait(options?.timeoutMs)
+  }
+
+  /** A message that is already here (batches, then the native buffer), or null. */
+  #take() {
+    let batch = this.#batches[0]
+    if (batch === undefined) {
+      if (this.#ended) return null
+      const native = this.#native.tryNextBatch(BATCH)
+      if (native === null) return null
+      batch = openBatch(native)
+      this.#batches.push(batch)
     }
-    const next = this.#buffered.shift()
-    return next === undefined ? null : new Message(next)
+    const message = new Message(batch, batch.next++)
+    if (batch.next === batch.count) this.#batches.shift()
+    return message
+  }
+
+  /** Wait until a message is here, at most `timeoutMs` (null: timed out or ended). */
+  async #wait(timeoutMs) {
+    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs
+    for (;;) {
+      const message = this.#take()
+      if (message !== null || this.#ended) return message
+      if (deadline === undefined) {
+        await this.#receive(undefined)
+      } else {
+        const left = deadline - Date.now()
+        if (left <= 0) return null
+        await within(this.#receive(left), left)
+      }
+    }
+  }
+
+  /**
+   * The one native wait in progress, shared by every waiting `next()` (a
+   * wait of its own would hold the native lock while messages another call
+   * received sit here); resolves once what it received is in `#batches`.
+   */
+  #receive(timeoutMs) {
+    if (this.#receiving === null) {
+      const waitMs = timeoutMs === undefined ? undefined : Math.ceil(timeoutMs)
+      this.#receiving = call(() => this.#native.nextBatch(BATCH, waitMs)).then(
+        (native) => {
+          this.#receiving = null
+          if (native === null) this.#ended = true
+          else if (native.payloadEnds.length > 0 && !this.#ended) this.#batches.push(openBatch(native))
+        },
+        (error) => {
+          this.#receiving = null
+          throw error
+        },
+      )
+    }
+    return this.#receiving
   }
 
   /**
@@ -219,7 +294,7 @@ class Subscription {
    */
   unsubscribe() {
     this.#ended = true
-    this.#buffered.length = 0
+    this.#batches.length = 0
     return call(() => this.#native.unsubscribe())
   }
 
@@ -230,16 +305,18 @@ class Subscription {
    */
   detach() {
     this.#ended = true
-    this.#buffered.length = 0
+    this.#batches.length = 0
     return call(() => this.#native.detach())
   }
 
   [Symbol.asyncIterator]() {
     const subscription = this
     return {
-      async next() {
-        const value = await subscription.next()
-        return value === null ? { done: true, value: undefined } : { done: false, value }
+      next() {
+        const message = subscription.#take()
+        return message !== null
+          ? Promise.resolve({ done: false, value: message })
+          : subscription.#wait(undefined).then(toIteratorResult)
       },
       async return() {
         await subscription.detach()
@@ -250,6 +327,19 @@ class Subscription {
       },
     }
   }
+}
+
+/** `promise`, or undefined once `ms` have passed; the timer never outlives it. */
+function within(promise, ms) {
+  let timer
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(resolve, ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+function toIteratorResult(message) {
+  return message === null ? { done: true, value: undefined } : { done: false, value: message }
 }
 
 // ---------------------------------------------------------------- clients
@@ -272,16 +362,30 @@ class Client {
    * Publish a message. Resolves once it is queued at QoS 0, and with the
    * broker's message id (a bigint) once the broker confirms it at QoS 1.
    */
-  async publish(topic, payload, options = {}) {
-    if (typeof topic !== 'string') throw new TypeError('topic must be a string')
-    const nativeOptions = {
-      ttlMs: options.ttlMs,
-      qos: qosOption(options.qos),
-      headers: nativeHeaders(options.headers),
+  publish(topic, payload, options) {
+    let pending
+    try {
+      if (typeof topic !== 'string') throw new TypeError('topic must be a string')
+      const buffer = toBuffer(payload, 'payload')
+      pending =
+        options === undefined
+          ? this.#native.publish(topic, buffer)
+          : this.#native.publish(topic, buffer, {
+              ttlMs: options.ttlMs,
+              qos: qosOption(options.qos),
+              headers: nativeHeaders(options.headers),
+            })
+    } catch (error) {
+      return Promise.reject(convertError(error))
     }
-    const buffer = toBuffer(payload, 'payload')
-    const id = await call(() => this.#native.publish(topic, buffer, nativeOptions))
-    return id ?? undefined
+    // null: queued on the spot (QoS 0), nothing to wait for.
+    if (pending === null) return RESOLVED
+    return pending.then(
+      (id) => id ?? undefined,
+      (error) => {
+        throw convertError(error)
+      },
+    )
   }
 
   /** Subscribe to a topic or pattern (`*` one token, `>` the rest). */

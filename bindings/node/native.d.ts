@@ -15,11 +15,15 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  */
 export declare class NativeClient {
   /**
-   * Resolves with the broker's message id at QoS 1, `null` at QoS 0
-   * (once queued). The payload and header values are copied here, on the
-   * JavaScript thread, so the caller may reuse its buffers at once.
+   * Publish. A QoS 0 message that fits in the client's outgoing queue is
+   * queued right here, on the JavaScript thread (`try_publish_with`), and
+   * this returns `null`: no Promise and no trip through the runtime,
+   * which is what makes publishing fast. Otherwise it returns a Promise
+   * of the broker's message id (QoS 1) or of `null` (QoS 0, once
+   * queued). The payload and header values are copied here, so the
+   * caller may reuse its buffers at once.
    */
-  publish(topic: string, payload: Buffer, options?: PublishOptions | undefined | null): Promise<bigint | null>
+  publish(topic: string, payload: Buffer, options?: PublishOptions | undefined | null): Promise<bigint | null> | null
   /** Resolves once the broker has confirmed the subscription. */
   subscribe(pattern: string, options?: SubscribeOptions | undefined | null): Promise<NativeSubscription>
   /** Resolves once the broker has handled everything sent before. */
@@ -32,22 +36,12 @@ export declare class NativeClient {
   get maxMessageSize(): number
 }
 
-/** A message delivered to a subscription (wraps `blipmq::Message`). */
+/**
+ * A delivered QoS 1 message, kept to acknowledge it (wraps
+ * `blipmq::Message`).
+ */
 export declare class NativeMessage {
-  get topic(): string
-  /** A copy of the payload. */
-  get payload(): Buffer
-  /** The publisher's headers, in order; empty when it sent none. */
-  get headers(): Array<Header>
-  /** The broker-assigned id (a u64, hence a bigint). */
-  get id(): bigint
-  /**
-   * Milliseconds since the Unix epoch; exact in a double until the year
-   * 287396.
-   */
-  get timestampMs(): number
-  get deliveryCount(): number
-  /** Resolves at once for QoS 0 deliveries; queues the ack at QoS 1. */
+  /** Queue the ack to the broker, in order with the client's other frames. */
   ack(): Promise<void>
 }
 
@@ -59,12 +53,19 @@ export declare class NativeMessage {
 export declare class NativeSubscription {
   get pattern(): string
   /**
-   * Wait for one message (at most `timeout_ms` when given), then take up
-   * to `max` in all from what is buffered. Resolves `[]` on timeout and
-   * `null` once the subscription has ended (unsubscribed, or the client
-   * closed and the buffer is drained).
+   * Up to `max` messages that are buffered now, without waiting; `null`
+   * when there are none (or another read is in progress, or the
+   * subscription has ended: `nextBatch` tells which). Saves the trip
+   * through the runtime and back while messages stream in.
    */
-  nextBatch(max: number, timeoutMs?: number | undefined | null): Promise<Array<NativeMessage> | null>
+  tryNextBatch(max: number): NativeBatch | null
+  /**
+   * Wait for one message (at most `timeout_ms` when given), then take up
+   * to `max` in all from what is buffered. Resolves an empty batch on
+   * timeout and `null` once the subscription has ended (unsubscribed, or
+   * the client closed and the buffer is drained).
+   */
+  nextBatch(max: number, timeoutMs?: number | undefined | null): Promise<NativeBatch | null>
   /**
    * Stop the subscription and wait for the broker's confirm; buffered
    * messages are discarded. A second call does nothing.
@@ -99,6 +100,39 @@ export interface ConnectOptions {
 export interface Header {
   key: string
   value: Buffer
+}
+
+/**
+ * Messages taken in one crossing, as columns: message `i` has the payload
+ * `payloads[payloadEnds[i - 1] ?? 0 .. payloadEnds[i]]`, the topic
+ * `topics[topicOf[i]]`, `ids[i]`, `timestampsMs[i]` and
+ * `deliveryCounts[i]`; `extras` lists only the messages that carry headers
+ * or need an ack.
+ */
+export interface NativeBatch {
+  payloads: Buffer
+  payloadEnds: Uint32Array
+  /** The distinct topics of the batch, in order of first appearance. */
+  topics: Array<string>
+  topicOf: Uint32Array
+  ids: BigUint64Array
+  /**
+   * Milliseconds since the Unix epoch; exact in a double until the year
+   * 287396.
+   */
+  timestampsMs: Float64Array
+  deliveryCounts: Uint32Array
+  extras: Array<NativeExtra>
+}
+
+/** What only some messages have. */
+export interface NativeExtra {
+  /** The message's position in its batch. */
+  index: number
+  /** The publisher's headers, in order (empty when it sent none). */
+  headers: Array<Header>
+  /** The handle to ack a QoS 1 delivery with; absent at QoS 0. */
+  message?: NativeMessage
 }
 
 export interface PublishOptions {

@@ -192,9 +192,67 @@ impl Client {
         &self,
         topic: &str,
         payload: impl Into<Bytes>,
-        mut options: PublishOptions,
+        options: PublishOptions,
     ) -> Result<Option<u64>, PublishError> {
-        let payload: Bytes = payload.into();
+        let qos = options.qos;
+        let (publish_id, frame) = self.publish_frame(topic, payload.into(), options)?;
+        if qos == Qos::AtMostOnce {
+            self.inner
+                .outgoing
+                .send(frame)
+                .await
+                .map_err(|_| PublishError::from(Failure::Closed.error("the client is closed")))?;
+            return Ok(None);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .request(publish_id, Pending::Confirm(tx), frame)
+            .await?;
+        let message_id = self.inner.await_reply(publish_id, rx).await?;
+        Ok(Some(message_id))
+    }
+
+    /// Publish at QoS 0 without waiting: the message is queued for sending
+    /// if the outgoing queue has room, and otherwise nothing is sent and this
+    /// fails with `QueueFull` (402). For callers that must not wait, such as
+    /// a binding answering a call from another language's thread;
+    /// [`Client::publish_with`] waits for room instead. `options.qos` must be
+    /// `AtMostOnce` (a QoS 1 publish waits for its confirm by nature):
+    /// anything else fails with `InvalidArgument` (301).
+    pub fn try_publish_with(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<(), PublishError> {
+        if options.qos != Qos::AtMostOnce {
+            return Err(Error::new(
+                PublishErrorKind::InvalidArgument,
+                ErrorCode::InvalidArgument,
+                "try_publish_with publishes at QoS 0 only; use publish_with for QoS 1",
+            ));
+        }
+        let (_, frame) = self.publish_frame(topic, payload.into(), options)?;
+        self.inner.outgoing.try_send(frame).map_err(|e| match e {
+            async_channel::TrySendError::Full(_) => Error::new(
+                PublishErrorKind::QueueFull,
+                ErrorCode::QueueFull,
+                "the outgoing queue is full; nothing was sent",
+            ),
+            async_channel::TrySendError::Closed(_) => {
+                PublishError::from(Failure::Closed.error("the client is closed"))
+            }
+        })
+    }
+
+    /// Check a publish and encode its frame: the publish id (0 at QoS 0)
+    /// and the bytes to send.
+    fn publish_frame(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        mut options: PublishOptions,
+    ) -> Result<(u64, Bytes), PublishError> {
         trace::inject_current(&mut options.headers);
         self.check_open().map_err(PublishError::from)?;
         if let Err(e) = topic::validate_topic(topic) {
@@ -242,20 +300,7 @@ impl Client {
                 .map(|(key, value)| Header { key, value })
                 .collect(),
         }));
-        if options.qos == Qos::AtMostOnce {
-            self.inner
-                .outgoing
-                .send(frame)
-                .await
-                .map_err(|_| PublishError::from(Failure::Closed.error("the client is closed")))?;
-            return Ok(None);
-        }
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .request(publish_id, Pending::Confirm(tx), frame)
-            .await?;
-        let message_id = self.inner.await_reply(publish_id, rx).await?;
-        Ok(Some(message_id))
+        Ok((publish_id, frame))
     }
 
     /// Subscribe to a topic or pattern (`*` = one token, `>` = the rest).

@@ -101,6 +101,9 @@ pub enum PublishErrorKind {
     /// Too many headers, a key too long or too many header bytes (404
     /// HeadersTooLarge); nothing was sent.
     HeadersTooLarge,
+    /// `try_publish_with` found the outgoing queue full (402 QueueFull);
+    /// nothing was sent.
+    QueueFull,
     /// The broker refused the message (see the code).
     Rejected,
     /// No confirm within the request timeout (601 Timeout).

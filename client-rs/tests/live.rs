@@ -210,6 +210,59 @@ async fn local_validation_errors_carry_wire_codes() {
 }
 
 #[tokio::test]
+async fn try_publish_queues_without_waiting_or_refuses_with_queue_full() {
+    let broker = Broker::start().await;
+    let receiver = Client::connect(broker.url()).await.unwrap();
+    let mut sub = receiver.subscribe("try.>").await.unwrap();
+    // One frame of room: a burst from one thread overruns it.
+    let client = Client::builder()
+        .outgoing_capacity(1)
+        .connect(broker.url())
+        .await
+        .unwrap();
+    let mut queued = Vec::new();
+    let mut full = 0;
+    for i in 0..2_000u32 {
+        match client.try_publish_with("try.x", i.to_string(), PublishOptions::default()) {
+            Ok(()) => queued.push(i),
+            Err(e) => {
+                assert_eq!(e.kind(), PublishErrorKind::QueueFull);
+                assert_eq!(e.code(), ErrorCode::QueueFull);
+                assert_eq!(e.code().0, 402);
+                full += 1;
+            }
+        }
+    }
+    assert!(full > 0, "a queue of one frame never filled");
+    assert!(!queued.is_empty());
+    // Exactly the queued messages arrive, in order.
+    for i in &queued {
+        assert_eq!(next(&mut sub).await.payload(), i.to_string().as_bytes());
+    }
+    nothing_within(&mut sub, Duration::from_millis(100)).await;
+
+    // The same checks as publish, before anything is queued.
+    let e = client
+        .try_publish_with("bad..topic", "x", PublishOptions::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::InvalidTopic);
+    let qos1 = PublishOptions {
+        qos: Qos::AtLeastOnce,
+        ..PublishOptions::default()
+    };
+    let e = client.try_publish_with("try.x", "x", qos1).unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::InvalidArgument);
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    client.close().await;
+    let e = client
+        .try_publish_with("try.x", "x", PublishOptions::default())
+        .unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::Closed);
+    assert_eq!(e.code(), ErrorCode::ClientClosed);
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn broker_refusals_surface_with_the_brokers_code() {
     let broker = Broker::start().await;
     let client = Client::connect(broker.url()).await.unwrap();

@@ -2,10 +2,12 @@
 //! call.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use blipmq::transport::BoxFuture;
-use blipmq::{Client, Qos, ReconnectPolicy};
+use blipmq::{Client, PublishErrorKind, Qos, ReconnectPolicy};
 use bytes::Bytes;
 use napi::bindgen_prelude::{BigInt, BufferSlice, PromiseRaw, ToNapiValue};
 use napi::Env;
@@ -68,8 +70,13 @@ pub async fn connect(addr: String, options: Option<ConnectOptions>) -> napi::Res
     }
     let client = builder.connect(addr).await.map_err(to_napi)?;
     let (jobs, queue) = mpsc::unbounded_channel();
-    tokio::spawn(run_in_order(client.clone(), queue));
-    Ok(NativeClient { client, jobs })
+    let queued = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(run_in_order(client.clone(), queue, queued.clone()));
+    Ok(NativeClient {
+        client,
+        jobs,
+        queued,
+    })
 }
 
 /// Wraps `blipmq::Client`; dropping it (when JavaScript collects it)
@@ -79,6 +86,9 @@ pub struct NativeClient {
     client: Client,
     /// Publish, flush and close, in call order; see `run_in_order`.
     jobs: mpsc::UnboundedSender<Job>,
+    /// Jobs sent to `run_in_order` and not finished yet. While there are
+    /// none, a QoS 0 publish may queue its message directly (see `publish`).
+    queued: Arc<AtomicUsize>,
 }
 
 type Job = Box<dyn FnOnce(Client) -> BoxFuture<'static, ()> + Send>;
@@ -90,9 +100,15 @@ type Job = Box<dyn FnOnce(Client) -> BoxFuture<'static, ()> + Send>;
 /// thread, and carried out one by one. (A QoS 1 publish therefore waits for
 /// its confirm before the next one starts.) Ends when the `NativeClient` is
 /// dropped.
-async fn run_in_order(client: Client, mut queue: mpsc::UnboundedReceiver<Job>) {
+async fn run_in_order(
+    client: Client,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    queued: Arc<AtomicUsize>,
+) {
     while let Some(job) = queue.recv().await {
         job(client.clone()).await;
+        // Release: what the job queued is visible to a publish that sees 0.
+        queued.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -114,7 +130,11 @@ impl NativeClient {
                 let _ = done.send(work(client).await);
             })
         });
-        self.jobs.send(job).map_err(|_| stopped())?;
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(stopped());
+        }
         env.spawn_future(async move { result.await.map_err(|_| stopped())? })
     }
 }
@@ -125,17 +145,21 @@ fn stopped() -> napi::Error {
 
 #[napi]
 impl NativeClient {
-    /// Resolves with the broker's message id at QoS 1, `null` at QoS 0
-    /// (once queued). The payload and header values are copied here, on the
-    /// JavaScript thread, so the caller may reuse its buffers at once.
-    #[napi(catch_unwind, ts_return_type = "Promise<bigint | null>")]
+    /// Publish. A QoS 0 message that fits in the client's outgoing queue is
+    /// queued right here, on the JavaScript thread (`try_publish_with`), and
+    /// this returns `null`: no Promise and no trip through the runtime,
+    /// which is what makes publishing fast. Otherwise it returns a Promise
+    /// of the broker's message id (QoS 1) or of `null` (QoS 0, once
+    /// queued). The payload and header values are copied here, so the
+    /// caller may reuse its buffers at once.
+    #[napi(catch_unwind, ts_return_type = "Promise<bigint | null> | null")]
     pub fn publish<'env>(
         &self,
         env: &'env Env,
         topic: String,
         payload: BufferSlice,
         options: Option<PublishOptions>,
-    ) -> napi::Result<PromiseRaw<'env, Option<BigInt>>> {
+    ) -> napi::Result<Option<PromiseRaw<'env, Option<BigInt>>>> {
         let options = match options {
             None => blipmq::PublishOptions::default(),
             Some(o) => blipmq::PublishOptions {
@@ -150,6 +174,19 @@ impl NativeClient {
             },
         };
         let payload = Bytes::copy_from_slice(&payload);
+        // Only QoS 0 may skip the queue (QoS 1 waits for a confirm anyway),
+        // and only when nothing is queued before it: messages keep call order.
+        if options.qos == Qos::AtMostOnce && self.queued.load(Ordering::Acquire) == 0 {
+            match self
+                .client
+                .try_publish_with(&topic, payload.clone(), options.clone())
+            {
+                Ok(()) => return Ok(None),
+                // No room: wait for it in order, on the runtime.
+                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
+                Err(e) => return Err(to_napi(e)),
+            }
+        }
         self.in_order(env, move |client| async move {
             let id = client
                 .publish_with(&topic, payload, options)
@@ -157,6 +194,7 @@ impl NativeClient {
                 .map_err(to_napi)?;
             Ok(id.map(BigInt::from))
         })
+        .map(Some)
     }
 
     /// Resolves once the broker has confirmed the subscription.

@@ -1,6 +1,8 @@
-//! A received message: read-only accessors and `ack`.
+//! Headers as they cross the boundary, and the handle that acks a QoS 1
+//! delivery. A message's other fields cross in columns (see
+//! `subscription::NativeBatch`).
 
-use napi::bindgen_prelude::{BigInt, Buffer};
+use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
 use crate::error::to_napi;
@@ -13,7 +15,8 @@ pub struct Header {
     pub value: Buffer,
 }
 
-/// A message delivered to a subscription (wraps `blipmq::Message`).
+/// A delivered QoS 1 message, kept to acknowledge it (wraps
+/// `blipmq::Message`).
 #[napi]
 pub struct NativeMessage {
     inner: blipmq::Message,
@@ -27,49 +30,7 @@ impl NativeMessage {
 
 #[napi]
 impl NativeMessage {
-    #[napi(getter)]
-    pub fn topic(&self) -> String {
-        self.inner.topic().to_owned()
-    }
-
-    /// A copy of the payload.
-    #[napi(getter)]
-    pub fn payload(&self) -> Buffer {
-        self.inner.payload().to_vec().into()
-    }
-
-    /// The publisher's headers, in order; empty when it sent none.
-    #[napi(getter)]
-    pub fn headers(&self) -> Vec<Header> {
-        self.inner
-            .headers()
-            .iter()
-            .map(|(key, value)| Header {
-                key: key.to_owned(),
-                value: value.to_vec().into(),
-            })
-            .collect()
-    }
-
-    /// The broker-assigned id (a u64, hence a bigint).
-    #[napi(getter)]
-    pub fn id(&self) -> BigInt {
-        BigInt::from(self.inner.id())
-    }
-
-    /// Milliseconds since the Unix epoch; exact in a double until the year
-    /// 287396.
-    #[napi(getter)]
-    pub fn timestamp_ms(&self) -> f64 {
-        self.inner.timestamp_ms() as f64
-    }
-
-    #[napi(getter)]
-    pub fn delivery_count(&self) -> u32 {
-        self.inner.delivery_count()
-    }
-
-    /// Resolves at once for QoS 0 deliveries; queues the ack at QoS 1.
+    /// Queue the ack to the broker, in order with the client's other frames.
     #[napi]
     pub async fn ack(&self) -> napi::Result<()> {
         self.inner.ack().await.map_err(to_napi)

@@ -1,14 +1,19 @@
 //! A subscription: batches of messages for `index.js`'s async iterator, and
 //! unsubscribe.
+//!
+//! Messages cross into JavaScript a batch at a time and column by column
+//! (see `NativeBatch`): building one native object per message, read through
+//! half a dozen getters, cost more than everything else on the receive path.
 
 use std::time::Duration;
 
+use napi::bindgen_prelude::{BigUint64Array, Buffer, Float64Array, Uint32Array};
 use napi_derive::napi;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::to_napi;
-use crate::message::NativeMessage;
+use crate::message::{Header, NativeMessage};
 
 /// Wraps `blipmq::Subscription`. The lock serializes readers; `stop` wakes
 /// a reader waiting inside it so that `unsubscribe` never waits for a
@@ -18,6 +23,94 @@ pub struct NativeSubscription {
     inner: Mutex<Option<blipmq::Subscription>>,
     stop: CancellationToken,
     pattern: String,
+}
+
+/// Messages taken in one crossing, as columns: message `i` has the payload
+/// `payloads[payloadEnds[i - 1] ?? 0 .. payloadEnds[i]]`, the topic
+/// `topics[topicOf[i]]`, `ids[i]`, `timestampsMs[i]` and
+/// `deliveryCounts[i]`; `extras` lists only the messages that carry headers
+/// or need an ack.
+#[napi(object, object_from_js = false)]
+pub struct NativeBatch {
+    pub payloads: Buffer,
+    pub payload_ends: Uint32Array,
+    /// The distinct topics of the batch, in order of first appearance.
+    pub topics: Vec<String>,
+    pub topic_of: Uint32Array,
+    pub ids: BigUint64Array,
+    /// Milliseconds since the Unix epoch; exact in a double until the year
+    /// 287396.
+    pub timestamps_ms: Float64Array,
+    pub delivery_counts: Uint32Array,
+    pub extras: Vec<NativeExtra>,
+}
+
+/// What only some messages have.
+#[napi(object, object_from_js = false)]
+pub struct NativeExtra {
+    /// The message's position in its batch.
+    pub index: u32,
+    /// The publisher's headers, in order (empty when it sent none).
+    pub headers: Vec<Header>,
+    /// The handle to ack a QoS 1 delivery with; absent at QoS 0.
+    pub message: Option<NativeMessage>,
+}
+
+impl NativeBatch {
+    fn new(messages: Vec<blipmq::Message>) -> NativeBatch {
+        let count = messages.len();
+        let mut payloads = Vec::with_capacity(messages.iter().map(|m| m.payload().len()).sum());
+        let mut payload_ends = Vec::with_capacity(count);
+        let mut topics: Vec<String> = Vec::new();
+        let mut topic_of = Vec::with_capacity(count);
+        let mut ids = Vec::with_capacity(count);
+        let mut timestamps_ms = Vec::with_capacity(count);
+        let mut delivery_counts = Vec::with_capacity(count);
+        let mut extras = Vec::new();
+        for (index, message) in messages.into_iter().enumerate() {
+            payloads.extend_from_slice(message.payload());
+            // Payloads are at most the broker's message limit, far below 4 GiB,
+            // and a batch holds at most a few thousand of them.
+            payload_ends.push(payloads.len() as u32);
+            // Batches are mostly of one topic: look back from the end.
+            let topic = match topics.iter().rposition(|t| t == message.topic()) {
+                Some(known) => known,
+                None => {
+                    topics.push(message.topic().to_owned());
+                    topics.len() - 1
+                }
+            };
+            topic_of.push(topic as u32);
+            ids.push(message.id());
+            timestamps_ms.push(message.timestamp_ms() as f64);
+            delivery_counts.push(message.delivery_count());
+            let needs_ack = message.delivery_id() != 0;
+            if needs_ack || !message.headers().is_empty() {
+                extras.push(NativeExtra {
+                    index: index as u32,
+                    headers: message
+                        .headers()
+                        .iter()
+                        .map(|(key, value)| Header {
+                            key: key.to_owned(),
+                            value: value.to_vec().into(),
+                        })
+                        .collect(),
+                    message: needs_ack.then(|| NativeMessage::new(message)),
+                });
+            }
+        }
+        NativeBatch {
+            payloads: payloads.into(),
+            payload_ends: Uint32Array::new(payload_ends),
+            topics,
+            topic_of: Uint32Array::new(topic_of),
+            ids: BigUint64Array::new(ids),
+            timestamps_ms: Float64Array::new(timestamps_ms),
+            delivery_counts: Uint32Array::new(delivery_counts),
+            extras,
+        }
+    }
 }
 
 impl NativeSubscription {
@@ -37,16 +130,30 @@ impl NativeSubscription {
         self.pattern.clone()
     }
 
+    /// Up to `max` messages that are buffered now, without waiting; `null`
+    /// when there are none (or another read is in progress, or the
+    /// subscription has ended: `nextBatch` tells which). Saves the trip
+    /// through the runtime and back while messages stream in.
+    #[napi(catch_unwind)]
+    pub fn try_next_batch(&self, max: u32) -> Option<NativeBatch> {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let mut guard = self.inner.try_lock().ok()?;
+        let messages = guard.as_mut()?.try_next_batch(max as usize);
+        (!messages.is_empty()).then(|| NativeBatch::new(messages))
+    }
+
     /// Wait for one message (at most `timeout_ms` when given), then take up
-    /// to `max` in all from what is buffered. Resolves `[]` on timeout and
-    /// `null` once the subscription has ended (unsubscribed, or the client
-    /// closed and the buffer is drained).
+    /// to `max` in all from what is buffered. Resolves an empty batch on
+    /// timeout and `null` once the subscription has ended (unsubscribed, or
+    /// the client closed and the buffer is drained).
     #[napi]
     pub async fn next_batch(
         &self,
         max: u32,
         timeout_ms: Option<u32>,
-    ) -> napi::Result<Option<Vec<NativeMessage>>> {
+    ) -> napi::Result<Option<NativeBatch>> {
         let mut guard = self.inner.lock().await;
         let Some(subscription) = guard.as_mut() else {
             return Ok(None);
@@ -55,18 +162,14 @@ impl NativeSubscription {
             biased;
             message = subscription.next_message() => message,
             _ = self.stop.cancelled() => return Ok(None),
-            _ = sleep_opt(timeout_ms) => return Ok(Some(Vec::new())),
+            _ = sleep_opt(timeout_ms) => return Ok(Some(NativeBatch::new(Vec::new()))),
         };
         let Some(first) = first else {
             return Ok(None);
         };
-        let rest = subscription.try_next_batch(max.saturating_sub(1) as usize);
-        Ok(Some(
-            std::iter::once(first)
-                .chain(rest)
-                .map(NativeMessage::new)
-                .collect(),
-        ))
+        let mut messages = vec![first];
+        messages.extend(subscription.try_next_batch(max.saturating_sub(1) as usize));
+        Ok(Some(NativeBatch::new(messages)))
     }
 
     /// Stop the subscription and wait for the broker's confirm; buffered

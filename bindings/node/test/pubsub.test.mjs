@@ -72,6 +72,32 @@ describe('publish and subscribe', () => {
     await subscription.unsubscribe()
   })
 
+  test('messages of one batch keep their own topic, payload and id', async () => {
+    const subscription = await client.subscribe('batch.*')
+    // Published before reading, so they cross into JavaScript as one batch.
+    for (let i = 0; i < 300; i++) await client.publish(`batch.${i % 3}`, `m${i}`)
+    await client.flush()
+    const got = []
+    for (let i = 0; i < 300; i++) got.push(await subscription.next({ timeoutMs: 5000 }))
+    assert.deepEqual(got.map((m) => m.topic), Array.from({ length: 300 }, (_, i) => `batch.${i % 3}`))
+    // Payloads stay right after later messages arrived and were read.
+    assert.deepEqual(got.map((m) => m.payload.toString()), Array.from({ length: 300 }, (_, i) => `m${i}`))
+    const ids = got.map((m) => m.id)
+    assert.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]), 'ids increase')
+    assert.ok(got.every((m) => m.headers.size === 0 && m.deliveryCount === 1))
+    await subscription.unsubscribe()
+  })
+
+  test('concurrent next() calls get distinct messages, in order', async () => {
+    const subscription = await client.subscribe('race')
+    const waiting = [subscription.next(), subscription.next(), subscription.next()]
+    for (const text of ['a', 'b', 'c', 'd']) await client.publish('race', text)
+    const first = (await Promise.all(waiting)).map((m) => m.payload.toString())
+    assert.deepEqual(first, ['a', 'b', 'c'])
+    assert.equal((await subscription.next({ timeoutMs: 5000 })).payload.toString(), 'd')
+    await subscription.unsubscribe()
+  })
+
   test('next({ timeoutMs }) resolves null when nothing arrives', async () => {
     const subscription = await client.subscribe('quiet')
     const started = Date.now()

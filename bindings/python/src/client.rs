@@ -3,7 +3,7 @@
 use blipmq::{Headers, PublishOptions, Qos, ReconnectPolicy, SubscribeOptions};
 use bytes::Bytes;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
+use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyDict, PyString};
 
 use crate::error::{invalid_argument, to_py};
@@ -85,6 +85,26 @@ impl Client {
                 .await
                 .map_err(to_py)
         })
+    }
+
+    /// Queue a QoS 0 message without waiting and without an awaitable:
+    /// raises `QueueFull` (402) when the outgoing queue is full.
+    #[pyo3(signature = (topic, payload, ttl_ms=0, headers=None))]
+    fn publish_nowait(
+        &self,
+        topic: PyBackedStr,
+        payload: PyBackedBytes,
+        ttl_ms: u32,
+        headers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let options = PublishOptions {
+            ttl_ms,
+            qos: Qos::AtMostOnce,
+            headers: headers.map(headers_from).transpose()?.unwrap_or_default(),
+        };
+        self.0
+            .try_publish_with(&topic, Bytes::from_owner(payload), options)
+            .map_err(to_py)
     }
 
     /// Subscribe to a topic or pattern; resolves once the broker confirms.

@@ -6,6 +6,7 @@
 use pyo3::prelude::*;
 
 mod client;
+mod completion;
 mod error;
 mod message;
 mod runtime;

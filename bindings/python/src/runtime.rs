@@ -15,12 +15,15 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyRuntimeError, PyStopIteration};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyNone;
 use pyo3::IntoPyObjectExt;
 use pyo3_async_runtimes::generic::{ContextExt, Runtime as GenericRuntime};
 use pyo3_async_runtimes::TaskLocals;
 use tokio::runtime::{Handle, Runtime};
+use tokio_util::sync::CancellationToken;
 
+use crate::completion::{handoff_for, Handoff};
 use crate::error::client_closed;
 
 /// How long interpreter exit waits for tasks to finish.
@@ -87,7 +90,9 @@ pub fn shutdown(py: Python<'_>) {
 /// Turn a Rust future into a Python awaitable. The future is polled once
 /// right away: when it is already done (a QoS 0 publish with room in the
 /// queue, a buffered message) the result is returned without a trip through
-/// the runtime; otherwise it is spawned and an `asyncio.Future` is returned.
+/// the runtime; otherwise it is spawned and an `asyncio.Future` of the
+/// running loop is returned, completed through that loop's hand-off (see
+/// `completion`), or by pyo3-async-runtimes for a loop that cannot have one.
 pub fn awaitable<'py, F, T>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = PyResult<T>> + Send + 'static,
@@ -106,7 +111,73 @@ where
             let result = result.and_then(|value| value.into_py_any(py));
             Bound::new(py, Ready(Some(result))).map(Bound::into_any)
         }
-        Poll::Pending => pyo3_async_runtimes::generic::future_into_py::<Tokio, _, _>(py, future),
+        Poll::Pending => {
+            let event_loop = running_loop(py)?;
+            match handoff_for(&event_loop)? {
+                Some(handoff) => spawn_for_loop(&event_loop, &handle, future, handoff),
+                None => pyo3_async_runtimes::generic::future_into_py::<Tokio, _, _>(py, future),
+            }
+        }
+    }
+}
+
+/// `asyncio.get_running_loop()`: raises `RuntimeError` outside a coroutine.
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET_RUNNING_LOOP
+        .get_or_try_init(py, || {
+            py.import("asyncio")?
+                .getattr("get_running_loop")
+                .map(Bound::unbind)
+        })?
+        .bind(py)
+        .call0()
+}
+
+/// Run `future` on the runtime; its result reaches the returned
+/// `asyncio.Future` through `handoff`. Cancelling that future drops
+/// `future` (a pending receive then loses nothing).
+fn spawn_for_loop<'py, F, T>(
+    event_loop: &Bound<'py, PyAny>,
+    handle: &Handle,
+    future: Pin<Box<F>>,
+    handoff: std::sync::Arc<Handoff>,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let py = event_loop.py();
+    let awaited = event_loop.call_method0(pyo3::intern!(py, "create_future"))?;
+    let stop = CancellationToken::new();
+    awaited.call_method1(
+        pyo3::intern!(py, "add_done_callback"),
+        (StopOnDone(stop.clone()),),
+    )?;
+    let target = awaited.clone().unbind();
+    handle.spawn(async move {
+        let output = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            output = future => output,
+        };
+        handoff.finish(
+            target,
+            Box::new(move |py| output.and_then(|value| value.into_py_any(py))),
+        );
+    });
+    Ok(awaited)
+}
+
+/// The done callback of an awaitable's `asyncio.Future`: once it is done,
+/// by its result or by cancellation, the Rust future is not needed.
+#[pyclass(module = "blipmq._native", frozen)]
+struct StopOnDone(CancellationToken);
+
+#[pymethods]
+impl StopOnDone {
+    fn __call__(&self, _future: &Bound<'_, PyAny>) {
+        self.0.cancel();
     }
 }
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 import pytest
@@ -113,6 +115,63 @@ async def test_cancelling_a_pending_next_loses_nothing(addr: str) -> None:
             await asyncio.wait_for(sub.next(), 0.05)
         await client.publish("c", b"after wait_for")
         assert (await sub.next(timeout=5)).payload == b"after wait_for"
+
+
+async def test_publish_nowait_queues_in_order_with_publish(addr: str) -> None:
+    async with await blipmq.connect(addr) as client:
+        sub = await client.subscribe("nowait.>")
+        for i in range(1000):
+            if i % 100 == 0:
+                await client.publish("nowait.a", str(i).encode())
+            else:
+                assert client.publish_nowait("nowait.a", str(i).encode()) is None
+        client.publish_nowait("nowait.b", bytearray(b"last"), ttl_ms=60_000, headers={"k": "v"})
+        received = []
+        while len(received) < 1001:
+            received += await sub.next_batch(256, timeout=5)
+        assert [m.payload for m in received[:1000]] == [str(i).encode() for i in range(1000)]
+        assert (received[1000].topic, received[1000].payload) == ("nowait.b", b"last")
+        assert received[1000].headers == [("k", b"v")]
+
+
+async def test_publish_nowait_raises_queue_full_402_and_sends_nothing_then(make_broker) -> None:  # type: ignore[no-untyped-def]
+    # `block`: the broker holds the burst for the subscriber instead of
+    # dropping what overflows its queue, so every queued message arrives.
+    broker = make_broker({"BLIPMQ_QUEUES_OVERFLOW_POLICY": "block"})
+    async with await blipmq.connect(broker.addr) as receiver, await blipmq.connect(broker.addr) as client:
+        sub = await receiver.subscribe("full")
+        payload = bytes(1024)
+        queued = 0
+        # A stopped broker reads nothing: the socket buffers fill, then the
+        # client's outgoing queue (bounded, so is this loop).
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(blipmq.QueueFull) as raised:
+                for _ in range(1_000_000):
+                    client.publish_nowait("full", payload)
+                    queued += 1
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        assert (raised.value.code, raised.value.name) == (402, "QueueFull")
+        assert queued > 0
+        received = 0
+        while received < queued:
+            batch = await sub.next_batch(1024, timeout=10)
+            assert batch, f"{received} of {queued} messages arrived"
+            received += len(batch)
+        assert received == queued
+        assert await sub.next_batch(10, timeout=0.2) == []
+
+
+async def test_publish_nowait_errors(addr: str) -> None:
+    client = await blipmq.connect(addr)
+    with pytest.raises(blipmq.InvalidTopic):
+        client.publish_nowait("bad..topic", b"x")
+    with pytest.raises(TypeError):
+        client.publish_nowait("t", "not bytes")  # type: ignore[arg-type]
+    await client.close()
+    with pytest.raises(blipmq.ClientClosed):
+        client.publish_nowait("t", b"x")
 
 
 async def test_next_batch(addr: str) -> None:

@@ -80,6 +80,15 @@ def test_errors_keep_codes(addr: str, closed_addr: str) -> None:
         assert client.max_message_size > 0
 
 
+def test_publish_nowait(addr: str) -> None:
+    with blipmq.connect_sync(addr) as client:
+        with client.subscribe("sync.nowait") as sub:
+            client.publish_nowait("sync.nowait", b"quick")
+            assert sub.next(timeout=5).payload == b"quick"
+            with pytest.raises(blipmq.InvalidTopic):
+                client.publish_nowait("bad..topic", b"x")
+
+
 def test_a_forked_child_gets_its_own_runtime(addr: str) -> None:
     # The parent has a running runtime and a sync loop thread before fork.
     parent = blipmq.connect_sync(addr)

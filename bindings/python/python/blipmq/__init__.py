@@ -22,6 +22,7 @@ from ._errors import (
     InvalidHeader,
     InvalidTopic,
     PayloadTooLarge,
+    QueueFull,
     TimeoutError,
     UnsupportedQos,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidTopic",
     "Message",
     "PayloadTooLarge",
+    "QueueFull",
     "Subscription",
     "SyncClient",
     "SyncMessage",

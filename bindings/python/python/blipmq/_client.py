@@ -98,6 +98,26 @@ class Client:
         """
         return await self._native.publish(topic, payload, ttl_ms, qos, headers)
 
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: Union[bytes, bytearray],
+        ttl_ms: int = 0,
+        headers: Optional[Headers] = None,
+    ) -> None:
+        """Queue ``payload`` for ``topic`` at QoS 0 without waiting: a plain
+        call, not a coroutine, and the fastest way to publish. Where
+        :meth:`publish` waits for room in the client's outgoing queue, this
+        raises :class:`QueueFull` and sends nothing; back off (e.g.
+        ``await client.publish(...)`` once) and go on.
+
+        Raises:
+            QueueFull: 402, the outgoing queue is full; InvalidTopic: 300;
+            PayloadTooLarge: 400; InvalidHeader: 304; HeadersTooLarge: 404;
+            ClientClosed: 603.
+        """
+        self._native.publish_nowait(topic, payload, ttl_ms, headers)
+
     async def subscribe(
         self,
         pattern: str,

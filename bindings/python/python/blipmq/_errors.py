@@ -67,6 +67,12 @@ class PayloadTooLarge(BlipMQError, ValueError):
     """The payload is over the broker's limit (400 MessageTooLarge)."""
 
 
+class QueueFull(BlipMQError):
+    """A queue is full (402 QueueFull): from :meth:`Client.publish_nowait`
+    when the client's outgoing queue has no room, or from the broker when a
+    queue's overflow policy rejects the message."""
+
+
 class HeadersTooLarge(BlipMQError, ValueError):
     """Too many headers or header bytes (404 HeadersTooLarge)."""
 
@@ -86,6 +92,7 @@ _BY_CODE: Dict[int, Type[BlipMQError]] = {
     303: UnsupportedQos,
     304: InvalidHeader,
     400: PayloadTooLarge,
+    402: QueueFull,
     404: HeadersTooLarge,
     600: ConnectError,
     601: TimeoutError,

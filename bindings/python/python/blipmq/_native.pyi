@@ -28,6 +28,13 @@ class Client:
         qos: int = 0,
         headers: Optional[Any] = None,
     ) -> Awaitable[Optional[int]]: ...
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: Union[bytes, bytearray],
+        ttl_ms: int = 0,
+        headers: Optional[Any] = None,
+    ) -> None: ...
     def subscribe(
         self,
         pattern: str,

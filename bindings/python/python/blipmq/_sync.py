@@ -127,6 +127,17 @@ class SyncClient:
         """Publish; see :meth:`blipmq.Client.publish`."""
         return _run(self._client.publish, topic, payload, ttl_ms, qos, headers)
 
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: Union[bytes, bytearray],
+        ttl_ms: int = 0,
+        headers: Optional[Headers] = None,
+    ) -> None:
+        """Queue a QoS 0 message without waiting or raise
+        :class:`blipmq.QueueFull`; see :meth:`blipmq.Client.publish_nowait`."""
+        self._client.publish_nowait(topic, payload, ttl_ms, headers)
+
     def subscribe(
         self,
         pattern: str,
