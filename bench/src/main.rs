@@ -14,6 +14,8 @@ mod chart;
 mod durable;
 mod durable_chart;
 mod durable_clients;
+#[cfg(test)]
+mod durable_live_tests;
 mod durable_report;
 mod durable_runs;
 mod report;
@@ -42,15 +44,15 @@ use crate::systems::{System, Target};
                   PNG chart. scripts/bench-compare.sh starts the servers and runs this. \
                   `blipmq-bench durable` runs the QoS 1 workloads (scripts/bench-durable.sh)."
 )]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    pub(crate) command: Option<Command>,
     #[command(flatten)]
     compare: Args,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub(crate) enum Command {
     /// Durable (at-least-once) workloads: BlipMQ QoS 1 under fsync `always`
     /// and `interval` beside NATS JetStream (file storage) and Redis Streams
     /// (AOF `always` and `everysec`); writes durable.md, durable.json and

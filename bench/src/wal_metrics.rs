@@ -28,10 +28,14 @@ impl WalCounters {
 
 /// `GET /metrics` from `addr` (HOST:PORT) and the WAL counters in it.
 pub async fn read(addr: &str) -> Result<WalCounters, String> {
-    let text = tokio::time::timeout(TIMEOUT, get_metrics(addr))
+    parse(&scrape(addr).await?)
+}
+
+/// The Prometheus text served at `http://{addr}/metrics`.
+pub async fn scrape(addr: &str) -> Result<String, String> {
+    tokio::time::timeout(TIMEOUT, get_metrics(addr))
         .await
-        .map_err(|_| format!("GET http://{addr}/metrics: timed out"))??;
-    parse(&text)
+        .map_err(|_| format!("GET http://{addr}/metrics: timed out"))?
 }
 
 async fn get_metrics(addr: &str) -> Result<String, String> {
@@ -57,19 +61,21 @@ async fn get_metrics(addr: &str) -> Result<String, String> {
 
 /// The WAL counters from the Prometheus text format.
 pub fn parse(text: &str) -> Result<WalCounters, String> {
-    let value = |name: &str| {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (metric, value) = l.split_once(' ')?;
-                (metric == name).then(|| value.trim().parse::<u64>().ok())?
-            })
-            .ok_or_else(|| format!("{name} missing from /metrics"))
-    };
     Ok(WalCounters {
-        records: value("blipmq_wal_records_total")?,
-        fsyncs: value("blipmq_wal_fsyncs_total")?,
+        records: value(text, "blipmq_wal_records_total")?,
+        fsyncs: value(text, "blipmq_wal_fsyncs_total")?,
     })
+}
+
+/// The value of the unlabelled metric `name` in the Prometheus text format.
+pub fn value(text: &str, name: &str) -> Result<u64, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (metric, value) = l.split_once(' ')?;
+            (metric == name).then(|| value.trim().parse::<u64>().ok())?
+        })
+        .ok_or_else(|| format!("{name} missing from /metrics"))
 }
 
 #[cfg(test)]
