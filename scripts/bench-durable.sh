@@ -97,6 +97,7 @@ start_blipmq() {
   if ready="$(wait_blipmq_ready "${pids[-1]}" "$dir/out")"; then
     read -r addr metrics <<<"$ready"
     args+=(--"blipmq-$policy" "$addr" --"blipmq-$policy-metrics" "$metrics"
+      --server-pid "blipmq-$policy=${pids[-1]}"
       --server-version "blipmq-$policy=$blipmq_version, [wal] fsync_policy = $policy (fsync_interval_ms 10), defaults otherwise")
   else
     say "the BlipMQ broker (fsync $policy) did not start:"
@@ -112,7 +113,7 @@ if command -v nats-server >/dev/null 2>&1; then
   nats-server -a 127.0.0.1 -p "$port" -js -sd "$work/jetstream" >"$work/nats.log" 2>&1 &
   pids+=($!)
   if wait_port "${pids[-1]}" "$port"; then
-    args+=(--jetstream "127.0.0.1:$port"
+    args+=(--jetstream "127.0.0.1:$port" --server-pid "jetstream=${pids[-1]}"
       --server-version "jetstream=$(nats-server --version) (Debian $(deb_version nats-server)), -js -sd DIR, streams with file storage, 1 replica")
   else
     skip jetstream "nats-server did not start: $(tail -1 "$work/nats.log")"
@@ -135,7 +136,7 @@ start_redis() {
   pids+=($!)
   if wait_port "${pids[-1]}" "$port"; then
     v="$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
-    args+=(--"redis-$fsync" "127.0.0.1:$port"
+    args+=(--"redis-$fsync" "127.0.0.1:$port" --server-pid "redis-$fsync=${pids[-1]}"
       --server-version "redis-$fsync=redis-server $v (Debian $(deb_version redis-server)), --appendonly yes --appendfsync $fsync --save ''")
   else
     skip "redis-$fsync" "redis-server did not start: $(tail -1 "$dir/log")"

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::cpu::{CpuMeter, CpuUse};
 use crate::durable_clients::{clean_up, prepare, DurableSystem, DurableTarget, Place};
 pub use crate::durable_runs::LATENCY_SIZE;
 use crate::durable_runs::{end_to_end_run, latency_run, publish_run};
@@ -81,6 +82,10 @@ pub struct DurableArgs {
     /// the table is only printed.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// A server's process id, as SYSTEM=PID, to report its CPU time per
+    /// message (read from /proc).
+    #[arg(long = "server-pid", value_name = "SYSTEM=PID")]
+    server_pids: Vec<String>,
     /// Server version and settings to show, as SYSTEM=TEXT (SYSTEM:
     /// blipmq-always, blipmq-interval, jetstream, redis-always, redis-everysec).
     #[arg(long = "server-version", value_name = "SYSTEM=TEXT")]
@@ -137,6 +142,10 @@ pub struct DurableOutcome {
     pub results: BTreeMap<(DurableWorkload, DurableSystem), Rounds>,
     /// BlipMQ's log counters over each run (where its metrics were given).
     pub wal: BTreeMap<(DurableWorkload, DurableSystem), Vec<WalCounters>>,
+    /// CPU time of the server and of this process over each run (where the
+    /// server's pid was given).
+    /// One entry per round, like `results`.
+    pub cpu: BTreeMap<(DurableWorkload, DurableSystem), Vec<Option<CpuUse>>>,
     pub elapsed: Duration,
     /// /proc/loadavg (1, 5, 15 min) before and after measuring.
     pub load: (String, String),
@@ -194,7 +203,15 @@ fn workloads(args: &DurableArgs) -> Result<Vec<DurableWorkload>, String> {
     Ok(out)
 }
 
-fn targets(args: &DurableArgs) -> Vec<DurableTarget> {
+fn targets(args: &DurableArgs) -> Result<Vec<DurableTarget>, String> {
+    let pids = pairs(&args.server_pids, "--server-pid")?
+        .into_iter()
+        .map(|(system, pid)| {
+            pid.parse::<u32>()
+                .map(|pid| (system, pid))
+                .map_err(|_| format!("--server-pid {}={pid}: not a process id", system.key()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let given = [
         (
             DurableSystem::BlipmqAlways,
@@ -210,16 +227,17 @@ fn targets(args: &DurableArgs) -> Vec<DurableTarget> {
         (DurableSystem::RedisAlways, &args.redis_always, &None),
         (DurableSystem::RedisEverysec, &args.redis_everysec, &None),
     ];
-    given
+    Ok(given
         .into_iter()
         .filter_map(|(system, addr, metrics)| {
             addr.clone().map(|addr| DurableTarget {
                 system,
                 addr,
                 metrics: metrics.clone(),
+                pid: pids.iter().find(|(s, _)| *s == system).map(|(_, p)| *p),
             })
         })
-        .collect()
+        .collect())
 }
 
 /// Check the arguments, measure, write the report.
@@ -236,7 +254,7 @@ pub fn run(args: DurableArgs) -> Result<(), String> {
     let workloads = workloads(&args)?;
     let versions = pairs(&args.server_versions, "--server-version")?;
     let skipped = pairs(&args.skipped, "--skipped")?;
-    let targets = targets(&args);
+    let targets = targets(&args)?;
     if targets.is_empty() {
         return Err(
             "no system to measure: give at least one of --blipmq-always, \
@@ -298,6 +316,7 @@ async fn measure(
     let load_before = crate::load_average();
     let mut results: BTreeMap<(DurableWorkload, DurableSystem), Rounds> = BTreeMap::new();
     let mut wal: BTreeMap<(DurableWorkload, DurableSystem), Vec<WalCounters>> = BTreeMap::new();
+    let mut cpu: BTreeMap<(DurableWorkload, DurableSystem), Vec<Option<CpuUse>>> = BTreeMap::new();
     // Names stay unique across invocations against the same servers.
     let run_id = std::process::id();
     for round in 0..args.rounds {
@@ -315,7 +334,12 @@ async fn measure(
                     Some(addr) => wal_metrics::read(addr).await.ok(),
                     None => None,
                 };
+                let meter = target.pid.and_then(|pid| CpuMeter::start(pid).ok());
                 let result = run_one(target, &place, workload, args).await;
+                if target.pid.is_some() {
+                    let used = meter.and_then(|m| m.stop().ok());
+                    cpu.entry((workload, target.system)).or_default().push(used);
+                }
                 if let (Some(before), Some(addr)) = (before, &target.metrics) {
                     if let Ok(after) = wal_metrics::read(addr).await {
                         wal.entry((workload, target.system))
@@ -338,6 +362,7 @@ async fn measure(
         workloads: workloads.to_vec(),
         results,
         wal,
+        cpu,
         elapsed: started.elapsed(),
         load: (load_before, crate::load_average()),
     }
@@ -476,11 +501,22 @@ mod tests {
             "--redis-everysec",
             "127.0.0.1:3",
         ]);
-        let targets = targets(&args);
-        assert_eq!(targets.len(), 2);
-        assert_eq!(targets[0].system, DurableSystem::BlipmqAlways);
-        assert_eq!(targets[0].metrics.as_deref(), Some("127.0.0.1:2"));
-        assert_eq!(targets[1].system, DurableSystem::RedisEverysec);
-        assert_eq!(targets[1].metrics, None);
+        let given = targets(&args).unwrap();
+        assert_eq!(given.len(), 2);
+        assert_eq!(given[0].system, DurableSystem::BlipmqAlways);
+        assert_eq!(given[0].metrics.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(given[1].system, DurableSystem::RedisEverysec);
+        assert_eq!(given[1].metrics, None);
+        assert_eq!(given[1].pid, None);
+        let args = parse(&[
+            "--jetstream",
+            "127.0.0.1:1",
+            "--server-pid",
+            "jetstream=4242",
+        ]);
+        assert_eq!(targets(&args).unwrap()[0].pid, Some(4242));
+        let args = parse(&["--jetstream", "127.0.0.1:1", "--server-pid", "jetstream=x"]);
+        let e = targets(&args).unwrap_err();
+        assert!(e.contains("not a process id"), "{e}");
     }
 }

@@ -103,6 +103,8 @@ pub struct DurableTarget {
     pub addr: String,
     /// BlipMQ's metrics listener (HOST:PORT), to count its fsyncs.
     pub metrics: Option<String>,
+    /// The server's process id, to measure its CPU time.
+    pub pid: Option<u32>,
 }
 
 /// The names one run uses, fresh for each run so that none sees another's
@@ -539,10 +541,13 @@ async fn redis_consume(
     finish(sink, error)
 }
 
+/// An entry id and its payload.
+pub type StreamEntry = (Vec<u8>, Vec<u8>);
+
 /// The (id, payload) pairs of an `XREADGROUP` reply for one stream whose
 /// entries have one field: `[[key, [[id, [field, value]], ...]]]`; nil when
 /// the read timed out.
-pub fn stream_entries(reply: redis::Value) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn stream_entries(reply: redis::Value) -> Result<Vec<StreamEntry>, String> {
     use redis::Value;
     let bad = |what: &str| format!("unexpected XREADGROUP reply: {what}");
     let streams = match reply {

@@ -54,6 +54,7 @@ fn target(broker: &Broker, system: DurableSystem) -> DurableTarget {
         system,
         addr: broker.addr.clone(),
         metrics: Some(broker.metrics.clone()),
+        pid: None,
     }
 }
 
@@ -138,6 +139,7 @@ async fn an_unreachable_server_is_a_clear_error() {
         system: DurableSystem::BlipmqAlways,
         addr,
         metrics: None,
+        pid: None,
     };
     let e = publish_run(&target, &Place::new("t_down"), 10, 16, 4, CAP)
         .await
@@ -150,6 +152,8 @@ fn the_durable_subcommand_writes_its_report() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let broker = runtime.block_on(start_broker(FsyncPolicy::Always));
     let out = tempfile::tempdir().unwrap();
+    // The broker runs in this process: its CPU time is ours.
+    let pid = format!("blipmq-always={}", std::process::id());
     let args = [
         "durable",
         "--blipmq-always",
@@ -168,6 +172,8 @@ fn the_durable_subcommand_writes_its_report() {
         out.path().to_str().unwrap(),
         "--recovery",
         "recovered in 90 ms",
+        "--server-pid",
+        &pid,
     ];
     let cli = <crate::Cli as clap::Parser>::try_parse_from(
         std::iter::once("blipmq-bench").chain(args.iter().copied()),
@@ -184,6 +190,7 @@ fn the_durable_subcommand_writes_its_report() {
     assert!(md.contains("| publish → consume + ack, 16 B |"), "{md}");
     assert!(md.contains("| p99 |"), "{md}");
     assert!(md.contains("## BlipMQ group commit"), "{md}");
+    assert!(md.contains("## CPU time per message"), "{md}");
     assert!(md.contains("recovered in 90 ms"), "{md}");
     assert!(!md.contains("failed"), "{md}");
     let json: serde_json::Value =

@@ -58,6 +58,31 @@ fn rate_cell(rounds: Option<&crate::Rounds>) -> String {
     }
 }
 
+/// Median server and client CPU µs per message of one workload on one
+/// system, as "server + client".
+fn cpu_cell(outcome: &DurableOutcome, w: DurableWorkload, s: DurableSystem) -> String {
+    let (Some(cpu), Some(rounds)) = (outcome.cpu.get(&(w, s)), outcome.results.get(&(w, s))) else {
+        return "–".into();
+    };
+    let per_message: Vec<(f64, f64)> = cpu
+        .iter()
+        .zip(rounds)
+        .filter_map(|(cpu, result)| {
+            let (cpu, result) = (cpu.as_ref()?, result.as_ref().ok()?);
+            (result.delivered > 0).then(|| {
+                let n = result.delivered as f64;
+                (cpu.server_secs * 1e6 / n, cpu.client_secs * 1e6 / n)
+            })
+        })
+        .collect();
+    let server = median(per_message.iter().map(|p| p.0).collect());
+    let client = median(per_message.iter().map(|p| p.1).collect());
+    match (server, client) {
+        (Some(server), Some(client)) => format!("{server:.1} + {client:.1}"),
+        _ => "–".into(),
+    }
+}
+
 pub fn markdown(info: &DurableInfo, outcome: &DurableOutcome) -> String {
     let systems: Vec<DurableSystem> = outcome.targets.iter().map(|t| t.system).collect();
     let get = |w: DurableWorkload, s: DurableSystem| outcome.results.get(&(w, s));
@@ -193,6 +218,26 @@ pub fn markdown(info: &DurableInfo, outcome: &DurableOutcome) -> String {
             }
             md.push('\n');
         }
+    }
+
+    if !outcome.cpu.is_empty() && !throughput.is_empty() {
+        let _ = writeln!(
+            md,
+            "## CPU time per message (µs, lower is better)\n\n\
+             Server + load generator (this process: the publisher, and the consumer where \
+             there is one), from `/proc/<pid>/stat` around each run (10 ms ticks), divided \
+             by the messages confirmed (publish) or delivered (consume + ack); medians over \
+             rounds. Steadier than msgs/s on a busy machine, and it shows which side \
+             spends the time.\n\n{header}\n{rule}"
+        );
+        for w in &throughput {
+            let _ = write!(md, "| {} |", w.label());
+            for s in &systems {
+                let _ = write!(md, " {} |", cpu_cell(outcome, *w, *s));
+            }
+            md.push('\n');
+        }
+        md.push('\n');
     }
 
     if outcome.workloads.contains(&DurableWorkload::Latency) {
@@ -335,6 +380,7 @@ struct JsonCell<'a> {
     system: DurableSystem,
     rounds: Vec<serde_json::Value>,
     wal: Option<&'a Vec<crate::wal_metrics::WalCounters>>,
+    cpu: Option<&'a Vec<Option<crate::cpu::CpuUse>>>,
 }
 
 pub fn json(info: &DurableInfo, outcome: &DurableOutcome) -> String {
@@ -352,6 +398,7 @@ pub fn json(info: &DurableInfo, outcome: &DurableOutcome) -> String {
                 })
                 .collect(),
             wal: outcome.wal.get(&(*workload, *system)),
+            cpu: outcome.cpu.get(&(*workload, *system)),
         })
         .collect();
     let value = serde_json::json!({

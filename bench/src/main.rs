@@ -11,6 +11,7 @@
 //! A system without an address is left out.
 
 mod chart;
+mod cpu;
 mod durable;
 mod durable_chart;
 mod durable_clients;

@@ -52,7 +52,7 @@ async fn get_metrics(addr: &str) -> Result<String, String> {
     let (head, body) = response
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("GET http://{addr}/metrics: no HTTP response"))?;
-    if !head.starts_with("HTTP/1.") || !head.split_whitespace().nth(1).is_some_and(|c| c == "200") {
+    if !head.starts_with("HTTP/1.") || head.split_whitespace().nth(1) != Some("200") {
         let status = head.lines().next().unwrap_or("");
         return Err(format!("GET http://{addr}/metrics: {status}"));
     }
