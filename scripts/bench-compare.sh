@@ -25,6 +25,8 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 say() { echo "bench-compare: $*" >&2; }
+# shellcheck source=lib/bench-servers.sh
+source "$REPO_ROOT/scripts/lib/bench-servers.sh"
 
 # --- the peers, from Debian packages ---------------------------------------
 font=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
@@ -33,21 +35,7 @@ command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 [[ -f "$font" ]] || missing+=(fonts-dejavu-core) # for the PNG chart's text
-if ((${#missing[@]})); then
-  sudo=()
-  if [[ $(id -u) -ne 0 ]]; then
-    if command -v sudo >/dev/null 2>&1; then sudo=(sudo -n); else sudo=(false); fi
-  fi
-  say "installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  # `apt-get update` once, and only when the package lists do not know the
-  # packages yet.
-  if ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
-    "${sudo[@]}" apt-get update -qq || say "apt-get update failed"
-  fi
-  "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null ||
-    say "apt-get install failed; the peers that are still missing are skipped"
-fi
+install_debs "${missing[@]}"
 
 # --- build --------------------------------------------------------------------
 # --bins: with several -p, `--bin X` would restrict every package to X.
@@ -65,36 +53,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port on 127.0.0.1 that nothing listens on.
-free_port() {
-  local port
-  for _ in $(seq 200); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "$port"
-      return 0
-    fi
-  done
-  return 1
-}
-
-# Wait until PID listens on PORT (up to 10 s); fail if it exits.
-wait_port() {
-  local pid="$1" port="$2"
-  for _ in $(seq 200); do
-    kill -0 "$pid" 2>/dev/null || return 1
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  return 1
-}
-
 args=(--out bench/results)
 skip() { # SYSTEM REASON
   say "skipping $1: $2"
   args+=(--skipped "$1=$2")
 }
-deb_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
 
 # BlipMQ: binds a free port itself and prints `blipmq ready clients=ADDR ...`.
 BLIPMQ_SERVER_BIND_ADDR=127.0.0.1:0 BLIPMQ_METRICS_ENABLED=false \
@@ -165,9 +128,6 @@ else
   skip mqtt "mosquitto is not installed and apt-get could not install it"
 fi
 
-lock_version() {
-  awk -v n="$1" '$0 == "name = \"" n "\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
-}
 clients="blipmq (this tree), async-nats $(lock_version async-nats), redis $(lock_version redis) (tokio), rumqttc $(lock_version rumqttc)"
 
 # --- measure --------------------------------------------------------------------

@@ -29,8 +29,8 @@ target_dir="$CARGO_TARGET_DIR"
 NODE_DIR="$REPO_ROOT/bindings/node"
 say() { echo "bench-node: $*" >&2; }
 
-# shellcheck source=lib/bench-servers.sh
-source scripts/lib/bench-servers.sh
+# shellcheck source=lib/sdk-bench-servers.sh
+source scripts/lib/sdk-bench-servers.sh
 ensure_nats_server
 
 # --- build: the release broker and addon, the packed package, the project -----

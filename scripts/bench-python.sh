@@ -28,8 +28,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 target_dir="$CARGO_TARGET_DIR"
 say() { echo "bench-python: $*" >&2; }
 
-# shellcheck source=lib/bench-servers.sh
-source scripts/lib/bench-servers.sh
+# shellcheck source=lib/sdk-bench-servers.sh
+source scripts/lib/sdk-bench-servers.sh
 ensure_nats_server
 
 # --- build: the release broker, the release wheel, the venv -------------------

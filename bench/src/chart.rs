@@ -20,7 +20,7 @@ const FONTS: [&str; 5] = [
     "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
 ];
 
-fn register_font() -> Result<(), String> {
+pub fn register_font() -> Result<(), String> {
     let bytes = FONTS
         .iter()
         .find_map(|path| std::fs::read(path).ok())
@@ -28,6 +28,12 @@ fn register_font() -> Result<(), String> {
     let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
     plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
         .map_err(|_| "the font file could not be read".to_string())
+}
+
+/// One bar colour and legend entry.
+pub struct Series {
+    pub name: &'static str,
+    pub colour: RGBColor,
 }
 
 fn colour(system: System) -> RGBColor {
@@ -49,7 +55,7 @@ fn short_label(workload: Workload) -> String {
     }
 }
 
-fn compact(value: f64) -> String {
+pub fn compact(value: f64) -> String {
     if value >= 1e6 {
         format!("{:.2}M", value / 1e6)
     } else if value >= 1e3 {
@@ -62,10 +68,17 @@ fn compact(value: f64) -> String {
 pub fn draw(path: &Path, outcome: &Outcome) -> Result<(), String> {
     register_font()?;
     let systems: Vec<System> = outcome.targets.iter().map(|t| t.system).collect();
+    let series: Vec<Series> = systems
+        .iter()
+        .map(|s| Series {
+            name: s.title(),
+            colour: colour(*s),
+        })
+        .collect();
     let root = BitMapBackend::new(path, (1500, 660)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (top, body) = root.split_vertically(40);
-    legend(&top, &systems)?;
+    legend(&top, &series)?;
     let (left, right) = body.split_horizontally(960);
 
     let groups: Vec<(String, Vec<Option<f64>>)> = outcome
@@ -86,7 +99,7 @@ pub fn draw(path: &Path, outcome: &Outcome) -> Result<(), String> {
             &left,
             "Delivered messages/s (median; higher is better)",
             &groups,
-            &systems,
+            &series,
             false,
         )?;
     }
@@ -116,27 +129,27 @@ pub fn draw(path: &Path, outcome: &Outcome) -> Result<(), String> {
                 compact(outcome.latency_rate)
             ),
             &groups,
-            &systems,
+            &series,
             true,
         )?;
     }
     root.present().map_err(|e| e.to_string())
 }
 
-/// One row: a swatch and a name per system.
-fn legend(area: &DrawingArea<BitMapBackend, Shift>, systems: &[System]) -> Result<(), String> {
+/// One row: a swatch and a name per series.
+pub fn legend(area: &DrawingArea<BitMapBackend, Shift>, series: &[Series]) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<_>| e.to_string();
     let step = 170;
     let (width, _) = area.dim_in_pixel();
-    let mut x = (width as i32 - step * systems.len() as i32) / 2;
-    for system in systems {
+    let mut x = (width as i32 - step * series.len() as i32) / 2;
+    for one in series {
         area.draw(&Rectangle::new(
             [(x, 14), (x + 16, 30)],
-            colour(*system).filled(),
+            one.colour.filled(),
         ))
         .map_err(e)?;
         area.draw(&Text::new(
-            system.title(),
+            one.name,
             (x + 24, 14),
             ("sans-serif", 16).into_font().color(&BLACK),
         ))
@@ -146,20 +159,21 @@ fn legend(area: &DrawingArea<BitMapBackend, Shift>, systems: &[System]) -> Resul
     Ok(())
 }
 
-/// Grouped bars: one group per entry, one bar per system in it.
-fn bars(
+/// Grouped bars: one group per entry, one bar per series in it (the values
+/// of a group are in series order).
+pub fn bars(
     root: &DrawingArea<BitMapBackend, Shift>,
     area: &DrawingArea<BitMapBackend, Shift>,
     title: &str,
     groups: &[(String, Vec<Option<f64>>)],
-    systems: &[System],
+    series: &[Series],
     log: bool,
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<_>| e.to_string();
     let values = || groups.iter().flat_map(|(_, v)| v.iter().flatten().copied());
     let max = values().fold(0.0f64, f64::max).max(1.0);
     let n = groups.len() as f64;
-    let width = 0.8 / systems.len() as f64;
+    let width = 0.8 / series.len() as f64;
     let bar = |g: usize, i: usize| {
         let x0 = g as f64 + 0.1 + i as f64 * width;
         (x0 + width * 0.06, x0 + width * 0.94)
@@ -191,8 +205,8 @@ fn bars(
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(e)?;
-        for (i, system) in systems.iter().enumerate() {
-            let colour = colour(*system);
+        for (i, one) in series.iter().enumerate() {
+            let colour = one.colour;
             chart
                 .draw_series(groups.iter().enumerate().filter_map(|(g, (_, v))| {
                     let value = v[i]?;
@@ -229,8 +243,8 @@ fn bars(
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(e)?;
-        for (i, system) in systems.iter().enumerate() {
-            let colour = colour(*system);
+        for (i, one) in series.iter().enumerate() {
+            let colour = one.colour;
             chart
                 .draw_series(groups.iter().enumerate().filter_map(|(g, (_, v))| {
                     let value = v[i]?;

@@ -3,20 +3,32 @@
 //! (MQTT QoS 0) — each through its usual Rust client, counting only messages
 //! that subscribers received. Several rounds; the report gives medians.
 //!
-//! The servers are started elsewhere (`scripts/bench-compare.sh` does it);
-//! this program is given their addresses. A system without an address is
-//! left out.
+//! `blipmq-bench durable` runs the at-least-once workloads instead: BlipMQ
+//! QoS 1 beside NATS JetStream and Redis Streams (see [`durable`]).
+//!
+//! The servers are started elsewhere (`scripts/bench-compare.sh` and
+//! `scripts/bench-durable.sh` do it); this program is given their addresses.
+//! A system without an address is left out.
 
 mod chart;
+mod cpu;
+mod durable;
+mod durable_chart;
+mod durable_clients;
+#[cfg(test)]
+mod durable_live_tests;
+mod durable_report;
+mod durable_runs;
 mod report;
 mod runner;
 mod systems;
+mod wal_metrics;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use serde::Serialize;
 
 use crate::runner::{CellResult, CellSpec};
@@ -26,11 +38,31 @@ use crate::systems::{System, Target};
 #[command(
     name = "blipmq-bench",
     args_override_self = true,
+    args_conflicts_with_subcommands = true,
     about = "Side-by-side benchmark: BlipMQ, NATS core, Redis pub/sub, Mosquitto",
     long_about = "Runs the same bounded workloads against every system given an address \
                   and writes a markdown table (with BlipMQ/peer ratios), a JSON file and a \
-                  PNG chart. scripts/bench-compare.sh starts the servers and runs this."
+                  PNG chart. scripts/bench-compare.sh starts the servers and runs this. \
+                  `blipmq-bench durable` runs the QoS 1 workloads (scripts/bench-durable.sh)."
 )]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    #[command(flatten)]
+    compare: Args,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Durable (at-least-once) workloads: BlipMQ QoS 1 under fsync `always`
+    /// and `interval` beside NATS JetStream (file storage) and Redis Streams
+    /// (AOF `always` and `everysec`); writes durable.md, durable.json and
+    /// durable.png.
+    Durable(durable::DurableArgs),
+}
+
+/// The pub/sub comparison (no subcommand).
+#[derive(clap::Args, Debug)]
 struct Args {
     /// BlipMQ broker address (HOST:PORT); run it with the `block` overflow
     /// policy for lossless max-rate figures.
@@ -231,15 +263,19 @@ pub struct Outcome {
 }
 
 /// The 1, 5 and 15 minute load averages.
-fn load_average() -> String {
+pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".into())
 }
 
 fn main() {
-    let args = Args::parse();
-    if let Err(e) = run(args) {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Durable(args)) => durable::run(args),
+        None => run(cli.compare),
+    };
+    if let Err(e) = result {
         eprintln!("blipmq-bench: {e}");
         std::process::exit(1);
     }

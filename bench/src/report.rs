@@ -50,7 +50,7 @@ pub fn median_of(
     median(values)
 }
 
-fn thousands(value: f64) -> String {
+pub fn thousands(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -62,7 +62,7 @@ fn thousands(value: f64) -> String {
     out
 }
 
-fn us(value: f64) -> String {
+pub fn us(value: f64) -> String {
     if value >= 100.0 {
         thousands(value)
     } else {
@@ -70,14 +70,14 @@ fn us(value: f64) -> String {
     }
 }
 
-fn ratio(blipmq: Option<f64>, peer: Option<f64>) -> String {
+pub fn ratio(blipmq: Option<f64>, peer: Option<f64>) -> String {
     match (blipmq, peer) {
         (Some(b), Some(p)) if p > 0.0 => format!("{:.2}×", b / p),
         _ => "–".into(),
     }
 }
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get().to_string())
         .unwrap_or_else(|_| "?".into());
@@ -101,7 +101,7 @@ fn machine() -> String {
 }
 
 /// `YYYY-MM-DD HH:MM UTC` for now.
-fn now_utc() -> String {
+pub fn now_utc() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -109,7 +109,7 @@ impl Sink {
         }
     }
 
-    fn record(&mut self, payload: &[u8]) {
+    pub fn record(&mut self, payload: &[u8]) {
         let now = self.epoch.elapsed().as_nanos() as u64;
         if let Some(latency) = &mut self.latency {
             if let Some(stamp) = payload.get(..STAMP) {
@@ -124,7 +124,7 @@ impl Sink {
             .fetch_max(now, Ordering::Relaxed);
     }
 
-    fn finish(self, error: Option<String>) -> SubOutcome {
+    pub fn finish(self, error: Option<String>) -> SubOutcome {
         SubOutcome {
             received: self.received,
             latency: self.latency,

@@ -1,36 +1,26 @@
-# Servers for the SDK benchmarks (scripts/bench-python.sh, bench-node.sh):
-# a release `blipmq` and `nats-server`, each on a free port on 127.0.0.1,
-# stopped by PID when the calling script exits. Sourced, not run; the
-# caller defines `say`.
-#
-# After start_blipmq: $blipmq_addr, $blipmq_version. After start_nats:
-# $nats_addr, $nats_version. Both start in $bench_work, a scratch directory
-# made by the first of them (after the builds) and removed on exit.
+# Helpers shared by scripts/bench-compare.sh and scripts/bench-durable.sh:
+# installing peers from Debian packages, free ports, waiting for a server,
+# versions. Source it; it defines functions only (and `say` if missing).
 
-bench_work=""
-bench_pids=()
-bench_cleanup() {
-  local pid
-  for pid in "${bench_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${bench_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [[ -n "$bench_work" ]]; then rm -rf "$bench_work"; fi
-}
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM
+declare -F say >/dev/null || say() { echo "bench: $*" >&2; }
 
-# nats-server from Debian's packages, when it is missing.
-ensure_nats_server() {
-  command -v nats-server >/dev/null 2>&1 && return 0
+# install_debs PACKAGE...: apt-get install the ones given (sudo -n when not
+# root); a failure is reported, not fatal: the caller skips what is missing.
+install_debs() {
+  (($#)) || return 0
   local sudo=()
   if [[ $(id -u) -ne 0 ]]; then
     if command -v sudo >/dev/null 2>&1; then sudo=(sudo -n); else sudo=(false); fi
   fi
-  say "installing nats-server"
+  say "installing $*"
   export DEBIAN_FRONTEND=noninteractive
-  if ! apt-cache show nats-server >/dev/null 2>&1; then
+  # `apt-get update` once, and only when the package lists do not know the
+  # packages yet.
+  if ! apt-cache show "$@" >/dev/null 2>&1; then
     "${sudo[@]}" apt-get update -qq || say "apt-get update failed"
   fi
-  "${sudo[@]}" apt-get install -y -qq nats-server >/dev/null
+  "${sudo[@]}" apt-get install -y -qq "$@" >/dev/null ||
+    say "apt-get install failed; the peers that are still missing are skipped"
 }
 
 # A port on 127.0.0.1 that nothing listens on.
@@ -46,49 +36,37 @@ free_port() {
   return 1
 }
 
-# BlipMQ binds a free port itself and prints `blipmq ready clients=ADDR ...`.
-# The `block` overflow policy makes its figures lossless.
-start_blipmq() {
-  local binary="$1"
-  [[ -n "$bench_work" ]] || bench_work="$(mktemp -d)"
-  BLIPMQ_SERVER_BIND_ADDR=127.0.0.1:0 BLIPMQ_METRICS_ENABLED=false \
-    BLIPMQ_QUEUES_OVERFLOW_POLICY=block RUST_LOG=warn \
-    "$binary" >"$bench_work/blipmq.out" 2>"$bench_work/blipmq.err" &
-  bench_pids+=($!)
-  blipmq_addr=""
+# wait_port PID PORT: wait until PID listens on PORT (up to 10 s); fail if
+# it exits.
+wait_port() {
+  local pid="$1" port="$2"
   for _ in $(seq 200); do
-    # The file may not exist yet: the broker's shell opens it after the fork.
-    blipmq_addr="$(sed -n 's/^blipmq ready clients=\([^ ]*\).*/\1/p' "$bench_work/blipmq.out" 2>/dev/null || true)"
-    [[ -n "$blipmq_addr" ]] && break
-    kill -0 "${bench_pids[-1]}" 2>/dev/null || break
+    kill -0 "$pid" 2>/dev/null || return 1
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     sleep 0.05
   done
-  if [[ -z "$blipmq_addr" ]]; then
-    say "the BlipMQ broker did not start:"
-    cat "$bench_work/blipmq.err" >&2
-    exit 1
-  fi
-  local commit dirty
-  commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  dirty="$(git status --porcelain -- broker schema client-rs bindings 2>/dev/null | head -1)"
-  blipmq_version="BlipMQ: $("$binary" --version) (release build of this tree, commit $commit${dirty:+ + local changes}), overflow_policy=block"
+  return 1
 }
 
-start_nats() {
-  local port
-  [[ -n "$bench_work" ]] || bench_work="$(mktemp -d)"
-  port="$(free_port)"
-  nats-server -a 127.0.0.1 -p "$port" >"$bench_work/nats.log" 2>&1 &
-  bench_pids+=($!)
+# wait_blipmq_ready PID OUTFILE: wait (up to 10 s) for the broker's
+# `blipmq ready clients=ADDR metrics=ADDR` line; prints "ADDR METRICS".
+wait_blipmq_ready() {
+  local pid="$1" out="$2" line
   for _ in $(seq 200); do
-    kill -0 "${bench_pids[-1]}" 2>/dev/null || break
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      nats_addr="127.0.0.1:$port"
-      nats_version="NATS: $(nats-server --version) (Debian $(dpkg-query -W -f='${Version}' nats-server 2>/dev/null || echo '?')), defaults"
+    line="$(sed -n 's/^blipmq ready clients=\([^ ]*\) metrics=\([^ ]*\).*/\1 \2/p' "$out")"
+    if [[ -n "$line" ]]; then
+      echo "$line"
       return 0
     fi
+    kill -0 "$pid" 2>/dev/null || return 1
     sleep 0.05
   done
-  say "nats-server did not start: $(tail -1 "$bench_work/nats.log")"
-  exit 1
+  return 1
+}
+
+deb_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
+
+# The version of crate NAME in Cargo.lock.
+lock_version() {
+  awk -v n="$1" '$0 == "name = \"" n "\"" { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
 }

@@ -18,10 +18,11 @@ pub enum FsyncPolicy {
     #[default]
     Always,
     /// An append is confirmed after its `write()` (the data is in the page
-    /// cache); the writer fsyncs at most `fsync_interval_ms` after the first
-    /// unsynced write. A process crash loses nothing confirmed; an OS crash
-    /// or power loss loses at most the last `fsync_interval_ms` of confirmed
-    /// appends.
+    /// cache); `fsync_interval_ms` after the first unsynced write an fsync
+    /// is started (once the one in flight, if any, is done), on a thread of
+    /// its own so that appends go on meanwhile. A process crash loses nothing confirmed; an OS
+    /// crash or power loss loses at most the last `fsync_interval_ms` of
+    /// confirmed appends, plus up to two fsyncs' duration.
     Interval,
     /// An append is confirmed after its `write()`, and the writer never
     /// fsyncs on its own (only on close). For tests and caches: a process

@@ -77,7 +77,7 @@
 //! | policy | an append is confirmed | process crash (kill -9) | OS crash / power loss |
 //! |---|---|---|---|
 //! | `always` (default) | after the fsync covering it | loses nothing confirmed | loses nothing confirmed |
-//! | `interval` | after its `write` | loses nothing confirmed | loses at most the appends confirmed in the last `fsync_interval_ms` (plus the duration of one fsync) |
+//! | `interval` | after its `write` | loses nothing confirmed | loses at most the appends confirmed in the last `fsync_interval_ms` (plus the duration of up to two fsyncs: they run on a thread of their own, one at a time) |
 //! | `never` | after its `write` | loses nothing confirmed | can lose anything not yet written back by the kernel |
 //!
 //! Under `always` and `interval`, a segment is fsynced before the next one is
@@ -146,6 +146,7 @@
 mod config;
 mod format;
 mod recovery;
+mod syncer;
 mod writer;
 
 use std::collections::VecDeque;

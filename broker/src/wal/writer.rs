@@ -4,7 +4,8 @@
 //! already queued, encodes it all into one buffer, issues one `write`, one
 //! fsync (policy `always`), and only then completes every append of the batch.
 //! While it sits in `fsync`, new appends queue up and form the next batch:
-//! that is the group commit.
+//! that is the group commit. Under `interval` nothing waits for the fsync,
+//! so it is done by the [`Syncer`] thread while the writer goes on.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use tracing::error;
 
 use super::format::{encode_record, segment_file_name, segment_header, SEGMENT_HEADER_LEN};
+use super::syncer::Syncer;
 use super::{io_err, sync_dir, Entry, FsyncPolicy, Inner, Lsn, Msg, SegmentMeta, WalError};
 
 pub(crate) struct Writer {
@@ -27,8 +29,11 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     batch: Vec<Entry>,
     confirmed: Vec<(Entry, Lsn)>,
-    /// When the oldest write not yet covered by an fsync happened.
+    /// When the oldest write not yet covered by an fsync (done or handed to
+    /// the syncer) happened.
     dirty_since: Option<Instant>,
+    /// Under `interval`: the thread that does the timed fsyncs.
+    syncer: Option<Syncer>,
 }
 
 impl Writer {
@@ -42,6 +47,15 @@ impl Writer {
             .append(true)
             .open(&active.path)
             .map_err(io_err(format!("open {}", active.path.display())))?;
+        let syncer = match inner.config.fsync_policy {
+            FsyncPolicy::Interval => {
+                let counted = Arc::clone(&inner);
+                Some(Syncer::start(move || {
+                    counted.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                })?)
+            }
+            FsyncPolicy::Always | FsyncPolicy::Never => None,
+        };
         Ok(Writer {
             inner,
             rx,
@@ -52,6 +66,7 @@ impl Writer {
             batch: Vec::new(),
             confirmed: Vec::new(),
             dirty_since: None,
+            syncer,
         })
     }
 
@@ -90,13 +105,13 @@ impl Writer {
                 Some(deadline) => {
                     let now = Instant::now();
                     if deadline <= now {
-                        self.sync()?;
+                        self.sync_due()?;
                         continue;
                     }
                     match self.rx.recv_timeout(deadline - now) {
                         Ok(msg) => msg,
                         Err(RecvTimeoutError::Timeout) => {
-                            self.sync()?;
+                            self.sync_due()?;
                             continue;
                         }
                         Err(RecvTimeoutError::Disconnected) => return self.finish(),
@@ -109,6 +124,11 @@ impl Writer {
                 Msg::Shutdown => shutdown = true,
             };
             take(first, &mut self.batch);
+            // A background fsync that failed stops the writer, as one of its
+            // own would.
+            if let Some(syncer) = &mut self.syncer {
+                syncer.check()?;
+            }
             // Everything already queued joins this batch. The queue is bounded
             // (the semaphore), so this ends.
             while let Ok(msg) = self.rx.try_recv() {
@@ -174,18 +194,19 @@ impl Writer {
             self.confirmed.push((entry, first_lsn));
         }
         self.flush()?;
-        match config.fsync_policy {
-            FsyncPolicy::Always => self.sync()?,
-            FsyncPolicy::Interval => {
-                if self.fsync_deadline().is_some_and(|d| d <= Instant::now()) {
-                    self.sync()?;
-                }
-            }
-            FsyncPolicy::Never => {}
+        if config.fsync_policy == FsyncPolicy::Always {
+            self.sync()?;
         }
         self.publish();
         for (entry, lsn) in self.confirmed.drain(..) {
             entry.complete(Ok(lsn));
+        }
+        // Under `interval` the batch is confirmed once written; a due fsync
+        // (which may wait for the one in flight) comes after.
+        if config.fsync_policy == FsyncPolicy::Interval
+            && self.fsync_deadline().is_some_and(|d| d <= Instant::now())
+        {
+            self.sync_due()?;
         }
         Ok(())
     }
@@ -216,8 +237,31 @@ impl Writer {
         Ok(())
     }
 
-    /// fsyncs the active segment if it has unsynced writes.
+    /// The timed fsync of `interval` is due: hand it to the syncer thread
+    /// (after the one in flight, if any).
+    fn sync_due(&mut self) -> Result<(), WalError> {
+        let Some(syncer) = &mut self.syncer else {
+            return self.sync();
+        };
+        if self.dirty_since.is_none() {
+            return Ok(());
+        }
+        let file = self
+            .file
+            .try_clone()
+            .map_err(io_err(format!("open {}", self.active.path.display())))?;
+        syncer.sync_in_background(file, self.active.path.clone())?;
+        self.dirty_since = None;
+        Ok(())
+    }
+
+    /// fsyncs the active segment now if it has unsynced writes (after the
+    /// syncer's fsync in flight, if any: the caller needs every write so far
+    /// to be durable).
     fn sync(&mut self) -> Result<(), WalError> {
+        if let Some(syncer) = &mut self.syncer {
+            syncer.wait()?;
+        }
         if self.dirty_since.is_none() {
             return Ok(());
         }
