@@ -13,7 +13,8 @@ mod registry;
 mod server;
 mod subscription;
 pub mod wal;
+mod websocket;
 mod writer;
 
-pub use config::{Config, ConfigError, OverflowPolicy};
+pub use config::{Config, ConfigError, OverflowPolicy, WebSocketConfig};
 pub use server::{run, Listeners};
