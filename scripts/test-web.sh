@@ -123,6 +123,7 @@ for tool in ws playwright-core typescript; do
 done
 (cd "$PROJECT" && npm install --prefer-offline --no-audit --no-fund --no-package-lock "$SCRATCH/$tarball" "${tools[@]}")
 cp -r "$WEB_DIR/test" "$PROJECT/test"
+cp -r "$REPO_ROOT/examples/browser" "$PROJECT/example"
 cp "$REPO_ROOT/conformance-tests/testees/wasm/testee.mjs" "$PROJECT/testee.mjs"
 
 step "tsc --strict on a consumer of the installed types"

@@ -26,10 +26,13 @@ let loaded = null
  * it early, or pass the module's bytes or URL itself (e.g. from a bundler).
  */
 export function load(source) {
-  loaded ??= init({ module_or_path: source ?? defaultSource() }).catch((error) => {
-    loaded = null
-    throw error
-  })
+  // Resolved first: the generated `init` fetches a URL only when it gets one.
+  loaded ??= (async () => init({ module_or_path: await (source ?? defaultSource()) }))().catch(
+    (error) => {
+      loaded = null
+      throw error
+    },
+  )
   return loaded
 }
 

@@ -170,6 +170,13 @@ fn open(url: &str, constructor: Option<&Function>) -> io::Result<Rc<Socket>> {
             state.wake();
         })
     };
+    // An error is always followed by a close, which carries what there is to
+    // know. The handler is there because some hosts (Node's `ws`) throw an
+    // error event nobody listens to, even one after `close()`: so it is
+    // handed to JavaScript for good (a no-op, nothing to free), and outlives
+    // this socket's Rust side.
+    let on_error = Closure::<dyn FnMut(Event)>::new(|_: Event| {}).into_js_value();
+    ws.set_onerror(Some(on_error.unchecked_ref()));
     ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
     ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
