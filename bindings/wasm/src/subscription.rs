@@ -58,7 +58,11 @@ impl NativeSubscription {
         js_name = nextBatch,
         unchecked_return_type = "Promise<Array<{ topic: string, payload: Uint8Array, headers: Array<[string, Uint8Array]>, id: bigint, timestampMs: number, deliveryCount: number, deliveryId: bigint }> | null>"
     )]
-    pub fn next_batch(&self, max: u32, #[wasm_bindgen(js_name = timeoutMs)] timeout_ms: Option<u32>) -> Promise {
+    pub fn next_batch(
+        &self,
+        max: u32,
+        #[wasm_bindgen(js_name = timeoutMs)] timeout_ms: Option<u32>,
+    ) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
             let mut guard = state.subscription.lock().await;
@@ -149,7 +153,10 @@ impl State {
             .collect();
         set("headers", &headers);
         set("id", &BigInt::from(message.id()));
-        set("timestampMs", &JsValue::from_f64(message.timestamp_ms() as f64));
+        set(
+            "timestampMs",
+            &JsValue::from_f64(message.timestamp_ms() as f64),
+        );
         set("deliveryCount", &JsValue::from(message.delivery_count()));
         let delivery_id = message.delivery_id();
         set("deliveryId", &BigInt::from(delivery_id));

@@ -295,14 +295,15 @@ impl TransportWriter for WsWriter {
             while ws.buffered_amount() > SEND_HIGH_WATER && ws.ready_state() == WebSocket::OPEN {
                 sleep(DRAIN_CHECK).await;
             }
+            if ws.ready_state() != WebSocket::OPEN {
+                // Closing or closed by the broker: as with a TCP socket the
+                // peer has closed, the bytes go nowhere and the reader
+                // reports why (the Error frame and close code that came
+                // first), which a write error here would hide.
+                return Ok(());
+            }
             let mut rest = frames;
             while !rest.is_empty() {
-                if ws.ready_state() != WebSocket::OPEN {
-                    return Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the WebSocket is closed",
-                    ));
-                }
                 let len = rest
                     .get(..LENGTH_PREFIX_LEN)
                     .map(|p| u32::from_le_bytes(p.try_into().expect("4 bytes")) as usize)

@@ -1,0 +1,80 @@
+// Throughput through the browser SDK, bounded in count and time: a broker
+// on 127.0.0.1 (free ports, `block` policy so nothing is dropped and only
+// delivered messages count), then the same run (core.js) in headless
+// Chromium and in Node. Prints one JSON line per run.
+//
+//   node bindings/wasm/bench/bench.mjs [--count 100000] [--size 16]
+//
+// Run by scripts/bench-web.sh, which builds what it needs first.
+import { spawn } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+import { WebSocket } from 'ws'
+import { chromium } from 'playwright-core'
+import { connect } from '../index.js'
+import { serve } from '../../../examples/browser/serve.mjs'
+import { run } from './core.js'
+
+const HERE = fileURLToPath(new URL('.', import.meta.url))
+const args = process.argv.slice(2)
+const option = (name, fallback) => {
+  const i = args.indexOf(`--${name}`)
+  return Number(i === -1 ? fallback : args[i + 1])
+}
+const count = option('count', 100_000)
+const size = option('size', 16)
+const LIMIT_MS = 120_000
+
+const bin = process.env.BLIPMQ_BIN ?? resolve(HERE, '../../../target/release/blipmq')
+const broker = spawn(bin, [], {
+  env: {
+    ...process.env,
+    BLIPMQ_SERVER_BIND_ADDR: '127.0.0.1:0',
+    BLIPMQ_METRICS_BIND_ADDR: '127.0.0.1:0',
+    BLIPMQ_WEBSOCKET_BIND_ADDR: '127.0.0.1:0',
+    BLIPMQ_QUEUES_OVERFLOW_POLICY: 'block',
+    RUST_LOG: 'warn',
+  },
+  stdio: ['ignore', 'pipe', 'inherit'],
+})
+const url = await new Promise((done, fail) => {
+  let seen = ''
+  broker.once('exit', (code) => fail(new Error(`${bin} exited with ${code}`)))
+  broker.stdout.on('data', (chunk) => {
+    seen += chunk
+    const match = / websocket=(\S+)/.exec(seen)
+    if (match) done(`ws://${match[1]}`)
+  })
+})
+const limit = setTimeout(() => {
+  console.error(`benchmark still running after ${LIMIT_MS} ms: stopping`)
+  broker.kill('SIGTERM')
+  process.exit(1)
+}, LIMIT_MS)
+
+const site = await serve({ root: HERE, packageDir: resolve(HERE, '..') })
+const profile = await mkdtemp(join(tmpdir(), 'blipmq-bench-chromium-'))
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run'],
+})
+try {
+  const page = await browser.newPage()
+  await page.goto(`${site.origin}/?broker=${url}&count=${count}&size=${size}`)
+  await page.waitForFunction(() => window.benchResult !== undefined, null, { timeout: LIMIT_MS })
+  const inChromium = await page.evaluate(() => window.benchResult)
+  console.log(JSON.stringify({ host: 'chromium', ...inChromium }))
+  const inNode = await run(connect, url, { count, size, options: { WebSocket } })
+  console.log(JSON.stringify({ host: 'node', ...inNode }))
+} finally {
+  clearTimeout(limit)
+  await browser.close()
+  await rm(profile, { recursive: true, force: true })
+  site.server.close()
+  broker.kill('SIGTERM')
+}
