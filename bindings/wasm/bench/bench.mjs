@@ -3,17 +3,22 @@
 // delivered messages count), then the same run (core.js) in headless
 // Chromium and in Node. Prints one JSON line per run.
 //
+// Chromium is started directly, not through playwright: with DevTools
+// attached, Chromium reports every WebSocket message to it, which costs
+// more than the message itself. The page posts its result back.
+//
 //   node bindings/wasm/bench/bench.mjs [--count 100000] [--size 16]
 //
 // Run by scripts/bench-web.sh, which builds what it needs first.
 import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { WebSocket } from 'ws'
-import { chromium } from 'playwright-core'
 import { connect } from '../index.js'
 import { serve } from '../../../examples/browser/serve.mjs'
 import { run } from './core.js'
@@ -56,24 +61,32 @@ const limit = setTimeout(() => {
 }, LIMIT_MS)
 
 const site = await serve({ root: HERE, packageDir: resolve(HERE, '..') })
-const profile = await mkdtemp(join(tmpdir(), 'blipmq-bench-chromium-'))
-const browser = await chromium.launchPersistentContext(profile, {
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
+// Where the page reports: POST /result (from the page's origin, same host).
+const reports = createServer((request, response) => {
+  let body = ''
+  request.on('data', (chunk) => { body += chunk })
+  request.on('end', () => {
+    response.writeHead(204, { 'access-control-allow-origin': '*' }).end()
+    reports.emit('result', JSON.parse(body))
+  })
 })
+await new Promise((done) => reports.listen(0, '127.0.0.1', done))
+const report = `http://127.0.0.1:${reports.address().port}/result`
+const profile = await mkdtemp(join(tmpdir(), 'blipmq-bench-chromium-'))
+const browser = spawn('/usr/bin/chromium', [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--no-first-run', `--user-data-dir=${profile}`,
+  `${site.origin}/?broker=${url}&count=${count}&size=${size}&report=${report}`,
+], { stdio: 'ignore' })
 try {
-  const page = await browser.newPage()
-  await page.goto(`${site.origin}/?broker=${url}&count=${count}&size=${size}`)
-  await page.waitForFunction(() => window.benchResult !== undefined, null, { timeout: LIMIT_MS })
-  const inChromium = await page.evaluate(() => window.benchResult)
+  const [inChromium] = await once(reports, 'result')
   console.log(JSON.stringify({ host: 'chromium', ...inChromium }))
   const inNode = await run(connect, url, { count, size, options: { WebSocket } })
   console.log(JSON.stringify({ host: 'node', ...inNode }))
 } finally {
   clearTimeout(limit)
-  await browser.close()
+  browser.kill('SIGTERM')
+  reports.close()
   await rm(profile, { recursive: true, force: true })
   site.server.close()
   broker.kill('SIGTERM')

@@ -4,6 +4,8 @@
 // the subscriber received, timed from the first publish to the last
 // delivery.
 export async function run(connect, url, { count, size, options = {} }) {
+  // The final flush waits behind every message before it.
+  options = { requestTimeoutMs: 60_000, ...options }
   const subscriber = await connect(url, options)
   const publisher = await connect(url, options)
   const subscription = await subscriber.subscribe('bench')
@@ -12,7 +14,7 @@ export async function run(connect, url, { count, size, options = {} }) {
   const receiving = (async () => {
     let received = 0
     while (received < count) {
-      if ((await subscription.next({ timeoutMs: 10_000 })) === null) break
+      if ((await subscription.next()) === null) break
       received++
     }
     return received
@@ -23,9 +25,10 @@ export async function run(connect, url, { count, size, options = {} }) {
     if (i % 1000 === 999) await sent
   }
   await publisher.flush()
+  const published = (performance.now() - started) / 1000
   const received = await receiving
   const seconds = (performance.now() - started) / 1000
   await publisher.close()
   await subscriber.close()
-  return { count, size, received, seconds, rate: Math.round(received / seconds) }
+  return { count, size, received, seconds, published, rate: Math.round(received / seconds) }
 }
