@@ -38,4 +38,14 @@ fi
 if ! "$REPO_ROOT/.venv/bin/python" -c "import pytest" 2>/dev/null; then
   "$REPO_ROOT/.venv/bin/python" -m pip install --quiet pytest
 fi
+# Debian's Chromium, for the browser SDK's headless test (scripts/test-web.sh);
+# browsers downloaded by test tools cannot be fetched here.
+if [[ ! -x /usr/bin/chromium ]]; then
+  sudo_if_needed=()
+  if [[ "$(id -u)" != 0 ]]; then
+    sudo_if_needed=(sudo)
+  fi
+  "${sudo_if_needed[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_if_needed[@]}" apt-get install -y -qq chromium
+fi
 echo "setup complete: $(cargo --version), $("$FLATC" --version)"

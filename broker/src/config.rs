@@ -43,6 +43,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The write-ahead log behind QoS 1 (see `wal::WalConfig`).
     pub wal: crate::wal::WalConfig,
+    /// The WebSocket listener for browsers (off unless `bind_addr` is set).
+    pub websocket: WebSocketConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -121,6 +123,34 @@ pub struct AuthConfig {
     pub api_keys: Vec<String>,
 }
 
+/// The WebSocket listener: the same protocol as the TCP listener, one frame
+/// per binary WebSocket message, for clients that cannot open TCP sockets.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebSocketConfig {
+    /// Listen for WebSocket clients here; `None` (the default) = no listener.
+    /// The suggested address is [`WebSocketConfig::SUGGESTED_BIND_ADDR`].
+    pub bind_addr: Option<SocketAddr>,
+    /// Origins (`scheme://host[:port]`, or `*`) whose pages may connect.
+    /// Empty = any origin. A request without an `Origin` header (not a
+    /// browser) is never refused for it: only browsers send one.
+    pub allowed_origins: Vec<String>,
+}
+
+impl WebSocketConfig {
+    /// The address the documentation suggests, next to the TCP port.
+    pub const SUGGESTED_BIND_ADDR: &'static str = "127.0.0.1:7879";
+
+    /// Whether a browser page from `origin` may connect.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins.is_empty()
+            || self
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -187,7 +217,7 @@ pub enum ConfigError {
 }
 
 /// Keys whose value is a list; in the environment they are comma-separated.
-const LIST_KEYS: &[(&str, &str)] = &[("auth", "api_keys")];
+const LIST_KEYS: &[(&str, &str)] = &[("auth", "api_keys"), ("websocket", "allowed_origins")];
 
 impl Config {
     /// Load the config the binary runs with: defaults, then `path` if given,
@@ -322,6 +352,19 @@ impl Config {
         if let Err(error) = self.wal.validate() {
             return Err(ConfigError::Wal(error.to_string()));
         }
+        if let Some(bad) = self
+            .websocket
+            .allowed_origins
+            .iter()
+            .find(|o| !valid_origin(o))
+        {
+            return Err(ConfigError::Invalid {
+                key: "websocket.allowed_origins",
+                problem: format!(
+                    "{bad:?} is not an origin: use scheme://host[:port] (no path) or \"*\""
+                ),
+            });
+        }
         if self.auth.api_keys.iter().any(|k| k.is_empty()) {
             return Err(ConfigError::Invalid {
                 key: "auth.api_keys",
@@ -357,13 +400,37 @@ impl Config {
     }
 }
 
+/// An origin as browsers send it: `scheme://host[:port]`, nothing after.
+fn valid_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some((scheme, host)) = origin.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !host.is_empty()
+        && !host.contains(['/', '?', '#', ' '])
+}
+
 /// Fold `BLIPMQ_<SECTION>_<KEY>=value` into the parsed file. A value is read
 /// as a TOML scalar when it parses as one (numbers, booleans), else as a string.
 fn apply_env_overrides(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(), ConfigError> {
-    const SECTIONS: &[&str] = &["server", "metrics", "queues", "delivery", "auth", "wal"];
+    const SECTIONS: &[&str] = &[
+        "server",
+        "metrics",
+        "queues",
+        "delivery",
+        "auth",
+        "wal",
+        "websocket",
+    ];
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix("BLIPMQ_") else {
             continue;
@@ -455,6 +522,39 @@ mod tests {
         assert_eq!(c.metrics.bind_addr.to_string(), "127.0.0.1:9090");
         assert_eq!(c.queues.overflow_policy, OverflowPolicy::DropOldest);
         assert!(c.auth.api_keys.is_empty());
+        assert_eq!(c.websocket.bind_addr, None, "the WebSocket listener is off");
+    }
+
+    #[test]
+    fn the_websocket_section_from_the_file_and_the_environment() {
+        let c = Config::from_toml(
+            "[websocket]\nbind_addr = \"127.0.0.1:7879\"\nallowed_origins = [\"http://localhost:8080\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.websocket.bind_addr,
+            Some(WebSocketConfig::SUGGESTED_BIND_ADDR.parse().unwrap())
+        );
+        assert!(c.websocket.origin_allowed("http://LOCALHOST:8080"));
+        assert!(!c.websocket.origin_allowed("http://evil.example"));
+        let c = Config::load(
+            None,
+            env(&[
+                ("BLIPMQ_WEBSOCKET_BIND_ADDR", "127.0.0.1:0"),
+                (
+                    "BLIPMQ_WEBSOCKET_ALLOWED_ORIGINS",
+                    "http://a.test, https://b.test:8443",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.websocket.bind_addr.unwrap().port(), 0);
+        assert_eq!(
+            c.websocket.allowed_origins,
+            vec!["http://a.test", "https://b.test:8443"]
+        );
+        // No list: any origin.
+        assert!(WebSocketConfig::default().origin_allowed("http://anything.test"));
     }
 
     #[test]
@@ -513,6 +613,12 @@ mod tests {
         assert!(e.contains("queues.subscriber_capacity"), "{e}");
         let e = error_of("[auth]\napi_keys = [\"\"]\n");
         assert!(e.contains("auth.api_keys"), "{e}");
+        let e = error_of("[websocket]\nbind_addr = \"nowhere\"\n");
+        assert!(e.contains("bind_addr"), "{e}");
+        let e = error_of("[websocket]\nallowed_origins = [\"http://a.test/page\"]\n");
+        assert!(e.contains("websocket.allowed_origins"), "{e}");
+        let e = error_of("[websocket]\nallowed_origins = [\"a.test\"]\n");
+        assert!(e.contains("websocket.allowed_origins"), "{e}");
         let e = error_of("[nonsense]\n");
         assert!(e.contains("nonsense"), "{e}");
         let e = Config::load(None, env(&[("BLIPMQ_SERVER_MAX_CONNECTIONS", "lots")]))

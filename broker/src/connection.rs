@@ -14,9 +14,7 @@ use blipmq_protocol::{
     PROTOCOL_VERSION,
 };
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
@@ -37,9 +35,12 @@ const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
 /// Bytes the read buffer grows by when it is full.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Serve one accepted connection until it closes or `shutdown` fires.
+/// Serve one accepted connection until it closes or `shutdown` fires. The
+/// halves carry the protocol's byte stream: a TCP socket's, or a WebSocket
+/// adapted to it (`websocket.rs`).
 pub async fn serve(
-    stream: TcpStream,
+    read_half: impl AsyncRead + Unpin + Send + 'static,
+    write_half: impl AsyncWrite + Unpin + Send + 'static,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
@@ -48,7 +49,6 @@ pub async fn serve(
     let span = tracing::info_span!("connection", id = connection_id, %peer);
     async move {
         debug!("accepted");
-        let (read_half, write_half) = stream.into_split();
         let outbox = Outbox::new();
         // The reader stops on broker shutdown or when the writer fails; the
         // writer stops only after the reader has queued its last words.
@@ -99,7 +99,7 @@ pub async fn serve(
 }
 
 /// Answer a connection over `max_connections` with an error frame, then close.
-pub async fn reject_over_limit(mut stream: TcpStream, max_connections: usize) {
+pub async fn reject_over_limit(mut stream: impl AsyncWrite + Unpin, max_connections: usize) {
     use tokio::io::AsyncWriteExt;
     let frame = Encoder::new().encode_to_bytes(&Frame::Error(ErrorFrame {
         code: ErrorCode::TooManyConnections,
@@ -139,7 +139,7 @@ struct Reader {
 impl Reader {
     async fn run(
         &mut self,
-        mut socket: OwnedReadHalf,
+        mut socket: impl AsyncRead + Unpin,
         stop: &CancellationToken,
         shutdown: &CancellationToken,
     ) {

@@ -15,9 +15,10 @@ mod registry;
 mod server;
 mod subscription;
 pub mod wal;
+mod websocket;
 mod writer;
 
-pub use config::{Config, ConfigError, OverflowPolicy};
+pub use config::{Config, ConfigError, OverflowPolicy, WebSocketConfig};
 
 /// Internals the criterion benchmarks (`benches/`) drive directly. Not a
 /// stable API.

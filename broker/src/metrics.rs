@@ -29,10 +29,43 @@ pub struct Metrics {
     pub connections_current: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_rejected: AtomicU64,
+    /// Open and accepted connections per listener; the two fields above
+    /// count every transport together.
+    by_transport: [TransportCounters; 2],
+    /// WebSocket upgrades refused for the page's `Origin`.
+    pub websocket_origin_rejections: AtomicU64,
+    /// WebSocket upgrades that failed otherwise (not a WebSocket request,
+    /// or none within the handshake timeout).
+    pub websocket_upgrade_failures: AtomicU64,
     pub auth_failures: AtomicU64,
     pub protocol_errors: AtomicU64,
     /// Error frames sent, by code. Errors are off the hot path, so a lock is fine.
     errors_sent: Mutex<BTreeMap<u16, u64>>,
+}
+
+/// The listener a connection came in through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp = 0,
+    WebSocket = 1,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::Tcp, Transport::WebSocket];
+
+    /// The `transport` label's value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::WebSocket => "websocket",
+        }
+    }
+}
+
+#[derive(Default)]
+struct TransportCounters {
+    current: AtomicU64,
+    total: AtomicU64,
 }
 
 /// Scrape-time values the metrics module cannot see on its own.
@@ -64,6 +97,27 @@ impl Metrics {
             // drop is counted with drop_new, whose effect it has.
             OverflowPolicy::DropNew | OverflowPolicy::Block => &self.dropped_full_drop_new,
         }
+    }
+
+    /// A connection was accepted (and holds a `max_connections` permit).
+    pub fn connection_opened(&self, transport: Transport) {
+        let by = &self.by_transport[transport as usize];
+        for counter in [
+            &self.connections_total,
+            &self.connections_current,
+            &by.total,
+            &by.current,
+        ] {
+            inc(counter);
+        }
+    }
+
+    /// A connection counted by `connection_opened` has ended.
+    pub fn connection_closed(&self, transport: Transport) {
+        self.connections_current.fetch_sub(1, Ordering::Relaxed);
+        self.by_transport[transport as usize]
+            .current
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn error_sent(&self, code: ErrorCode) {
@@ -148,6 +202,43 @@ impl Metrics {
             "counter",
             "Connections refused because max_connections was reached.",
             &[("", get(&self.connections_rejected))],
+        );
+        let labelled = |pick: fn(&TransportCounters) -> &AtomicU64| {
+            Transport::ALL.map(|t| {
+                (
+                    format!("{{transport=\"{}\"}}", t.label()),
+                    get(pick(&self.by_transport[t as usize])),
+                )
+            })
+        };
+        let open = labelled(|c| &c.current);
+        let accepted = labelled(|c| &c.total);
+        family(
+            "blipmq_transport_connections",
+            "gauge",
+            "Client connections open now, by transport.",
+            &open.each_ref().map(|(l, n)| (l.as_str(), *n)),
+        );
+        family(
+            "blipmq_transport_connections_total",
+            "counter",
+            "Client connections accepted, by transport.",
+            &accepted.each_ref().map(|(l, n)| (l.as_str(), *n)),
+        );
+        family(
+            "blipmq_websocket_upgrade_failures_total",
+            "counter",
+            "WebSocket upgrades refused: for the page's Origin, or a failed handshake.",
+            &[
+                (
+                    "{reason=\"origin\"}",
+                    get(&self.websocket_origin_rejections),
+                ),
+                (
+                    "{reason=\"handshake\"}",
+                    get(&self.websocket_upgrade_failures),
+                ),
+            ],
         );
         family(
             "blipmq_auth_failures_total",
@@ -294,6 +385,10 @@ mod tests {
         add(&m.flush_bytes, 42);
         m.error_sent(ErrorCode::InvalidTopic);
         m.error_sent(ErrorCode::InvalidTopic);
+        m.connection_opened(Transport::Tcp);
+        m.connection_opened(Transport::WebSocket);
+        m.connection_opened(Transport::WebSocket);
+        m.connection_closed(Transport::WebSocket);
         let text = m.render(&Gauges {
             subscriptions: 3,
             queue_depth: 4,
@@ -314,6 +409,11 @@ mod tests {
         assert!(text.contains("\nblipmq_queue_depth 4\n"));
         assert!(text.contains("\nblipmq_redeliveries_total 6\n"));
         assert!(text.contains("\nblipmq_dead_letters_total 7\n"));
+        assert!(text.contains("\nblipmq_connections 2\n"));
+        assert!(text.contains("\nblipmq_connections_total 3\n"));
+        assert!(text.contains("\nblipmq_transport_connections{transport=\"tcp\"} 1\n"));
+        assert!(text.contains("\nblipmq_transport_connections{transport=\"websocket\"} 1\n"));
+        assert!(text.contains("\nblipmq_transport_connections_total{transport=\"websocket\"} 2\n"));
         // Every family has both a HELP and a TYPE line.
         assert_eq!(
             text.matches("# HELP ").count(),

@@ -4,11 +4,11 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,8 +19,9 @@ use crate::connection;
 use crate::dead_letter;
 use crate::durable::{DeliverySettings, Durable};
 use crate::http;
-use crate::metrics::{inc, Gauges, Metrics};
+use crate::metrics::{inc, Gauges, Metrics, Transport};
 use crate::registry::Registry;
+use crate::websocket;
 
 /// How long shutdown waits for connections to flush and close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -28,6 +29,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The sockets a broker serves, bound by the caller (tests bind port 0).
 pub struct Listeners {
     pub clients: TcpListener,
+    /// The WebSocket listener (`[websocket] bind_addr`); `None` = none.
+    pub websocket: Option<TcpListener>,
     /// `None` disables the metrics endpoint.
     pub metrics: Option<TcpListener>,
 }
@@ -38,6 +41,14 @@ impl Listeners {
         let clients = TcpListener::bind(config.server.bind_addr)
             .await
             .map_err(|e| with_context(e, "server.bind_addr", config.server.bind_addr))?;
+        let websocket = match config.websocket.bind_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| with_context(e, "websocket.bind_addr", addr))?,
+            ),
+            None => None,
+        };
         let metrics = if config.metrics.enabled {
             Some(
                 TcpListener::bind(config.metrics.bind_addr)
@@ -47,7 +58,11 @@ impl Listeners {
         } else {
             None
         };
-        Ok(Listeners { clients, metrics })
+        Ok(Listeners {
+            clients,
+            websocket,
+            metrics,
+        })
     }
 }
 
@@ -56,6 +71,14 @@ fn with_context(error: io::Error, key: &str, addr: SocketAddr) -> io::Error {
         error.kind(),
         format!("cannot listen on {addr} ({key}): {error}"),
     )
+}
+
+/// Accept on `listener`, or wait forever when there is none.
+async fn accept_if_any(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// State every connection shares.
@@ -127,9 +150,10 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(shared.config.server.max_connections));
     tokio::pin!(shutdown);
     loop {
-        let accepted = tokio::select! {
+        let (transport, accepted) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listeners.clients.accept() => accepted,
+            accepted = listeners.clients.accept() => (Transport::Tcp, accepted),
+            accepted = accept_if_any(listeners.websocket.as_ref()) => (Transport::WebSocket, accepted),
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -147,33 +171,44 @@ pub async fn run(
         let metrics = &shared.metrics;
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                inc(&metrics.connections_total);
-                inc(&metrics.connections_current);
+                metrics.connection_opened(transport);
                 let shared = shared.clone();
                 let stop = stop.clone();
                 tasks.spawn(async move {
-                    connection::serve(stream, peer, shared.clone(), stop).await;
+                    match transport {
+                        Transport::Tcp => {
+                            let (read_half, write_half) = stream.into_split();
+                            connection::serve(read_half, write_half, peer, shared.clone(), stop)
+                                .await
+                        }
+                        Transport::WebSocket => {
+                            websocket::serve(stream, peer, shared.clone(), stop).await
+                        }
+                    }
                     // Free the slot before the gauge says it is free.
                     drop(permit);
-                    shared
-                        .metrics
-                        .connections_current
-                        .fetch_sub(1, Ordering::Relaxed);
+                    shared.metrics.connection_closed(transport);
                 });
             }
             Err(_) => {
                 inc(&metrics.connections_rejected);
                 metrics.error_sent(blipmq_protocol::ErrorCode::TooManyConnections);
                 warn!(%peer, "connection refused: max_connections reached");
-                tasks.spawn(connection::reject_over_limit(
-                    stream,
-                    shared.config.server.max_connections,
-                ));
+                match transport {
+                    Transport::Tcp => tasks.spawn(connection::reject_over_limit(
+                        stream,
+                        shared.config.server.max_connections,
+                    )),
+                    Transport::WebSocket => {
+                        tasks.spawn(websocket::reject_over_limit(stream, peer, shared.clone()))
+                    }
+                };
             }
         }
     }
     info!("shutting down");
     drop(listeners.clients);
+    drop(listeners.websocket);
     stop.cancel();
     tasks.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use blipmq_protocol::{Route, SharedDelivery};
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{add, inc, Metrics};
@@ -143,7 +142,7 @@ impl Batch {
         }
     }
 
-    async fn write_to(&mut self, socket: &mut OwnedWriteHalf) -> io::Result<usize> {
+    async fn write_to(&mut self, socket: &mut (impl AsyncWrite + Unpin)) -> io::Result<usize> {
         let mut slices: Vec<IoSlice<'_>> =
             Vec::with_capacity(1 + self.segments.len() + 2 * self.large.len());
         if !self.control.is_empty() {
@@ -172,6 +171,8 @@ impl Batch {
             }
             IoSlice::advance_slices(&mut remaining, written);
         }
+        // A no-op on TCP; a WebSocket sends its buffered messages now.
+        socket.flush().await?;
         Ok(total)
     }
 
@@ -189,7 +190,7 @@ impl Batch {
 /// control frames and shut the socket down. Cancels `stop` itself on a
 /// write error so that the reader ends too.
 pub async fn run(
-    mut socket: OwnedWriteHalf,
+    mut socket: impl AsyncWrite + Unpin,
     outbox: Arc<Outbox>,
     config: WriterConfig,
     metrics: Arc<Metrics>,

@@ -74,6 +74,11 @@ pub trait Runtime: MaybeSend + MaybeSync + 'static {
 #[cfg(feature = "tokio")]
 pub use self::tokio_tcp::{TcpConnector, TokioRuntime};
 
+#[cfg(all(feature = "web", target_arch = "wasm32"))]
+mod web;
+#[cfg(all(feature = "web", target_arch = "wasm32"))]
+pub use self::web::{WebRuntime, WebSocketConnector};
+
 #[cfg(feature = "tokio")]
 mod tokio_tcp {
     use super::*;

@@ -17,6 +17,8 @@ pub struct Broker {
     child: Option<Child>,
     pub addr: String,
     pub metrics_addr: String,
+    /// The WebSocket listener (for testees of SDKs that speak WebSocket).
+    pub websocket_addr: String,
 }
 
 impl Broker {
@@ -37,6 +39,7 @@ impl Broker {
             child: None,
             addr: "127.0.0.1:0".to_string(),
             metrics_addr: "127.0.0.1:0".to_string(),
+            websocket_addr: "127.0.0.1:0".to_string(),
         };
         broker.spawn()?;
         Ok(broker)
@@ -54,6 +57,7 @@ impl Broker {
                 .env("RUST_LOG", "warn")
                 .env("BLIPMQ_SERVER_BIND_ADDR", &self.addr)
                 .env("BLIPMQ_METRICS_BIND_ADDR", &self.metrics_addr)
+                .env("BLIPMQ_WEBSOCKET_BIND_ADDR", &self.websocket_addr)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -92,6 +96,8 @@ impl Broker {
                             self.addr = a.to_string();
                         } else if let Some(a) = field.strip_prefix("metrics=") {
                             self.metrics_addr = a.to_string();
+                        } else if let Some(a) = field.strip_prefix("websocket=") {
+                            self.websocket_addr = a.to_string();
                         }
                     }
                     self.child = Some(child);

@@ -350,6 +350,11 @@ fn execute(
             };
             if (step.op == "connect" || step.op == "connect_raw") && args.get("addr").is_none() {
                 args["addr"] = Value::String(broker.addr.clone());
+                // The same broker over WebSocket, for SDKs that cannot open TCP.
+                if step.op == "connect" {
+                    args["websocket_addr"] =
+                        Value::String(format!("ws://{}", broker.websocket_addr));
+                }
             }
             if let Err(e) = resolve_saved(&mut args, &saved) {
                 return Outcome::Fail(format!("{at}: {e}"));

@@ -121,9 +121,19 @@ fn announce_ready(listeners: &Listeners) {
             .map_or_else(|e| e.to_string(), |a| a.to_string()),
         None => "off".to_string(),
     };
-    tracing::info!(%clients, %metrics, "listening");
+    // `websocket=` only when that listener is on, so the line stays as it
+    // was for scripts of brokers without one.
+    let websocket = listeners.websocket.as_ref().map(|l| {
+        l.local_addr()
+            .map_or_else(|e| e.to_string(), |a| a.to_string())
+    });
+    tracing::info!(%clients, %metrics, websocket = websocket.as_deref().unwrap_or("off"), "listening");
+    let websocket = websocket.map_or_else(String::new, |a| format!(" websocket={a}"));
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "blipmq ready clients={clients} metrics={metrics}");
+    let _ = writeln!(
+        stdout,
+        "blipmq ready clients={clients} metrics={metrics}{websocket}"
+    );
     let _ = stdout.flush();
 }
 

@@ -23,6 +23,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// The WebSocket listener, when the config turns it on.
+    pub websocket_addr: Option<SocketAddr>,
     /// Holds the write-ahead log; kept across `restart`.
     pub data: std::sync::Arc<tempfile::TempDir>,
     config: Config,
@@ -60,6 +62,10 @@ impl TestBroker {
         let listeners = Listeners::bind(&config).await.expect("bind");
         let addr = listeners.clients.local_addr().unwrap();
         let metrics_addr = listeners.metrics.as_ref().unwrap().local_addr().unwrap();
+        let websocket_addr = listeners
+            .websocket
+            .as_ref()
+            .map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(run(listeners, config.clone(), async move {
             let _ = stopped.await;
@@ -67,6 +73,7 @@ impl TestBroker {
         TestBroker {
             addr,
             metrics_addr,
+            websocket_addr,
             data,
             config,
             stop: Some(stop),

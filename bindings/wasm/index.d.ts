@@ -1,0 +1,178 @@
+// Types of the `@blipmq/web` package's public API (index.js). Hand-written,
+// like the layer they describe; the wasm module's own types are generated
+// by wasm-bindgen into native/blipmq_wasm.d.ts.
+
+/** Bytes to send: any Uint8Array or view, an ArrayBuffer, or text (sent as UTF-8). */
+export type Payload = Uint8Array | ArrayBufferView | ArrayBuffer | string
+
+/** 0 = at most once; 1 = at least once (resolves on the broker's confirm). */
+export type Qos = 0 | 1
+
+/** Headers to send: a Headers, [key, value] pairs (keys may repeat) or an object. */
+export type HeadersInit =
+  | Headers
+  | Iterable<readonly [string, Payload]>
+  | Record<string, Payload>
+
+/** A WebSocket class: the host's global one, or e.g. the `ws` package's on Node 20. */
+export type WebSocketClass = new (url: string) => unknown
+
+export interface ConnectOptions {
+  /** Required when the broker has API keys configured. */
+  apiKey?: string
+  /** Sent in the handshake; the broker logs it. */
+  name?: string
+  /** Reconnect with backoff after a lost connection (default true). */
+  reconnect?: boolean
+  /** Limit for reaching the broker and the handshake, in ms (default 5000). */
+  connectTimeoutMs?: number
+  /** Limit for the answer to a request, in ms (default 10000). */
+  requestTimeoutMs?: number
+  /** Messages buffered per subscription before the client stops reading (default 8192). */
+  subscriptionCapacity?: number
+  /** Use this WebSocket class instead of the global `WebSocket`. */
+  WebSocket?: WebSocketClass
+}
+
+export interface PublishOptions {
+  /** How long the message may wait for delivery, in ms; 0 = the broker's default. */
+  ttlMs?: number
+  qos?: Qos
+  headers?: HeadersInit
+}
+
+export interface SubscribeOptions {
+  qos?: Qos
+  /** Name of a durable subscription that outlives the connection. */
+  durable?: string
+  /** Queue group: members sharing a name share the messages. */
+  group?: string
+}
+
+export interface NextOptions {
+  /** Resolve `null` if no message arrives within this many ms. */
+  timeoutMs?: number
+}
+
+/** Where `load` may take the wasm module from. */
+export type WasmSource = URL | string | Request | Response | BufferSource | WebAssembly.Module
+
+/**
+ * Load and compile the wasm module once (`connect` does it by itself).
+ * Without an argument it is fetched next to this file, or read from disk
+ * where the package is loaded from files (Node).
+ */
+export declare function load(source?: WasmSource | Promise<WasmSource>): Promise<unknown>
+
+/**
+ * Connect to a broker's WebSocket listener (`ws://host:port`, see the
+ * broker's `[websocket] bind_addr`); resolves once the handshake is done.
+ */
+export declare function connect(url: string, options?: ConnectOptions): Promise<Client>
+
+/** A connection to a broker; create it with `connect`. */
+export declare class Client {
+  private constructor()
+  /**
+   * Publish a message. Resolves with `undefined` once queued at QoS 0, and
+   * with the broker's message id once the broker confirms it at QoS 1.
+   */
+  publish(topic: string, payload: Payload, options?: PublishOptions): Promise<bigint | undefined>
+  /** Subscribe to a topic or pattern (`*` one token, `>` the rest). */
+  subscribe(pattern: string, options?: SubscribeOptions): Promise<Subscription>
+  /** Resolves once the broker has handled everything sent before. */
+  flush(): Promise<void>
+  /** Send what is queued and close; subscriptions end. */
+  close(): Promise<void>
+  readonly status: 'connected' | 'reconnecting' | 'closed'
+  /** The largest payload the broker accepts, in bytes. */
+  readonly maxMessageSize: number
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/**
+ * Messages matching a pattern, in order. `for await` ends when the
+ * subscription ends; leaving the loop early ends it (a durable one is
+ * detached, never deleted).
+ */
+export declare class Subscription implements AsyncIterable<Message> {
+  private constructor()
+  readonly pattern: string
+  /** The next message; `null` on timeout or once the subscription has ended. */
+  next(options?: NextOptions): Promise<Message | null>
+  /** Stop receiving and wait for the broker's confirm; deletes a durable subscription. Idempotent. */
+  unsubscribe(): Promise<void>
+  /** Stop receiving, keeping a durable subscription for the next subscribe with its name. */
+  detach(): Promise<void>
+  [Symbol.asyncIterator](): AsyncIterableIterator<Message>
+  [Symbol.asyncDispose](): Promise<void>
+}
+
+/** A message delivered to a subscription. */
+export declare class Message {
+  private constructor()
+  /** The topic it was published to (not the pattern that matched). */
+  readonly topic: string
+  readonly payload: Uint8Array
+  readonly headers: Headers
+  /** The broker-assigned id. */
+  readonly id: bigint
+  /** When the broker accepted it, in ms since the Unix epoch. */
+  readonly timestampMs: number
+  /** 1 on first delivery, higher on redelivery. */
+  readonly deliveryCount: number
+  /** The payload as UTF-8 text. */
+  text(): string
+  /** Acknowledge; resolves at once for QoS 0 deliveries. */
+  ack(): Promise<void>
+}
+
+/** Ordered key/value pairs; keys may repeat; values are bytes. */
+export declare class Headers implements Iterable<[string, Uint8Array]> {
+  constructor(init?: HeadersInit)
+  append(key: string, value: Payload): this
+  /** The first value of `key` as UTF-8 text. */
+  get(key: string): string | undefined
+  /** The first value of `key` as bytes. */
+  getBytes(key: string): Uint8Array | undefined
+  getAll(key: string): Uint8Array[]
+  has(key: string): boolean
+  readonly size: number
+  entries(): IterableIterator<[string, Uint8Array]>
+  [Symbol.iterator](): IterableIterator<[string, Uint8Array]>
+}
+
+export interface BlipMQErrorOptions {
+  code?: number
+  codeName?: string
+  cause?: unknown
+}
+
+/** Every error this package raises for a failed operation. */
+export declare class BlipMQError extends Error {
+  constructor(message: string, options?: BlipMQErrorOptions)
+  /** The wire code from the protocol's error table, e.g. 300. */
+  readonly code: number
+  /** The code's stable name, e.g. `'InvalidTopic'`. */
+  readonly codeName: string
+}
+/** 200 AuthFailed. */
+export declare class AuthError extends BlipMQError {}
+/** 300 InvalidTopic. */
+export declare class InvalidTopicError extends BlipMQError {}
+/** 301 InvalidArgument. */
+export declare class InvalidArgumentError extends BlipMQError {}
+/** 303 UnsupportedQos. */
+export declare class UnsupportedQosError extends BlipMQError {}
+/** 304 InvalidHeader, 404 HeadersTooLarge. */
+export declare class InvalidHeaderError extends BlipMQError {}
+/** 400 MessageTooLarge. */
+export declare class MessageTooLargeError extends BlipMQError {}
+/** 600 ConnectFailed: the broker could not be reached (or refused the page's origin). */
+export declare class ConnectionError extends BlipMQError {}
+/** 601 Timeout. */
+export declare class TimeoutError extends BlipMQError {}
+/** 602 ConnectionClosed: the connection dropped before the answer. */
+export declare class ConnectionClosedError extends BlipMQError {}
+/** 603 ClientClosed. */
+export declare class ClientClosedError extends BlipMQError {}

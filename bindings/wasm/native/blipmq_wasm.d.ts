@@ -1,0 +1,135 @@
+/* tslint:disable */
+/* eslint-disable */
+
+/**
+ * Wraps `blipmq::Client`; freeing it (when JavaScript collects it) closes
+ * the connection.
+ */
+export class NativeClient {
+    private constructor();
+    free(): void;
+    [Symbol.dispose](): void;
+    /**
+     * Send what is queued and close; subscriptions end.
+     */
+    close(): Promise<void>;
+    /**
+     * Resolves once the broker has handled everything sent before.
+     */
+    flush(): Promise<void>;
+    /**
+     * Resolves with the broker's message id at QoS 1, `undefined` at QoS 0
+     * (once queued). The payload and header values are copied here, so
+     * the caller may reuse its buffers at once.
+     */
+    publish(topic: string, payload: Uint8Array | number[], ttlMs: number, qos: number, headers: Array<[string, Uint8Array]>): Promise<bigint | undefined>;
+    /**
+     * Resolves once the broker has confirmed the subscription.
+     */
+    subscribe(pattern: string, qos: number, durable?: string | null, group?: string | null): Promise<NativeSubscription>;
+    /**
+     * The largest payload the broker accepts.
+     */
+    readonly maxMessageSize: number;
+    /**
+     * `connected`, `reconnecting` or `closed`.
+     */
+    readonly status: string;
+}
+
+/**
+ * Wraps `blipmq::Subscription`. The lock serializes readers; closing
+ * `stop` wakes a reader waiting inside it, so that `unsubscribe` never
+ * waits for a message that may never come.
+ */
+export class NativeSubscription {
+    private constructor();
+    free(): void;
+    [Symbol.dispose](): void;
+    /**
+     * Ack the message with this delivery id (QoS 1); resolves once queued.
+     */
+    ack(deliveryId: bigint): Promise<void>;
+    /**
+     * Stop receiving without deleting anything: a plain subscription ends,
+     * a durable one keeps its unacked messages for the next subscribe with
+     * its name (what dropping the Rust `Subscription` does).
+     */
+    detach(): Promise<void>;
+    /**
+     * Wait for one message (at most `timeoutMs` when given), then take up
+     * to `max` in all from what is buffered, as plain objects. Resolves
+     * `[]` on timeout and `null` once the subscription has ended.
+     */
+    nextBatch(max: number, timeoutMs?: number | null): Promise<Array<{ topic: string, payload: Uint8Array, headers: Array<[string, Uint8Array]>, id: bigint, timestampMs: number, deliveryCount: number, deliveryId: bigint }> | null>;
+    /**
+     * Stop the subscription and wait for the broker's confirm; buffered
+     * messages are discarded. A second call does nothing.
+     */
+    unsubscribe(): Promise<void>;
+    readonly pattern: string;
+}
+
+/**
+ * Connect to a broker's WebSocket listener (`ws://host:port`); resolves
+ * once the handshake is done. `webSocket` replaces the host's global
+ * WebSocket class (Node 20 has none).
+ */
+export function connect(addr: string, apiKey: string | null | undefined, name: string | null | undefined, reconnect: boolean, connectTimeoutMs?: number | null, requestTimeoutMs?: number | null, subscriptionCapacity?: number | null, webSocket?: Function | null): Promise<NativeClient>;
+
+export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;
+
+export interface InitOutput {
+    readonly memory: WebAssembly.Memory;
+    readonly __wbg_nativeclient_free: (a: number, b: number) => void;
+    readonly __wbg_nativesubscription_free: (a: number, b: number) => void;
+    readonly connect: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number) => any;
+    readonly nativeclient_close: (a: number) => any;
+    readonly nativeclient_flush: (a: number) => any;
+    readonly nativeclient_maxMessageSize: (a: number) => number;
+    readonly nativeclient_publish: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: any) => any;
+    readonly nativeclient_status: (a: number) => [number, number];
+    readonly nativeclient_subscribe: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number) => any;
+    readonly nativesubscription_ack: (a: number, b: bigint) => any;
+    readonly nativesubscription_detach: (a: number) => any;
+    readonly nativesubscription_nextBatch: (a: number, b: number, c: number) => any;
+    readonly nativesubscription_pattern: (a: number) => [number, number];
+    readonly nativesubscription_unsubscribe: (a: number) => any;
+    readonly wasm_bindgen__convert__closures_____invoke__h07c32a586e33fbdd: (a: number, b: number, c: any, d: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__hc06105ba2143ae46: (a: number, b: number, c: any) => [number, number];
+    readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884: (a: number, b: number, c: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_15: (a: number, b: number, c: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_16: (a: number, b: number, c: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__h026402313bfb9043: (a: number, b: number) => void;
+    readonly __wbindgen_malloc: (a: number, b: number) => number;
+    readonly __wbindgen_realloc: (a: number, b: number, c: number, d: number) => number;
+    readonly __wbindgen_free: (a: number, b: number, c: number) => void;
+    readonly __wbindgen_exn_store: (a: number) => void;
+    readonly __externref_table_alloc: () => number;
+    readonly __wbindgen_externrefs: WebAssembly.Table;
+    readonly __wbindgen_destroy_closure: (a: number, b: number) => void;
+    readonly __externref_table_dealloc: (a: number) => void;
+    readonly __wbindgen_start: () => void;
+}
+
+export type SyncInitInput = BufferSource | WebAssembly.Module;
+
+/**
+ * Instantiates the given `module`, which can either be bytes or
+ * a precompiled `WebAssembly.Module`.
+ *
+ * @param {{ module: SyncInitInput }} module - Passing `SyncInitInput` directly is deprecated.
+ *
+ * @returns {InitOutput}
+ */
+export function initSync(module: { module: SyncInitInput } | SyncInitInput): InitOutput;
+
+/**
+ * If `module_or_path` is {RequestInfo} or {URL}, makes a request and
+ * for everything else, calls `WebAssembly.instantiate` directly.
+ *
+ * @param {{ module_or_path: InitInput | Promise<InitInput> }} module_or_path - Passing `InitInput` directly is deprecated.
+ *
+ * @returns {Promise<InitOutput>}
+ */
+export default function __wbg_init (module_or_path?: { module_or_path: InitInput | Promise<InitInput> } | InitInput | Promise<InitInput>): Promise<InitOutput>;

@@ -1,0 +1,228 @@
+//! Connect, publish, subscribe, flush, close: one adapter per client crate
+//! call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blipmq::transport::{WebRuntime, WebSocketConnector};
+use blipmq::{Client, Headers, Qos, ReconnectPolicy};
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use futures::StreamExt;
+use js_sys::{Array, Function, Promise, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{future_to_promise, spawn_local};
+
+use crate::error::{invalid_argument, to_js};
+use crate::subscription::NativeSubscription;
+
+/// Connect to a broker's WebSocket listener (`ws://host:port`); resolves
+/// once the handshake is done. `webSocket` replaces the host's global
+/// WebSocket class (Node 20 has none).
+#[allow(clippy::too_many_arguments)]
+#[wasm_bindgen]
+pub async fn connect(
+    addr: String,
+    #[wasm_bindgen(js_name = apiKey)] api_key: Option<String>,
+    name: Option<String>,
+    reconnect: bool,
+    #[wasm_bindgen(js_name = connectTimeoutMs)] connect_timeout_ms: Option<u32>,
+    #[wasm_bindgen(js_name = requestTimeoutMs)] request_timeout_ms: Option<u32>,
+    #[wasm_bindgen(js_name = subscriptionCapacity)] subscription_capacity: Option<u32>,
+    #[wasm_bindgen(js_name = webSocket)] web_socket: Option<Function>,
+) -> Result<NativeClient, JsValue> {
+    let mut builder = Client::builder();
+    if let Some(key) = api_key {
+        builder = builder.api_key(key);
+    }
+    if let Some(name) = name {
+        builder = builder.name(name);
+    }
+    if !reconnect {
+        builder = builder.reconnect(ReconnectPolicy::disabled());
+    }
+    if let Some(ms) = connect_timeout_ms {
+        builder = builder.connect_timeout(Duration::from_millis(ms.into()));
+    }
+    if let Some(ms) = request_timeout_ms {
+        builder = builder.request_timeout(Duration::from_millis(ms.into()));
+    }
+    if let Some(capacity) = subscription_capacity {
+        builder = builder.subscription_capacity(capacity as usize);
+    }
+    let connector = match web_socket {
+        Some(class) => WebSocketConnector::with_constructor(class),
+        None => WebSocketConnector::new(),
+    };
+    let client = builder
+        .connect_with(addr, Arc::new(connector), Arc::new(WebRuntime))
+        .await
+        .map_err(to_js)?;
+    let (jobs, queue) = mpsc::unbounded();
+    spawn_local(run_in_order(client.clone(), queue));
+    Ok(NativeClient { client, jobs })
+}
+
+/// Wraps `blipmq::Client`; freeing it (when JavaScript collects it) closes
+/// the connection.
+#[wasm_bindgen]
+pub struct NativeClient {
+    client: Client,
+    /// Publish, flush and close, in call order; see `run_in_order`.
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+type Job = Box<dyn FnOnce(Client) -> Pin<Box<dyn Future<Output = ()>>>>;
+
+/// JavaScript calls `publish` many times without awaiting and expects the
+/// messages to go out in call order, and `flush` or `close` to come after
+/// them. Each call's future is its own task, and a task that waits for room
+/// in the client's queue could be overtaken by a later one, so these calls
+/// are queued and carried out one by one. (A QoS 1 publish therefore waits
+/// for its confirm before the next one starts.) Ends when the
+/// `NativeClient` is freed.
+async fn run_in_order(client: Client, mut queue: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = queue.next().await {
+        job(client.clone()).await;
+    }
+}
+
+impl NativeClient {
+    /// Queue `work` behind the calls before it; a Promise of its result.
+    fn in_order<F, Fut>(&self, work: F) -> Promise
+    where
+        F: FnOnce(Client) -> Fut + 'static,
+        Fut: Future<Output = Result<JsValue, JsValue>> + 'static,
+    {
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move |client| {
+            Box::pin(async move {
+                let _ = done.send(work(client).await);
+            })
+        });
+        if self.jobs.unbounded_send(job).is_err() {
+            return Promise::reject(&stopped());
+        }
+        future_to_promise(async move { result.await.map_err(|_| stopped())? })
+    }
+}
+
+fn stopped() -> JsValue {
+    js_sys::Error::new("the client's call queue has stopped").into()
+}
+
+#[wasm_bindgen]
+impl NativeClient {
+    /// Resolves with the broker's message id at QoS 1, `undefined` at QoS 0
+    /// (once queued). The payload and header values are copied here, so
+    /// the caller may reuse its buffers at once.
+    #[wasm_bindgen(unchecked_return_type = "Promise<bigint | undefined>")]
+    pub fn publish(
+        &self,
+        topic: String,
+        payload: &[u8],
+        #[wasm_bindgen(js_name = ttlMs)] ttl_ms: u32,
+        qos: u8,
+        #[wasm_bindgen(unchecked_param_type = "Array<[string, Uint8Array]>")] headers: Array,
+    ) -> Promise {
+        let options = match publish_options(ttl_ms, qos, &headers) {
+            Ok(options) => options,
+            Err(error) => return Promise::reject(&error),
+        };
+        let payload = Bytes::copy_from_slice(payload);
+        self.in_order(move |client| async move {
+            let id = client
+                .publish_with(&topic, payload, options)
+                .await
+                .map_err(to_js)?;
+            Ok(id.map_or(JsValue::UNDEFINED, JsValue::from))
+        })
+    }
+
+    /// Resolves once the broker has confirmed the subscription.
+    #[wasm_bindgen(unchecked_return_type = "Promise<NativeSubscription>")]
+    pub fn subscribe(
+        &self,
+        pattern: String,
+        qos: u8,
+        durable: Option<String>,
+        group: Option<String>,
+    ) -> Promise {
+        let options = match qos_of(qos) {
+            Ok(qos) => blipmq::SubscribeOptions {
+                qos,
+                durable,
+                group,
+            },
+            Err(error) => return Promise::reject(&error),
+        };
+        let client = self.client.clone();
+        future_to_promise(async move {
+            let subscription = client
+                .subscribe_with(&pattern, options)
+                .await
+                .map_err(to_js)?;
+            Ok(NativeSubscription::new(subscription).into())
+        })
+    }
+
+    /// Resolves once the broker has handled everything sent before.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn flush(&self) -> Promise {
+        self.in_order(|client| async move {
+            client.flush().await.map_err(to_js)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Send what is queued and close; subscriptions end.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn close(&self) -> Promise {
+        self.in_order(|client| async move {
+            client.close().await;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// `connected`, `reconnecting` or `closed`.
+    #[wasm_bindgen(getter)]
+    pub fn status(&self) -> String {
+        format!("{:?}", self.client.status()).to_lowercase()
+    }
+
+    /// The largest payload the broker accepts.
+    #[wasm_bindgen(getter, js_name = maxMessageSize)]
+    pub fn max_message_size(&self) -> u32 {
+        u32::try_from(self.client.max_message_size()).unwrap_or(u32::MAX)
+    }
+}
+
+fn publish_options(
+    ttl_ms: u32,
+    qos: u8,
+    headers: &Array,
+) -> Result<blipmq::PublishOptions, JsValue> {
+    let mut pairs = Headers::new();
+    for entry in headers.iter() {
+        let pair = Array::from(&entry);
+        let key = pair.get(0).as_string();
+        let value = pair.get(1).dyn_into::<Uint8Array>().ok();
+        match (key, value) {
+            (Some(key), Some(value)) => {
+                pairs.append(key, value.to_vec());
+            }
+            _ => return Err(invalid_argument("a header is a [string, Uint8Array] pair")),
+        }
+    }
+    Ok(blipmq::PublishOptions {
+        ttl_ms,
+        qos: qos_of(qos)?,
+        headers: pairs,
+    })
+}
+
+fn qos_of(value: u8) -> Result<Qos, JsValue> {
+    Qos::from_wire(value).ok_or_else(|| invalid_argument(format!("qos {value} is not 0 or 1")))
+}

@@ -1,0 +1,175 @@
+//! A subscription: batches of messages for `index.js`'s async iterator,
+//! acks, unsubscribe and detach.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::future::{self, Either};
+use futures::lock::Mutex;
+use js_sys::{Array, BigInt, Object, Promise, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::error::to_js;
+
+/// Wraps `blipmq::Subscription`. The lock serializes readers; closing
+/// `stop` wakes a reader waiting inside it, so that `unsubscribe` never
+/// waits for a message that may never come.
+#[wasm_bindgen]
+pub struct NativeSubscription {
+    state: Rc<State>,
+}
+
+struct State {
+    subscription: Mutex<Option<blipmq::Subscription>>,
+    stop: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// Messages that need an ack (QoS 1), by delivery id, until acked. The
+    /// broker sends at most `subscriber_capacity` unacked, which bounds it.
+    unacked: RefCell<HashMap<u64, blipmq::Message>>,
+    pattern: String,
+}
+
+impl NativeSubscription {
+    pub fn new(subscription: blipmq::Subscription) -> NativeSubscription {
+        NativeSubscription {
+            state: Rc::new(State {
+                pattern: subscription.pattern().to_owned(),
+                subscription: Mutex::new(Some(subscription)),
+                stop: async_channel::bounded(1),
+                unacked: RefCell::default(),
+            }),
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl NativeSubscription {
+    #[wasm_bindgen(getter)]
+    pub fn pattern(&self) -> String {
+        self.state.pattern.clone()
+    }
+
+    /// Wait for one message (at most `timeoutMs` when given), then take up
+    /// to `max` in all from what is buffered, as plain objects. Resolves
+    /// `[]` on timeout and `null` once the subscription has ended.
+    #[wasm_bindgen(
+        js_name = nextBatch,
+        unchecked_return_type = "Promise<Array<{ topic: string, payload: Uint8Array, headers: Array<[string, Uint8Array]>, id: bigint, timestampMs: number, deliveryCount: number, deliveryId: bigint }> | null>"
+    )]
+    pub fn next_batch(
+        &self,
+        max: u32,
+        #[wasm_bindgen(js_name = timeoutMs)] timeout_ms: Option<u32>,
+    ) -> Promise {
+        let state = self.state.clone();
+        future_to_promise(async move {
+            let mut guard = state.subscription.lock().await;
+            let Some(subscription) = guard.as_mut() else {
+                return Ok(JsValue::NULL);
+            };
+            let first = {
+                let next = subscription.next_message();
+                let stop = state.stop.1.recv();
+                let timeout = sleep_opt(timeout_ms);
+                futures::pin_mut!(next, stop, timeout);
+                match future::select(next, future::select(stop, timeout)).await {
+                    Either::Left((message, _)) => message,
+                    Either::Right((Either::Left(_), _)) => return Ok(JsValue::NULL),
+                    Either::Right((Either::Right(_), _)) => return Ok(Array::new().into()),
+                }
+            };
+            let Some(first) = first else {
+                return Ok(JsValue::NULL);
+            };
+            let rest = subscription.try_next_batch(max.saturating_sub(1) as usize);
+            let batch: Array = std::iter::once(first)
+                .chain(rest)
+                .map(|message| state.to_js(message))
+                .collect();
+            Ok(batch.into())
+        })
+    }
+
+    /// Ack the message with this delivery id (QoS 1); resolves once queued.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn ack(&self, #[wasm_bindgen(js_name = deliveryId)] delivery_id: u64) -> Promise {
+        let message = self.state.unacked.borrow_mut().remove(&delivery_id);
+        future_to_promise(async move {
+            if let Some(message) = message {
+                message.ack().await.map_err(to_js)?;
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Stop the subscription and wait for the broker's confirm; buffered
+    /// messages are discarded. A second call does nothing.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn unsubscribe(&self) -> Promise {
+        let state = self.state.clone();
+        state.stop.0.close();
+        future_to_promise(async move {
+            let subscription = state.subscription.lock().await.take();
+            state.unacked.borrow_mut().clear();
+            if let Some(subscription) = subscription {
+                subscription.unsubscribe().await.map_err(to_js)?;
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Stop receiving without deleting anything: a plain subscription ends,
+    /// a durable one keeps its unacked messages for the next subscribe with
+    /// its name (what dropping the Rust `Subscription` does).
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn detach(&self) -> Promise {
+        let state = self.state.clone();
+        state.stop.0.close();
+        future_to_promise(async move {
+            drop(state.subscription.lock().await.take());
+            state.unacked.borrow_mut().clear();
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}
+
+impl State {
+    /// A message as a plain object (no wasm object per message to free):
+    /// `{ topic, payload, headers, id, timestampMs, deliveryCount, deliveryId }`.
+    fn to_js(&self, message: blipmq::Message) -> JsValue {
+        let object = Object::new();
+        let set = |key: &str, value: &JsValue| {
+            // Setting a property on a fresh plain object cannot fail.
+            let _ = Reflect::set(&object, &JsValue::from_str(key), value);
+        };
+        set("topic", &JsValue::from_str(message.topic()));
+        set("payload", &Uint8Array::from(&message.payload()[..]));
+        let headers: Array = message
+            .headers()
+            .iter()
+            .map(|(key, value)| Array::of2(&JsValue::from_str(key), &Uint8Array::from(&value[..])))
+            .collect();
+        set("headers", &headers);
+        set("id", &BigInt::from(message.id()));
+        set(
+            "timestampMs",
+            &JsValue::from_f64(message.timestamp_ms() as f64),
+        );
+        set("deliveryCount", &JsValue::from(message.delivery_count()));
+        let delivery_id = message.delivery_id();
+        set("deliveryId", &BigInt::from(delivery_id));
+        if delivery_id != 0 {
+            self.unacked.borrow_mut().insert(delivery_id, message);
+        }
+        object.into()
+    }
+}
+
+async fn sleep_opt(timeout_ms: Option<u32>) {
+    match timeout_ms {
+        Some(ms) => gloo_timers::future::sleep(Duration::from_millis(ms.into())).await,
+        None => future::pending().await,
+    }
+}

@@ -1,0 +1,266 @@
+// Publishing, subscribing, messages, headers and async iteration against
+// the real broker's WebSocket listener, through the installed package, in
+// Node (the same tests as the Node SDK's, with Uint8Array for Buffer).
+import './websocket-global.mjs'
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+
+import { connect, Client, Headers, InvalidArgumentError, Message, Subscription } from '@blipmq/web'
+import { startBroker } from './broker.mjs'
+
+const text = (bytes) => new TextDecoder().decode(bytes)
+let broker
+let client
+
+before(async () => {
+  // `block`: the lossless tests below publish faster than one JavaScript
+  // thread reads, and must lose nothing.
+  broker = await startBroker({ env: { BLIPMQ_QUEUES_OVERFLOW_POLICY: 'block' } })
+  client = await connect(broker.url, { name: 'web-test' })
+})
+
+after(async () => {
+  await client?.close()
+  await broker?.stop()
+})
+
+describe('connect', () => {
+  test('returns a connected Client that knows the broker limit', async () => {
+    assert.ok(client instanceof Client)
+    assert.equal(client.status, 'connected')
+    assert.equal(client.maxMessageSize, 1048576)
+    assert.equal(await broker.metric('blipmq_transport_connections{transport="websocket"}'), 1)
+  })
+
+  test('host:port without a scheme means ws://', async () => {
+    const other = await connect(broker.url.replace('ws://', ''))
+    assert.equal(other.status, 'connected')
+    await other.close()
+  })
+
+  test('close ends subscriptions and sets the status', async () => {
+    const other = await connect(broker.url)
+    const subscription = await other.subscribe('closing.>')
+    await other.close()
+    assert.equal(other.status, 'closed')
+    assert.equal(await subscription.next(), null)
+  })
+})
+
+describe('publish and subscribe', () => {
+  test('a message round trips with its metadata', async () => {
+    const subscription = await client.subscribe('orders.*')
+    assert.ok(subscription instanceof Subscription)
+    assert.equal(subscription.pattern, 'orders.*')
+    const before = Date.now()
+    assert.equal(await client.publish('orders.created', 'order #1'), undefined)
+    const message = await subscription.next({ timeoutMs: 5000 })
+    assert.ok(message instanceof Message)
+    assert.equal(message.topic, 'orders.created')
+    assert.ok(message.payload instanceof Uint8Array)
+    assert.equal(message.text(), 'order #1')
+    assert.equal(typeof message.id, 'bigint')
+    assert.ok(message.id > 0n)
+    assert.ok(Math.abs(message.timestampMs - before) < 60_000)
+    assert.equal(message.deliveryCount, 1)
+    assert.equal(message.headers.size, 0)
+    assert.equal(await message.ack(), undefined, 'a QoS 0 ack resolves at once')
+    await subscription.unsubscribe()
+  })
+
+  test('payloads: Uint8Array views, ArrayBuffers, strings and binary bytes', async () => {
+    const subscription = await client.subscribe('payloads')
+    const backing = new Uint8Array([9, 9, 1, 2, 3, 9])
+    const binary = Uint8Array.from({ length: 256 }, (_, i) => i)
+    await client.publish('payloads', backing.subarray(2, 5))
+    await client.publish('payloads', new Uint16Array([0x0201]))
+    await client.publish('payloads', new Uint8Array([7, 8]).buffer)
+    await client.publish('payloads', 'text é')
+    await client.publish('payloads', binary)
+    await client.publish('payloads', '')
+    const got = []
+    for (let i = 0; i < 6; i++) got.push((await subscription.next({ timeoutMs: 5000 })).payload)
+    assert.deepEqual(got, [
+      new Uint8Array([1, 2, 3]),
+      new Uint8Array([1, 2]),
+      new Uint8Array([7, 8]),
+      new TextEncoder().encode('text é'),
+      binary,
+      new Uint8Array(0),
+    ])
+    await subscription.unsubscribe()
+  })
+
+  test('next({ timeoutMs }) resolves null when nothing arrives', async () => {
+    const subscription = await client.subscribe('quiet')
+    const started = Date.now()
+    assert.equal(await subscription.next({ timeoutMs: 100 }), null)
+    assert.ok(Date.now() - started >= 90)
+    await subscription.unsubscribe()
+  })
+
+  test('unsubscribe stops delivery, wakes a waiting next and is idempotent', async () => {
+    const subscription = await client.subscribe('unsub.x')
+    const waiting = subscription.next()
+    await subscription.unsubscribe()
+    assert.equal(await waiting, null)
+    await subscription.unsubscribe()
+    const watcher = await client.subscribe('unsub.x')
+    await client.publish('unsub.x', 'after')
+    assert.equal((await watcher.next({ timeoutMs: 5000 })).text(), 'after')
+    assert.equal(await subscription.next({ timeoutMs: 50 }), null)
+    await watcher.unsubscribe()
+  })
+
+  test('ttlMs and qos 0 options are accepted', async () => {
+    const subscription = await client.subscribe('opts.>', { qos: 0 })
+    await client.publish('opts.a', 'x', { ttlMs: 60_000, qos: 0 })
+    assert.equal((await subscription.next({ timeoutMs: 5000 })).topic, 'opts.a')
+    await subscription.unsubscribe()
+  })
+
+  test('group reaches the broker, which refuses it with 301 (not yet offered)', async () => {
+    await assert.rejects(client.subscribe('opts.>', { group: 'workers' }), (error) => {
+      assert.ok(error instanceof InvalidArgumentError, String(error))
+      return error.code === 301
+    })
+  })
+
+  test('publish, flush and close keep call order', async () => {
+    const other = await connect(broker.url)
+    const subscription = await client.subscribe('order.x')
+    other.publish('order.x', 'a')
+    other.publish('order.x', 'b')
+    const flushed = other.flush()
+    other.publish('order.x', 'c')
+    const closed = other.close()
+    await flushed
+    await closed
+    const got = []
+    for (let i = 0; i < 3; i++) got.push((await subscription.next({ timeoutMs: 5000 })).text())
+    assert.deepEqual(got, ['a', 'b', 'c'])
+    await subscription.unsubscribe()
+  })
+})
+
+describe('headers', () => {
+  test('an object round trips', async () => {
+    const subscription = await client.subscribe('h.object')
+    await client.publish('h.object', 'x', { headers: { 'content-type': 'application/json', bin: new Uint8Array([0, 255]) } })
+    const { headers } = await subscription.next({ timeoutMs: 5000 })
+    assert.ok(headers instanceof Headers)
+    assert.equal(headers.get('content-type'), 'application/json')
+    assert.deepEqual(headers.getBytes('bin'), new Uint8Array([0, 255]))
+    assert.equal(headers.get('missing'), undefined)
+    await subscription.unsubscribe()
+  })
+
+  test('pairs keep their order and repeated keys', async () => {
+    const subscription = await client.subscribe('h.pairs')
+    const sent = [['a', '1'], ['b', '2'], ['a', '3']]
+    await client.publish('h.pairs', 'x', { headers: sent })
+    const { headers } = await subscription.next({ timeoutMs: 5000 })
+    assert.deepEqual([...headers].map(([k, v]) => [k, text(v)]), sent)
+    assert.deepEqual(headers.getAll('a').map(text), ['1', '3'])
+    assert.equal(headers.has('b'), true)
+    assert.equal(headers.size, 3)
+    await subscription.unsubscribe()
+  })
+
+  test('a Headers instance is accepted', async () => {
+    const subscription = await client.subscribe('h.class')
+    await client.publish('h.class', 'x', { headers: new Headers().append('k', 'v') })
+    assert.equal((await subscription.next({ timeoutMs: 5000 })).headers.get('k'), 'v')
+    await subscription.unsubscribe()
+  })
+})
+
+describe('async iteration', () => {
+  test('for await reads messages in order; break ends the subscription', async () => {
+    const subscription = await client.subscribe('iter.*')
+    for (let i = 0; i < 5; i++) await client.publish(`iter.${i}`, String(i))
+    const seen = []
+    for await (const message of subscription) {
+      seen.push(message.text())
+      if (seen.length === 3) break
+    }
+    assert.deepEqual(seen, ['0', '1', '2'])
+    assert.equal(await subscription.next(), null)
+    for await (const _ of subscription) assert.fail('an ended subscription yields nothing')
+  })
+
+  test('the loop ends when the client closes', async () => {
+    const other = await connect(broker.url)
+    const subscription = await other.subscribe('iter.close')
+    await other.publish('iter.close', 'only')
+    await other.flush()
+    const seen = []
+    for await (const message of subscription) {
+      seen.push(message.text())
+      await other.close()
+    }
+    assert.deepEqual(seen, ['only'])
+  })
+
+  test('await using detaches and closes', { skip: typeof Symbol.asyncDispose !== 'symbol' }, async () => {
+    const other = await connect(broker.url)
+    const subscription = await other.subscribe('dispose')
+    await subscription[Symbol.asyncDispose]()
+    assert.equal(await subscription.next(), null)
+    await other[Symbol.asyncDispose]()
+    assert.equal(other.status, 'closed')
+  })
+})
+
+describe('concurrency', () => {
+  test('10000 publishes in flight arrive complete and in order', async () => {
+    const count = 10_000
+    const subscription = await client.subscribe('many')
+    await Promise.all(Array.from({ length: count }, (_, i) => client.publish('many', String(i))))
+    const received = []
+    for await (const message of subscription) {
+      received.push(Number(message.text()))
+      if (received.length === count) break
+    }
+    assert.deepEqual(received, Array.from({ length: count }, (_, i) => i))
+  })
+
+  test('publishers on several clients fan out to several subscribers', async () => {
+    const subscribers = await Promise.all([0, 1, 2].map(() => client.subscribe('fan.>')))
+    const publishers = await Promise.all([0, 1, 2, 3].map(() => connect(broker.url)))
+    await Promise.all(publishers.flatMap((p, n) => Array.from({ length: 250 }, (_, i) => p.publish(`fan.${n}`, `${n}:${i}`))))
+    await Promise.all(publishers.map((p) => p.flush()))
+    for (const subscription of subscribers) {
+      const got = []
+      while (got.length < 1000) got.push((await subscription.next({ timeoutMs: 5000 })).text())
+      assert.equal(new Set(got).size, 1000)
+      await subscription.unsubscribe()
+    }
+    await Promise.all(publishers.map((p) => p.close()))
+  })
+})
+
+test('a durable subscription survives breaking out of for await; ack and unsubscribe', async () => {
+  let sub = await client.subscribe('web.jobs', { qos: 1, durable: 'web-worker' })
+  const id = await client.publish('web.jobs', 'one', { qos: 1 })
+  assert.equal(typeof id, 'bigint')
+  for await (const msg of sub) {
+    assert.equal(msg.id, id)
+    assert.equal(msg.deliveryCount, 1)
+    break // not acked: only detaches
+  }
+  await client.publish('web.jobs', 'two', { qos: 1 })
+  sub = await client.subscribe('web.jobs', { qos: 1, durable: 'web-worker' })
+  const again = await sub.next({ timeoutMs: 5000 })
+  assert.equal(again.text(), 'one')
+  assert.equal(again.deliveryCount, 2)
+  await again.ack()
+  const second = await sub.next({ timeoutMs: 5000 })
+  assert.equal(second.text(), 'two')
+  await second.ack()
+  await sub.unsubscribe()
+  await client.publish('web.jobs', 'three', { qos: 1 })
+  sub = await client.subscribe('web.jobs', { qos: 1, durable: 'web-worker' })
+  assert.equal(await sub.next({ timeoutMs: 300 }), null)
+  await sub.detach()
+})

@@ -1,0 +1,418 @@
+//! The WebSocket listener's transport, for clients that cannot open TCP
+//! sockets (browsers). The protocol is the same as over TCP: the upgrade is
+//! followed by the same handshake, auth, limits and metrics, because the
+//! connection logic (`connection.rs`) runs unchanged on a byte stream that
+//! this module makes out of WebSocket messages:
+//!
+//! - **in**: each binary message must be exactly one length-prefixed frame;
+//!   its bytes are handed to the connection's reader as they are.
+//! - **out**: the writer's batches are cut at frame boundaries and each
+//!   frame goes out as one binary message.
+//! - **close**: the close code tells why (see [`close_code`]): `4000 + code`
+//!   for a protocol error code (after the Error frame that explains it, or
+//!   instead of one for a message that is not one frame), 1003 for a text
+//!   message, 1000 for a plain close.
+//!
+//! The upgrade itself is tokio-tungstenite's; the listener checks the
+//! page's `Origin` against `websocket.allowed_origins` there.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use blipmq_protocol::{decode, ErrorCode, Frame, LENGTH_PREFIX_LEN};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::connection;
+use crate::metrics::{inc, Metrics};
+use crate::server::Shared;
+
+/// Frames buffered by the outgoing adapter before a write waits for the
+/// socket; the writer's own batches are bounded by `max_batch_bytes`.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+
+/// How long a closed connection waits for the peer's close reply, so that
+/// the peer reads the close frame before the socket goes away.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// The close code that reports protocol error `code`: 4000 + code, in the
+/// range RFC 6455 leaves to applications (every code in the table is < 1000).
+pub fn close_code(code: ErrorCode) -> u16 {
+    4000 + code.0
+}
+
+type Socket = WebSocketStream<TcpStream>;
+
+/// Upgrade `stream` and serve it as a client connection until it closes.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let Some(socket) = upgrade(stream, peer, &shared, &shutdown).await else {
+        return;
+    };
+    let (reader, writer, returned) = split(socket, shared.metrics.clone());
+    connection::serve(reader, writer, peer, shared, shutdown).await;
+    linger(returned).await;
+}
+
+/// Upgrade, then answer with TooManyConnections and close (`max_connections`).
+pub(crate) async fn reject_over_limit(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let never = CancellationToken::new();
+    let Some(socket) = upgrade(stream, peer, &shared, &never).await else {
+        return;
+    };
+    let (_reader, writer, _) = split(socket, shared.metrics.clone());
+    connection::reject_over_limit(writer, shared.config.server.max_connections).await;
+}
+
+/// The HTTP upgrade, with the Origin check, within the handshake timeout.
+async fn upgrade(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Option<Socket> {
+    let config = &shared.config;
+    // A message may be one frame of the largest size the broker reads; a
+    // bigger one is refused by tungstenite before it is buffered whole.
+    let largest = config.max_frame_size() + LENGTH_PREFIX_LEN;
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(largest))
+        .max_frame_size(Some(largest));
+    let refused_origin = Arc::new(Mutex::new(None));
+    // The signature is tungstenite's `Callback`; its error is an HTTP response.
+    #[allow(clippy::result_large_err)]
+    let check_origin = {
+        let refused_origin = refused_origin.clone();
+        move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+            let Some(origin) = request.headers().get("origin") else {
+                return Ok(response);
+            };
+            let origin = origin.to_str().unwrap_or("");
+            if config.websocket.origin_allowed(origin) {
+                return Ok(response);
+            }
+            *refused_origin.lock() = Some(origin.to_string());
+            let mut refusal = ErrorResponse::new(Some(format!(
+                "origin {origin:?} is not in websocket.allowed_origins"
+            )));
+            *refusal.status_mut() = StatusCode::FORBIDDEN;
+            Err(refusal)
+        }
+    };
+    let timeout = Duration::from_millis(config.server.handshake_timeout_ms);
+    let upgrade =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, check_origin, Some(ws_config));
+    let result = tokio::select! {
+        result = tokio::time::timeout(timeout, upgrade) => result,
+        _ = shutdown.cancelled() => return None,
+    };
+    match result {
+        Ok(Ok(socket)) => Some(socket),
+        Ok(Err(error)) => {
+            if let Some(origin) = refused_origin.lock().take() {
+                inc(&shared.metrics.websocket_origin_rejections);
+                warn!(%peer, origin, "WebSocket refused: origin not allowed");
+            } else {
+                inc(&shared.metrics.websocket_upgrade_failures);
+                debug!(%peer, %error, "WebSocket upgrade failed");
+            }
+            None
+        }
+        Err(_) => {
+            inc(&shared.metrics.websocket_upgrade_failures);
+            debug!(%peer, "no WebSocket upgrade within the handshake timeout");
+            None
+        }
+    }
+}
+
+/// Why the broker closes a connection, when the reader found out first.
+type CloseReason = Arc<Mutex<Option<CloseFrame>>>;
+
+/// The two halves as a byte stream, and the receiving half back once the
+/// connection is done with it (for [`linger`]).
+fn split(
+    socket: Socket,
+    metrics: Arc<Metrics>,
+) -> (WsReader, WsWriter, oneshot::Receiver<SplitStream<Socket>>) {
+    let (sink, stream) = socket.split();
+    let reason = CloseReason::default();
+    let (give_back, returned) = oneshot::channel();
+    let reader = WsReader {
+        stream: Some(stream),
+        give_back: Some(give_back),
+        current: Bytes::new(),
+        ended: false,
+        reason: reason.clone(),
+        metrics,
+    };
+    let writer = WsWriter {
+        sink,
+        pending: BytesMut::new(),
+        last_frame: None,
+        reason,
+        close_sent: false,
+    };
+    (reader, writer, returned)
+}
+
+/// After our close frame: read until the peer's reply (or a timeout), so
+/// the socket is not reset under a close frame the peer has yet to read.
+async fn linger(returned: oneshot::Receiver<SplitStream<Socket>>) {
+    let Ok(mut stream) = returned.await else {
+        return;
+    };
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+}
+
+/// Incoming messages as the protocol's byte stream.
+struct WsReader {
+    stream: Option<SplitStream<Socket>>,
+    give_back: Option<oneshot::Sender<SplitStream<Socket>>>,
+    /// The rest of the message being read.
+    current: Bytes,
+    ended: bool,
+    reason: CloseReason,
+    metrics: Arc<Metrics>,
+}
+
+impl WsReader {
+    /// A message that breaks the transport's rules: remember the close code
+    /// and fail the read, which ends the connection.
+    fn violation(&mut self, code: CloseCode, message: String) -> io::Error {
+        inc(&self.metrics.protocol_errors);
+        if let CloseCode::Library(n) = code {
+            self.metrics.error_sent(ErrorCode(n - 4000));
+        }
+        debug!(%message, "WebSocket message refused");
+        let mut reason = message.clone();
+        truncate_reason(&mut reason);
+        *self.reason.lock() = Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        });
+        self.ended = true;
+        io::Error::new(io::ErrorKind::InvalidData, message)
+    }
+}
+
+impl Drop for WsReader {
+    fn drop(&mut self) {
+        if let (Some(stream), Some(give_back)) = (self.stream.take(), self.give_back.take()) {
+            let _ = give_back.send(stream);
+        }
+    }
+}
+
+impl AsyncRead for WsReader {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.current.is_empty() {
+                let n = this.current.len().min(buf.remaining());
+                buf.put_slice(&this.current[..n]);
+                this.current.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let Some(stream) = this.stream.as_mut().filter(|_| !this.ended) else {
+                return Poll::Ready(Ok(()));
+            };
+            let message = match ready!(Pin::new(stream).poll_next(cx)) {
+                None | Some(Ok(Message::Close(_))) => {
+                    this.ended = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Some(Ok(message)) => message,
+                Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                    let message =
+                        format!("a message of {size} bytes exceeds the limit of {max_size} bytes");
+                    let code = CloseCode::Library(close_code(ErrorCode::MessageTooLarge));
+                    return Poll::Ready(Err(this.violation(code, message)));
+                }
+                Some(Err(error)) => {
+                    this.ended = true;
+                    return Poll::Ready(Err(io::Error::other(error)));
+                }
+            };
+            match message {
+                Message::Binary(data) => match one_frame(&data) {
+                    Ok(()) => this.current = data,
+                    Err(problem) => {
+                        let code = CloseCode::Library(close_code(ErrorCode::MalformedFrame));
+                        return Poll::Ready(Err(this.violation(code, problem)));
+                    }
+                },
+                Message::Text(_) => {
+                    let problem =
+                        "text message: BlipMQ speaks binary messages, one frame each".to_string();
+                    return Poll::Ready(Err(this.violation(CloseCode::Unsupported, problem)));
+                }
+                // Pings are answered by tungstenite; nothing else reaches here.
+                _ => {}
+            }
+        }
+    }
+}
+
+/// `Ok` when `message` is exactly one length-prefixed frame.
+fn one_frame(message: &[u8]) -> Result<(), String> {
+    let Some(prefix) = message.get(..LENGTH_PREFIX_LEN) else {
+        return Err(format!(
+            "a message of {} bytes is shorter than a frame's length prefix",
+            message.len()
+        ));
+    };
+    let declared = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
+    let carried = message.len() - LENGTH_PREFIX_LEN;
+    if declared != carried {
+        return Err(format!(
+            "a message must carry exactly one frame: its length prefix says {declared} bytes, {carried} follow"
+        ));
+    }
+    Ok(())
+}
+
+/// The protocol's byte stream, sent as one binary message per frame.
+struct WsWriter {
+    sink: SplitSink<Socket, Message>,
+    /// Written bytes not yet sent: whole frames, then maybe part of one.
+    pending: BytesMut,
+    /// The last frame sent: an Error frame there names the close code.
+    last_frame: Option<Bytes>,
+    reason: CloseReason,
+    close_sent: bool,
+}
+
+impl WsWriter {
+    /// Hand every whole frame in `pending` to the socket.
+    fn send_whole_frames(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let Some(prefix) = self.pending.get(..LENGTH_PREFIX_LEN) else {
+                return Poll::Ready(Ok(()));
+            };
+            let total = LENGTH_PREFIX_LEN
+                + u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
+            if self.pending.len() < total {
+                return Poll::Ready(Ok(()));
+            }
+            ready!(self.sink.poll_ready_unpin(cx)).map_err(io::Error::other)?;
+            let frame = self.pending.split_to(total).freeze();
+            self.last_frame = Some(frame.clone());
+            self.sink
+                .start_send_unpin(Message::Binary(frame))
+                .map_err(io::Error::other)?;
+        }
+    }
+
+    /// Why the connection closes: what the reader saw, else the Error frame
+    /// sent last, else a normal close.
+    fn close_frame(&self) -> CloseFrame {
+        if let Some(frame) = self.reason.lock().clone() {
+            return frame;
+        }
+        let error =
+            self.last_frame
+                .as_ref()
+                .and_then(|frame| match decode(&frame[LENGTH_PREFIX_LEN..]) {
+                    Ok(Frame::Error(e)) => Some((e.code, e.message.to_string())),
+                    _ => None,
+                });
+        match error {
+            Some((code, mut message)) => {
+                truncate_reason(&mut message);
+                CloseFrame {
+                    code: CloseCode::Library(close_code(code)),
+                    reason: message.into(),
+                }
+            }
+            None => CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            },
+        }
+    }
+}
+
+impl AsyncWrite for WsWriter {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // Backpressure: past the high-water mark, wait until the socket takes
+        // the whole frames (a partial frame must be completed first).
+        if self.pending.len() >= OUT_HIGH_WATER {
+            ready!(self.send_whole_frames(cx))?;
+        }
+        self.pending.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.send_whole_frames(cx))?;
+        self.sink.poll_flush_unpin(cx).map_err(io::Error::other)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
+        if !self.close_sent {
+            // The peer may have closed first; then there is nothing to send.
+            if ready!(self.sink.poll_ready_unpin(cx)).is_err() {
+                return Poll::Ready(Ok(()));
+            }
+            let frame = self.close_frame();
+            self.close_sent = true;
+            if self
+                .sink
+                .start_send_unpin(Message::Close(Some(frame)))
+                .is_err()
+            {
+                return Poll::Ready(Ok(()));
+            }
+        }
+        // Errors here mean the peer is gone already, which is what we want.
+        let _ = ready!(Pin::new(&mut self.sink).poll_close(cx));
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A close frame's reason has room for 123 bytes.
+fn truncate_reason(reason: &mut String) {
+    if reason.len() > 123 {
+        let mut end = 123;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+}

@@ -1,0 +1,193 @@
+// The conformance testee for the browser SDK (the npm package
+// `@blipmq/web`): the wasm client in Node, over a WebSocket (the `ws`
+// package's, as Node 20 has none of its own) to the broker's WebSocket
+// listener, whose address the runner passes as `websocket_addr`.
+//
+// Speaks the testee contract of conformance-tests/README.md: one JSON
+// request per stdin line, one reply per request on stdout, in order; logs on
+// stderr. It never judges anything. It imports the package as a user would,
+// so it runs from the project scripts/test-web.sh installs the packed
+// tarball into (`{target}/web-test-project/testee.mjs`).
+import { createInterface } from 'node:readline'
+
+import { WebSocket } from 'ws'
+import { BlipMQError, connect } from '@blipmq/web'
+
+const INVALID_ARGUMENT = 301
+const CLIENT_CLOSED = 603
+
+class Failure extends Error {
+  constructor(code, message) {
+    super(message)
+    this.code = code
+  }
+}
+
+const invalid = (message) => new Failure(INVALID_ARGUMENT, message)
+
+/** actor name -> { client, subscriptions: Map<sub name, Subscription> } */
+const actors = new Map()
+
+function str(args, name, optional = false) {
+  const value = args[name]
+  if (value == null && optional) return undefined
+  if (typeof value !== 'string') throw invalid(`\`${name}\` must be a string`)
+  return value
+}
+
+function uint(args, name, optional = false) {
+  const value = args[name]
+  if (value == null && optional) return undefined
+  if (!Number.isSafeInteger(value) || value < 0) throw invalid(`\`${name}\` must be a non-negative integer`)
+  return value
+}
+
+function bytes(value, name) {
+  if (typeof value !== 'string') throw invalid(`\`${name}\` must be base64`)
+  return new Uint8Array(Buffer.from(value, 'base64'))
+}
+
+const base64 = (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')
+
+function actorOf(name) {
+  const actor = actors.get(name)
+  if (actor === undefined) throw new Failure(CLIENT_CLOSED, `actor \`${name}\` has no client`)
+  return actor
+}
+
+function subscriptionOf(actor, args) {
+  const sub = str(args, 'sub')
+  const subscription = actor.subscriptions.get(sub)
+  if (subscription === undefined) throw invalid(`no subscription \`${sub}\``)
+  return [sub, subscription]
+}
+
+async function closeActor(name) {
+  const actor = actors.get(name)
+  actors.delete(name)
+  await actor?.client.close()
+}
+
+const operations = {
+  hello: async () => ({ sdk: 'wasm', version: '0.1.0', capabilities: ['pubsub', 'headers'] }),
+
+  async connect(name, args) {
+    // The WebSocket listener; `addr` (TCP) only when the runner gives none.
+    const addr = str(args, 'websocket_addr', true) ?? str(args, 'addr')
+    const options = {
+      WebSocket,
+      apiKey: str(args, 'api_key', true),
+      name: str(args, 'name', true),
+      reconnect: false,
+      subscriptionCapacity: uint(args, 'subscription_capacity', true),
+    }
+    await closeActor(name)
+    const client = await connect(addr, options)
+    actors.set(name, { client, subscriptions: new Map() })
+    return {}
+  },
+
+  async close(name) {
+    actorOf(name)
+    await closeActor(name)
+    return {}
+  },
+
+  async publish(name, args) {
+    const actor = actorOf(name)
+    const headers = args.headers == null ? undefined : args.headers
+    if (headers !== undefined && !Array.isArray(headers)) throw invalid('`headers` must be a list of {key, value}')
+    const id = await actor.client.publish(str(args, 'topic'), bytes(args.payload, 'payload'), {
+      ttlMs: uint(args, 'ttl_ms', true),
+      qos: uint(args, 'qos', true),
+      headers: headers?.map((h) => [str(h, 'key'), bytes(h.value, 'value')]),
+    })
+    return id === undefined ? {} : { message_id: id.toString() }
+  },
+
+  async subscribe(name, args) {
+    const actor = actorOf(name)
+    const sub = str(args, 'sub')
+    const subscription = await actor.client.subscribe(str(args, 'pattern'), {
+      qos: uint(args, 'qos', true),
+      durable: str(args, 'durable', true),
+      group: str(args, 'group', true),
+    })
+    // A name used again names the new subscription; the old one ends.
+    const previous = actor.subscriptions.get(sub)
+    actor.subscriptions.set(sub, subscription)
+    await previous?.unsubscribe().catch(() => {})
+    return {}
+  },
+
+  async unsubscribe(name, args) {
+    const actor = actorOf(name)
+    const [sub, subscription] = subscriptionOf(actor, args)
+    actor.subscriptions.delete(sub)
+    await subscription.unsubscribe()
+    return {}
+  },
+
+  // Up to `count` messages within `timeout_ms` in all; a message is taken
+  // only when returned, so later ones stay queued for the next receive.
+  async receive(name, args) {
+    const [, subscription] = subscriptionOf(actorOf(name), args)
+    const count = uint(args, 'count')
+    const deadline = Date.now() + Math.min(uint(args, 'timeout_ms'), 2 ** 31 - 1)
+    const messages = []
+    while (messages.length < count) {
+      const message = await subscription.next({ timeoutMs: Math.max(0, deadline - Date.now()) })
+      if (message === null) break
+      // The contract has no ack: a received message counts as consumed.
+      await message.ack().catch((e) => console.error(`wasm testee: ack failed: ${e}`))
+      messages.push({
+        topic: message.topic,
+        payload: base64(message.payload),
+        id: message.id.toString(),
+        timestamp_ms: String(message.timestampMs),
+        delivery_count: message.deliveryCount,
+        headers: [...message.headers].map(([key, value]) => ({ key, value: base64(value) })),
+      })
+    }
+    return { messages }
+  },
+
+  async flush(name) {
+    await actorOf(name).client.flush()
+    return {}
+  },
+}
+
+async function handle(request) {
+  const { id, actor, op, args = {} } = request
+  if (op === 'send_raw' || op === 'read_frame') {
+    return { id, skipped: `\`${op}\` needs raw protocol access, which the browser SDK does not expose` }
+  }
+  const operation = Object.hasOwn(operations, op) ? operations[op] : undefined
+  if (operation === undefined) return { id, skipped: `unknown op \`${op}\`` }
+  try {
+    if (op !== 'hello' && typeof actor !== 'string') throw invalid(`\`${op}\` needs an \`actor\``)
+    return { id, ok: await operation(actor, args ?? {}) }
+  } catch (error) {
+    const code = error instanceof BlipMQError || error instanceof Failure ? error.code : INVALID_ARGUMENT
+    console.error(`wasm testee: ${id} ${op}: ${code} ${error.message}`)
+    return { id, err: { code, message: error.message } }
+  }
+}
+
+for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+  if (line.trim() === '') continue
+  let reply
+  try {
+    const request = JSON.parse(line)
+    if (typeof request !== 'object' || request === null || typeof request.id !== 'string' || typeof request.op !== 'string') {
+      reply = { id: request?.id ?? null, err: { code: INVALID_ARGUMENT, message: 'a request has a string `id` and `op`' } }
+    } else {
+      reply = await handle(request)
+    }
+  } catch (error) {
+    reply = { id: null, err: { code: INVALID_ARGUMENT, message: `not JSON: ${error.message}` } }
+  }
+  process.stdout.write(`${JSON.stringify(reply)}\n`)
+}
+for (const name of [...actors.keys()]) await closeActor(name)
