@@ -57,8 +57,8 @@ test('a bad header key is 304 InvalidHeader', async () => {
   await rejectsWith(client.publish('h', 'x', { headers: { 'bad key': 'v' } }), web.InvalidHeaderError, 304, 'InvalidHeader')
 })
 
-test('QoS 1 without a durable name is 303 UnsupportedQos', async () => {
-  await rejectsWith(client.subscribe('q', { qos: 1 }), web.UnsupportedQosError, 303, 'UnsupportedQos')
+test('a malformed queue group name is 301 InvalidArgument', async () => {
+  await rejectsWith(client.subscribe('q', { group: 'two words' }), web.InvalidArgumentError, 301, 'InvalidArgument')
 })
 
 test('an out-of-range qos is 301 InvalidArgument; a wrong type is a TypeError', async () => {

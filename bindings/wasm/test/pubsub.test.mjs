@@ -119,11 +119,24 @@ describe('publish and subscribe', () => {
     await subscription.unsubscribe()
   })
 
-  test('group reaches the broker, which refuses it with 301 (not yet offered)', async () => {
-    await assert.rejects(client.subscribe('opts.>', { group: 'workers' }), (error) => {
-      assert.ok(error instanceof InvalidArgumentError, String(error))
-      return error.code === 301
-    })
+  test('members of a queue group share the messages', async () => {
+    const first = await client.subscribe('group.jobs', { group: 'workers' })
+    const other = await connect(broker.url)
+    const second = await other.subscribe('group.jobs', { group: 'workers' })
+    for (let i = 0; i < 4; i++) await client.publish('group.jobs', `job${i}`)
+    await client.flush()
+    const taken = []
+    for (const member of [first, second]) {
+      for (let i = 0; i < 2; i++) {
+        const msg = await member.next({ timeoutMs: 5000 })
+        assert.ok(msg, 'each member gets its share')
+        taken.push(new TextDecoder().decode(msg.payload))
+      }
+    }
+    assert.deepEqual(taken.sort(), ['job0', 'job1', 'job2', 'job3'])
+    await first.unsubscribe()
+    await second.unsubscribe()
+    await other.close()
   })
 
   test('publish, flush and close keep call order', async () => {
