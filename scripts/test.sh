@@ -36,6 +36,7 @@ step "protocol testee" env BLIPMQ_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/de
   .venv/bin/python -m pytest -q conformance-tests/testees/python-protocol
 step "python sdk" scripts/test-python.sh
 step "node sdk" scripts/test-node.sh
+step "kotlin sdk and swift bindings" scripts/test-kotlin.sh
 step "conformance" scripts/conformance.sh
 echo
 echo "all checks passed"

@@ -8,7 +8,7 @@
 //!
 //! Async methods become `suspend` functions in Kotlin and `async` ones in
 //! Swift. The foreign language drives each future; every poll runs inside
-//! the binding's own tokio runtime ([`runtime`]), where the client's
+//! the binding's own tokio runtime (`src/runtime.rs`), where the client's
 //! background task, its timers and its sockets live.
 //!
 //! Modules mirror the client crate's: `client`, `subscription`, `message`,

@@ -63,9 +63,8 @@ impl NativeSubscription {
                 }
                 () = sleep_opt(timeout_ms) => return Some(Vec::new()),
             };
-            let Some(first) = first else {
-                return None;
-            };
+            // `None`: the client closed and the buffer is drained.
+            let first = first?;
             let rest = subscription.try_next_batch(max.saturating_sub(1) as usize);
             Some(
                 std::iter::once(first)
