@@ -13,6 +13,7 @@ package dev.blipmq.examples
 
 import dev.blipmq.BlipMQ
 import dev.blipmq.Qos
+import java.lang.management.ManagementFactory
 import kotlin.time.Duration.Companion.seconds
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
@@ -35,8 +36,13 @@ fun main(args: Array<String>): Unit = runBlocking {
     val payload = ByteArray(size) { it.toByte() }
     BlipMQ.connect(addr).use { subscriber ->
         BlipMQ.connect(addr).use { publisher ->
+            val publishStarted = Stopwatch()
+            withTimeoutOrNull(LIMIT) { repeat(count) { publisher.publish("bench.nobody", payload) } }
+            publisher.flush()
+            publishStarted.report("QoS 0 publishes, no subscriber, $size B: $count", count)
+
             val subscription = subscriber.subscribe("bench.kotlin")
-            val started = System.nanoTime()
+            val started = Stopwatch()
             val delivered = async(Dispatchers.Default) {
                 var n = 0
                 withTimeoutOrNull(LIMIT) { subscription.take(count).collect { n++ } }
@@ -46,10 +52,10 @@ fun main(args: Array<String>): Unit = runBlocking {
                 withTimeoutOrNull(LIMIT) { repeat(count) { publisher.publish("bench.kotlin", payload) } }
             }
             val received = delivered.await()
-            report("QoS 0, 1 -> 1, $size B: $received of $count delivered", received, started)
+            started.report("QoS 0, 1 -> 1, $size B: $received of $count delivered", received)
 
             val confirmed = (count / 10 / IN_FLIGHT) * IN_FLIGHT
-            val qos1Started = System.nanoTime()
+            val qos1Started = Stopwatch()
             withTimeoutOrNull(LIMIT) {
                 coroutineScope {
                     repeat(IN_FLIGHT) {
@@ -59,12 +65,23 @@ fun main(args: Array<String>): Unit = runBlocking {
                     }
                 }
             } ?: error("QoS 1 publishes did not finish in $LIMIT")
-            report("QoS 1 publishes confirmed ($IN_FLIGHT in flight), $size B: $confirmed", confirmed, qos1Started)
+            qos1Started.report("QoS 1 publishes confirmed ($IN_FLIGHT in flight), $size B: $confirmed", confirmed)
         }
     }
 }
 
-private fun report(what: String, messages: Int, startedNanos: Long) {
-    val seconds = (System.nanoTime() - startedNanos) / 1e9
-    println("%s in %.2f s: %.0f msg/s".format(what, seconds, messages / seconds))
+/** Wall time and this process's CPU time (the SDK's cost: the broker runs
+ * in its own process) since it was made. */
+private class Stopwatch {
+    private val wall = System.nanoTime()
+    private val cpu = cpuNanos()
+
+    fun report(what: String, messages: Int) {
+        val seconds = (System.nanoTime() - wall) / 1e9
+        val cpuMicros = (cpuNanos() - cpu) / 1e3 / messages
+        println("%s in %.2f s: %.0f msg/s, %.1f µs client CPU per message".format(what, seconds, messages / seconds, cpuMicros))
+    }
+
+    private fun cpuNanos(): Long =
+        (ManagementFactory.getOperatingSystemMXBean() as com.sun.management.OperatingSystemMXBean).processCpuTime
 }
