@@ -172,7 +172,7 @@ for _ in $(seq 300); do
   kill -0 "$subscriber_pid" 2>/dev/null || break
   sleep 0.1
 done
-cat "$subscriber_out"
+sed 's/\x1b\[[0-9;]*m//g' "$subscriber_out"
 if kill -0 "$subscriber_pid" 2>/dev/null || [[ $(grep -c '^orders.created #[0-9]* tenant=acme: order #[123]$' "$subscriber_out") != 3 ]]; then
   echo "test-kotlin: FAILED: the example subscriber did not print the three orders" >&2
   exit 1
