@@ -37,6 +37,7 @@ step "protocol testee" env BLIPMQ_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/de
 step "python sdk" scripts/test-python.sh
 step "node sdk" scripts/test-node.sh
 step "web sdk" scripts/test-web.sh
+step "kotlin sdk and swift bindings" scripts/test-kotlin.sh
 step "conformance" scripts/conformance.sh
 echo
 echo "all checks passed"

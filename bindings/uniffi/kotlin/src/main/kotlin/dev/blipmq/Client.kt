@@ -1,0 +1,100 @@
+package dev.blipmq
+
+import dev.blipmq.ffi.NativeClient
+import dev.blipmq.ffi.PublishOptions
+import dev.blipmq.ffi.SubscribeOptions
+import java.io.Closeable
+import kotlin.time.Duration
+import kotlinx.coroutines.runBlocking
+
+/** Delivery guarantee: [Qos.AT_MOST_ONCE] (the default) or [Qos.AT_LEAST_ONCE]. */
+public typealias Qos = dev.blipmq.ffi.Qos
+
+/** Connected, reconnecting (after a lost connection) or closed. */
+public typealias ConnectionStatus = dev.blipmq.ffi.ConnectionStatus
+
+/**
+ * A connection to a BlipMQ broker, made by [BlipMQ.connect]. Safe to share
+ * between coroutines and threads. [close] (or `use {}`) sends what is queued
+ * and closes; subscriptions then end and later calls throw
+ * [BlipMQException.ClientClosed].
+ */
+public class Client internal constructor(private val native: NativeClient) : Closeable {
+    /**
+     * Publish [payload] to [topic]. At QoS 0 this returns null once the
+     * message is queued (topic, size and headers are checked first); at QoS 1
+     * it resumes with the broker's message id once the broker has stored it.
+     * [ttl] is how long the message may wait for delivery (zero: the
+     * broker's default).
+     */
+    public suspend fun publish(
+        topic: String,
+        payload: ByteArray,
+        qos: Qos = Qos.AT_MOST_ONCE,
+        ttl: Duration = Duration.ZERO,
+        headers: List<Header> = emptyList(),
+    ): ULong? {
+        val options = PublishOptions(
+            ttlMs = ttl.toMillisOrNull("ttl") ?: throw invalidArgument("ttl must be finite"),
+            qos = qos,
+            headers = headers.map { dev.blipmq.ffi.Header(it.key, it.value) },
+        )
+        return native { native.publish(topic, payload, options) }
+    }
+
+    /** Publish a UTF-8 text payload; see the other [publish]. */
+    public suspend fun publish(
+        topic: String,
+        payload: String,
+        qos: Qos = Qos.AT_MOST_ONCE,
+        ttl: Duration = Duration.ZERO,
+        headers: List<Header> = emptyList(),
+    ): ULong? = publish(topic, payload.encodeToByteArray(), qos, ttl, headers)
+
+    /**
+     * Subscribe to a topic or pattern (`*` matches one token, `>` the rest);
+     * resumes once the broker has confirmed. With [qos] AT_LEAST_ONCE and a
+     * [durable] name the subscription keeps QoS 1 messages until each is
+     * acked, across disconnects and broker restarts. Members of a queue
+     * [group] share its messages.
+     */
+    public suspend fun subscribe(
+        pattern: String,
+        qos: Qos = Qos.AT_MOST_ONCE,
+        durable: String? = null,
+        group: String? = null,
+    ): Subscription {
+        val options = SubscribeOptions(qos = qos, durable = durable, group = group)
+        return Subscription(native { native.subscribe(pattern, options) })
+    }
+
+    /** Resumes once the broker has handled everything this client sent before. */
+    public suspend fun flush(): Unit = native { native.flush() }
+
+    /** Like [close], suspending instead of blocking the thread. */
+    public suspend fun closeAndWait(): Unit = native.shutdown()
+
+    /**
+     * Send what is queued, close the connection and wait (briefly, blocking
+     * the calling thread) for the client's task to finish. A second call
+     * does nothing.
+     */
+    override fun close(): Unit = runBlocking { native.shutdown() }
+
+    /** The connection's state now. */
+    public val status: ConnectionStatus get() = native.status()
+
+    /** The largest payload the broker accepts (from its handshake). */
+    public val maxMessageSize: Long get() = native.maxMessageSize().toLong()
+
+    override fun toString(): String = "Client($status)"
+}
+
+/** Milliseconds for the native layer: null for an infinite duration. */
+internal fun Duration.toMillisOrNull(name: String): UInt? {
+    if (isInfinite()) return null
+    if (isNegative()) throw invalidArgument("$name must not be negative, not $this")
+    val ms = inWholeMilliseconds
+    if (ms > UInt.MAX_VALUE.toLong()) throw invalidArgument("$name of $this is too long")
+    return ms.toUInt()
+}

@@ -1,0 +1,182 @@
+//! Connect, publish, subscribe, flush, close: one adapter per client crate
+//! call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use blipmq::{Client, ReconnectPolicy};
+
+use crate::error::BlipMqError;
+use crate::message::Header;
+use crate::runtime::on_runtime;
+use crate::subscription::NativeSubscription;
+
+/// Delivery guarantee of a publish or a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Qos {
+    /// Fire and forget.
+    AtMostOnce,
+    /// Publishes are confirmed once stored; durable subscriptions keep
+    /// messages until acked.
+    AtLeastOnce,
+}
+
+impl From<Qos> for blipmq::Qos {
+    fn from(qos: Qos) -> blipmq::Qos {
+        match qos {
+            Qos::AtMostOnce => blipmq::Qos::AtMostOnce,
+            Qos::AtLeastOnce => blipmq::Qos::AtLeastOnce,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ConnectionStatus {
+    Connected,
+    /// The connection dropped; the client is reconnecting with backoff.
+    Reconnecting,
+    /// Closed by the user, or reconnecting gave up (or is disabled).
+    Closed,
+}
+
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct ConnectOptions {
+    /// Required when the broker has API keys configured.
+    #[uniffi(default = None)]
+    pub api_key: Option<String>,
+    /// Sent in the handshake; the broker logs it.
+    #[uniffi(default = None)]
+    pub name: Option<String>,
+    /// Reconnect with backoff after a lost connection.
+    #[uniffi(default = true)]
+    pub reconnect: bool,
+    #[uniffi(default = None)]
+    pub connect_timeout_ms: Option<u32>,
+    #[uniffi(default = None)]
+    pub request_timeout_ms: Option<u32>,
+    /// Messages buffered per subscription before the client stops reading.
+    #[uniffi(default = None)]
+    pub subscription_capacity: Option<u32>,
+}
+
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct PublishOptions {
+    /// How long the message may wait for delivery, in ms; 0 = the broker's default.
+    #[uniffi(default = 0)]
+    pub ttl_ms: u32,
+    pub qos: Qos,
+    /// Delivered with the message, in order; keys may repeat.
+    #[uniffi(default = [])]
+    pub headers: Vec<Header>,
+}
+
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SubscribeOptions {
+    pub qos: Qos,
+    /// The name of a durable subscription (QoS 1), which outlives the connection.
+    #[uniffi(default = None)]
+    pub durable: Option<String>,
+    /// A queue group: members sharing a name share the messages.
+    #[uniffi(default = None)]
+    pub group: Option<String>,
+}
+
+/// Connect to a broker; returns once the handshake is done.
+#[uniffi::export]
+pub async fn connect(
+    addr: String,
+    options: ConnectOptions,
+) -> Result<Arc<NativeClient>, BlipMqError> {
+    let mut builder = Client::builder();
+    if let Some(key) = options.api_key {
+        builder = builder.api_key(key);
+    }
+    if let Some(name) = options.name {
+        builder = builder.name(name);
+    }
+    if !options.reconnect {
+        builder = builder.reconnect(ReconnectPolicy::disabled());
+    }
+    if let Some(ms) = options.connect_timeout_ms {
+        builder = builder.connect_timeout(Duration::from_millis(ms.into()));
+    }
+    if let Some(ms) = options.request_timeout_ms {
+        builder = builder.request_timeout(Duration::from_millis(ms.into()));
+    }
+    if let Some(capacity) = options.subscription_capacity {
+        builder = builder.subscription_capacity(capacity as usize);
+    }
+    let client = on_runtime(builder.connect(addr)).await?;
+    Ok(Arc::new(NativeClient { client }))
+}
+
+/// Wraps `blipmq::Client`. Dropping the last reference (the foreign
+/// object's `close()`/`destroy()` or its cleaner) closes the connection.
+#[derive(uniffi::Object)]
+pub struct NativeClient {
+    client: Client,
+}
+
+#[uniffi::export]
+impl NativeClient {
+    /// At QoS 1 returns the broker's message id once the broker has stored
+    /// the message; at QoS 0 returns `None` once the message is queued.
+    pub async fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        options: PublishOptions,
+    ) -> Result<Option<u64>, BlipMqError> {
+        let options = blipmq::PublishOptions {
+            ttl_ms: options.ttl_ms,
+            qos: options.qos.into(),
+            headers: options
+                .headers
+                .into_iter()
+                .map(|h| (h.key, h.value))
+                .collect(),
+        };
+        Ok(on_runtime(self.client.publish_with(&topic, payload, options)).await?)
+    }
+
+    /// Returns once the broker has confirmed the subscription.
+    pub async fn subscribe(
+        &self,
+        pattern: String,
+        options: SubscribeOptions,
+    ) -> Result<Arc<NativeSubscription>, BlipMqError> {
+        let options = blipmq::SubscribeOptions {
+            qos: options.qos.into(),
+            durable: options.durable,
+            group: options.group,
+        };
+        let subscription = on_runtime(self.client.subscribe_with(&pattern, options)).await?;
+        Ok(Arc::new(NativeSubscription::new(subscription)))
+    }
+
+    /// Returns once the broker has handled everything sent before.
+    pub async fn flush(&self) -> Result<(), BlipMqError> {
+        Ok(on_runtime(self.client.flush()).await?)
+    }
+
+    /// Send what is queued, close the connection and wait for the client's
+    /// task to finish; subscriptions end, later calls fail with ClientClosed
+    /// (603). (Not `close`: uniffi gives every object a `close()` that frees
+    /// the handle.)
+    pub async fn shutdown(&self) {
+        on_runtime(self.client.close()).await
+    }
+
+    pub fn status(&self) -> ConnectionStatus {
+        match self.client.status() {
+            blipmq::ConnectionStatus::Connected => ConnectionStatus::Connected,
+            blipmq::ConnectionStatus::Reconnecting => ConnectionStatus::Reconnecting,
+            blipmq::ConnectionStatus::Closed => ConnectionStatus::Closed,
+        }
+    }
+
+    /// The largest payload the broker accepts (from its handshake).
+    pub fn max_message_size(&self) -> u64 {
+        self.client.max_message_size() as u64
+    }
+}

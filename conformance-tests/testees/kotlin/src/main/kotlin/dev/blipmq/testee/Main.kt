@@ -1,0 +1,301 @@
+// The conformance testee for the Kotlin SDK (dev.blipmq:blipmq).
+//
+// Speaks the testee contract of conformance-tests/README.md: one JSON
+// request per stdin line, one reply per request on stdout, in order; logs on
+// stderr. Requests are handled one at a time with the SDK's suspend API. It
+// never judges anything. At the end of stdin every client is closed and the
+// process exits 0.
+package dev.blipmq.testee
+
+import dev.blipmq.BlipMQ
+import dev.blipmq.BlipMQException
+import dev.blipmq.Client
+import dev.blipmq.Header
+import dev.blipmq.Message
+import dev.blipmq.Qos
+import dev.blipmq.Subscription
+import java.io.FileDescriptor
+import java.io.FileOutputStream
+import java.util.Base64
+import kotlin.time.Duration.Companion.milliseconds
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withContext
+import kotlinx.serialization.json.Json
+import kotlinx.serialization.json.JsonArray
+import kotlinx.serialization.json.JsonElement
+import kotlinx.serialization.json.JsonNull
+import kotlinx.serialization.json.JsonObject
+import kotlinx.serialization.json.JsonPrimitive
+import kotlinx.serialization.json.buildJsonArray
+import kotlinx.serialization.json.buildJsonObject
+import kotlinx.serialization.json.put
+
+private const val INVALID_ARGUMENT = 301
+private const val CLIENT_CLOSED = 603
+
+/** The longest `receive` wait honoured (about 49 days). */
+private const val MAX_RECEIVE_WAIT_MS = 0xFFFF_FFFFL
+
+/** An `err` reply: a wire code and a message. */
+private class Failure(val code: Int, override val message: String) : Exception(message)
+
+private fun invalid(message: String) = Failure(INVALID_ARGUMENT, message)
+
+/** A request's `args`; a missing or mistyped argument answers 301. */
+private class Args(private val args: JsonObject) {
+    fun optStr(name: String): String? = when (val value = args[name]) {
+        null, JsonNull -> null
+        is JsonPrimitive -> if (value.isString) value.content else throw invalid("`$name` must be a string")
+        else -> throw invalid("`$name` must be a string")
+    }
+
+    fun str(name: String): String = optStr(name) ?: throw invalid("missing `$name`")
+
+    fun optUint(name: String): Long? = when (val value = args[name]) {
+        null, JsonNull -> null
+        is JsonPrimitive -> value.takeUnless { it.isString }?.content?.toLongOrNull()?.takeIf { it >= 0 }
+            ?: throw invalid("`$name` must be a non-negative integer")
+        else -> throw invalid("`$name` must be a non-negative integer")
+    }
+
+    fun uint(name: String): Long = optUint(name) ?: throw invalid("missing `$name`")
+
+    fun bytes(name: String): ByteArray = decode(str(name), name)
+
+    fun qos(): Qos = when (val qos = optUint("qos")) {
+        null, 0L -> Qos.AT_MOST_ONCE
+        1L -> Qos.AT_LEAST_ONCE
+        else -> throw invalid("qos $qos is not 0 or 1")
+    }
+
+    fun headers(): List<Header> = when (val entries = args["headers"]) {
+        null, JsonNull -> emptyList()
+        is JsonArray -> entries.map { entry ->
+            val header = Args(entry as? JsonObject ?: throw invalid("`headers` must be a list of {key, value}"))
+            Header(header.str("key"), header.bytes("value"))
+        }
+        else -> throw invalid("`headers` must be a list of {key, value}")
+    }
+}
+
+private fun decode(text: String, name: String): ByteArray =
+    try {
+        Base64.getDecoder().decode(text)
+    } catch (e: IllegalArgumentException) {
+        throw invalid("`$name` is not base64: ${e.message}")
+    }
+
+private fun encode(bytes: ByteArray): String = Base64.getEncoder().encodeToString(bytes)
+
+private class Actor(val client: Client) {
+    val subscriptions = HashMap<String, Subscription>()
+
+    /** Received QoS 1 messages not acked yet: (sub, delivery id) -> message. */
+    val unacked = HashMap<Pair<String, ULong>, Message>()
+
+    fun subscription(name: String): Subscription = subscriptions[name] ?: throw invalid("no subscription `$name`")
+
+    suspend fun close() {
+        client.closeAndWait()
+        subscriptions.values.forEach { it.close() }
+    }
+}
+
+private class Testee {
+    private val actors = HashMap<String, Actor>()
+
+    /** The reply fields for one request: `ok`, `err` or `skipped`. */
+    suspend fun handle(op: String, actorName: String?, args: Args): Pair<String, JsonElement> {
+        if (op == "send_raw" || op == "read_frame") {
+            return "skipped" to JsonPrimitive("`$op` needs raw protocol access, which the Kotlin SDK does not expose")
+        }
+        if (op !in OPERATIONS) return "skipped" to JsonPrimitive("unknown op `$op`")
+        if (op == "hello") return "ok" to hello()
+        val name = actorName ?: throw invalid("`$op` needs an `actor`")
+        val result = when (op) {
+            "connect" -> connect(name, args)
+            "close" -> {
+                val actor = actors.remove(name) ?: throw noClient(name)
+                actor.close()
+                JsonObject(emptyMap())
+            }
+            else -> {
+                val actor = actors[name] ?: throw noClient(name)
+                when (op) {
+                    "publish" -> publish(actor, args)
+                    "subscribe" -> subscribe(actor, args)
+                    "unsubscribe" -> unsubscribe(actor, args)
+                    "receive" -> receive(actor, args)
+                    "ack" -> ack(actor, args)
+                    else -> {
+                        actor.client.flush()
+                        JsonObject(emptyMap())
+                    }
+                }
+            }
+        }
+        return "ok" to result
+    }
+
+    suspend fun closeAll() {
+        actors.values.forEach { it.close() }
+        actors.clear()
+    }
+
+    private fun noClient(name: String) = Failure(CLIENT_CLOSED, "actor `$name` has no client")
+
+    private fun hello() = buildJsonObject {
+        put("sdk", "kotlin")
+        put("version", BlipMQ.VERSION)
+        put("capabilities", buildJsonArray { listOf("pubsub", "headers", "qos1").forEach { add(JsonPrimitive(it)) } })
+    }
+
+    private suspend fun connect(name: String, args: Args): JsonObject {
+        val addr = args.str("addr")
+        val apiKey = args.optStr("api_key")
+        val clientName = args.optStr("name")
+        val capacity = args.optUint("subscription_capacity")
+        actors.remove(name)?.close()
+        val client = BlipMQ.connect(
+            addr,
+            apiKey = apiKey,
+            name = clientName,
+            reconnect = false,
+            subscriptionCapacity = capacity?.coerceIn(1, Int.MAX_VALUE.toLong())?.toInt(),
+        )
+        actors[name] = Actor(client)
+        return JsonObject(emptyMap())
+    }
+
+    private suspend fun publish(actor: Actor, args: Args): JsonObject {
+        val ttl = args.optUint("ttl_ms") ?: 0
+        if (ttl > 0xFFFF_FFFFL) throw invalid("ttl_ms $ttl does not fit in 32 bits")
+        val id = actor.client.publish(
+            args.str("topic"),
+            args.bytes("payload"),
+            qos = args.qos(),
+            ttl = ttl.milliseconds,
+            headers = args.headers(),
+        )
+        return buildJsonObject { if (id != null) put("message_id", id.toString()) }
+    }
+
+    private suspend fun subscribe(actor: Actor, args: Args): JsonObject {
+        val sub = args.str("sub")
+        val subscription = actor.client.subscribe(
+            args.str("pattern"),
+            qos = args.qos(),
+            durable = args.optStr("durable"),
+            group = args.optStr("group"),
+        )
+        // A name used again names the new subscription; the old one ends.
+        actor.subscriptions.put(sub, subscription)?.close()
+        return JsonObject(emptyMap())
+    }
+
+    private suspend fun unsubscribe(actor: Actor, args: Args): JsonObject {
+        val sub = args.str("sub")
+        val subscription = actor.subscription(sub)
+        actor.subscriptions.remove(sub)
+        subscription.unsubscribe()
+        return JsonObject(emptyMap())
+    }
+
+    /**
+     * Up to `count` messages within `timeout_ms` in all; what is already
+     * buffered is returned even once the time is up, and a message is taken
+     * only when returned. Never acks (capability `qos1`).
+     */
+    private suspend fun receive(actor: Actor, args: Args): JsonObject {
+        val sub = args.str("sub")
+        val subscription = actor.subscription(sub)
+        val count = args.uint("count")
+        val deadline = System.nanoTime() + args.uint("timeout_ms").coerceAtMost(MAX_RECEIVE_WAIT_MS) * 1_000_000
+        val messages = mutableListOf<JsonObject>()
+        while (messages.size < count) {
+            val remaining = ((deadline - System.nanoTime()) / 1_000_000).coerceAtLeast(0)
+            val max = (count - messages.size).coerceAtMost(Int.MAX_VALUE.toLong()).toInt()
+            // null: the subscription ended and its buffer is drained.
+            val batch = subscription.nextBatch(max, remaining.milliseconds) ?: break
+            for (message in batch) {
+                messages += describe(message)
+                if (message.deliveryId != 0uL) actor.unacked[sub to message.deliveryId] = message
+            }
+            if (batch.isEmpty()) break
+        }
+        return buildJsonObject { put("messages", JsonArray(messages)) }
+    }
+
+    private fun describe(message: Message) = buildJsonObject {
+        put("topic", message.topic)
+        put("payload", encode(message.payload))
+        put("id", message.id.toString())
+        put("timestamp_ms", message.timestampMs.toString())
+        put("delivery_count", message.deliveryCount)
+        put("delivery_id", message.deliveryId.toString())
+        put(
+            "headers",
+            JsonArray(message.headers.map { buildJsonObject { put("key", it.key); put("value", encode(it.value)) } }),
+        )
+    }
+
+    private suspend fun ack(actor: Actor, args: Args): JsonObject {
+        val sub = args.str("sub")
+        val deliveryId = args.str("delivery_id").toULongOrNull()
+            ?: throw invalid("`delivery_id` must be a decimal string")
+        val message = actor.unacked.remove(sub to deliveryId)
+            ?: throw invalid("no unacked delivery $deliveryId on `$sub`")
+        message.ack()
+        return JsonObject(emptyMap())
+    }
+
+    companion object {
+        val OPERATIONS = setOf("hello", "connect", "close", "publish", "subscribe", "unsubscribe", "receive", "ack", "flush")
+    }
+}
+
+private fun log(text: String) = System.err.println("blipmq-testee-kotlin: $text")
+
+fun main(): Unit = runBlocking {
+    val testee = Testee()
+    val input = System.`in`.bufferedReader()
+    val output = FileOutputStream(FileDescriptor.out).bufferedWriter()
+    try {
+        while (true) {
+            val line = withContext(Dispatchers.IO) { input.readLine() } ?: break
+            if (line.isBlank()) continue
+            var id: JsonElement = JsonNull
+            val reply: Pair<String, JsonElement> = try {
+                val request = Json.parseToJsonElement(line) as? JsonObject ?: throw invalid("a request is a JSON object")
+                id = request["id"] ?: JsonNull
+                if (!(id is JsonPrimitive && (id as JsonPrimitive).isString)) throw invalid("`id` must be a string")
+                val op = (request["op"] as? JsonPrimitive)?.takeIf { it.isString }?.content ?: throw invalid("`op` must be a string")
+                val actor = (request["actor"] as? JsonPrimitive)?.takeIf { it.isString }?.content
+                val args = when (val a = request["args"]) {
+                    null, JsonNull -> JsonObject(emptyMap())
+                    is JsonObject -> a
+                    else -> throw invalid("`args` must be an object")
+                }
+                testee.handle(op, actor, Args(args))
+            } catch (e: BlipMQException) {
+                "err" to error(e.code, e.detail)
+            } catch (e: Failure) {
+                "err" to error(e.code, e.message)
+            } catch (e: kotlinx.serialization.SerializationException) {
+                "err" to error(INVALID_ARGUMENT, "not JSON: ${e.message}")
+            }
+            if (reply.first == "err") log("$id ${reply.second}")
+            output.write(JsonObject(mapOf("id" to id, reply)).toString())
+            output.newLine()
+            output.flush()
+        }
+    } finally {
+        testee.closeAll()
+    }
+}
+
+private fun error(code: Int, message: String) = buildJsonObject {
+    put("code", code)
+    put("message", message)
+}
