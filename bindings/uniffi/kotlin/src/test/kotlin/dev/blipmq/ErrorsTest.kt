@@ -49,7 +49,7 @@ class ErrorsTest {
             fails<BlipMQException.HeadersTooLarge>(404) {
                 client.publish("h", "x", headers = (0..100).map { Header("k$it", "v") })
             }
-            fails<BlipMQException.UnsupportedQos>(303) { client.subscribe("q", qos = Qos.AT_LEAST_ONCE) }
+            fails<BlipMQException.InvalidArgument>(301) { client.subscribe("q", group = "two words") }
             fails<BlipMQException.InvalidArgument>(301) { client.publish("t", "x", ttl = (-1).milliseconds) }
             fails<BlipMQException.InvalidArgument>(301) { BlipMQ.connect(broker.addr, subscriptionCapacity = 0) }
             // The connection is still good after every refusal.
