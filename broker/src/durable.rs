@@ -700,6 +700,32 @@ impl Durable {
         overdue_total
     }
 
+    /// Drop the expired messages of queues nobody is attached to (attached
+    /// queues drop theirs as they send), so that they stop holding log
+    /// segments. Returns how many went.
+    pub fn expire_detached(&self, now: Instant) -> usize {
+        let mut expired = 0;
+        {
+            let mut queues = self.queues.lock();
+            for queue in queues.values_mut().filter(|q| q.consumers.is_empty()) {
+                let gone: Vec<Lsn> = queue
+                    .entries
+                    .iter()
+                    .filter(|(_, e)| e.message.expires_at.is_some_and(|at| at <= now))
+                    .map(|(&lsn, _)| lsn)
+                    .collect();
+                for lsn in gone {
+                    queue.forget(lsn);
+                    expired += 1;
+                }
+            }
+        }
+        if expired > 0 {
+            self.release();
+        }
+        expired
+    }
+
     /// How often [`Durable::redeliver_overdue`] should run.
     pub fn sweep_interval(&self) -> Duration {
         (self.settings.ack_timeout / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))

@@ -236,13 +236,23 @@ fn first_message_id(recovered_max: u64) -> u64 {
 
 /// Every sweep interval, send again the QoS 1 deliveries whose ack is late.
 async fn redeliver_overdue(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.durable.sweep_interval());
+    let interval = shared.durable.sweep_interval();
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    // Expiry of detached queues scans every entry: about once a second.
+    let expiry_every = (Duration::from_secs(1).as_millis() / interval.as_millis().max(1)).max(1);
+    for round in 0u128.. {
         tick.tick().await;
-        let overdue = shared.durable.redeliver_overdue(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let overdue = shared.durable.redeliver_overdue(now);
         if overdue > 0 {
             tracing::debug!(overdue, "redelivering unacked QoS 1 messages");
+        }
+        if round % expiry_every == 0 {
+            let expired = shared.durable.expire_detached(now);
+            if expired > 0 {
+                tracing::debug!(expired, "expired QoS 1 messages of detached queues");
+            }
         }
     }
 }

@@ -339,3 +339,41 @@ async fn a_qos1_subscription_without_a_name_acks_and_redelivers_until_its_connec
         .await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn expired_messages_of_a_detached_durable_subscription_are_dropped() {
+    let broker = TestBroker::start().await;
+    let mut consumer = broker.client().await;
+    consumer
+        .subscribe_with("t", 1, Some("away"), None)
+        .await
+        .unwrap();
+    drop(consumer);
+    broker.wait_for_metric("blipmq_connections", 0).await;
+    let mut producer = broker.client().await;
+    producer
+        .send(&blipmq_protocol::Frame::Publish(blipmq_protocol::Publish {
+            publish_id: 1,
+            topic: "t",
+            payload: b"short-lived",
+            ttl_ms: 100,
+            qos: 1,
+            headers: vec![],
+        }))
+        .await;
+    let confirm = producer.recv_owned().await.expect("a confirm");
+    assert!(matches!(decode(&confirm).unwrap(), Frame::Confirm(_)));
+    producer.publish_qos1(2, "t", b"kept").await.unwrap();
+    assert_eq!(broker.metric("blipmq_durable_unacked_messages").await, 2);
+    // Nobody attaches, yet the expired one goes (and stops pinning the log).
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 1)
+        .await;
+    let mut consumer = broker.client().await;
+    consumer
+        .subscribe_with("t", 1, Some("away"), None)
+        .await
+        .unwrap();
+    assert_eq!(consumer.expect_delivery().await.payload, b"kept");
+    broker.stop().await;
+}
