@@ -135,8 +135,12 @@ pub struct UnsubArgs {
     /// Topic or pattern the durable subscription was made with.
     pub pattern: String,
     /// Name of the durable subscription to remove.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "group")]
     pub durable: Option<String>,
+    /// Name of the QoS 1 queue group to remove (refused while other members
+    /// are attached: then only this attachment ends).
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -167,40 +167,46 @@ impl Shutdown {
     }
 }
 
-/// Remove a durable subscription: attach to it by name, then unsubscribe.
-/// Non-durable subscriptions need no removal: they end with their
-/// connection.
+/// Remove a durable subscription or QoS 1 queue group: attach to it by
+/// name, then unsubscribe. Non-durable subscriptions need no removal: they
+/// end with their connection.
 pub async fn run_unsub(global: &Global, args: UnsubArgs) -> Result<(), CliError> {
-    let Some(name) = args.durable else {
-        return Err(CliError::usage(format!(
-            "unsub removes durable subscriptions only (give --durable NAME); a non-durable \
-             subscription to {:?} ends when its connection closes",
-            args.pattern
-        )));
+    let (name, group) = match (args.durable, args.group) {
+        (Some(name), _) => (name, false),
+        (None, Some(name)) => (name, true),
+        (None, None) => {
+            return Err(CliError::usage(format!(
+                "unsub removes durable subscriptions and queue groups only (give --durable NAME \
+                 or --group NAME); a non-durable subscription to {:?} ends when its connection \
+                 closes",
+                args.pattern
+            )))
+        }
+    };
+    let what = if group {
+        "queue group"
+    } else {
+        "durable subscription"
     };
     let client = connect(global, "blipmq-cli unsub").await?;
     let result = async {
         let options = SubscribeOptions {
             qos: Qos::AtLeastOnce,
-            durable: Some(name.clone()),
-            group: None,
+            durable: (!group).then(|| name.clone()),
+            group: group.then(|| name.clone()),
+        };
+        let fail = |e: &dyn std::fmt::Display| {
+            CliError::runtime(format!("cannot remove {what} {name:?}: {e}"))
         };
         let subscription = client
             .subscribe_with(&args.pattern, options)
             .await
-            .map_err(|e| {
-                CliError::runtime(format!(
-                    "cannot remove durable subscription {name:?}: {}",
-                    describe(&e)
-                ))
-            })?;
-        subscription.unsubscribe().await.map_err(|e| {
-            CliError::runtime(format!(
-                "cannot remove durable subscription {name:?}: {}",
-                describe(&e)
-            ))
-        })?;
-        eprintln!("removed durable subscription {name}");
+            .map_err(|e| fail(&describe(&e)))?;
+        subscription
+            .unsubscribe()
+            .await
+            .map_err(|e| fail(&describe(&e)))?;
+        eprintln!("removed {what} {name}");
         Ok(())
     }
     .await;

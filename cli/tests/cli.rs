@@ -626,13 +626,27 @@ fn workers_in_a_queue_group_share_the_jobs() {
     let mut jobs: Vec<&str> = done.lines().collect();
     jobs.sort();
     assert_eq!(jobs, ["a", "b", "c", "d"], "every job done exactly once");
+    // With no worker attached, unsub removes the group and what it kept.
+    broker
+        .run(&["pub", "--qos", "1", "jobs", "left over"], None)
+        .assert_success();
+    broker
+        .run(&["unsub", "jobs", "--group", "w"], None)
+        .assert_success();
+    let mut fresh = broker.subscribe(&["jobs", "--qos", "1", "--group", "w", "--count", "1"]);
+    broker
+        .run(&["pub", "--qos", "1", "jobs", "new"], None)
+        .assert_success();
+    let out = fresh.finish(RUN);
+    out.assert_success();
+    assert_eq!(out.stdout_text(), "new\n", "the group started empty");
 }
 
 #[test]
 fn unsub_explains_what_it_can_and_cannot_do() {
     let broker = Broker::start();
     let out = broker.run(&["unsub", "orders.*"], None);
-    out.assert_error(2, &["--durable", "connection"]);
+    out.assert_error(2, &["--durable", "--group", "connection"]);
     broker
         .run(&["unsub", "orders.*", "--durable", "d1"], None)
         .assert_success();
