@@ -458,15 +458,18 @@ async fn a_slow_consumer_applies_backpressure_instead_of_growing_memory() {
         .connect(broker.url())
         .await
         .unwrap();
+    // 4 KiB each, 80 MB in all: far more than the kernel's socket buffers
+    // on the way (autotuned up to tcp_rmem/tcp_wmem max, 32 MiB here) can
+    // absorb, so only backpressure explains a publisher that waits.
+    const SIZE: usize = 4096;
     let total = 20_000u32;
     let publishing = tokio::spawn({
         let producer = producer.clone();
         async move {
             for i in 0..total {
-                producer
-                    .publish("slow", i.to_be_bytes().to_vec())
-                    .await
-                    .unwrap();
+                let mut payload = vec![0u8; SIZE];
+                payload[..4].copy_from_slice(&i.to_be_bytes());
+                producer.publish("slow", payload).await.unwrap();
             }
             producer.flush().await.unwrap();
         }
@@ -475,7 +478,9 @@ async fn a_slow_consumer_applies_backpressure_instead_of_growing_memory() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!publishing.is_finished(), "the publisher is held back");
     for i in 0..total {
-        assert_eq!(&next(&mut sub).await.payload()[..], i.to_be_bytes());
+        let message = next(&mut sub).await;
+        assert_eq!(&message.payload()[..4], i.to_be_bytes());
+        assert_eq!(message.payload().len(), SIZE);
     }
     tokio::time::timeout(PATIENCE, publishing)
         .await
