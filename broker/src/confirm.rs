@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
-use crate::config::OverflowPolicy;
 use crate::outbox::Outbox;
 use crate::registry::Matches;
 use crate::server::Shared;
@@ -100,16 +99,14 @@ async fn confirm_in_order(
         shared
             .durable
             .stored(lsn, &stored.topic, stored.message.clone());
-        // Live, non-durable subscriptions get it now, as at QoS 0; durable
-        // ones got it from the store above, with a delivery id to ack.
-        for subscription in stored.matches.targets().filter(|s| s.durable.is_none()) {
-            if subscription.policy() == OverflowPolicy::Block {
-                subscription
-                    .enqueue_or_wait(stored.message.clone(), &shared.metrics)
-                    .await;
-            } else {
-                subscription.enqueue_now(stored.message.clone(), &shared.metrics);
-            }
-        }
+        deliver_at_qos0(&shared, &stored.matches, &stored.message).await;
+    }
+}
+
+/// A stored QoS 1 message reaches live, non-durable subscriptions as at QoS
+/// 0; durable ones get it from the store, with a delivery id to ack.
+pub async fn deliver_at_qos0(shared: &Shared, matches: &Matches, message: &MessageRef) {
+    for subscription in matches.targets().filter(|s| s.durable.is_none()) {
+        subscription.enqueue(message.clone(), &shared.metrics).await;
     }
 }

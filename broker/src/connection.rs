@@ -18,7 +18,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::config::OverflowPolicy;
 use crate::confirm::{storage_error_code, ConfirmPipeline, StoredPublish};
 use crate::durable::{ephemeral_name, AttachError, QueueKind};
 use crate::metrics::inc;
@@ -452,13 +451,7 @@ impl Reader {
         }
         let shared = &self.shared;
         for subscription in matches.targets() {
-            if subscription.policy() == OverflowPolicy::Block {
-                subscription
-                    .enqueue_or_wait(message.clone(), &shared.metrics)
-                    .await;
-            } else {
-                subscription.enqueue_now(message.clone(), &shared.metrics);
-            }
+            subscription.enqueue(message.clone(), &shared.metrics).await;
         }
         Flow::Continue
     }

@@ -11,7 +11,7 @@ use blipmq_protocol::{decode, topic, Encoder, Frame, Header, LENGTH_PREFIX_LEN};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::config::OverflowPolicy;
+use crate::confirm::deliver_at_qos0;
 use crate::durable::DeadLetter;
 use crate::server::Shared;
 use crate::subscription::{MessageRef, QueuedMessage};
@@ -58,7 +58,8 @@ pub async fn run(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<DeadLet
         match stored {
             Ok(lsn) => {
                 shared.durable.stored(lsn, &topic, copy.clone());
-                deliver_to_live(&shared, &topic, copy).await;
+                let (_, matches) = shared.registry.matching(&topic);
+                deliver_at_qos0(&shared, &matches, &copy).await;
                 shared.durable.dead_lettered(&dead.queue, dead.lsn);
                 info!(
                     queue = dead.queue,
@@ -76,20 +77,6 @@ pub async fn run(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<DeadLet
                     shared.durable.dead_letter_failed(&dead.queue, dead.lsn);
                 });
             }
-        }
-    }
-}
-
-/// Non-durable subscribers of the dead-letter topic get it as at QoS 0.
-async fn deliver_to_live(shared: &Shared, topic: &str, message: MessageRef) {
-    let (_, matches) = shared.registry.matching(topic);
-    for subscription in matches.targets().filter(|s| s.durable.is_none()) {
-        if subscription.policy() == OverflowPolicy::Block {
-            subscription
-                .enqueue_or_wait(message.clone(), &shared.metrics)
-                .await;
-        } else {
-            subscription.enqueue_now(message.clone(), &shared.metrics);
         }
     }
 }

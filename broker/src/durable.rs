@@ -183,15 +183,24 @@ impl StoredQueue {
             Holder::Ready => {
                 self.ready.remove(&lsn);
             }
-            Holder::InFlight { consumer, deadline } => {
-                self.deadlines.remove(&(deadline, lsn));
-                if let Some(c) = self.consumers.iter_mut().find(|c| c.live.id == consumer) {
-                    c.in_flight -= 1;
-                }
-            }
+            Holder::InFlight { consumer, deadline } => self.end_flight(lsn, consumer, deadline),
             Holder::DeadLettering => {}
         }
         true
+    }
+
+    /// A delivery is no longer in flight: off the redelivery schedule, and
+    /// its consumer gets the credit back.
+    fn end_flight(&mut self, lsn: Lsn, consumer: u64, deadline: Instant) {
+        self.deadlines.remove(&(deadline, lsn));
+        if let Some(c) = self.consumers.iter_mut().find(|c| c.live.id == consumer) {
+            c.in_flight -= 1;
+        }
+    }
+
+    /// Whether this queue keeps a message stored at `lsn` on `topic`.
+    fn keeps(&self, lsn: Lsn, topic: &str) -> bool {
+        lsn >= self.since && topic::matches(&self.pattern, topic)
     }
 
     /// Put an in-flight or dead-lettering entry back in line.
@@ -199,13 +208,10 @@ impl StoredQueue {
         let Some(entry) = self.entries.get_mut(&lsn) else {
             return;
         };
-        if let Holder::InFlight { consumer, deadline } = entry.holder {
-            self.deadlines.remove(&(deadline, lsn));
-            if let Some(c) = self.consumers.iter_mut().find(|c| c.live.id == consumer) {
-                c.in_flight -= 1;
-            }
+        let holder = std::mem::replace(&mut entry.holder, Holder::Ready);
+        if let Holder::InFlight { consumer, deadline } = holder {
+            self.end_flight(lsn, consumer, deadline);
         }
-        entry.holder = Holder::Ready;
         self.ready.insert(lsn);
     }
 
@@ -451,7 +457,7 @@ impl Durable {
         let mut queues = self.queues.lock();
         let mut kept = false;
         for (name, queue) in queues.iter_mut() {
-            if lsn >= queue.since && topic::matches(&queue.pattern, topic) {
+            if queue.keeps(lsn, topic) {
                 queue.keep(lsn, message.clone());
                 queue.top_up(name, &rules);
                 kept = true;
@@ -794,10 +800,7 @@ fn rebuild(
             KIND_MESSAGE => match restore_message(payload) {
                 Some((topic, message)) => {
                     max_message_id = max_message_id.max(message.message_id);
-                    for queue in queues
-                        .values_mut()
-                        .filter(|q| lsn >= q.since && topic::matches(&q.pattern, &topic))
-                    {
+                    for queue in queues.values_mut().filter(|q| q.keeps(lsn, &topic)) {
                         queue.keep(lsn, message.clone());
                     }
                 }

@@ -105,16 +105,22 @@ impl Subscription {
         }
     }
 
-    pub fn policy(&self) -> OverflowPolicy {
-        self.policy
-    }
-
     pub fn depth(&self) -> usize {
         self.queue.len()
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Enqueue under the subscription's policy: wait for room under
+    /// `block`, drop as the policy says otherwise.
+    pub async fn enqueue(&self, message: MessageRef, metrics: &Metrics) {
+        if self.policy == OverflowPolicy::Block {
+            self.enqueue_or_wait(message, metrics).await;
+        } else {
+            self.enqueue_now(message, metrics);
+        }
     }
 
     /// Enqueue under a dropping policy; never waits. For `block`
