@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use blipmq_protocol::ErrorCode;
-use common::{http_get, metric_value, RawClient};
+use common::{http_get, metric_value, parse_ready, RawClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_blipmq");
 /// Until the readiness line: generous, the machine may be busy with other tests.
@@ -177,17 +177,6 @@ impl Broker {
         assert!(status.success(), "exit {status}; stderr:\n{stderr}");
         (stdout, stderr)
     }
-}
-
-/// `blipmq ready clients=ADDR metrics=ADDR|off`
-fn parse_ready(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
-    let rest = line.strip_prefix("blipmq ready clients=")?;
-    let (clients, metrics) = rest.split_once(" metrics=")?;
-    let metrics = match metrics {
-        "off" => None,
-        addr => Some(addr.parse().ok()?),
-    };
-    Some((clients.parse().ok()?, metrics))
 }
 
 /// A run that ends by itself.

@@ -21,7 +21,7 @@ use blipmq_protocol::{
     PROTOCOL_VERSION,
 };
 use bytes::BytesMut;
-use common::RawClient;
+use common::{parse_ready, RawClient};
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -55,12 +55,8 @@ impl Broker {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).expect("readiness line");
-        let addr = line
-            .trim()
-            .strip_prefix("blipmq ready clients=")
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("not a readiness line: {line:?}"));
+        let (addr, _) =
+            parse_ready(line.trim()).unwrap_or_else(|| panic!("not a readiness line: {line:?}"));
         // Keep draining stdout so the broker never blocks on a full pipe.
         std::thread::spawn(move || for _ in stdout.lines() {});
         Broker { child, addr }

@@ -158,6 +158,17 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// `blipmq ready clients=ADDR metrics=ADDR|off`
+pub fn parse_ready(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
+    let rest = line.strip_prefix("blipmq ready clients=")?;
+    let (clients, metrics) = rest.split_once(" metrics=")?;
+    let metrics = match metrics {
+        "off" => None,
+        addr => Some(addr.parse().ok()?),
+    };
+    Some((clients.parse().ok()?, metrics))
+}
+
 /// A delivery, owned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Got {
