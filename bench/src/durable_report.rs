@@ -7,7 +7,10 @@ use serde::Serialize;
 
 use crate::durable::{DurableInfo, DurableOutcome, DurableWorkload, LATENCY_SIZE};
 use crate::durable_clients::DurableSystem;
-use crate::report::{machine, median, median_of, now_utc, ratio, thousands, us};
+use crate::report::{
+    machine, median, median_of, now_utc, ratio, round_errors, round_figure, rounds_header,
+    thousands, us,
+};
 use crate::runner::CellResult;
 use crate::size_label;
 
@@ -317,24 +320,14 @@ pub fn markdown(info: &DurableInfo, outcome: &DurableOutcome) -> String {
         "## Every round\n\nmsgs/s (confirm latency: p99 µs) per round, with what ended \
          the run when it was not complete.\n"
     );
-    let mut head = String::from("| workload | system |");
-    let mut line = String::from("|---|---|");
-    for round in 1..=info.rounds {
-        let _ = write!(head, " round {round} |");
-        line.push_str("---:|");
-    }
-    let _ = writeln!(md, "{head}\n{line}");
+    let _ = writeln!(md, "{}", rounds_header(info.rounds));
     for w in &outcome.workloads {
         for s in &systems {
             let _ = write!(md, "| {} | {} |", w.label(), s.title());
             for result in get(*w, *s).into_iter().flatten() {
                 let cell = match result {
                     Ok(r) => {
-                        let figure = if *w == DurableWorkload::Latency {
-                            r.p99_us.map(us).unwrap_or_else(|| "–".into())
-                        } else {
-                            thousands(r.msgs_per_sec)
-                        };
+                        let figure = round_figure(r, *w == DurableWorkload::Latency);
                         if r.ended == "complete" {
                             figure
                         } else {
@@ -348,29 +341,13 @@ pub fn markdown(info: &DurableInfo, outcome: &DurableOutcome) -> String {
             md.push('\n');
         }
     }
-    let errors: Vec<String> = outcome
-        .results
-        .iter()
-        .flat_map(|((w, s), rounds)| {
-            rounds.iter().enumerate().filter_map(move |(i, r)| match r {
-                Ok(r) if !r.errors.is_empty() => Some(format!(
-                    "- {} / {} round {}: {}",
-                    w.label(),
-                    s.title(),
-                    i + 1,
-                    r.errors.join("; ")
-                )),
-                _ => None,
-            })
-        })
-        .collect();
-    if !errors.is_empty() {
-        let _ = writeln!(
-            md,
-            "\nErrors reported during runs:\n\n{}",
-            errors.join("\n")
-        );
-    }
+    round_errors(
+        &mut md,
+        outcome
+            .results
+            .iter()
+            .map(|((w, s), rounds)| (format!("{} / {}", w.label(), s.title()), rounds)),
+    );
     md
 }
 

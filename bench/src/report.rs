@@ -317,24 +317,14 @@ pub fn markdown(info: &Info, outcome: &Outcome) -> String {
         "## Every round\n\nDelivered msgs/s (latency: p99 µs) per round, with what \
          ended the run when it was not complete.\n"
     );
-    let mut head = String::from("| workload | system |");
-    let mut line = String::from("|---|---|");
-    for round in 1..=info.rounds {
-        let _ = write!(head, " round {round} |");
-        line.push_str("---:|");
-    }
-    let _ = writeln!(md, "{head}\n{line}");
+    let _ = writeln!(md, "{}", rounds_header(info.rounds));
     for w in &outcome.workloads {
         for s in &systems {
             let _ = write!(md, "| {} | {} |", w.label(), s.title());
             for result in get(*w, *s).into_iter().flatten() {
                 let cell = match result {
                     Ok(r) => {
-                        let figure = if *w == Workload::Latency {
-                            r.p99_us.map(us).unwrap_or_else(|| "–".into())
-                        } else {
-                            thousands(r.msgs_per_sec)
-                        };
+                        let figure = round_figure(r, *w == Workload::Latency);
                         if r.ended == "complete" {
                             figure
                         } else {
@@ -348,18 +338,45 @@ pub fn markdown(info: &Info, outcome: &Outcome) -> String {
             md.push('\n');
         }
     }
-    let errors: Vec<String> = outcome
-        .results
-        .iter()
-        .flat_map(|((w, s), rounds)| {
+    round_errors(
+        &mut md,
+        outcome
+            .results
+            .iter()
+            .map(|((w, s), rounds)| (format!("{} / {}", w.label(), s.title()), rounds)),
+    );
+    md
+}
+
+/// The header rows of an "Every round" table with `rounds` round columns.
+pub fn rounds_header(rounds: u32) -> String {
+    let mut head = String::from("| workload | system |");
+    let mut line = String::from("|---|---|");
+    for round in 1..=rounds {
+        let _ = write!(head, " round {round} |");
+        line.push_str("---:|");
+    }
+    format!("{head}\n{line}")
+}
+
+/// One round's figure: the p99 in µs for a latency run, msgs/s otherwise.
+pub fn round_figure(result: &CellResult, latency: bool) -> String {
+    if latency {
+        result.p99_us.map(us).unwrap_or_else(|| "–".into())
+    } else {
+        thousands(result.msgs_per_sec)
+    }
+}
+
+/// The errors runs reported, one line per round, under a heading (nothing
+/// when there were none). `rows` names each (workload, system) run.
+pub fn round_errors<'a>(md: &mut String, rows: impl Iterator<Item = (String, &'a Rounds)>) {
+    let errors: Vec<String> = rows
+        .flat_map(|(name, rounds)| {
             rounds.iter().enumerate().filter_map(move |(i, r)| match r {
-                Ok(r) if !r.errors.is_empty() => Some(format!(
-                    "- {} / {} round {}: {}",
-                    w.label(),
-                    s.title(),
-                    i + 1,
-                    r.errors.join("; ")
-                )),
+                Ok(r) if !r.errors.is_empty() => {
+                    Some(format!("- {name} round {}: {}", i + 1, r.errors.join("; ")))
+                }
                 _ => None,
             })
         })
@@ -371,7 +388,6 @@ pub fn markdown(info: &Info, outcome: &Outcome) -> String {
             errors.join("\n")
         );
     }
-    md
 }
 
 #[derive(Serialize)]
