@@ -29,6 +29,12 @@ export interface ConnectOptions {
   requestTimeoutMs?: number
   /** Messages buffered per subscription before the client stops reading (default 8192). */
   subscriptionCapacity?: number
+  /**
+   * Sends queued before `publish` waits for room (default 8192). A send is
+   * one message, or a batch of up to 16 KiB of plain QoS 0 messages
+   * published one after another in the same turn of the event loop.
+   */
+  outgoingCapacity?: number
 }
 
 export interface PublishOptions {

@@ -10,7 +10,7 @@ const native = require('./native.js')
 // Messages taken from the native subscription per crossing. Bigger batches
 // amortize the crossing; a batch is only what is already buffered, so a
 // slow stream still gets each message as soon as it arrives.
-const BATCH = 256
+const BATCH = 1024
 
 // ---------------------------------------------------------------- errors
 
@@ -160,6 +160,8 @@ function openBatch(native) {
 
 /** A message delivered to a subscription. */
 class Message {
+  #native
+  #index
   #extra
   #headers
 
@@ -173,13 +175,24 @@ class Message {
      * the batch it arrived in.
      */
     this.payload = native.payloads.subarray(index === 0 ? 0 : ends[index - 1], ends[index])
-    /** The broker-assigned id. */
-    this.id = native.ids[index]
-    /** When the broker accepted it, in ms since the Unix epoch. */
-    this.timestampMs = native.timestampsMs[index]
-    /** 1 on first delivery, higher on redelivery. */
-    this.deliveryCount = native.deliveryCounts[index]
+    this.#native = native
+    this.#index = index
     this.#extra = batch.extras === null ? undefined : batch.extras[index]
+  }
+
+  /** The broker-assigned id (a bigint). */
+  get id() {
+    return this.#native.ids[this.#index]
+  }
+
+  /** When the broker accepted it, in ms since the Unix epoch. */
+  get timestampMs() {
+    return this.#native.timestampsMs[this.#index]
+  }
+
+  /** 1 on first delivery, higher on redelivery. */
+  get deliveryCount() {
+    return this.#native.deliveryCounts[this.#index]
   }
 
   /** The publisher's headers, in order (made on first use). */
@@ -344,18 +357,111 @@ function toIteratorResult(message) {
 
 // ---------------------------------------------------------------- clients
 
+const MAX_TTL_MS = 0xffffffff
+
+function ttlOption(ttlMs) {
+  if (ttlMs === undefined) return undefined
+  if (!Number.isInteger(ttlMs) || ttlMs < 0 || ttlMs > MAX_TTL_MS) {
+    throw new InvalidArgumentError(
+      `InvalidArgument (301): ttlMs must be a whole number of milliseconds from 0 to ${MAX_TTL_MS}, not ${ttlMs}`,
+      { code: 301, codeName: 'InvalidArgument' },
+    )
+  }
+  return ttlMs
+}
+
 function qosOption(qos) {
   if (qos === undefined) return undefined
   if (!Number.isInteger(qos) || qos < 0 || qos > 255) throw new TypeError('qos must be 0 or 1')
   return qos
 }
 
+// Plain QoS 0 publishes (no headers) that follow one another within a turn
+// of the event loop wait in a PublishBatch until the turn ends or the batch
+// is full, and then cross into the native module in one call: per message,
+// a crossing costs more than everything else the publish does. The first
+// publish of a turn goes at once, so a lone publish is never held back.
+const BATCH_BYTES = 16 * 1024
+const BATCH_MESSAGES = 512
+// Topics the native module has accepted, so that a batched publish (whose
+// errors would surface late) only ever carries a topic known to be valid.
+const KNOWN_TOPICS_MAX = 4096
+
+/** Messages packed for `NativeClient.publishBatch` (see src/client.rs). */
+class PublishBatch {
+  constructor() {
+    this.bytes = Buffer.allocUnsafe(BATCH_BYTES)
+    this.used = 0
+    // Per message: topic index, end of its payload in `bytes`, TTL in ms.
+    this.columns = new Uint32Array(BATCH_MESSAGES * 3)
+    this.count = 0
+    this.topics = []
+    this.lastTopic = undefined
+    this.lastTopicIndex = 0
+  }
+
+  /** Add a message if it fits; false (nothing added) if it does not. */
+  push(topic, payload, ttlMs) {
+    if (this.count === BATCH_MESSAGES) return false
+    let end
+    if (typeof payload === 'string') {
+      // At most 3 bytes of UTF-8 per UTF-16 unit: written in place if it surely fits.
+      if (payload.length * 3 > BATCH_BYTES - this.used) return false
+      end = this.used + this.bytes.utf8Write(payload, this.used)
+    } else {
+      if (payload.length > BATCH_BYTES - this.used) return false
+      this.bytes.set(payload, this.used)
+      end = this.used + payload.length
+    }
+    if (topic !== this.lastTopic) {
+      let index = this.topics.indexOf(topic)
+      if (index === -1) index = this.topics.push(topic) - 1
+      this.lastTopic = topic
+      this.lastTopicIndex = index
+    }
+    const at = this.count * 3
+    this.columns[at] = this.lastTopicIndex
+    this.columns[at + 1] = end
+    this.columns[at + 2] = ttlMs
+    this.used = end
+    this.count++
+    return true
+  }
+
+  /** Hand the messages to `native` and empty the batch; what publishBatch returns. */
+  sendTo(native) {
+    const packed = [this.topics, this.columns.subarray(0, this.count * 3), this.bytes.subarray(0, this.used)]
+    this.used = 0
+    this.count = 0
+    this.topics = []
+    this.lastTopic = undefined
+    return native.publishBatch(...packed)
+  }
+}
+
 /** A connection to a broker; create it with `connect`. */
 class Client {
   #native
+  #batch = new PublishBatch()
+  // Open from a publish that went out alone until the next turn of the event
+  // loop (setImmediate); publishes in between are batched.
+  #batchWindow = false
+  #closeBatchWindow = () => {
+    this.#batchWindow = false
+    this.#flushBatch()
+  }
+  #knownTopics = new Set()
+  #maxMessageSize
+  // A Promise while the native outgoing queue is full (publishes then wait).
+  #backpressure = null
+  // What went wrong sending a batch after its publishes had resolved;
+  // the next publish or flush rejects with it.
+  #deferredError = null
+  #closed = false
 
   constructor(nativeClient) {
     this.#native = nativeClient
+    this.#maxMessageSize = nativeClient.maxMessageSize
   }
 
   /**
@@ -363,6 +469,39 @@ class Client {
    * broker's message id (a bigint) once the broker confirms it at QoS 1.
    */
   publish(topic, payload, options) {
+    if (this.#deferredError !== null) return Promise.reject(this.#takeDeferredError())
+    if (
+      this.#backpressure === null &&
+      !this.#closed &&
+      (options === undefined || (!options.qos && options.headers == null)) &&
+      this.#knownTopics.has(topic) &&
+      (payload instanceof Uint8Array
+        ? payload.length <= this.#maxMessageSize
+        : typeof payload === 'string' && payload.length * 3 <= this.#maxMessageSize)
+    ) {
+      const ttlMs = options?.ttlMs ?? 0
+      if (Number.isInteger(ttlMs) && ttlMs >= 0 && ttlMs <= MAX_TTL_MS) {
+        if (!this.#batch.push(topic, payload, ttlMs)) {
+          this.#flushBatch()
+          if (!this.#batch.push(topic, payload, ttlMs)) return this.#publishNow(topic, payload, options)
+        }
+        if (!this.#batchWindow) {
+          // The first publish in a while goes at once (a lone publish waits
+          // for nothing); the ones right behind it are batched.
+          this.#flushBatch()
+          if (this.#deferredError !== null) return Promise.reject(this.#takeDeferredError())
+          this.#batchWindow = true
+          setImmediate(this.#closeBatchWindow)
+        }
+        return RESOLVED
+      }
+    }
+    this.#flushBatch()
+    return this.#publishNow(topic, payload, options)
+  }
+
+  /** One publish straight through the native module, after any batched ones. */
+  #publishNow(topic, payload, options) {
     let pending
     try {
       if (typeof topic !== 'string') throw new TypeError('topic must be a string')
@@ -371,7 +510,7 @@ class Client {
         options === undefined
           ? this.#native.publish(topic, buffer)
           : this.#native.publish(topic, buffer, {
-              ttlMs: options.ttlMs,
+              ttlMs: ttlOption(options.ttlMs),
               qos: qosOption(options.qos),
               headers: nativeHeaders(options.headers),
             })
@@ -379,13 +518,55 @@ class Client {
       return Promise.reject(convertError(error))
     }
     // null: queued on the spot (QoS 0), nothing to wait for.
-    if (pending === null) return RESOLVED
+    if (pending === null) {
+      this.#knowTopic(topic)
+      return RESOLVED
+    }
     return pending.then(
-      (id) => id ?? undefined,
+      (id) => {
+        this.#knowTopic(topic)
+        return id ?? undefined
+      },
       (error) => {
         throw convertError(error)
       },
     )
+  }
+
+  /** The native module accepted `topic`: later publishes to it may be batched. */
+  #knowTopic(topic) {
+    if (this.#knownTopics.size === KNOWN_TOPICS_MAX) this.#knownTopics.clear()
+    this.#knownTopics.add(topic)
+  }
+
+  /** Send the batched publishes now (before anything that must come after them). */
+  #flushBatch() {
+    if (this.#batch.count === 0) return
+    let pending
+    try {
+      pending = this.#batch.sendTo(this.#native)
+    } catch (error) {
+      this.#deferredError = convertError(error)
+      return
+    }
+    if (pending === null) return
+    // The native queue is full: publishes wait (in order, natively) until it drains.
+    const backpressure = pending.then(
+      () => {
+        if (this.#backpressure === backpressure) this.#backpressure = null
+      },
+      (error) => {
+        if (this.#backpressure === backpressure) this.#backpressure = null
+        this.#deferredError = convertError(error)
+      },
+    )
+    this.#backpressure = backpressure
+  }
+
+  #takeDeferredError() {
+    const error = this.#deferredError
+    this.#deferredError = null
+    return error
   }
 
   /** Subscribe to a topic or pattern (`*` one token, `>` the rest). */
@@ -397,11 +578,15 @@ class Client {
 
   /** Resolves once the broker has handled everything sent before. */
   flush() {
+    this.#flushBatch()
+    if (this.#deferredError !== null) return Promise.reject(this.#takeDeferredError())
     return call(() => this.#native.flush())
   }
 
   /** Send what is queued and close. Subscriptions end; later calls fail with ClientClosedError. */
   close() {
+    this.#flushBatch()
+    this.#closed = true
     return call(() => this.#native.close())
   }
 

@@ -24,6 +24,17 @@ export declare class NativeClient {
    * caller may reuse its buffers at once.
    */
   publish(topic: string, payload: Buffer, options?: PublishOptions | undefined | null): Promise<bigint | null> | null
+  /**
+   * Publish many QoS 0 messages, packed by `index.js`: message `i` goes
+   * to `topics[columns[3i]]` with the payload
+   * `payloads[columns[3i - 2] ?? 0 .. columns[3i + 1]]` (the previous
+   * message's end to its own) and the TTL `columns[3i + 2]` ms. Checked
+   * whole before anything is sent; then queued on the spot (`null`) or, when
+   * the outgoing queue is full or calls are queued before it, a Promise
+   * that resolves once queued, in call order. One crossing for the whole
+   * batch is what makes publishing from JavaScript cheap.
+   */
+  publishBatch(topics: Array<string>, columns: Uint32Array, payloads: Buffer): Promise<void> | null
   /** Resolves once the broker has confirmed the subscription. */
   subscribe(pattern: string, options?: SubscribeOptions | undefined | null): Promise<NativeSubscription>
   /** Resolves once the broker has handled everything sent before. */
@@ -91,6 +102,8 @@ export interface ConnectOptions {
   requestTimeoutMs?: number
   /** Messages buffered per subscription before the client stops reading. */
   subscriptionCapacity?: number
+  /** Sends queued before publishing waits for room (a batch is one). */
+  outgoingCapacity?: number
 }
 
 /**

@@ -8,6 +8,7 @@ use blipmq_protocol::{headers, topic, ErrorCode, Frame, Header, Publish, Qos, Su
 use bytes::Bytes;
 use futures::channel::oneshot;
 
+use crate::batch::PublishBatch;
 use crate::connection;
 use crate::error::{
     ConnectError, Error, Failure, PublishError, PublishErrorKind, RequestError, SubscribeError,
@@ -243,6 +244,52 @@ impl Client {
                 PublishError::from(Failure::Closed.error("the client is closed"))
             }
         })
+    }
+
+    /// An empty batch of QoS 0 messages for [`Client::try_publish_batch`] or
+    /// [`Client::publish_batch`], checked against this client's broker.
+    pub fn batch(&self) -> PublishBatch {
+        PublishBatch::new(self.max_message_size())
+    }
+
+    /// Queue every message of `batch` without waiting, in push order, and
+    /// empty it. When the outgoing queue is full this fails with `QueueFull`
+    /// (402) and leaves the batch as it was, so the caller can wait with
+    /// [`Client::publish_batch`] instead. An empty batch sends nothing.
+    pub fn try_publish_batch(&self, batch: &mut PublishBatch) -> Result<(), PublishError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.check_open().map_err(PublishError::from)?;
+        let (frames, count) = batch.take_frames();
+        self.inner.outgoing.try_send(frames).map_err(|e| match e {
+            async_channel::TrySendError::Full(frames) => {
+                batch.restore((frames, count));
+                Error::new(
+                    PublishErrorKind::QueueFull,
+                    ErrorCode::QueueFull,
+                    "the outgoing queue is full; nothing was sent",
+                )
+            }
+            async_channel::TrySendError::Closed(_) => {
+                PublishError::from(Failure::Closed.error("the client is closed"))
+            }
+        })
+    }
+
+    /// Queue every message of `batch` in push order, waiting while the
+    /// outgoing queue is full. The batch takes one slot of that queue
+    /// whatever its size.
+    pub async fn publish_batch(&self, mut batch: PublishBatch) -> Result<(), PublishError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.check_open().map_err(PublishError::from)?;
+        self.inner
+            .outgoing
+            .send(batch.take_frames().0)
+            .await
+            .map_err(|_| PublishError::from(Failure::Closed.error("the client is closed")))
     }
 
     /// Check a publish and encode its frame: the publish id (0 at QoS 0)

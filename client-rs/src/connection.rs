@@ -317,22 +317,23 @@ struct DeliveryCache {
 }
 
 impl DeliveryCache {
-    fn sender(&mut self, inner: &Inner, server_id: u64) -> Option<async_channel::Sender<Message>> {
-        if let Some((id, sender)) = &self.route {
-            if *id == server_id && !sender.is_closed() {
-                return Some(sender.clone());
-            }
+    /// The channel of subscription `server_id`, looked up only when it is
+    /// not the last one (borrowed: a clone per message costs atomics).
+    fn sender(&mut self, inner: &Inner, server_id: u64) -> Option<&async_channel::Sender<Message>> {
+        let cached =
+            matches!(&self.route, Some((id, sender)) if *id == server_id && !sender.is_closed());
+        if !cached {
+            let sender = {
+                let table = inner.subscriptions.lock().unwrap();
+                table
+                    .by_server
+                    .get(&server_id)
+                    .and_then(|local| table.by_local.get(local))
+                    .map(|entry| entry.sender.clone())
+            };
+            self.route = sender.map(|sender| (server_id, sender));
         }
-        let sender = {
-            let table = inner.subscriptions.lock().unwrap();
-            table
-                .by_server
-                .get(&server_id)
-                .and_then(|local| table.by_local.get(local))
-                .map(|entry| entry.sender.clone())
-        }?;
-        self.route = Some((server_id, sender.clone()));
-        Some(sender)
+        self.route.as_ref().map(|(_, sender)| sender)
     }
 
     fn topic(&mut self, topic: &str) -> Arc<str> {
@@ -380,10 +381,11 @@ async fn handle(inner: &Inner, cache: &mut DeliveryCache, frame: Bytes) -> Resul
     let decoded = decode(&body).map_err(|e| format!("broker sent a bad frame: {e}"))?;
     match decoded {
         Frame::Delivery(d) => {
+            let topic = cache.topic(d.topic);
             // A delivery for a subscription dropped a moment ago is discarded.
             if let Some(sender) = cache.sender(inner, d.route.subscription_id) {
                 let message = Message {
-                    topic: cache.topic(d.topic),
+                    topic,
                     payload: body.slice_ref(d.payload),
                     headers: d
                         .headers
@@ -399,7 +401,9 @@ async fn handle(inner: &Inner, cache: &mut DeliveryCache, frame: Bytes) -> Resul
                 };
                 // Waits while the consumer is behind: reading stops, and the
                 // broker's queue and overflow policy take over.
-                let _ = sender.send(message).await;
+                if let Err(async_channel::TrySendError::Full(message)) = sender.try_send(message) {
+                    let _ = sender.send(message).await;
+                }
             }
         }
         Frame::Subscribed(s) => on_subscribed(inner, s.request_id, s.subscription_id),

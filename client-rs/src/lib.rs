@@ -52,6 +52,7 @@
 //!   [`transport::Runtime`]. The `tokio` feature (default) provides TCP;
 //!   without it the crate builds for wasm32 and takes both from the caller.
 
+mod batch;
 mod client;
 mod connection;
 pub mod error;
@@ -63,6 +64,7 @@ mod subscription;
 mod trace;
 pub mod transport;
 
+pub use batch::PublishBatch;
 pub use blipmq_protocol::Qos;
 pub use client::{Client, ClientBuilder};
 pub use error::{

@@ -26,6 +26,11 @@ pub(crate) fn encode_frame(frame: &Frame<'_>) -> Bytes {
     ENCODER.with(|encoder| encoder.borrow_mut().encode_to_bytes(frame))
 }
 
+/// Append one frame, length prefix included, to `out`.
+pub(crate) fn encode_frame_into(frame: &Frame<'_>, out: &mut bytes::BytesMut) {
+    ENCODER.with(|encoder| encoder.borrow_mut().encode(frame, out))
+}
+
 /// The answer to a request: Ok(a value from the reply) or the failure.
 pub(crate) type Reply = Result<u64, Error<Failure>>;
 

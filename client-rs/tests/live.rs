@@ -263,6 +263,83 @@ async fn try_publish_queues_without_waiting_or_refuses_with_queue_full() {
 }
 
 #[tokio::test]
+async fn a_batch_goes_out_whole_in_push_order_or_waits_for_room() {
+    let broker = Broker::start_with(|c| c.server.max_message_size_bytes = 64).await;
+    let receiver = Client::connect(broker.url()).await.unwrap();
+    let mut sub = receiver.subscribe("batch.>").await.unwrap();
+    let client = Client::builder()
+        .outgoing_capacity(1)
+        .connect(broker.url())
+        .await
+        .unwrap();
+
+    // A push that fails adds nothing; the batch keeps what it had.
+    let mut batch = client.batch();
+    batch.push("batch.a", b"0", 0).unwrap();
+    let e = batch.push("bad..topic", b"x", 0).unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::InvalidTopic);
+    assert_eq!(e.code(), ErrorCode::InvalidTopic);
+    let e = batch.push("batch.a", &[0u8; 65], 0).unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::MessageTooLarge);
+    assert_eq!(e.code(), ErrorCode::MessageTooLarge);
+    // Topics may change within a batch; each is checked.
+    batch.push("batch.b", b"1", 0).unwrap();
+    let e = batch.push("batch.>", b"x", 0).unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::InvalidTopic);
+    batch.push("batch.a", b"2", 60_000).unwrap();
+    assert_eq!(batch.len(), 3);
+    client.try_publish_batch(&mut batch).unwrap();
+    assert!(batch.is_empty(), "a queued batch is emptied for reuse");
+    for (topic, payload) in [("batch.a", "0"), ("batch.b", "1"), ("batch.a", "2")] {
+        let message = next(&mut sub).await;
+        assert_eq!(
+            (message.topic(), &message.payload()[..]),
+            (topic, payload.as_bytes())
+        );
+    }
+
+    // One slot of queue: batches pushed from one thread overrun it, and a
+    // refused batch is left whole for the waiting call.
+    let mut sent = 0u32;
+    let mut refused = None;
+    for round in 0..2_000u32 {
+        let mut batch = client.batch();
+        for i in 0..10 {
+            batch
+                .push("batch.n", (round * 10 + i).to_string().as_bytes(), 0)
+                .unwrap();
+        }
+        match client.try_publish_batch(&mut batch) {
+            Ok(()) => sent += 10,
+            Err(e) => {
+                assert_eq!(e.kind(), PublishErrorKind::QueueFull);
+                assert_eq!(e.code(), ErrorCode::QueueFull);
+                assert_eq!(batch.len(), 10);
+                refused = Some((round, batch));
+                break;
+            }
+        }
+    }
+    let (round, batch) = refused.expect("a queue of one slot never filled");
+    assert_eq!(sent, round * 10);
+    client.publish_batch(batch).await.unwrap();
+    for i in 0..sent + 10 {
+        assert_eq!(next(&mut sub).await.payload(), i.to_string().as_bytes());
+    }
+    nothing_within(&mut sub, Duration::from_millis(100)).await;
+
+    client.close().await;
+    let mut batch = client.batch();
+    batch.push("batch.a", b"late", 0).unwrap();
+    let e = client.try_publish_batch(&mut batch).unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::Closed);
+    assert_eq!(e.code(), ErrorCode::ClientClosed);
+    let e = client.publish_batch(batch).await.unwrap_err();
+    assert_eq!(e.kind(), PublishErrorKind::Closed);
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn broker_refusals_surface_with_the_brokers_code() {
     let broker = Broker::start().await;
     let client = Client::connect(broker.url()).await.unwrap();

@@ -474,7 +474,7 @@ function render(o, systems, results, errors, loadBefore, loadAfter, secs) {
 // ------------------------------------------------------------------ the CLI
 
 const USAGE = `usage:
-  node sdk-bench.mjs run [--blipmq ADDR] [--nats ADDR] [--rounds 3] [--count 200000]
+  node sdk-bench.mjs run [--blipmq ADDR] [--nats ADDR] [--rounds 3] [--count 1000000]
       [--max-secs 30] [--latency-rate 5000] [--latency-secs 3] [--out FILE]
       [--command TEXT] [--server-version TEXT]...
   node sdk-bench.mjs child publish|subscribe|latency --system blipmq|nats --addr ADDR --topic T
@@ -495,7 +495,7 @@ async function main(argv) {
         blipmq: { type: 'string', default: '' },
         nats: { type: 'string', default: '' },
         rounds: { type: 'string', default: '3' },
-        count: { type: 'string', default: '200000' },
+        count: { type: 'string', default: '1000000' },
         'max-secs': { type: 'string', default: '30' },
         'latency-rate': { type: 'string', default: '5000' },
         'latency-secs': { type: 'string', default: '3' },

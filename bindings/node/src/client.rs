@@ -9,7 +9,7 @@ use std::time::Duration;
 use blipmq::transport::BoxFuture;
 use blipmq::{Client, PublishErrorKind, Qos, ReconnectPolicy};
 use bytes::Bytes;
-use napi::bindgen_prelude::{BigInt, BufferSlice, PromiseRaw, ToNapiValue};
+use napi::bindgen_prelude::{BigInt, BufferSlice, PromiseRaw, ToNapiValue, Uint32ArraySlice};
 use napi::Env;
 use napi_derive::napi;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +28,8 @@ pub struct ConnectOptions {
     pub request_timeout_ms: Option<u32>,
     /// Messages buffered per subscription before the client stops reading.
     pub subscription_capacity: Option<u32>,
+    /// Sends queued before publishing waits for room (a batch is one).
+    pub outgoing_capacity: Option<u32>,
 }
 
 #[napi(object)]
@@ -66,6 +68,9 @@ pub async fn connect(addr: String, options: Option<ConnectOptions>) -> napi::Res
         }
         if let Some(capacity) = o.subscription_capacity {
             builder = builder.subscription_capacity(capacity as usize);
+        }
+        if let Some(capacity) = o.outgoing_capacity {
+            builder = builder.outgoing_capacity(capacity as usize);
         }
     }
     let client = builder.connect(addr).await.map_err(to_napi)?;
@@ -193,6 +198,51 @@ impl NativeClient {
                 .await
                 .map_err(to_napi)?;
             Ok(id.map(BigInt::from))
+        })
+        .map(Some)
+    }
+
+    /// Publish many QoS 0 messages, packed by `index.js`: message `i` goes
+    /// to `topics[columns[3i]]` with the payload
+    /// `payloads[columns[3i - 2] ?? 0 .. columns[3i + 1]]` (the previous
+    /// message's end to its own) and the TTL `columns[3i + 2]` ms. Checked
+    /// whole before anything is sent; then queued on the spot (`null`) or, when
+    /// the outgoing queue is full or calls are queued before it, a Promise
+    /// that resolves once queued, in call order. One crossing for the whole
+    /// batch is what makes publishing from JavaScript cheap.
+    #[napi(catch_unwind, ts_return_type = "Promise<void> | null")]
+    pub fn publish_batch<'env>(
+        &self,
+        env: &'env Env,
+        topics: Vec<String>,
+        columns: Uint32ArraySlice,
+        payloads: BufferSlice,
+    ) -> napi::Result<Option<PromiseRaw<'env, ()>>> {
+        if columns.len() % 3 != 0 {
+            return Err(invalid_argument("batch columns come in threes"));
+        }
+        let mut batch = self.client.batch();
+        let mut start = 0usize;
+        for message in columns.chunks_exact(3) {
+            let (topic, end, ttl_ms) = (message[0] as usize, message[1] as usize, message[2]);
+            let topic = topics
+                .get(topic)
+                .ok_or_else(|| invalid_argument(format!("batch topic {topic} is missing")))?;
+            let payload = payloads.get(start..end).ok_or_else(|| {
+                invalid_argument(format!("batch payload {start}..{end} is out of bounds"))
+            })?;
+            batch.push(topic, payload, ttl_ms).map_err(to_napi)?;
+            start = end;
+        }
+        if self.queued.load(Ordering::Acquire) == 0 {
+            match self.client.try_publish_batch(&mut batch) {
+                Ok(()) => return Ok(None),
+                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
+                Err(e) => return Err(to_napi(e)),
+            }
+        }
+        self.in_order(env, move |client| async move {
+            client.publish_batch(batch).await.map_err(to_napi)
         })
         .map(Some)
     }

@@ -49,6 +49,21 @@ test('a payload over the limit is 400 MessageTooLarge and the client stays usabl
   await client.flush()
 })
 
+test('errors stay immediate once a topic is known (publishes to it are batched)', async () => {
+  await client.publish('known', 'x')
+  await client.publish('known', 'y')
+  const big = Buffer.alloc(client.maxMessageSize + 1)
+  await rejectsWith(client.publish('known', big), blipmq.MessageTooLargeError, 400, 'MessageTooLarge')
+  // A string of n UTF-16 units may be up to 3n bytes of UTF-8.
+  const bigText = 'é'.repeat(client.maxMessageSize / 2 + 1)
+  await rejectsWith(client.publish('known', bigText), blipmq.MessageTooLargeError, 400, 'MessageTooLarge')
+  for (const ttlMs of [-1, 1.5, 2 ** 32]) {
+    await assert.rejects(client.publish('known', 'x', { ttlMs }), { name: 'InvalidArgumentError', code: 301 })
+  }
+  await rejectsWith(client.publish('known', 'x', { qos: 2 }), blipmq.InvalidArgumentError, 301, 'InvalidArgument')
+  await client.flush()
+})
+
 test('a bad header key is 304 InvalidHeader', async () => {
   await rejectsWith(client.publish('h', 'x', { headers: { 'bad key': 'v' } }), blipmq.InvalidHeaderError, 304, 'InvalidHeader')
 })

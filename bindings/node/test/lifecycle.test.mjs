@@ -6,7 +6,7 @@ import { once } from 'node:events'
 import { createRequire } from 'node:module'
 import { test } from 'node:test'
 
-import { connect } from 'blipmq'
+import { BlipMQError, connect } from 'blipmq'
 import { startBroker } from './broker.mjs'
 
 const require = createRequire(import.meta.url)
@@ -45,6 +45,31 @@ test('the client reconnects and resubscribes after a broker restart', async () =
   }
 })
 
+test('once the broker is gone, publishes to a known topic reject rather than vanish', async () => {
+  const broker = await startBroker()
+  const client = await connect(broker.addr, { reconnect: false })
+  try {
+    // Publishes to a topic the client has seen are batched in JavaScript;
+    // a failure must still reach the caller.
+    await client.publish('gone', 'a')
+    await client.publish('gone', 'b')
+    await client.flush()
+    await broker.stop()
+    for (let i = 0; i < 500 && client.status !== 'closed'; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+    assert.equal(client.status, 'closed')
+    await assert.rejects(client.publish('gone', 'c'), (error) => {
+      assert.ok(error instanceof BlipMQError, `${error} is a BlipMQError`)
+      assert.ok([602, 603].includes(error.code), `code ${error.code}`)
+      return true
+    })
+  } finally {
+    await client.close().catch(() => {})
+    await broker.stop()
+  }
+})
+
 /** Runs `source` as an ES module in a child node; resolves its exit code. */
 async function runScript(source, args) {
   const child = spawn(process.execPath, ['--input-type=module', '-e', source, ...args], {
@@ -61,7 +86,7 @@ test('a script that connects, publishes and closes exits by itself', async () =>
   const broker = await startBroker()
   try {
     const code = await runScript(
-      `import { connect } from 'blipmq'
+      `import { BlipMQError, connect } from 'blipmq'
        const client = await connect(process.argv[1])
        const subscription = await client.subscribe('exit.>')
        await client.publish('exit.now', 'bye', { headers: { a: 'b' } })
@@ -77,7 +102,7 @@ test('a script that connects, publishes and closes exits by itself', async () =>
 
 test('a failed connect leaves nothing holding the process', async () => {
   const code = await runScript(
-    `import { connect } from 'blipmq'
+    `import { BlipMQError, connect } from 'blipmq'
      await connect('127.0.0.1:1').catch((e) => { if (e.code !== 600) process.exit(3) })`,
     [],
   )

@@ -238,6 +238,72 @@ describe('concurrency', () => {
     assert.deepEqual(received, Array.from({ length: count }, (_, i) => i))
   })
 
+  test('batched and unbatched publishes of every kind keep call order', async () => {
+    // Plain QoS 0 publishes to a known topic are batched in JavaScript;
+    // QoS 1, headers, payloads bigger than a batch and first publishes to a
+    // topic go straight through. Call order must hold across all of them.
+    const subscription = await client.subscribe('mix.>')
+    const expected = []
+    const pending = []
+    for (let i = 0; i < 3000; i++) {
+      const topic = `mix.${i % 3}`
+      let payload
+      if (i % 997 === 0) payload = Buffer.alloc(100 * 1024, i % 256) // over a batch
+      else if (i % 101 === 0) payload = Buffer.alloc(20 * 1024, i % 256) // fills one fast
+      else if (i % 3 === 0) payload = `${i} é`
+      else if (i % 3 === 1) payload = Buffer.from(`${i}`)
+      else payload = new Uint8Array(Buffer.from(`xx${i}`)).subarray(2)
+      let options
+      if (i % 500 === 0) options = { qos: 1 }
+      else if (i % 700 === 0) options = { headers: { n: String(i) } }
+      else if (i % 7 === 0) options = { ttlMs: 60_000 }
+      pending.push(client.publish(topic, payload, options))
+      expected.push([topic, Buffer.from(payload)])
+    }
+    await Promise.all(pending)
+    for (const [topic, payload] of expected) {
+      const message = await subscription.next({ timeoutMs: 5000 })
+      assert.equal(message.topic, topic)
+      assert.ok(message.payload.equals(payload), `payload of message on ${topic}`)
+    }
+    assert.equal(await subscription.next({ timeoutMs: 50 }), null)
+    await subscription.unsubscribe()
+  })
+
+  test('a publisher that outruns a blocked broker waits, and loses and reorders nothing', async () => {
+    // A subscriber that does not read, a broker that blocks publishers when
+    // its queue is full: the publisher's queue fills and publishes must wait.
+    const blocking = await startBroker({
+      env: { BLIPMQ_QUEUES_OVERFLOW_POLICY: 'block', BLIPMQ_QUEUES_SUBSCRIBER_CAPACITY: '16' },
+    })
+    try {
+      const reader = await connect(blocking.addr, { subscriptionCapacity: 16 })
+      const subscription = await reader.subscribe('flood')
+      const publisher = await connect(blocking.addr, { outgoingCapacity: 4 })
+      const count = 5000 // 80 MB: more than every socket buffer on the way
+      const payload = Buffer.alloc(16 * 1024)
+      let waited = 0
+      const sent = (async () => {
+        for (let i = 0; i < count; i++) {
+          payload.writeUInt32LE(i)
+          const published = publisher.publish('flood', payload)
+          if ((await Promise.race([published, 'pending'])) === 'pending') waited++
+          await published
+        }
+        await publisher.flush()
+      })()
+      for (let i = 0; i < count; i++) {
+        const message = await subscription.next({ timeoutMs: 10_000 })
+        assert.equal(message.payload.readUInt32LE(), i)
+      }
+      await sent
+      assert.ok(waited > 0, 'no publish ever waited for room')
+      await Promise.all([reader.close(), publisher.close()])
+    } finally {
+      await blocking.stop()
+    }
+  })
+
   test('publishers on several clients fan out to several subscribers', async () => {
     const subscribers = await Promise.all([0, 1, 2].map(() => client.subscribe('fan.>')))
     const publishers = await Promise.all([0, 1, 2, 3].map(() => connect(broker.addr)))
