@@ -1,21 +1,27 @@
 //! The metrics endpoint: `GET /metrics` in the Prometheus text format and
-//! `GET /healthz`, over HTTP/1.1 with hyper.
+//! `GET /healthz`, over HTTP/1.1.
+//!
+//! Written by hand rather than with an HTTP library: two read-only paths
+//! without request bodies need only the request line and the end of the
+//! headers, and a general HTTP stack was a tenth of the binary. Keep-alive
+//! is honoured (scrapers reuse connections); anything with a body, a
+//! malformed request or an oversized head gets an error and the connection
+//! closes.
 
-use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::server::Shared;
+
+/// The most bytes of request line and headers one request may have.
+const MAX_HEAD: usize = 8 * 1024;
+/// How long an idle or slow connection may take to send a whole request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     loop {
@@ -32,37 +38,286 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
         let shared = shared.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| respond(request, shared.clone()));
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::select! {
-                _ = connection => {}
+                result = serve_connection(stream, &shared) => {
+                    if let Err(error) = result {
+                        debug!(%error, "metrics connection ended");
+                    }
+                }
                 _ = stop.cancelled() => {}
             }
         });
     }
 }
 
-async fn respond(
-    request: Request<Incoming>,
-    shared: Arc<Shared>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render(&shared.gauges()),
-        ),
-        (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found; try /metrics\n".to_string(),
-        ),
+/// Answer requests on one connection until the client closes it, asks to,
+/// or sends something this endpoint does not take.
+async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let mut buffer = Vec::with_capacity(1024);
+    loop {
+        let head_len = match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            read_head(&mut stream, &mut buffer),
+        )
+        .await
+        {
+            Ok(Ok(Some(len))) => len,
+            // The client closed between requests, or went quiet.
+            Ok(Ok(None)) | Err(_) => return Ok(()),
+            Ok(Err(HeadError::TooLarge)) => {
+                let response = Response::plain(431, "request head too large\n");
+                return write(&mut stream, &response, false, false).await;
+            }
+            Ok(Err(HeadError::Io(error))) => return Err(error),
+        };
+        let (response, keep_alive, head_only) = match parse_request(&buffer[..head_len]) {
+            Ok(request) => {
+                let response = respond(&request, shared);
+                // A body would have to be read and skipped; none of these
+                // paths takes one, so the connection ends after the answer.
+                let keep_alive = request.keep_alive && !request.has_body;
+                (response, keep_alive, request.method == "HEAD")
+            }
+            Err(reason) => (Response::plain(400, reason), false, false),
+        };
+        // Pipelined requests after this one stay for the next round.
+        buffer.drain(..head_len);
+        write(&mut stream, &response, keep_alive, head_only).await?;
+        if !keep_alive {
+            return Ok(());
+        }
+    }
+}
+
+enum HeadError {
+    TooLarge,
+    Io(std::io::Error),
+}
+
+/// Read until `buffer` holds a whole request head (through the blank line);
+/// its length, or `None` if the peer closed before sending anything more.
+async fn read_head(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+) -> Result<Option<usize>, HeadError> {
+    let mut searched = 0;
+    loop {
+        if let Some(end) = find_head_end(buffer, searched) {
+            return Ok(Some(end));
+        }
+        if buffer.len() > MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+        // The terminator may straddle two reads: look again from 3 back.
+        searched = buffer.len().saturating_sub(3);
+        let mut chunk = [0u8; 1024];
+        let read = stream.read(&mut chunk).await.map_err(HeadError::Io)?;
+        if read == 0 {
+            return if buffer.is_empty() {
+                Ok(None)
+            } else {
+                Err(HeadError::Io(std::io::ErrorKind::UnexpectedEof.into()))
+            };
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// The length of the head through its `\r\n\r\n`, searching from `from`.
+fn find_head_end(buffer: &[u8], from: usize) -> Option<usize> {
+    buffer[from..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| from + at + 4)
+}
+
+#[derive(Debug, PartialEq)]
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    keep_alive: bool,
+    has_body: bool,
+}
+
+/// Parse a request head: the request line and the headers that matter here.
+fn parse_request(head: &[u8]) -> Result<Request<'_>, &'static str> {
+    let head = std::str::from_utf8(head).map_err(|_| "request head is not UTF-8\n")?;
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed request line\n");
     };
-    let response = Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid");
-    Ok(response)
+    let http11 = match version {
+        "HTTP/1.1" => true,
+        "HTTP/1.0" => false,
+        _ => return Err("unsupported HTTP version\n"),
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err("malformed method\n");
+    }
+    // Only the path decides; a query string (`?name[]=...`) is ignored.
+    let path = target.split('?').next().unwrap_or_default();
+    if !path.starts_with('/') {
+        return Err("the request target must be a path\n");
+    }
+    let mut keep_alive = http11;
+    let mut has_body = false;
+    for line in lines.filter(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err("malformed header line\n");
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("connection") {
+            for option in value.split(',').map(str::trim) {
+                if option.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if option.eq_ignore_ascii_case("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            has_body |= value != "0";
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            has_body = true;
+        }
+    }
+    Ok(Request {
+        method,
+        path,
+        keep_alive,
+        has_body,
+    })
+}
+
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    allow: Option<&'static str>,
+    body: String,
+}
+
+impl Response {
+    fn plain(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            allow: None,
+            body: body.to_string(),
+        }
+    }
+}
+
+fn respond(request: &Request<'_>, shared: &Shared) -> Response {
+    let readable = matches!(request.method, "GET" | "HEAD");
+    match request.path {
+        "/metrics" | "/healthz" if !readable => Response {
+            allow: Some("GET, HEAD"),
+            ..Response::plain(405, "method not allowed; use GET\n")
+        },
+        "/metrics" => Response {
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            ..Response::plain(200, &shared.metrics.render(&shared.gauges()))
+        },
+        "/healthz" => Response::plain(200, "ok\n"),
+        _ => Response::plain(404, "not found; try /metrics\n"),
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "",
+    }
+}
+
+async fn write(
+    stream: &mut TcpStream,
+    response: &Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n",
+        response.status,
+        reason(response.status),
+        response.content_type,
+        response.body.len()
+    );
+    if let Some(allow) = response.allow {
+        out.push_str(&format!("allow: {allow}\r\n"));
+    }
+    if !keep_alive {
+        out.push_str("connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    if !head_only {
+        out.push_str(&response.body);
+    }
+    stream.write_all(out.as_bytes()).await?;
+    if !keep_alive {
+        stream.shutdown().await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_head_ends_at_the_first_blank_line_even_across_reads() {
+        let head = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /next";
+        assert_eq!(find_head_end(head, 0), Some(34));
+        // Searching from just before a terminator split over two reads.
+        assert_eq!(find_head_end(head, 30), Some(34));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: x\r\n", 0), None);
+    }
+
+    #[test]
+    fn requests_parse_with_their_keep_alive_and_body() {
+        fn parse(head: &str) -> Result<Request<'_>, &'static str> {
+            parse_request(head.as_bytes())
+        }
+        assert_eq!(
+            parse("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(Request {
+                method: "GET",
+                path: "/metrics",
+                keep_alive: true,
+                has_body: false
+            })
+        );
+        let r = parse("GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+        assert!(!r.keep_alive, "HTTP/1.0 closes by default");
+        let r = parse("GET /healthz HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap();
+        assert!(r.keep_alive);
+        let r = parse("GET / HTTP/1.1\r\nconnection: upgrade, close\r\n\r\n").unwrap();
+        assert!(!r.keep_alive);
+        let r = parse("POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert!(r.has_body);
+        let r = parse("POST /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert!(r.has_body);
+    }
+
+    #[test]
+    fn malformed_requests_are_refused_with_a_reason() {
+        for head in [
+            "GET /metrics\r\n\r\n",
+            "GET  /metrics HTTP/1.1\r\n\r\n",
+            "GET /metrics HTTP/2\r\n\r\n",
+            "get /metrics HTTP/1.1\r\n\r\n",
+            "GET metrics HTTP/1.1\r\n\r\n",
+            "GET /metrics HTTP/1.1\r\nno colon here\r\n\r\n",
+        ] {
+            assert!(parse_request(head.as_bytes()).is_err(), "{head:?}");
+        }
+        assert!(parse_request(b"GET /\xff HTTP/1.1\r\n\r\n").is_err());
+    }
 }

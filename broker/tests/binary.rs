@@ -511,6 +511,98 @@ async fn the_metrics_address_serves_metrics() {
     broker.stop_with(libc::SIGTERM);
 }
 
+#[test]
+fn a_rust_log_that_does_not_parse_is_reported_and_info_applies() {
+    let broker = Broker::start(&[], &[("RUST_LOG", "blipmq_broker=loud")]);
+    let (_, stderr) = broker.stop_with(libc::SIGTERM);
+    let warning = stderr
+        .lines()
+        .find(|l| l.contains("RUST_LOG"))
+        .unwrap_or_else(|| panic!("no RUST_LOG warning in:\n{stderr}"));
+    assert!(
+        warning.contains("WARN") && warning.contains("loud"),
+        "{warning}"
+    );
+    // Info lines still appear: the default level took over.
+    assert!(stderr.contains("listening"), "{stderr}");
+}
+
+/// The metrics endpoint speaks enough HTTP/1.1 for scrapers and curl:
+/// keep-alive and pipelining, HEAD, and clear refusals of the rest.
+#[tokio::test]
+async fn the_metrics_endpoint_answers_like_an_http_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+            .await
+            .expect("the endpoint answers and closes")
+            .unwrap();
+        String::from_utf8(response).unwrap()
+    }
+
+    let broker = Broker::start(&[], &[]);
+    let metrics = broker.metrics.expect("metrics on");
+    // Two pipelined requests on one kept-alive connection, then a close.
+    let text = exchange(
+        metrics,
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{text}");
+    assert!(text.contains("ok\n"), "{text}");
+    assert!(
+        text.contains("content-type: text/plain; version=0.0.4"),
+        "{text}"
+    );
+    assert!(text.contains("blipmq_connections"), "{text}");
+    // Every body is exactly as long as its content-length says.
+    let first_body_at = text.find("\r\n\r\n").unwrap() + 4;
+    assert!(
+        text[..first_body_at].contains("content-length: 3\r\n"),
+        "{text}"
+    );
+    assert!(
+        text[first_body_at..].starts_with("ok\nHTTP/1.1 200 OK"),
+        "{text}"
+    );
+
+    let head = exchange(metrics, b"HEAD /metrics HTTP/1.0\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
+
+    for (request, status) in [
+        (
+            &b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"[..],
+            "405 Method Not Allowed",
+        ),
+        (b"GET /nothing HTTP/1.0\r\n\r\n", "404 Not Found"),
+        (b"GET /metrics\r\n\r\n", "400 Bad Request"),
+        (b"\x16\x03\x01 not http at all\r\n\r\n", "400 Bad Request"),
+    ] {
+        let text = exchange(metrics, request).await;
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+            "{text}"
+        );
+    }
+    let mut huge = b"GET /metrics HTTP/1.1\r\n".to_vec();
+    huge.extend(
+        std::iter::repeat_n(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n", 400).flatten(),
+    );
+    huge.extend_from_slice(b"\r\n");
+    let text = exchange(metrics, &huge).await;
+    assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
+    // None of it disturbed the broker.
+    let (status, _) = http_get(metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    broker.stop_with(libc::SIGTERM);
+}
+
 /// HDR-4: a message with a valid `traceparent` is logged at debug level on
 /// publish (fan-out) and on each delivery with the caller's trace id, so the
 /// broker's log lines join the user's trace.

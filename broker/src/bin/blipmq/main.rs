@@ -2,53 +2,32 @@
 //! before anything can fail, loads the config, binds, and runs until SIGINT
 //! or SIGTERM.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+use args::{Invocation, LogFormat};
 use blipmq_broker::{run, Config, Listeners};
-use clap::{Parser, Subcommand, ValueEnum};
+
+mod args;
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Parser)]
-#[command(name = "blipmq", version, about = "BlipMQ message broker")]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-    #[command(flatten)]
-    options: StartOptions,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the broker (the default when no command is given).
-    Start(StartOptions),
-}
-
-#[derive(clap::Args, Clone, Default)]
-struct StartOptions {
-    /// Config file; without one the built-in defaults apply.
-    #[arg(long, short, env = "BLIPMQ_CONFIG")]
-    config: Option<PathBuf>,
-    /// Log line format. The level comes from RUST_LOG (default: info).
-    #[arg(long, value_enum, env = "BLIPMQ_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, ValueEnum, Default)]
-enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let options = match cli.command {
-        Some(Command::Start(options)) => options,
-        None => cli.options,
+    let options = match args::parse(std::env::args_os().skip(1), |name| std::env::var_os(name)) {
+        Ok(Invocation::Start(options)) => options,
+        Ok(Invocation::Help) => {
+            print!("{}", args::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Ok(Invocation::Version) => {
+            println!("blipmq {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("error: {message}\n\nUsage: blipmq [start] [OPTIONS]\nFor more information, try '--help'.");
+            return ExitCode::from(2);
+        }
     };
     init_logging(options.log_format);
 
@@ -137,17 +116,35 @@ fn announce_ready(listeners: &Listeners) {
     let _ = stdout.flush();
 }
 
+/// Log to stderr at the levels RUST_LOG sets (`info` when unset), as
+/// `target=level` directives (`warn`, `info,blipmq_broker=debug`); a value
+/// that does not parse is reported and `info` applies.
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let default = || Targets::new().with_default(tracing::Level::INFO);
+    let (filter, bad) = match std::env::var("RUST_LOG") {
+        Ok(value) if !value.trim().is_empty() => match value.parse::<Targets>() {
+            Ok(filter) => (filter, None),
+            Err(error) => (
+                default(),
+                Some(format!("RUST_LOG={value:?} ignored: {error}")),
+            ),
+        },
+        _ => (default(), None),
+    };
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(layer).init(),
+        LogFormat::Json => registry.with(layer.json()).init(),
+    }
+    if let Some(bad) = bad {
+        tracing::warn!("{bad}");
     }
 }
 
