@@ -2,6 +2,7 @@
 //! [`Config`] until a shutdown future completes. The `blipmq` binary is a thin
 //! wrapper around it; tests bind `127.0.0.1:0` and call it directly.
 
+mod bounded_queue;
 pub mod config;
 mod confirm;
 mod connection;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use blipmq_protocol::SharedDelivery;
-use crossbeam_queue::ArrayQueue;
 use tokio::sync::Notify;
 
+use crate::bounded_queue::BoundedQueue;
 use crate::config::OverflowPolicy;
 use crate::metrics::{inc, Metrics};
 use crate::outbox::Outbox;
@@ -59,7 +59,7 @@ pub struct Subscription {
     /// The queue group this subscription shares messages with, if any.
     pub group: Option<String>,
     policy: OverflowPolicy,
-    queue: ArrayQueue<Queued>,
+    queue: BoundedQueue<Queued>,
     /// The owning connection's writer, woken when this queue gains a message.
     outbox: Arc<Outbox>,
     /// Wakes `block` publishers when the writer makes room.
@@ -97,7 +97,7 @@ impl Subscription {
             durable,
             group,
             policy,
-            queue: ArrayQueue::new(capacity),
+            queue: BoundedQueue::new(capacity),
             outbox,
             space: Notify::new(),
             blocked_publishers: AtomicUsize::new(0),
@@ -132,8 +132,11 @@ impl Subscription {
         let message = Queued::qos0(message);
         match self.policy {
             OverflowPolicy::DropOldest => {
-                if self.queue.force_push(message).is_some() {
-                    inc(&metrics.dropped_full_drop_oldest);
+                let dropped = self.queue.force_push(message);
+                if dropped > 0 {
+                    metrics
+                        .dropped_full_drop_oldest
+                        .fetch_add(dropped as u64, Ordering::Relaxed);
                 }
             }
             OverflowPolicy::DropNew | OverflowPolicy::Block => {
