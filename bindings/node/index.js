@@ -195,6 +195,14 @@ class Message {
     return this.#native.deliveryCounts[this.#index]
   }
 
+  /**
+   * What the broker acks this delivery by (a bigint): unique among the
+   * subscription's unacked deliveries at QoS 1; `0n` at QoS 0.
+   */
+  get deliveryId() {
+    return this.#extra?.message?.deliveryId ?? 0n
+  }
+
   /** The publisher's headers, in order (made on first use). */
   get headers() {
     if (this.#headers === undefined) {

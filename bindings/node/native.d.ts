@@ -52,6 +52,11 @@ export declare class NativeClient {
  * `blipmq::Message`).
  */
 export declare class NativeMessage {
+  /**
+   * The delivery's id within its durable queue or subscription, to ack
+   * it by (never 0: QoS 0 deliveries have no `NativeMessage`).
+   */
+  get deliveryId(): bigint
   /** Queue the ack to the broker, in order with the client's other frames. */
   ack(): Promise<void>
 }

@@ -2,7 +2,7 @@
 //! delivery. A message's other fields cross in columns (see
 //! `subscription::NativeBatch`).
 
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{BigInt, Buffer};
 use napi_derive::napi;
 
 use crate::error::to_napi;
@@ -30,6 +30,13 @@ impl NativeMessage {
 
 #[napi]
 impl NativeMessage {
+    /// The delivery's id within its durable queue or subscription, to ack
+    /// it by (never 0: QoS 0 deliveries have no `NativeMessage`).
+    #[napi(getter)]
+    pub fn delivery_id(&self) -> BigInt {
+        BigInt::from(self.inner.delivery_id())
+    }
+
     /// Queue the ack to the broker, in order with the client's other frames.
     #[napi]
     pub async fn ack(&self) -> napi::Result<()> {

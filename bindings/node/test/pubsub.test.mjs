@@ -52,6 +52,7 @@ describe('publish and subscribe', () => {
     assert.equal(typeof message.timestampMs, 'number')
     assert.ok(Math.abs(message.timestampMs - before) < 60_000)
     assert.equal(message.deliveryCount, 1)
+    assert.equal(message.deliveryId, 0n, 'QoS 0 deliveries have no delivery id')
     assert.equal(message.headers.size, 0)
     assert.equal(await message.ack(), undefined, 'a QoS 0 ack resolves at once')
     await subscription.unsubscribe()
@@ -322,9 +323,13 @@ describe('concurrency', () => {
 test('a durable subscription survives breaking out of for await; unsubscribe deletes it', async () => {
   let sub = await client.subscribe('node.jobs', { qos: 1, durable: 'node-worker' })
   const id = await client.publish('node.jobs', 'one', { qos: 1 })
+  let firstDeliveryId
   for await (const msg of sub) {
     assert.equal(msg.id, id)
     assert.equal(msg.deliveryCount, 1)
+    assert.equal(typeof msg.deliveryId, 'bigint')
+    assert.ok(msg.deliveryId > 0n, 'a QoS 1 delivery has an id to ack by')
+    firstDeliveryId = msg.deliveryId
     break // not acked: only detaches
   }
   await client.publish('node.jobs', 'two', { qos: 1 })
@@ -332,6 +337,7 @@ test('a durable subscription survives breaking out of for await; unsubscribe del
   const again = await sub.next({ timeoutMs: 5000 })
   assert.equal(again.payload.toString(), 'one')
   assert.equal(again.deliveryCount, 2)
+  assert.equal(again.deliveryId, firstDeliveryId, 'a redelivery keeps its delivery id')
   await again.ack()
   const second = await sub.next({ timeoutMs: 5000 })
   assert.equal(second.payload.toString(), 'two')

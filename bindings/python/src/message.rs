@@ -54,6 +54,13 @@ impl Message {
         self.0.delivery_count()
     }
 
+    /// What the broker acks this delivery by: unique among the
+    /// subscription's unacked deliveries at QoS 1; 0 at QoS 0.
+    #[getter]
+    fn delivery_id(&self) -> u64 {
+        self.0.delivery_id()
+    }
+
     /// Acknowledge the message (returns at once for QoS 0 deliveries).
     fn ack<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let message = self.0.clone();

@@ -25,6 +25,7 @@ async def test_round_trip_has_every_field(addr: str) -> None:
         assert isinstance(message.id, int) and message.id > 0
         assert before - 1000 <= message.timestamp_ms <= int(time.time() * 1000) + 1000
         assert message.delivery_count == 1
+        assert message.delivery_id == 0  # QoS 0: nothing to ack
         assert await message.ack() is None
         assert "orders.created" in repr(message)
         assert sub.pattern == "orders.*"
@@ -311,11 +312,13 @@ async def test_durable_subscription_survives_leaving_async_with_until_acked(addr
             message_id = await client.publish("jobs", b"one", qos=1)
             first = await sub.next(timeout=5)
             assert (first.payload, first.id, first.delivery_count) == (b"one", message_id, 1)
+            assert first.delivery_id > 0
             # Not acked: leaving the block only detaches the durable subscription.
         await client.publish("jobs", b"two", qos=1)
         async with await client.subscribe("jobs", qos=1, durable="py-worker") as sub:
             again = await sub.next(timeout=5)
             assert (again.payload, again.delivery_count) == (b"one", 2)
+            assert again.delivery_id == first.delivery_id  # a redelivery keeps its id
             await again.ack()
             second = await sub.next(timeout=5)
             assert second.payload == b"two"

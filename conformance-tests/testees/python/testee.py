@@ -88,6 +88,8 @@ class Actor:
     def __init__(self, client: blipmq.Client) -> None:
         self.client = client
         self.subscriptions: Dict[str, blipmq.Subscription] = {}
+        # Received QoS 1 deliveries not acked yet, by (sub, delivery id).
+        self.unacked: Dict[Tuple[str, int], blipmq.Message] = {}
 
     def subscription(self, name: str) -> blipmq.Subscription:
         try:
@@ -129,7 +131,7 @@ class Testee:
             raise Failure(CLIENT_CLOSED, f"actor `{name}` has no client") from None
 
     async def op_hello(self, args: Args) -> Dict[str, Any]:
-        return {"sdk": "python", "version": blipmq.__version__, "capabilities": ["pubsub", "headers"]}
+        return {"sdk": "python", "version": blipmq.__version__, "capabilities": ["pubsub", "headers", "qos1"]}
 
     async def op_connect(self, name: str, args: Args) -> Dict[str, Any]:
         addr = args.req("addr", str)
@@ -184,6 +186,20 @@ class Testee:
         await subscription.unsubscribe()
         return {}
 
+    async def op_ack(self, name: str, args: Args) -> Dict[str, Any]:
+        actor = self.actor(name)
+        sub = args.req("sub", str)
+        text = args.req("delivery_id", str)
+        try:
+            delivery_id = int(text)
+        except ValueError:
+            raise invalid("`delivery_id` must be a decimal string") from None
+        message = actor.unacked.pop((sub, delivery_id), None)
+        if message is None:
+            raise invalid(f"no unacked delivery {delivery_id} on `{sub}`")
+        await message.ack()
+        return {}
+
     async def op_flush(self, name: str, args: Args) -> Dict[str, Any]:
         await self.actor(name).client.flush()
         return {}
@@ -203,9 +219,9 @@ class Testee:
             except blipmq.ClientClosed:
                 break  # the subscription ended and its buffer is drained
             for message in batch:
-                # The contract has no ack: a received message counts as
-                # consumed (a no-op at QoS 0).
-                await message.ack()
+                # Nothing is acked here: QoS 1 deliveries wait for `ack`.
+                if message.delivery_id != 0:
+                    actor.unacked[(args.req("sub", str), message.delivery_id)] = message
                 messages.append(
                     {
                         "topic": message.topic,
@@ -213,6 +229,7 @@ class Testee:
                         "id": str(message.id),
                         "timestamp_ms": str(message.timestamp_ms),
                         "delivery_count": message.delivery_count,
+                        "delivery_id": str(message.delivery_id),
                         "headers": [{"key": k, "value": encode(v)} for k, v in message.headers],
                     }
                 )

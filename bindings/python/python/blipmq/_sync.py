@@ -269,6 +269,11 @@ class SyncMessage:
         """1 on first delivery, higher when the broker redelivers."""
         return self._message.delivery_count
 
+    @property
+    def delivery_id(self) -> int:
+        """What the broker acks this delivery by (0 at QoS 0)."""
+        return self._message.delivery_id
+
     def ack(self) -> None:
         """Acknowledge the message (a no-op for QoS 0 deliveries)."""
         _run(self._message.ack)
