@@ -7,7 +7,7 @@
 # free port, runs blipmq-bench against all of them and stops each server by
 # its PID on exit. Writes bench/results/latest.md (printed too), latest.json
 # and latest.png. Every run inside is bounded in count and time; the whole
-# measurement is also capped (BENCH_TIMEOUT seconds, default 1200).
+# measurement is also capped (BENCH_TIMEOUT seconds, default 1800).
 #
 # BlipMQ runs with the `block` overflow policy, so its max-rate figures are
 # lossless; the peers keep their defaults.
@@ -78,7 +78,7 @@ if [[ -z "$blipmq_addr" ]]; then
 fi
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 dirty="$(git status --porcelain -- broker schema client-rs 2>/dev/null | head -1)"
-args+=(--blipmq "$blipmq_addr"
+args+=(--blipmq "$blipmq_addr" --pid "blipmq=${pids[-1]}"
   --server-version "blipmq=$(target/release/blipmq --version) (this tree, commit $commit${dirty:+ + local changes}), overflow_policy=block")
 
 if command -v nats-server >/dev/null 2>&1; then
@@ -86,7 +86,7 @@ if command -v nats-server >/dev/null 2>&1; then
   nats-server -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 &
   pids+=($!)
   if wait_port "${pids[-1]}" "$port"; then
-    args+=(--nats "127.0.0.1:$port"
+    args+=(--nats "127.0.0.1:$port" --pid "nats=${pids[-1]}"
       --server-version "nats=$(nats-server --version) (Debian $(deb_version nats-server)), defaults")
   else
     skip nats "nats-server did not start: $(tail -1 "$work/nats.log")"
@@ -102,7 +102,7 @@ if command -v redis-server >/dev/null 2>&1; then
   pids+=($!)
   if wait_port "${pids[-1]}" "$port"; then
     v="$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
-    args+=(--redis "127.0.0.1:$port"
+    args+=(--redis "127.0.0.1:$port" --pid "redis=${pids[-1]}"
       --server-version "redis=redis-server $v (Debian $(deb_version redis-server)), --save '' --appendonly no")
   else
     skip redis "redis-server did not start: $(tail -1 "$work/redis.log")"
@@ -119,7 +119,7 @@ if command -v mosquitto >/dev/null 2>&1; then
   pids+=($!)
   if wait_port "${pids[-1]}" "$port"; then
     v="$( (mosquitto -h 2>/dev/null || true) | sed -n '1s/^mosquitto version //p')"
-    args+=(--mqtt "127.0.0.1:$port"
+    args+=(--mqtt "127.0.0.1:$port" --pid "mqtt=${pids[-1]}"
       --server-version "mqtt=mosquitto $v (Debian $(deb_version mosquitto)), defaults")
   else
     skip mqtt "mosquitto did not start: $(tail -1 "$work/mosquitto.log")"
@@ -131,8 +131,8 @@ fi
 clients="blipmq (this tree), async-nats $(lock_version async-nats), redis $(lock_version redis) (tokio), rumqttc $(lock_version rumqttc)"
 
 # --- measure --------------------------------------------------------------------
-say "servers up; measuring (${BENCH_TIMEOUT:-1200} s at most)"
+say "servers up; measuring (${BENCH_TIMEOUT:-1800} s at most)"
 started=$SECONDS
-timeout "${BENCH_TIMEOUT:-1200}" target/release/blipmq-bench "${args[@]}" \
+timeout "${BENCH_TIMEOUT:-1800}" target/release/blipmq-bench "${args[@]}" \
   --clients "$clients" --command "$command_line" "$@"
 say "done in $((SECONDS - started)) s"

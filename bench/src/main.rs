@@ -19,6 +19,7 @@ mod durable_clients;
 mod durable_live_tests;
 mod durable_report;
 mod durable_runs;
+mod footprint;
 mod report;
 mod runner;
 mod systems;
@@ -81,10 +82,10 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     rounds: u32,
     /// Messages the publisher sends in each max-rate fan-out run.
-    #[arg(long, default_value_t = 200_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     count: u64,
     /// Messages the publisher sends in the 100 topics × 10 subscribers run.
-    #[arg(long, default_value_t = 50_000)]
+    #[arg(long, default_value_t = 250_000)]
     topics_count: u64,
     /// Publish rate of the latency run, messages per second.
     #[arg(long, default_value_t = 10_000.0)]
@@ -93,11 +94,24 @@ struct Args {
     #[arg(long, default_value_t = 5.0)]
     latency_secs: f64,
     /// Time cap of one max-rate run, seconds: publishing stops there.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 10.0)]
     cell_secs: f64,
-    /// Workloads to run: fanout, topics, latency.
-    #[arg(long, value_delimiter = ',', default_value = "fanout,topics,latency")]
+    /// Workloads to run: fanout, topics, latency, connections (the last
+    /// opens --idle-connections idle clients, reads the server's memory
+    /// (needs --pid) and runs 1→1 at 16 B while they stay connected).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "fanout,topics,latency,connections"
+    )]
     workloads: Vec<String>,
+    /// Idle client connections of the `connections` workload.
+    #[arg(long, default_value_t = 1000)]
+    idle_connections: usize,
+    /// A server's process id, as SYSTEM=PID: its binary, shared libraries
+    /// and memory go in the report's footprint table.
+    #[arg(long = "pid", value_name = "SYSTEM=PID")]
+    pids: Vec<String>,
     /// Directory for latest.md, latest.json and latest.png; without it the
     /// table is only printed.
     #[arg(long)]
@@ -225,9 +239,11 @@ fn workloads(args: &Args) -> Result<Vec<Workload>, String> {
             }
             "topics" => out.push(Workload::Topics),
             "latency" => out.push(Workload::Latency),
+            // Not a rounds workload: run once per system after them.
+            "connections" => {}
             other => {
                 return Err(format!(
-                    "unknown workload {other:?} (expected fanout, topics, latency)"
+                    "unknown workload {other:?} (expected fanout, topics, latency, connections)"
                 ))
             }
         }
@@ -260,6 +276,10 @@ pub struct Outcome {
     pub latency_rate: f64,
     /// /proc/loadavg (1, 5, 15 min) before and after measuring.
     pub load: (String, String),
+    /// Each server with a known PID, read before any workload ran.
+    pub idle: BTreeMap<System, footprint::Idle>,
+    /// The `connections` workload, when it ran.
+    pub loaded: BTreeMap<System, footprint::Loaded>,
 }
 
 /// The 1, 5 and 15 minute load averages.
@@ -290,6 +310,14 @@ fn run(args: Args) -> Result<(), String> {
     }
     let workloads = workloads(&args)?;
     let versions = pairs(&args.server_versions, "--server-version")?;
+    let pids = pairs(&args.pids, "--pid")?
+        .into_iter()
+        .map(|(system, pid)| {
+            pid.parse::<u32>()
+                .map(|pid| (system, pid))
+                .map_err(|_| format!("--pid {}={pid}: not a process id", system.key()))
+        })
+        .collect::<Result<BTreeMap<System, u32>, String>>()?;
     let skipped = pairs(&args.skipped, "--skipped")?;
     let targets: Vec<Target> = [
         (System::Blipmq, &args.blipmq),
@@ -310,7 +338,7 @@ fn run(args: Args) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    let outcome = runtime.block_on(measure(&args, &targets, &workloads));
+    let outcome = runtime.block_on(measure(&args, &targets, &workloads, &pids));
     // Stray client tasks must not hold the process open.
     runtime.shutdown_timeout(Duration::from_secs(1));
 
@@ -349,9 +377,21 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-async fn measure(args: &Args, targets: &[Target], workloads: &[Workload]) -> Outcome {
+async fn measure(
+    args: &Args,
+    targets: &[Target],
+    workloads: &[Workload],
+    pids: &BTreeMap<System, u32>,
+) -> Outcome {
     let started = Instant::now();
     let load_before = load_average();
+    let idle = targets
+        .iter()
+        .filter_map(|t| {
+            pids.get(&t.system)
+                .map(|&pid| (t.system, footprint::idle(pid)))
+        })
+        .collect();
     let mut results: BTreeMap<(Workload, System), Rounds> = BTreeMap::new();
     for round in 0..args.rounds {
         for &workload in workloads {
@@ -399,6 +439,39 @@ async fn measure(args: &Args, targets: &[Target], workloads: &[Workload]) -> Out
             }
         }
     }
+    let mut loaded = BTreeMap::new();
+    if args.workloads.iter().any(|w| w == "connections") && args.idle_connections > 0 {
+        let one_to_one = spec(
+            Workload::Fanout {
+                subscribers: 1,
+                size: SMALL,
+            },
+            args,
+        );
+        for target in targets {
+            let pid = pids.get(&target.system).copied();
+            let result =
+                footprint::with_idle_connections(target, pid, args.idle_connections, &one_to_one)
+                    .await;
+            eprintln!(
+                "{} idle connections  {:<16} opened {} in {:.1} s, RSS {} KiB, 1→1 16 B {} msg/s{}",
+                args.idle_connections,
+                target.system.title(),
+                result.idle_connections,
+                result.connect_secs,
+                result.rss_kib.map_or("?".into(), |k| k.to_string()),
+                result
+                    .delivered_per_sec
+                    .map_or("?".into(), |r| format!("{r:.0}")),
+                result
+                    .error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("  [{e}]"))
+            );
+            loaded.insert(target.system, result);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
     Outcome {
         targets: targets.to_vec(),
         workloads: workloads.to_vec(),
@@ -406,5 +479,7 @@ async fn measure(args: &Args, targets: &[Target], workloads: &[Workload]) -> Out
         elapsed: started.elapsed(),
         latency_rate: args.latency_rate,
         load: (load_before, load_average()),
+        idle,
+        loaded,
     }
 }

@@ -312,6 +312,8 @@ pub fn markdown(info: &Info, outcome: &Outcome) -> String {
         md.push_str("\n\n");
     }
 
+    footprint_section(&mut md, &systems, outcome);
+
     let _ = writeln!(
         md,
         "## Every round\n\nDelivered msgs/s (latency: p99 µs) per round, with what \
@@ -397,6 +399,96 @@ struct JsonCell<'a> {
     rounds: Vec<JsonRound<'a>>,
 }
 
+/// The footprint table: binary, libraries, memory idle and with many idle
+/// connections, and throughput with those connected.
+fn footprint_section(md: &mut String, systems: &[System], outcome: &Outcome) {
+    if outcome.idle.is_empty() && outcome.loaded.is_empty() {
+        return;
+    }
+    let idle_connections = outcome
+        .loaded
+        .values()
+        .map(|l| l.idle_connections)
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(md, "## Footprint (lower is better, except msg/s)\n");
+    let _ = writeln!(
+        md,
+        "Read from `/proc/PID` of each server: the executable's size, the shared \
+         libraries it has mapped besides libc, libm and the loader (which every \
+         process maps), resident memory before any workload ran, and with \
+         {idle_connections} idle clients connected (each through its usual client, \
+         handshake done); then a 1→1 16 B max-rate run while they stay connected.\n"
+    );
+    let _ = write!(md, "| |");
+    for s in systems {
+        let _ = write!(md, " {} |", s.title());
+    }
+    md.push('\n');
+    md.push_str(&"|---".repeat(systems.len() + 1));
+    md.push_str("|\n");
+    let idle = |s: &System| outcome.idle.get(s);
+    let loaded = |s: &System| outcome.loaded.get(s);
+    type Cell<'a> = Box<dyn Fn(&System) -> String + 'a>;
+    let rows: Vec<(&str, Cell)> = vec![
+        (
+            "executable",
+            Box::new(|s| bytes(idle(s).and_then(|i| i.binary_bytes))),
+        ),
+        (
+            "+ shared libraries",
+            Box::new(|s| {
+                idle(s).map_or("–".into(), |i| {
+                    format!("{} ({} files)", bytes(i.library_bytes), i.libraries.len())
+                })
+            }),
+        ),
+        (
+            "idle RSS",
+            Box::new(|s| kib(idle(s).and_then(|i| i.rss_kib))),
+        ),
+        (
+            "RSS with idle connections",
+            Box::new(|s| kib(loaded(s).and_then(|l| l.rss_kib))),
+        ),
+        (
+            "1→1 16 B with idle connections (msg/s)",
+            Box::new(|s| {
+                loaded(s)
+                    .and_then(|l| l.delivered_per_sec)
+                    .map_or("–".into(), thousands)
+            }),
+        ),
+    ];
+    for (label, cell) in rows {
+        let _ = write!(md, "| {label} |");
+        for s in systems {
+            let _ = write!(md, " {} |", cell(s));
+        }
+        md.push('\n');
+    }
+    for (system, l) in &outcome.loaded {
+        if let Some(error) = &l.error {
+            let _ = writeln!(md, "\n- {}: {error}", system.title());
+        }
+    }
+    md.push('\n');
+}
+
+fn bytes(value: Option<u64>) -> String {
+    match value {
+        None => "–".into(),
+        Some(b) if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        Some(b) => format!("{} KB", b / 1000),
+    }
+}
+
+fn kib(value: Option<u64>) -> String {
+    value.map_or("–".into(), |k| {
+        format!("{:.1} MB", k as f64 * 1024.0 / 1e6)
+    })
+}
+
 #[derive(Serialize)]
 #[serde(untagged)]
 enum JsonRound<'a> {
@@ -429,6 +521,10 @@ pub fn json(info: &Info, outcome: &Outcome) -> String {
         "latency_rate": info.latency_rate,
         "latency_secs": info.latency_secs,
         "cells": cells,
+        "footprint": {
+            "idle": outcome.idle.iter().map(|(s, i)| (s.key(), i)).collect::<std::collections::BTreeMap<_, _>>(),
+            "idle_connections": outcome.loaded.iter().map(|(s, l)| (s.key(), l)).collect::<std::collections::BTreeMap<_, _>>(),
+        },
     });
     serde_json::to_string_pretty(&value).expect("a report serializes") + "\n"
 }

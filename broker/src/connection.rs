@@ -31,8 +31,13 @@ use crate::writer::{self, WriterConfig};
 /// an unauthenticated peer gets no room to make the broker buffer more.
 const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
 
-/// Bytes the read buffer grows by when it is full.
+/// Bytes the read buffer grows by when it is full, once the connection has
+/// shown it sends in bulk (a read filled all the room there was).
 const READ_CHUNK: usize = 64 * 1024;
+/// The read buffer of a new connection, and the step it grows by until then:
+/// most connections only ever send small frames now and then, and a
+/// thousand idle ones should not hold 64 MiB of buffers.
+const FIRST_READ_CHUNK: usize = 4 * 1024;
 
 /// Serve one accepted connection until it closes or `shutdown` fires. The
 /// halves carry the protocol's byte stream: a TCP socket's, or a WebSocket
@@ -147,7 +152,8 @@ impl Reader {
         let handshake_deadline =
             tokio::time::sleep(Duration::from_millis(config.server.handshake_timeout_ms));
         tokio::pin!(handshake_deadline);
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut chunk = FIRST_READ_CHUNK;
+        let mut buf = BytesMut::with_capacity(chunk);
         // Bytes of an oversized frame still to skip.
         let mut discard = 0usize;
         loop {
@@ -178,7 +184,7 @@ impl Reader {
                         }
                     }
                     Err(FrameError::Incomplete { needed }) => {
-                        buf.reserve(needed.max(READ_CHUNK.min(limit)));
+                        buf.reserve(needed.max(chunk.min(limit)));
                         break;
                     }
                     Err(error @ FrameError::TooLarge { len, .. }) => {
@@ -199,8 +205,9 @@ impl Reader {
                 }
             }
             if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_CHUNK);
+                buf.reserve(chunk);
             }
+            let room = buf.capacity() - buf.len();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => {
@@ -222,7 +229,13 @@ impl Reader {
                         }
                         return;
                     }
-                    Ok(_) => self.read_at_ms = unix_millis(),
+                    Ok(read) => {
+                        self.read_at_ms = unix_millis();
+                        if read == room {
+                            // More was waiting than fit: read in bulk from now on.
+                            chunk = READ_CHUNK;
+                        }
+                    }
                     Err(error) => {
                         debug!(%error, "read failed");
                         return;
