@@ -121,6 +121,8 @@ export declare class Message {
   readonly timestampMs: number
   /** 1 on first delivery, higher on redelivery. */
   readonly deliveryCount: number
+  /** What the broker acks this delivery by: unique among the subscription's unacked deliveries at QoS 1; `0n` at QoS 0. */
+  readonly deliveryId: bigint
   /** The payload as UTF-8 text. */
   text(): string
   /** Acknowledge; resolves at once for QoS 0 deliveries. */

@@ -221,6 +221,11 @@ export class Message {
     this.timestampMs = plain.timestampMs
     /** 1 on first delivery, higher on redelivery. */
     this.deliveryCount = plain.deliveryCount
+    /**
+     * What the broker acks this delivery by (a bigint): unique among the
+     * subscription's unacked deliveries at QoS 1; `0n` at QoS 0.
+     */
+    this.deliveryId = plain.deliveryId
   }
 
   /** The payload as UTF-8 text. */

@@ -63,6 +63,7 @@ describe('publish and subscribe', () => {
     assert.ok(message.id > 0n)
     assert.ok(Math.abs(message.timestampMs - before) < 60_000)
     assert.equal(message.deliveryCount, 1)
+    assert.equal(message.deliveryId, 0n, 'QoS 0 deliveries have no delivery id')
     assert.equal(message.headers.size, 0)
     assert.equal(await message.ack(), undefined, 'a QoS 0 ack resolves at once')
     await subscription.unsubscribe()
@@ -257,9 +258,13 @@ test('a durable subscription survives breaking out of for await; ack and unsubsc
   let sub = await client.subscribe('web.jobs', { qos: 1, durable: 'web-worker' })
   const id = await client.publish('web.jobs', 'one', { qos: 1 })
   assert.equal(typeof id, 'bigint')
+  let firstDeliveryId
   for await (const msg of sub) {
     assert.equal(msg.id, id)
     assert.equal(msg.deliveryCount, 1)
+    assert.equal(typeof msg.deliveryId, 'bigint')
+    assert.ok(msg.deliveryId > 0n, 'a QoS 1 delivery has an id to ack by')
+    firstDeliveryId = msg.deliveryId
     break // not acked: only detaches
   }
   await client.publish('web.jobs', 'two', { qos: 1 })
@@ -267,6 +272,7 @@ test('a durable subscription survives breaking out of for await; ack and unsubsc
   const again = await sub.next({ timeoutMs: 5000 })
   assert.equal(again.text(), 'one')
   assert.equal(again.deliveryCount, 2)
+  assert.equal(again.deliveryId, firstDeliveryId, 'a redelivery keeps its delivery id')
   await again.ack()
   const second = await sub.next({ timeoutMs: 5000 })
   assert.equal(second.text(), 'two')

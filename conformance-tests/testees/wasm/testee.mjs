@@ -25,7 +25,10 @@ class Failure extends Error {
 
 const invalid = (message) => new Failure(INVALID_ARGUMENT, message)
 
-/** actor name -> { client, subscriptions: Map<sub name, Subscription> } */
+/**
+ * actor name -> { client, subscriptions: Map<sub name, Subscription>,
+ * unacked: Map<sub name, Map<delivery id, Message>> }
+ */
 const actors = new Map()
 
 function str(args, name, optional = false) {
@@ -69,7 +72,7 @@ async function closeActor(name) {
 }
 
 const operations = {
-  hello: async () => ({ sdk: 'wasm', version: '0.1.0', capabilities: ['pubsub', 'headers'] }),
+  hello: async () => ({ sdk: 'wasm', version: '0.1.0', capabilities: ['pubsub', 'headers', 'qos1'] }),
 
   async connect(name, args) {
     // The WebSocket listener; `addr` (TCP) only when the runner gives none.
@@ -83,7 +86,7 @@ const operations = {
     }
     await closeActor(name)
     const client = await connect(addr, options)
-    actors.set(name, { client, subscriptions: new Map() })
+    actors.set(name, { client, subscriptions: new Map(), unacked: new Map() })
     return {}
   },
 
@@ -130,26 +133,42 @@ const operations = {
 
   // Up to `count` messages within `timeout_ms` in all; a message is taken
   // only when returned, so later ones stay queued for the next receive.
+  // Nothing is acked here: QoS 1 deliveries wait for `ack`.
   async receive(name, args) {
-    const [, subscription] = subscriptionOf(actorOf(name), args)
+    const actor = actorOf(name)
+    const [sub, subscription] = subscriptionOf(actor, args)
     const count = uint(args, 'count')
     const deadline = Date.now() + Math.min(uint(args, 'timeout_ms'), 2 ** 31 - 1)
     const messages = []
     while (messages.length < count) {
       const message = await subscription.next({ timeoutMs: Math.max(0, deadline - Date.now()) })
       if (message === null) break
-      // The contract has no ack: a received message counts as consumed.
-      await message.ack().catch((e) => console.error(`wasm testee: ack failed: ${e}`))
+      if (message.deliveryId !== 0n) {
+        if (!actor.unacked.has(sub)) actor.unacked.set(sub, new Map())
+        actor.unacked.get(sub).set(message.deliveryId.toString(), message)
+      }
       messages.push({
         topic: message.topic,
         payload: base64(message.payload),
         id: message.id.toString(),
         timestamp_ms: String(message.timestampMs),
         delivery_count: message.deliveryCount,
+        delivery_id: message.deliveryId.toString(),
         headers: [...message.headers].map(([key, value]) => ({ key, value: base64(value) })),
       })
     }
     return { messages }
+  },
+
+  async ack(name, args) {
+    const actor = actorOf(name)
+    const sub = str(args, 'sub')
+    const deliveryId = str(args, 'delivery_id')
+    const message = actor.unacked.get(sub)?.get(deliveryId)
+    if (message === undefined) throw invalid(`no unacked delivery ${deliveryId} on \`${sub}\``)
+    actor.unacked.get(sub).delete(deliveryId)
+    await message.ack()
+    return {}
   },
 
   async flush(name) {
