@@ -3,10 +3,11 @@
 //! JavaScript, Python or the JVM), one crossing and one queue slot carry a
 //! whole batch.
 
-use blipmq_protocol::{topic, ErrorCode, Publish};
+use blipmq_protocol::Publish;
 use bytes::{Bytes, BytesMut};
 
-use crate::error::{Error, PublishError, PublishErrorKind};
+use crate::client::{check_payload_size, check_topic};
+use crate::error::PublishError;
 use crate::state::encode_frame_into;
 
 /// QoS 0 messages for [`Client::try_publish_batch`](crate::Client::try_publish_batch)
@@ -39,27 +40,11 @@ impl PublishBatch {
     /// on an invalid topic or a payload over the broker's limit.
     pub fn push(&mut self, topic: &str, payload: &[u8], ttl_ms: u32) -> Result<(), PublishError> {
         if topic != self.last_topic {
-            if let Err(e) = topic::validate_topic(topic) {
-                return Err(Error::new(
-                    PublishErrorKind::InvalidTopic,
-                    ErrorCode::InvalidTopic,
-                    format!("{e}: {topic:?}"),
-                ));
-            }
+            check_topic(topic)?;
             self.last_topic.clear();
             self.last_topic.push_str(topic);
         }
-        if payload.len() > self.max_message_size {
-            return Err(Error::new(
-                PublishErrorKind::MessageTooLarge,
-                ErrorCode::MessageTooLarge,
-                format!(
-                    "payload of {} bytes exceeds the broker's limit of {} bytes",
-                    payload.len(),
-                    self.max_message_size
-                ),
-            ));
-        }
+        check_payload_size(payload.len(), self.max_message_size)?;
         encode_frame_into(
             &blipmq_protocol::Frame::Publish(Publish {
                 publish_id: 0,

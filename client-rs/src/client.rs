@@ -202,7 +202,7 @@ impl Client {
                 .outgoing
                 .send(frame)
                 .await
-                .map_err(|_| PublishError::from(Failure::Closed.error("the client is closed")))?;
+                .map_err(|_| closed())?;
             return Ok(None);
         }
         let (tx, rx) = oneshot::channel();
@@ -235,14 +235,8 @@ impl Client {
         }
         let (_, frame) = self.publish_frame(topic, payload.into(), options)?;
         self.inner.outgoing.try_send(frame).map_err(|e| match e {
-            async_channel::TrySendError::Full(_) => Error::new(
-                PublishErrorKind::QueueFull,
-                ErrorCode::QueueFull,
-                "the outgoing queue is full; nothing was sent",
-            ),
-            async_channel::TrySendError::Closed(_) => {
-                PublishError::from(Failure::Closed.error("the client is closed"))
-            }
+            async_channel::TrySendError::Full(_) => queue_full(),
+            async_channel::TrySendError::Closed(_) => closed(),
         })
     }
 
@@ -265,15 +259,9 @@ impl Client {
         self.inner.outgoing.try_send(frames).map_err(|e| match e {
             async_channel::TrySendError::Full(frames) => {
                 batch.restore((frames, count));
-                Error::new(
-                    PublishErrorKind::QueueFull,
-                    ErrorCode::QueueFull,
-                    "the outgoing queue is full; nothing was sent",
-                )
+                queue_full()
             }
-            async_channel::TrySendError::Closed(_) => {
-                PublishError::from(Failure::Closed.error("the client is closed"))
-            }
+            async_channel::TrySendError::Closed(_) => closed(),
         })
     }
 
@@ -289,7 +277,7 @@ impl Client {
             .outgoing
             .send(batch.take_frames().0)
             .await
-            .map_err(|_| PublishError::from(Failure::Closed.error("the client is closed")))
+            .map_err(|_| closed())
     }
 
     /// Check a publish and encode its frame: the publish id (0 at QoS 0)
@@ -302,24 +290,8 @@ impl Client {
     ) -> Result<(u64, Bytes), PublishError> {
         trace::inject_current(&mut options.headers);
         self.check_open().map_err(PublishError::from)?;
-        if let Err(e) = topic::validate_topic(topic) {
-            return Err(Error::new(
-                PublishErrorKind::InvalidTopic,
-                ErrorCode::InvalidTopic,
-                format!("{e}: {topic:?}"),
-            ));
-        }
-        let max = self.max_message_size();
-        if payload.len() > max {
-            return Err(Error::new(
-                PublishErrorKind::MessageTooLarge,
-                ErrorCode::MessageTooLarge,
-                format!(
-                    "payload of {} bytes exceeds the broker's limit of {max} bytes",
-                    payload.len()
-                ),
-            ));
-        }
+        check_topic(topic)?;
+        check_payload_size(payload.len(), self.max_message_size())?;
         if !options.headers.is_empty() {
             let limits = *self.inner.header_limits.lock().unwrap();
             let pairs = options.headers.iter().map(|(k, v)| (k, &v[..]));
@@ -450,4 +422,41 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A publish's topic is checked here before anything is queued.
+pub(crate) fn check_topic(topic: &str) -> Result<(), PublishError> {
+    topic::validate_topic(topic).map_err(|e| {
+        Error::new(
+            PublishErrorKind::InvalidTopic,
+            ErrorCode::InvalidTopic,
+            format!("{e}: {topic:?}"),
+        )
+    })
+}
+
+/// A payload over the broker's limit is refused here, before it is queued.
+pub(crate) fn check_payload_size(len: usize, max: usize) -> Result<(), PublishError> {
+    if len > max {
+        return Err(Error::new(
+            PublishErrorKind::MessageTooLarge,
+            ErrorCode::MessageTooLarge,
+            format!("payload of {len} bytes exceeds the broker's limit of {max} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A send the outgoing queue had no room for.
+fn queue_full() -> PublishError {
+    Error::new(
+        PublishErrorKind::QueueFull,
+        ErrorCode::QueueFull,
+        "the outgoing queue is full; nothing was sent",
+    )
+}
+
+/// A send after the outgoing queue closed.
+fn closed() -> PublishError {
+    PublishError::from(Failure::Closed.error("the client is closed"))
 }

@@ -142,6 +142,24 @@ impl NativeClient {
         }
         env.spawn_future(async move { result.await.map_err(|_| stopped())? })
     }
+
+    /// Queue a QoS 0 send on the spot with `attempt`, which is only tried
+    /// when no call is queued before it (messages keep call order): `true`
+    /// once it is queued, `false` when the caller must queue it in order
+    /// instead (calls pending, or no room: it then waits on the runtime).
+    fn queued_now(
+        &self,
+        attempt: impl FnOnce() -> Result<(), blipmq::PublishError>,
+    ) -> napi::Result<bool> {
+        if self.queued.load(Ordering::Acquire) != 0 {
+            return Ok(false);
+        }
+        match attempt() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == PublishErrorKind::QueueFull => Ok(false),
+            Err(e) => Err(to_napi(e)),
+        }
+    }
 }
 
 fn stopped() -> napi::Error {
@@ -179,18 +197,14 @@ impl NativeClient {
             },
         };
         let payload = Bytes::copy_from_slice(&payload);
-        // Only QoS 0 may skip the queue (QoS 1 waits for a confirm anyway),
-        // and only when nothing is queued before it: messages keep call order.
-        if options.qos == Qos::AtMostOnce && self.queued.load(Ordering::Acquire) == 0 {
-            match self
-                .client
-                .try_publish_with(&topic, payload.clone(), options.clone())
-            {
-                Ok(()) => return Ok(None),
-                // No room: wait for it in order, on the runtime.
-                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
-                Err(e) => return Err(to_napi(e)),
-            }
+        // Only QoS 0 may skip the queue (QoS 1 waits for a confirm anyway).
+        if options.qos == Qos::AtMostOnce
+            && self.queued_now(|| {
+                self.client
+                    .try_publish_with(&topic, payload.clone(), options.clone())
+            })?
+        {
+            return Ok(None);
         }
         self.in_order(env, move |client| async move {
             let id = client
@@ -234,12 +248,8 @@ impl NativeClient {
             batch.push(topic, payload, ttl_ms).map_err(to_napi)?;
             start = end;
         }
-        if self.queued.load(Ordering::Acquire) == 0 {
-            match self.client.try_publish_batch(&mut batch) {
-                Ok(()) => return Ok(None),
-                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
-                Err(e) => return Err(to_napi(e)),
-            }
+        if self.queued_now(|| self.client.try_publish_batch(&mut batch))? {
+            return Ok(None);
         }
         self.in_order(env, move |client| async move {
             client.publish_batch(batch).await.map_err(to_napi)
