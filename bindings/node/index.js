@@ -367,9 +367,11 @@ function toIteratorResult(message) {
 
 const MAX_TTL_MS = 0xffffffff
 
+const isTtlMs = (value) => Number.isInteger(value) && value >= 0 && value <= MAX_TTL_MS
+
 function ttlOption(ttlMs) {
-  if (ttlMs === undefined) return undefined
-  if (!Number.isInteger(ttlMs) || ttlMs < 0 || ttlMs > MAX_TTL_MS) {
+  if (ttlMs == null) return undefined
+  if (!isTtlMs(ttlMs)) {
     throw new InvalidArgumentError(
       `InvalidArgument (301): ttlMs must be a whole number of milliseconds from 0 to ${MAX_TTL_MS}, not ${ttlMs}`,
       { code: 301, codeName: 'InvalidArgument' },
@@ -481,14 +483,15 @@ class Client {
     if (
       this.#backpressure === null &&
       !this.#closed &&
-      (options === undefined || (!options.qos && options.headers == null)) &&
+      (options === undefined ||
+        ((options.qos === undefined || options.qos === 0) && options.headers == null)) &&
       this.#knownTopics.has(topic) &&
       (payload instanceof Uint8Array
         ? payload.length <= this.#maxMessageSize
         : typeof payload === 'string' && payload.length * 3 <= this.#maxMessageSize)
     ) {
       const ttlMs = options?.ttlMs ?? 0
-      if (Number.isInteger(ttlMs) && ttlMs >= 0 && ttlMs <= MAX_TTL_MS) {
+      if (isTtlMs(ttlMs)) {
         if (!this.#batch.push(topic, payload, ttlMs)) {
           this.#flushBatch()
           if (!this.#batch.push(topic, payload, ttlMs)) return this.#publishNow(topic, payload, options)

@@ -61,6 +61,11 @@ test('errors stay immediate once a topic is known (publishes to it are batched)'
     await assert.rejects(client.publish('known', 'x', { ttlMs }), { name: 'InvalidArgumentError', code: 301 })
   }
   await rejectsWith(client.publish('known', 'x', { qos: 2 }), blipmq.InvalidArgumentError, 301, 'InvalidArgument')
+  // Batched or not, an option is judged the same way.
+  await assert.rejects(client.publish('known', 'x', { qos: false }), TypeError)
+  await assert.rejects(client.publish('unknown.yet', 'x', { qos: false }), TypeError)
+  await client.publish('known', 'x', { ttlMs: null })
+  await client.publish('unknown.too', 'x', { ttlMs: null })
   await client.flush()
 })
 
