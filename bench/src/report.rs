@@ -484,9 +484,7 @@ fn bytes(value: Option<u64>) -> String {
 }
 
 fn kib(value: Option<u64>) -> String {
-    value.map_or("–".into(), |k| {
-        format!("{:.1} MB", k as f64 * 1024.0 / 1e6)
-    })
+    bytes(value.map(|k| k * 1024))
 }
 
 #[derive(Serialize)]

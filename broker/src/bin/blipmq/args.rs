@@ -55,7 +55,6 @@ pub fn parse(
     let mut config: Option<PathBuf> = None;
     let mut log_format: Option<String> = None;
     let mut seen_command = false;
-    let mut positional = 0usize;
     while let Some(arg) = args.next() {
         let Some(text) = arg.to_str() else {
             return Err(format!("unexpected argument {arg:?}"));
@@ -86,11 +85,8 @@ pub fn parse(
                 };
                 log_format = Some(value);
             }
-            "help" if positional == 0 => return Ok(Invocation::Help),
-            "start" if positional == 0 => {
-                seen_command = true;
-                positional += 1;
-            }
+            "help" if !seen_command => return Ok(Invocation::Help),
+            "start" if !seen_command => seen_command = true,
             other if other.starts_with('-') => {
                 return Err(format!("unexpected argument '{other}'"));
             }
