@@ -2,6 +2,8 @@
 //! write until the connection drops; reconnect with backoff and resubscribe;
 //! on close, flush what is queued and stop.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use blipmq_protocol::{
@@ -307,21 +309,36 @@ async fn write_loop(
     }
 }
 
-/// What consecutive deliveries usually share, kept by the read loop of one
-/// connection: the last subscription's channel (a broker's subscription id
-/// names one subscription for the whole connection) and the last topic.
+/// What the read loop of one connection keeps between deliveries: the
+/// channel of every subscription it has delivered to (a broker's
+/// subscription id names one subscription for the whole connection), each
+/// with the topic it last carried. A connection with many subscriptions
+/// interleaves them, so one "last route" would miss on nearly every delivery
+/// and pay a table lock, a sender clone and a topic allocation each time.
 #[derive(Default)]
 struct DeliveryCache {
-    route: Option<(u64, async_channel::Sender<Message>)>,
+    routes: HashMap<u64, Route, BuildHasherDefault<IdHasher>>,
+}
+
+struct Route {
+    sender: async_channel::Sender<Message>,
+    /// Shared by consecutive deliveries of one topic (an exact subscription
+    /// only ever carries one).
     topic: Option<Arc<str>>,
 }
 
+/// Routes past this many are forgotten wholesale: they are rebuilt from the
+/// subscription table on the next deliveries.
+const MAX_CACHED_ROUTES: usize = 4096;
+
 impl DeliveryCache {
-    /// The channel of subscription `server_id`, looked up only when it is
-    /// not the last one (borrowed: a clone per message costs atomics).
-    fn sender(&mut self, inner: &Inner, server_id: u64) -> Option<&async_channel::Sender<Message>> {
-        let cached =
-            matches!(&self.route, Some((id, sender)) if *id == server_id && !sender.is_closed());
+    /// The route of subscription `server_id`, looked up in the subscription
+    /// table only the first time (or after its channel closed).
+    fn route(&mut self, inner: &Inner, server_id: u64) -> Option<&mut Route> {
+        let cached = self
+            .routes
+            .get(&server_id)
+            .is_some_and(|route| !route.sender.is_closed());
         if !cached {
             let sender = {
                 let table = inner.subscriptions.lock().unwrap();
@@ -331,11 +348,31 @@ impl DeliveryCache {
                     .and_then(|local| table.by_local.get(local))
                     .map(|entry| entry.sender.clone())
             };
-            self.route = sender.map(|sender| (server_id, sender));
+            let Some(sender) = sender else {
+                self.routes.remove(&server_id);
+                return None;
+            };
+            if self.routes.len() >= MAX_CACHED_ROUTES {
+                self.routes.clear();
+            }
+            self.routes.insert(
+                server_id,
+                Route {
+                    sender,
+                    topic: None,
+                },
+            );
         }
-        self.route.as_ref().map(|(_, sender)| sender)
+        self.routes.get_mut(&server_id)
     }
 
+    /// Forget every route (a subscription ended).
+    fn clear(&mut self) {
+        self.routes.clear();
+    }
+}
+
+impl Route {
     fn topic(&mut self, topic: &str) -> Arc<str> {
         match &self.topic {
             Some(last) if **last == *topic => last.clone(),
@@ -345,6 +382,27 @@ impl DeliveryCache {
                 shared
             }
         }
+    }
+}
+
+/// Hashes broker-assigned subscription ids (small distinct integers, not
+/// attacker-chosen keys) with one multiply instead of SipHash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -381,11 +439,10 @@ async fn handle(inner: &Inner, cache: &mut DeliveryCache, frame: Bytes) -> Resul
     let decoded = decode(&body).map_err(|e| format!("broker sent a bad frame: {e}"))?;
     match decoded {
         Frame::Delivery(d) => {
-            let topic = cache.topic(d.topic);
             // A delivery for a subscription dropped a moment ago is discarded.
-            if let Some(sender) = cache.sender(inner, d.route.subscription_id) {
+            if let Some(route) = cache.route(inner, d.route.subscription_id) {
                 let message = Message {
-                    topic,
+                    topic: route.topic(d.topic),
                     payload: body.slice_ref(d.payload),
                     headers: d
                         .headers
@@ -401,6 +458,7 @@ async fn handle(inner: &Inner, cache: &mut DeliveryCache, frame: Bytes) -> Resul
                 };
                 // Waits while the consumer is behind: reading stops, and the
                 // broker's queue and overflow policy take over.
+                let sender = &route.sender;
                 if let Err(async_channel::TrySendError::Full(message)) = sender.try_send(message) {
                     let _ = sender.send(message).await;
                 }
@@ -410,7 +468,7 @@ async fn handle(inner: &Inner, cache: &mut DeliveryCache, frame: Bytes) -> Resul
         Frame::Unsubscribed(u) => {
             // Let go of the subscription's channel before its owner hears
             // it is over, so that its stream can end.
-            cache.route = None;
+            cache.clear();
             answer(inner, u.request_id, Ok(u.subscription_id))
         }
         Frame::Confirm(c) => answer(inner, c.publish_id, Ok(c.message_id)),

@@ -188,6 +188,66 @@ async fn unsubscribe_and_drop_both_stop_deliveries() {
 }
 
 #[tokio::test]
+async fn interleaved_subscriptions_on_one_connection_each_get_their_own_topics() {
+    // One connection, several subscriptions whose deliveries interleave:
+    // each message must reach the subscription it was routed to, with its
+    // own topic, even as one subscription ends and another starts midway.
+    let broker = Broker::start().await;
+    let client = Client::connect(broker.url()).await.unwrap();
+    let mut exact = Vec::new();
+    for t in 0..5 {
+        exact.push(client.subscribe(&format!("room.{t}")).await.unwrap());
+    }
+    let mut wildcard = client.subscribe("room.*").await.unwrap();
+    let publisher = Client::connect(broker.url()).await.unwrap();
+    for i in 0..50u32 {
+        let t = i % 5;
+        publisher
+            .publish(&format!("room.{t}"), i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+    for (t, sub) in exact.iter_mut().enumerate() {
+        for i in (t as u32..50).step_by(5) {
+            let m = next(sub).await;
+            assert_eq!(m.topic(), format!("room.{t}"));
+            assert_eq!(&m.payload()[..], i.to_be_bytes());
+        }
+    }
+    for i in 0..50u32 {
+        let m = next(&mut wildcard).await;
+        assert_eq!(m.topic(), format!("room.{}", i % 5));
+        assert_eq!(&m.payload()[..], i.to_be_bytes());
+    }
+
+    // End one subscription, start another on the same topic.
+    let ended = exact.remove(0);
+    ended.unsubscribe().await.unwrap();
+    let mut replacement = client.subscribe("room.0").await.unwrap();
+    for t in 0..5u32 {
+        publisher
+            .publish(&format!("room.{t}"), format!("after {t}"))
+            .await
+            .unwrap();
+    }
+    let m = next(&mut replacement).await;
+    assert_eq!((m.topic(), &m.payload()[..]), ("room.0", &b"after 0"[..]));
+    for (t, sub) in exact.iter_mut().enumerate() {
+        let m = next(sub).await;
+        assert_eq!(m.topic(), format!("room.{}", t + 1));
+        assert_eq!(m.payload()[..], *format!("after {}", t + 1).as_bytes());
+    }
+    for t in 0..5u32 {
+        assert_eq!(next(&mut wildcard).await.topic(), format!("room.{t}"));
+    }
+    nothing_within(&mut replacement, Duration::from_millis(100)).await;
+    client.close().await;
+    publisher.close().await;
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn local_validation_errors_carry_wire_codes() {
     let broker = Broker::start_with(|c| c.server.max_message_size_bytes = 64).await;
     let client = Client::connect(broker.url()).await.unwrap();
