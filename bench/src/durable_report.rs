@@ -133,7 +133,7 @@ pub fn markdown(info: &DurableInfo, outcome: &DurableOutcome) -> String {
     if let Some(clients) = &info.clients {
         let _ = writeln!(
             md,
-            "- **Clients** (all in one process, tokio multi-thread runtime): {clients}."
+            "- **Clients** (all in one process, tokio multi-thread runtime, mimalloc allocator): {clients}."
         );
     }
     for (system, reason) in &info.skipped {

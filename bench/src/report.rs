@@ -173,7 +173,7 @@ pub fn markdown(info: &Info, outcome: &Outcome) -> String {
     if let Some(clients) = &info.clients {
         let _ = writeln!(
             md,
-            "- **Clients** (all in one process, tokio multi-thread runtime): {clients}."
+            "- **Clients** (all in one process, tokio multi-thread runtime, mimalloc allocator): {clients}."
         );
     }
     for (system, reason) in &info.skipped {
