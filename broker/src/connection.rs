@@ -37,7 +37,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The read buffer of a new connection, and the step it grows by until then:
 /// most connections only ever send small frames now and then, and a
 /// thousand idle ones should not hold 64 MiB of buffers.
-const FIRST_READ_CHUNK: usize = 4 * 1024;
+const FIRST_READ_CHUNK: usize = 1024;
+/// The buffer grows by a chunk before a read that would have less room.
+const MIN_READ_ROOM: usize = 512;
 
 /// Serve one accepted connection until it closes or `shutdown` fires. The
 /// halves carry the protocol's byte stream: a TCP socket's, or a WebSocket
@@ -204,7 +206,7 @@ impl Reader {
                     }
                 }
             }
-            if buf.capacity() - buf.len() < 1024 {
+            if buf.capacity() - buf.len() < MIN_READ_ROOM {
                 buf.reserve(chunk);
             }
             let room = buf.capacity() - buf.len();
@@ -296,8 +298,11 @@ impl Reader {
         }
         match frame {
             Frame::Publish(publish) => self.publish(&publish).await,
-            Frame::Subscribe(subscribe) => self.subscribe(&subscribe).await,
-            Frame::Unsubscribe(unsubscribe) => self.unsubscribe(&unsubscribe).await,
+            // Boxed: their futures (durable store calls) would otherwise
+            // size the task of every connection, most of which never
+            // subscribe more than a few times.
+            Frame::Subscribe(subscribe) => Box::pin(self.subscribe(&subscribe)).await,
+            Frame::Unsubscribe(unsubscribe) => Box::pin(self.unsubscribe(&unsubscribe)).await,
             Frame::Ack(ack) => {
                 // Acks are accepted only for subscriptions this connection
                 // owns. QoS 0 deliveries need none; a durable subscription
@@ -460,7 +465,9 @@ impl Reader {
                 .in_scope(|| debug!(subscriptions = matches.len(), "fan-out"));
         }
         if durable {
-            return self.publish_durable(publish, message, matches).await;
+            // Boxed, as subscribe is: the log's future is large and QoS 1
+            // publishes wait on a disk sync anyway.
+            return Box::pin(self.publish_durable(publish, message, matches)).await;
         }
         let shared = &self.shared;
         for subscription in matches.targets() {

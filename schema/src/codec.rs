@@ -320,7 +320,9 @@ impl Default for Encoder {
 impl Encoder {
     pub fn new() -> Self {
         Encoder {
-            builder: FlatBufferBuilder::with_capacity(1024),
+            // Grown on first use: the hot frames skip the builder, and a
+            // broker holds one encoder per connection.
+            builder: FlatBufferBuilder::with_capacity(0),
         }
     }
 
