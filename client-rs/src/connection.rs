@@ -435,19 +435,21 @@ async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut By
 
 /// Act on one frame from the broker. `Err` ends the connection.
 async fn handle(inner: &Inner, cache: &mut DeliveryCache, frame: Bytes) -> Result<(), String> {
-    let body = frame.slice(LENGTH_PREFIX_LEN..);
-    let decoded = decode(&body).map_err(|e| format!("broker sent a bad frame: {e}"))?;
+    // Fields borrow from `frame` itself (slice_ref takes any part of it):
+    // no second handle on the buffer per frame.
+    let decoded =
+        decode(&frame[LENGTH_PREFIX_LEN..]).map_err(|e| format!("broker sent a bad frame: {e}"))?;
     match decoded {
         Frame::Delivery(d) => {
             // A delivery for a subscription dropped a moment ago is discarded.
             if let Some(route) = cache.route(inner, d.route.subscription_id) {
                 let message = Message {
                     topic: route.topic(d.topic),
-                    payload: body.slice_ref(d.payload),
+                    payload: frame.slice_ref(d.payload),
                     headers: d
                         .headers
                         .iter()
-                        .map(|h| (h.key.to_string(), body.slice_ref(h.value)))
+                        .map(|h| (h.key.to_string(), frame.slice_ref(h.value)))
                         .collect(),
                     id: d.message_id,
                     timestamp_ms: d.timestamp_ms,

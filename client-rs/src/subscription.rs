@@ -63,7 +63,9 @@ impl Subscription {
 
     /// Take what is buffered now, up to `max` messages, without waiting.
     pub fn try_next_batch(&mut self, max: usize) -> Vec<Message> {
-        let mut batch = Vec::new();
+        // Sized from what is buffered now, so a large batch is not built by
+        // repeated doubling (each a copy of every message taken so far).
+        let mut batch = Vec::with_capacity(max.min(self.receiver.len()));
         while batch.len() < max {
             match self.receiver.try_recv() {
                 Ok(message) => batch.push(message),
