@@ -10,7 +10,11 @@ let broker
 let client
 
 before(async () => {
-  broker = await startBroker()
+  // Room in the broker's queue for every message of the largest burst
+  // below (10,000 publishes in flight): under the default `drop_oldest`
+  // policy, a smaller queue drops whenever this client's reader falls
+  // behind its own publishes, and a test that counts messages then hangs.
+  broker = await startBroker({ env: { BLIPMQ_QUEUES_SUBSCRIBER_CAPACITY: '16384' } })
   client = await connect(broker.addr, { name: 'node-test' })
 })
 
@@ -227,7 +231,8 @@ describe('async iteration', () => {
 })
 
 describe('concurrency', () => {
-  test('10000 publishes in flight arrive complete and in order', async () => {
+  // A lost message would leave `for await` waiting: fail instead of hang.
+  test('10000 publishes in flight arrive complete and in order', { timeout: 30_000 }, async () => {
     const count = 10_000
     const subscription = await client.subscribe('many')
     await Promise.all(Array.from({ length: count }, (_, i) => client.publish('many', String(i))))
