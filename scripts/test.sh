@@ -12,13 +12,25 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
+# No step takes near this on the 2-core CI machine (the longest, conformance,
+# ~13 min): one that hangs fails here, named, instead of using up CI's limit.
+STEP_TIMEOUT="${STEP_TIMEOUT:-1800}"
+
 step() {
   local name="$1"
   shift
   echo
   echo "==> $name: $*"
   local started=$SECONDS
-  "$@"
+  local status=0
+  timeout --kill-after=30 "$STEP_TIMEOUT" "$@" || status=$?
+  if [[ $status -eq 124 || $status -eq 137 ]]; then
+    echo "<== $name TIMED OUT after $STEP_TIMEOUT s" >&2
+    exit 124
+  elif [[ $status -ne 0 ]]; then
+    echo "<== $name FAILED (exit $status, $((SECONDS - started)) s)" >&2
+    exit "$status"
+  fi
   echo "<== $name ok ($((SECONDS - started)) s)"
 }
 
