@@ -398,6 +398,43 @@ async fn measure(
                 .map(|&pid| (t.system, footprint::idle(pid)))
         })
         .collect();
+    // Idle connections first, on servers that have run nothing else: after
+    // the max-rate cells a server's RSS holds what its allocator kept from
+    // deep queues (for BlipMQ 26 to 66 MB from run to run), which would
+    // swamp what the connections themselves cost.
+    let mut loaded = BTreeMap::new();
+    if args.workloads.iter().any(|w| w == "connections") && args.idle_connections > 0 {
+        let one_to_one = spec(
+            Workload::Fanout {
+                subscribers: 1,
+                size: SMALL,
+            },
+            args,
+        );
+        for target in targets {
+            let pid = pids.get(&target.system).copied();
+            let result =
+                footprint::with_idle_connections(target, pid, args.idle_connections, &one_to_one)
+                    .await;
+            eprintln!(
+                "{} idle connections  {:<16} opened {} in {:.1} s, RSS {} KiB, 1→1 16 B {} msg/s{}",
+                args.idle_connections,
+                target.system.title(),
+                result.idle_connections,
+                result.connect_secs,
+                result.rss_kib.map_or("?".into(), |k| k.to_string()),
+                result
+                    .delivered_per_sec
+                    .map_or("?".into(), |r| format!("{r:.0}")),
+                result
+                    .error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("  [{e}]"))
+            );
+            loaded.insert(target.system, result);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
     let mut results: BTreeMap<(Workload, System), Rounds> = BTreeMap::new();
     for round in 0..args.rounds {
         for &workload in workloads {
@@ -443,39 +480,6 @@ async fn measure(
                 // Let the server settle (closed connections, freed buffers).
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-        }
-    }
-    let mut loaded = BTreeMap::new();
-    if args.workloads.iter().any(|w| w == "connections") && args.idle_connections > 0 {
-        let one_to_one = spec(
-            Workload::Fanout {
-                subscribers: 1,
-                size: SMALL,
-            },
-            args,
-        );
-        for target in targets {
-            let pid = pids.get(&target.system).copied();
-            let result =
-                footprint::with_idle_connections(target, pid, args.idle_connections, &one_to_one)
-                    .await;
-            eprintln!(
-                "{} idle connections  {:<16} opened {} in {:.1} s, RSS {} KiB, 1→1 16 B {} msg/s{}",
-                args.idle_connections,
-                target.system.title(),
-                result.idle_connections,
-                result.connect_secs,
-                result.rss_kib.map_or("?".into(), |k| k.to_string()),
-                result
-                    .delivered_per_sec
-                    .map_or("?".into(), |r| format!("{r:.0}")),
-                result
-                    .error
-                    .as_ref()
-                    .map_or(String::new(), |e| format!("  [{e}]"))
-            );
-            loaded.insert(target.system, result);
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
     Outcome {

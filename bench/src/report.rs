@@ -418,7 +418,8 @@ fn footprint_section(md: &mut String, systems: &[System], outcome: &Outcome) {
          libraries it has mapped besides libc, libm and the loader (which every \
          process maps), resident memory before any workload ran, and with \
          {idle_connections} idle clients connected (each through its usual client, \
-         handshake done); then a 1→1 16 B max-rate run while they stay connected.\n"
+         handshake done), measured first, before the max-rate runs; then a 1→1 \
+         16 B max-rate run while they stay connected.\n"
     );
     let _ = write!(md, "| |");
     for s in systems {
