@@ -2,6 +2,7 @@
 //! write until the connection drops; reconnect with backoff and resubscribe;
 //! on close, flush what is queued and stop.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -333,37 +334,29 @@ const MAX_CACHED_ROUTES: usize = 4096;
 
 impl DeliveryCache {
     /// The route of subscription `server_id`, looked up in the subscription
-    /// table only the first time (or after its channel closed).
+    /// table only the first time (or after its channel closed): a delivery
+    /// to a known subscription costs one hash lookup.
     fn route(&mut self, inner: &Inner, server_id: u64) -> Option<&mut Route> {
-        let cached = self
-            .routes
-            .get(&server_id)
-            .is_some_and(|route| !route.sender.is_closed());
-        if !cached {
-            let sender = {
-                let table = inner.subscriptions.lock().unwrap();
-                table
-                    .by_server
-                    .get(&server_id)
-                    .and_then(|local| table.by_local.get(local))
-                    .map(|entry| entry.sender.clone())
-            };
-            let Some(sender) = sender else {
-                self.routes.remove(&server_id);
-                return None;
-            };
-            if self.routes.len() >= MAX_CACHED_ROUTES {
-                self.routes.clear();
-            }
-            self.routes.insert(
-                server_id,
-                Route {
-                    sender,
-                    topic: None,
-                },
-            );
+        if self.routes.len() >= MAX_CACHED_ROUTES && !self.routes.contains_key(&server_id) {
+            self.routes.clear();
         }
-        self.routes.get_mut(&server_id)
+        match self.routes.entry(server_id) {
+            Entry::Occupied(entry) if !entry.get().sender.is_closed() => Some(entry.into_mut()),
+            Entry::Occupied(entry) => match subscription_sender(inner, server_id) {
+                Some(sender) => {
+                    let route = entry.into_mut();
+                    *route = Route::new(sender);
+                    Some(route)
+                }
+                None => {
+                    entry.remove();
+                    None
+                }
+            },
+            Entry::Vacant(entry) => {
+                subscription_sender(inner, server_id).map(|sender| entry.insert(Route::new(sender)))
+            }
+        }
     }
 
     /// Forget every route (a subscription ended).
@@ -372,7 +365,25 @@ impl DeliveryCache {
     }
 }
 
+/// The channel of subscription `server_id` in the subscription table, if it
+/// is still there.
+fn subscription_sender(inner: &Inner, server_id: u64) -> Option<async_channel::Sender<Message>> {
+    let table = inner.subscriptions.lock().unwrap();
+    table
+        .by_server
+        .get(&server_id)
+        .and_then(|local| table.by_local.get(local))
+        .map(|entry| entry.sender.clone())
+}
+
 impl Route {
+    fn new(sender: async_channel::Sender<Message>) -> Route {
+        Route {
+            sender,
+            topic: None,
+        }
+    }
+
     fn topic(&mut self, topic: &str) -> Arc<str> {
         match &self.topic {
             Some(last) if **last == *topic => last.clone(),
