@@ -24,7 +24,9 @@ step() {
   local started=$SECONDS
   local status=0
   timeout --kill-after=30 "$STEP_TIMEOUT" "$@" || status=$?
-  if [[ $status -eq 124 || $status -eq 137 ]]; then
+  # 124: the timeout's TERM ended it; 137 after the limit: its KILL did
+  # (a 137 before the limit is some other SIGKILL, reported as a failure).
+  if [[ $status -eq 124 || ($status -eq 137 && $((SECONDS - started)) -ge $STEP_TIMEOUT) ]]; then
     echo "<== $name TIMED OUT after $STEP_TIMEOUT s" >&2
     exit 124
   elif [[ $status -ne 0 ]]; then
