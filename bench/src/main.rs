@@ -104,7 +104,8 @@ struct Args {
     cell_secs: f64,
     /// Workloads to run: fanout, topics, latency, connections (the last
     /// opens --idle-connections idle clients, reads the server's memory
-    /// (needs --pid) and runs 1→1 at 16 B while they stay connected).
+    /// (needs --pid) and runs 1→1 at 16 B while they stay connected); or
+    /// one fan-out cell as fanout:SUBSCRIBERS:SIZE (e.g. fanout:4:16).
     #[arg(
         long,
         value_delimiter = ',',
@@ -243,6 +244,8 @@ fn workloads(args: &Args) -> Result<Vec<Workload>, String> {
                     }
                 }
             }
+            // One fan-out cell, for profiling: fanout:SUBSCRIBERS:SIZE.
+            cell if cell.starts_with("fanout:") => out.push(fanout_cell(cell)?),
             "topics" => out.push(Workload::Topics),
             "latency" => out.push(Workload::Latency),
             // Not a rounds workload: run once per system after them.
@@ -255,6 +258,22 @@ fn workloads(args: &Args) -> Result<Vec<Workload>, String> {
         }
     }
     Ok(out)
+}
+
+fn fanout_cell(name: &str) -> Result<Workload, String> {
+    let bad = || {
+        format!("bad fan-out cell {name:?} (expected fanout:SUBSCRIBERS:SIZE, e.g. fanout:4:16)")
+    };
+    let mut parts = name.split(':').skip(1);
+    let (Some(subscribers), Some(size), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let subscribers: u32 = subscribers.parse().map_err(|_| bad())?;
+    let size: usize = size.parse().map_err(|_| bad())?;
+    if subscribers == 0 || size == 0 {
+        return Err(bad());
+    }
+    Ok(Workload::Fanout { subscribers, size })
 }
 
 fn pairs(items: &[String], what: &str) -> Result<Vec<(System, String)>, String> {
