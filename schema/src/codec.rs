@@ -369,14 +369,25 @@ impl Encoder {
         message_id: u64,
         timestamp_ms: u64,
     ) -> SharedDelivery {
-        let frame = self.encode_to_bytes(&Frame::Delivery(Delivery {
+        let delivery = Delivery {
             route: Route::default(),
             topic,
             payload,
             message_id,
             timestamp_ms,
             headers: headers.to_vec(),
-        }));
+        };
+        if headers.is_empty() {
+            // The fixed layout: exact size, one allocation, route known.
+            let mut frame =
+                BytesMut::with_capacity(crate::fast_encode::delivery_len(topic, payload));
+            crate::fast_encode::delivery(&delivery, &mut frame);
+            return SharedDelivery {
+                frame: frame.freeze(),
+                route_offset: crate::fast_encode::DELIVERY_ROUTE_OFFSET,
+            };
+        }
+        let frame = self.encode_to_bytes(&Frame::Delivery(delivery));
         // We just built this buffer: the route, a required inline struct, is
         // found by hand rather than by verifying the whole frame again.
         let route_offset = LENGTH_PREFIX_LEN
@@ -675,31 +686,37 @@ mod tests {
     #[test]
     fn shared_delivery_patches_only_the_route() {
         let mut enc = Encoder::new();
-        let headers = [Header {
+        let with_headers = [Header {
             key: "trace",
             value: b"abc",
         }];
-        let shared = enc.shared_delivery("t.x", &[42; 100], &headers, 5, 6);
-        for sub in [1u64, 2, u64::MAX] {
-            let route = Route {
-                subscription_id: sub,
-                delivery_id: sub.wrapping_add(1),
-                delivery_count: 3,
-            };
-            let mut out = BytesMut::new();
-            shared.write_to(route, &mut out);
-            assert_eq!(out.len(), shared.len());
-            let total = check_frame(&out, 1 << 20).unwrap();
-            match decode(&out[LENGTH_PREFIX_LEN..total]).unwrap() {
-                Frame::Delivery(d) => {
-                    assert_eq!(d.route, route);
-                    assert_eq!(d.topic, "t.x");
-                    assert_eq!(d.payload, &[42; 100][..]);
-                    assert_eq!(d.message_id, 5);
-                    assert_eq!(d.timestamp_ms, 6);
-                    assert_eq!(d.headers, headers);
+        // Both layouts: the fixed one (no headers) and the builder's.
+        for headers in [&with_headers[..], &[]] {
+            let shared = enc.shared_delivery("t.x", &[42; 100], headers, 5, 6);
+            for sub in [1u64, 2, u64::MAX] {
+                let route = Route {
+                    subscription_id: sub,
+                    delivery_id: sub.wrapping_add(1),
+                    delivery_count: 3,
+                };
+                let mut out = BytesMut::new();
+                shared.write_to(route, &mut out);
+                assert_eq!(out.len(), shared.len());
+                let total = check_frame(&out, 1 << 20).unwrap();
+                assert_eq!(total, out.len());
+                let body = &out[LENGTH_PREFIX_LEN..total];
+                assert_eq!(decode(body).unwrap(), decode_verified(body).unwrap());
+                match decode(body).unwrap() {
+                    Frame::Delivery(d) => {
+                        assert_eq!(d.route, route);
+                        assert_eq!(d.topic, "t.x");
+                        assert_eq!(d.payload, &[42; 100][..]);
+                        assert_eq!(d.message_id, 5);
+                        assert_eq!(d.timestamp_ms, 6);
+                        assert_eq!(d.headers, headers);
+                    }
+                    other => panic!("expected a delivery, got {other:?}"),
                 }
-                other => panic!("expected a delivery, got {other:?}"),
             }
         }
     }

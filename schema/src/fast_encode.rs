@@ -19,6 +19,7 @@ use bytes::{BufMut, BytesMut};
 
 use crate::fb;
 use crate::frame::{Delivery, Publish};
+use crate::LENGTH_PREFIX_LEN;
 
 const ENVELOPE_TABLE: usize = 12;
 const BODY_VTABLE: usize = 24;
@@ -44,24 +45,73 @@ fn pad4(n: usize) -> usize {
     (4 - n % 4) % 4
 }
 
-/// Envelope and the body's vtable (`slots` field offsets in slot order).
-fn put_head(out: &mut BytesMut, kind: fb::Body, table_len: usize, slots: [u16; 5]) {
-    out.put_u32_le(ENVELOPE_TABLE as u32);
-    // Envelope vtable: body (slot 6) at +4, body_type (slot 4) at +8.
-    for v in [8u16, 12, 8, 4] {
-        out.put_u16_le(v);
+/// The fixed part of a frame (length prefix, envelope, body vtable and
+/// body table), assembled on the stack and appended with one copy: a
+/// `BytesMut::put_*` per field checked the capacity every time.
+struct Fixed<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Fixed<N> {
+    fn new() -> Self {
+        Fixed {
+            bytes: [0; N],
+            len: 0,
+        }
     }
-    out.put_i32_le((ENVELOPE_TABLE - 4) as i32);
-    out.put_u32_le((BODY_TABLE - (ENVELOPE_TABLE + 4)) as u32);
-    out.put_u8(kind.0);
-    out.put_bytes(0, 3);
-    out.put_u16_le(14);
-    out.put_u16_le(table_len as u16);
-    for slot in slots {
-        out.put_u16_le(slot);
+
+    fn put(&mut self, bytes: &[u8]) {
+        self.bytes[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
-    out.put_bytes(0, BODY_TABLE - BODY_VTABLE - 14);
-    out.put_i32_le((BODY_TABLE - BODY_VTABLE) as i32);
+
+    fn u8(&mut self, v: u8) {
+        self.put(&[v]);
+    }
+
+    fn u16(&mut self, v: u16) {
+        self.put(&v.to_le_bytes());
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.put(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.put(&v.to_le_bytes());
+    }
+
+    fn zeros(&mut self, n: usize) {
+        // The array starts zeroed.
+        self.len += n;
+    }
+
+    /// Length prefix, envelope and the body's vtable (`slots` field offsets
+    /// in slot order), up to the body table's first field.
+    fn head(&mut self, frame_len: usize, kind: fb::Body, table_len: usize, slots: [u16; 5]) {
+        self.u32(frame_len as u32);
+        self.u32(ENVELOPE_TABLE as u32);
+        // Envelope vtable: body (slot 6) at +4, body_type (slot 4) at +8.
+        for v in [8u16, 12, 8, 4] {
+            self.u16(v);
+        }
+        self.put(&((ENVELOPE_TABLE - 4) as i32).to_le_bytes());
+        self.u32((BODY_TABLE - (ENVELOPE_TABLE + 4)) as u32);
+        self.u8(kind.0);
+        self.zeros(3);
+        self.u16(14);
+        self.u16(table_len as u16);
+        for slot in slots {
+            self.u16(slot);
+        }
+        self.zeros(BODY_TABLE - BODY_VTABLE - 14);
+        self.put(&((BODY_TABLE - BODY_VTABLE) as i32).to_le_bytes());
+    }
+
+    fn written(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// The topic string then the payload vector, right after the table.
@@ -93,48 +143,61 @@ fn body_len(table_len: usize, topic: &str, payload: &[u8]) -> usize {
     BODY_TABLE + table_len + 4 + topic.len() + 1 + pad4(topic.len() + 1) + 4 + payload.len()
 }
 
+/// Encoded length, prefix included, of a header-less `Delivery`.
+pub fn delivery_len(topic: &str, payload: &[u8]) -> usize {
+    LENGTH_PREFIX_LEN + body_len(D_TABLE_LEN, topic, payload)
+}
+
+/// Where a delivery's route struct starts, from the start of its frame
+/// (length prefix included).
+pub const DELIVERY_ROUTE_OFFSET: usize = LENGTH_PREFIX_LEN + BODY_TABLE + D_ROUTE as usize;
+
 /// Append a header-less `Publish` frame, length prefix included.
 pub fn publish(p: &Publish<'_>, out: &mut BytesMut) {
     debug_assert!(p.headers.is_empty());
     let len = body_len(P_TABLE_LEN, p.topic, p.payload);
-    out.reserve(4 + len);
-    out.put_u32_le(len as u32);
-    put_head(
-        out,
+    out.reserve(LENGTH_PREFIX_LEN + len);
+    let mut fixed = Fixed::<{ LENGTH_PREFIX_LEN + BODY_TABLE + P_TABLE_LEN }>::new();
+    fixed.head(
+        len,
         fb::Body::Publish,
         P_TABLE_LEN,
         [P_PUBLISH_ID, P_TOPIC, P_PAYLOAD, P_TTL, P_QOS],
     );
     let (topic, payload) = string_offsets(P_TABLE_LEN, p.topic, P_TOPIC, P_PAYLOAD);
-    out.put_u32_le(p.ttl_ms);
-    out.put_u64_le(p.publish_id);
-    out.put_u32_le(topic);
-    out.put_u32_le(payload);
-    out.put_u8(p.qos);
-    out.put_bytes(0, 3);
+    fixed.u32(p.ttl_ms);
+    fixed.u64(p.publish_id);
+    fixed.u32(topic);
+    fixed.u32(payload);
+    fixed.u8(p.qos);
+    fixed.zeros(3);
+    out.put_slice(fixed.written());
     put_topic_and_payload(out, p.topic, p.payload);
 }
 
-/// Append a header-less `Delivery` frame, length prefix included.
+/// Append a header-less `Delivery` frame, length prefix included; its route
+/// is at [`DELIVERY_ROUTE_OFFSET`] from where it starts.
 pub fn delivery(d: &Delivery<'_>, out: &mut BytesMut) {
     debug_assert!(d.headers.is_empty());
     let len = body_len(D_TABLE_LEN, d.topic, d.payload);
-    out.reserve(4 + len);
-    out.put_u32_le(len as u32);
-    put_head(
-        out,
+    out.reserve(LENGTH_PREFIX_LEN + len);
+    let mut fixed = Fixed::<{ LENGTH_PREFIX_LEN + BODY_TABLE + D_TABLE_LEN }>::new();
+    fixed.head(
+        len,
         fb::Body::Delivery,
         D_TABLE_LEN,
         [D_ROUTE, D_TOPIC, D_PAYLOAD, D_MESSAGE_ID, D_TIMESTAMP],
     );
     let (topic, payload) = string_offsets(D_TABLE_LEN, d.topic, D_TOPIC, D_PAYLOAD);
-    out.put_u32_le(topic);
-    out.put_u64_le(d.route.subscription_id);
-    out.put_u64_le(d.route.delivery_id);
-    out.put_u32_le(d.route.delivery_count);
-    out.put_bytes(0, 4);
-    out.put_u64_le(d.message_id);
-    out.put_u64_le(d.timestamp_ms);
-    out.put_u32_le(payload);
+    fixed.u32(topic);
+    debug_assert_eq!(fixed.len, DELIVERY_ROUTE_OFFSET);
+    fixed.u64(d.route.subscription_id);
+    fixed.u64(d.route.delivery_id);
+    fixed.u32(d.route.delivery_count);
+    fixed.zeros(4);
+    fixed.u64(d.message_id);
+    fixed.u64(d.timestamp_ms);
+    fixed.u32(payload);
+    out.put_slice(fixed.written());
     put_topic_and_payload(out, d.topic, d.payload);
 }
