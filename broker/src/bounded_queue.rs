@@ -82,6 +82,10 @@ impl<T> BoundedQueue<T> {
         self.len.load(Ordering::Acquire)
     }
 
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn is_full(&self) -> bool {
         self.len() >= self.capacity
     }

@@ -154,6 +154,20 @@ impl Subscription {
     /// policy). Returns when the message is queued or the subscription is gone.
     pub async fn enqueue_or_wait(&self, message: MessageRef, metrics: &Metrics) {
         let mut message = Queued::qos0(message);
+        // The common case, a queue with room, registers nothing: a waiter
+        // registered per message cost two lock round trips on `space`.
+        if self.is_closed() {
+            inc(&metrics.dropped_subscriber_gone);
+            return;
+        }
+        match self.queue.push(message) {
+            Ok(()) => {
+                inc(&metrics.enqueued);
+                self.outbox.wake();
+                return;
+            }
+            Err(back) => message = back,
+        }
         loop {
             if self.is_closed() {
                 inc(&metrics.dropped_subscriber_gone);
@@ -200,12 +214,27 @@ impl Subscription {
     }
 
     /// Take the oldest message (the owning connection's writer calls this).
+    ///
+    /// Blocked publishers are woken once the queue has drained to
+    /// [`Subscription::resume_depth`], not on every pop: woken at each free
+    /// slot, a publisher faster than its subscriber would sleep and wake
+    /// once per message, a task switch each way.
     pub fn pop(&self) -> Option<Queued> {
         let message = self.queue.pop();
-        if message.is_some() && self.blocked_publishers.load(Ordering::SeqCst) > 0 {
+        if message.is_some()
+            && self.blocked_publishers.load(Ordering::SeqCst) > 0
+            && self.queue.len() <= self.resume_depth()
+        {
             self.space.notify_waiters();
         }
         message
+    }
+
+    /// The depth at or below which blocked publishers are woken: a quarter
+    /// of the queue free (the whole queue for a queue of one).
+    fn resume_depth(&self) -> usize {
+        let capacity = self.queue.capacity();
+        capacity - capacity.div_ceil(4)
     }
 
     /// Remove the subscription: free its queue and release blocked publishers.
@@ -213,5 +242,101 @@ impl Subscription {
         self.closed.store(true, Ordering::Release);
         while self.queue.pop().is_some() {}
         self.space.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn message(id: u64) -> MessageRef {
+        let delivery = blipmq_protocol::Encoder::new().shared_delivery("t", b"x", &[], id, 0);
+        Arc::new(QueuedMessage {
+            delivery,
+            expires_at: None,
+            message_id: id,
+            trace_id: None,
+        })
+    }
+
+    fn block_subscription(capacity: usize) -> Arc<Subscription> {
+        Arc::new(Subscription::new(
+            1,
+            "t".into(),
+            capacity,
+            OverflowPolicy::Block,
+            Outbox::new(),
+            None,
+            None,
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_blocked_publisher_resumes_once_a_quarter_of_the_queue_is_free() {
+        let metrics = Arc::new(Metrics::default());
+        let sub = block_subscription(8);
+        for id in 0..8 {
+            sub.enqueue_or_wait(message(id), &metrics).await;
+        }
+        assert_eq!(sub.blocked_publishers.load(Ordering::SeqCst), 0);
+        let publisher = tokio::spawn({
+            let (sub, metrics) = (sub.clone(), metrics.clone());
+            async move { sub.enqueue_or_wait(message(8), &metrics).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!publisher.is_finished(), "the queue is full: it waits");
+        // One free slot is not enough to wake it (depth 7 > 6)...
+        assert_eq!(sub.pop().unwrap().message.message_id, 0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!publisher.is_finished());
+        // ...two are (depth 6 = 8 - 8/4).
+        assert_eq!(sub.pop().unwrap().message.message_id, 1);
+        tokio::time::timeout(Duration::from_secs(5), publisher)
+            .await
+            .expect("woken at the resume depth")
+            .unwrap();
+        let rest: Vec<u64> = std::iter::from_fn(|| sub.pop())
+            .map(|q| q.message.message_id)
+            .collect();
+        assert_eq!(rest, (2..=8).collect::<Vec<_>>(), "nothing lost, in order");
+        assert_eq!(metrics.enqueued.load(Ordering::Relaxed), 9);
+    }
+
+    #[tokio::test]
+    async fn a_queue_of_one_wakes_its_blocked_publisher_when_empty() {
+        let metrics = Arc::new(Metrics::default());
+        let sub = block_subscription(1);
+        sub.enqueue_or_wait(message(0), &metrics).await;
+        let publisher = tokio::spawn({
+            let (sub, metrics) = (sub.clone(), metrics.clone());
+            async move { sub.enqueue_or_wait(message(1), &metrics).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!publisher.is_finished());
+        assert_eq!(sub.pop().unwrap().message.message_id, 0);
+        tokio::time::timeout(Duration::from_secs(5), publisher)
+            .await
+            .expect("woken once the queue is empty")
+            .unwrap();
+        assert_eq!(sub.pop().unwrap().message.message_id, 1);
+    }
+
+    #[tokio::test]
+    async fn closing_releases_a_blocked_publisher() {
+        let metrics = Arc::new(Metrics::default());
+        let sub = block_subscription(1);
+        sub.enqueue_or_wait(message(0), &metrics).await;
+        let publisher = tokio::spawn({
+            let (sub, metrics) = (sub.clone(), metrics.clone());
+            async move { sub.enqueue_or_wait(message(1), &metrics).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sub.close();
+        tokio::time::timeout(Duration::from_secs(5), publisher)
+            .await
+            .expect("released by close")
+            .unwrap();
+        assert_eq!(metrics.dropped_subscriber_gone.load(Ordering::Relaxed), 1);
     }
 }
