@@ -3,6 +3,7 @@
 //! no hop through another task, and `block` backpressure stalls exactly this
 //! publisher's socket and nobody else.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -117,6 +118,16 @@ pub async fn reject_over_limit(mut stream: impl AsyncWrite + Unpin, max_connecti
         stream.shutdown().await
     })
     .await;
+}
+
+/// How far [`Reader::publish_now`] got.
+enum Publishing {
+    Done(Flow),
+    /// A QoS 1 message, for the log.
+    Durable(MessageRef, Matches),
+    /// A `block` queue was full: these subscriptions still wait for the
+    /// message (the full one first), in fan-out order.
+    Blocked(MessageRef, Vec<Arc<Subscription>>),
 }
 
 /// Whether the read loop goes on after a frame.
@@ -396,10 +407,35 @@ impl Reader {
         }))
     }
 
+    /// Publish: what can be done without waiting is done by
+    /// [`Reader::publish_now`]; only a QoS 1 message or a full `block`
+    /// queue needs this to await.
     async fn publish(&mut self, publish: &Publish<'_>) -> Flow {
+        match self.publish_now(publish) {
+            Publishing::Done(flow) => flow,
+            Publishing::Durable(message, matches) => {
+                // Boxed, as subscribe is: the log's future is large and QoS 1
+                // publishes wait on a disk sync anyway.
+                Box::pin(self.publish_durable(publish, message, matches)).await
+            }
+            Publishing::Blocked(message, waiting) => {
+                let metrics = &self.shared.metrics;
+                for subscription in waiting {
+                    subscription.enqueue(message.clone(), metrics).await;
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Check, encode and fan out a publish as far as it goes without
+    /// waiting. A plain function, not an `async` one: the hot path of every
+    /// message stays out of the connection future's state (the moves in and
+    /// out of it were a visible share of the broker's time).
+    fn publish_now(&mut self, publish: &Publish<'_>) -> Publishing {
         let request_id = publish.publish_id;
         if let Some(refused) = self.refuse_qos(publish.qos, request_id) {
-            return refused;
+            return Publishing::Done(refused);
         }
         // The topic of the previous publish was checked then: a steady
         // stream to one topic skips the token scan.
@@ -409,36 +445,40 @@ impl Reader {
             .is_some_and(|(cached, _, _)| cached == publish.topic);
         if !same_topic {
             if let Err(error) = topic::validate_topic(publish.topic) {
-                return self.send_error(
+                return Publishing::Done(self.send_error(
                     ErrorCode::InvalidTopic,
                     &format!("{error}: {:?}", publish.topic),
                     request_id,
-                );
+                ));
             }
         }
         if !publish.headers.is_empty() {
             let limits = self.shared.config.header_limits();
             let headers = publish.headers.iter().map(|h| (h.key, h.value));
             if let Err(error) = headers::validate_headers(headers, &limits) {
-                return self.send_error(error.code(), &error.to_string(), request_id);
+                return Publishing::Done(self.send_error(
+                    error.code(),
+                    &error.to_string(),
+                    request_id,
+                ));
             }
         }
         let max = self.shared.config.server.max_message_size_bytes;
         if publish.payload.len() > max {
-            return self.send_error(
+            return Publishing::Done(self.send_error(
                 ErrorCode::MessageTooLarge,
                 &format!(
                     "payload of {} bytes exceeds the limit of {max} bytes",
                     publish.payload.len()
                 ),
                 request_id,
-            );
+            ));
         }
         inc(&self.shared.metrics.published);
         let matches = self.subscribers_of(publish.topic);
         let durable = publish.qos == Qos::AtLeastOnce.as_wire();
         if matches.is_empty() && !durable {
-            return Flow::Continue;
+            return Publishing::Done(Flow::Continue);
         }
         let ttl_ms = match publish.ttl_ms {
             0 => self.shared.config.delivery.default_ttl_ms,
@@ -465,15 +505,21 @@ impl Reader {
                 .in_scope(|| debug!(subscriptions = matches.len(), "fan-out"));
         }
         if durable {
-            // Boxed, as subscribe is: the log's future is large and QoS 1
-            // publishes wait on a disk sync anyway.
-            return Box::pin(self.publish_durable(publish, message, matches)).await;
+            return Publishing::Durable(message, matches);
         }
-        let shared = &self.shared;
-        for subscription in matches.targets() {
-            subscription.enqueue(message.clone(), &shared.metrics).await;
+        let metrics = &self.shared.metrics;
+        let mut targets = matches.targets();
+        while let Some(subscription) = targets.next() {
+            if let Err(message) = subscription.try_enqueue(message.clone(), metrics) {
+                // A full `block` queue: it and every target after it wait.
+                let waiting = std::iter::once(subscription)
+                    .chain(targets)
+                    .map(Cow::into_owned)
+                    .collect();
+                return Publishing::Blocked(message, waiting);
+            }
         }
-        Flow::Continue
+        Publishing::Done(Flow::Continue)
     }
 
     /// Hand a QoS 1 message to the log; the confirm pipeline confirms and

@@ -123,6 +123,28 @@ impl Subscription {
         }
     }
 
+    /// Enqueue without waiting: under a dropping policy as the policy says;
+    /// under `block` if the queue has room. A full `block` queue hands the
+    /// message back, for [`Subscription::enqueue_or_wait`].
+    pub fn try_enqueue(&self, message: MessageRef, metrics: &Metrics) -> Result<(), MessageRef> {
+        if self.policy != OverflowPolicy::Block {
+            self.enqueue_now(message, metrics);
+            return Ok(());
+        }
+        if self.is_closed() {
+            inc(&metrics.dropped_subscriber_gone);
+            return Ok(());
+        }
+        match self.queue.push(Queued::qos0(message)) {
+            Ok(()) => {
+                inc(&metrics.enqueued);
+                self.outbox.wake();
+                Ok(())
+            }
+            Err(back) => Err(back.message),
+        }
+    }
+
     /// Enqueue under a dropping policy; never waits. For `block`
     /// subscriptions use [`Subscription::enqueue_or_wait`].
     pub fn enqueue_now(&self, message: MessageRef, metrics: &Metrics) {
@@ -153,21 +175,12 @@ impl Subscription {
     /// Enqueue, waiting for room while the queue is full (the `block`
     /// policy). Returns when the message is queued or the subscription is gone.
     pub async fn enqueue_or_wait(&self, message: MessageRef, metrics: &Metrics) {
-        let mut message = Queued::qos0(message);
         // The common case, a queue with room, registers nothing: a waiter
         // registered per message cost two lock round trips on `space`.
-        if self.is_closed() {
-            inc(&metrics.dropped_subscriber_gone);
-            return;
-        }
-        match self.queue.push(message) {
-            Ok(()) => {
-                inc(&metrics.enqueued);
-                self.outbox.wake();
-                return;
-            }
-            Err(back) => message = back,
-        }
+        let mut message = match self.try_enqueue(message, metrics) {
+            Ok(()) => return,
+            Err(back) => Queued::qos0(back),
+        };
         loop {
             if self.is_closed() {
                 inc(&metrics.dropped_subscriber_gone);
