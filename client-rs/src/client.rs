@@ -13,6 +13,7 @@ use crate::connection;
 use crate::error::{
     ConnectError, Error, Failure, PublishError, PublishErrorKind, RequestError, SubscribeError,
 };
+use crate::mailbox::mailbox;
 use crate::options::{ClientOptions, PublishOptions, ReconnectPolicy, SubscribeOptions};
 use crate::state::{
     encode_frame, ClientEvent, ConnectionStatus, Inner, Pending, SubscriptionEntry,
@@ -342,7 +343,7 @@ impl Client {
             )));
         }
         let local_id = self.inner.next_id();
-        let (sender, receiver) = async_channel::bounded(self.inner.options.subscription_capacity);
+        let (sender, receiver) = mailbox(self.inner.options.subscription_capacity);
         self.inner.subscriptions.lock().unwrap().by_local.insert(
             local_id,
             SubscriptionEntry {

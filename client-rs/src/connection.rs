@@ -16,6 +16,7 @@ use futures::channel::oneshot;
 use futures::future::{self, Either};
 
 use crate::error::{ConnectError, ConnectErrorKind, Error, Failure};
+use crate::mailbox::MailboxSender;
 use crate::message::Message;
 use crate::state::{encode_frame, ClientEvent, ConnectionStatus, Inner, Pending};
 use crate::transport::{Connector, TransportReader, TransportWriter};
@@ -311,41 +312,57 @@ async fn write_loop(
 }
 
 /// What the read loop of one connection keeps between deliveries: the
-/// channel of every subscription it has delivered to (a broker's
+/// mailbox of every subscription it has delivered to (a broker's
 /// subscription id names one subscription for the whole connection), each
-/// with the topic it last carried. A connection with many subscriptions
-/// interleaves them, so one "last route" would miss on nearly every delivery
-/// and pay a table lock, a sender clone and a topic allocation each time.
+/// with the topic it last carried and the deliveries not yet handed over.
+/// A connection with many subscriptions interleaves them, so one "last
+/// route" would miss on nearly every delivery and pay a table lock, a
+/// sender clone and a topic allocation each time.
 #[derive(Default)]
 struct DeliveryCache {
     routes: HashMap<u64, Route, BuildHasherDefault<IdHasher>>,
+    /// Routes with pending deliveries, in the order they got their first.
+    pending: Vec<u64>,
 }
 
 struct Route {
-    sender: async_channel::Sender<Message>,
+    mailbox: MailboxSender,
     /// Shared by consecutive deliveries of one topic (an exact subscription
     /// only ever carries one).
     topic: Option<Arc<str>>,
+    /// Deliveries from the current read, handed over together.
+    pending: Vec<Message>,
 }
 
 /// Routes past this many are forgotten wholesale: they are rebuilt from the
 /// subscription table on the next deliveries.
 const MAX_CACHED_ROUTES: usize = 4096;
 
+/// Deliveries a route gathers before they are handed over even though the
+/// read buffer holds more.
+const MAX_PENDING_PER_ROUTE: usize = 1024;
+
 impl DeliveryCache {
     /// The route of subscription `server_id`, looked up in the subscription
-    /// table only the first time (or after its channel closed): a delivery
+    /// table only the first time (or after its mailbox closed): a delivery
     /// to a known subscription costs one hash lookup.
     fn route(&mut self, inner: &Inner, server_id: u64) -> Option<&mut Route> {
-        if self.routes.len() >= MAX_CACHED_ROUTES && !self.routes.contains_key(&server_id) {
+        // (Not while deliveries are pending: the limit may be passed until
+        // the next flush.)
+        if self.routes.len() >= MAX_CACHED_ROUTES
+            && self.pending.is_empty()
+            && !self.routes.contains_key(&server_id)
+        {
             self.routes.clear();
         }
         match self.routes.entry(server_id) {
-            Entry::Occupied(entry) if !entry.get().sender.is_closed() => Some(entry.into_mut()),
-            Entry::Occupied(entry) => match subscription_sender(inner, server_id) {
-                Some(sender) => {
+            Entry::Occupied(entry) if !entry.get().mailbox.is_closed() => Some(entry.into_mut()),
+            Entry::Occupied(entry) => match subscription_mailbox(inner, server_id) {
+                Some(mailbox) => {
                     let route = entry.into_mut();
-                    *route = Route::new(sender);
+                    // Pending deliveries for a closed mailbox are dropped,
+                    // as the mailbox itself would.
+                    *route = Route::new(mailbox);
                     Some(route)
                 }
                 None => {
@@ -353,21 +370,32 @@ impl DeliveryCache {
                     None
                 }
             },
-            Entry::Vacant(entry) => {
-                subscription_sender(inner, server_id).map(|sender| entry.insert(Route::new(sender)))
+            Entry::Vacant(entry) => subscription_mailbox(inner, server_id)
+                .map(|mailbox| entry.insert(Route::new(mailbox))),
+        }
+    }
+
+    /// Hand every gathered delivery to its subscription, waiting for room
+    /// where a consumer is behind (reading stops meanwhile, and the broker's
+    /// queue and overflow policy take over).
+    async fn flush(&mut self) {
+        for server_id in self.pending.drain(..) {
+            if let Some(route) = self.routes.get_mut(&server_id) {
+                route.mailbox.send_all(&mut route.pending).await;
             }
         }
     }
 
-    /// Forget every route (a subscription ended).
+    /// Forget every route (a subscription ended). Call after [`flush`].
     fn clear(&mut self) {
+        debug_assert!(self.pending.is_empty());
         self.routes.clear();
     }
 }
 
-/// The channel of subscription `server_id` in the subscription table, if it
+/// The mailbox of subscription `server_id` in the subscription table, if it
 /// is still there.
-fn subscription_sender(inner: &Inner, server_id: u64) -> Option<async_channel::Sender<Message>> {
+fn subscription_mailbox(inner: &Inner, server_id: u64) -> Option<MailboxSender> {
     let table = inner.subscriptions.lock().unwrap();
     table
         .by_server
@@ -377,10 +405,11 @@ fn subscription_sender(inner: &Inner, server_id: u64) -> Option<async_channel::S
 }
 
 impl Route {
-    fn new(sender: async_channel::Sender<Message>) -> Route {
+    fn new(mailbox: MailboxSender) -> Route {
         Route {
-            sender,
+            mailbox,
             topic: None,
+            pending: Vec::new(),
         }
     }
 
@@ -421,8 +450,10 @@ impl Hasher for IdHasher {
 async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut BytesMut) -> String {
     let mut cache = DeliveryCache::default();
     loop {
+        // The limits come with the broker's Welcome: fixed for a connection.
+        let max_frame = max_incoming_frame(inner);
         loop {
-            match check_frame(buf, max_incoming_frame(inner)) {
+            match check_frame(buf, max_frame) {
                 Ok(total) => {
                     let frame = buf.split_to(total).freeze();
                     if let Err(reason) = handle(inner, &mut cache, frame).await {
@@ -436,6 +467,9 @@ async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut By
                 Err(e) => return format!("broker sent a bad frame: {e}"),
             }
         }
+        // Everything this read brought is in: hand it over before waiting
+        // for the next.
+        cache.flush().await;
         match reader.read(buf).await {
             Ok(0) => return "the broker closed the connection".to_string(),
             Ok(_) => {}
@@ -450,33 +484,52 @@ async fn handle(inner: &Inner, cache: &mut DeliveryCache, frame: Bytes) -> Resul
     // no second handle on the buffer per frame.
     let decoded =
         decode(&frame[LENGTH_PREFIX_LEN..]).map_err(|e| format!("broker sent a bad frame: {e}"))?;
-    match decoded {
-        Frame::Delivery(d) => {
-            // A delivery for a subscription dropped a moment ago is discarded.
-            if let Some(route) = cache.route(inner, d.route.subscription_id) {
-                let message = Message {
-                    topic: route.topic(d.topic),
-                    payload: frame.slice_ref(d.payload),
-                    headers: d
-                        .headers
-                        .iter()
-                        .map(|h| (h.key.to_string(), frame.slice_ref(h.value)))
-                        .collect(),
-                    id: d.message_id,
-                    timestamp_ms: d.timestamp_ms,
-                    delivery_count: d.route.delivery_count,
-                    subscription_id: d.route.subscription_id,
-                    delivery_id: d.route.delivery_id,
-                    acks: (d.route.delivery_id != 0).then(|| inner.outgoing.clone()),
-                };
-                // Waits while the consumer is behind: reading stops, and the
-                // broker's queue and overflow policy take over.
-                let sender = &route.sender;
-                if let Err(async_channel::TrySendError::Full(message)) = sender.try_send(message) {
-                    let _ = sender.send(message).await;
-                }
-            }
+    let d = match decoded {
+        Frame::Delivery(d) => d,
+        other => {
+            // Whatever else the broker says comes after the deliveries
+            // before it: they reach their subscriptions first (an
+            // Unsubscribed ends a stream only after what was delivered to it).
+            cache.flush().await;
+            handle_control(inner, cache, other);
+            return Ok(());
         }
+    };
+    // A delivery for a subscription dropped a moment ago is discarded.
+    let server_id = d.route.subscription_id;
+    let Some(route) = cache.route(inner, server_id) else {
+        return Ok(());
+    };
+    let first = route.pending.is_empty();
+    let topic = route.topic(d.topic);
+    route.pending.push(Message {
+        topic,
+        payload: frame.slice_ref(d.payload),
+        headers: d
+            .headers
+            .iter()
+            .map(|h| (h.key.to_string(), frame.slice_ref(h.value)))
+            .collect(),
+        id: d.message_id,
+        timestamp_ms: d.timestamp_ms,
+        delivery_count: d.route.delivery_count,
+        subscription_id: server_id,
+        delivery_id: d.route.delivery_id,
+        acks: (d.route.delivery_id != 0).then(|| inner.outgoing.clone()),
+    });
+    // Handed over at the end of the read, or now if it gathered plenty.
+    if route.pending.len() >= MAX_PENDING_PER_ROUTE {
+        route.mailbox.send_all(&mut route.pending).await;
+    }
+    if first {
+        cache.pending.push(server_id);
+    }
+    Ok(())
+}
+
+/// Act on a frame other than a delivery.
+fn handle_control(inner: &Inner, cache: &mut DeliveryCache, frame: Frame<'_>) {
+    match frame {
         Frame::Subscribed(s) => on_subscribed(inner, s.request_id, s.subscription_id),
         Frame::Unsubscribed(u) => {
             // Let go of the subscription's channel before its owner hears
@@ -521,7 +574,6 @@ async fn handle(inner: &Inner, cache: &mut DeliveryCache, frame: Bytes) -> Resul
             );
         }
     }
-    Ok(())
 }
 
 fn answer(inner: &Inner, id: u64, reply: Result<u64, Error<Failure>>) {

@@ -57,6 +57,7 @@ mod client;
 mod connection;
 pub mod error;
 mod headers;
+mod mailbox;
 mod message;
 mod options;
 mod state;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 
 use crate::error::{Error, Failure};
-use crate::message::Message;
+use crate::mailbox::MailboxSender;
 use crate::options::{ClientOptions, SubscribeOptions};
 use crate::transport::Runtime;
 
@@ -65,7 +65,7 @@ impl Pending {
 pub(crate) struct SubscriptionEntry {
     pub pattern: String,
     pub options: SubscribeOptions,
-    pub sender: async_channel::Sender<Message>,
+    pub sender: MailboxSender,
     /// The broker's id on the current connection; `None` while disconnected
     /// or before the broker answered.
     pub server_id: Option<u64>,

@@ -9,6 +9,7 @@ use futures::channel::oneshot;
 use futures::Stream;
 
 use crate::error::{Failure, RequestError};
+use crate::mailbox::MailboxReceiver;
 use crate::message::Message;
 use crate::state::{encode_frame, Inner, Pending};
 
@@ -21,7 +22,7 @@ pub struct Subscription {
     inner: Arc<Inner>,
     local_id: u64,
     pattern: String,
-    receiver: Pin<Box<async_channel::Receiver<Message>>>,
+    receiver: MailboxReceiver,
     unsubscribed: bool,
 }
 
@@ -39,13 +40,13 @@ impl Subscription {
         inner: Arc<Inner>,
         local_id: u64,
         pattern: String,
-        receiver: async_channel::Receiver<Message>,
+        receiver: MailboxReceiver,
     ) -> Subscription {
         Subscription {
             inner,
             local_id,
             pattern,
-            receiver: Box::pin(receiver),
+            receiver,
             unsubscribed: false,
         }
     }
@@ -58,21 +59,12 @@ impl Subscription {
     /// The next message; `None` once the client is closed and the buffered
     /// messages are drained.
     pub async fn next_message(&mut self) -> Option<Message> {
-        self.receiver.recv().await.ok()
+        self.receiver.recv().await
     }
 
     /// Take what is buffered now, up to `max` messages, without waiting.
     pub fn try_next_batch(&mut self, max: usize) -> Vec<Message> {
-        // Sized from what is buffered now, so a large batch is not built by
-        // repeated doubling (each a copy of every message taken so far).
-        let mut batch = Vec::with_capacity(max.min(self.receiver.len()));
-        while batch.len() < max {
-            match self.receiver.try_recv() {
-                Ok(message) => batch.push(message),
-                Err(_) => break,
-            }
-        }
-        batch
+        self.receiver.try_recv_batch(max)
     }
 
     /// Stop the subscription and wait for the broker to confirm. Messages
@@ -120,8 +112,8 @@ impl Subscription {
 impl Stream for Subscription {
     type Item = Message;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
-        self.receiver.as_mut().poll_next(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.receiver.poll_recv(cx)
     }
 }
 
