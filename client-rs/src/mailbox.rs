@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -20,6 +21,7 @@ use crate::message::Message;
 pub(crate) fn mailbox(capacity: usize) -> (MailboxSender, MailboxReceiver) {
     let shared = Arc::new(Shared {
         capacity: capacity.max(1),
+        refusing: AtomicBool::new(false),
         state: Mutex::new(State {
             messages: VecDeque::new(),
             consumer: None,
@@ -39,6 +41,9 @@ pub(crate) fn mailbox(capacity: usize) -> (MailboxSender, MailboxReceiver) {
 
 struct Shared {
     capacity: usize,
+    /// `closed || !receiver_alive`, readable without the lock: the read
+    /// loop asks before every delivery.
+    refusing: AtomicBool,
     state: Mutex<State>,
 }
 
@@ -57,6 +62,12 @@ struct State {
 }
 
 impl Shared {
+    /// The mailbox takes nothing more (set under the lock, with the state
+    /// that says why).
+    fn refuse(&self) {
+        self.refusing.store(true, Ordering::Release);
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing runs user code under this lock, so it cannot be poisoned
         // half way through a change; recover rather than panic.
@@ -103,6 +114,7 @@ impl Drop for MailboxSender {
         state.senders -= 1;
         if state.senders == 0 {
             state.closed = true;
+            self.shared.refuse();
             let consumer = state.consumer.take();
             drop(state);
             if let Some(waker) = consumer {
@@ -115,8 +127,7 @@ impl Drop for MailboxSender {
 impl MailboxSender {
     /// The consumer is gone: whatever is sent is dropped.
     pub fn is_closed(&self) -> bool {
-        let state = self.shared.lock();
-        !state.receiver_alive || state.closed
+        self.shared.refusing.load(Ordering::Acquire)
     }
 
     /// End the stream for every sender: the consumer drains what is
@@ -124,6 +135,7 @@ impl MailboxSender {
     pub fn close(&self) {
         let mut state = self.shared.lock();
         state.closed = true;
+        self.shared.refuse();
         let consumer = state.consumer.take();
         drop(state);
         if let Some(waker) = consumer {
@@ -225,6 +237,7 @@ impl Drop for MailboxReceiver {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.receiver_alive = false;
+        self.shared.refuse();
         let dropped = std::mem::take(&mut state.messages);
         let producer = state.producer.take();
         drop(state);
