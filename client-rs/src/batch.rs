@@ -4,7 +4,7 @@
 //! whole batch.
 
 use blipmq_protocol::Publish;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 
 use crate::client::{check_payload_size, check_topic};
 use crate::error::PublishError;
@@ -74,18 +74,14 @@ impl PublishBatch {
         self.frames.len()
     }
 
-    /// The frames to queue and their count, leaving the batch empty and
-    /// ready for reuse.
-    pub(crate) fn take_frames(&mut self) -> (Bytes, usize) {
-        let count = std::mem::take(&mut self.count);
-        (self.frames.split().freeze(), count)
+    /// The encoded frames, in push order.
+    pub(crate) fn frames(&self) -> &[u8] {
+        &self.frames
     }
 
-    /// Put back what `take_frames` took (the queue had no room).
-    pub(crate) fn restore(&mut self, (frames, count): (Bytes, usize)) {
-        self.frames = frames
-            .try_into_mut()
-            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-        self.count = count;
+    /// Empty the batch (it was queued), keeping its buffer for reuse.
+    pub(crate) fn clear(&mut self) {
+        self.frames.clear();
+        self.count = 0;
     }
 }

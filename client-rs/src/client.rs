@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blipmq_protocol::{headers, topic, ErrorCode, Frame, Header, Publish, Qos, Subscribe};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 
 use crate::batch::PublishBatch;
@@ -15,8 +15,10 @@ use crate::error::{
 };
 use crate::mailbox::mailbox;
 use crate::options::{ClientOptions, PublishOptions, ReconnectPolicy, SubscribeOptions};
+use crate::outbox::{Outbox, PushError};
 use crate::state::{
-    encode_frame, ClientEvent, ConnectionStatus, Inner, Pending, SubscriptionEntry,
+    encode_frame, encode_frame_into, ClientEvent, ConnectionStatus, Inner, Pending,
+    SubscriptionEntry,
 };
 use crate::subscription::Subscription;
 use crate::trace;
@@ -121,12 +123,12 @@ impl ClientBuilder {
         runtime: Arc<dyn Runtime>,
     ) -> Result<Client, ConnectError> {
         let addr = addr.into();
-        let (outgoing_tx, outgoing_rx) = async_channel::bounded(self.options.outgoing_capacity);
+        let outgoing = Arc::new(Outbox::new(self.options.outgoing_capacity));
         let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
         let inner = Arc::new(Inner::new(
             self.options,
             runtime.clone(),
-            outgoing_tx,
+            outgoing,
             shutdown_tx,
         ));
         let connected = connection::connect(&inner, &*connector, &addr).await?;
@@ -136,7 +138,6 @@ impl ClientBuilder {
             connector,
             addr,
             connected,
-            outgoing_rx,
             shutdown_rx,
             done_tx,
         )));
@@ -194,21 +195,23 @@ impl Client {
         &self,
         topic: &str,
         payload: impl Into<Bytes>,
-        options: PublishOptions,
+        mut options: PublishOptions,
     ) -> Result<Option<u64>, PublishError> {
-        let qos = options.qos;
-        let (publish_id, frame) = self.publish_frame(topic, payload.into(), options)?;
-        if qos == Qos::AtMostOnce {
+        let payload = payload.into();
+        let publish_id = self.check_publish(topic, &payload, &mut options)?;
+        let encode =
+            |out: &mut BytesMut| encode_publish(out, publish_id, topic, &payload, &options);
+        if options.qos == Qos::AtMostOnce {
             self.inner
                 .outgoing
-                .send(frame)
+                .push_with(encode)
                 .await
                 .map_err(|_| closed())?;
             return Ok(None);
         }
         let (tx, rx) = oneshot::channel();
         self.inner
-            .request(publish_id, Pending::Confirm(tx), frame)
+            .request_with(publish_id, Pending::Confirm(tx), encode)
             .await?;
         let message_id = self.inner.await_reply(publish_id, rx).await?;
         Ok(Some(message_id))
@@ -225,7 +228,7 @@ impl Client {
         &self,
         topic: &str,
         payload: impl Into<Bytes>,
-        options: PublishOptions,
+        mut options: PublishOptions,
     ) -> Result<(), PublishError> {
         if options.qos != Qos::AtMostOnce {
             return Err(Error::new(
@@ -234,11 +237,15 @@ impl Client {
                 "try_publish_with publishes at QoS 0 only; use publish_with for QoS 1",
             ));
         }
-        let (_, frame) = self.publish_frame(topic, payload.into(), options)?;
-        self.inner.outgoing.try_send(frame).map_err(|e| match e {
-            async_channel::TrySendError::Full(_) => queue_full(),
-            async_channel::TrySendError::Closed(_) => closed(),
-        })
+        let payload = payload.into();
+        self.check_publish(topic, &payload, &mut options)?;
+        self.inner
+            .outgoing
+            .try_push_with(|out| encode_publish(out, 0, topic, &payload, &options))
+            .map_err(|e| match e {
+                PushError::Full => queue_full(),
+                PushError::Closed => closed(),
+            })
     }
 
     /// An empty batch of QoS 0 messages for [`Client::try_publish_batch`] or
@@ -256,39 +263,40 @@ impl Client {
             return Ok(());
         }
         self.check_open().map_err(PublishError::from)?;
-        let (frames, count) = batch.take_frames();
-        self.inner.outgoing.try_send(frames).map_err(|e| match e {
-            async_channel::TrySendError::Full(frames) => {
-                batch.restore((frames, count));
-                queue_full()
+        match self.inner.outgoing.try_push(batch.frames()) {
+            Ok(()) => {
+                batch.clear();
+                Ok(())
             }
-            async_channel::TrySendError::Closed(_) => closed(),
-        })
+            Err(PushError::Full) => Err(queue_full()),
+            Err(PushError::Closed) => Err(closed()),
+        }
     }
 
     /// Queue every message of `batch` in push order, waiting while the
     /// outgoing queue is full. The batch takes one slot of that queue
     /// whatever its size.
-    pub async fn publish_batch(&self, mut batch: PublishBatch) -> Result<(), PublishError> {
+    pub async fn publish_batch(&self, batch: PublishBatch) -> Result<(), PublishError> {
         if batch.is_empty() {
             return Ok(());
         }
         self.check_open().map_err(PublishError::from)?;
         self.inner
             .outgoing
-            .send(batch.take_frames().0)
+            .push(batch.frames())
             .await
             .map_err(|_| closed())
     }
 
-    /// Check a publish and encode its frame: the publish id (0 at QoS 0)
-    /// and the bytes to send.
-    fn publish_frame(
+    /// Check a publish as the broker would (topic, size, headers), add the
+    /// current trace context to its headers, and give it its publish id (0
+    /// at QoS 0).
+    fn check_publish(
         &self,
         topic: &str,
-        payload: Bytes,
-        mut options: PublishOptions,
-    ) -> Result<(u64, Bytes), PublishError> {
+        payload: &[u8],
+        options: &mut PublishOptions,
+    ) -> Result<u64, PublishError> {
         trace::inject_current(&mut options.headers);
         self.check_open().map_err(PublishError::from)?;
         check_topic(topic)?;
@@ -304,23 +312,10 @@ impl Client {
                 return Err(Error::new(kind, e.code(), e.to_string()));
             }
         }
-        let publish_id = match options.qos {
+        Ok(match options.qos {
             Qos::AtMostOnce => 0,
             Qos::AtLeastOnce => self.inner.next_id(),
-        };
-        let frame = encode_frame(&Frame::Publish(Publish {
-            publish_id,
-            topic,
-            payload: &payload,
-            ttl_ms: options.ttl_ms,
-            qos: options.qos.as_wire(),
-            headers: options
-                .headers
-                .iter()
-                .map(|(key, value)| Header { key, value })
-                .collect(),
-        }));
-        Ok((publish_id, frame))
+        })
     }
 
     /// Subscribe to a topic or pattern (`*` = one token, `>` = the rest).
@@ -446,6 +441,32 @@ pub(crate) fn check_payload_size(len: usize, max: usize) -> Result<(), PublishEr
         ));
     }
     Ok(())
+}
+
+/// Append a checked publish's frame to `out` (in place: straight into the
+/// outbox).
+fn encode_publish(
+    out: &mut BytesMut,
+    publish_id: u64,
+    topic: &str,
+    payload: &[u8],
+    options: &PublishOptions,
+) {
+    encode_frame_into(
+        &Frame::Publish(Publish {
+            publish_id,
+            topic,
+            payload,
+            ttl_ms: options.ttl_ms,
+            qos: options.qos.as_wire(),
+            headers: options
+                .headers
+                .iter()
+                .map(|(key, value)| Header { key, value })
+                .collect(),
+        }),
+        out,
+    );
 }
 
 /// A send the outgoing queue had no room for.

@@ -18,6 +18,7 @@ use futures::future::{self, Either};
 use crate::error::{ConnectError, ConnectErrorKind, Error, Failure};
 use crate::mailbox::MailboxSender;
 use crate::message::Message;
+use crate::outbox::Outbox;
 use crate::state::{encode_frame, ClientEvent, ConnectionStatus, Inner, Pending};
 use crate::transport::{Connector, TransportReader, TransportWriter};
 use blipmq_protocol::headers::HeaderLimits;
@@ -33,9 +34,6 @@ fn max_incoming_frame(inner: &Inner) -> usize {
         .saturating_add(headers)
         .min(u32::MAX as usize)
 }
-
-/// Bytes gathered into one write at most.
-const MAX_WRITE_BATCH: usize = 256 * 1024;
 
 pub(crate) struct Connected {
     reader: Box<dyn TransportReader>,
@@ -152,13 +150,12 @@ pub(crate) async fn run(
     connector: Arc<dyn Connector>,
     addr: String,
     mut connection: Connected,
-    outgoing: async_channel::Receiver<Bytes>,
     shutdown: async_channel::Receiver<()>,
     done: oneshot::Sender<()>,
 ) {
     loop {
         inner.set_status(ConnectionStatus::Connected);
-        let reason = serve(&inner, &mut connection, &outgoing, &shutdown).await;
+        let reason = serve(&inner, &mut connection, &shutdown).await;
         inner.subscriptions.lock().unwrap().disconnect();
         inner.fail_pending(&Failure::Disconnected.error(format!("connection lost: {reason}")));
         if inner.is_closed() || shutdown.is_closed() {
@@ -227,14 +224,13 @@ async fn reconnect(
 async fn serve(
     inner: &Inner,
     connection: &mut Connected,
-    outgoing: &async_channel::Receiver<Bytes>,
     shutdown: &async_channel::Receiver<()>,
 ) -> String {
     if let Err(e) = resubscribe(inner, &mut *connection.writer).await {
         return format!("resubscribe failed: {e}");
     }
     let read = read_loop(inner, &mut *connection.reader, &mut connection.buffered);
-    let write = write_loop(&mut *connection.writer, outgoing, shutdown);
+    let write = write_loop(&mut *connection.writer, &inner.outgoing, shutdown);
     futures::pin_mut!(read, write);
     match future::select(read, write).await {
         Either::Left((reason, _)) => reason,
@@ -271,33 +267,28 @@ async fn resubscribe(inner: &Inner, writer: &mut dyn TransportWriter) -> std::io
     Ok(())
 }
 
-/// Take frames from the outgoing queue and write them in batches. On
-/// shutdown, write what is still queued, close the sending side and return.
+/// Take frames from the outbox and write them, everything queued at once.
+/// On shutdown, write what is still queued and close the sending side.
 async fn write_loop(
     writer: &mut dyn TransportWriter,
-    outgoing: &async_channel::Receiver<Bytes>,
+    outgoing: &Outbox,
     shutdown: &async_channel::Receiver<()>,
 ) -> String {
-    let mut batch = BytesMut::with_capacity(64 * 1024);
+    // Swapped with the outbox's buffer on every take: the two buffers keep
+    // their capacity, so steady-state writing allocates nothing.
+    let mut batch = BytesMut::new();
     loop {
-        let next = outgoing.recv();
+        let next = future::poll_fn(|cx| outgoing.poll_take(cx, &mut batch));
         let stop = shutdown.recv();
         futures::pin_mut!(next, stop);
-        let first = match future::select(next, stop).await {
-            Either::Left((Ok(frame), _)) => Some(frame),
+        let finishing = match future::select(next, stop).await {
+            Either::Left((true, _)) => false,
             // Closed, or asked to stop: flush and finish.
-            Either::Left((Err(_), _)) | Either::Right(_) => None,
-        };
-        let finishing = first.is_none();
-        if let Some(frame) = first {
-            batch.extend_from_slice(&frame);
-        }
-        while batch.len() < MAX_WRITE_BATCH || finishing {
-            match outgoing.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
+            Either::Left((false, _)) | Either::Right(_) => {
+                outgoing.take_now(&mut batch);
+                true
             }
-        }
+        };
         if !batch.is_empty() {
             if let Err(e) = writer.write_frames(&batch).await {
                 return format!("write failed: {e}");
@@ -577,7 +568,7 @@ fn handle_control(inner: &Inner, cache: &mut DeliveryCache, frame: Frame<'_>) {
         Frame::Ping { nonce } => {
             let _ = inner
                 .outgoing
-                .try_send(encode_frame(&Frame::Pong { nonce }));
+                .try_push(&encode_frame(&Frame::Pong { nonce }));
         }
         Frame::Error(e) => {
             let error = Error::new(Failure::Rejected, e.code, e.message);
@@ -651,7 +642,7 @@ fn on_subscribed(inner: &Inner, request_id: u64, server_id: u64) {
             let request_id = inner.next_id();
             let _ = inner
                 .outgoing
-                .try_send(encode_frame(&Frame::Unsubscribe(Unsubscribe {
+                .try_push(&encode_frame(&Frame::Unsubscribe(Unsubscribe {
                     request_id,
                     subscription_id: server_id,
                     // Dropped, not unsubscribed: a durable one is only detached.

@@ -60,6 +60,7 @@ mod headers;
 mod mailbox;
 mod message;
 mod options;
+mod outbox;
 mod state;
 mod subscription;
 mod trace;

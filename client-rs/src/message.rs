@@ -20,7 +20,7 @@ pub struct Message {
     pub(crate) subscription_id: u64,
     pub(crate) delivery_id: u64,
     /// Where an ack goes; `None` for QoS 0 deliveries, which need none.
-    pub(crate) acks: Option<async_channel::Sender<Bytes>>,
+    pub(crate) acks: Option<std::sync::Arc<crate::outbox::Outbox>>,
 }
 
 impl Message {
@@ -71,7 +71,7 @@ impl Message {
             subscription_id: self.subscription_id,
             delivery_id: self.delivery_id,
         }));
-        acks.send(frame)
+        acks.push(&frame)
             .await
             .map_err(|_| Failure::Closed.error("the client is closed").into())
     }

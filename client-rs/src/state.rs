@@ -15,6 +15,7 @@ use futures::channel::oneshot;
 use crate::error::{Error, Failure};
 use crate::mailbox::MailboxSender;
 use crate::options::{ClientOptions, SubscribeOptions};
+use crate::outbox::Outbox;
 use crate::transport::Runtime;
 
 thread_local! {
@@ -136,7 +137,7 @@ pub(crate) struct Inner {
     /// Encoded frames on their way to the connection task. Bounded: a
     /// publisher waits here when the client is sending faster than the
     /// network takes, instead of growing memory.
-    pub outgoing: async_channel::Sender<Bytes>,
+    pub outgoing: Arc<Outbox>,
     next_id: AtomicU64,
     /// From the broker's Welcome; publishes larger than this fail locally.
     pub max_message_size: AtomicU32,
@@ -155,7 +156,7 @@ impl Inner {
     pub fn new(
         options: ClientOptions,
         runtime: Arc<dyn Runtime>,
-        outgoing: async_channel::Sender<Bytes>,
+        outgoing: Arc<Outbox>,
         shutdown: async_channel::Sender<()>,
     ) -> Inner {
         Inner {
@@ -218,8 +219,19 @@ impl Inner {
         pending: Pending,
         frame: Bytes,
     ) -> Result<(), Error<Failure>> {
+        self.request_with(id, pending, |out| out.extend_from_slice(&frame))
+            .await
+    }
+
+    /// [`Inner::request`] with the frame encoded straight into the outbox.
+    pub async fn request_with(
+        &self,
+        id: u64,
+        pending: Pending,
+        encode: impl FnOnce(&mut bytes::BytesMut),
+    ) -> Result<(), Error<Failure>> {
         self.pending.lock().unwrap().insert(id, pending);
-        if self.outgoing.send(frame).await.is_err() {
+        if self.outgoing.push_with(encode).await.is_err() {
             self.pending.lock().unwrap().remove(&id);
             return Err(Failure::Closed.error("the client is closed"));
         }

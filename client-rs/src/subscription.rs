@@ -130,7 +130,7 @@ impl Drop for Subscription {
                 subscription_id: server_id,
                 keep_durable: true,
             }));
-            let _ = self.inner.outgoing.try_send(frame);
+            let _ = self.inner.outgoing.try_push(&frame);
         }
     }
 }
