@@ -234,7 +234,11 @@ class Subscription {
   // Batches received and not yet handed out, oldest first.
   #batches = []
   #ended = false
+  // The one native wait in progress, if any (it holds the native lock).
   #receiving = null
+  // Calls of next() waiting for a message, oldest first: each gets the
+  // next message in arrival order, or null at its timeout or the end.
+  #waiters = []
 
   constructor(nativeSubscription) {
     this.#native = nativeSubscription
@@ -250,16 +254,35 @@ class Subscription {
    * subscription has ended (unsubscribed, or the client closed).
    */
   next(options) {
-    // Not an async function: a buffered message costs one resolved promise.
-    const message = this.#take()
-    return message !== null ? Promise.resolve(message) : this.#wait(options?.timeoutMs)
+    // Not an async function: a message that is already here costs one
+    // resolved promise. Earlier callers still waiting come first.
+    if (this.#waiters.length === 0) {
+      const message = this.#take()
+      if (message !== null) return Promise.resolve(message)
+      if (this.#ended) return Promise.resolve(null)
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject, deadline: undefined, timer: undefined }
+      const timeoutMs = options?.timeoutMs
+      if (timeoutMs !== undefined) {
+        waiter.deadline = Date.now() + timeoutMs
+        waiter.timer = setTimeout(() => this.#giveUp(waiter), timeoutMs)
+      }
+      this.#waiters.push(waiter)
+      this.#serve()
+    })
   }
 
-  /** A message that is already here (batches, then the native buffer), or null. */
+  /**
+   * A message that is already here (batches, then the native buffer), or
+   * null. The native buffer is not read while a native wait is in
+   * progress: that wait may have taken older messages that are still on
+   * their way here, and reading past them would hand messages out of order.
+   */
   #take() {
     let batch = this.#batches[0]
     if (batch === undefined) {
-      if (this.#ended) return null
+      if (this.#ended || this.#receiving !== null) return null
       const native = this.#native.tryNextBatch(BATCH)
       if (native === null) return null
       batch = openBatch(native)
@@ -270,43 +293,56 @@ class Subscription {
     return message
   }
 
-  /** Wait until a message is here, at most `timeoutMs` (null: timed out or ended). */
-  async #wait(timeoutMs) {
-    const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs
-    for (;;) {
-      const message = this.#take()
-      if (message !== null || this.#ended) return message
-      if (deadline === undefined) {
-        await this.#receive(undefined)
-      } else {
-        const left = deadline - Date.now()
-        if (left <= 0) return null
-        await within(this.#receive(left), left)
-      }
+  /** A waiter's timeout passed: it gets null and leaves the queue. */
+  #giveUp(waiter) {
+    const index = this.#waiters.indexOf(waiter)
+    if (index !== -1) {
+      this.#waiters.splice(index, 1)
+      waiter.resolve(null)
     }
   }
 
   /**
-   * The one native wait in progress, shared by every waiting `next()` (a
-   * wait of its own would hold the native lock while messages another call
-   * received sit here); resolves once what it received is in `#batches`.
+   * Hand what is here to the waiters, oldest first; if any still wait,
+   * start the one native wait (bounded by the latest waiter's deadline, so
+   * that it never outlives them all).
    */
-  #receive(timeoutMs) {
-    if (this.#receiving === null) {
-      const waitMs = timeoutMs === undefined ? undefined : Math.ceil(timeoutMs)
-      this.#receiving = call(() => this.#native.nextBatch(BATCH, waitMs)).then(
-        (native) => {
-          this.#receiving = null
-          if (native === null) this.#ended = true
-          else if (native.payloadEnds.length > 0 && !this.#ended) this.#batches.push(openBatch(native))
-        },
-        (error) => {
-          this.#receiving = null
-          throw error
-        },
-      )
+  #serve() {
+    while (this.#waiters.length > 0) {
+      const message = this.#take()
+      if (message === null) break
+      const waiter = this.#waiters.shift()
+      clearTimeout(waiter.timer)
+      waiter.resolve(message)
     }
-    return this.#receiving
+    if (this.#waiters.length === 0) return
+    if (this.#ended) {
+      for (const waiter of this.#waiters.splice(0)) {
+        clearTimeout(waiter.timer)
+        waiter.resolve(null)
+      }
+      return
+    }
+    if (this.#receiving !== null) return
+    const deadlines = this.#waiters.map((waiter) => waiter.deadline)
+    const waitMs = deadlines.includes(undefined)
+      ? undefined
+      : Math.max(0, Math.ceil(Math.max(...deadlines) - Date.now()))
+    this.#receiving = call(() => this.#native.nextBatch(BATCH, waitMs)).then(
+      (native) => {
+        this.#receiving = null
+        if (native === null) this.#ended = true
+        else if (native.payloadEnds.length > 0 && !this.#ended) this.#batches.push(openBatch(native))
+        this.#serve()
+      },
+      (error) => {
+        this.#receiving = null
+        for (const waiter of this.#waiters.splice(0)) {
+          clearTimeout(waiter.timer)
+          waiter.reject(error)
+        }
+      },
+    )
   }
 
   /**
@@ -316,6 +352,7 @@ class Subscription {
   unsubscribe() {
     this.#ended = true
     this.#batches.length = 0
+    this.#serve()
     return call(() => this.#native.unsubscribe())
   }
 
@@ -327,6 +364,7 @@ class Subscription {
   detach() {
     this.#ended = true
     this.#batches.length = 0
+    this.#serve()
     return call(() => this.#native.detach())
   }
 
@@ -334,10 +372,7 @@ class Subscription {
     const subscription = this
     return {
       next() {
-        const message = subscription.#take()
-        return message !== null
-          ? Promise.resolve({ done: false, value: message })
-          : subscription.#wait(undefined).then(toIteratorResult)
+        return subscription.next().then(toIteratorResult)
       },
       async return() {
         await subscription.detach()
@@ -348,15 +383,6 @@ class Subscription {
       },
     }
   }
-}
-
-/** `promise`, or undefined once `ms` have passed; the timer never outlives it. */
-function within(promise, ms) {
-  let timer
-  const timeout = new Promise((resolve) => {
-    timer = setTimeout(resolve, ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
 function toIteratorResult(message) {

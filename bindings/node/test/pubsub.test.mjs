@@ -232,6 +232,22 @@ describe('async iteration', () => {
 
 describe('concurrency', () => {
   // A lost message would leave `for await` waiting: fail instead of hang.
+  test('concurrent next() calls are served in call order and none is left waiting', { timeout: 60_000 }, async () => {
+    // A waiting next() once missed messages that a later call had read
+    // past its native wait (about 1 run in 50 hung or swapped two
+    // messages); repeat the race enough to catch it.
+    for (let round = 0; round < 300; round++) {
+      const topic = `race.many.${round}`
+      const subscription = await client.subscribe(topic)
+      const waiting = [subscription.next(), subscription.next(), subscription.next()]
+      for (const text of ['a', 'b', 'c', 'd']) await client.publish(topic, text)
+      const got = (await Promise.all(waiting)).map((m) => m.payload.toString())
+      assert.deepEqual(got, ['a', 'b', 'c'], `round ${round}`)
+      assert.equal((await subscription.next({ timeoutMs: 5000 })).payload.toString(), 'd')
+      await subscription.unsubscribe()
+    }
+  })
+
   test('10000 publishes in flight arrive complete and in order', { timeout: 30_000 }, async () => {
     const count = 10_000
     const subscription = await client.subscribe('many')
