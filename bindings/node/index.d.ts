@@ -88,7 +88,10 @@ export declare class Client {
 export declare class Subscription implements AsyncIterable<Message> {
   private constructor()
   readonly pattern: string
-  /** The next message; `null` on timeout or once the subscription has ended. */
+  /**
+   * The next message; `null` on timeout or once the subscription has ended.
+   * Concurrent calls are answered in call order.
+   */
   next(options?: NextOptions): Promise<Message | null>
   /** Stop receiving and wait for the broker's confirm; deletes a durable subscription. Idempotent. */
   unsubscribe(): Promise<void>
