@@ -35,6 +35,9 @@ fn max_incoming_frame(inner: &Inner) -> usize {
         .min(u32::MAX as usize)
 }
 
+/// The largest write buffer kept between writes.
+const MAX_KEPT_WRITE_BUFFER: usize = 1024 * 1024;
+
 pub(crate) struct Connected {
     reader: Box<dyn TransportReader>,
     writer: Box<dyn TransportWriter>,
@@ -294,6 +297,11 @@ async fn write_loop(
                 return format!("write failed: {e}");
             }
             batch.clear();
+            // A burst can grow a buffer to the whole outbox: let it go
+            // rather than keep it for the life of the client.
+            if batch.capacity() > MAX_KEPT_WRITE_BUFFER {
+                batch = BytesMut::new();
+            }
         }
         if finishing {
             writer.close().await;
