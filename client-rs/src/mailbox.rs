@@ -68,6 +68,18 @@ impl Shared {
         self.refusing.store(true, Ordering::Release);
     }
 
+    /// No more messages will come: mark it under the lock held in `state`,
+    /// then wake the consumer to drain what is left and see the end.
+    fn close(&self, mut state: MutexGuard<'_, State>) {
+        state.closed = true;
+        self.refuse();
+        let consumer = state.consumer.take();
+        drop(state);
+        if let Some(waker) = consumer {
+            waker.wake();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing runs user code under this lock, so it cannot be poisoned
         // half way through a change; recover rather than panic.
@@ -113,13 +125,7 @@ impl Drop for MailboxSender {
         let mut state = self.shared.lock();
         state.senders -= 1;
         if state.senders == 0 {
-            state.closed = true;
-            self.shared.refuse();
-            let consumer = state.consumer.take();
-            drop(state);
-            if let Some(waker) = consumer {
-                waker.wake();
-            }
+            self.shared.close(state);
         }
     }
 }
@@ -133,14 +139,7 @@ impl MailboxSender {
     /// End the stream for every sender: the consumer drains what is
     /// buffered, then sees the end.
     pub fn close(&self) {
-        let mut state = self.shared.lock();
-        state.closed = true;
-        self.shared.refuse();
-        let consumer = state.consumer.take();
-        drop(state);
-        if let Some(waker) = consumer {
-            waker.wake();
-        }
+        self.shared.close(self.shared.lock());
     }
 
     /// Move every message of `batch` into the mailbox, in order, waiting for
