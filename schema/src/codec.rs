@@ -369,30 +369,25 @@ impl Encoder {
         message_id: u64,
         timestamp_ms: u64,
     ) -> SharedDelivery {
-        let delivery = Delivery {
+        let frame = self.encode_to_bytes(&Frame::Delivery(Delivery {
             route: Route::default(),
             topic,
             payload,
             message_id,
             timestamp_ms,
             headers: headers.to_vec(),
+        }));
+        // We just built this buffer: a header-less delivery has the fixed
+        // layout, whose route offset is known; otherwise the route (a
+        // required inline struct) is found by hand rather than by verifying
+        // the whole frame again.
+        let route_offset = if headers.is_empty() {
+            crate::fast_encode::DELIVERY_ROUTE_OFFSET
+        } else {
+            LENGTH_PREFIX_LEN
+                + crate::fast_decode::delivery_route_offset(&frame[LENGTH_PREFIX_LEN..])
+                    .expect("a freshly encoded delivery has its route")
         };
-        if headers.is_empty() {
-            // The fixed layout: exact size, one allocation, route known.
-            let mut frame =
-                BytesMut::with_capacity(crate::fast_encode::delivery_len(topic, payload));
-            crate::fast_encode::delivery(&delivery, &mut frame);
-            return SharedDelivery {
-                frame: frame.freeze(),
-                route_offset: crate::fast_encode::DELIVERY_ROUTE_OFFSET,
-            };
-        }
-        let frame = self.encode_to_bytes(&Frame::Delivery(delivery));
-        // We just built this buffer: the route, a required inline struct, is
-        // found by hand rather than by verifying the whole frame again.
-        let route_offset = LENGTH_PREFIX_LEN
-            + crate::fast_decode::delivery_route_offset(&frame[LENGTH_PREFIX_LEN..])
-                .expect("a freshly encoded delivery has its route");
         SharedDelivery {
             frame,
             route_offset,

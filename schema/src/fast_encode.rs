@@ -143,11 +143,6 @@ fn body_len(table_len: usize, topic: &str, payload: &[u8]) -> usize {
     BODY_TABLE + table_len + 4 + topic.len() + 1 + pad4(topic.len() + 1) + 4 + payload.len()
 }
 
-/// Encoded length, prefix included, of a header-less `Delivery`.
-pub fn delivery_len(topic: &str, payload: &[u8]) -> usize {
-    LENGTH_PREFIX_LEN + body_len(D_TABLE_LEN, topic, payload)
-}
-
 /// Where a delivery's route struct starts, from the start of its frame
 /// (length prefix included).
 pub const DELIVERY_ROUTE_OFFSET: usize = LENGTH_PREFIX_LEN + BODY_TABLE + D_ROUTE as usize;
