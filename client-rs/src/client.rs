@@ -17,8 +17,7 @@ use crate::mailbox::mailbox;
 use crate::options::{ClientOptions, PublishOptions, ReconnectPolicy, SubscribeOptions};
 use crate::outbox::{Outbox, PushError};
 use crate::state::{
-    encode_frame, encode_frame_into, ClientEvent, ConnectionStatus, Inner, Pending,
-    SubscriptionEntry,
+    encode_frame_into, ClientEvent, ConnectionStatus, Inner, Pending, SubscriptionEntry,
 };
 use crate::subscription::Subscription;
 use crate::trace;
@@ -350,13 +349,13 @@ impl Client {
             },
         );
         let request_id = self.inner.next_id();
-        let frame = encode_frame(&Frame::Subscribe(Subscribe {
+        let frame = Frame::Subscribe(Subscribe {
             request_id,
             pattern,
             qos: options.qos.as_wire(),
             durable_name: options.durable.as_deref(),
             queue_group: options.group.as_deref(),
-        }));
+        });
         let (tx, rx) = oneshot::channel();
         let result = match self
             .inner
@@ -366,7 +365,7 @@ impl Client {
                     local_id,
                     reply: tx,
                 },
-                frame,
+                &frame,
             )
             .await
         {
@@ -392,10 +391,9 @@ impl Client {
     pub async fn flush(&self) -> Result<(), RequestError> {
         self.check_open()?;
         let nonce = self.inner.next_id();
-        let frame = encode_frame(&Frame::Ping { nonce });
         let (tx, rx) = oneshot::channel();
         self.inner
-            .request(nonce, Pending::Request(tx), frame)
+            .request(nonce, Pending::Request(tx), &Frame::Ping { nonce })
             .await?;
         self.inner.await_reply(nonce, rx).await?;
         Ok(())

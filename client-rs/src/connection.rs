@@ -19,7 +19,9 @@ use crate::error::{ConnectError, ConnectErrorKind, Error, Failure};
 use crate::mailbox::MailboxSender;
 use crate::message::Message;
 use crate::outbox::Outbox;
-use crate::state::{encode_frame, ClientEvent, ConnectionStatus, Inner, Pending};
+use crate::state::{
+    encode_frame, encode_frame_into, ClientEvent, ConnectionStatus, Inner, Pending,
+};
 use crate::transport::{Connector, TransportReader, TransportWriter};
 use blipmq_protocol::headers::HeaderLimits;
 
@@ -255,13 +257,16 @@ async fn resubscribe(inner: &Inner, writer: &mut dyn TransportWriter) -> std::io
                     local_id: *local_id,
                 },
             );
-            batch.extend_from_slice(&encode_frame(&Frame::Subscribe(Subscribe {
-                request_id,
-                pattern: &entry.pattern,
-                qos: entry.options.qos.as_wire(),
-                durable_name: entry.options.durable.as_deref(),
-                queue_group: entry.options.group.as_deref(),
-            })));
+            encode_frame_into(
+                &Frame::Subscribe(Subscribe {
+                    request_id,
+                    pattern: &entry.pattern,
+                    qos: entry.options.qos.as_wire(),
+                    durable_name: entry.options.durable.as_deref(),
+                    queue_group: entry.options.group.as_deref(),
+                }),
+                &mut batch,
+            );
         }
     }
     if !batch.is_empty() {
@@ -471,7 +476,8 @@ async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut By
         let frames = buf.split_to(complete).freeze();
         buf.reserve(needed.max(64 * 1024));
         let mut at = 0;
-        // (Every frame in `frames` was checked above.)
+        // Every frame in `frames` was checked above; past the last one the
+        // check finds nothing whole and the loop ends.
         while let Ok(total) = check_frame(&frames[at..], max_frame) {
             let body = &frames[at + LENGTH_PREFIX_LEN..at + total];
             at += total;
@@ -487,9 +493,6 @@ async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut By
                     handle_control(inner, &mut cache, frame);
                 }
                 Err(reason) => return reason,
-            }
-            if at == frames.len() {
-                break;
             }
         }
         // Everything this read brought is in: hand it over before waiting
@@ -576,7 +579,7 @@ fn handle_control(inner: &Inner, cache: &mut DeliveryCache, frame: Frame<'_>) {
         Frame::Ping { nonce } => {
             let _ = inner
                 .outgoing
-                .try_push(&encode_frame(&Frame::Pong { nonce }));
+                .try_push_with(|out| encode_frame_into(&Frame::Pong { nonce }, out));
         }
         Frame::Error(e) => {
             let error = Error::new(Failure::Rejected, e.code, e.message);
@@ -648,14 +651,15 @@ fn on_subscribed(inner: &Inner, request_id: u64, server_id: u64) {
             // Dropped while the broker was answering: undo on the broker.
             drop(table);
             let request_id = inner.next_id();
+            let frame = Frame::Unsubscribe(Unsubscribe {
+                request_id,
+                subscription_id: server_id,
+                // Dropped, not unsubscribed: a durable one is only detached.
+                keep_durable: true,
+            });
             let _ = inner
                 .outgoing
-                .try_push(&encode_frame(&Frame::Unsubscribe(Unsubscribe {
-                    request_id,
-                    subscription_id: server_id,
-                    // Dropped, not unsubscribed: a durable one is only detached.
-                    keep_durable: true,
-                })));
+                .try_push_with(|out| encode_frame_into(&frame, out));
         }
     }
 }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use crate::error::{Failure, RequestError};
 use crate::headers::Headers;
-use crate::state::encode_frame;
+use crate::state::encode_frame_into;
 use blipmq_protocol::{Ack, Frame};
 
 /// A message delivered to a [`crate::Subscription`].
@@ -67,11 +67,11 @@ impl Message {
         let Some(acks) = &self.acks else {
             return Ok(());
         };
-        let frame = encode_frame(&Frame::Ack(Ack {
+        let frame = Frame::Ack(Ack {
             subscription_id: self.subscription_id,
             delivery_id: self.delivery_id,
-        }));
-        acks.push(&frame)
+        });
+        acks.push_with(|out| encode_frame_into(&frame, out))
             .await
             .map_err(|_| Failure::Closed.error("the client is closed").into())
     }

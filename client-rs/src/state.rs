@@ -211,19 +211,19 @@ impl Inner {
             .retain(|tx| tx.try_send(event.clone()).is_ok());
     }
 
-    /// Register a request, then send its frame: the answer can never arrive
-    /// before its entry exists.
+    /// Register a request, then queue its frame (encoded straight into the
+    /// outbox): the answer can never arrive before its entry exists.
     pub async fn request(
         &self,
         id: u64,
         pending: Pending,
-        frame: Bytes,
+        frame: &Frame<'_>,
     ) -> Result<(), Error<Failure>> {
-        self.request_with(id, pending, |out| out.extend_from_slice(&frame))
+        self.request_with(id, pending, |out| encode_frame_into(frame, out))
             .await
     }
 
-    /// [`Inner::request`] with the frame encoded straight into the outbox.
+    /// [`Inner::request`] with the frame appended by `encode`.
     pub async fn request_with(
         &self,
         id: u64,

@@ -11,7 +11,7 @@ use futures::Stream;
 use crate::error::{Failure, RequestError};
 use crate::mailbox::MailboxReceiver;
 use crate::message::Message;
-use crate::state::{encode_frame, Inner, Pending};
+use crate::state::{encode_frame_into, Inner, Pending};
 
 /// Messages matching a pattern, in order. Ends (`None`) when the client
 /// closes. Survives reconnects: the client subscribes again on the new
@@ -80,14 +80,14 @@ impl Subscription {
             return Err(Failure::Closed.error("the client is closed").into());
         }
         let request_id = self.inner.next_id();
-        let frame = encode_frame(&Frame::Unsubscribe(Unsubscribe {
+        let frame = Frame::Unsubscribe(Unsubscribe {
             request_id,
             subscription_id: server_id,
             keep_durable: false,
-        }));
+        });
         let (tx, rx) = oneshot::channel();
         self.inner
-            .request(request_id, Pending::Request(tx), frame)
+            .request(request_id, Pending::Request(tx), &frame)
             .await?;
         self.inner.await_reply(request_id, rx).await?;
         Ok(())
@@ -125,12 +125,15 @@ impl Drop for Subscription {
         if let Some(server_id) = self.forget() {
             // Fire and forget: Drop cannot wait. The answer is ignored, and
             // deliveries that race with it are discarded by the reader.
-            let frame = encode_frame(&Frame::Unsubscribe(Unsubscribe {
+            let frame = Frame::Unsubscribe(Unsubscribe {
                 request_id: self.inner.next_id(),
                 subscription_id: server_id,
                 keep_durable: true,
-            }));
-            let _ = self.inner.outgoing.try_push(&frame);
+            });
+            let _ = self
+                .inner
+                .outgoing
+                .try_push_with(|out| encode_frame_into(&frame, out));
         }
     }
 }
