@@ -273,6 +273,16 @@ mod tests {
         })
     }
 
+    /// A publisher of message `id` that may have to wait, on its own task.
+    fn spawn_publisher(
+        sub: &Arc<Subscription>,
+        metrics: &Arc<Metrics>,
+        id: u64,
+    ) -> tokio::task::JoinHandle<()> {
+        let (sub, metrics) = (sub.clone(), metrics.clone());
+        tokio::spawn(async move { sub.enqueue_or_wait(message(id), &metrics).await })
+    }
+
     fn block_subscription(capacity: usize) -> Arc<Subscription> {
         Arc::new(Subscription::new(
             1,
@@ -293,10 +303,7 @@ mod tests {
             sub.enqueue_or_wait(message(id), &metrics).await;
         }
         assert_eq!(sub.blocked_publishers.load(Ordering::SeqCst), 0);
-        let publisher = tokio::spawn({
-            let (sub, metrics) = (sub.clone(), metrics.clone());
-            async move { sub.enqueue_or_wait(message(8), &metrics).await }
-        });
+        let publisher = spawn_publisher(&sub, &metrics, 8);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!publisher.is_finished(), "the queue is full: it waits");
         // One free slot is not enough to wake it (depth 7 > 6)...
@@ -321,10 +328,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let sub = block_subscription(1);
         sub.enqueue_or_wait(message(0), &metrics).await;
-        let publisher = tokio::spawn({
-            let (sub, metrics) = (sub.clone(), metrics.clone());
-            async move { sub.enqueue_or_wait(message(1), &metrics).await }
-        });
+        let publisher = spawn_publisher(&sub, &metrics, 1);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!publisher.is_finished());
         assert_eq!(sub.pop().unwrap().message.message_id, 0);
@@ -340,10 +344,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let sub = block_subscription(1);
         sub.enqueue_or_wait(message(0), &metrics).await;
-        let publisher = tokio::spawn({
-            let (sub, metrics) = (sub.clone(), metrics.clone());
-            async move { sub.enqueue_or_wait(message(1), &metrics).await }
-        });
+        let publisher = spawn_publisher(&sub, &metrics, 1);
         tokio::time::sleep(Duration::from_millis(50)).await;
         sub.close();
         tokio::time::timeout(Duration::from_secs(5), publisher)

@@ -100,7 +100,9 @@ impl Shared {
     }
 }
 
-fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+/// Keep `cx`'s waker in `slot` (unless the one there already wakes the
+/// same task).
+pub(crate) fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(waker) if waker.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),

@@ -13,6 +13,8 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
 
+use crate::mailbox::register;
+
 /// Why nothing was queued.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum PushError {
@@ -71,13 +73,20 @@ impl Outbox {
 
     /// Queue, as one item, what `encode` appends, if there is room.
     pub fn try_push_with(&self, encode: impl FnOnce(&mut BytesMut)) -> Result<(), PushError> {
-        let mut state = self.lock();
+        let state = self.lock();
         if state.closed {
             return Err(PushError::Closed);
         }
         if state.items >= self.capacity {
             return Err(PushError::Full);
         }
+        self.append(state, encode);
+        Ok(())
+    }
+
+    /// Append one item under the lock held in `state` (room checked), then
+    /// wake the writer.
+    fn append(&self, mut state: MutexGuard<'_, State>, encode: impl FnOnce(&mut BytesMut)) {
         encode(&mut state.frames);
         state.items += 1;
         let writer = state.writer.take();
@@ -85,7 +94,6 @@ impl Outbox {
         if let Some(waker) = writer {
             waker.wake();
         }
-        Ok(())
     }
 
     /// Queue one encoded frame (or several, as one item), if there is room.
@@ -108,13 +116,7 @@ impl Outbox {
                 return Poll::Pending;
             }
             let encode = encode.take().expect("polled again after Ready");
-            encode(&mut state.frames);
-            state.items += 1;
-            let writer = state.writer.take();
-            drop(state);
-            if let Some(waker) = writer {
-                waker.wake();
-            }
+            self.append(state, encode);
             Poll::Ready(Ok(()))
         })
         .await
@@ -133,10 +135,7 @@ impl Outbox {
             if state.closed {
                 return Poll::Ready(false);
             }
-            match &state.writer {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                _ => state.writer = Some(cx.waker().clone()),
-            }
+            register(&mut state.writer, cx);
             return Poll::Pending;
         }
         std::mem::swap(&mut state.frames, into);
@@ -176,6 +175,15 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    /// A publisher waiting for room in `outbox`, on its own task.
+    fn spawn_push(
+        outbox: &Arc<Outbox>,
+        frame: &'static [u8],
+    ) -> tokio::task::JoinHandle<Result<(), PushError>> {
+        let outbox = outbox.clone();
+        tokio::spawn(async move { outbox.push(frame).await })
+    }
+
     fn take(outbox: &Outbox) -> Option<Vec<u8>> {
         let mut into = BytesMut::new();
         outbox.take_now(&mut into).then(|| into.to_vec())
@@ -209,10 +217,7 @@ mod tests {
     async fn a_waiting_publisher_is_woken_when_the_writer_takes() {
         let outbox = Arc::new(Outbox::new(1));
         outbox.try_push(b"1").unwrap();
-        let publisher = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.push(b"2").await }
-        });
+        let publisher = spawn_push(&outbox, b"2");
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(!publisher.is_finished());
         assert_eq!(take(&outbox).as_deref(), Some(&b"1"[..]));
@@ -256,10 +261,7 @@ mod tests {
     async fn closing_releases_waiting_publishers() {
         let outbox = Arc::new(Outbox::new(1));
         outbox.try_push(b"1").unwrap();
-        let publisher = tokio::spawn({
-            let outbox = outbox.clone();
-            async move { outbox.push(b"2").await }
-        });
+        let publisher = spawn_push(&outbox, b"2");
         tokio::time::sleep(Duration::from_millis(30)).await;
         outbox.close();
         let result = tokio::time::timeout(Duration::from_secs(5), publisher)
