@@ -317,10 +317,7 @@ class Subscription {
     }
     if (this.#waiters.length === 0) return
     if (this.#ended) {
-      for (const waiter of this.#waiters.splice(0)) {
-        clearTimeout(waiter.timer)
-        waiter.resolve(null)
-      }
+      this.#releaseWaiters((waiter) => waiter.resolve(null))
       return
     }
     if (this.#receiving !== null) return
@@ -337,12 +334,17 @@ class Subscription {
       },
       (error) => {
         this.#receiving = null
-        for (const waiter of this.#waiters.splice(0)) {
-          clearTimeout(waiter.timer)
-          waiter.reject(error)
-        }
+        this.#releaseWaiters((waiter) => waiter.reject(error))
       },
     )
+  }
+
+  /** Settle every waiting call with `settle`, emptying the queue. */
+  #releaseWaiters(settle) {
+    for (const waiter of this.#waiters.splice(0)) {
+      clearTimeout(waiter.timer)
+      settle(waiter)
+    }
   }
 
   /**
