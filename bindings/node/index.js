@@ -155,14 +155,32 @@ function nativeHeaders(init) {
 function openBatch(native) {
   const extras = native.extras.length === 0 ? null : new Array(native.payloadEnds.length)
   for (const extra of native.extras) extras[extra.index] = extra
-  return { native, extras, count: native.payloadEnds.length, next: 0 }
+  const payloads = native.payloads
+  return {
+    native,
+    extras,
+    count: native.payloadEnds.length,
+    next: 0,
+    memory: payloads.buffer,
+    offset: payloads.byteOffset,
+  }
 }
+
+// Node's own Buffer class (a Uint8Array subclass whose prototype is
+// Buffer.prototype), as Buffer's species gives it: a payload is made with it
+// straight from its batch's memory, a plain Buffer, strictly equal in shape
+// to any other. `subarray` makes the same through a species lookup per call
+// that costs more than the rest of a message's making.
+const SPECIES = Buffer[Symbol.species]
+const payloadOf =
+  typeof SPECIES === 'function' && SPECIES.prototype === Buffer.prototype
+    ? (batch, start, end) => new SPECIES(batch.memory, batch.offset + start, end - start)
+    : (batch, start, end) => batch.native.payloads.subarray(start, end)
 
 /** A message delivered to a subscription. */
 class Message {
-  #native
+  #batch
   #index
-  #extra
   #headers
 
   constructor(batch, index) {
@@ -174,25 +192,29 @@ class Message {
      * The payload, byte for byte as published: a view into the memory of
      * the batch it arrived in.
      */
-    this.payload = native.payloads.subarray(index === 0 ? 0 : ends[index - 1], ends[index])
-    this.#native = native
+    this.payload = payloadOf(batch, index === 0 ? 0 : ends[index - 1], ends[index])
+    this.#batch = batch
     this.#index = index
-    this.#extra = batch.extras === null ? undefined : batch.extras[index]
   }
 
   /** The broker-assigned id (a bigint). */
   get id() {
-    return this.#native.ids[this.#index]
+    return this.#batch.native.ids[this.#index]
   }
 
   /** When the broker accepted it, in ms since the Unix epoch. */
   get timestampMs() {
-    return this.#native.timestampsMs[this.#index]
+    return this.#batch.native.timestampsMs[this.#index]
   }
 
   /** 1 on first delivery, higher on redelivery. */
   get deliveryCount() {
-    return this.#native.deliveryCounts[this.#index]
+    return this.#batch.native.deliveryCounts[this.#index]
+  }
+
+  /** Its headers and ack handle, when it has either. */
+  get #extra() {
+    return this.#batch.extras?.[this.#index]
   }
 
   /**
@@ -271,6 +293,16 @@ class Subscription {
       this.#waiters.push(waiter)
       this.#serve()
     })
+  }
+
+  // The iterator's next(): a message that is already here costs one
+  // resolved promise of its iterator result, not a second promise on top.
+  #nextResult() {
+    if (this.#waiters.length === 0) {
+      const message = this.#take()
+      if (message !== null) return Promise.resolve({ done: false, value: message })
+    }
+    return this.next().then(toIteratorResult)
   }
 
   /**
@@ -374,7 +406,7 @@ class Subscription {
     const subscription = this
     return {
       next() {
-        return subscription.next().then(toIteratorResult)
+        return subscription.#nextResult()
       },
       async return() {
         await subscription.detach()

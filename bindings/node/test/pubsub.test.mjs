@@ -50,6 +50,8 @@ describe('publish and subscribe', () => {
     assert.ok(message instanceof Message)
     assert.equal(message.topic, 'orders.created')
     assert.ok(Buffer.isBuffer(message.payload))
+    assert.equal(Object.getPrototypeOf(message.payload), Buffer.prototype, 'a plain Buffer')
+    assert.ok(Buffer.isBuffer(message.payload.subarray(1)))
     assert.equal(message.payload.toString(), 'order #1')
     assert.equal(typeof message.id, 'bigint')
     assert.ok(message.id > 0n)
@@ -73,7 +75,9 @@ describe('publish and subscribe', () => {
     await client.publish('payloads', '')
     const got = []
     for (let i = 0; i < 5; i++) got.push((await subscription.next({ timeoutMs: 5000 })).payload)
-    assert.deepEqual(got, [Buffer.from('buf'), Buffer.from([1, 2, 3]), Buffer.from('text é'), binary, Buffer.alloc(0)])
+    // Strict: each payload is a Buffer like any other, not merely equal bytes.
+    const sent = [Buffer.from('buf'), Buffer.from([1, 2, 3]), Buffer.from('text é'), binary, Buffer.alloc(0)]
+    assert.deepStrictEqual(got, sent)
     await subscription.unsubscribe()
   })
 
