@@ -78,6 +78,29 @@ impl<T> BoundedQueue<T> {
         Some(item)
     }
 
+    /// Take up to `max` of the oldest items, oldest first, handing each to
+    /// `take`, which returns `false` to stop after the one it was given.
+    /// Returns how many were taken. The slots are released together at the
+    /// end: the length counter is the one line the producers and the
+    /// consumer both write, and releasing per item bounced it between their
+    /// cores once per message.
+    pub fn pop_some(&self, max: usize, mut take: impl FnMut(T) -> bool) -> usize {
+        let mut taken = 0;
+        while taken < max {
+            let Some(item) = self.items.pop() else {
+                break;
+            };
+            taken += 1;
+            if !take(item) {
+                break;
+            }
+        }
+        if taken > 0 {
+            self.len.fetch_sub(taken, Ordering::AcqRel);
+        }
+        taken
+    }
+
     pub fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
     }
@@ -113,6 +136,47 @@ mod tests {
         );
         assert_eq!(queue.len(), 0);
         assert_eq!(queue.pop(), None);
+    }
+
+    #[test]
+    fn pop_some_takes_in_order_up_to_max_or_until_told_to_stop() {
+        let queue = BoundedQueue::new(8);
+        for i in 0..6 {
+            queue.push(i).unwrap();
+        }
+        let mut got = Vec::new();
+        assert_eq!(
+            queue.pop_some(4, |i| {
+                got.push(i);
+                true
+            }),
+            4
+        );
+        assert_eq!(got, [0, 1, 2, 3]);
+        assert_eq!(queue.len(), 2, "the slots are free again");
+        assert_eq!(
+            queue.pop_some(4, |i| {
+                got.push(i);
+                false
+            }),
+            1,
+            "stopped after one"
+        );
+        assert_eq!(
+            queue.pop_some(4, |i| {
+                got.push(i);
+                true
+            }),
+            1,
+            "only one left"
+        );
+        assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(queue.pop_some(4, |_| true), 0);
+        assert_eq!(queue.len(), 0);
+        for i in 0..8 {
+            queue.push(i).unwrap();
+        }
+        assert!(queue.is_full());
     }
 
     #[test]

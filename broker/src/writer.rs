@@ -23,6 +23,12 @@ use crate::subscription::{MessageRef, Queued, Subscription};
 /// encoding with only their route in between.
 const COPY_THRESHOLD: usize = 2048;
 
+/// Messages a batch takes from one subscription before the next one's
+/// turn: enough that a lone busy subscription is drained in runs (its queue
+/// released once per run, not once per message), few enough that others
+/// wait at most a few dozen deliveries.
+const BURST: usize = 32;
+
 /// How long a closing connection may take to flush its last control frames
 /// (such as the error that explains the close).
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -99,8 +105,9 @@ impl Batch {
     }
 
     /// Take control frames, then deliveries round-robin across subscriptions
-    /// (one message from each in turn, so one busy subscription cannot starve
-    /// the others) until the batch is full or every queue is empty.
+    /// (up to [`BURST`] messages from each in turn, so one busy subscription
+    /// cannot starve the others) until the batch is full or every queue is
+    /// empty.
     fn fill(
         &mut self,
         outbox: &Outbox,
@@ -123,15 +130,15 @@ impl Batch {
             let mut took_any = false;
             for i in 0..n {
                 let subscription = &subscriptions[(start + i) % n];
-                let Some(queued) = subscription.pop() else {
-                    continue;
-                };
-                took_any = true;
-                if queued.message.expires_at.is_some_and(|at| at <= now) {
-                    inc(&metrics.dropped_ttl);
-                    continue;
-                }
-                self.push_delivery(queued, subscription.id);
+                let taken = subscription.pop_some(BURST, |queued| {
+                    if queued.message.expires_at.is_some_and(|at| at <= now) {
+                        inc(&metrics.dropped_ttl);
+                    } else {
+                        self.push_delivery(queued, subscription.id);
+                    }
+                    !self.is_full(config)
+                });
+                took_any |= taken > 0;
                 if self.is_full(config) {
                     return;
                 }
@@ -263,4 +270,63 @@ pub async fn run(
         socket.shutdown().await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OverflowPolicy;
+    use crate::subscription::QueuedMessage;
+
+    fn subscription(id: u64, messages: u64, metrics: &Metrics) -> Arc<Subscription> {
+        let subscription = Arc::new(Subscription::new(
+            id,
+            "t".into(),
+            1000,
+            OverflowPolicy::DropNew,
+            Outbox::new(),
+            None,
+            None,
+        ));
+        for message_id in 0..messages {
+            let delivery =
+                blipmq_protocol::Encoder::new().shared_delivery("t", b"x", &[], message_id, 0);
+            let message = Arc::new(QueuedMessage {
+                delivery,
+                expires_at: None,
+                message_id,
+                trace_id: None,
+            });
+            assert!(subscription.try_enqueue(message, metrics).is_ok());
+        }
+        subscription
+    }
+
+    #[test]
+    fn a_busy_subscription_takes_turns_with_the_others() {
+        let metrics = Metrics::default();
+        let busy = subscription(1, 100, &metrics);
+        let quiet = subscription(2, 3, &metrics);
+        let config = WriterConfig {
+            max_batch: 40,
+            max_batch_bytes: usize::MAX,
+            flush_interval: Duration::from_millis(1),
+        };
+        let mut batch = Batch::default();
+        let mut next_start = 0;
+        batch.fill(
+            &Outbox::new(),
+            &[busy.clone(), quiet.clone()],
+            &mut next_start,
+            &config,
+            &metrics,
+        );
+        assert_eq!(batch.deliveries, 40, "filled to its limit");
+        assert_eq!(
+            quiet.depth(),
+            0,
+            "the quiet one had its turn within a burst"
+        );
+        assert_eq!(busy.depth(), 100 - 37);
+    }
 }
