@@ -50,6 +50,18 @@ export interface SubscribeOptions {
   durable?: string
   /** Queue group: members sharing a name share the messages. */
   group?: string
+  /**
+   * Receive through this callback instead of `next()` / `for await`: it is
+   * called with every message, in order, from the event loop (a returned
+   * promise is not awaited). The cheapest way to receive.
+   */
+  onMessage?: (message: Message) => void
+  /**
+   * With `onMessage`: gets what the callback throws, and the error that
+   * ends the subscription, if one does. Without it, these are uncaught
+   * exceptions.
+   */
+  onError?: (error: unknown) => void
 }
 
 export interface NextOptions {
@@ -83,7 +95,8 @@ export declare class Client {
 /**
  * Messages matching a pattern, in order. `for await` ends when the
  * subscription ends; leaving the loop early ends it (a durable one is
- * detached, never deleted).
+ * detached, never deleted). One made with `onMessage` calls that instead:
+ * its `next()` rejects and iterating it throws, with a TypeError.
  */
 export declare class Subscription implements AsyncIterable<Message> {
   private constructor()

@@ -21,9 +21,10 @@
 //   carry the send time; p50/p99/p99.9 of publish-to-receipt.
 //
 // BlipMQ publishes with `await client.publish(...)` per message (its
-// promise resolves once the message is queued) and receives with
-// `for await`; `nats` publishes with its synchronous `nc.publish(...)` and
-// receives through a subscription callback: each client's usual fast way.
+// promise resolves once the message is queued); `nats` publishes with its
+// synchronous `nc.publish(...)`. Both receive through a subscription
+// callback (BlipMQ's `onMessage`, nats' `callback`): each client's fastest
+// way, the same for both.
 
 import { spawn } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
@@ -55,16 +56,10 @@ async function connectBlip(addr) {
     publisher: (topic) => (payload) => client.publish(topic, payload),
     flush: () => client.flush(),
     async receive(topic, onMessage) {
-      const subscription = await client.subscribe(topic)
-      const loop = (async () => {
-        for await (const message of subscription) onMessage(message.payload)
-      })()
-      return {
-        async stop() {
-          await subscription.unsubscribe().catch(() => {})
-          await loop.catch(() => {})
-        },
-      }
+      const subscription = await client.subscribe(topic, {
+        onMessage: (message) => onMessage(message.payload),
+      })
+      return { stop: () => subscription.unsubscribe().catch(() => {}) }
     },
     close: () => client.close(),
   }
@@ -421,7 +416,7 @@ function render(o, systems, results, errors, loadBefore, loadAfter, secs) {
     ...o.serverVersion.map((s) => `- **Server**: ${s}`),
     `- **Method**: ${o.rounds} rounds, systems take turns in an order rotated each round; every figure is the median over rounds. Each run is a fresh process with its own connections.`,
     `  - *publish*: one client publishes ${o.count.toLocaleString('en-US')} messages, awaiting each publish call (\`await client.publish(...)\`; nats' \`publish\` returns nothing to await), then flushes; msgs/s = messages ÷ time from the first publish to the end of the flush. No subscriber.`,
-    `  - *receive 1→1*: a subscriber process and a publisher process (same SDK); ${o.count.toLocaleString('en-US')} messages; msgs/s = messages received ÷ time from the first publish to the last receipt (the subscriber reads the clock every ${CLOCK_EVERY} messages and at the last; a run that ends short counts up to its last reading). The subscriber reads every payload: BlipMQ through \`for await (const message of subscription)\`, nats through a subscription callback. BlipMQ runs with the \`block\` overflow policy (lossless). *CPU µs/msg* (every round table) is the subscriber process's CPU time (all its threads) per message received: what receiving costs, whatever else the machine is doing.`,
+    `  - *receive 1→1*: a subscriber process and a publisher process (same SDK); ${o.count.toLocaleString('en-US')} messages; msgs/s = messages received ÷ time from the first publish to the last receipt (the subscriber reads the clock every ${CLOCK_EVERY} messages and at the last; a run that ends short counts up to its last reading). The subscriber reads every payload in a subscription callback (BlipMQ's \`onMessage\`, nats' \`callback\`). BlipMQ runs with the \`block\` overflow policy (lossless). *CPU µs/msg* (every round table) is the subscriber process's CPU time (all its threads) per message received: what receiving costs, whatever else the machine is doing.`,
     `  - *latency*: one process, a publisher connection paced at ${o.latencyRate.toLocaleString('en-US')} msgs/s for ${o.latencySecs} s (bursts every ~1 ms), a subscriber connection; 16 B payloads carry the send time; publish call to receipt in the subscriber's code.`,
     '',
     '## Throughput, msgs/s (higher is better)',

@@ -48,6 +48,11 @@ export async function example(addr: string): Promise<void> {
     }
   }
   await subscription.unsubscribe()
+  const callbacks: Subscription = await client.subscribe('orders.>', {
+    onMessage: (message: Message) => console.log(message.topic),
+    onError: (error: unknown) => console.error(error),
+  })
+  await callbacks.detach()
   await client.flush()
   const status: 'connected' | 'reconnecting' | 'closed' = client.status
   console.log(status, client.maxMessageSize, typeof blipmq.connect)

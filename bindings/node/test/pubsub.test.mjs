@@ -234,6 +234,89 @@ describe('async iteration', () => {
   })
 })
 
+describe('onMessage callbacks', () => {
+  /** Resolves once `predicate()` holds (checked every 5 ms, 5 s at most). */
+  async function until(predicate) {
+    for (let i = 0; i < 1000 && !predicate(); i++) await new Promise((resolve) => setTimeout(resolve, 5))
+    assert.ok(predicate(), 'in time')
+  }
+
+  test('every message reaches the callback in order, with its metadata; unsubscribe stops it', async () => {
+    const seen = []
+    const subscription = await client.subscribe('cb.*', { onMessage: (message) => seen.push(message) })
+    assert.ok(subscription instanceof Subscription)
+    for (let i = 0; i < 5; i++) await client.publish(`cb.${i}`, String(i), { headers: { n: String(i) } })
+    await until(() => seen.length === 5)
+    assert.deepEqual(
+      seen.map((m) => [m.topic, m.payload.toString(), m.headers.get('n'), m.deliveryCount]),
+      [0, 1, 2, 3, 4].map((i) => [`cb.${i}`, String(i), String(i), 1]),
+    )
+    assert.ok(seen.every((m) => m instanceof Message && typeof m.id === 'bigint'))
+    assert.ok(seen[0].id < seen[4].id)
+    await subscription.unsubscribe()
+    await client.publish('cb.late', 'after')
+    await client.flush()
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    assert.equal(seen.length, 5, 'nothing after unsubscribe')
+  })
+
+  test('a callback subscription has no next() and cannot be iterated', async () => {
+    const subscription = await client.subscribe('cb.modes', { onMessage: () => {} })
+    await assert.rejects(subscription.next(), TypeError)
+    assert.throws(() => subscription[Symbol.asyncIterator](), TypeError)
+    await subscription.unsubscribe()
+    await assert.rejects(client.subscribe('cb.modes', { onMessage: 'no' }), TypeError)
+    await assert.rejects(client.subscribe('cb.modes', { onMessage: () => {}, onError: 1 }), TypeError)
+  })
+
+  test('the event loop turns between batches while messages stream in', async () => {
+    const total = 5000
+    let delivered = 0
+    let atFirstTurn = null
+    const subscription = await client.subscribe('cb.stream', {
+      onMessage: () => {
+        if (++delivered === 1) setImmediate(() => (atFirstTurn = delivered))
+      },
+    })
+    for (let i = 0; i < total; i++) client.publish('cb.stream', 'x')
+    await client.flush()
+    await until(() => delivered === total)
+    assert.ok(atFirstTurn !== null && atFirstTurn < total, `the loop turned after ${atFirstTurn} of ${total}`)
+    await subscription.unsubscribe()
+  })
+
+  test('what the callback throws goes to onError, and delivery goes on', async () => {
+    const seen = []
+    const errors = []
+    const subscription = await client.subscribe('cb.throws', {
+      onMessage: (message) => {
+        seen.push(message.payload.toString())
+        if (seen.length === 2) throw new Error('bad message')
+      },
+      onError: (error) => errors.push(error),
+    })
+    for (const payload of ['a', 'b', 'c']) await client.publish('cb.throws', payload)
+    await until(() => seen.length === 3)
+    assert.deepEqual(seen, ['a', 'b', 'c'])
+    assert.deepEqual(
+      errors.map((e) => e.message),
+      ['bad message'],
+    )
+    await subscription.unsubscribe()
+  })
+
+  test('a callback subscription ends when its client closes', async () => {
+    const other = await connect(broker.addr)
+    const seen = []
+    const subscription = await other.subscribe('cb.close', { onMessage: (m) => seen.push(m.payload.toString()) })
+    await other.publish('cb.close', 'only')
+    await until(() => seen.length === 1)
+    await other.close()
+    await subscription.unsubscribe()
+    assert.deepEqual(seen, ['only'])
+  })
+})
+
 describe('concurrency', () => {
   // A lost message would leave `for await` waiting: fail instead of hang.
   test('concurrent next() calls are served in call order and none is left waiting', { timeout: 60_000 }, async () => {
