@@ -18,7 +18,7 @@ use futures::future::{self, Either};
 use crate::error::{ConnectError, ConnectErrorKind, Error, Failure};
 use crate::mailbox::MailboxSender;
 use crate::message::Message;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, IDLE_KEPT_BYTES};
 use crate::state::{
     encode_frame, encode_frame_into, ClientEvent, ConnectionStatus, Inner, Pending,
 };
@@ -36,9 +36,6 @@ fn max_incoming_frame(inner: &Inner) -> usize {
         .saturating_add(headers)
         .min(u32::MAX as usize)
 }
-
-/// The largest write buffer kept between writes.
-const MAX_KEPT_WRITE_BUFFER: usize = 1024 * 1024;
 
 pub(crate) struct Connected {
     reader: Box<dyn TransportReader>,
@@ -283,10 +280,17 @@ async fn write_loop(
     shutdown: &async_channel::Receiver<()>,
 ) -> String {
     // Swapped with the outbox's buffer on every take: the two buffers keep
-    // their capacity, so steady-state writing allocates nothing.
+    // their capacity, so steady-state writing allocates nothing. Both let a
+    // large capacity go once the connection is idle.
     let mut batch = BytesMut::new();
     loop {
-        let next = future::poll_fn(|cx| outgoing.poll_take(cx, &mut batch));
+        let next = future::poll_fn(|cx| {
+            let taken = outgoing.poll_take(cx, &mut batch);
+            if taken.is_pending() && batch.capacity() > IDLE_KEPT_BYTES {
+                batch = BytesMut::new();
+            }
+            taken
+        });
         let stop = shutdown.recv();
         futures::pin_mut!(next, stop);
         let finishing = match future::select(next, stop).await {
@@ -302,11 +306,6 @@ async fn write_loop(
                 return format!("write failed: {e}");
             }
             batch.clear();
-            // A burst can grow a buffer to the whole outbox: let it go
-            // rather than keep it for the life of the client.
-            if batch.capacity() > MAX_KEPT_WRITE_BUFFER {
-                batch = BytesMut::new();
-            }
         }
         if finishing {
             writer.close().await;

@@ -20,7 +20,8 @@ pub struct ClientOptions {
     /// confirm, flush).
     pub request_timeout: Duration,
     pub reconnect: ReconnectPolicy,
-    /// Frames that may wait to be sent; publishing waits when it is full.
+    /// Frames that may wait to be sent (a batch of publishes counts as one,
+    /// and 64 MiB of them is the most); publishing waits when it is full.
     pub outgoing_capacity: usize,
     /// Messages a subscription buffers for its consumer. When it is full the
     /// client stops reading from the broker, so the broker's overflow policy

@@ -4,8 +4,9 @@
 //! the whole buffer at once, handing back its own emptied one: no buffer
 //! per frame, no queue operation per frame, no copy into a write batch (a
 //! channel of encoded frames cost a sixth of a fast publisher's CPU).
-//! Bounded in items (a frame, or a whole `PublishBatch`): a publisher waits
-//! for room, or is told the queue is full, rather than memory growing.
+//! Bounded in items (a frame, or a whole `PublishBatch`) and in bytes
+//! ([`MAX_BYTES`]): a publisher waits for room, or is told the queue is
+//! full, rather than memory growing.
 
 use std::future::poll_fn;
 use std::sync::{Mutex, MutexGuard};
@@ -23,6 +24,20 @@ pub(crate) enum PushError {
     /// The client closed: nothing will be sent again.
     Closed,
 }
+
+/// Encoded bytes past which the outbox takes nothing more until the writer
+/// has taken them (one item always fits, whatever its size): items can be
+/// whole publish batches, and the item bound alone let a client far ahead of
+/// a slow broker queue 8192 of them. High enough that a fast publisher
+/// rarely meets it (the SDKs' batched paths then fall back to one call per
+/// message: 4 MiB made a Node publisher several times slower at times).
+pub(crate) const MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// The capacity a buffer keeps while the connection is idle. Busy, both
+/// buffers keep what they grew to: released after every write and grown
+/// again page by page, they cost a fast publisher a tenth of its time in
+/// page faults and in copies by `realloc`.
+pub(crate) const IDLE_KEPT_BYTES: usize = 64 * 1024;
 
 pub(crate) struct Outbox {
     capacity: usize,
@@ -49,7 +64,8 @@ struct State {
 }
 
 impl Outbox {
-    /// An outbox of up to `capacity` items (at least one).
+    /// An outbox of up to `capacity` items (at least one) and about
+    /// [`MAX_BYTES`].
     pub fn new(capacity: usize) -> Outbox {
         Outbox {
             capacity: capacity.max(1),
@@ -71,13 +87,18 @@ impl Outbox {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Room for one more item: under both bounds, or empty.
+    fn has_room(&self, state: &State) -> bool {
+        state.items == 0 || (state.items < self.capacity && state.frames.len() < MAX_BYTES)
+    }
+
     /// Queue, as one item, what `encode` appends, if there is room.
     pub fn try_push_with(&self, encode: impl FnOnce(&mut BytesMut)) -> Result<(), PushError> {
         let state = self.lock();
         if state.closed {
             return Err(PushError::Closed);
         }
-        if state.items >= self.capacity {
+        if !self.has_room(&state) {
             return Err(PushError::Full);
         }
         self.append(state, encode);
@@ -109,7 +130,7 @@ impl Outbox {
             if state.closed {
                 return Poll::Ready(Err(PushError::Closed));
             }
-            if state.items >= self.capacity {
+            if !self.has_room(&state) {
                 if !state.publishers.iter().any(|w| w.will_wake(cx.waker())) {
                     state.publishers.push(cx.waker().clone());
                 }
@@ -134,6 +155,10 @@ impl Outbox {
         if state.items == 0 {
             if state.closed {
                 return Poll::Ready(false);
+            }
+            // Idle: a buffer a burst grew goes (the writer's own likewise).
+            if state.frames.capacity() > IDLE_KEPT_BYTES {
+                state.frames = BytesMut::new();
             }
             register(&mut state.writer, cx);
             return Poll::Pending;
@@ -211,6 +236,45 @@ mod tests {
         assert_eq!(take(&outbox).as_deref(), Some(&b"12"[..]));
         outbox.try_push(b"3").unwrap();
         assert_eq!(take(&outbox).as_deref(), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn it_is_full_past_max_bytes_but_always_takes_one_item() {
+        let outbox = Outbox::new(100);
+        let big = vec![7u8; MAX_BYTES + 10];
+        outbox.try_push(&big).unwrap();
+        assert_eq!(
+            outbox.try_push(b"x"),
+            Err(PushError::Full),
+            "over the bytes"
+        );
+        assert_eq!(take(&outbox).map(|b| b.len()), Some(MAX_BYTES + 10));
+        let half = vec![1u8; MAX_BYTES / 2];
+        outbox.try_push(&half).unwrap();
+        outbox.try_push(&half).unwrap();
+        assert_eq!(outbox.try_push(b"x"), Err(PushError::Full), "at the bytes");
+        assert!(outbox.push(b"x").now_or_never().is_none(), "push waits");
+        assert_eq!(take(&outbox).map(|b| b.len()), Some(MAX_BYTES));
+        outbox.try_push(b"x").unwrap();
+    }
+
+    #[test]
+    fn an_idle_outbox_lets_a_grown_buffer_go() {
+        let outbox = Outbox::new(100);
+        let mut writer_buffer = BytesMut::new();
+        outbox.try_push(&vec![0u8; 4 * IDLE_KEPT_BYTES]).unwrap();
+        assert!(outbox.take_now(&mut writer_buffer));
+        writer_buffer.clear();
+        // The writer's emptied buffer (grown) goes in with the next take...
+        outbox.try_push(b"x").unwrap();
+        assert!(outbox.take_now(&mut writer_buffer));
+        assert!(
+            outbox.lock().frames.capacity() >= 4 * IDLE_KEPT_BYTES,
+            "kept while busy"
+        );
+        // ...and is let go once a take finds nothing.
+        assert!(!outbox.take_now(&mut BytesMut::new()));
+        assert!(outbox.lock().frames.capacity() <= IDLE_KEPT_BYTES);
     }
 
     #[tokio::test]
