@@ -53,6 +53,24 @@ fn codec(c: &mut Criterion) {
         group.bench_function(format!("shared delivery {size} B"), |b| {
             b.iter(|| encoder.shared_delivery("orders.eu.created", black_box(&payload), &[], 1, 2))
         });
+        let shared = encoder.shared_delivery("orders.eu.created", &payload, &[], 1, 2);
+        let mut batch = BytesMut::with_capacity(64 * 1024);
+        group.bench_function(
+            format!("write shared delivery {size} B into a batch"),
+            |b| {
+                b.iter(|| {
+                    if batch.len() > 60 * 1024 {
+                        batch.clear();
+                    }
+                    let route = Route {
+                        subscription_id: 7,
+                        delivery_id: 0,
+                        delivery_count: 1,
+                    };
+                    black_box(&shared).write_to(route, &mut batch);
+                })
+            },
+        );
         let delivery = encoder.encode_to_bytes(&Frame::Delivery(Delivery {
             route: Route {
                 subscription_id: 1,

@@ -297,11 +297,13 @@ impl SharedDelivery {
 
     /// Append the complete frame for one subscriber to `out`.
     pub fn write_to(&self, route: Route, out: &mut BytesMut) {
-        let (head, tail) = self.head_and_tail();
-        out.reserve(self.frame.len());
-        out.put_slice(head);
-        out.put_slice(&Self::route_bytes(route));
-        out.put_slice(tail);
+        // One copy of the whole frame, then the route written over its
+        // zeroed place: the head and tail copied apart were two calls to
+        // memmove per delivery, a tenth of a broker's time with many
+        // subscribers of small messages.
+        let route_at = out.len() + self.route_offset;
+        out.extend_from_slice(&self.frame);
+        out[route_at..route_at + ROUTE_LEN].copy_from_slice(&Self::route_bytes(route));
     }
 }
 
@@ -694,8 +696,11 @@ mod tests {
                     delivery_id: sub.wrapping_add(1),
                     delivery_count: 3,
                 };
-                let mut out = BytesMut::new();
-                shared.write_to(route, &mut out);
+                // Appended after what the batch already holds.
+                let mut batch = BytesMut::from(&b"earlier"[..]);
+                shared.write_to(route, &mut batch);
+                assert_eq!(&batch[..7], b"earlier");
+                let out = batch.split_off(7);
                 assert_eq!(out.len(), shared.len());
                 let total = check_frame(&out, 1 << 20).unwrap();
                 assert_eq!(total, out.len());
