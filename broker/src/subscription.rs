@@ -233,20 +233,19 @@ impl Subscription {
     /// slot, a publisher faster than its subscriber would sleep and wake
     /// once per message, a task switch each way.
     pub fn pop(&self) -> Option<Queued> {
-        let message = self.queue.pop();
-        if message.is_some()
-            && self.blocked_publishers.load(Ordering::SeqCst) > 0
-            && self.queue.len() <= self.resume_depth()
-        {
-            self.space.notify_waiters();
-        }
+        let mut message = None;
+        self.pop_some(1, |queued| {
+            message = Some(queued);
+            true
+        });
         message
     }
 
     /// Take up to `max` of the oldest messages, handing each to `take`,
     /// which returns `false` to stop after the one it was given (the
     /// writer, when its batch is full). Cheaper than as many [`pop`]s: the
-    /// queue's length and the blocked publishers are looked at once.
+    /// queue's length and the blocked publishers are looked at once, and
+    /// blocked publishers woken as [`pop`] says.
     ///
     /// [`pop`]: Subscription::pop
     pub fn pop_some(&self, max: usize, take: impl FnMut(Queued) -> bool) -> usize {
@@ -300,6 +299,22 @@ mod tests {
         tokio::spawn(async move { sub.enqueue_or_wait(message(id), &metrics).await })
     }
 
+    /// A `block` subscription of 8, full, with a publisher of message 8
+    /// waiting for room.
+    async fn full_with_a_waiting_publisher(
+        metrics: &Arc<Metrics>,
+    ) -> (Arc<Subscription>, tokio::task::JoinHandle<()>) {
+        let sub = block_subscription(8);
+        for id in 0..8 {
+            sub.enqueue_or_wait(message(id), metrics).await;
+        }
+        assert_eq!(sub.blocked_publishers.load(Ordering::SeqCst), 0);
+        let publisher = spawn_publisher(&sub, metrics, 8);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!publisher.is_finished(), "the queue is full: it waits");
+        (sub, publisher)
+    }
+
     fn block_subscription(capacity: usize) -> Arc<Subscription> {
         Arc::new(Subscription::new(
             1,
@@ -315,14 +330,7 @@ mod tests {
     #[tokio::test]
     async fn a_blocked_publisher_resumes_once_a_quarter_of_the_queue_is_free() {
         let metrics = Arc::new(Metrics::default());
-        let sub = block_subscription(8);
-        for id in 0..8 {
-            sub.enqueue_or_wait(message(id), &metrics).await;
-        }
-        assert_eq!(sub.blocked_publishers.load(Ordering::SeqCst), 0);
-        let publisher = spawn_publisher(&sub, &metrics, 8);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!publisher.is_finished(), "the queue is full: it waits");
+        let (sub, publisher) = full_with_a_waiting_publisher(&metrics).await;
         // One free slot is not enough to wake it (depth 7 > 6)...
         assert_eq!(sub.pop().unwrap().message.message_id, 0);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -343,13 +351,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_of_pops_wakes_a_blocked_publisher_once_past_the_resume_depth() {
         let metrics = Arc::new(Metrics::default());
-        let sub = block_subscription(8);
-        for id in 0..8 {
-            sub.enqueue_or_wait(message(id), &metrics).await;
-        }
-        let publisher = spawn_publisher(&sub, &metrics, 8);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!publisher.is_finished(), "the queue is full: it waits");
+        let (sub, publisher) = full_with_a_waiting_publisher(&metrics).await;
         let mut taken = Vec::new();
         // Told to stop after the first: depth 7, not enough to wake it.
         let stop_at_once = |queued: Queued| {
