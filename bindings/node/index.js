@@ -305,8 +305,9 @@ class Subscription {
 
   // The iterator's next(): a message that is already here costs one
   // resolved promise of its iterator result, not a second promise on top.
+  // (A callback subscription has no iterator: making one throws.)
   #nextResult() {
-    if (this.#waiters.length === 0 && this.#handlers === null) {
+    if (this.#waiters.length === 0) {
       const message = this.#take()
       if (message !== null) return Promise.resolve({ done: false, value: message })
     }

@@ -82,60 +82,52 @@ async function runScript(source, args) {
   return signal === null ? code : signal
 }
 
-test('a script that connects, publishes and closes exits by itself', async () => {
+/** Runs `source` as in `runScript` with a broker of its own, whose address is `process.argv[1]`. */
+async function runScriptWithBroker(source) {
   const broker = await startBroker()
   try {
-    const code = await runScript(
-      `import { BlipMQError, connect } from 'blipmq'
-       const client = await connect(process.argv[1])
-       const subscription = await client.subscribe('exit.>')
-       await client.publish('exit.now', 'bye', { headers: { a: 'b' } })
-       await subscription.next({ timeoutMs: 5000 })
-       await client.close()`,
-      [broker.addr],
-    )
-    assert.equal(code, 0, 'exited 0 on its own, not killed after 10 s')
+    return await runScript(source, [broker.addr])
   } finally {
     await broker.stop()
   }
+}
+
+test('a script that connects, publishes and closes exits by itself', async () => {
+  const code = await runScriptWithBroker(
+    `import { BlipMQError, connect } from 'blipmq'
+     const client = await connect(process.argv[1])
+     const subscription = await client.subscribe('exit.>')
+     await client.publish('exit.now', 'bye', { headers: { a: 'b' } })
+     await subscription.next({ timeoutMs: 5000 })
+     await client.close()`,
+  )
+  assert.equal(code, 0, 'exited 0 on its own, not killed after 10 s')
 })
 
 test('a script with an onMessage subscription exits by itself once it closes', async () => {
-  const broker = await startBroker()
-  try {
-    const code = await runScript(
-      `import { connect } from 'blipmq'
-       const client = await connect(process.argv[1])
-       let got
-       const done = new Promise((resolve) => (got = resolve))
-       await client.subscribe('exit.cb', { onMessage: got })
-       await client.publish('exit.cb', 'bye')
-       await done
-       await client.close()`,
-      [broker.addr],
-    )
-    assert.equal(code, 0, 'exited 0 on its own, not killed after 10 s')
-  } finally {
-    await broker.stop()
-  }
+  const code = await runScriptWithBroker(
+    `import { connect } from 'blipmq'
+     const client = await connect(process.argv[1])
+     let got
+     const done = new Promise((resolve) => (got = resolve))
+     await client.subscribe('exit.cb', { onMessage: got })
+     await client.publish('exit.cb', 'bye')
+     await done
+     await client.close()`,
+  )
+  assert.equal(code, 0, 'exited 0 on its own, not killed after 10 s')
 })
 
 test('without onError, what onMessage throws is an uncaught exception', async () => {
-  const broker = await startBroker()
-  try {
-    const code = await runScript(
-      `import { connect } from 'blipmq'
-       process.on('uncaughtException', (error) => process.exit(error.message === 'from the callback' ? 7 : 8))
-       const client = await connect(process.argv[1])
-       await client.subscribe('exit.throw', { onMessage: () => { throw new Error('from the callback') } })
-       await client.publish('exit.throw', 'x')
-       setTimeout(() => process.exit(9), 5000)`,
-      [broker.addr],
-    )
-    assert.equal(code, 7)
-  } finally {
-    await broker.stop()
-  }
+  const code = await runScriptWithBroker(
+    `import { connect } from 'blipmq'
+     process.on('uncaughtException', (error) => process.exit(error.message === 'from the callback' ? 7 : 8))
+     const client = await connect(process.argv[1])
+     await client.subscribe('exit.throw', { onMessage: () => { throw new Error('from the callback') } })
+     await client.publish('exit.throw', 'x')
+     setTimeout(() => process.exit(9), 5000)`,
+  )
+  assert.equal(code, 7)
 })
 
 test('a failed connect leaves nothing holding the process', async () => {
