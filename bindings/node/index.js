@@ -533,7 +533,10 @@ class PublishBatch {
     this.columns = new Uint32Array(BATCH_MESSAGES * 3)
     this.count = 0
     this.topics = []
-    this.lastTopic = undefined
+    // '' is never a valid topic, and keeps this field a string: reset to
+    // undefined after each batch, it threw V8's optimized code for push()
+    // (and the publish() it was inlined into) out early in every run.
+    this.lastTopic = ''
     this.lastTopicIndex = 0
   }
 
@@ -567,12 +570,21 @@ class PublishBatch {
 
   /** Hand the messages to `native` and empty the batch; what publishBatch returns. */
   sendTo(native) {
-    const packed = [this.topics, this.columns.subarray(0, this.count * 3), this.bytes.subarray(0, this.used)]
-    this.used = 0
-    this.count = 0
-    this.topics = []
-    this.lastTopic = undefined
-    return native.publishBatch(...packed)
+    // publishBatch reads its arguments before it returns, so the same
+    // arrays are reused: a fresh `topics` array per batch had another
+    // elements kind than the one before it, which also threw push() out.
+    try {
+      return native.publishBatch(
+        this.topics,
+        this.columns.subarray(0, this.count * 3),
+        this.bytes.subarray(0, this.used),
+      )
+    } finally {
+      this.used = 0
+      this.count = 0
+      this.topics.length = 0
+      this.lastTopic = ''
+    }
   }
 }
 
