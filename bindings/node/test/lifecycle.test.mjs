@@ -14,8 +14,10 @@ const require = createRequire(import.meta.url)
 test('require() loads the same API as import', async () => {
   const cjs = require('blipmq')
   const esm = await import('blipmq')
-  assert.equal(cjs.connect, esm.connect)
-  assert.equal(cjs.BlipMQError, esm.BlipMQError)
+  assert.equal(esm.default, cjs)
+  // Every CommonJS export is a named ES export too, the very same object.
+  assert.ok(Object.keys(cjs).length >= 16)
+  for (const [name, value] of Object.entries(cjs)) assert.equal(esm[name], value, name)
   assert.equal(typeof cjs.Headers, 'function')
 })
 
