@@ -404,15 +404,23 @@ class Subscription {
           return
         }
       }
-      const batch = openBatch(native)
-      for (let i = 0; i < batch.count && !this.#ended; i++) {
-        try {
-          onMessage(new Message(batch, i))
-        } catch (error) {
-          this.#report(error)
-        }
-      }
+      this.#deliver(openBatch(native), onMessage)
       await new Promise(setImmediate)
+    }
+  }
+
+  // The per-message loop, apart from the async pump: V8 compiles it (with
+  // the user's callback inlined) again whenever that callback takes a new
+  // path, and inside the async function each of those compiles cost 10-38
+  // ms of CPU instead of 3-13 (--trace-opt, 2-3 compiles per run: about
+  // 30 ms less CPU while a subscriber warms up).
+  #deliver(batch, onMessage) {
+    for (let i = 0; i < batch.count && !this.#ended; i++) {
+      try {
+        onMessage(new Message(batch, i))
+      } catch (error) {
+        this.#report(error)
+      }
     }
   }
 
