@@ -599,7 +599,9 @@ class PublishBatch {
 /** A connection to a broker; create it with `connect`. */
 class Client {
   #native
-  #batch = new PublishBatch()
+  // Made on the first batched publish: its buffers (88 KiB) are of no use
+  // to a client that only subscribes.
+  #batch = null
   // Open from a publish that went out alone until the next turn of the event
   // loop (setImmediate); publishes in between are batched.
   #batchWindow = false
@@ -639,9 +641,10 @@ class Client {
     ) {
       const ttlMs = options?.ttlMs ?? 0
       if (isTtlMs(ttlMs)) {
-        if (!this.#batch.push(topic, payload, ttlMs)) {
+        const batch = this.#batch ?? (this.#batch = new PublishBatch())
+        if (!batch.push(topic, payload, ttlMs)) {
           this.#flushBatch()
-          if (!this.#batch.push(topic, payload, ttlMs)) return this.#publishNow(topic, payload, options)
+          if (!batch.push(topic, payload, ttlMs)) return this.#publishNow(topic, payload, options)
         }
         if (!this.#batchWindow) {
           // The first publish in a while goes at once (a lone publish waits
@@ -699,10 +702,11 @@ class Client {
 
   /** Send the batched publishes now (before anything that must come after them). */
   #flushBatch() {
-    if (this.#batch.count === 0) return
+    const batch = this.#batch
+    if (batch === null || batch.count === 0) return
     let pending
     try {
-      pending = this.#batch.sendTo(this.#native)
+      pending = batch.sendTo(this.#native)
     } catch (error) {
       this.#deferredError = convertError(error)
       return

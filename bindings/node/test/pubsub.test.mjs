@@ -30,6 +30,25 @@ describe('connect', () => {
     assert.equal(client.maxMessageSize, 1048576)
   })
 
+  test('a client holds publish buffers only once it has batched a publish', async () => {
+    // The batch buffers (64 KiB of payloads, 24 KiB of columns) are
+    // ArrayBuffers: a client that only subscribes makes none.
+    const clients = []
+    const before = process.memoryUsage().arrayBuffers
+    for (let i = 0; i < 8; i++) clients.push(await connect(broker.addr))
+    await Promise.all(clients.map((c) => c.subscribe('idle.>')))
+    const subscribed = process.memoryUsage().arrayBuffers
+    assert.ok(subscribed - before < 8 * 16 * 1024, `${subscribed - before} bytes for 8 clients`)
+    // The first publish to a topic goes alone; the next goes through the batch.
+    for (const c of clients) {
+      await c.publish('busy.a', 'x')
+      await c.publish('busy.a', 'y')
+    }
+    const published = process.memoryUsage().arrayBuffers
+    assert.ok(published - subscribed >= 8 * 64 * 1024, `${published - subscribed} bytes for 8 batches`)
+    await Promise.all(clients.map((c) => c.close()))
+  })
+
   test('close ends subscriptions and sets the status', async () => {
     const other = await connect(broker.addr)
     const subscription = await other.subscribe('closing.>')
