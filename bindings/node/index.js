@@ -536,16 +536,22 @@ const KNOWN_TOPICS_MAX = 4096
 class PublishBatch {
   constructor() {
     this.bytes = Buffer.allocUnsafe(BATCH_BYTES)
-    this.used = 0
     // Per message: topic index, end of its payload in `bytes`, TTL in ms.
     this.columns = new Uint32Array(BATCH_MESSAGES * 3)
-    this.count = 0
     this.topics = []
+    this.lastTopicIndex = 0
+    this.clear()
+  }
+
+  /** Empty the batch, keeping its buffers and its topic array. */
+  clear() {
+    this.used = 0
+    this.count = 0
+    this.topics.length = 0
     // '' is never a valid topic, and keeps this field a string: reset to
     // undefined after each batch, it threw V8's optimized code for push()
     // (and the publish() it was inlined into) out early in every run.
     this.lastTopic = ''
-    this.lastTopicIndex = 0
   }
 
   /** Add a message if it fits; false (nothing added) if it does not. */
@@ -588,10 +594,7 @@ class PublishBatch {
         this.bytes.subarray(0, this.used),
       )
     } finally {
-      this.used = 0
-      this.count = 0
-      this.topics.length = 0
-      this.lastTopic = ''
+      this.clear()
     }
   }
 }
