@@ -22,7 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::confirm::{storage_error_code, ConfirmPipeline, StoredPublish};
 use crate::durable::{ephemeral_name, AttachError, QueueKind};
 use crate::metrics::inc;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, PendingWakes};
 use crate::registry::Matches;
 use crate::server::Shared;
 use crate::subscription::{MessageRef, QueuedMessage, Subscription};
@@ -84,6 +84,7 @@ pub async fn serve(
             encoder: Encoder::new(),
             ready: false,
             match_cache: None,
+            wakes: PendingWakes::default(),
             confirms: None,
             read_at_ms: unix_millis(),
         };
@@ -148,6 +149,9 @@ struct Reader {
     /// The last topic this connection published to and its subscribers, so
     /// that a steady stream to one topic costs one atomic load per message.
     match_cache: Option<(String, u64, Matches)>,
+    /// Writers this reader's publishes have queued messages for, woken
+    /// once per read rather than once per message.
+    wakes: PendingWakes,
     /// Started on the first QoS 1 publish.
     confirms: Option<ConfirmPipeline>,
     /// When the bytes being handled were read (ms since the Unix epoch):
@@ -219,6 +223,9 @@ impl Reader {
                     }
                 }
             }
+            // Everything buffered is handled: wake the writers it queued for
+            // before waiting for more.
+            self.wakes.wake_all();
             if buf.capacity() - buf.len() < MIN_READ_ROOM {
                 buf.reserve(chunk);
             }
@@ -308,6 +315,10 @@ impl Reader {
                     Flow::Close
                 }
             };
+        }
+        if !matches!(frame, Frame::Publish(_)) {
+            // Deferred wake-ups go out before anything that may wait.
+            self.wakes.wake_all();
         }
         match frame {
             Frame::Publish(publish) => self.publish(&publish).await,
@@ -416,11 +427,14 @@ impl Reader {
         match self.publish_now(publish) {
             Publishing::Done(flow) => flow,
             Publishing::Durable(message, matches) => {
+                self.wakes.wake_all();
                 // Boxed, as subscribe is: the log's future is large and QoS 1
                 // publishes wait on a disk sync anyway.
                 Box::pin(self.publish_durable(publish, message, matches)).await
             }
             Publishing::Blocked(message, waiting) => {
+                // The writers must drain what is queued for the full queue to empty.
+                self.wakes.wake_all();
                 let metrics = &self.shared.metrics;
                 for subscription in waiting {
                     subscription.enqueue(message.clone(), metrics).await;
@@ -512,7 +526,9 @@ impl Reader {
         let metrics = &self.shared.metrics;
         let mut targets = matches.targets();
         while let Some(subscription) = targets.next() {
-            if let Err(message) = subscription.try_enqueue(message.clone(), metrics) {
+            if let Err(message) =
+                subscription.try_enqueue_deferring_wake(message.clone(), metrics, &mut self.wakes)
+            {
                 // A full `block` queue: it and every target after it wait.
                 let waiting = std::iter::once(subscription)
                     .chain(targets)

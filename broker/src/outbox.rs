@@ -28,6 +28,56 @@ pub struct Outbox {
     subscriptions_version: AtomicU64,
 }
 
+/// Writers a reader has queued messages for and not woken yet (see
+/// [`crate::subscription::Subscription::try_enqueue_deferring_wake`]).
+/// They are woken by [`PendingWakes::wake_all`], which the reader calls
+/// before anything that may wait, when [`PendingWakes::MAX_DEFERRED`]
+/// messages have piled up, and at the latest when this is dropped.
+#[derive(Default)]
+pub struct PendingWakes {
+    outboxes: Vec<Arc<Outbox>>,
+    deferred: usize,
+}
+
+impl PendingWakes {
+    /// Writers kept apart at most; others are woken at once (a fan-out to
+    /// many connections gains little from deferring, and the duplicate
+    /// check stays a few pointer comparisons).
+    const MAX_OUTBOXES: usize = 8;
+    /// Messages queued before the writers are woken anyway, so that one
+    /// large read does not hold back the first deliveries for long.
+    const MAX_DEFERRED: usize = 1024;
+
+    /// `outbox` gained a message and needs waking.
+    pub fn add(&mut self, outbox: &Arc<Outbox>) {
+        self.deferred += 1;
+        if !self.outboxes.iter().any(|o| Arc::ptr_eq(o, outbox)) {
+            if self.outboxes.len() < Self::MAX_OUTBOXES {
+                self.outboxes.push(outbox.clone());
+            } else {
+                outbox.wake();
+            }
+        }
+        if self.deferred >= Self::MAX_DEFERRED {
+            self.wake_all();
+        }
+    }
+
+    /// Wake every writer added since the last call.
+    pub fn wake_all(&mut self) {
+        self.deferred = 0;
+        for outbox in self.outboxes.drain(..) {
+            outbox.wake();
+        }
+    }
+}
+
+impl Drop for PendingWakes {
+    fn drop(&mut self) {
+        self.wake_all();
+    }
+}
+
 /// The control backlog is over [`MAX_PENDING_CONTROL_BYTES`].
 #[derive(Debug)]
 pub struct ControlBacklogFull;
@@ -116,5 +166,71 @@ impl Outbox {
             *seen_version = self.subscriptions_version.load(Ordering::Acquire);
             drop(subs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Whether `outbox` has a wake-up waiting (and takes it).
+    async fn was_woken(outbox: &Outbox) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), outbox.wait())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn deferred_wakes_go_out_once_per_writer_on_wake_all() {
+        let (a, b) = (Outbox::new(), Outbox::new());
+        let mut wakes = PendingWakes::default();
+        wakes.add(&a);
+        wakes.add(&b);
+        wakes.add(&a);
+        assert!(!was_woken(&a).await, "woken before wake_all");
+        assert!(!was_woken(&b).await, "woken before wake_all");
+        wakes.wake_all();
+        assert!(was_woken(&a).await);
+        assert!(was_woken(&b).await);
+        // One permit each: the duplicate add did not queue a second wake.
+        assert!(!was_woken(&a).await);
+        wakes.wake_all();
+        assert!(!was_woken(&a).await, "wake_all emptied the set");
+    }
+
+    #[tokio::test]
+    async fn too_many_deferred_messages_wake_the_writers() {
+        let outbox = Outbox::new();
+        let mut wakes = PendingWakes::default();
+        for _ in 0..PendingWakes::MAX_DEFERRED - 1 {
+            wakes.add(&outbox);
+        }
+        assert!(!was_woken(&outbox).await);
+        wakes.add(&outbox);
+        assert!(was_woken(&outbox).await);
+    }
+
+    #[tokio::test]
+    async fn writers_past_the_set_limit_are_woken_at_once() {
+        let outboxes: Vec<_> = (0..PendingWakes::MAX_OUTBOXES + 1)
+            .map(|_| Outbox::new())
+            .collect();
+        let mut wakes = PendingWakes::default();
+        for outbox in &outboxes {
+            wakes.add(outbox);
+        }
+        let last = outboxes.last().unwrap();
+        assert!(was_woken(last).await, "the ninth writer waits for nothing");
+        assert!(!was_woken(&outboxes[0]).await);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_set_wakes_what_it_held() {
+        let outbox = Outbox::new();
+        let mut wakes = PendingWakes::default();
+        wakes.add(&outbox);
+        drop(wakes);
+        assert!(was_woken(&outbox).await);
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use crate::bounded_queue::BoundedQueue;
 use crate::config::OverflowPolicy;
 use crate::metrics::{inc, Metrics};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, PendingWakes};
 
 /// One published message as every subscriber queue holds it: encoded once,
 /// shared by reference count.
@@ -127,19 +127,47 @@ impl Subscription {
     /// under `block` if the queue has room. A full `block` queue hands the
     /// message back, for [`Subscription::enqueue_or_wait`].
     pub fn try_enqueue(&self, message: MessageRef, metrics: &Metrics) -> Result<(), MessageRef> {
+        if self.try_enqueue_unwoken(message, metrics)? {
+            self.outbox.wake();
+        }
+        Ok(())
+    }
+
+    /// [`Subscription::try_enqueue`], leaving the writer's wake-up to
+    /// `wakes`: a reader fanning out a whole read of publishes wakes each
+    /// writer once at the end, instead of once per message while the writer
+    /// is already draining the same queue (their pushes and pops then
+    /// contended for the queue's length counter on every message).
+    pub fn try_enqueue_deferring_wake(
+        &self,
+        message: MessageRef,
+        metrics: &Metrics,
+        wakes: &mut PendingWakes,
+    ) -> Result<(), MessageRef> {
+        if self.try_enqueue_unwoken(message, metrics)? {
+            wakes.add(&self.outbox);
+        }
+        Ok(())
+    }
+
+    /// Queue or drop `message` without waking the writer; `Ok(true)` when
+    /// it was queued (the writer needs a wake-up).
+    fn try_enqueue_unwoken(
+        &self,
+        message: MessageRef,
+        metrics: &Metrics,
+    ) -> Result<bool, MessageRef> {
         if self.policy != OverflowPolicy::Block {
-            self.enqueue_now(message, metrics);
-            return Ok(());
+            return Ok(self.enqueue_now_unwoken(message, metrics));
         }
         if self.is_closed() {
             inc(&metrics.dropped_subscriber_gone);
-            return Ok(());
+            return Ok(false);
         }
         match self.queue.push(Queued::qos0(message)) {
             Ok(()) => {
                 inc(&metrics.enqueued);
-                self.outbox.wake();
-                Ok(())
+                Ok(true)
             }
             Err(back) => Err(back.message),
         }
@@ -148,8 +176,15 @@ impl Subscription {
     /// Enqueue under a dropping policy; never waits. For `block`
     /// subscriptions use [`Subscription::enqueue_or_wait`].
     pub fn enqueue_now(&self, message: MessageRef, metrics: &Metrics) {
+        if self.enqueue_now_unwoken(message, metrics) {
+            self.outbox.wake();
+        }
+    }
+
+    /// [`Subscription::enqueue_now`] without the wake-up; true when queued.
+    fn enqueue_now_unwoken(&self, message: MessageRef, metrics: &Metrics) -> bool {
         if self.is_closed() {
-            return;
+            return false;
         }
         let message = Queued::qos0(message);
         match self.policy {
@@ -164,12 +199,12 @@ impl Subscription {
             OverflowPolicy::DropNew | OverflowPolicy::Block => {
                 if self.queue.push(message).is_err() {
                     inc(metrics.dropped_queue_full(self.policy));
-                    return;
+                    return false;
                 }
             }
         }
         inc(&metrics.enqueued);
-        self.outbox.wake();
+        true
     }
 
     /// Enqueue, waiting for room while the queue is full (the `block`
