@@ -613,6 +613,10 @@ class Client {
     this.#flushBatch()
   }
   #knownTopics = new Set()
+  // The topic of the last batched publish ('' before any: never a topic):
+  // a stream of publishes to one topic skips the Set lookup (a twenty-fifth
+  // of a 16 B publisher's time).
+  #lastKnownTopic = ''
   #maxMessageSize
   // A Promise while the native outgoing queue is full (publishes then wait).
   #backpressure = null
@@ -637,7 +641,7 @@ class Client {
       !this.#closed &&
       (options === undefined ||
         ((options.qos === undefined || options.qos === 0) && options.headers == null)) &&
-      this.#knownTopics.has(topic) &&
+      (topic === this.#lastKnownTopic || this.#isKnownTopic(topic)) &&
       (payload instanceof Uint8Array
         ? payload.length <= this.#maxMessageSize
         : typeof payload === 'string' && payload.length * 3 <= this.#maxMessageSize)
@@ -699,8 +703,17 @@ class Client {
 
   /** The native module accepted `topic`: later publishes to it may be batched. */
   #knowTopic(topic) {
-    if (this.#knownTopics.size === KNOWN_TOPICS_MAX) this.#knownTopics.clear()
+    if (this.#knownTopics.size === KNOWN_TOPICS_MAX) {
+      this.#knownTopics.clear()
+      this.#lastKnownTopic = ''
+    }
     this.#knownTopics.add(topic)
+  }
+
+  #isKnownTopic(topic) {
+    if (!this.#knownTopics.has(topic)) return false
+    this.#lastKnownTopic = topic
+    return true
   }
 
   /** Send the batched publishes now (before anything that must come after them). */

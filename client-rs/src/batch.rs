@@ -79,8 +79,9 @@ impl PublishBatch {
         &self.frames
     }
 
-    /// Empty the batch (it was queued), keeping its buffer for reuse.
-    pub(crate) fn clear(&mut self) {
+    /// Empty the batch, keeping its buffer for reuse (a queued batch is
+    /// emptied by the call that queued it).
+    pub fn clear(&mut self) {
         self.frames.clear();
         self.count = 0;
     }

@@ -358,6 +358,15 @@ async fn a_batch_goes_out_whole_in_push_order_or_waits_for_room() {
         );
     }
 
+    // clear() drops what was pushed; the batch stays usable.
+    batch.push("batch.a", b"dropped", 0).unwrap();
+    batch.clear();
+    assert!(batch.is_empty());
+    assert_eq!(batch.encoded_len(), 0);
+    batch.push("batch.a", b"kept", 0).unwrap();
+    client.try_publish_batch(&mut batch).unwrap();
+    assert_eq!(&next(&mut sub).await.payload()[..], b"kept");
+
     // One slot of queue: batches pushed from one thread overrun it, and a
     // refused batch is left whole for the waiting call.
     let mut sent = 0u32;
