@@ -491,7 +491,7 @@ impl Reader {
             ));
         }
         inc(&self.shared.metrics.published);
-        let matches = self.subscribers_of(publish.topic);
+        let matches = self.subscribers_of(publish.topic, same_topic);
         let durable = publish.qos == Qos::AtLeastOnce.as_wire();
         if matches.is_empty() && !durable {
             return Publishing::Done(Flow::Continue);
@@ -586,10 +586,12 @@ impl Reader {
         }
     }
 
-    fn subscribers_of(&mut self, topic: &str) -> Matches {
+    /// The subscriptions `topic` reaches; `cached_topic` says whether it is
+    /// the topic of `match_cache` (the caller has compared them already).
+    fn subscribers_of(&mut self, topic: &str, cached_topic: bool) -> Matches {
         let registry = &self.shared.registry;
-        if let Some((cached_topic, generation, matches)) = &self.match_cache {
-            if cached_topic == topic && *generation == registry.generation() {
+        if let (true, Some((_, generation, matches))) = (cached_topic, &self.match_cache) {
+            if *generation == registry.generation() {
                 return matches.clone();
             }
         }
