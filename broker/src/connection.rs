@@ -194,6 +194,19 @@ impl Reader {
                 match check_frame(&buf, limit) {
                     Ok(total) => {
                         let flow = match decode(&buf[LENGTH_PREFIX_LEN..total]) {
+                            // The hot path, outside `handle`'s future: moving
+                            // each decoded publish into that future's state was
+                            // a fifth of `handle`'s own time.
+                            Ok(Frame::Publish(publish)) if self.ready => {
+                                match self.publish_now(&publish) {
+                                    Publishing::Done(flow) => flow,
+                                    waiting => {
+                                        let (publish_id, topic) =
+                                            (publish.publish_id, publish.topic);
+                                        self.publish_later(publish_id, topic, waiting).await
+                                    }
+                                }
+                            }
                             Ok(frame) => self.handle(frame).await,
                             Err(error) => self.bad_frame(&error),
                         };
@@ -426,11 +439,28 @@ impl Reader {
     async fn publish(&mut self, publish: &Publish<'_>) -> Flow {
         match self.publish_now(publish) {
             Publishing::Done(flow) => flow,
+            waiting => {
+                self.publish_later(publish.publish_id, publish.topic, waiting)
+                    .await
+            }
+        }
+    }
+
+    /// The part of a publish that waits: for the log (QoS 1) or for room
+    /// in a full `block` queue.
+    async fn publish_later(
+        &mut self,
+        publish_id: u64,
+        topic: &str,
+        publishing: Publishing,
+    ) -> Flow {
+        match publishing {
+            Publishing::Done(flow) => flow,
             Publishing::Durable(message, matches) => {
                 self.wakes.wake_all();
                 // Boxed, as subscribe is: the log's future is large and QoS 1
                 // publishes wait on a disk sync anyway.
-                Box::pin(self.publish_durable(publish, message, matches)).await
+                Box::pin(self.publish_durable(publish_id, topic, message, matches)).await
             }
             Publishing::Blocked(message, waiting) => {
                 // The writers must drain what is queued for the full queue to empty.
@@ -544,18 +574,15 @@ impl Reader {
     /// delivers it once it is durable (QOS-1).
     async fn publish_durable(
         &mut self,
-        publish: &Publish<'_>,
+        publish_id: u64,
+        topic: &str,
         message: MessageRef,
         matches: Matches,
     ) -> Flow {
         let pending = match self.shared.durable.submit(&message).await {
             Ok(pending) => pending,
             Err(error) => {
-                return self.send_error(
-                    storage_error_code(&error),
-                    &error.to_string(),
-                    publish.publish_id,
-                )
+                return self.send_error(storage_error_code(&error), &error.to_string(), publish_id)
             }
         };
         let confirms = self.confirms.get_or_insert_with(|| {
@@ -564,8 +591,8 @@ impl Reader {
         confirms
             .push(StoredPublish {
                 pending,
-                publish_id: publish.publish_id,
-                topic: publish.topic.to_string(),
+                publish_id: publish_id,
+                topic: topic.to_string(),
                 message,
                 matches,
             })
