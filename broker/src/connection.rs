@@ -591,7 +591,7 @@ impl Reader {
         confirms
             .push(StoredPublish {
                 pending,
-                publish_id: publish_id,
+                publish_id,
                 topic: topic.to_string(),
                 message,
                 matches,
