@@ -31,7 +31,7 @@ export interface ConnectOptions {
   subscriptionCapacity?: number
   /**
    * Sends queued before `publish` waits for room (default 8192). A send is
-   * one message, or a batch of up to 16 KiB of plain QoS 0 messages
+   * one message, or a batch of up to 2,048 plain QoS 0 messages (64 KiB)
    * published one after another in the same turn of the event loop.
    */
   outgoingCapacity?: number
@@ -67,6 +67,11 @@ export interface SubscribeOptions {
 export interface NextOptions {
   /** Resolve `null` if no message arrives within this many ms. */
   timeoutMs?: number
+  /**
+   * Reject with the signal's reason when it aborts first (at once if it
+   * already has). An aborted call takes no message: the next one gets it.
+   */
+  signal?: AbortSignal
 }
 
 /** Connect to a broker at `host:port`; resolves once the handshake is done. */

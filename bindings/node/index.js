@@ -284,6 +284,14 @@ class Subscription {
    */
   next(options) {
     if (this.#handlers !== null) return Promise.reject(callbackModeError())
+    const signal = options?.signal
+    if (signal != null) {
+      if (typeof signal.throwIfAborted !== 'function') {
+        return Promise.reject(new TypeError('signal must be an AbortSignal'))
+      }
+      // An aborted call takes nothing: the message stays for the next one.
+      if (signal.aborted) return Promise.reject(signal.reason)
+    }
     // Not an async function: a message that is already here costs one
     // resolved promise. Earlier callers still waiting come first.
     if (this.#waiters.length === 0) {
@@ -292,11 +300,15 @@ class Subscription {
       if (this.#ended) return Promise.resolve(null)
     }
     return new Promise((resolve, reject) => {
-      const waiter = { resolve, reject, deadline: undefined, timer: undefined }
+      const waiter = { resolve, reject, deadline: undefined, timer: undefined, signal, onAbort: undefined }
       const timeoutMs = options?.timeoutMs
       if (timeoutMs !== undefined) {
         waiter.deadline = Date.now() + timeoutMs
-        waiter.timer = setTimeout(() => this.#giveUp(waiter), timeoutMs)
+        waiter.timer = setTimeout(() => this.#giveUp(waiter, null), timeoutMs)
+      }
+      if (signal != null) {
+        waiter.onAbort = () => this.#giveUp(waiter, signal.reason)
+        signal.addEventListener('abort', waiter.onAbort, { once: true })
       }
       this.#waiters.push(waiter)
       this.#serve()
@@ -334,12 +346,18 @@ class Subscription {
     return message
   }
 
-  /** A waiter's timeout passed: it gets null and leaves the queue. */
-  #giveUp(waiter) {
+  /**
+   * A waiter's timeout passed (`abortReason` null: it gets null) or its
+   * signal aborted (it is rejected with the signal's reason); either way it
+   * leaves the queue, having taken nothing.
+   */
+  #giveUp(waiter, abortReason) {
     const index = this.#waiters.indexOf(waiter)
     if (index !== -1) {
       this.#waiters.splice(index, 1)
-      waiter.resolve(null)
+      settled(waiter)
+      if (abortReason === null) waiter.resolve(null)
+      else waiter.reject(abortReason)
     }
   }
 
@@ -353,7 +371,7 @@ class Subscription {
       const message = this.#take()
       if (message === null) break
       const waiter = this.#waiters.shift()
-      clearTimeout(waiter.timer)
+      settled(waiter)
       waiter.resolve(message)
     }
     if (this.#waiters.length === 0) return
@@ -441,7 +459,7 @@ class Subscription {
   /** Settle every waiting call with `settle`, emptying the queue. */
   #releaseWaiters(settle) {
     for (const waiter of this.#waiters.splice(0)) {
-      clearTimeout(waiter.timer)
+      settled(waiter)
       settle(waiter)
     }
   }
@@ -485,6 +503,12 @@ class Subscription {
       },
     }
   }
+}
+
+/** A waiter of next() is answered: its timer and abort listener go. */
+function settled(waiter) {
+  clearTimeout(waiter.timer)
+  waiter.signal?.removeEventListener('abort', waiter.onAbort)
 }
 
 function callbackModeError() {

@@ -134,6 +134,38 @@ describe('publish and subscribe', () => {
     await subscription.unsubscribe()
   })
 
+  test('next({ signal }) rejects with the reason on abort and takes no message', async () => {
+    const subscription = await client.subscribe('abort.x')
+    // Already aborted: rejected at once, even with a message waiting.
+    await client.publish('abort.x', 'first')
+    await client.flush()
+    const reason = new Error('stop')
+    await assert.rejects(subscription.next({ signal: AbortSignal.abort(reason) }), (e) => e === reason)
+    assert.equal((await subscription.next({ timeoutMs: 5000 })).payload.toString(), 'first')
+
+    // Aborted while waiting: that call rejects; a later message goes to the
+    // call behind it, in order, and nothing is lost.
+    const controller = new AbortController()
+    const aborted = subscription.next({ signal: controller.signal })
+    const behind = subscription.next({ timeoutMs: 5000 })
+    controller.abort()
+    await assert.rejects(aborted, (e) => e.name === 'AbortError')
+    await client.publish('abort.x', 'second')
+    assert.equal((await behind).payload.toString(), 'second')
+
+    // An abort after the answer changes nothing.
+    const late = new AbortController()
+    await client.publish('abort.x', 'third')
+    assert.equal((await subscription.next({ signal: late.signal, timeoutMs: 5000 })).payload.toString(), 'third')
+    late.abort()
+    // A signal times out like timeoutMs, but rejects.
+    await assert.rejects(subscription.next({ signal: AbortSignal.timeout(50) }), (e) => e.name === 'TimeoutError')
+    await client.publish('abort.x', 'fourth')
+    assert.equal((await subscription.next({ timeoutMs: 5000 })).payload.toString(), 'fourth')
+    await assert.rejects(subscription.next({ signal: {} }), TypeError)
+    await subscription.unsubscribe()
+  })
+
   test('unsubscribe stops delivery, wakes a waiting next and is idempotent', async () => {
     const subscription = await client.subscribe('unsub.x')
     const waiting = subscription.next()
