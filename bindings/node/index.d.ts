@@ -4,6 +4,8 @@
 
 /// <reference types="node" />
 
+import { EventEmitter } from 'node:events'
+
 /** Bytes to send: a Buffer, any Uint8Array view, or text (sent as UTF-8). */
 export type Payload = Buffer | Uint8Array | string
 
@@ -77,8 +79,26 @@ export interface NextOptions {
 /** Connect to a broker at `host:port`; resolves once the handshake is done. */
 export declare function connect(addr: string, options?: ConnectOptions): Promise<Client>
 
-/** A connection to a broker; create it with `connect`. */
-export declare class Client {
+/** The events a `Client` emits, with their arguments. */
+export interface ClientEvents {
+  /** The connection to the broker was lost; the client reconnects unless told not to. */
+  disconnect: [reason: string]
+  /** Connected again (subscriptions are restored); the broker's id for the new connection. */
+  reconnect: [connectionId: bigint]
+  /** A reconnect attempt (from 1) failed; the next follows after a backoff. */
+  reconnectFailed: [attempt: number, error: string]
+  /** An error the broker sent that answers no particular call. */
+  serverError: [error: BlipMQError]
+  /** The client has closed (by `close()`, or for good after a lost connection). */
+  close: []
+}
+
+/**
+ * A connection to a broker; create it with `connect`. Emits the
+ * connection's changes (`ClientEvents`); none is named `'error'`, so a
+ * client without listeners never throws from one.
+ */
+export declare class Client extends EventEmitter<ClientEvents> {
   private constructor()
   /**
    * Publish a message. Resolves with `undefined` once queued at QoS 0, and

@@ -5,6 +5,8 @@
 // classes carrying the protocol's wire codes. Client behaviour lives in the
 // Rust client crate; nothing here retries, buffers for long or decides.
 
+const { EventEmitter } = require('node:events')
+
 const native = require('./native.js')
 
 // Messages taken from the native subscription per crossing. Bigger batches
@@ -623,8 +625,15 @@ class PublishBatch {
   }
 }
 
-/** A connection to a broker; create it with `connect`. */
-class Client {
+/**
+ * A connection to a broker; create it with `connect`. An EventEmitter of
+ * the connection's changes: `'disconnect'` (reason), `'reconnect'` (the new
+ * connection's id, a bigint), `'reconnectFailed'` (attempt, error text),
+ * `'serverError'` (a BlipMQError the broker sent that answers no call) and
+ * `'close'`. None of them is `'error'`, so a client without listeners never
+ * throws from one.
+ */
+class Client extends EventEmitter {
   #native
   // Made on the first batched publish: its buffers (88 KiB) are of no use
   // to a client that only subscribes.
@@ -650,8 +659,38 @@ class Client {
   #closed = false
 
   constructor(nativeClient) {
+    super()
     this.#native = nativeClient
     this.#maxMessageSize = nativeClient.maxMessageSize
+    // Through a WeakRef: the native side keeps this callback for as long as
+    // the connection lives, and a client dropped without close() must stay
+    // collectable (collecting it closes the connection).
+    const client = new WeakRef(this)
+    nativeClient.onEvent((event) => client.deref()?.#emitEvent(event))
+  }
+
+  /** One NativeEvent (src/client.rs) as the event it stands for. */
+  #emitEvent(event) {
+    switch (event.kind) {
+      case 'connected':
+        this.emit('reconnect', event.connectionId)
+        break
+      case 'disconnected':
+        this.emit('disconnect', event.reason)
+        break
+      case 'reconnectFailed':
+        this.emit('reconnectFailed', event.attempt, event.error)
+        break
+      case 'serverError': {
+        const Class = errorClasses[event.code] ?? BlipMQError
+        const { code, codeName } = event
+        this.emit('serverError', new Class(`${codeName} (${code}): ${event.message}`, { code, codeName }))
+        break
+      }
+      case 'closed':
+        this.emit('close')
+        break
+    }
   }
 
   /**

@@ -41,6 +41,12 @@ export declare class NativeClient {
   flush(): Promise<void>
   /** Send what is queued and close; subscriptions end. */
   close(): Promise<void>
+  /**
+   * Call `callback` with every change of the connection from now on,
+   * until the client has closed. The callback never keeps the process
+   * alive by itself.
+   */
+  onEvent(callback: (arg: NativeEvent) => void): void
   /** `connected`, `reconnecting` or `closed`. */
   get status(): string
   /** The largest payload the broker accepts. */
@@ -141,6 +147,27 @@ export interface NativeBatch {
   timestampsMs: Float64Array
   deliveryCounts: Uint32Array
   extras: Array<NativeExtra>
+}
+
+/**
+ * A change of the client's connection (`ClientEvent`), as `index.js`
+ * turns it into a `Client` event: `kind` is `connected`, `disconnected`,
+ * `reconnectFailed`, `serverError` or `closed`, and the fields of that
+ * kind are set.
+ */
+export interface NativeEvent {
+  kind: string
+  /** `connected`: the broker's id for the new connection. */
+  connectionId?: bigint
+  /** `disconnected`: why the connection ended. */
+  reason?: string
+  /** `reconnectFailed`: which attempt failed (from 1), and why. */
+  attempt?: number
+  error?: string
+  /** `serverError`: the error frame's code, the code's name and its text. */
+  code?: number
+  codeName?: string
+  message?: string
 }
 
 /** What only some messages have. */

@@ -7,9 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blipmq::transport::BoxFuture;
-use blipmq::{Client, PublishBatch, PublishErrorKind, Qos, ReconnectPolicy};
+use blipmq::{Client, ClientEvent, PublishBatch, PublishErrorKind, Qos, ReconnectPolicy};
 use bytes::Bytes;
-use napi::bindgen_prelude::{BigInt, BufferSlice, PromiseRaw, ToNapiValue, Uint32ArraySlice};
+use futures::StreamExt;
+use napi::bindgen_prelude::{
+    BigInt, BufferSlice, Function, PromiseRaw, ToNapiValue, Uint32ArraySlice,
+};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Env;
 use napi_derive::napi;
 use tokio::sync::{mpsc, oneshot};
@@ -308,6 +312,32 @@ impl NativeClient {
         })
     }
 
+    /// Call `callback` with every change of the connection from now on,
+    /// until the client has closed. The callback never keeps the process
+    /// alive by itself.
+    #[napi]
+    pub fn on_event(&self, callback: Function<NativeEvent, ()>) -> napi::Result<()> {
+        let callback = callback
+            .build_threadsafe_function::<NativeEvent>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        let mut events = Box::pin(self.client.events());
+        napi::bindgen_prelude::spawn(async move {
+            while let Some(event) = events.next().await {
+                let closed = matches!(event, ClientEvent::Closed);
+                callback.call(
+                    NativeEvent::from(event),
+                    ThreadsafeFunctionCallMode::NonBlocking,
+                );
+                if closed {
+                    break;
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// `connected`, `reconnecting` or `closed`.
     #[napi(getter)]
     pub fn status(&self) -> String {
@@ -327,5 +357,64 @@ fn qos(value: Option<u8>) -> napi::Result<Qos> {
         Some(v) => {
             Qos::from_wire(v).ok_or_else(|| invalid_argument(format!("qos {v} is not 0 or 1")))
         }
+    }
+}
+
+/// A change of the client's connection (`ClientEvent`), as `index.js`
+/// turns it into a `Client` event: `kind` is `connected`, `disconnected`,
+/// `reconnectFailed`, `serverError` or `closed`, and the fields of that
+/// kind are set.
+#[napi(object, object_from_js = false)]
+pub struct NativeEvent {
+    pub kind: String,
+    /// `connected`: the broker's id for the new connection.
+    pub connection_id: Option<BigInt>,
+    /// `disconnected`: why the connection ended.
+    pub reason: Option<String>,
+    /// `reconnectFailed`: which attempt failed (from 1), and why.
+    pub attempt: Option<u32>,
+    pub error: Option<String>,
+    /// `serverError`: the error frame's code, the code's name and its text.
+    pub code: Option<u32>,
+    pub code_name: Option<String>,
+    pub message: Option<String>,
+}
+
+impl From<ClientEvent> for NativeEvent {
+    fn from(event: ClientEvent) -> NativeEvent {
+        let mut native = NativeEvent {
+            kind: String::new(),
+            connection_id: None,
+            reason: None,
+            attempt: None,
+            error: None,
+            code: None,
+            code_name: None,
+            message: None,
+        };
+        native.kind = match event {
+            ClientEvent::Connected { connection_id } => {
+                native.connection_id = Some(BigInt::from(connection_id));
+                "connected"
+            }
+            ClientEvent::Disconnected { reason } => {
+                native.reason = Some(reason);
+                "disconnected"
+            }
+            ClientEvent::ReconnectFailed { attempt, error } => {
+                native.attempt = Some(attempt);
+                native.error = Some(error);
+                "reconnectFailed"
+            }
+            ClientEvent::ServerError { code, message } => {
+                native.code = Some(u32::from(code.0));
+                native.code_name = Some(blipmq_protocol::error_code_name(code).to_string());
+                native.message = Some(message);
+                "serverError"
+            }
+            ClientEvent::Closed => "closed",
+        }
+        .to_string();
+        native
     }
 }

@@ -20,6 +20,13 @@ export async function example(addr: string): Promise<void> {
   await client.publish('orders.created', 'text', { headers: { k: 'v' }, qos: 1 })
   await client.publish('orders.created', Buffer.from('x'), { headers: new Headers().append('k', 'v') })
   void none
+  client.on('reconnect', (connectionId: bigint) => console.log(connectionId))
+  client.on('disconnect', (reason: string) => console.log(reason))
+  client.on('reconnectFailed', (attempt: number, error: string) => console.log(attempt, error))
+  client.once('serverError', (error: BlipMQError) => console.log(error.code, error.codeName))
+  client.on('close', () => console.log('closed'))
+  // @ts-expect-error: a connection id is a bigint
+  client.on('reconnect', (connectionId: string) => console.log(connectionId))
 
   const subscription: Subscription = await client.subscribe('orders.*', { qos: 0, durable: 'd', group: 'g' })
   const first: Message | null = await subscription.next({ timeoutMs: 100 })

@@ -5,11 +5,15 @@ import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { createRequire } from 'node:module'
 import { test } from 'node:test'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 
 import { BlipMQError, connect } from 'blipmq'
 import { startBroker } from './broker.mjs'
 
 const require = createRequire(import.meta.url)
+v8.setFlagsFromString('--expose-gc')
+const gc = vm.runInNewContext('gc')
 
 test('require() loads the same API as import', async () => {
   const cjs = require('blipmq')
@@ -21,15 +25,32 @@ test('require() loads the same API as import', async () => {
   assert.equal(typeof cjs.Headers, 'function')
 })
 
-test('the client reconnects and resubscribes after a broker restart', async () => {
+test('the client reconnects and resubscribes after a broker restart, and says so in events', async () => {
   const broker = await startBroker()
   const client = await connect(broker.addr)
+  const events = []
+  for (const name of ['disconnect', 'reconnect', 'reconnectFailed', 'serverError', 'close']) {
+    client.on(name, (...args) => events.push([name, ...args]))
+  }
   try {
     const subscription = await client.subscribe('restart.>')
     await client.publish('restart.before', 'one')
     assert.equal((await subscription.next({ timeoutMs: 5000 })).topic, 'restart.before')
 
+    const reconnected = once(client, 'reconnect')
     await broker.restart()
+    const [connectionId] = await reconnected
+    assert.equal(typeof connectionId, 'bigint')
+    // A broker stopping gracefully says so first (an error frame that
+    // answers no call), then the connection ends.
+    const [[shutdownEvent, shutdown], [disconnectEvent, reason]] = events
+    assert.equal(shutdownEvent, 'serverError')
+    assert.ok(shutdown instanceof BlipMQError)
+    assert.equal(shutdown.codeName, 'ShuttingDown')
+    assert.match(shutdown.message, /^ShuttingDown \(\d+\): /)
+    assert.equal(disconnectEvent, 'disconnect')
+    assert.equal(typeof reason, 'string')
+    assert.ok(reason.length > 0, 'a disconnect says why')
     // Publish until the resubscribed subscription sees one: QoS 0 messages
     // sent while the client is still reconnecting may be lost.
     let message = null
@@ -41,8 +62,36 @@ test('the client reconnects and resubscribes after a broker restart', async () =
     assert.equal(message.topic, 'restart.after')
     assert.equal(client.status, 'connected')
     await subscription.unsubscribe()
+    const closed = once(client, 'close')
+    await client.close()
+    await closed
+    assert.deepEqual(
+      events.map(([name]) => name).filter((name) => name !== 'reconnectFailed'),
+      ['serverError', 'disconnect', 'reconnect', 'close'],
+    )
+    for (const [name, attempt, error] of events.filter(([name]) => name === 'reconnectFailed')) {
+      assert.ok(Number.isInteger(attempt) && attempt >= 1, `${name} attempt`)
+      assert.equal(typeof error, 'string')
+    }
   } finally {
     await client.close()
+    await broker.stop()
+  }
+})
+
+test('a client dropped without close() can still be collected: its events hold it weakly', async () => {
+  const broker = await startBroker()
+  try {
+    let client = await connect(broker.addr)
+    client.on('close', () => {})
+    const dropped = new WeakRef(client)
+    client = null
+    for (let i = 0; i < 50 && dropped.deref() !== undefined; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      gc()
+    }
+    assert.equal(dropped.deref(), undefined, 'the client was collected')
+  } finally {
     await broker.stop()
   }
 })
