@@ -321,8 +321,10 @@ function workloads(o) {
     items.push([`receive-${size}`, `receive 1→1, ${sizeLabel(size)}`, (s, a, t) => measureReceive(s, a, size, o, t)])
   }
   items.push(['latency', 'latency', (s, a, t) => measureLatency(s, a, o, t)])
-  return items
+  return o.workloads.length === 0 ? items : items.filter(([key]) => o.workloads.includes(key))
 }
+
+const WORKLOADS = ['publish-16', 'publish-1024', 'receive-16', 'receive-1024', 'latency']
 
 function median(values) {
   const v = values.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b)
@@ -477,7 +479,8 @@ function render(o, systems, results, errors, loadBefore, loadAfter, secs) {
 const USAGE = `usage:
   node sdk-bench.mjs run [--blipmq ADDR] [--nats ADDR] [--rounds 3] [--count 1000000]
       [--max-secs 30] [--latency-rate 5000] [--latency-secs 3] [--out FILE]
-      [--command TEXT] [--server-version TEXT]...
+      [--command TEXT] [--server-version TEXT]... [--workloads W,...]
+      (workloads: publish-16, publish-1024, receive-16, receive-1024, latency; default all)
   node sdk-bench.mjs child publish|subscribe|latency --system blipmq|nats --addr ADDR --topic T
       [--size 16] [--count N] [--max-secs S] [--rate R] [--secs S]`
 
@@ -503,6 +506,7 @@ async function main(argv) {
         out: { type: 'string', default: '' },
         command: { type: 'string', default: '' },
         'server-version': { type: 'string', multiple: true, default: [] },
+        workloads: { type: 'string', default: '' },
       },
     })
     const o = {
@@ -516,7 +520,10 @@ async function main(argv) {
       out: values.out,
       command: values.command,
       serverVersion: values['server-version'],
+      workloads: values.workloads === '' ? [] : values.workloads.split(','),
     }
+    const unknown = o.workloads.filter((w) => !WORKLOADS.includes(w))
+    if (unknown.length) throw new Error(`unknown workloads ${unknown.join(', ')} (of ${WORKLOADS.join(', ')})`)
     if (!o.blipmq && !o.nats) throw new Error('give --blipmq and/or --nats')
     if (o.rounds < 1 || o.count < 1) throw new Error('--rounds and --count must be at least 1')
     await driverMain(o)
