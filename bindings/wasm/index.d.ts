@@ -52,6 +52,11 @@ export interface SubscribeOptions {
 export interface NextOptions {
   /** Resolve `null` if no message arrives within this many ms. */
   timeoutMs?: number
+  /**
+   * Reject with the signal's reason when it aborts first (at once if it
+   * already has). An aborted call takes no message: the next one gets it.
+   */
+  signal?: AbortSignal
 }
 
 /** Where `load` may take the wasm module from. */

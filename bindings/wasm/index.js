@@ -249,8 +249,14 @@ export class Message {
  */
 export class Subscription {
   #native
+  // Messages received and not yet handed out, oldest first (plain objects).
   #buffered = []
   #ended = false
+  // The one native wait in progress, if any (it holds the native lock).
+  #receiving = null
+  // Calls of next() waiting for a message, oldest first: each gets the
+  // next message in arrival order, or null at its timeout or the end.
+  #waiters = []
 
   constructor(nativeSubscription) {
     this.#native = nativeSubscription
@@ -263,17 +269,102 @@ export class Subscription {
 
   /**
    * The next message; `null` when `timeoutMs` passes first or once the
-   * subscription has ended (unsubscribed, or the client closed).
+   * subscription has ended (unsubscribed, or the client closed). A `signal`
+   * that aborts first rejects the call with its reason; the message it
+   * would have had goes to the next call. Concurrent calls are answered in
+   * call order.
    */
-  async next(options = {}) {
-    const timeoutMs = uint32(options.timeoutMs, 'timeoutMs')
-    if (this.#buffered.length === 0 && !this.#ended) {
-      const batch = await call(() => this.#native.nextBatch(BATCH, timeoutMs))
-      if (batch === null) this.#ended = true
-      else this.#buffered.push(...batch)
+  next(options = {}) {
+    let timeoutMs
+    try {
+      timeoutMs = uint32(options.timeoutMs, 'timeoutMs')
+      if (options.signal != null && typeof options.signal.throwIfAborted !== 'function') {
+        throw new TypeError('signal must be an AbortSignal')
+      }
+    } catch (error) {
+      return Promise.reject(error)
     }
-    const next = this.#buffered.shift()
-    return next === undefined ? null : new Message(next, this.#native)
+    const signal = options.signal
+    if (signal?.aborted) return Promise.reject(signal.reason)
+    if (this.#waiters.length === 0) {
+      if (this.#buffered.length > 0) return Promise.resolve(this.#message(this.#buffered.shift()))
+      if (this.#ended) return Promise.resolve(null)
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject, deadline: undefined, timer: undefined, signal, onAbort: undefined }
+      if (timeoutMs !== undefined) {
+        waiter.deadline = Date.now() + timeoutMs
+        waiter.timer = setTimeout(() => this.#giveUp(waiter, null), timeoutMs)
+      }
+      if (signal != null) {
+        waiter.onAbort = () => this.#giveUp(waiter, signal.reason)
+        signal.addEventListener('abort', waiter.onAbort, { once: true })
+      }
+      this.#waiters.push(waiter)
+      this.#serve()
+    })
+  }
+
+  #message(plain) {
+    return new Message(plain, this.#native)
+  }
+
+  /**
+   * A waiter's timeout passed (`abortReason` null: it gets null) or its
+   * signal aborted (rejected with the reason); it leaves having taken nothing.
+   */
+  #giveUp(waiter, abortReason) {
+    const index = this.#waiters.indexOf(waiter)
+    if (index === -1) return
+    this.#waiters.splice(index, 1)
+    settled(waiter)
+    if (abortReason === null) waiter.resolve(null)
+    else waiter.reject(abortReason)
+  }
+
+  /**
+   * Hand what is buffered to the waiters, oldest first; if any still wait,
+   * start the one native wait (bounded by the latest waiter's deadline, so
+   * that it never outlives them all). One wait at a time: two would queue
+   * on the native lock, and the second would wait for a message of its own
+   * while the first had brought one for it.
+   */
+  #serve() {
+    while (this.#waiters.length > 0 && this.#buffered.length > 0) {
+      const waiter = this.#waiters.shift()
+      settled(waiter)
+      waiter.resolve(this.#message(this.#buffered.shift()))
+    }
+    if (this.#waiters.length === 0) return
+    if (this.#ended) {
+      this.#releaseWaiters((waiter) => waiter.resolve(null))
+      return
+    }
+    if (this.#receiving !== null) return
+    const deadlines = this.#waiters.map((waiter) => waiter.deadline)
+    const waitMs = deadlines.includes(undefined)
+      ? undefined
+      : Math.max(0, Math.ceil(Math.max(...deadlines) - Date.now()))
+    this.#receiving = call(() => this.#native.nextBatch(BATCH, waitMs)).then(
+      (batch) => {
+        this.#receiving = null
+        if (batch === null) this.#ended = true
+        else if (!this.#ended) this.#buffered.push(...batch)
+        this.#serve()
+      },
+      (error) => {
+        this.#receiving = null
+        this.#releaseWaiters((waiter) => waiter.reject(error))
+      },
+    )
+  }
+
+  /** Settle every waiting call with `settle`, emptying the queue. */
+  #releaseWaiters(settle) {
+    for (const waiter of this.#waiters.splice(0)) {
+      settled(waiter)
+      settle(waiter)
+    }
   }
 
   /**
@@ -283,6 +374,7 @@ export class Subscription {
   unsubscribe() {
     this.#ended = true
     this.#buffered.length = 0
+    this.#serve()
     return call(() => this.#native.unsubscribe())
   }
 
@@ -294,6 +386,7 @@ export class Subscription {
   detach() {
     this.#ended = true
     this.#buffered.length = 0
+    this.#serve()
     return call(() => this.#native.detach())
   }
 
@@ -313,6 +406,12 @@ export class Subscription {
       },
     }
   }
+}
+
+/** A waiter of next() is answered: its timer and abort listener go. */
+function settled(waiter) {
+  clearTimeout(waiter.timer)
+  waiter.signal?.removeEventListener('abort', waiter.onAbort)
 }
 
 // ---------------------------------------------------------------- clients

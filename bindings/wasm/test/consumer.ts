@@ -24,6 +24,8 @@ export async function example(url: string): Promise<void> {
 
   const subscription: Subscription = await client.subscribe('orders.*', { qos: 0, durable: 'd', group: 'g' })
   const first: Message | null = await subscription.next({ timeoutMs: 100 })
+  const second: Message | null = await subscription.next({ signal: AbortSignal.timeout(100) })
+  void second
   if (first !== null) {
     const topic: string = first.topic
     const payload: Uint8Array = first.payload

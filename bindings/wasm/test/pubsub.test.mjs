@@ -100,6 +100,48 @@ describe('publish and subscribe', () => {
     await subscription.unsubscribe()
   })
 
+  test('concurrent next() calls get the messages in call order, none waits for a later one', async () => {
+    const subscription = await client.subscribe('concurrent.x')
+    const calls = [subscription.next(), subscription.next(), subscription.next({ timeoutMs: 5000 })]
+    // One flush: the messages may arrive in one batch, and every call
+    // waiting then is answered from it.
+    for (const payload of ['a', 'b', 'c']) client.publish('concurrent.x', payload)
+    await client.flush()
+    const got = await Promise.race([
+      Promise.all(calls),
+      new Promise((resolve) => setTimeout(() => resolve('stalled'), 3000)),
+    ])
+    assert.notEqual(got, 'stalled', 'a call waited for a message of its own')
+    assert.deepEqual(
+      got.map((message) => message.text()),
+      ['a', 'b', 'c'],
+    )
+    await subscription.unsubscribe()
+  })
+
+  test('next({ signal }) rejects with the reason on abort and takes no message', async () => {
+    const subscription = await client.subscribe('abort.x')
+    await client.publish('abort.x', 'first')
+    await client.flush()
+    const reason = new Error('stop')
+    await assert.rejects(subscription.next({ signal: AbortSignal.abort(reason) }), (e) => e === reason)
+    assert.equal((await subscription.next({ timeoutMs: 5000 })).text(), 'first')
+
+    const controller = new AbortController()
+    const aborted = subscription.next({ signal: controller.signal })
+    const behind = subscription.next({ timeoutMs: 5000 })
+    controller.abort()
+    await assert.rejects(aborted, (e) => e.name === 'AbortError')
+    await client.publish('abort.x', 'second')
+    assert.equal((await behind).text(), 'second')
+
+    await assert.rejects(subscription.next({ signal: AbortSignal.timeout(50) }), (e) => e.name === 'TimeoutError')
+    await client.publish('abort.x', 'third')
+    assert.equal((await subscription.next({ timeoutMs: 5000 })).text(), 'third')
+    await assert.rejects(subscription.next({ signal: {} }), TypeError)
+    await subscription.unsubscribe()
+  })
+
   test('unsubscribe stops delivery, wakes a waiting next and is idempotent', async () => {
     const subscription = await client.subscribe('unsub.x')
     const waiting = subscription.next()
