@@ -79,6 +79,41 @@ test('the client reconnects and resubscribes after a broker restart, and says so
   }
 })
 
+test('while the broker stays away, each failed reconnect attempt is an event', async () => {
+  const broker = await startBroker()
+  const client = await connect(broker.addr)
+  try {
+    const disconnected = once(client, 'disconnect')
+    const failures = []
+    const twoFailures = new Promise((resolve) => {
+      client.on('reconnectFailed', (attempt, error) => {
+        failures.push([attempt, error])
+        if (failures.length === 2) resolve()
+      })
+    })
+    await broker.stop()
+    // Listening keeps nothing alive (see the test below): a timer holds the
+    // event loop open while the client tries, and bounds the wait.
+    let timer
+    const deadline = new Promise((resolve) => (timer = setTimeout(() => resolve('timed out'), 10_000)))
+    try {
+      assert.notEqual(await Promise.race([disconnected.then(() => twoFailures), deadline]), 'timed out')
+    } finally {
+      clearTimeout(timer)
+    }
+    assert.deepEqual(
+      failures.map(([attempt]) => attempt),
+      [1, 2],
+    )
+    for (const [, error] of failures) assert.ok(typeof error === 'string' && error.length > 0)
+    assert.equal(client.status, 'reconnecting')
+  } finally {
+    const closed = once(client, 'close')
+    await client.close()
+    await closed
+  }
+})
+
 test('a client dropped without close() can still be collected: its events hold it weakly', async () => {
   const broker = await startBroker()
   try {
