@@ -75,9 +75,46 @@ export declare function load(source?: WasmSource | Promise<WasmSource>): Promise
  */
 export declare function connect(url: string, options?: ConnectOptions): Promise<Client>
 
-/** A connection to a broker; create it with `connect`. */
-export declare class Client {
+/** The events a `Client` dispatches: each a CustomEvent with this `detail`. */
+export interface ClientEventMap {
+  /** The connection to the broker was lost; the client reconnects unless told not to. */
+  disconnect: CustomEvent<{ reason: string }>
+  /** Connected again (subscriptions are restored): the broker's id for the new connection. */
+  reconnect: CustomEvent<{ connectionId: bigint }>
+  /** A reconnect attempt (from 1) failed; the next follows after a backoff. */
+  reconnectFailed: CustomEvent<{ attempt: number; error: string }>
+  /** An error the broker sent that answers no particular call. */
+  serverError: CustomEvent<{ error: BlipMQError }>
+  /** The client has closed (by `close()`, or for good after a lost connection). */
+  close: CustomEvent<Record<string, never>>
+}
+
+/**
+ * A connection to a broker; create it with `connect`. An EventTarget of the
+ * connection's changes (`ClientEventMap`).
+ */
+export declare class Client extends EventTarget {
   private constructor()
+  addEventListener<K extends keyof ClientEventMap>(
+    type: K,
+    listener: (event: ClientEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void
+  addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void
+  removeEventListener<K extends keyof ClientEventMap>(
+    type: K,
+    listener: (event: ClientEventMap[K]) => void,
+    options?: boolean | EventListenerOptions,
+  ): void
+  removeEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | EventListenerOptions,
+  ): void
   /**
    * Publish a message. Resolves with `undefined` once queued at QoS 0, and
    * with the broker's message id once the broker confirms it at QoS 1.

@@ -416,12 +416,49 @@ function settled(waiter) {
 
 // ---------------------------------------------------------------- clients
 
-/** A connection to a broker; create it with `connect`. */
-export class Client {
+/**
+ * A connection to a broker; create it with `connect`. An EventTarget of the
+ * connection's changes, each a CustomEvent whose `detail` says more:
+ * `'disconnect'` ({ reason }), `'reconnect'` ({ connectionId }, a bigint),
+ * `'reconnectFailed'` ({ attempt, error }), `'serverError'` ({ error }, a
+ * BlipMQError the broker sent that answers no call) and `'close'`.
+ */
+export class Client extends EventTarget {
   #native
 
   constructor(nativeClient) {
+    super()
     this.#native = nativeClient
+    // Through a WeakRef: the native side keeps this callback for as long as
+    // the connection lives, and a client dropped without close() must stay
+    // collectable (collecting it closes the connection).
+    const client = new WeakRef(this)
+    nativeClient.onEvent((event) => client.deref()?.#dispatch(event))
+  }
+
+  /** One native event (src/client.rs `event_to_js`) as the event it stands for. */
+  #dispatch(event) {
+    const fire = (type, detail) => this.dispatchEvent(new CustomEvent(type, { detail }))
+    switch (event.kind) {
+      case 'connected':
+        fire('reconnect', { connectionId: event.connectionId })
+        break
+      case 'disconnected':
+        fire('disconnect', { reason: event.reason })
+        break
+      case 'reconnectFailed':
+        fire('reconnectFailed', { attempt: event.attempt, error: event.error })
+        break
+      case 'serverError': {
+        const Class = errorClasses[event.code] ?? BlipMQError
+        const { code, codeName } = event
+        fire('serverError', { error: new Class(`${codeName} (${code}): ${event.message}`, { code, codeName }) })
+        break
+      }
+      case 'closed':
+        fire('close', {})
+        break
+    }
   }
 
   /**

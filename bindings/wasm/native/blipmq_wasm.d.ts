@@ -18,6 +18,11 @@ export class NativeClient {
      */
     flush(): Promise<void>;
     /**
+     * Call `callback` with every change of the connection from now on
+     * (`{ kind, ... }`: see `event_to_js`), until the client has closed.
+     */
+    onEvent(callback: Function): void;
+    /**
      * Resolves with the broker's message id at QoS 1, `undefined` at QoS 0
      * (once queued). The payload and header values are copied here, so
      * the caller may reuse its buffers at once.
@@ -87,6 +92,7 @@ export interface InitOutput {
     readonly nativeclient_close: (a: number) => any;
     readonly nativeclient_flush: (a: number) => any;
     readonly nativeclient_maxMessageSize: (a: number) => number;
+    readonly nativeclient_onEvent: (a: number, b: any) => void;
     readonly nativeclient_publish: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: any) => any;
     readonly nativeclient_status: (a: number) => [number, number];
     readonly nativeclient_subscribe: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number) => any;
@@ -98,8 +104,8 @@ export interface InitOutput {
     readonly wasm_bindgen__convert__closures_____invoke__h07c32a586e33fbdd: (a: number, b: number, c: any, d: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hc06105ba2143ae46: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884: (a: number, b: number, c: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_15: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_16: (a: number, b: number, c: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_17: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__h026402313bfb9043: (a: number, b: number) => void;
     readonly __wbindgen_malloc: (a: number, b: number) => number;
     readonly __wbindgen_realloc: (a: number, b: number, c: number, d: number) => number;

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blipmq::transport::{WebRuntime, WebSocketConnector};
-use blipmq::{Client, Headers, Qos, ReconnectPolicy};
+use blipmq::{Client, ClientEvent, Headers, Qos, ReconnectPolicy};
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
-use js_sys::{Array, Function, Promise, Uint8Array};
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, spawn_local};
 
@@ -186,6 +186,24 @@ impl NativeClient {
         })
     }
 
+    /// Call `callback` with every change of the connection from now on
+    /// (`{ kind, ... }`: see `event_to_js`), until the client has closed.
+    #[wasm_bindgen(js_name = onEvent)]
+    pub fn on_event(&self, callback: Function) {
+        let mut events = Box::pin(self.client.events());
+        spawn_local(async move {
+            while let Some(event) = events.next().await {
+                let closed = matches!(event, ClientEvent::Closed);
+                // What the listener throws is the listener's: the host
+                // reports it, and the events go on.
+                let _ = callback.call1(&JsValue::NULL, &event_to_js(event));
+                if closed {
+                    break;
+                }
+            }
+        });
+    }
+
     /// `connected`, `reconnecting` or `closed`.
     #[wasm_bindgen(getter)]
     pub fn status(&self) -> String {
@@ -225,4 +243,43 @@ fn publish_options(
 
 fn qos_of(value: u8) -> Result<Qos, JsValue> {
     Qos::from_wire(value).ok_or_else(|| invalid_argument(format!("qos {value} is not 0 or 1")))
+}
+
+/// A `ClientEvent` as a plain object for `index.js`: `kind` is
+/// `connected` (`connectionId`), `disconnected` (`reason`),
+/// `reconnectFailed` (`attempt`, `error`), `serverError` (`code`,
+/// `codeName`, `message`) or `closed`.
+fn event_to_js(event: ClientEvent) -> JsValue {
+    let object = Object::new();
+    let set = |key: &str, value: JsValue| {
+        // Setting a property on a fresh plain object cannot fail.
+        let _ = Reflect::set(&object, &JsValue::from_str(key), &value);
+    };
+    let kind = match event {
+        ClientEvent::Connected { connection_id } => {
+            set("connectionId", JsValue::from(connection_id));
+            "connected"
+        }
+        ClientEvent::Disconnected { reason } => {
+            set("reason", JsValue::from(reason));
+            "disconnected"
+        }
+        ClientEvent::ReconnectFailed { attempt, error } => {
+            set("attempt", JsValue::from(attempt));
+            set("error", JsValue::from(error));
+            "reconnectFailed"
+        }
+        ClientEvent::ServerError { code, message } => {
+            set("code", JsValue::from(code.0));
+            set(
+                "codeName",
+                JsValue::from(blipmq_protocol::error_code_name(code)),
+            );
+            set("message", JsValue::from(message));
+            "serverError"
+        }
+        ClientEvent::Closed => "closed",
+    };
+    set("kind", JsValue::from(kind));
+    object.into()
 }

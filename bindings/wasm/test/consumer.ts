@@ -24,6 +24,11 @@ export async function example(url: string): Promise<void> {
 
   const subscription: Subscription = await client.subscribe('orders.*', { qos: 0, durable: 'd', group: 'g' })
   const first: Message | null = await subscription.next({ timeoutMs: 100 })
+  client.addEventListener('reconnect', (event) => console.log(event.detail.connectionId + 1n))
+  client.addEventListener('disconnect', (event) => console.log(event.detail.reason.length))
+  client.addEventListener('reconnectFailed', (event) => console.log(event.detail.attempt, event.detail.error))
+  client.addEventListener('serverError', (event) => console.log(event.detail.error.code))
+  client.addEventListener('close', () => console.log('closed'))
   const second: Message | null = await subscription.next({ signal: AbortSignal.timeout(100) })
   void second
   if (first !== null) {

@@ -5,19 +5,38 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { test } from 'node:test'
+import v8 from 'node:v8'
+import vm from 'node:vm'
 
-import { connect } from '@blipmq/web'
+import { BlipMQError, connect } from '@blipmq/web'
 import { startBroker } from './broker.mjs'
 
-test('the client reconnects and resubscribes after a broker restart', async () => {
+v8.setFlagsFromString('--expose-gc')
+const gc = vm.runInNewContext('gc')
+
+test('the client reconnects and resubscribes after a broker restart, and says so in events', async () => {
   const broker = await startBroker()
   const client = await connect(broker.url)
+  const events = []
+  for (const type of ['disconnect', 'reconnect', 'reconnectFailed', 'serverError', 'close']) {
+    client.addEventListener(type, (event) => events.push([type, event.detail]))
+  }
   try {
     const subscription = await client.subscribe('restart.>')
     await client.publish('restart.before', 'one')
     assert.equal((await subscription.next({ timeoutMs: 5000 })).topic, 'restart.before')
 
+    const reconnected = new Promise((resolve) => client.addEventListener('reconnect', resolve, { once: true }))
     await broker.restart()
+    const { detail } = await reconnected
+    assert.equal(typeof detail.connectionId, 'bigint')
+    // A broker stopping gracefully says so first, then the connection ends.
+    const [[shutdownType, shutdown], [disconnectType, disconnect]] = events
+    assert.equal(shutdownType, 'serverError')
+    assert.ok(shutdown.error instanceof BlipMQError)
+    assert.equal(shutdown.error.codeName, 'ShuttingDown')
+    assert.equal(disconnectType, 'disconnect')
+    assert.ok(typeof disconnect.reason === 'string' && disconnect.reason.length > 0)
     // Publish until the resubscribed subscription sees one: QoS 0 messages
     // sent while the client is still reconnecting may be lost.
     let message = null
@@ -29,8 +48,32 @@ test('the client reconnects and resubscribes after a broker restart', async () =
     assert.equal(message.topic, 'restart.after')
     assert.equal(client.status, 'connected')
     await subscription.unsubscribe()
+    const closed = new Promise((resolve) => client.addEventListener('close', resolve, { once: true }))
+    await client.close()
+    await closed
+    assert.deepEqual(
+      events.map(([type]) => type).filter((type) => type !== 'reconnectFailed'),
+      ['serverError', 'disconnect', 'reconnect', 'close'],
+    )
   } finally {
     await client.close()
+    await broker.stop()
+  }
+})
+
+test('a client dropped without close() can still be collected: its events hold it weakly', async () => {
+  const broker = await startBroker()
+  try {
+    let client = await connect(broker.url)
+    client.addEventListener('close', () => {})
+    const dropped = new WeakRef(client)
+    client = null
+    for (let i = 0; i < 50 && dropped.deref() !== undefined; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+      gc()
+    }
+    assert.equal(dropped.deref(), undefined, 'the client was collected')
+  } finally {
     await broker.stop()
   }
 })
