@@ -329,12 +329,12 @@ impl Reader {
                 }
             };
         }
-        if !matches!(frame, Frame::Publish(_)) {
-            // Deferred wake-ups go out before anything that may wait.
-            self.wakes.wake_all();
-        }
+        // Deferred wake-ups go out before anything that may wait.
+        self.wakes.wake_all();
         match frame {
-            Frame::Publish(publish) => self.publish(&publish).await,
+            // After the handshake the read loop handles every publish
+            // itself (`run`), so it never reaches this function.
+            Frame::Publish(_) => unreachable!("a publish after the handshake is handled in run"),
             // Boxed: their futures (durable store calls) would otherwise
             // size the task of every connection, most of which never
             // subscribe more than a few times.
@@ -433,21 +433,8 @@ impl Reader {
         }))
     }
 
-    /// Publish: what can be done without waiting is done by
-    /// [`Reader::publish_now`]; only a QoS 1 message or a full `block`
-    /// queue needs this to await.
-    async fn publish(&mut self, publish: &Publish<'_>) -> Flow {
-        match self.publish_now(publish) {
-            Publishing::Done(flow) => flow,
-            waiting => {
-                self.publish_later(publish.publish_id, publish.topic, waiting)
-                    .await
-            }
-        }
-    }
-
-    /// The part of a publish that waits: for the log (QoS 1) or for room
-    /// in a full `block` queue.
+    /// The part of a publish that waits, after [`Reader::publish_now`] did
+    /// what it could: for the log (QoS 1) or for room in a full `block` queue.
     async fn publish_later(
         &mut self,
         publish_id: u64,
