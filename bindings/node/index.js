@@ -56,10 +56,13 @@ const CODE_TAG = /^blipmq\[(\d+) (\w+)\] ([\s\S]*)$/
 function convertError(error) {
   const match = error instanceof Error ? CODE_TAG.exec(error.message) : null
   if (!match) return error
-  const code = Number(match[1])
-  const codeName = match[2]
+  return codedError(Number(match[1]), match[2], match[3], error)
+}
+
+/** The BlipMQError subclass of `code`, worded as every one is. */
+function codedError(code, codeName, detail, cause) {
   const Class = errorClasses[code] ?? BlipMQError
-  return new Class(`${codeName} (${code}): ${match[3]}`, { code, codeName, cause: error })
+  return new Class(`${codeName} (${code}): ${detail}`, { code, codeName, cause })
 }
 
 async function call(operation) {
@@ -306,10 +309,10 @@ class Subscription {
       const timeoutMs = options?.timeoutMs
       if (timeoutMs !== undefined) {
         waiter.deadline = Date.now() + timeoutMs
-        waiter.timer = setTimeout(() => this.#giveUp(waiter, null), timeoutMs)
+        waiter.timer = setTimeout(() => this.#giveUp(waiter, (w) => w.resolve(null)), timeoutMs)
       }
       if (signal != null) {
-        waiter.onAbort = () => this.#giveUp(waiter, signal.reason)
+        waiter.onAbort = () => this.#giveUp(waiter, (w) => w.reject(signal.reason))
         signal.addEventListener('abort', waiter.onAbort, { once: true })
       }
       this.#waiters.push(waiter)
@@ -349,18 +352,16 @@ class Subscription {
   }
 
   /**
-   * A waiter's timeout passed (`abortReason` null: it gets null) or its
-   * signal aborted (it is rejected with the signal's reason); either way it
-   * leaves the queue, having taken nothing.
+   * A waiter's timeout passed (`settle` resolves it with null) or its
+   * signal aborted (`settle` rejects it with the reason): it leaves the
+   * queue having taken nothing, settled by `settle`.
    */
-  #giveUp(waiter, abortReason) {
+  #giveUp(waiter, settle) {
     const index = this.#waiters.indexOf(waiter)
-    if (index !== -1) {
-      this.#waiters.splice(index, 1)
-      settled(waiter)
-      if (abortReason === null) waiter.resolve(null)
-      else waiter.reject(abortReason)
-    }
+    if (index === -1) return
+    this.#waiters.splice(index, 1)
+    settled(waiter)
+    settle(waiter)
   }
 
   /**
@@ -681,12 +682,9 @@ class Client extends EventEmitter {
       case 'reconnectFailed':
         this.emit('reconnectFailed', event.attempt, event.error)
         break
-      case 'serverError': {
-        const Class = errorClasses[event.code] ?? BlipMQError
-        const { code, codeName } = event
-        this.emit('serverError', new Class(`${codeName} (${code}): ${event.message}`, { code, codeName }))
+      case 'serverError':
+        this.emit('serverError', codedError(event.code, event.codeName, event.message))
         break
-      }
       case 'closed':
         this.emit('close')
         break

@@ -92,9 +92,13 @@ for (const cls of [BlipMQError, ...new Set(Object.values(errorClasses))]) {
 function convertError(error) {
   if (error instanceof BlipMQError || !(error instanceof Error)) return error
   if (typeof error.code !== 'number' || typeof error.codeName !== 'string') return error
-  const { code, codeName } = error
+  return codedError(error.code, error.codeName, error.message, error)
+}
+
+/** The BlipMQError subclass of `code`, worded as every one is. */
+function codedError(code, codeName, detail, cause) {
   const Class = errorClasses[code] ?? BlipMQError
-  return new Class(`${codeName} (${code}): ${error.message}`, { code, codeName, cause: error })
+  return new Class(`${codeName} (${code}): ${detail}`, { code, codeName, cause })
 }
 
 async function call(operation) {
@@ -294,10 +298,10 @@ export class Subscription {
       const waiter = { resolve, reject, deadline: undefined, timer: undefined, signal, onAbort: undefined }
       if (timeoutMs !== undefined) {
         waiter.deadline = Date.now() + timeoutMs
-        waiter.timer = setTimeout(() => this.#giveUp(waiter, null), timeoutMs)
+        waiter.timer = setTimeout(() => this.#giveUp(waiter, (w) => w.resolve(null)), timeoutMs)
       }
       if (signal != null) {
-        waiter.onAbort = () => this.#giveUp(waiter, signal.reason)
+        waiter.onAbort = () => this.#giveUp(waiter, (w) => w.reject(signal.reason))
         signal.addEventListener('abort', waiter.onAbort, { once: true })
       }
       this.#waiters.push(waiter)
@@ -310,16 +314,16 @@ export class Subscription {
   }
 
   /**
-   * A waiter's timeout passed (`abortReason` null: it gets null) or its
-   * signal aborted (rejected with the reason); it leaves having taken nothing.
+   * A waiter's timeout passed (`settle` resolves it with null) or its
+   * signal aborted (`settle` rejects it with the reason): it leaves the
+   * queue having taken nothing, settled by `settle`.
    */
-  #giveUp(waiter, abortReason) {
+  #giveUp(waiter, settle) {
     const index = this.#waiters.indexOf(waiter)
     if (index === -1) return
     this.#waiters.splice(index, 1)
     settled(waiter)
-    if (abortReason === null) waiter.resolve(null)
-    else waiter.reject(abortReason)
+    settle(waiter)
   }
 
   /**
@@ -449,12 +453,9 @@ export class Client extends EventTarget {
       case 'reconnectFailed':
         fire('reconnectFailed', { attempt: event.attempt, error: event.error })
         break
-      case 'serverError': {
-        const Class = errorClasses[event.code] ?? BlipMQError
-        const { code, codeName } = event
-        fire('serverError', { error: new Class(`${codeName} (${code}): ${event.message}`, { code, codeName }) })
+      case 'serverError':
+        fire('serverError', { error: codedError(event.code, event.codeName, event.message) })
         break
-      }
       case 'closed':
         fire('close', {})
         break

@@ -162,6 +162,11 @@ describe('publish and subscribe', () => {
     await assert.rejects(subscription.next({ signal: AbortSignal.timeout(50) }), (e) => e.name === 'TimeoutError')
     await client.publish('abort.x', 'fourth')
     assert.equal((await subscription.next({ timeoutMs: 5000 })).payload.toString(), 'fourth')
+    // Whatever the reason, even null, an abort rejects with it.
+    const nullAbort = new AbortController()
+    const abortedWithNull = subscription.next({ signal: nullAbort.signal })
+    nullAbort.abort(null)
+    await assert.rejects(abortedWithNull, (e) => e === null)
     await assert.rejects(subscription.next({ signal: {} }), TypeError)
     await subscription.unsubscribe()
   })
