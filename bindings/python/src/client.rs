@@ -1,12 +1,13 @@
 //! `connect` and `Client`: short adapters over `blipmq::Client`.
 
-use blipmq::{Headers, PublishOptions, Qos, ReconnectPolicy, SubscribeOptions};
+use blipmq::{ConnectionStatus, Headers, PublishOptions, Qos, ReconnectPolicy, SubscribeOptions};
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
 use pyo3::types::{PyDict, PyString};
 
 use crate::error::{invalid_argument, to_py};
+use crate::events::Events;
 use crate::runtime::{awaitable, Nothing};
 use crate::subscription::{duration, Subscription};
 
@@ -59,6 +60,21 @@ impl Client {
     #[getter]
     fn max_message_size(&self) -> usize {
         self.0.max_message_size()
+    }
+
+    /// `"connected"`, `"reconnecting"` or `"closed"`.
+    #[getter]
+    fn status(&self) -> &'static str {
+        match self.0.status() {
+            ConnectionStatus::Connected => "connected",
+            ConnectionStatus::Reconnecting => "reconnecting",
+            ConnectionStatus::Closed => "closed",
+        }
+    }
+
+    /// The connection's changes from now on (see `events.rs`).
+    fn events(&self) -> Events {
+        Events::new(self.0.events())
     }
 
     /// Publish; resolves to `None` at QoS 0 and to the message id at QoS 1.

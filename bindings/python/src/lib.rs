@@ -18,6 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod client;
 mod completion;
 mod error;
+mod events;
 mod message;
 mod runtime;
 mod subscription;
@@ -30,6 +31,7 @@ fn native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(runtime::shutdown, module)?)?;
     module.add_class::<client::Client>()?;
     module.add_class::<subscription::Subscription>()?;
+    module.add_class::<events::Events>()?;
     module.add_class::<message::Message>()?;
     module.add_class::<runtime::Ready>()?;
     Ok(())

@@ -128,7 +128,10 @@ impl Subscription {
 }
 
 /// `Some(output)`, or `None` when `timeout` passes first.
-async fn within<F: std::future::Future>(timeout: Option<Duration>, future: F) -> Option<F::Output> {
+pub async fn within<F: std::future::Future>(
+    timeout: Option<Duration>,
+    future: F,
+) -> Option<F::Output> {
     match timeout {
         Some(timeout) => tokio::time::timeout(timeout, future).await.ok(),
         None => Some(future.await),

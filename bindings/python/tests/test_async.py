@@ -299,11 +299,76 @@ async def test_reconnects_after_a_broker_restart(broker) -> None:  # type: ignor
 
 async def test_without_reconnect_a_lost_broker_closes_the_client(broker) -> None:  # type: ignore[no-untyped-def]
     client = await blipmq.connect(broker.addr, reconnect=False)
+    events = client.events()
     sub = await client.subscribe("r")
     broker.stop()
     with pytest.raises(blipmq.ClientClosed):
         await sub.next(timeout=10)
+    assert client.status == "closed"
+    kinds = [type(event) async for event in events]
+    assert kinds[-2:] == [blipmq.Disconnected, blipmq.Closed], kinds
     await client.close()
+
+
+async def test_events_of_a_broker_restart_in_order(broker) -> None:  # type: ignore[no-untyped-def]
+    async with await blipmq.connect(broker.addr) as client:
+        assert client.status == "connected"
+        events = client.events()
+        with pytest.raises(blipmq.TimeoutError):
+            await events.next(timeout=0.05)  # nothing has happened yet
+        broker.restart()
+        seen = []
+        while not seen or not isinstance(seen[-1], blipmq.Reconnected):
+            seen.append(await events.next(timeout=20))
+        # A broker stopping gracefully says so first (an error that answers
+        # no call), then the connection ends; failed attempts may follow
+        # while it starts again.
+        shutdown, disconnected, *failed, reconnected = seen
+        assert isinstance(shutdown, blipmq.ServerError)
+        assert isinstance(shutdown.error, blipmq.BlipMQError)
+        assert shutdown.error.name == "ShuttingDown"
+        assert str(shutdown.error).startswith("ShuttingDown (")
+        assert isinstance(disconnected, blipmq.Disconnected) and disconnected.reason
+        for attempt in failed:
+            assert isinstance(attempt, blipmq.ReconnectFailed), failed
+            assert attempt.attempt >= 1 and attempt.error
+        assert isinstance(reconnected.connection_id, int) and reconnected.connection_id > 0
+        assert client.status == "connected"
+    # Closing (on leaving the block) is the last event; the iterator ends.
+    assert [event async for event in events] == [blipmq.Closed()]
+    with pytest.raises(blipmq.ClientClosed):
+        await events.next()
+
+
+async def test_each_failed_reconnect_attempt_is_an_event(broker) -> None:  # type: ignore[no-untyped-def]
+    client = await blipmq.connect(broker.addr)
+    try:
+        events = client.events()
+        broker.stop()
+        assert isinstance(await events.next(timeout=10), blipmq.ServerError)
+        assert isinstance(await events.next(timeout=10), blipmq.Disconnected)
+        failures = [await events.next(timeout=10) for _ in range(2)]
+        assert all(isinstance(f, blipmq.ReconnectFailed) and f.error for f in failures), failures
+        assert [f.attempt for f in failures if isinstance(f, blipmq.ReconnectFailed)] == [1, 2]
+        assert client.status == "reconnecting"
+    finally:
+        await client.close()
+    # Whatever attempts came before the close, the events end with it.
+    rest = [event async for event in events]
+    assert rest[-1] == blipmq.Closed() and client.status == "closed"
+
+
+async def test_every_events_iterator_gets_every_event_and_a_cancelled_wait_loses_none(addr: str) -> None:
+    client = await blipmq.connect(addr)
+    first, second = client.events(), client.events()
+    waiting = asyncio.ensure_future(first.next())
+    await asyncio.sleep(0.05)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await client.close()
+    assert await first.next(timeout=5) == blipmq.Closed()
+    assert await second.next(timeout=5) == blipmq.Closed()
 
 
 async def test_durable_subscription_survives_leaving_async_with_until_acked(addr: str) -> None:

@@ -25,7 +25,7 @@ def test_public_names_are_documented() -> None:
     assert blipmq.__version__
     for name in blipmq.__all__:
         item = getattr(blipmq, name)
-        if name == "Headers":  # a type alias, documented in _client.py
+        if name in ("Headers", "ClientEvent"):  # type aliases, documented in their modules
             continue
         assert item.__doc__, name
         for attr, member in vars(item).items() if isinstance(item, type) else []:
@@ -63,6 +63,13 @@ def test_public_api_type_checks(tmp_path: Path) -> None:
                 async for m in sub:
                     topic: str = m.topic
                 await sub.unsubscribe()
+                status: str = client.status
+                async for event in client.events():
+                    if isinstance(event, blipmq.Reconnected):
+                        connection: int = event.connection_id
+                    elif isinstance(event, blipmq.ServerError):
+                        error: blipmq.BlipMQError = event.error
+                next_event: blipmq.ClientEvent = await client.events().next(timeout=1)
 
         def sync(addr: str) -> None:
             with blipmq.connect_sync(addr) as client:
@@ -71,6 +78,9 @@ def test_public_api_type_checks(tmp_path: Path) -> None:
                     for m in sub:
                         m.ack()
                         count: int = m.delivery_count
+                for event in client.events():
+                    if isinstance(event, blipmq.Disconnected):
+                        reason: str = event.reason
             try:
                 pass
             except blipmq.BlipMQError as e:

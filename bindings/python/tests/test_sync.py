@@ -51,6 +51,20 @@ def test_iteration_ends_when_the_client_closes(addr: str) -> None:
     assert [m.payload for m in sub] in ([b"last"], [])
 
 
+def test_events_end_with_the_close(broker) -> None:  # type: ignore[no-untyped-def]
+    client = blipmq.connect_sync(broker.addr)
+    events = client.events()
+    broker.restart()
+    event = events.next(timeout=10)
+    assert isinstance(event, blipmq.ServerError) and event.error.name == "ShuttingDown"
+    while not isinstance(event, blipmq.Reconnected):
+        event = events.next(timeout=20)
+    assert client.status == "connected"
+    client.close()
+    assert list(events) == [blipmq.Closed()]
+    assert client.status == "closed"
+
+
 def test_timeouts_and_batches(addr: str) -> None:
     with blipmq.connect_sync(addr) as client:
         sub = client.subscribe("b")

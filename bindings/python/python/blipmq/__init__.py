@@ -26,8 +26,17 @@ from ._errors import (
     TimeoutError,
     UnsupportedQos,
 )
+from ._events import (
+    ClientEvent,
+    Closed,
+    Disconnected,
+    Events,
+    ReconnectFailed,
+    Reconnected,
+    ServerError,
+)
 from ._native import Message
-from ._sync import SyncClient, SyncMessage, SyncSubscription, connect_sync
+from ._sync import SyncClient, SyncEvents, SyncMessage, SyncSubscription, connect_sync
 
 __version__: str = _native.__version__
 
@@ -36,8 +45,12 @@ __all__ = [
     "BlipMQError",
     "Client",
     "ClientClosed",
+    "ClientEvent",
+    "Closed",
     "ConnectError",
     "ConnectionClosed",
+    "Disconnected",
+    "Events",
     "Headers",
     "HeadersTooLarge",
     "InvalidArgument",
@@ -46,8 +59,12 @@ __all__ = [
     "Message",
     "PayloadTooLarge",
     "QueueFull",
+    "ReconnectFailed",
+    "Reconnected",
+    "ServerError",
     "Subscription",
     "SyncClient",
+    "SyncEvents",
     "SyncMessage",
     "SyncSubscription",
     "TimeoutError",

@@ -11,6 +11,7 @@ from typing import Iterable, List, Mapping, Optional, Tuple, Type, Union
 
 from . import _native
 from ._errors import ClientClosed
+from ._events import Events
 from ._native import Message
 
 HeaderValue = Union[bytes, str]
@@ -74,6 +75,25 @@ class Client:
     def max_message_size(self) -> int:
         """The largest payload the broker accepts, in bytes."""
         return self._native.max_message_size
+
+    @property
+    def status(self) -> str:
+        """``"connected"``, ``"reconnecting"`` (after a lost connection) or
+        ``"closed"``."""
+        return self._native.status
+
+    def events(self) -> Events:
+        """The connection's changes from this call on, as an async iterator
+        of :data:`ClientEvent` (:class:`Disconnected`, :class:`Reconnected`,
+        :class:`ReconnectFailed`, :class:`ServerError`, :class:`Closed`);
+        it ends after :class:`Closed`. A plain call (not a coroutine), so no
+        event between it and the first ``await`` is missed::
+
+            events = client.events()
+            async for event in events:
+                print(event)
+        """
+        return Events(self._native.events())
 
     async def publish(
         self,

@@ -2,7 +2,7 @@
 # against the built module by tests/test_package.py (mypy stubtest).
 from typing import Any, Awaitable, Generator, List, Optional, Tuple, Union, final
 
-__all__ = ["Client", "Message", "Ready", "Subscription", "__version__", "connect", "shutdown"]
+__all__ = ["Client", "Events", "Message", "Ready", "Subscription", "__version__", "connect", "shutdown"]
 __version__: str
 
 def connect(
@@ -20,6 +20,9 @@ def shutdown() -> None: ...
 class Client:
     @property
     def max_message_size(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    def events(self) -> Events: ...
     def publish(
         self,
         topic: str,
@@ -55,6 +58,10 @@ class Subscription:
     ) -> Awaitable[List[Message]]: ...
     def unsubscribe(self) -> Awaitable[None]: ...
     def detach(self) -> Awaitable[None]: ...
+
+@final
+class Events:
+    def next(self, timeout: Optional[float] = None) -> Awaitable[Tuple[Any, ...]]: ...
 
 @final
 class Message:

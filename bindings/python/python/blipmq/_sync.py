@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, Iterator, List, Optional, Tuple, Ty
 from . import _client
 from ._client import Headers
 from ._errors import ClientClosed
+from ._events import ClientEvent, Events
 from ._native import Message
 
 T = TypeVar("T")
@@ -115,6 +116,16 @@ class SyncClient:
     def max_message_size(self) -> int:
         """The largest payload the broker accepts, in bytes."""
         return self._client.max_message_size
+
+    @property
+    def status(self) -> str:
+        """``"connected"``, ``"reconnecting"`` or ``"closed"``."""
+        return self._client.status
+
+    def events(self) -> SyncEvents:
+        """The connection's changes from this call on; see
+        :meth:`blipmq.Client.events`."""
+        return SyncEvents(self._client.events())
 
     def publish(
         self,
@@ -228,6 +239,29 @@ class SyncSubscription:
             self.detach()
         except ClientClosed:
             pass  # the client closed first: nothing left to undo
+
+
+class SyncEvents:
+    """The blocking twin of :class:`blipmq.Events`: a plain iterator of
+    :data:`blipmq.ClientEvent` that ends after :class:`blipmq.Closed`."""
+
+    __slots__ = ("_events",)
+
+    def __init__(self, events: Events) -> None:
+        self._events = events
+
+    def next(self, timeout: Optional[float] = None) -> ClientEvent:
+        """The next event; see :meth:`blipmq.Events.next`."""
+        return _run(self._events.next, timeout)
+
+    def __iter__(self) -> Iterator[ClientEvent]:
+        return self
+
+    def __next__(self) -> ClientEvent:
+        try:
+            return self.next()
+        except ClientClosed:
+            raise StopIteration from None
 
 
 class SyncMessage:

@@ -1,0 +1,87 @@
+//! `Client.events()`: the changes of a client's connection (client-rs's
+//! `ClientEvent`s), one awaitable at a time. `blipmq/_events.py` turns each
+//! into its public class.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use blipmq::ClientEvent;
+use futures::{Stream, StreamExt};
+use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
+use tokio::sync::Mutex;
+
+use crate::error::{client_closed, timed_out};
+use crate::subscription::{duration, within};
+
+type EventStream = Pin<Box<dyn Stream<Item = ClientEvent> + Send>>;
+
+/// The events of one client from the moment `Client.events()` was called;
+/// ends after the client's `Closed` event. Each call of `events()` gets
+/// every event, whatever other listeners there are.
+#[pyclass(module = "blipmq._native", frozen)]
+pub struct Events {
+    /// `None` once the `Closed` event has been taken: the stream is over.
+    stream: Arc<Mutex<Option<EventStream>>>,
+}
+
+impl Events {
+    pub fn new(stream: impl Stream<Item = ClientEvent> + Send + 'static) -> Events {
+        Events {
+            stream: Arc::new(Mutex::new(Some(Box::pin(stream)))),
+        }
+    }
+}
+
+fn ended() -> PyErr {
+    client_closed("the client has closed: no more events")
+}
+
+#[pymethods]
+impl Events {
+    /// The next event as a tuple `(kind, *fields)`; raises `TimeoutError`
+    /// (601) after `timeout` seconds and `ClientClosed` (603) after the
+    /// `closed` event. A wait that is cancelled or times out loses no event.
+    #[pyo3(signature = (timeout=None))]
+    fn next<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let timeout = duration(timeout)?;
+        let stream = self.stream.clone();
+        crate::runtime::awaitable(py, async move {
+            let mut guard = stream.lock().await;
+            let events = guard.as_mut().ok_or_else(ended)?;
+            let event = match within(timeout, events.next()).await {
+                None => return Err(timed_out("no event within the timeout")),
+                Some(None) => None,
+                Some(Some(event)) => Some(event),
+            };
+            if matches!(event, None | Some(ClientEvent::Closed)) {
+                *guard = None;
+            }
+            match event {
+                Some(event) => to_tuple(event),
+                None => Err(ended()),
+            }
+        })
+    }
+}
+
+/// `(kind, *fields)`: `("reconnected", connection_id)`,
+/// `("disconnected", reason)`, `("reconnect_failed", attempt, error)`,
+/// `("server_error", code, code_name, message)`, `("closed",)`.
+fn to_tuple(event: ClientEvent) -> PyResult<Py<PyAny>> {
+    Python::attach(|py| match event {
+        ClientEvent::Connected { connection_id } => ("reconnected", connection_id).into_py_any(py),
+        ClientEvent::Disconnected { reason } => ("disconnected", reason).into_py_any(py),
+        ClientEvent::ReconnectFailed { attempt, error } => {
+            ("reconnect_failed", attempt, error).into_py_any(py)
+        }
+        ClientEvent::ServerError { code, message } => (
+            "server_error",
+            code.0,
+            code.variant_name().unwrap_or("Unknown"),
+            message,
+        )
+            .into_py_any(py),
+        ClientEvent::Closed => ("closed",).into_py_any(py),
+    })
+}
