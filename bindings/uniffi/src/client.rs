@@ -7,6 +7,7 @@ use std::time::Duration;
 use blipmq::{Client, ReconnectPolicy};
 
 use crate::error::BlipMqError;
+use crate::events::NativeEvents;
 use crate::message::Header;
 use crate::runtime::on_runtime;
 use crate::subscription::NativeSubscription;
@@ -173,6 +174,11 @@ impl NativeClient {
             blipmq::ConnectionStatus::Reconnecting => ConnectionStatus::Reconnecting,
             blipmq::ConnectionStatus::Closed => ConnectionStatus::Closed,
         }
+    }
+
+    /// The connection's changes from this call on (see `events.rs`).
+    pub fn events(&self) -> Arc<NativeEvents> {
+        Arc::new(NativeEvents::new(self.client.events()))
     }
 
     /// The largest payload the broker accepts (from its handshake).

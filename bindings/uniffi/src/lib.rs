@@ -16,6 +16,7 @@
 
 mod client;
 mod error;
+mod events;
 mod message;
 mod runtime;
 mod subscription;

@@ -608,6 +608,11 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 public protocol NativeClientProtocol: AnyObject, Sendable {
     
     /**
+     * The connection's changes from this call on (see `events.rs`).
+     */
+    func events()  -> NativeEvents
+    
+    /**
      * Returns once the broker has handled everything sent before.
      */
     func flush() async throws 
@@ -695,6 +700,18 @@ open class NativeClient: NativeClientProtocol, @unchecked Sendable {
 
     
 
+    
+    /**
+     * The connection's changes from this call on (see `events.rs`).
+     */
+open func events() -> NativeEvents  {
+    return try!  FfiConverterTypeNativeEvents_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_blipmq_uniffi_fn_method_nativeclient_events(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
     
     /**
      * Returns once the broker has handled everything sent before.
@@ -841,6 +858,147 @@ public func FfiConverterTypeNativeClient_lift(_ handle: UInt64) throws -> Native
 #endif
 public func FfiConverterTypeNativeClient_lower(_ value: NativeClient) -> UInt64 {
     return FfiConverterTypeNativeClient.lower(value)
+}
+
+
+
+
+
+
+/**
+ * The events of one client from the moment `NativeClient::events` was
+ * called; every such call gets every event.
+ */
+public protocol NativeEventsProtocol: AnyObject, Sendable {
+    
+    /**
+     * The next event; `None` after `Closed`. Cancelling the call loses no
+     * event.
+     */
+    func next() async  -> ClientEvent?
+    
+}
+/**
+ * The events of one client from the moment `NativeClient::events` was
+ * called; every such call gets every event.
+ */
+open class NativeEvents: NativeEventsProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_blipmq_uniffi_fn_clone_nativeevents(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_blipmq_uniffi_fn_free_nativeevents(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * The next event; `None` after `Closed`. Cancelling the call loses no
+     * event.
+     */
+open func next()async  -> ClientEvent?  {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_blipmq_uniffi_fn_method_nativeevents_next(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_blipmq_uniffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_blipmq_uniffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_blipmq_uniffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypeClientEvent.lift,
+            errorHandler: nil
+            
+        )
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNativeEvents: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = NativeEvents
+
+    public static func lift(_ handle: UInt64) throws -> NativeEvents {
+        return NativeEvents(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: NativeEvents) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NativeEvents {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: NativeEvents, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNativeEvents_lift(_ handle: UInt64) throws -> NativeEvents {
+    return try FfiConverterTypeNativeEvents.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNativeEvents_lower(_ value: NativeEvents) -> UInt64 {
+    return FfiConverterTypeNativeEvents.lower(value)
 }
 
 
@@ -1887,6 +2045,128 @@ public func FfiConverterTypeBlipMqError_lower(_ value: BlipMqError) -> RustBuffe
 }
 
 
+/**
+ * A change of the client's connection.
+ */
+
+public enum ClientEvent: Equatable, Hashable {
+    
+    /**
+     * Connected again (and subscribed again) after a lost connection;
+     * `connection_id` is the broker's id of the new connection.
+     */
+    case reconnected(connectionId: UInt64
+    )
+    /**
+     * The connection was lost; the client reconnects with backoff unless
+     * reconnecting is off.
+     */
+    case disconnected(reason: String
+    )
+    /**
+     * Reconnect attempt `attempt` (from 1) failed; the next follows after a
+     * backoff.
+     */
+    case reconnectFailed(attempt: UInt32, error: String
+    )
+    /**
+     * The broker sent an error that answers no call, e.g. ShuttingDown
+     * before it stops.
+     */
+    case serverError(error: BlipMqError
+    )
+    /**
+     * The client has closed: the last event.
+     */
+    case closed
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ClientEvent: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeClientEvent: FfiConverterRustBuffer {
+    typealias SwiftType = ClientEvent
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ClientEvent {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .reconnected(connectionId: try FfiConverterUInt64.read(from: &buf)
+        )
+        
+        case 2: return .disconnected(reason: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 3: return .reconnectFailed(attempt: try FfiConverterUInt32.read(from: &buf), error: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 4: return .serverError(error: try FfiConverterTypeBlipMqError.read(from: &buf)
+        )
+        
+        case 5: return .closed
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ClientEvent, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .reconnected(connectionId):
+            writeInt(&buf, Int32(1))
+            FfiConverterUInt64.write(connectionId, into: &buf)
+            
+        
+        case let .disconnected(reason):
+            writeInt(&buf, Int32(2))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .reconnectFailed(attempt,error):
+            writeInt(&buf, Int32(3))
+            FfiConverterUInt32.write(attempt, into: &buf)
+            FfiConverterString.write(error, into: &buf)
+            
+        
+        case let .serverError(error):
+            writeInt(&buf, Int32(4))
+            FfiConverterTypeBlipMqError.write(error, into: &buf)
+            
+        
+        case .closed:
+            writeInt(&buf, Int32(5))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClientEvent_lift(_ buf: RustBuffer) throws -> ClientEvent {
+    return try FfiConverterTypeClientEvent.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeClientEvent_lower(_ value: ClientEvent) -> RustBuffer {
+    return FfiConverterTypeClientEvent.lower(value)
+}
+
+
+
 
 public enum ConnectionStatus: Equatable, Hashable {
     
@@ -2116,6 +2396,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeClientEvent: FfiConverterRustBuffer {
+    typealias SwiftType = ClientEvent?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeClientEvent.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeClientEvent.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionSequenceTypeReceivedMessage: FfiConverterRustBuffer {
     typealias SwiftType = [ReceivedMessage]?
 
@@ -2270,6 +2574,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_blipmq_uniffi_checksum_func_connect() != 28885) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_events() != 24341) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_flush() != 15342) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -2286,6 +2593,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe() != 48362) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_blipmq_uniffi_checksum_method_nativeevents_next() != 23647) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativemessage_ack() != 46072) {

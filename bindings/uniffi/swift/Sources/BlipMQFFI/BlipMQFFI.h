@@ -253,6 +253,11 @@ uint64_t uniffi_blipmq_uniffi_fn_clone_nativeclient(uint64_t handle, RustCallSta
 void uniffi_blipmq_uniffi_fn_free_nativeclient(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_EVENTS
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_EVENTS
+uint64_t uniffi_blipmq_uniffi_fn_method_nativeclient_events(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_FLUSH
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_FLUSH
 uint64_t uniffi_blipmq_uniffi_fn_method_nativeclient_flush(uint64_t ptr
@@ -281,6 +286,21 @@ RustBuffer uniffi_blipmq_uniffi_fn_method_nativeclient_status(uint64_t ptr, Rust
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_SUBSCRIBE
 uint64_t uniffi_blipmq_uniffi_fn_method_nativeclient_subscribe(uint64_t ptr, RustBuffer pattern, RustBuffer options
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVEEVENTS
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVEEVENTS
+uint64_t uniffi_blipmq_uniffi_fn_clone_nativeevents(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_FREE_NATIVEEVENTS
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_FREE_NATIVEEVENTS
+void uniffi_blipmq_uniffi_fn_free_nativeevents(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVEEVENTS_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVEEVENTS_NEXT
+uint64_t uniffi_blipmq_uniffi_fn_method_nativeevents_next(uint64_t ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVEMESSAGE
@@ -599,6 +619,12 @@ uint16_t uniffi_blipmq_uniffi_checksum_func_connect(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_EVENTS
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_EVENTS
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_events(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_FLUSH
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_FLUSH
 uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_flush(void
@@ -632,6 +658,12 @@ uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_status(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_SUBSCRIBE
 uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVEEVENTS_NEXT
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVEEVENTS_NEXT
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativeevents_next(void
     
 );
 #endif

@@ -5,6 +5,7 @@ import dev.blipmq.ffi.PublishOptions
 import dev.blipmq.ffi.SubscribeOptions
 import java.io.Closeable
 import kotlin.time.Duration
+import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.runBlocking
 
 /** Delivery guarantee: [Qos.AT_MOST_ONCE] (the default) or [Qos.AT_LEAST_ONCE]. */
@@ -83,6 +84,14 @@ public class Client internal constructor(private val native: NativeClient) : Clo
 
     /** The connection's state now. */
     public val status: ConnectionStatus get() = native.status()
+
+    /**
+     * The connection's changes from this call on, as a [Flow] that can be
+     * collected once and completes after [ClientEvent.Closed]. Events are
+     * kept from the call, not from the start of collecting, so none is
+     * missed while a collector starts; every call gets every event.
+     */
+    public fun events(): Flow<ClientEvent> = eventFlow(native.events())
 
     /** The largest payload the broker accepts (from its handshake). */
     public val maxMessageSize: Long get() = native.maxMessageSize().toLong()

@@ -14,29 +14,46 @@ import java.util.concurrent.TimeUnit
  * pom from scripts/test-kotlin.sh) on 127.0.0.1 port 0, with its own WAL
  * directory; [close] stops it.
  */
-class Broker(env: Map<String, String> = emptyMap()) : Closeable {
+class Broker(private val env: Map<String, String> = emptyMap()) : Closeable {
     private val walDir: File = Files.createTempDirectory("blipmq-kotlin-test").toFile()
-    private val process: Process
+    private var process: Process
     val addr: String
-    private val metricsAddr: String
+    private var metricsAddr: String
 
     init {
+        process = start("127.0.0.1:0")
+        val fields = readyLine(process.inputStream.bufferedReader())
+        addr = fields.getValue("clients")
+        metricsAddr = fields.getValue("metrics")
+    }
+
+    private fun start(bind: String): Process {
         val binary = System.getProperty("blipmq.bin")
             ?: error("set the system property blipmq.bin to the broker binary (scripts/test-kotlin.sh does)")
         check(File(binary).canExecute()) { "no broker binary at $binary" }
         val builder = ProcessBuilder(binary).redirectError(ProcessBuilder.Redirect.DISCARD)
         builder.environment().putAll(
             mapOf(
-                "BLIPMQ_SERVER_BIND_ADDR" to "127.0.0.1:0",
+                "BLIPMQ_SERVER_BIND_ADDR" to bind,
                 "BLIPMQ_METRICS_BIND_ADDR" to "127.0.0.1:0",
                 "BLIPMQ_WAL_DIR" to walDir.path,
                 "RUST_LOG" to "warn",
             ) + env,
         )
-        process = builder.start()
-        val fields = readyLine(process.inputStream.bufferedReader())
-        addr = fields.getValue("clients")
-        metricsAddr = fields.getValue("metrics")
+        return builder.start()
+    }
+
+    /** Stop the broker (gracefully) and start it again on the same port. */
+    fun restart() {
+        stop()
+        process = start(addr)
+        metricsAddr = readyLine(process.inputStream.bufferedReader()).getValue("metrics")
+    }
+
+    /** Stop the broker gracefully (SIGTERM), keeping its WAL directory. */
+    fun stop() {
+        process.destroy()
+        if (!process.waitFor(10, TimeUnit.SECONDS)) process.destroyForcibly().waitFor()
     }
 
     /** The value of an unlabelled metric from `GET /metrics`. */
@@ -57,8 +74,7 @@ class Broker(env: Map<String, String> = emptyMap()) : Closeable {
     }
 
     override fun close() {
-        process.destroy()
-        if (!process.waitFor(10, TimeUnit.SECONDS)) process.destroyForcibly().waitFor()
+        stop()
         walDir.deleteRecursively()
     }
 

@@ -684,6 +684,8 @@ internal object IntegrityCheckingUniffiLib {
     internal fun ensureInitialized() = Unit
     external fun uniffi_blipmq_uniffi_checksum_func_connect(
     ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_events(
+    ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_flush(
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_max_message_size(
@@ -695,6 +697,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_status(
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe(
+    ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativeevents_next(
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativemessage_ack(
     ): Int
@@ -730,6 +734,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_blipmq_uniffi_fn_free_nativeclient(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_blipmq_uniffi_fn_method_nativeclient_events(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_blipmq_uniffi_fn_method_nativeclient_flush(`ptr`: Long,
     ): Long
     external fun uniffi_blipmq_uniffi_fn_method_nativeclient_max_message_size(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -741,6 +747,12 @@ internal object UniffiLib {
     external fun uniffi_blipmq_uniffi_fn_method_nativeclient_status(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_blipmq_uniffi_fn_method_nativeclient_subscribe(`ptr`: Long,`pattern`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_blipmq_uniffi_fn_clone_nativeevents(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_blipmq_uniffi_fn_free_nativeevents(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_blipmq_uniffi_fn_method_nativeevents_next(`ptr`: Long,
     ): Long
     external fun uniffi_blipmq_uniffi_fn_clone_nativemessage(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -884,6 +896,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_blipmq_uniffi_checksum_func_connect() and 0xFFFF) != 28885) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_events() and 0xFFFF) != 24341) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_flush() and 0xFFFF) != 15342) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -900,6 +915,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe() and 0xFFFF) != 48362) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeevents_next() and 0xFFFF) != 23647) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativemessage_ack() and 0xFFFF) != 46072) {
@@ -1389,6 +1407,11 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 public interface NativeClientInterface {
     
     /**
+     * The connection's changes from this call on (see `events.rs`).
+     */
+    fun `events`(): NativeEvents
+    
+    /**
      * Returns once the broker has handled everything sent before.
      */
     suspend fun `flush`()
@@ -1526,6 +1549,22 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
             UniffiLib.uniffi_blipmq_uniffi_fn_clone_nativeclient(handle, status)
         }
     }
+
+    
+    /**
+     * The connection's changes from this call on (see `events.rs`).
+     */override fun `events`(): NativeEvents {
+            return FfiConverterTypeNativeEvents.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_blipmq_uniffi_fn_method_nativeclient_events(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
 
     
     /**
@@ -1696,6 +1735,284 @@ public object FfiConverterTypeNativeClient: FfiConverter<NativeClient, Long> {
     override fun allocationSize(value: NativeClient) = 8UL
 
     override fun write(value: NativeClient, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * The events of one client from the moment `NativeClient::events` was
+ * called; every such call gets every event.
+ */
+public interface NativeEventsInterface {
+    
+    /**
+     * The next event; `None` after `Closed`. Cancelling the call loses no
+     * event.
+     */
+    suspend fun `next`(): ClientEvent?
+    
+    companion object
+}
+
+/**
+ * The events of one client from the moment `NativeClient::events` was
+ * called; every such call gets every event.
+ */
+open class NativeEvents: Disposable, AutoCloseable, NativeEventsInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_blipmq_uniffi_fn_free_nativeevents(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_blipmq_uniffi_fn_clone_nativeevents(handle, status)
+        }
+    }
+
+    
+    /**
+     * The next event; `None` after `Closed`. Cancelling the call loses no
+     * event.
+     */
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `next`() : ClientEvent? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_blipmq_uniffi_fn_method_nativeevents_next(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_blipmq_uniffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypeClientEvent.lift(it) },
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeNativeEvents: FfiConverter<NativeEvents, Long> {
+    override fun lower(value: NativeEvents): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): NativeEvents {
+        return NativeEvents(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): NativeEvents {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: NativeEvents) = 8UL
+
+    override fun write(value: NativeEvents, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -3118,6 +3435,177 @@ public object FfiConverterTypeBlipMqError : FfiConverterRustBuffer<BlipMqExcepti
 
 
 
+/**
+ * A change of the client's connection.
+ */
+sealed class ClientEvent {
+    
+    /**
+     * Connected again (and subscribed again) after a lost connection;
+     * `connection_id` is the broker's id of the new connection.
+     */
+    data class Reconnected(
+        val `connectionId`: kotlin.ULong) : ClientEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * The connection was lost; the client reconnects with backoff unless
+     * reconnecting is off.
+     */
+    data class Disconnected(
+        val `reason`: kotlin.String) : ClientEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * Reconnect attempt `attempt` (from 1) failed; the next follows after a
+     * backoff.
+     */
+    data class ReconnectFailed(
+        val `attempt`: kotlin.UInt, 
+        val `error`: kotlin.String) : ClientEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * The broker sent an error that answers no call, e.g. ShuttingDown
+     * before it stops.
+     */
+    data class ServerError(
+        val `error`: dev.blipmq.ffi.BlipMqException) : ClientEvent()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * The client has closed: the last event.
+     */
+    object Closed : ClientEvent()
+    
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeClientEvent : FfiConverterRustBuffer<ClientEvent>{
+    override fun read(buf: ByteBuffer): ClientEvent {
+        return when(buf.getInt()) {
+            1 -> ClientEvent.Reconnected(
+                FfiConverterULong.read(buf),
+                )
+            2 -> ClientEvent.Disconnected(
+                FfiConverterString.read(buf),
+                )
+            3 -> ClientEvent.ReconnectFailed(
+                FfiConverterUInt.read(buf),
+                FfiConverterString.read(buf),
+                )
+            4 -> ClientEvent.ServerError(
+                FfiConverterTypeBlipMqError.read(buf),
+                )
+            5 -> ClientEvent.Closed
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: ClientEvent): ULong = when(value) {
+        is ClientEvent.Reconnected -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterULong.allocationSize(value.`connectionId`)
+            )
+        }
+        is ClientEvent.Disconnected -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+        }
+        is ClientEvent.ReconnectFailed -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterUInt.allocationSize(value.`attempt`)
+                + FfiConverterString.allocationSize(value.`error`)
+            )
+        }
+        is ClientEvent.ServerError -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterTypeBlipMqError.allocationSize(value.`error`)
+            )
+        }
+        is ClientEvent.Closed -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: ClientEvent, buf: ByteBuffer) {
+        when(value) {
+            is ClientEvent.Reconnected -> {
+                buf.putInt(1)
+                FfiConverterULong.write(value.`connectionId`, buf)
+                Unit
+            }
+            is ClientEvent.Disconnected -> {
+                buf.putInt(2)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is ClientEvent.ReconnectFailed -> {
+                buf.putInt(3)
+                FfiConverterUInt.write(value.`attempt`, buf)
+                FfiConverterString.write(value.`error`, buf)
+                Unit
+            }
+            is ClientEvent.ServerError -> {
+                buf.putInt(4)
+                FfiConverterTypeBlipMqError.write(value.`error`, buf)
+                Unit
+            }
+            is ClientEvent.Closed -> {
+                buf.putInt(5)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+}
+
+
+
+
+
 
 enum class ConnectionStatus {
     
@@ -3293,6 +3781,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
         } else {
             buf.put(1)
             FfiConverterString.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeClientEvent: FfiConverterRustBuffer<ClientEvent?> {
+    override fun read(buf: ByteBuffer): ClientEvent? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeClientEvent.read(buf)
+    }
+
+    override fun allocationSize(value: ClientEvent?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeClientEvent.allocationSize(value)
+        }
+    }
+
+    override fun write(value: ClientEvent?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeClientEvent.write(value, buf)
         }
     }
 }
