@@ -698,7 +698,6 @@ class Client extends EventEmitter {
   publish(topic, payload, options) {
     if (this.#deferredError !== null) return Promise.reject(this.#takeDeferredError())
     if (
-      this.#backpressure === null &&
       !this.#closed &&
       (options === undefined ||
         ((options.qos === undefined || options.qos === 0) && options.headers == null)) &&
@@ -714,6 +713,13 @@ class Client extends EventEmitter {
           this.#flushBatch()
           if (!batch.push(topic, payload, ttlMs)) return this.#publishNow(topic, payload, options)
         }
+        // The native queue is full: the message waits in the batch (which
+        // goes out once the queue has room, or in order behind the waiting
+        // one when it fills), and the caller waits for that room. Batching
+        // on keeps the queue short: one native call per message here made a
+        // publisher several times slower, which is why the queue had been
+        // allowed to grow so long that its memory went cold.
+        if (this.#backpressure !== null) return this.#backpressure
         if (!this.#batchWindow) {
           // The first publish in a while goes at once (a lone publish waits
           // for nothing); the ones right behind it are batched.
@@ -792,14 +798,23 @@ class Client extends EventEmitter {
     // The native queue is full: publishes wait (in order, natively) until it drains.
     const backpressure = pending.then(
       () => {
-        if (this.#backpressure === backpressure) this.#backpressure = null
+        if (this.#backpressure === backpressure) this.#roomAgain()
       },
       (error) => {
-        if (this.#backpressure === backpressure) this.#backpressure = null
+        if (this.#backpressure === backpressure) this.#roomAgain()
         this.#deferredError = convertError(error)
       },
     )
     this.#backpressure = backpressure
+  }
+
+  /** The native queue has room again: what was batched meanwhile goes out by the next turn. */
+  #roomAgain() {
+    this.#backpressure = null
+    if (this.#batch !== null && this.#batch.count > 0 && !this.#batchWindow) {
+      this.#batchWindow = true
+      setImmediate(this.#closeBatchWindow)
+    }
   }
 
   #takeDeferredError() {

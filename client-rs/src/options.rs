@@ -21,7 +21,7 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     pub reconnect: ReconnectPolicy,
     /// Frames that may wait to be sent (a batch of publishes counts as one,
-    /// and 64 MiB of them is the most); publishing waits when it is full.
+    /// and 4 MiB of them is the most); publishing waits when it is full.
     pub outgoing_capacity: usize,
     /// Messages a subscription buffers for its consumer. When it is full the
     /// client stops reading from the broker, so the broker's overflow policy

@@ -469,6 +469,42 @@ describe('concurrency', () => {
     }
   })
 
+  test('publishes made while the outgoing queue is full keep their order, QoS 0 and 1 mixed', async () => {
+    // Nothing awaited in between: QoS 0 publishes made while the queue is
+    // full wait in the client's batch, and a QoS 1 publish must go out
+    // behind them, not before.
+    const blocking = await startBroker({
+      env: { BLIPMQ_QUEUES_OVERFLOW_POLICY: 'block', BLIPMQ_QUEUES_SUBSCRIBER_CAPACITY: '16' },
+    })
+    try {
+      const reader = await connect(blocking.addr, { subscriptionCapacity: 16 })
+      const subscription = await reader.subscribe('mixed')
+      const publisher = await connect(blocking.addr, { outgoingCapacity: 2 })
+      const count = 6000 // 24 MB of 4 KiB payloads
+      const payload = Buffer.alloc(4 * 1024)
+      const published = []
+      let pendingAtOnce = 0
+      for (let i = 0; i < count; i++) {
+        payload.writeUInt32LE(i)
+        const qos = i % 500 === 499 ? 1 : 0
+        const done = publisher.publish('mixed', payload, { qos })
+        if (qos === 0 && (await Promise.race([done, 'pending'])) === 'pending') pendingAtOnce++
+        published.push(done)
+      }
+      for (let i = 0; i < count; i++) {
+        const message = await subscription.next({ timeoutMs: 10_000 })
+        assert.equal(message.payload.readUInt32LE(), i, 'in publish order')
+      }
+      const results = await Promise.all(published)
+      assert.ok(results.filter((r) => typeof r === 'bigint').length === count / 500, 'every QoS 1 publish confirmed')
+      assert.ok(pendingAtOnce > 0, 'the queue was never full')
+      assert.equal(await subscription.next({ timeoutMs: 50 }), null)
+      await Promise.all([reader.close(), publisher.close()])
+    } finally {
+      await blocking.stop()
+    }
+  })
+
   test('publishers on several clients fan out to several subscribers', async () => {
     const subscribers = await Promise.all([0, 1, 2].map(() => client.subscribe('fan.>')))
     const publishers = await Promise.all([0, 1, 2, 3].map(() => connect(broker.addr)))
