@@ -45,6 +45,7 @@ step "rust tests" cargo test --workspace
 step "client with opentelemetry" cargo test -p blipmq --features opentelemetry --test live
 # The client core has no tokio and no sockets without its `tokio` feature.
 step "client on wasm32" cargo check -p blipmq --target wasm32-unknown-unknown --no-default-features
+step "lint (wasm32)" cargo clippy -p blipmq-wasm --target wasm32-unknown-unknown -- -D warnings
 step "docs" env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step "protocol testee" env BLIPMQ_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/blipmq" \
   .venv/bin/python -m pytest -q conformance-tests/testees/python-protocol

@@ -115,6 +115,10 @@ impl ClientBuilder {
     /// Connect through a custom transport and runtime (e.g. a WebSocket in
     /// a browser). The first connection attempt's failure is returned; later
     /// disconnects are handled by the reconnect policy.
+    // On wasm32 the runtime (and so the client's state) is neither Send nor
+    // Sync (`MaybeSend`): browsers run it on one thread, and the `Arc`s that
+    // share it across threads natively are only shared handles there.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub async fn connect_with(
         self,
         addr: impl Into<String>,
