@@ -3,7 +3,13 @@
 //! to become durable, in order, then confirms each to its publisher and
 //! delivers it. The reader never waits for an fsync, so a publisher can
 //! have many QoS 1 messages in flight, and the log batches their fsyncs.
+//!
+//! A QoS 0 message published while QoS 1 messages of the same connection
+//! are still in here queues behind them, so that a connection's messages
+//! reach each subscriber in the order it published them (PUB-6) whatever
+//! their QoS; once the pipeline is empty, QoS 0 goes straight out again.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use blipmq_protocol::{Confirm, Encoder, ErrorCode, ErrorFrame, Frame};
@@ -30,22 +36,63 @@ pub struct StoredPublish {
     pub matches: Matches,
 }
 
+/// What the pipeline delivers, in the order it was handed over.
+enum InOrder {
+    /// A QoS 1 message: confirmed and delivered once it is durable.
+    Stored(StoredPublish),
+    /// A QoS 0 message that came after QoS 1 ones still in the pipeline:
+    /// delivered right after them.
+    Behind {
+        message: MessageRef,
+        matches: Matches,
+    },
+}
+
 pub struct ConfirmPipeline {
-    queue: mpsc::Sender<StoredPublish>,
+    queue: mpsc::Sender<InOrder>,
+    /// Entries handed over and not yet delivered.
+    in_flight: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
 impl ConfirmPipeline {
     pub fn start(shared: Arc<Shared>, outbox: Arc<Outbox>) -> ConfirmPipeline {
         let (queue, receiver) = mpsc::channel(IN_FLIGHT);
-        let task = tokio::spawn(confirm_in_order(shared, outbox, receiver));
-        ConfirmPipeline { queue, task }
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(confirm_in_order(
+            shared,
+            outbox,
+            receiver,
+            in_flight.clone(),
+        ));
+        ConfirmPipeline {
+            queue,
+            in_flight,
+            task,
+        }
+    }
+
+    /// Whether anything handed over is not delivered yet: a QoS 0 message
+    /// must then go [`ConfirmPipeline::push_behind`] it. When this says no,
+    /// everything handed over has been delivered.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
     }
 
     /// Hand over a submitted message; waits while the pipeline is full.
     pub async fn push(&self, stored: StoredPublish) {
+        self.hand_over(InOrder::Stored(stored)).await;
+    }
+
+    /// Hand over a QoS 0 message to deliver after what is in flight.
+    pub async fn push_behind(&self, message: MessageRef, matches: Matches) {
+        self.hand_over(InOrder::Behind { message, matches }).await;
+    }
+
+    async fn hand_over(&self, entry: InOrder) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
         // The task only ends after this sender is dropped, so this succeeds.
-        let _ = self.queue.send(stored).await;
+        let _ = self.queue.send(entry).await;
     }
 
     /// Confirm what is still in flight, then stop.
@@ -67,40 +114,57 @@ pub fn storage_error_code(error: &WalError) -> ErrorCode {
 async fn confirm_in_order(
     shared: Arc<Shared>,
     outbox: Arc<Outbox>,
-    mut queue: mpsc::Receiver<StoredPublish>,
+    mut queue: mpsc::Receiver<InOrder>,
+    in_flight: Arc<AtomicUsize>,
 ) {
     let mut encoder = Encoder::new();
-    while let Some(stored) = queue.recv().await {
-        let lsn = match stored.pending.await {
-            Ok(lsn) => lsn,
-            Err(error) => {
-                warn!(%error, "QoS 1 message not stored");
-                let code = storage_error_code(&error);
-                shared.metrics.error_sent(code);
-                let frame = Frame::Error(ErrorFrame {
-                    code,
-                    message: &error.to_string(),
-                    request_id: stored.publish_id,
-                });
-                let _ = outbox.push_control(|out| encoder.encode(&frame, out));
-                continue;
+    while let Some(entry) = queue.recv().await {
+        match entry {
+            InOrder::Stored(stored) => confirm(&shared, &outbox, &mut encoder, stored).await,
+            InOrder::Behind { message, matches } => {
+                for subscription in matches.targets() {
+                    subscription.enqueue(message.clone(), &shared.metrics).await;
+                }
             }
-        };
-        let confirm = Frame::Confirm(Confirm {
-            publish_id: stored.publish_id,
-            message_id: stored.message.message_id,
-        });
-        if outbox
-            .push_control(|out| encoder.encode(&confirm, out))
-            .is_err()
-        {
-            warn!("publisher does not read its confirms");
         }
-        shared
-            .durable
-            .stored(lsn, &stored.topic, stored.message.clone());
-        deliver_at_qos0(&shared, &stored.matches, &stored.message).await;
+        // After the delivery: a reader that sees the count at 0 may send
+        // straight out, behind everything delivered here.
+        in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Wait for `stored` to be durable, then confirm it and deliver it (or
+/// answer the publisher with the log's error).
+async fn confirm(shared: &Shared, outbox: &Outbox, encoder: &mut Encoder, stored: StoredPublish) {
+    let lsn = match stored.pending.await {
+        Ok(lsn) => lsn,
+        Err(error) => {
+            warn!(%error, "QoS 1 message not stored");
+            let code = storage_error_code(&error);
+            shared.metrics.error_sent(code);
+            let frame = Frame::Error(ErrorFrame {
+                code,
+                message: &error.to_string(),
+                request_id: stored.publish_id,
+            });
+            let _ = outbox.push_control(|out| encoder.encode(&frame, out));
+            return;
+        }
+    };
+    let confirm = Frame::Confirm(Confirm {
+        publish_id: stored.publish_id,
+        message_id: stored.message.message_id,
+    });
+    if outbox
+        .push_control(|out| encoder.encode(&confirm, out))
+        .is_err()
+    {
+        warn!("publisher does not read its confirms");
+    }
+    shared
+        .durable
+        .stored(lsn, &stored.topic, stored.message.clone());
+    deliver_at_qos0(shared, &stored.matches, &stored.message).await;
 }
 
 /// A stored QoS 1 message reaches live, non-durable subscriptions as at QoS

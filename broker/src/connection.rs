@@ -131,6 +131,9 @@ enum Publishing {
     /// A `block` queue was full: these subscriptions still wait for the
     /// message (the full one first), in fan-out order.
     Blocked(MessageRef, Vec<Arc<Subscription>>),
+    /// A QoS 0 message behind QoS 1 ones of this connection that are not
+    /// delivered yet: it goes through the confirm pipeline after them.
+    Behind(MessageRef, Matches),
 }
 
 /// Whether the read loop goes on after a frame.
@@ -449,6 +452,13 @@ impl Reader {
                 // publishes wait on a disk sync anyway.
                 Box::pin(self.publish_durable(publish_id, topic, message, matches)).await
             }
+            Publishing::Behind(message, matches) => {
+                self.wakes.wake_all();
+                if let Some(confirms) = &self.confirms {
+                    confirms.push_behind(message, matches).await;
+                }
+                Flow::Continue
+            }
             Publishing::Blocked(message, waiting) => {
                 // The writers must drain what is queued for the full queue to empty.
                 self.wakes.wake_all();
@@ -539,6 +549,9 @@ impl Reader {
         }
         if durable {
             return Publishing::Durable(message, matches);
+        }
+        if self.confirms.as_ref().is_some_and(ConfirmPipeline::is_busy) {
+            return Publishing::Behind(message, matches);
         }
         let metrics = &self.shared.metrics;
         let mut targets = matches.targets();

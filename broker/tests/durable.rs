@@ -310,6 +310,46 @@ async fn many_qos1_publishes_in_flight_are_confirmed_in_order() {
 }
 
 #[tokio::test]
+async fn qos0_after_qos1_on_one_connection_keeps_publish_order() {
+    // A QoS 1 message is delivered only once it is durable; a QoS 0 message
+    // right behind it must not overtake it (PUB-6), and once nothing is in
+    // flight QoS 0 goes straight out again.
+    let broker = TestBroker::start().await;
+    let mut subscriber = broker.client().await;
+    subscriber.subscribe("mixed").await;
+    let mut producer = broker.client().await;
+    let expected: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    for (i, payload) in expected.iter().enumerate() {
+        producer
+            .send(&Frame::Publish(Publish {
+                publish_id: if i % 3 == 0 { 1 + i as u64 } else { 0 },
+                topic: "mixed",
+                payload: payload.as_bytes(),
+                ttl_ms: 0,
+                qos: u8::from(i % 3 == 0),
+                headers: vec![],
+            }))
+            .await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..expected.len() {
+        got.push(String::from_utf8(subscriber.expect_delivery().await.payload).unwrap());
+    }
+    assert_eq!(got, expected, "delivered in publish order");
+    for i in (0..100u64).step_by(3) {
+        let body = producer.recv_owned().await.unwrap();
+        match decode(&body).unwrap() {
+            Frame::Confirm(c) => assert_eq!(c.publish_id, 1 + i),
+            other => panic!("expected Confirm, got {other:?}"),
+        }
+    }
+    // Nothing in flight now: a QoS 0 message goes out on its own.
+    producer.publish("mixed", b"last").await;
+    assert_eq!(subscriber.expect_delivery().await.payload, b"last");
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn a_durable_subscription_outlives_the_segments_released_since_it_was_created() {
     // Retention deletes acked history segment by segment, including the
     // segment that was current when the subscription was made; the
