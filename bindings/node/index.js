@@ -658,6 +658,7 @@ class Client extends EventEmitter {
   // the next publish or flush rejects with it.
   #deferredError = null
   #closed = false
+  #closeEmitted = false
 
   constructor(nativeClient) {
     super()
@@ -672,6 +673,8 @@ class Client extends EventEmitter {
 
   /** One NativeEvent (src/client.rs) as the event it stands for. */
   #emitEvent(event) {
+    // 'close' is the last event; close() may have emitted it already.
+    if (this.#closeEmitted) return
     switch (event.kind) {
       case 'connected':
         this.emit('reconnect', event.connectionId)
@@ -686,7 +689,7 @@ class Client extends EventEmitter {
         this.emit('serverError', codedError(event.code, event.codeName, event.message))
         break
       case 'closed':
-        this.emit('close')
+        this.#emitClose()
         break
     }
   }
@@ -842,10 +845,21 @@ class Client extends EventEmitter {
   }
 
   /** Send what is queued and close. Subscriptions end; later calls fail with ClientClosedError. */
-  close() {
+  async close() {
     this.#flushBatch()
     this.#closed = true
-    return call(() => this.#native.close())
+    await call(() => this.#native.close())
+    // The native 'closed' event comes through another queue than this
+    // answer and may arrive after it, or never, if nothing keeps the
+    // process alive to take it: a listener must have heard 'close' by the
+    // time close() resolves.
+    this.#emitClose()
+  }
+
+  #emitClose() {
+    if (this.#closeEmitted) return
+    this.#closeEmitted = true
+    this.emit('close')
   }
 
   /** `'connected'`, `'reconnecting'` or `'closed'`. */

@@ -429,6 +429,7 @@ function settled(waiter) {
  */
 export class Client extends EventTarget {
   #native
+  #closeDispatched = false
 
   constructor(nativeClient) {
     super()
@@ -442,6 +443,8 @@ export class Client extends EventTarget {
 
   /** One native event (src/client.rs `event_to_js`) as the event it stands for. */
   #dispatch(event) {
+    // 'close' is the last event; close() may have dispatched it already.
+    if (this.#closeDispatched) return
     const fire = (type, detail) => this.dispatchEvent(new CustomEvent(type, { detail }))
     switch (event.kind) {
       case 'connected':
@@ -457,7 +460,7 @@ export class Client extends EventTarget {
         fire('serverError', { error: codedError(event.code, event.codeName, event.message) })
         break
       case 'closed':
-        fire('close', {})
+        this.#dispatchClose()
         break
     }
   }
@@ -490,8 +493,17 @@ export class Client extends EventTarget {
   }
 
   /** Send what is queued and close. Subscriptions end; later calls fail with ClientClosedError. */
-  close() {
-    return call(() => this.#native.close())
+  async close() {
+    await call(() => this.#native.close())
+    // The native 'closed' event may come after this answer: a listener
+    // has heard 'close' by the time close() resolves.
+    this.#dispatchClose()
+  }
+
+  #dispatchClose() {
+    if (this.#closeDispatched) return
+    this.#closeDispatched = true
+    this.dispatchEvent(new CustomEvent('close', { detail: {} }))
   }
 
   /** `'connected'`, `'reconnecting'` or `'closed'`. */

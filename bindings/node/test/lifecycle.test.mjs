@@ -79,6 +79,26 @@ test('the client reconnects and resubscribes after a broker restart, and says so
   }
 })
 
+test("'close' comes once, last, and before close() resolves", async () => {
+  const broker = await startBroker()
+  const client = await connect(broker.addr)
+  const events = []
+  for (const name of ['disconnect', 'reconnect', 'reconnectFailed', 'serverError', 'close']) {
+    client.on(name, () => events.push(name))
+  }
+  try {
+    await client.close()
+    assert.deepEqual(events, ['close'], 'heard before close() resolved')
+    await client.close()
+    await broker.stop()
+    // Whatever the native side still had queued comes to nothing now.
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    assert.deepEqual(events, ['close'])
+  } finally {
+    await broker.stop()
+  }
+})
+
 test('while the broker stays away, each failed reconnect attempt is an event', async () => {
   const broker = await startBroker()
   const client = await connect(broker.addr)

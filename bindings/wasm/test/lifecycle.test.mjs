@@ -78,6 +78,25 @@ test('a client dropped without close() can still be collected: its events hold i
   }
 })
 
+test("'close' comes once, last, and before close() resolves", async () => {
+  const broker = await startBroker()
+  const client = await connect(broker.url)
+  const events = []
+  for (const name of ['disconnect', 'reconnect', 'reconnectFailed', 'serverError', 'close']) {
+    client.addEventListener(name, () => events.push(name))
+  }
+  try {
+    await client.close()
+    assert.deepEqual(events, ['close'], 'heard before close() resolved')
+    await client.close()
+    await broker.stop()
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    assert.deepEqual(events, ['close'])
+  } finally {
+    await broker.stop()
+  }
+})
+
 test('without reconnect, a broker shutdown ends the client and its subscriptions', async () => {
   const broker = await startBroker()
   const client = await connect(broker.url, { reconnect: false })
