@@ -42,6 +42,8 @@ pub(crate) struct Connected {
     writer: Box<dyn TransportWriter>,
     /// Bytes received after the Welcome.
     buffered: BytesMut,
+    /// The broker's id of this connection (from its Welcome).
+    connection_id: u64,
 }
 
 /// Connect and complete the handshake, within the connect timeout.
@@ -98,13 +100,11 @@ async fn handshake(
                             max_key_size: welcome.max_header_key_size.into(),
                             max_total_size: welcome.max_headers_size as usize,
                         };
-                        inner.emit(ClientEvent::Connected {
-                            connection_id: welcome.connection_id,
-                        });
                         Ok(Connected {
                             reader,
                             writer,
                             buffered: buf,
+                            connection_id: welcome.connection_id,
                         })
                     }
                     Ok(Frame::Error(e)) => {
@@ -155,9 +155,12 @@ pub(crate) async fn run(
     shutdown: async_channel::Receiver<()>,
     done: oneshot::Sender<()>,
 ) {
+    // The first connection was announced by `connect` returning; later
+    // ones by a `Connected` event.
+    let mut reconnected = false;
     loop {
         inner.set_status(ConnectionStatus::Connected);
-        let reason = serve(&inner, &mut connection, &shutdown).await;
+        let reason = serve(&inner, &mut connection, &shutdown, reconnected).await;
         inner.subscriptions.lock().unwrap().disconnect();
         inner.fail_pending(&Failure::Disconnected.error(format!("connection lost: {reason}")));
         if inner.is_closed() || shutdown.is_closed() {
@@ -172,7 +175,10 @@ pub(crate) async fn run(
         }
         inner.set_status(ConnectionStatus::Reconnecting);
         match reconnect(&inner, &*connector, &addr, &shutdown).await {
-            Some(next) => connection = next,
+            Some(next) => {
+                connection = next;
+                reconnected = true;
+            }
             None => break,
         }
     }
@@ -221,15 +227,25 @@ async fn reconnect(
     }
 }
 
-/// Resubscribe, then read and write until the connection fails or the client
-/// closes. Returns why it ended.
+/// Resubscribe (and, after a reconnect, announce the connection), then read
+/// and write until the connection fails or the client closes. Returns why it
+/// ended.
 async fn serve(
     inner: &Inner,
     connection: &mut Connected,
     shutdown: &async_channel::Receiver<()>,
+    announce: bool,
 ) -> String {
     if let Err(e) = resubscribe(inner, &mut *connection.writer).await {
         return format!("resubscribe failed: {e}");
+    }
+    if announce {
+        // After the Subscribes went out: whatever the client sends once it
+        // has heard of the connection (a flush, a publish to itself) reaches
+        // the broker after them.
+        inner.emit(ClientEvent::Connected {
+            connection_id: connection.connection_id,
+        });
     }
     let read = read_loop(inner, &mut *connection.reader, &mut connection.buffered);
     let write = write_loop(&mut *connection.writer, &inner.outgoing, shutdown);

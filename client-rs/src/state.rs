@@ -112,6 +112,8 @@ pub enum ConnectionStatus {
 /// Something that happened to the client's connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientEvent {
+    /// Connected again after a lost connection, with the subscriptions sent
+    /// again: anything sent from now on reaches the broker after them.
     Connected {
         connection_id: u64,
     },

@@ -14,7 +14,8 @@ use crate::runtime::on_runtime;
 /// A change of the client's connection.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum ClientEvent {
-    /// Connected again (and subscribed again) after a lost connection;
+    /// Connected again after a lost connection, with the subscriptions sent
+    /// again (anything sent from now on reaches the broker after them);
     /// `connection_id` is the broker's id of the new connection.
     Reconnected { connection_id: u64 },
     /// The connection was lost; the client reconnects with backoff unless

@@ -46,6 +46,27 @@ function bytes(value, name) {
   return Buffer.from(value, 'base64')
 }
 
+function flag(args, name) {
+  const value = args[name]
+  if (value == null) return false
+  if (typeof value !== 'boolean') throw invalid(`\`${name}\` must be true or false`)
+  return value
+}
+
+/** The client's events from now on, for `events` (failed reconnect attempts left out). */
+function eventLog(client) {
+  const log = { events: [], wake: null }
+  const push = (event) => {
+    log.events.push(event)
+    log.wake?.()
+  }
+  client.on('serverError', (error) => push({ kind: 'server_error', code: error.code }))
+  client.on('disconnect', () => push({ kind: 'disconnected' }))
+  client.on('reconnect', () => push({ kind: 'reconnected' }))
+  client.on('close', () => push({ kind: 'closed' }))
+  return log
+}
+
 function actorOf(name) {
   const actor = actors.get(name)
   if (actor === undefined) throw new Failure(CLIENT_CLOSED, `actor \`${name}\` has no client`)
@@ -66,19 +87,19 @@ async function closeActor(name) {
 }
 
 const operations = {
-  hello: async () => ({ sdk: 'node', version: '0.1.0', capabilities: ['pubsub', 'headers', 'qos1'] }),
+  hello: async () => ({ sdk: 'node', version: '0.1.0', capabilities: ['pubsub', 'headers', 'qos1', 'events'] }),
 
   async connect(name, args) {
     const addr = str(args, 'addr')
     const options = {
       apiKey: str(args, 'api_key', true),
       name: str(args, 'name', true),
-      reconnect: false,
+      reconnect: flag(args, 'reconnect'),
       subscriptionCapacity: uint(args, 'subscription_capacity', true),
     }
     await closeActor(name)
     const client = await connect(addr, options)
-    actors.set(name, { client, subscriptions: new Map(), unacked: new Map() })
+    actors.set(name, { client, subscriptions: new Map(), unacked: new Map(), events: eventLog(client) })
     return {}
   },
 
@@ -166,6 +187,32 @@ const operations = {
   async flush(name) {
     await actorOf(name).client.flush()
     return {}
+  },
+
+  // The events since the connect or the last `events`, up to the first of
+  // kind `until` or until `timeout_ms` passes.
+  async events(name, args) {
+    const log = actorOf(name).events
+    const until = str(args, 'until')
+    const deadline = Date.now() + Math.min(uint(args, 'timeout_ms'), 2 ** 31 - 1)
+    const taken = []
+    for (;;) {
+      while (log.events.length > 0) {
+        const event = log.events.shift()
+        taken.push(event)
+        if (event.kind === until) return { events: taken }
+      }
+      const remaining = deadline - Date.now()
+      if (remaining <= 0) return { events: taken }
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, remaining)
+        log.wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      log.wake = null
+    }
   },
 }
 

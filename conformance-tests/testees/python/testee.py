@@ -54,6 +54,14 @@ class Args:
             raise invalid(f"`{name}` must be a non-negative integer")
         return value
 
+    def flag(self, name: str) -> bool:
+        value = self.args.get(name)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise invalid(f"`{name}` must be true or false")
+        return value
+
     def req(self, name: str, kind: type) -> Any:
         value = self.opt(name, kind)
         if value is None:
@@ -87,6 +95,8 @@ def encode(data: bytes) -> str:
 class Actor:
     def __init__(self, client: blipmq.Client) -> None:
         self.client = client
+        # From the connect on, for `events`.
+        self.events = client.events()
         self.subscriptions: Dict[str, blipmq.Subscription] = {}
         # Received QoS 1 deliveries not acked yet, by (sub, delivery id).
         self.unacked: Dict[Tuple[str, int], blipmq.Message] = {}
@@ -131,7 +141,7 @@ class Testee:
             raise Failure(CLIENT_CLOSED, f"actor `{name}` has no client") from None
 
     async def op_hello(self, args: Args) -> Dict[str, Any]:
-        return {"sdk": "python", "version": blipmq.__version__, "capabilities": ["pubsub", "headers", "qos1"]}
+        return {"sdk": "python", "version": blipmq.__version__, "capabilities": ["pubsub", "headers", "qos1", "events"]}
 
     async def op_connect(self, name: str, args: Args) -> Dict[str, Any]:
         addr = args.req("addr", str)
@@ -142,7 +152,11 @@ class Testee:
         if previous is not None:
             await previous.client.close()
         client = await blipmq.connect(
-            addr, api_key=api_key, name=client_name, reconnect=False, subscription_capacity=capacity
+            addr,
+            api_key=api_key,
+            name=client_name,
+            reconnect=args.flag("reconnect"),
+            subscription_capacity=capacity,
         )
         self.actors[name] = Actor(client)
         return {}
@@ -203,6 +217,34 @@ class Testee:
     async def op_flush(self, name: str, args: Args) -> Dict[str, Any]:
         await self.actor(name).client.flush()
         return {}
+
+    async def op_events(self, name: str, args: Args) -> Dict[str, Any]:
+        """The events since the connect or the last `events`, up to the
+        first of kind `until` or until `timeout_ms` passes; failed reconnect
+        attempts left out."""
+        actor = self.actor(name)
+        until = args.req("until", str)
+        deadline = time.monotonic() + args.req("timeout_ms", int) / 1000
+        events: List[Dict[str, Any]] = []
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.0)
+            try:
+                event = await actor.events.next(timeout=remaining)
+            except (blipmq.TimeoutError, blipmq.ClientClosed):
+                break
+            if isinstance(event, blipmq.ServerError):
+                events.append({"kind": "server_error", "code": event.error.code})
+            elif isinstance(event, blipmq.Disconnected):
+                events.append({"kind": "disconnected"})
+            elif isinstance(event, blipmq.Reconnected):
+                events.append({"kind": "reconnected"})
+            elif isinstance(event, blipmq.Closed):
+                events.append({"kind": "closed"})
+            else:
+                continue  # a failed reconnect attempt
+            if events[-1]["kind"] == until:
+                break
+        return {"events": events}
 
     async def op_receive(self, name: str, args: Args) -> Dict[str, Any]:
         """Up to `count` messages within `timeout_ms` in all; what is already

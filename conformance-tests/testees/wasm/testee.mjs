@@ -52,6 +52,27 @@ function bytes(value, name) {
 
 const base64 = (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')
 
+function flag(args, name) {
+  const value = args[name]
+  if (value == null) return false
+  if (typeof value !== 'boolean') throw invalid(`\`${name}\` must be true or false`)
+  return value
+}
+
+/** The client's events from now on, for `events` (failed reconnect attempts left out). */
+function eventLog(client) {
+  const log = { events: [], wake: null }
+  const push = (event) => {
+    log.events.push(event)
+    log.wake?.()
+  }
+  client.addEventListener('serverError', (event) => push({ kind: 'server_error', code: event.detail.error.code }))
+  client.addEventListener('disconnect', () => push({ kind: 'disconnected' }))
+  client.addEventListener('reconnect', () => push({ kind: 'reconnected' }))
+  client.addEventListener('close', () => push({ kind: 'closed' }))
+  return log
+}
+
 function actorOf(name) {
   const actor = actors.get(name)
   if (actor === undefined) throw new Failure(CLIENT_CLOSED, `actor \`${name}\` has no client`)
@@ -72,7 +93,7 @@ async function closeActor(name) {
 }
 
 const operations = {
-  hello: async () => ({ sdk: 'wasm', version: '0.1.0', capabilities: ['pubsub', 'headers', 'qos1'] }),
+  hello: async () => ({ sdk: 'wasm', version: '0.1.0', capabilities: ['pubsub', 'headers', 'qos1', 'events'] }),
 
   async connect(name, args) {
     // The WebSocket listener; `addr` (TCP) only when the runner gives none.
@@ -81,12 +102,12 @@ const operations = {
       WebSocket,
       apiKey: str(args, 'api_key', true),
       name: str(args, 'name', true),
-      reconnect: false,
+      reconnect: flag(args, 'reconnect'),
       subscriptionCapacity: uint(args, 'subscription_capacity', true),
     }
     await closeActor(name)
     const client = await connect(addr, options)
-    actors.set(name, { client, subscriptions: new Map(), unacked: new Map() })
+    actors.set(name, { client, subscriptions: new Map(), unacked: new Map(), events: eventLog(client) })
     return {}
   },
 
@@ -174,6 +195,32 @@ const operations = {
   async flush(name) {
     await actorOf(name).client.flush()
     return {}
+  },
+
+  // The events since the connect or the last `events`, up to the first of
+  // kind `until` or until `timeout_ms` passes.
+  async events(name, args) {
+    const log = actorOf(name).events
+    const until = str(args, 'until')
+    const deadline = Date.now() + Math.min(uint(args, 'timeout_ms'), 2 ** 31 - 1)
+    const taken = []
+    for (;;) {
+      while (log.events.length > 0) {
+        const event = log.events.shift()
+        taken.push(event)
+        if (event.kind === until) return { events: taken }
+      }
+      const remaining = deadline - Date.now()
+      if (remaining <= 0) return { events: taken }
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, remaining)
+        log.wake = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+      })
+      log.wake = null
+    }
   },
 }
 

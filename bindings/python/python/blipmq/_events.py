@@ -21,8 +21,10 @@ from ._errors import BlipMQError, ClientClosed, error_from_code
 
 @dataclass(frozen=True)
 class Reconnected:
-    """The client is connected again (and has subscribed again) after a
-    lost connection; ``connection_id`` is the broker's id of the new one."""
+    """The client is connected again after a lost connection and has sent
+    its subscriptions again: whatever it sends from now on (a
+    :meth:`Client.flush`, say) reaches the broker after them.
+    ``connection_id`` is the broker's id of the new connection."""
 
     connection_id: int
 

@@ -127,6 +127,16 @@ impl Args {
         }
     }
 
+    pub fn opt_bool(&self, name: &str) -> Result<Option<bool>, Failure> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| Failure::invalid(format!("`{name}` must be true or false"))),
+        }
+    }
+
     pub fn u64(&self, name: &str) -> Result<u64, Failure> {
         self.opt_u64(name)?
             .ok_or_else(|| Failure::invalid(format!("missing `{name}`")))

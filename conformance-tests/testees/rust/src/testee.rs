@@ -2,10 +2,13 @@
 //! One `Testee` holds every actor's client and its named subscriptions.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::time::Duration;
 
-use blipmq::{Client, PublishOptions, Qos, ReconnectPolicy, SubscribeOptions, Subscription};
-use futures::StreamExt;
+use blipmq::{
+    Client, ClientEvent, PublishOptions, Qos, ReconnectPolicy, SubscribeOptions, Subscription,
+};
+use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -23,6 +26,8 @@ struct Actor {
     subscriptions: HashMap<String, Subscription>,
     /// Received QoS 1 messages not acked yet: (sub, delivery id) -> message.
     unacked: HashMap<(String, u64), blipmq::Message>,
+    /// The client's events since its connect, for `events`.
+    events: Pin<Box<dyn Stream<Item = ClientEvent> + Send>>,
 }
 
 impl Actor {
@@ -49,7 +54,7 @@ impl Testee {
                 "`{op}` needs raw protocol access, which the Rust client does not expose"
             )),
             "hello" | "connect" | "close" | "publish" | "subscribe" | "unsubscribe" | "receive"
-            | "ack" | "flush" => match self.dispatch(actor, &op, &args).await {
+            | "ack" | "flush" | "events" => match self.dispatch(actor, &op, &args).await {
                 Ok(value) => Outcome::Ok(value),
                 Err(failure) => Outcome::Err(failure),
             },
@@ -89,6 +94,7 @@ impl Testee {
                     "unsubscribe" => unsubscribe(actor, args).await,
                     "receive" => receive(actor, args).await,
                     "ack" => ack(actor, args).await,
+                    "events" => events(actor, args).await,
                     _ => flush(actor).await,
                 }
             }
@@ -102,7 +108,10 @@ impl Testee {
         if let Some(previous) = self.actors.remove(&name) {
             previous.close().await;
         }
-        let mut builder = Client::builder().reconnect(ReconnectPolicy::disabled());
+        let mut builder = Client::builder();
+        if !args.opt_bool("reconnect")?.unwrap_or(false) {
+            builder = builder.reconnect(ReconnectPolicy::disabled());
+        }
         if let Some(key) = api_key {
             builder = builder.api_key(key);
         }
@@ -116,12 +125,14 @@ impl Testee {
             .connect(addr)
             .await
             .map_err(|e| Failure::from_sdk(&e))?;
+        let events = Box::pin(client.events());
         self.actors.insert(
             name,
             Actor {
                 client,
                 subscriptions: HashMap::new(),
                 unacked: HashMap::new(),
+                events,
             },
         );
         Ok(json!({}))
@@ -136,7 +147,7 @@ fn hello() -> Value {
     json!({
         "sdk": "rust",
         "version": env!("CARGO_PKG_VERSION"),
-        "capabilities": ["pubsub", "headers", "qos1"],
+        "capabilities": ["pubsub", "headers", "qos1", "events"],
     })
 }
 
@@ -256,6 +267,33 @@ async fn receive(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
         }
     }
     Ok(json!({ "messages": messages }))
+}
+
+/// The actor's events since its connect or the last `events`, in order,
+/// up to the first of kind `until` (or until `timeout_ms` passes), leaving
+/// out failed reconnect attempts (how many there are depends on timing).
+async fn events(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
+    let until = args.str("until")?;
+    let timeout_ms = args.u64("timeout_ms")?.min(MAX_RECEIVE_WAIT_MS);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    let mut events = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, actor.events.next()).await {
+        let event = match event {
+            ClientEvent::ServerError { code, .. } => {
+                json!({ "kind": "server_error", "code": code.0 })
+            }
+            ClientEvent::Disconnected { .. } => json!({ "kind": "disconnected" }),
+            ClientEvent::Connected { .. } => json!({ "kind": "reconnected" }),
+            ClientEvent::Closed => json!({ "kind": "closed" }),
+            ClientEvent::ReconnectFailed { .. } => continue,
+        };
+        let done = event["kind"] == until;
+        events.push(event);
+        if done {
+            break;
+        }
+    }
+    Ok(json!({ "events": events }))
 }
 
 /// Ack a message `receive` returned, by its delivery id.

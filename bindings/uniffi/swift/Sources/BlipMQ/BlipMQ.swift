@@ -2052,7 +2052,8 @@ public func FfiConverterTypeBlipMqError_lower(_ value: BlipMqError) -> RustBuffe
 public enum ClientEvent: Equatable, Hashable {
     
     /**
-     * Connected again (and subscribed again) after a lost connection;
+     * Connected again after a lost connection, with the subscriptions sent
+     * again (anything sent from now on reaches the broker after them);
      * `connection_id` is the broker's id of the new connection.
      */
     case reconnected(connectionId: UInt64

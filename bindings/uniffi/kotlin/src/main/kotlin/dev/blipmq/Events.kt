@@ -11,7 +11,11 @@ import kotlinx.coroutines.flow.flow
  * connection; these say what it went through.
  */
 public sealed class ClientEvent {
-    /** Connected (and subscribed) again; [connectionId] is the broker's id of the new connection. */
+    /**
+     * Connected again, with the subscriptions sent again: whatever the client sends from now on
+     * (a [Client.flush], say) reaches the broker after them. [connectionId] is the broker's id of
+     * the new connection.
+     */
     public data class Reconnected(val connectionId: ULong) : ClientEvent()
 
     /** The connection was lost; the client reconnects with backoff unless reconnecting is off. */

@@ -3441,7 +3441,8 @@ public object FfiConverterTypeBlipMqError : FfiConverterRustBuffer<BlipMqExcepti
 sealed class ClientEvent {
     
     /**
-     * Connected again (and subscribed again) after a lost connection;
+     * Connected again after a lost connection, with the subscriptions sent
+     * again (anything sent from now on reaches the broker after them);
      * `connection_id` is the broker's id of the new connection.
      */
     data class Reconnected(

@@ -10,6 +10,7 @@ package dev.blipmq.testee
 import dev.blipmq.BlipMQ
 import dev.blipmq.BlipMQException
 import dev.blipmq.Client
+import dev.blipmq.ClientEvent
 import dev.blipmq.Header
 import dev.blipmq.Message
 import dev.blipmq.Qos
@@ -18,9 +19,14 @@ import java.io.FileDescriptor
 import java.io.FileOutputStream
 import java.util.Base64
 import kotlin.time.Duration.Companion.milliseconds
+import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.Job
+import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withContext
+import kotlinx.coroutines.withTimeoutOrNull
 import kotlinx.serialization.json.Json
 import kotlinx.serialization.json.JsonArray
 import kotlinx.serialization.json.JsonElement
@@ -61,6 +67,13 @@ private class Args(private val args: JsonObject) {
 
     fun uint(name: String): Long = optUint(name) ?: throw invalid("missing `$name`")
 
+    fun flag(name: String): Boolean = when (val value = args[name]) {
+        null, JsonNull -> false
+        is JsonPrimitive -> value.takeUnless { it.isString }?.content?.toBooleanStrictOrNull()
+            ?: throw invalid("`$name` must be true or false")
+        else -> throw invalid("`$name` must be true or false")
+    }
+
     fun bytes(name: String): ByteArray = decode(str(name), name)
 
     fun qos(): Qos = when (val qos = optUint("qos")) {
@@ -88,21 +101,46 @@ private fun decode(text: String, name: String): ByteArray =
 
 private fun encode(bytes: ByteArray): String = Base64.getEncoder().encodeToString(bytes)
 
-private class Actor(val client: Client) {
+private class Actor(val client: Client, scope: CoroutineScope) {
     val subscriptions = HashMap<String, Subscription>()
 
     /** Received QoS 1 messages not acked yet: (sub, delivery id) -> message. */
     val unacked = HashMap<Pair<String, ULong>, Message>()
+
+    /** An event a timed-out wait took from [events] before it was cancelled. */
+    val undelivered = ArrayDeque<JsonObject>()
+
+    /** The client's events from the connect on, for `events` (failed reconnect attempts left out). */
+    val events = Channel<JsonObject>(Channel.UNLIMITED) { undelivered.addLast(it) }
+
+    private val collector: Job = client.events().let { flow ->
+        scope.launch {
+            flow.collect { event ->
+                val json = when (event) {
+                    is ClientEvent.ServerError -> buildJsonObject {
+                        put("kind", "server_error")
+                        put("code", event.error.code)
+                    }
+                    is ClientEvent.Disconnected -> buildJsonObject { put("kind", "disconnected") }
+                    is ClientEvent.Reconnected -> buildJsonObject { put("kind", "reconnected") }
+                    ClientEvent.Closed -> buildJsonObject { put("kind", "closed") }
+                    is ClientEvent.ReconnectFailed -> null
+                }
+                if (json != null) events.send(json)
+            }
+        }
+    }
 
     fun subscription(name: String): Subscription = subscriptions[name] ?: throw invalid("no subscription `$name`")
 
     suspend fun close() {
         client.closeAndWait()
         subscriptions.values.forEach { it.close() }
+        collector.cancel()
     }
 }
 
-private class Testee {
+private class Testee(private val scope: CoroutineScope) {
     private val actors = HashMap<String, Actor>()
 
     /** The reply fields for one request: `ok`, `err` or `skipped`. */
@@ -128,6 +166,7 @@ private class Testee {
                     "unsubscribe" -> unsubscribe(actor, args)
                     "receive" -> receive(actor, args)
                     "ack" -> ack(actor, args)
+                    "events" -> events(actor, args)
                     else -> {
                         actor.client.flush()
                         JsonObject(emptyMap())
@@ -148,7 +187,7 @@ private class Testee {
     private fun hello() = buildJsonObject {
         put("sdk", "kotlin")
         put("version", BlipMQ.VERSION)
-        put("capabilities", buildJsonArray { listOf("pubsub", "headers", "qos1").forEach { add(JsonPrimitive(it)) } })
+        put("capabilities", buildJsonArray { listOf("pubsub", "headers", "qos1", "events").forEach { add(JsonPrimitive(it)) } })
     }
 
     private suspend fun connect(name: String, args: Args): JsonObject {
@@ -161,10 +200,10 @@ private class Testee {
             addr,
             apiKey = apiKey,
             name = clientName,
-            reconnect = false,
+            reconnect = args.flag("reconnect"),
             subscriptionCapacity = capacity?.coerceIn(1, Int.MAX_VALUE.toLong())?.toInt(),
         )
-        actors[name] = Actor(client)
+        actors[name] = Actor(client, scope)
         return JsonObject(emptyMap())
     }
 
@@ -240,6 +279,21 @@ private class Testee {
         )
     }
 
+    /** The events since the connect or the last `events`, up to the first of kind `until` or until `timeout_ms` passes. */
+    private suspend fun events(actor: Actor, args: Args): JsonObject {
+        val until = args.str("until")
+        val timeout = args.uint("timeout_ms").coerceAtMost(MAX_RECEIVE_WAIT_MS)
+        val taken = ArrayList<JsonObject>()
+        withTimeoutOrNull(timeout.milliseconds) {
+            while (true) {
+                val event = actor.undelivered.removeFirstOrNull() ?: actor.events.receive()
+                taken += event
+                if ((event["kind"] as JsonPrimitive).content == until) break
+            }
+        }
+        return buildJsonObject { put("events", JsonArray(taken)) }
+    }
+
     private suspend fun ack(actor: Actor, args: Args): JsonObject {
         val sub = args.str("sub")
         val deliveryId = args.str("delivery_id").toULongOrNull()
@@ -251,14 +305,14 @@ private class Testee {
     }
 
     companion object {
-        val OPERATIONS = setOf("hello", "connect", "close", "publish", "subscribe", "unsubscribe", "receive", "ack", "flush")
+        val OPERATIONS = setOf("hello", "connect", "close", "publish", "subscribe", "unsubscribe", "receive", "ack", "flush", "events")
     }
 }
 
 private fun log(text: String) = System.err.println("blipmq-testee-kotlin: $text")
 
 fun main(): Unit = runBlocking {
-    val testee = Testee()
+    val testee = Testee(this)
     val input = System.`in`.bufferedReader()
     val output = FileOutputStream(FileDescriptor.out).bufferedWriter()
     try {
