@@ -142,7 +142,7 @@ async fn speaks_the_testee_contract() {
     assert_eq!(hello["ok"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         hello["ok"]["capabilities"],
-        json!(["pubsub", "headers", "qos1"])
+        json!(["pubsub", "headers", "qos1", "events"])
     );
 
     assert_eq!(
@@ -166,6 +166,16 @@ async fn speaks_the_testee_contract() {
         )
         .await,
         json!({})
+    );
+    // No event yet: the first connection is not one.
+    assert_eq!(
+        t.ok(
+            "sub",
+            "events",
+            json!({ "until": "reconnected", "timeout_ms": 20 })
+        )
+        .await,
+        json!({ "events": [] })
     );
 
     // Publish arbitrary bytes; they come back byte for byte.
