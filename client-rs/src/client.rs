@@ -170,7 +170,8 @@ impl Client {
     }
 
     /// A stream of connection events from now on (connected, disconnected,
-    /// reconnect failures, errors the broker sent unprompted, closed).
+    /// reconnect failures, errors the broker sent unprompted, closed). It
+    /// ends after `Closed`; made after the client has closed, it is empty.
     pub fn events(&self) -> impl futures::Stream<Item = ClientEvent> + use<> {
         self.inner.subscribe_events()
     }

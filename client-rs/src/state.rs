@@ -148,7 +148,9 @@ pub(crate) struct Inner {
     pub pending: Mutex<HashMap<u64, Pending>>,
     pub subscriptions: Mutex<SubscriptionTable>,
     status: AtomicU8,
-    listeners: Mutex<Vec<async_channel::Sender<ClientEvent>>>,
+    /// Every `events()` stream's sender; `None` once `Closed` went out, the
+    /// last event: the streams then end, and new ones end at once.
+    listeners: Mutex<Option<Vec<async_channel::Sender<ClientEvent>>>>,
     pub closed: AtomicBool,
     /// Closing this wakes the connection task to flush and stop.
     pub shutdown: async_channel::Sender<()>,
@@ -171,7 +173,7 @@ impl Inner {
             pending: Mutex::default(),
             subscriptions: Mutex::default(),
             status: AtomicU8::new(ConnectionStatus::Connected as u8),
-            listeners: Mutex::default(),
+            listeners: Mutex::new(Some(Vec::new())),
             closed: AtomicBool::new(false),
             shutdown,
         }
@@ -201,16 +203,23 @@ impl Inner {
 
     pub fn subscribe_events(&self) -> async_channel::Receiver<ClientEvent> {
         let (tx, rx) = async_channel::unbounded();
-        self.listeners.lock().unwrap().push(tx);
+        // After `Closed` the sender is dropped here and the stream is over.
+        if let Some(listeners) = self.listeners.lock().unwrap().as_mut() {
+            listeners.push(tx);
+        }
         rx
     }
 
     pub fn emit(&self, event: ClientEvent) {
         tracing::debug!(?event, "client event");
-        self.listeners
-            .lock()
-            .unwrap()
-            .retain(|tx| tx.try_send(event.clone()).is_ok());
+        let mut listeners = self.listeners.lock().unwrap();
+        if let Some(senders) = listeners.as_mut() {
+            senders.retain(|tx| tx.try_send(event.clone()).is_ok());
+        }
+        if event == ClientEvent::Closed {
+            // Dropping the senders ends every stream once it is drained.
+            *listeners = None;
+        }
     }
 
     /// Register a request, then queue its frame (encoded straight into the

@@ -542,6 +542,23 @@ async fn reconnects_after_a_broker_restart_and_resubscribes() {
 }
 
 #[tokio::test]
+async fn the_event_stream_ends_after_closed_and_one_made_later_is_empty() {
+    let broker = Broker::start().await;
+    let client = Client::connect(broker.url()).await.unwrap();
+    let events = client.events();
+    client.close().await;
+    let all: Vec<ClientEvent> = tokio::time::timeout(PATIENCE, events.collect())
+        .await
+        .expect("the stream ends");
+    assert_eq!(all, vec![ClientEvent::Closed]);
+    let later: Vec<ClientEvent> = tokio::time::timeout(PATIENCE, client.events().collect())
+        .await
+        .expect("a stream made after close ends at once");
+    assert!(later.is_empty(), "{later:?}");
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn without_reconnect_a_lost_connection_closes_the_client_and_ends_subscriptions() {
     let broker = Broker::start().await;
     let client = Client::builder()

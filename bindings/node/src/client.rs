@@ -323,16 +323,13 @@ impl NativeClient {
             .weak::<true>()
             .build()?;
         let mut events = Box::pin(self.client.events());
+        // The stream ends after `Closed`.
         napi::bindgen_prelude::spawn(async move {
             while let Some(event) = events.next().await {
-                let closed = matches!(event, ClientEvent::Closed);
                 callback.call(
                     NativeEvent::from(event),
                     ThreadsafeFunctionCallMode::NonBlocking,
                 );
-                if closed {
-                    break;
-                }
             }
         });
         Ok(())

@@ -21,14 +21,14 @@ type EventStream = Pin<Box<dyn Stream<Item = ClientEvent> + Send>>;
 /// every event, whatever other listeners there are.
 #[pyclass(module = "blipmq._native", frozen)]
 pub struct Events {
-    /// `None` once the `Closed` event has been taken: the stream is over.
-    stream: Arc<Mutex<Option<EventStream>>>,
+    /// Ends after `Closed` (the client crate's stream does).
+    stream: Arc<Mutex<EventStream>>,
 }
 
 impl Events {
     pub fn new(stream: impl Stream<Item = ClientEvent> + Send + 'static) -> Events {
         Events {
-            stream: Arc::new(Mutex::new(Some(Box::pin(stream)))),
+            stream: Arc::new(Mutex::new(Box::pin(stream))),
         }
     }
 }
@@ -47,19 +47,11 @@ impl Events {
         let timeout = duration(timeout)?;
         let stream = self.stream.clone();
         crate::runtime::awaitable(py, async move {
-            let mut guard = stream.lock().await;
-            let events = guard.as_mut().ok_or_else(ended)?;
-            let event = match within(timeout, events.next()).await {
-                None => return Err(timed_out("no event within the timeout")),
-                Some(None) => None,
-                Some(Some(event)) => Some(event),
-            };
-            if matches!(event, None | Some(ClientEvent::Closed)) {
-                *guard = None;
-            }
-            match event {
-                Some(event) => to_tuple(event),
-                None => Err(ended()),
+            let mut events = stream.lock().await;
+            match within(timeout, events.next()).await {
+                None => Err(timed_out("no event within the timeout")),
+                Some(None) => Err(ended()),
+                Some(Some(event)) => to_tuple(event),
             }
         })
     }

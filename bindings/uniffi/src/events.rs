@@ -53,14 +53,14 @@ type EventStream = Pin<Box<dyn Stream<Item = CoreEvent> + Send>>;
 /// called; every such call gets every event.
 #[derive(uniffi::Object)]
 pub struct NativeEvents {
-    /// `None` once `Closed` has been taken: the stream is over.
-    stream: Mutex<Option<EventStream>>,
+    /// Ends after `Closed` (the client crate's stream does).
+    stream: Mutex<EventStream>,
 }
 
 impl NativeEvents {
     pub fn new(stream: impl Stream<Item = CoreEvent> + Send + 'static) -> NativeEvents {
         NativeEvents {
-            stream: Mutex::new(Some(Box::pin(stream))),
+            stream: Mutex::new(Box::pin(stream)),
         }
     }
 }
@@ -71,11 +71,7 @@ impl NativeEvents {
     /// event.
     pub async fn next(&self) -> Option<ClientEvent> {
         on_runtime(async {
-            let mut guard = self.stream.lock().await;
-            let event = guard.as_mut()?.next().await;
-            if matches!(event, None | Some(CoreEvent::Closed)) {
-                *guard = None;
-            }
+            let event = self.stream.lock().await.next().await;
             event.map(ClientEvent::from)
         })
         .await

@@ -191,15 +191,12 @@ impl NativeClient {
     #[wasm_bindgen(js_name = onEvent)]
     pub fn on_event(&self, callback: Function) {
         let mut events = Box::pin(self.client.events());
+        // The stream ends after `Closed`.
         spawn_local(async move {
             while let Some(event) = events.next().await {
-                let closed = matches!(event, ClientEvent::Closed);
                 // What the listener throws is the listener's: the host
                 // reports it, and the events go on.
                 let _ = callback.call1(&JsValue::NULL, &event_to_js(event));
-                if closed {
-                    break;
-                }
             }
         });
     }
