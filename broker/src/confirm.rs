@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::warn;
 
+use crate::durable::LogHold;
 use crate::outbox::Outbox;
 use crate::registry::Matches;
 use crate::server::Shared;
@@ -29,6 +30,8 @@ const IN_FLIGHT: usize = 4096;
 
 pub struct StoredPublish {
     pub pending: Pending,
+    /// Keeps the record from retention until its queues own it.
+    pub hold: LogHold,
     pub publish_id: u64,
     pub topic: String,
     pub message: MessageRef,
@@ -151,6 +154,11 @@ async fn confirm(shared: &Shared, outbox: &Outbox, encoder: &mut Encoder, stored
             return;
         }
     };
+    // Owned by its queues before it is confirmed (and before the hold that
+    // kept retention off it goes).
+    shared
+        .durable
+        .stored(lsn, &stored.topic, stored.message.clone(), stored.hold);
     let confirm = Frame::Confirm(Confirm {
         publish_id: stored.publish_id,
         message_id: stored.message.message_id,
@@ -161,9 +169,6 @@ async fn confirm(shared: &Shared, outbox: &Outbox, encoder: &mut Encoder, stored
     {
         warn!("publisher does not read its confirms");
     }
-    shared
-        .durable
-        .stored(lsn, &stored.topic, stored.message.clone());
     deliver_at_qos0(shared, &stored.matches, &stored.message).await;
 }
 

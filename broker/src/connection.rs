@@ -579,8 +579,8 @@ impl Reader {
         message: MessageRef,
         matches: Matches,
     ) -> Flow {
-        let pending = match self.shared.durable.submit(&message).await {
-            Ok(pending) => pending,
+        let (pending, hold) = match self.shared.durable.submit(&message).await {
+            Ok(submitted) => submitted,
             Err(error) => {
                 return self.send_error(storage_error_code(&error), &error.to_string(), publish_id)
             }
@@ -591,6 +591,7 @@ impl Reader {
         confirms
             .push(StoredPublish {
                 pending,
+                hold,
                 publish_id,
                 topic: topic.to_string(),
                 message,

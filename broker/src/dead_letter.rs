@@ -52,12 +52,12 @@ pub async fn run(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<DeadLet
             continue;
         };
         let stored = match shared.durable.submit(&copy).await {
-            Ok(pending) => pending.await,
+            Ok((pending, hold)) => pending.await.map(|lsn| (lsn, hold)),
             Err(error) => Err(error),
         };
         match stored {
-            Ok(lsn) => {
-                shared.durable.stored(lsn, &topic, copy.clone());
+            Ok((lsn, hold)) => {
+                shared.durable.stored(lsn, &topic, copy.clone(), hold);
                 let (_, matches) = shared.registry.matching(&topic);
                 deliver_at_qos0(&shared, &matches, &copy).await;
                 shared.durable.dead_lettered(&dead.queue, dead.lsn);

@@ -359,6 +359,8 @@ pub struct Durable {
     queues: Mutex<HashMap<String, StoredQueue>>,
     /// Serialises rewrites of the queue manifest.
     manifest: tokio::sync::Mutex<()>,
+    /// Records submitted to the log and not yet owned by their queues.
+    holds: Arc<Holds>,
     dead_letters: mpsc::UnboundedSender<DeadLetter>,
     redeliveries: AtomicU64,
     dead_lettered: AtomicU64,
@@ -381,6 +383,7 @@ impl Durable {
             wal: OnceCell::new(),
             queues: Mutex::new(HashMap::new()),
             manifest: tokio::sync::Mutex::new(()),
+            holds: Arc::default(),
             dead_letters,
             redeliveries: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
@@ -443,16 +446,24 @@ impl Durable {
     }
 
     /// Queue a QoS 1 message for the log. The returned [`Pending`] resolves
-    /// to its LSN once durable; then confirm it and call [`Durable::stored`].
-    pub async fn submit(&self, message: &QueuedMessage) -> Result<Pending, WalError> {
+    /// to its LSN once durable; then hand the [`LogHold`] to
+    /// [`Durable::stored`] before confirming it: until its queues own the
+    /// record, the hold keeps retention from deleting its segment.
+    pub async fn submit(&self, message: &QueuedMessage) -> Result<(Pending, LogHold), WalError> {
         let wal = self.wal().await?;
-        wal.submit(KIND_MESSAGE, message.delivery.frame().clone())
-            .await
+        // Taken before the record exists, from an LSN it cannot be below:
+        // the writer assigns LSNs upwards from `next_lsn`.
+        let hold = self.holds.take(wal.next_lsn());
+        let pending = wal
+            .submit(KIND_MESSAGE, message.delivery.frame().clone())
+            .await?;
+        Ok((pending, hold))
     }
 
     /// A message is durable at `lsn`: every matching queue keeps it until
-    /// acked, and sends it when a consumer has credit.
-    pub fn stored(&self, lsn: Lsn, topic: &str, message: MessageRef) {
+    /// acked, and sends it when a consumer has credit. Takes the hold from
+    /// [`Durable::submit`] and lets it go once the queues own the record.
+    pub fn stored(&self, lsn: Lsn, topic: &str, message: MessageRef, hold: LogHold) {
         let rules = self.rules();
         let mut queues = self.queues.lock();
         let mut kept = false;
@@ -464,6 +475,7 @@ impl Durable {
             }
         }
         drop(queues);
+        drop(hold);
         if !kept {
             // Nobody needs it: the log may forget it as soon as it likes.
             self.release();
@@ -750,20 +762,76 @@ impl Durable {
         }
     }
 
-    /// Let the log delete segments no queue needs any more.
+    /// Let the log delete segments nothing needs any more: below the oldest
+    /// message a queue keeps and the oldest record still on its way to its
+    /// queues.
     fn release(&self) {
         let Some(wal) = self.wal.get() else {
             return;
         };
-        let oldest_needed = self
+        // The order of these three reads is what makes this safe against a
+        // concurrent publish. A record below `written` was written before
+        // this read, so its hold was taken before it too, and is either
+        // still there when `holds` is read, or was dropped after
+        // `Durable::stored` put the record in its queues, which are read
+        // last. A record at or above `written` is never released here.
+        let written = wal.next_lsn();
+        let held = self.holds.oldest();
+        let queued = self
             .queues
             .lock()
             .values()
             .filter_map(|s| s.entries.keys().next().copied())
             .min();
-        let before = oldest_needed.unwrap_or_else(|| wal.last_lsn().map_or(0, |l| l + 1));
+        let before = [Some(written), held, queued]
+            .into_iter()
+            .flatten()
+            .min()
+            .expect("written is always there");
         if let Err(error) = wal.release_before(before) {
             warn!(%error, "could not release write-ahead log segments");
+        }
+    }
+}
+
+/// The oldest LSN each record in flight between the log and its queues may
+/// have, counted (many records share a floor).
+#[derive(Default)]
+struct Holds {
+    floors: Mutex<BTreeMap<Lsn, usize>>,
+}
+
+impl Holds {
+    fn take(self: &Arc<Self>, floor: Lsn) -> LogHold {
+        *self.floors.lock().entry(floor).or_insert(0) += 1;
+        LogHold {
+            holds: Arc::clone(self),
+            floor,
+        }
+    }
+
+    fn oldest(&self) -> Option<Lsn> {
+        self.floors.lock().keys().next().copied()
+    }
+}
+
+/// Keeps every log record at or above its floor from being released, until
+/// dropped. Taken by [`Durable::submit`]; drop it once [`Durable::stored`]
+/// has run (or the append failed).
+#[must_use = "dropping the hold lets retention delete the record before its queues own it"]
+pub struct LogHold {
+    holds: Arc<Holds>,
+    floor: Lsn,
+}
+
+impl Drop for LogHold {
+    fn drop(&mut self) {
+        let mut floors = self.holds.floors.lock();
+        if let Some(count) = floors.get_mut(&self.floor) {
+            *count -= 1;
+            if *count == 0 {
+                floors.remove(&self.floor);
+            }
         }
     }
 }
@@ -858,4 +926,79 @@ fn restore_message(frame: &[u8]) -> Option<(String, MessageRef)> {
             trace_id: blipmq_protocol::headers::trace_id_of(&delivery.headers).map(Box::from),
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> DeliverySettings {
+        DeliverySettings {
+            ack_timeout: Duration::from_secs(30),
+            max_deliveries: 0,
+            max_in_flight: 16,
+        }
+    }
+
+    fn small_log(dir: &std::path::Path) -> WalConfig {
+        WalConfig {
+            segment_bytes: 4096,
+            max_bytes: 0,
+            ..WalConfig::new(dir.join("wal"))
+        }
+    }
+
+    fn message(topic: &str, id: u64, payload: &[u8]) -> MessageRef {
+        let mut encoder = blipmq_protocol::Encoder::new();
+        Arc::new(QueuedMessage {
+            delivery: encoder.shared_delivery(topic, payload, &[], id, 0),
+            expires_at: None,
+            message_id: id,
+            trace_id: None,
+        })
+    }
+
+    /// Store a message the way a connection's confirm pipeline does.
+    async fn publish(durable: &Durable, topic: &str, message: MessageRef) -> Lsn {
+        let (pending, hold) = durable.submit(&message).await.unwrap();
+        let lsn = pending.await.unwrap();
+        durable.stored(lsn, topic, message, hold);
+        lsn
+    }
+
+    #[tokio::test]
+    async fn a_record_is_kept_from_retention_until_its_queues_own_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
+            .await
+            .unwrap();
+        durable
+            .prepare("keeper", "jobs.>", QueueKind::Durable)
+            .await
+            .unwrap();
+        // A job is in the log, its confirm pipeline not yet past the wait.
+        let job = message("jobs.1", 1, b"the job");
+        let (pending, hold) = durable.submit(&job).await.unwrap();
+        let lsn = pending.await.unwrap();
+        // Meanwhile other connections publish what no queue keeps: their
+        // records seal segment after segment, and each one releases.
+        for id in 2..40 {
+            publish(&durable, "other", message("other", id, &[7; 512])).await;
+        }
+        assert!(durable.wal_stats().unwrap().segments > 2);
+        durable.stored(lsn, "jobs.1", job, hold);
+        drop(durable);
+
+        let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
+            .await
+            .unwrap();
+        assert_eq!(durable.gauges().unacked, 1, "the job's segment was deleted");
+        // Once owned and acked, retention takes it (and everything before).
+        assert!(durable.ack("keeper", lsn));
+        for id in 40..60 {
+            publish(&durable, "other", message("other", id, &[7; 512])).await;
+        }
+        let wal = durable.wal.get().unwrap();
+        assert!(wal.first_lsn().unwrap() > lsn);
+    }
 }
