@@ -29,25 +29,28 @@
 //! history is deleted segment by segment — including the segment that was
 //! current when a long-lived subscription was created.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::ControlFlow;
+mod holds;
+mod queue;
+mod replay;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blipmq_protocol::{decode, topic, Frame, LENGTH_PREFIX_LEN};
-use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, OnceCell};
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::queue_manifest::{self, QueueDefinition};
-use crate::subscription::{MessageRef, Queued, QueuedMessage, Subscription};
+use crate::subscription::{MessageRef, QueuedMessage, Subscription};
 use crate::wal::{FsyncPolicy, Lsn, Pending, Wal, WalConfig, WalError};
 
-const KIND_MESSAGE: u8 = 1;
-const KIND_ACK: u8 = 3;
+use holds::Holds;
+pub use holds::LogHold;
+use queue::{Consumer, Rules, StoredQueue};
+use replay::{ack_record, rebuild, KIND_ACK, KIND_MESSAGE};
 
 /// How a stored queue is consumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,212 +110,6 @@ pub struct DeadLetter {
     pub lsn: Lsn,
     pub message: MessageRef,
     pub deliveries: u32,
-}
-
-/// Where a stored message is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Holder {
-    /// Waiting for a consumer with credit.
-    Ready,
-    /// Sent to consumer `consumer`; sent again if not acked by `deadline`.
-    InFlight { consumer: u64, deadline: Instant },
-    /// Handed to the dead-letter task.
-    DeadLettering,
-}
-
-struct Entry {
-    message: MessageRef,
-    /// Times sent to a consumer since the broker started.
-    deliveries: u32,
-    holder: Holder,
-}
-
-struct Consumer {
-    live: Arc<Subscription>,
-    in_flight: usize,
-}
-
-struct StoredQueue {
-    pattern: String,
-    kind: QueueKind,
-    /// The first LSN this queue keeps: it was created just before it.
-    since: Lsn,
-    entries: BTreeMap<Lsn, Entry>,
-    /// Entries that are `Ready`, in log order.
-    ready: BTreeSet<Lsn>,
-    /// Entries in flight by deadline, for the redelivery sweep.
-    deadlines: BTreeSet<(Instant, Lsn)>,
-    consumers: Vec<Consumer>,
-    next_consumer: usize,
-}
-
-impl StoredQueue {
-    fn new(pattern: String, kind: QueueKind, since: Lsn) -> StoredQueue {
-        StoredQueue {
-            pattern,
-            kind,
-            since,
-            entries: BTreeMap::new(),
-            ready: BTreeSet::new(),
-            deadlines: BTreeSet::new(),
-            consumers: Vec::new(),
-            next_consumer: 0,
-        }
-    }
-
-    /// Keep a message just stored (or replayed), never sent yet.
-    fn keep(&mut self, lsn: Lsn, message: MessageRef) {
-        self.entries.insert(
-            lsn,
-            Entry {
-                message,
-                deliveries: 0,
-                holder: Holder::Ready,
-            },
-        );
-        self.ready.insert(lsn);
-    }
-
-    /// Forget a message (acked, expired or dead-lettered); returns whether
-    /// the queue held it.
-    fn forget(&mut self, lsn: Lsn) -> bool {
-        let Some(entry) = self.entries.remove(&lsn) else {
-            return false;
-        };
-        match entry.holder {
-            Holder::Ready => {
-                self.ready.remove(&lsn);
-            }
-            Holder::InFlight { consumer, deadline } => self.end_flight(lsn, consumer, deadline),
-            Holder::DeadLettering => {}
-        }
-        true
-    }
-
-    /// A delivery is no longer in flight: off the redelivery schedule, and
-    /// its consumer gets the credit back.
-    fn end_flight(&mut self, lsn: Lsn, consumer: u64, deadline: Instant) {
-        self.deadlines.remove(&(deadline, lsn));
-        if let Some(c) = self.consumers.iter_mut().find(|c| c.live.id == consumer) {
-            c.in_flight -= 1;
-        }
-    }
-
-    /// Whether this queue keeps a message stored at `lsn` on `topic`.
-    fn keeps(&self, lsn: Lsn, topic: &str) -> bool {
-        lsn >= self.since && topic::matches(&self.pattern, topic)
-    }
-
-    /// Put an in-flight or dead-lettering entry back in line.
-    fn make_ready(&mut self, lsn: Lsn) {
-        let Some(entry) = self.entries.get_mut(&lsn) else {
-            return;
-        };
-        let holder = std::mem::replace(&mut entry.holder, Holder::Ready);
-        if let Holder::InFlight { consumer, deadline } = holder {
-            self.end_flight(lsn, consumer, deadline);
-        }
-        self.ready.insert(lsn);
-    }
-
-    /// Release everything consumer `id` holds, so others (or the next
-    /// attach) get it again.
-    fn release_consumer(&mut self, id: u64) -> usize {
-        let held: Vec<Lsn> = self
-            .deadlines
-            .iter()
-            .filter(|(_, lsn)| {
-                matches!(self.entries.get(lsn).map(|e| e.holder),
-                    Some(Holder::InFlight { consumer, .. }) if consumer == id)
-            })
-            .map(|&(_, lsn)| lsn)
-            .collect();
-        for &lsn in &held {
-            self.make_ready(lsn);
-        }
-        held.len()
-    }
-
-    /// A consumer with credit and room, round robin.
-    fn pick_consumer(&mut self, max_in_flight: usize) -> Option<usize> {
-        let count = self.consumers.len();
-        for k in 0..count {
-            let i = (self.next_consumer + k) % count;
-            let c = &self.consumers[i];
-            if c.in_flight < max_in_flight && c.live.has_room() && !c.live.is_closed() {
-                self.next_consumer = (i + 1) % count;
-                return Some(i);
-            }
-        }
-        None
-    }
-
-    /// Send ready messages, oldest first, while some consumer has credit.
-    /// Expired messages are dropped here, and messages out of deliveries are
-    /// handed to `dead_letters`.
-    fn top_up(&mut self, name: &str, rules: &Rules<'_>) {
-        if self.consumers.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        while let Some(&lsn) = self.ready.first() {
-            let entry = &self.entries[&lsn];
-            if entry.message.expires_at.is_some_and(|at| at <= now) {
-                self.forget(lsn);
-                continue;
-            }
-            let max = rules.settings.max_deliveries;
-            if max > 0 && entry.deliveries >= max {
-                let dead = DeadLetter {
-                    queue: name.to_string(),
-                    lsn,
-                    message: entry.message.clone(),
-                    deliveries: entry.deliveries,
-                };
-                if rules.dead_letters.send(dead).is_err() {
-                    // No dead-letter task (a broker shutting down): keep it.
-                    return;
-                }
-                self.ready.remove(&lsn);
-                if let Some(entry) = self.entries.get_mut(&lsn) {
-                    entry.holder = Holder::DeadLettering;
-                }
-                continue;
-            }
-            let Some(i) = self.pick_consumer(rules.settings.max_in_flight) else {
-                return;
-            };
-            let consumer = &mut self.consumers[i];
-            let entry = self.entries.get_mut(&lsn).expect("ready entries exist");
-            let queued = Queued {
-                message: entry.message.clone(),
-                delivery_id: lsn,
-                delivery_count: entry.deliveries + 1,
-            };
-            if consumer.live.try_enqueue_durable(queued).is_err() {
-                return;
-            }
-            if entry.deliveries > 0 {
-                rules.redeliveries.fetch_add(1, Ordering::Relaxed);
-            }
-            entry.deliveries += 1;
-            let deadline = now + rules.settings.ack_timeout;
-            entry.holder = Holder::InFlight {
-                consumer: consumer.live.id,
-                deadline,
-            };
-            consumer.in_flight += 1;
-            self.ready.remove(&lsn);
-            self.deadlines.insert((deadline, lsn));
-        }
-    }
-}
-
-/// What `top_up` needs besides the queue.
-struct Rules<'a> {
-    settings: &'a DeliverySettings,
-    dead_letters: &'a mpsc::UnboundedSender<DeadLetter>,
-    redeliveries: &'a AtomicU64,
 }
 
 /// Why a consumer could not be attached to a stored queue.
@@ -792,140 +589,6 @@ impl Durable {
             warn!(%error, "could not release write-ahead log segments");
         }
     }
-}
-
-/// The oldest LSN each record in flight between the log and its queues may
-/// have, counted (many records share a floor).
-#[derive(Default)]
-struct Holds {
-    floors: Mutex<BTreeMap<Lsn, usize>>,
-}
-
-impl Holds {
-    fn take(self: &Arc<Self>, floor: Lsn) -> LogHold {
-        *self.floors.lock().entry(floor).or_insert(0) += 1;
-        LogHold {
-            holds: Arc::clone(self),
-            floor,
-        }
-    }
-
-    fn oldest(&self) -> Option<Lsn> {
-        self.floors.lock().keys().next().copied()
-    }
-}
-
-/// Keeps every log record at or above its floor from being released, until
-/// dropped. Taken by [`Durable::submit`]; drop it once [`Durable::stored`]
-/// has run (or the append failed).
-#[must_use = "dropping the hold lets retention delete the record before its queues own it"]
-pub struct LogHold {
-    holds: Arc<Holds>,
-    floor: Lsn,
-}
-
-impl Drop for LogHold {
-    fn drop(&mut self) {
-        let mut floors = self.holds.floors.lock();
-        if let Some(count) = floors.get_mut(&self.floor) {
-            *count -= 1;
-            if *count == 0 {
-                floors.remove(&self.floor);
-            }
-        }
-    }
-}
-
-fn ack_record(name: &str, lsn: Lsn) -> Bytes {
-    let mut record = BytesMut::with_capacity(8 + name.len());
-    record.put_u64_le(lsn);
-    record.put_slice(name.as_bytes());
-    record.freeze()
-}
-
-/// Replay the log into the queues the manifest names: each keeps the
-/// matching messages from its `since` LSN on, minus the acked ones. Also
-/// returns the highest message id in the log.
-fn rebuild(
-    wal: &Wal,
-    definitions: Vec<QueueDefinition>,
-) -> Result<(HashMap<String, StoredQueue>, u64), WalError> {
-    let mut queues: HashMap<String, StoredQueue> = definitions
-        .into_iter()
-        .map(|d| {
-            let kind = if d.group {
-                QueueKind::Group
-            } else {
-                QueueKind::Durable
-            };
-            (d.name, StoredQueue::new(d.pattern, kind, d.since))
-        })
-        .collect();
-    let mut skipped = 0u64;
-    let mut max_message_id = 0;
-    wal.replay(0, |lsn, kind, payload| {
-        match kind {
-            KIND_MESSAGE => match restore_message(payload) {
-                Some((topic, message)) => {
-                    max_message_id = max_message_id.max(message.message_id);
-                    for queue in queues.values_mut().filter(|q| q.keeps(lsn, &topic)) {
-                        queue.keep(lsn, message.clone());
-                    }
-                }
-                None => skipped += 1,
-            },
-            KIND_ACK => {
-                let acked = payload
-                    .get(..8)
-                    .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-                let name = payload.get(8..).and_then(|b| std::str::from_utf8(b).ok());
-                match (acked, name) {
-                    (Some(acked), Some(name)) => {
-                        if let Some(queue) = queues.get_mut(name) {
-                            queue.forget(acked);
-                        }
-                    }
-                    _ => skipped += 1,
-                }
-            }
-            _ => skipped += 1,
-        }
-        ControlFlow::Continue(())
-    })?;
-    if skipped > 0 {
-        warn!(
-            skipped,
-            "write-ahead log records of an unknown shape were skipped"
-        );
-    }
-    Ok((queues, max_message_id))
-}
-
-/// A stored Delivery frame back into a queued message. Its TTL is not
-/// restored: the deadline was measured on a clock that did not survive the
-/// restart, so a recovered message waits until it is acked.
-fn restore_message(frame: &[u8]) -> Option<(String, MessageRef)> {
-    let body = frame.get(LENGTH_PREFIX_LEN..)?;
-    let Ok(Frame::Delivery(delivery)) = decode(body) else {
-        return None;
-    };
-    let mut encoder = blipmq_protocol::Encoder::new();
-    let shared = encoder.shared_delivery(
-        delivery.topic,
-        delivery.payload,
-        &delivery.headers,
-        delivery.message_id,
-        delivery.timestamp_ms,
-    );
-    Some((
-        delivery.topic.to_string(),
-        Arc::new(QueuedMessage {
-            delivery: shared,
-            expires_at: None,
-            message_id: delivery.message_id,
-            trace_id: blipmq_protocol::headers::trace_id_of(&delivery.headers).map(Box::from),
-        }),
-    ))
 }
 
 #[cfg(test)]
