@@ -41,6 +41,8 @@ pub struct Config {
     pub queues: QueuesConfig,
     pub delivery: DeliveryConfig,
     pub auth: AuthConfig,
+    /// Limits of the stored queues behind QoS 1 subscriptions.
+    pub durable: DurableConfig,
     /// The write-ahead log behind QoS 1 (see `wal::WalConfig`).
     pub wal: crate::wal::WalConfig,
     /// The WebSocket listener for browsers (off unless `bind_addr` is set).
@@ -116,6 +118,20 @@ pub struct DeliveryConfig {
     pub dead_letter_prefix: String,
 }
 
+/// `[durable]`: what the stored queues behind QoS 1 subscriptions may hold.
+/// Every limit is finite by default, because each protects the broker from
+/// one forgotten consumer: memory and the manifest grow with the number of
+/// queues.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurableConfig {
+    /// Most durable subscriptions and queue groups at once (attached or
+    /// not); a Subscribe that would create one more gets TooManyTopics.
+    /// Ephemeral QoS 1 subscriptions are not counted: they end with their
+    /// connection.
+    pub max_queues: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -181,6 +197,12 @@ impl Default for QueuesConfig {
             subscriber_capacity: 8192,
             overflow_policy: OverflowPolicy::DropOldest,
         }
+    }
+}
+
+impl Default for DurableConfig {
+    fn default() -> Self {
+        DurableConfig { max_queues: 10_000 }
     }
 }
 
@@ -341,6 +363,7 @@ impl Config {
             });
         }
         at_least_one("delivery.max_in_flight", self.delivery.max_in_flight)?;
+        at_least_one("durable.max_queues", self.durable.max_queues)?;
         if let Err(error) =
             blipmq_protocol::topic::validate_topic(&self.delivery.dead_letter_prefix)
         {
@@ -427,6 +450,7 @@ fn apply_env_overrides(
         "metrics",
         "queues",
         "delivery",
+        "durable",
         "auth",
         "wal",
         "websocket",
@@ -611,6 +635,8 @@ mod tests {
         assert!(e.contains("bind_addr"), "{e}");
         let e = error_of("[queues]\nsubscriber_capacity = 0\n");
         assert!(e.contains("queues.subscriber_capacity"), "{e}");
+        let e = error_of("[durable]\nmax_queues = 0\n");
+        assert!(e.contains("durable.max_queues"), "{e}");
         let e = error_of("[auth]\napi_keys = [\"\"]\n");
         assert!(e.contains("auth.api_keys"), "{e}");
         let e = error_of("[websocket]\nbind_addr = \"nowhere\"\n");

@@ -692,6 +692,9 @@ impl Reader {
             {
                 let code = match &error {
                     AttachError::InUse(_) => ErrorCode::DurableInUse,
+                    // The limit code for subscriptions the broker will not
+                    // hold more of (TooManyTopics is topic_capacity's).
+                    AttachError::TooManyQueues { .. } => ErrorCode::TooManyTopics,
                     AttachError::PatternMismatch { .. } | AttachError::KindMismatch { .. } => {
                         ErrorCode::InvalidArgument
                     }

@@ -315,6 +315,12 @@ impl Metrics {
             "QoS 1 messages moved to a dead-letter topic after max_deliveries.",
             &[("", gauges.durable.dead_letters)],
         );
+        family(
+            "blipmq_durable_manifest_writes_total",
+            "counter",
+            "Rewrites of the durable subscription manifest (one may cover many creates and deletes).",
+            &[("", gauges.durable.manifest_writes)],
+        );
         let wal = &gauges.wal;
         family(
             "blipmq_wal_records_total",
@@ -398,6 +404,7 @@ mod tests {
                 unacked: 5,
                 redeliveries: 6,
                 dead_letters: 7,
+                manifest_writes: 8,
             },
             wal: Default::default(),
         });

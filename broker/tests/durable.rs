@@ -408,3 +408,32 @@ async fn message_ids_are_never_reused_after_a_restart() {
     assert_eq!(ids, [before, after], "the stored message keeps its id");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn durable_subscriptions_beyond_max_queues_are_refused() {
+    let broker = TestBroker::start_with(|c| c.durable.max_queues = 2).await;
+    let mut client = broker.client().await;
+    let one = subscribe_durable(&mut client, "a", "one").await.unwrap();
+    // A queue group counts too.
+    client
+        .subscribe_with("b", 1, None, Some("two"))
+        .await
+        .unwrap();
+    assert_eq!(
+        subscribe_durable(&mut client, "c", "three").await,
+        Err(ErrorCode::TooManyTopics)
+    );
+    // Not refused: an ephemeral QoS 1 subscription (it ends with its
+    // connection), and another member joining an existing group.
+    client.subscribe_with("c", 1, None, None).await.unwrap();
+    let mut other = broker.client().await;
+    other
+        .subscribe_with("b", 1, None, Some("two"))
+        .await
+        .unwrap();
+    // Deleting one makes room for another.
+    client.unsubscribe(one).await;
+    subscribe_durable(&mut client, "c", "three").await.unwrap();
+    assert_eq!(broker.metric("blipmq_durable_subscriptions").await, 2);
+    broker.stop().await;
+}

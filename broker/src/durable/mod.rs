@@ -28,12 +28,22 @@
 //! is released up to the oldest message any queue still needs, so acked
 //! history is deleted segment by segment — including the segment that was
 //! current when a long-lived subscription was created.
+//!
+//! In memory (one lock over all of it): the messages some queue keeps, each
+//! once (`store.rs`); per queue, the LSNs it keeps and state only for what
+//! it has sent (`queue.rs`); the queues by name and by pattern (`table.rs`).
+//! What a message costs therefore grows with the queues that keep it by an
+//! LSN each, not by a copy of its entry each. The manifest's rewrites are
+//! batched (`manifest.rs`); the log holds of `holds.rs` keep a record from
+//! retention until its queues own it; `replay.rs` rebuilds it all at start.
 
 mod holds;
+mod manifest;
 mod queue;
 mod replay;
+mod store;
+mod table;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,8 +59,11 @@ use crate::wal::{FsyncPolicy, Lsn, Pending, Wal, WalConfig, WalError};
 
 use holds::Holds;
 pub use holds::LogHold;
+use manifest::ManifestWriter;
 use queue::{Consumer, Rules, StoredQueue};
 use replay::{ack_record, rebuild, KIND_ACK, KIND_MESSAGE};
+use store::MessageStore;
+use table::Queues;
 
 /// How a stored queue is consumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +100,8 @@ pub struct DeliverySettings {
     /// 0 = unlimited.
     pub max_deliveries: u32,
     pub max_in_flight: usize,
+    /// Most durable subscriptions and queue groups at once.
+    pub max_queues: usize,
 }
 
 impl DeliverySettings {
@@ -98,6 +113,7 @@ impl DeliverySettings {
                 .delivery
                 .max_in_flight
                 .min(config.queues.subscriber_capacity),
+            max_queues: config.durable.max_queues,
         }
     }
 }
@@ -129,6 +145,8 @@ pub enum AttachError {
     },
     #[error("durable subscription {0:?} is attached to another connection")]
     InUse(String),
+    #[error("the broker holds its limit of {max} durable subscriptions and queue groups (durable.max_queues)")]
+    TooManyQueues { max: usize },
     #[error(transparent)]
     Storage(#[from] WalError),
 }
@@ -144,6 +162,34 @@ pub struct DurableGauges {
     pub redeliveries: u64,
     /// Messages moved to a dead-letter topic.
     pub dead_letters: u64,
+    /// Rewrites of the queue manifest.
+    pub manifest_writes: u64,
+}
+
+/// The queues and the messages they keep, under one lock.
+#[derive(Default)]
+struct State {
+    queues: Queues,
+    store: MessageStore,
+}
+
+impl State {
+    /// The manifest's view of the queues: durable ones, by name.
+    fn definitions(&self) -> Vec<QueueDefinition> {
+        let mut definitions: Vec<QueueDefinition> = self
+            .queues
+            .iter()
+            .filter(|q| q.kind != QueueKind::Ephemeral)
+            .map(|q| QueueDefinition {
+                name: q.name.clone(),
+                pattern: q.pattern.clone(),
+                group: q.kind == QueueKind::Group,
+                since: q.since,
+            })
+            .collect();
+        definitions.sort_by(|a, b| a.name.cmp(&b.name));
+        definitions
+    }
 }
 
 /// The QoS 1 store. The WAL is opened at start when its directory exists
@@ -153,9 +199,8 @@ pub struct Durable {
     config: WalConfig,
     settings: DeliverySettings,
     wal: OnceCell<Arc<Wal>>,
-    queues: Mutex<HashMap<String, StoredQueue>>,
-    /// Serialises rewrites of the queue manifest.
-    manifest: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+    manifest: ManifestWriter,
     /// Records submitted to the log and not yet owned by their queues.
     holds: Arc<Holds>,
     dead_letters: mpsc::UnboundedSender<DeadLetter>,
@@ -173,13 +218,17 @@ impl Durable {
         settings: DeliverySettings,
     ) -> Result<(Durable, mpsc::UnboundedReceiver<DeadLetter>), WalError> {
         let (dead_letters, dead_letter_queue) = mpsc::unbounded_channel();
+        let manifest = ManifestWriter::new(
+            config.dir.clone(),
+            config.fsync_policy != FsyncPolicy::Never,
+        );
         let mut durable = Durable {
             recovered_max_message_id: 0,
             config,
             settings,
             wal: OnceCell::new(),
-            queues: Mutex::new(HashMap::new()),
-            manifest: tokio::sync::Mutex::new(()),
+            state: Mutex::new(State::default()),
+            manifest,
             holds: Arc::default(),
             dead_letters,
             redeliveries: AtomicU64::new(0),
@@ -189,19 +238,19 @@ impl Durable {
             let started = Instant::now();
             let wal = durable.wal().await?;
             let definitions = queue_manifest::load(&durable.config.dir)?;
-            let (queues, max_message_id) =
+            let (state, max_message_id) =
                 tokio::task::spawn_blocking(move || rebuild(&wal, definitions))
                     .await
                     .map_err(|e| WalError::Failed(e.to_string()))??;
             durable.recovered_max_message_id = max_message_id;
-            let pending: usize = queues.values().map(|s| s.entries.len()).sum();
+            let pending: usize = state.queues.iter().map(StoredQueue::kept).sum();
             info!(
-                durable_subscriptions = queues.len(),
+                durable_subscriptions = state.queues.persistent(),
                 unacked_messages = pending,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "recovered QoS 1 state from the write-ahead log"
             );
-            *durable.queues.lock() = queues;
+            *durable.state.lock() = state;
             durable.release();
         }
         Ok((durable, dead_letter_queue))
@@ -262,16 +311,15 @@ impl Durable {
     /// [`Durable::submit`] and lets it go once the queues own the record.
     pub fn stored(&self, lsn: Lsn, topic: &str, message: MessageRef, hold: LogHold) {
         let rules = self.rules();
-        let mut queues = self.queues.lock();
+        let mut state = self.state.lock();
+        let State { queues, store } = &mut *state;
         let mut kept = false;
-        for (name, queue) in queues.iter_mut() {
-            if queue.keeps(lsn, topic) {
-                queue.keep(lsn, message.clone());
-                queue.top_up(name, &rules);
-                kept = true;
-            }
-        }
-        drop(queues);
+        queues.for_each_keeper(lsn, topic, |queue| {
+            queue.keep(lsn, &message, store);
+            queue.top_up(&rules, store);
+            kept = true;
+        });
+        drop(state);
         drop(hold);
         if !kept {
             // Nobody needs it: the log may forget it as soon as it likes.
@@ -288,67 +336,78 @@ impl Durable {
         pattern: &str,
         kind: QueueKind,
     ) -> Result<(), AttachError> {
-        {
-            let queues = self.queues.lock();
-            if let Some(queue) = queues.get(name) {
-                if queue.pattern != pattern {
-                    return Err(AttachError::PatternMismatch {
-                        name: name.to_string(),
-                        existing: queue.pattern.clone(),
-                        requested: pattern.to_string(),
-                    });
-                }
-                if queue.kind != kind {
-                    return Err(AttachError::KindMismatch {
-                        name: name.to_string(),
-                        existing: queue.kind.describe(),
-                        requested: kind.describe(),
-                    });
-                }
-                let busy = queue.consumers.iter().any(|c| !c.live.is_closed());
-                if kind == QueueKind::Durable && busy {
-                    return Err(AttachError::InUse(name.to_string()));
-                }
-                return Ok(());
-            }
+        if self.check_existing(name, pattern, kind)? {
+            return Ok(());
         }
         let wal = self.wal().await?;
-        self.queues
-            .lock()
-            .entry(name.to_string())
-            .or_insert_with(|| StoredQueue::new(pattern.to_string(), kind, wal.next_lsn()));
+        {
+            let mut state = self.state.lock();
+            // Checked again: another connection may have made it meanwhile.
+            if self.check_existing_in(&state, name, pattern, kind)? {
+                return Ok(());
+            }
+            let max = self.settings.max_queues;
+            if kind != QueueKind::Ephemeral && state.queues.persistent() >= max {
+                return Err(AttachError::TooManyQueues { max });
+            }
+            let queue =
+                StoredQueue::new(name.to_string(), pattern.to_string(), kind, wal.next_lsn());
+            state.queues.insert(queue);
+        }
         if kind != QueueKind::Ephemeral {
             if let Err(error) = self.save_manifest().await {
-                self.queues.lock().remove(name);
+                self.state.lock().queues.remove(name);
                 return Err(error.into());
             }
         }
         Ok(())
     }
 
-    /// Rewrite the queue manifest from the queues in memory.
-    async fn save_manifest(&self) -> Result<(), WalError> {
-        let _one_at_a_time = self.manifest.lock().await;
-        let definitions: Vec<QueueDefinition> = {
-            let queues = self.queues.lock();
-            let mut definitions: Vec<QueueDefinition> = queues
-                .iter()
-                .filter(|(_, q)| q.kind != QueueKind::Ephemeral)
-                .map(|(name, q)| QueueDefinition {
-                    name: name.clone(),
-                    pattern: q.pattern.clone(),
-                    group: q.kind == QueueKind::Group,
-                    since: q.since,
-                })
-                .collect();
-            definitions.sort_by(|a, b| a.name.cmp(&b.name));
-            definitions
+    /// Whether `name` exists and a consumer may attach to it as `kind` with
+    /// `pattern` (an error when it exists otherwise).
+    fn check_existing(
+        &self,
+        name: &str,
+        pattern: &str,
+        kind: QueueKind,
+    ) -> Result<bool, AttachError> {
+        self.check_existing_in(&self.state.lock(), name, pattern, kind)
+    }
+
+    fn check_existing_in(
+        &self,
+        state: &State,
+        name: &str,
+        pattern: &str,
+        kind: QueueKind,
+    ) -> Result<bool, AttachError> {
+        let Some(queue) = state.queues.get(name) else {
+            return Ok(false);
         };
-        let dir = self.config.dir.clone();
-        let sync = self.config.fsync_policy != FsyncPolicy::Never;
-        tokio::task::spawn_blocking(move || queue_manifest::store(&dir, &definitions, sync))
-            .await
-            .map_err(|e| WalError::Failed(e.to_string()))?
+        if queue.pattern != pattern {
+            return Err(AttachError::PatternMismatch {
+                name: name.to_string(),
+                existing: queue.pattern.clone(),
+                requested: pattern.to_string(),
+            });
+        }
+        if queue.kind != kind {
+            return Err(AttachError::KindMismatch {
+                name: name.to_string(),
+                existing: queue.kind.describe(),
+                requested: kind.describe(),
+            });
+        }
+        let busy = queue.consumers.iter().any(|c| !c.live.is_closed());
+        if kind == QueueKind::Durable && busy {
+            return Err(AttachError::InUse(name.to_string()));
+        }
+        Ok(true)
+    }
+
+    /// Make the queues in memory the queue manifest on disk.
+    async fn save_manifest(&self) -> Result<(), WalError> {
+        self.manifest.save(|| self.state.lock().definitions()).await
     }
 
     /// Attach a consumer (after [`Durable::prepare`] and after the client was
@@ -357,7 +416,8 @@ impl Durable {
     /// past `prepare` for one durable subscription, the later one takes over.
     pub fn attach(&self, name: &str, subscription: Arc<Subscription>) {
         let rules = self.rules();
-        let mut queues = self.queues.lock();
+        let mut state = self.state.lock();
+        let State { queues, store } = &mut *state;
         let Some(queue) = queues.get_mut(name) else {
             warn!(name, "stored queue deleted while attaching");
             return;
@@ -373,7 +433,7 @@ impl Durable {
             live: subscription,
             in_flight: 0,
         });
-        queue.top_up(name, &rules);
+        queue.top_up(&rules, store);
     }
 
     /// A consumer went away (connection closed, or unsubscribed keeping the
@@ -381,15 +441,18 @@ impl Durable {
     /// next attach. An ephemeral queue ends with its consumer.
     pub fn detach(&self, name: &str, subscription: &Subscription) {
         let rules = self.rules();
-        let mut queues = self.queues.lock();
+        let mut state = self.state.lock();
+        let State { queues, store } = &mut *state;
         let Some(queue) = queues.get_mut(name) else {
             return;
         };
         let released = queue.release_consumer(subscription.id);
         queue.consumers.retain(|c| c.live.id != subscription.id);
         if queue.kind == QueueKind::Ephemeral {
-            queues.remove(name);
-            drop(queues);
+            if let Some(mut queue) = queues.remove(name) {
+                queue.clear(store);
+            }
+            drop(state);
             self.release();
             return;
         }
@@ -399,7 +462,7 @@ impl Durable {
                 released, "a consumer left; its unacked messages go back in line"
             );
         }
-        queue.top_up(name, &rules);
+        queue.top_up(&rules, store);
     }
 
     /// A consumer unsubscribed for good: a durable subscription is deleted
@@ -411,8 +474,8 @@ impl Durable {
         subscription: &Subscription,
     ) -> Result<(), WalError> {
         let kind = {
-            let queues = self.queues.lock();
-            let Some(queue) = queues.get(name) else {
+            let state = self.state.lock();
+            let Some(queue) = state.queues.get(name) else {
                 return Ok(());
             };
             let others = queue
@@ -436,10 +499,16 @@ impl Durable {
 
     /// Delete the queue and everything it kept.
     async fn delete(&self, name: &str) -> Result<(), WalError> {
-        let Some(queue) = self.queues.lock().remove(name) else {
-            return Ok(());
+        let kind = {
+            let mut state = self.state.lock();
+            let State { queues, store } = &mut *state;
+            let Some(mut queue) = queues.remove(name) else {
+                return Ok(());
+            };
+            queue.clear(store);
+            queue.kind
         };
-        if queue.kind != QueueKind::Ephemeral {
+        if kind != QueueKind::Ephemeral {
             self.save_manifest().await?;
         }
         self.release();
@@ -451,13 +520,14 @@ impl Durable {
     pub fn ack(&self, name: &str, lsn: Lsn) -> bool {
         let rules = self.rules();
         let (removed, logged) = {
-            let mut queues = self.queues.lock();
+            let mut state = self.state.lock();
+            let State { queues, store } = &mut *state;
             let Some(queue) = queues.get_mut(name) else {
                 return false;
             };
-            let removed = queue.forget(lsn);
+            let removed = queue.forget(lsn, store);
             if removed {
-                queue.top_up(name, &rules);
+                queue.top_up(&rules, store);
             }
             (removed, queue.kind != QueueKind::Ephemeral)
         };
@@ -486,7 +556,7 @@ impl Durable {
     /// The dead letter for `lsn` could not be stored: keep the original in
     /// line (it will be tried again).
     pub fn dead_letter_failed(&self, queue: &str, lsn: Lsn) {
-        if let Some(q) = self.queues.lock().get_mut(queue) {
+        if let Some(q) = self.state.lock().queues.get_mut(queue) {
             q.make_ready(lsn);
         }
     }
@@ -494,25 +564,17 @@ impl Durable {
     /// Send again every delivery whose ack is overdue. Returns how many.
     pub fn redeliver_overdue(&self, now: Instant) -> usize {
         let rules = self.rules();
-        let mut queues = self.queues.lock();
-        let mut overdue_total = 0;
-        for (name, queue) in queues.iter_mut() {
-            let overdue: Vec<Lsn> = queue
-                .deadlines
-                .iter()
-                .take_while(|(deadline, _)| *deadline <= now)
-                .map(|&(_, lsn)| lsn)
-                .collect();
-            if overdue.is_empty() {
-                continue;
+        let mut state = self.state.lock();
+        let State { queues, store } = &mut *state;
+        let mut overdue = 0;
+        for queue in queues.iter_mut() {
+            let taken_back = queue.take_back_overdue(now);
+            if taken_back > 0 {
+                overdue += taken_back;
+                queue.top_up(&rules, store);
             }
-            overdue_total += overdue.len();
-            for lsn in overdue {
-                queue.make_ready(lsn);
-            }
-            queue.top_up(name, &rules);
         }
-        overdue_total
+        overdue
     }
 
     /// Drop the expired messages of queues nobody is attached to (attached
@@ -521,18 +583,13 @@ impl Durable {
     pub fn expire_detached(&self, now: Instant) -> usize {
         let mut expired = 0;
         {
-            let mut queues = self.queues.lock();
-            for queue in queues.values_mut().filter(|q| q.consumers.is_empty()) {
-                let gone: Vec<Lsn> = queue
-                    .entries
-                    .iter()
-                    .filter(|(_, e)| e.message.expires_at.is_some_and(|at| at <= now))
-                    .map(|(&lsn, _)| lsn)
-                    .collect();
-                for lsn in gone {
-                    queue.forget(lsn);
-                    expired += 1;
-                }
+            let mut state = self.state.lock();
+            let State { queues, store } = &mut *state;
+            if !store.has_expiring() {
+                return 0;
+            }
+            for queue in queues.iter_mut().filter(|q| q.consumers.is_empty()) {
+                expired += queue.expire(now, store);
             }
         }
         if expired > 0 {
@@ -547,15 +604,13 @@ impl Durable {
     }
 
     pub fn gauges(&self) -> DurableGauges {
-        let queues = self.queues.lock();
+        let state = self.state.lock();
         DurableGauges {
-            queues: queues
-                .values()
-                .filter(|q| q.kind != QueueKind::Ephemeral)
-                .count() as u64,
-            unacked: queues.values().map(|s| s.entries.len() as u64).sum(),
+            queues: state.queues.persistent() as u64,
+            unacked: state.queues.iter().map(|q| q.kept() as u64).sum(),
             redeliveries: self.redeliveries.load(Ordering::Relaxed),
             dead_letters: self.dead_lettered.load(Ordering::Relaxed),
+            manifest_writes: self.manifest.writes(),
         }
     }
 
@@ -574,12 +629,7 @@ impl Durable {
         // last. A record at or above `written` is never released here.
         let written = wal.next_lsn();
         let held = self.holds.oldest();
-        let queued = self
-            .queues
-            .lock()
-            .values()
-            .filter_map(|s| s.entries.keys().next().copied())
-            .min();
+        let queued = self.state.lock().store.oldest();
         let before = [Some(written), held, queued]
             .into_iter()
             .flatten()
@@ -600,6 +650,7 @@ mod tests {
             ack_timeout: Duration::from_secs(30),
             max_deliveries: 0,
             max_in_flight: 16,
+            max_queues: 100,
         }
     }
 
@@ -663,5 +714,63 @@ mod tests {
         }
         let wal = durable.wal.get().unwrap();
         assert!(wal.first_lsn().unwrap() > lsn);
+    }
+
+    #[tokio::test]
+    async fn concurrent_creates_share_manifest_rewrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
+            .await
+            .unwrap();
+        let durable = Arc::new(durable);
+        let creates: Vec<_> = (0..50)
+            .map(|i| {
+                let durable = durable.clone();
+                tokio::spawn(async move {
+                    durable
+                        .prepare(&format!("d{i}"), "jobs.>", QueueKind::Durable)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for create in creates {
+            create.await.unwrap();
+        }
+        let writes = durable.gauges().manifest_writes;
+        assert!(writes < 10, "{writes} manifest rewrites for 50 creates");
+        // Each create returned only once it was on disk.
+        let on_disk = queue_manifest::load(&dir.path().join("wal")).unwrap();
+        assert_eq!(on_disk.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_message_is_held_once_however_many_queues_keep_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
+            .await
+            .unwrap();
+        for i in 0..20 {
+            durable
+                .prepare(&format!("d{i}"), "jobs.>", QueueKind::Durable)
+                .await
+                .unwrap();
+        }
+        let mut lsns = Vec::new();
+        for id in 1..=5 {
+            lsns.push(publish(&durable, "jobs.x", message("jobs.x", id, b"x")).await);
+        }
+        assert_eq!(durable.gauges().unacked, 100);
+        assert_eq!(durable.state.lock().store.len(), 5);
+        // A message leaves the store when the last queue lets it go.
+        for i in 0..19 {
+            durable.delete(&format!("d{i}")).await.unwrap();
+        }
+        assert_eq!(durable.state.lock().store.len(), 5);
+        for &lsn in &lsns[..4] {
+            assert!(durable.ack("d19", lsn));
+        }
+        assert_eq!(durable.state.lock().store.len(), 1);
+        assert_eq!(durable.state.lock().store.oldest(), Some(lsns[4]));
     }
 }

@@ -1,31 +1,37 @@
 //! One stored queue: the messages it keeps for its consumers, which of them
 //! wait and which are in flight, and the consumers attached to it.
+//!
+//! What a queue costs per message it keeps is the point of this layout
+//! (issue 22, finding 7): the LSN alone (eight bytes in `ready`) while the
+//! message waits, its state (`delivered`) only once it has been sent, and
+//! the message itself once for all queues, in the [`MessageStore`]. A
+//! queue's in-flight state is bounded by its consumers' credit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use blipmq_protocol::topic;
 use tokio::sync::mpsc;
 
+use super::store::MessageStore;
 use super::{DeadLetter, DeliverySettings, QueueKind};
-use crate::subscription::{MessageRef, Queued, Subscription};
+use crate::subscription::{Queued, Subscription};
 use crate::wal::Lsn;
 
-/// Where a stored message is.
+/// Where a message that has been sent at least once is now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Holder {
-    /// Waiting for a consumer with credit.
-    Ready,
+    /// Back in line (in `ready`), for a consumer with credit.
+    Waiting,
     /// Sent to consumer `consumer`; sent again if not acked by `deadline`.
     InFlight { consumer: u64, deadline: Instant },
     /// Handed to the dead-letter task.
     DeadLettering,
 }
 
-pub(super) struct Entry {
-    pub message: MessageRef,
+#[derive(Debug, Clone, Copy)]
+struct Delivered {
     /// Times sent to a consumer since the broker started.
     deliveries: u32,
     holder: Holder,
@@ -37,86 +43,123 @@ pub(super) struct Consumer {
 }
 
 pub(super) struct StoredQueue {
+    pub name: String,
     pub pattern: String,
     pub kind: QueueKind,
     /// The first LSN this queue keeps: it was created just before it.
     pub since: Lsn,
-    pub entries: BTreeMap<Lsn, Entry>,
-    /// Entries that are `Ready`, in log order.
-    pub ready: BTreeSet<Lsn>,
-    /// Entries in flight by deadline, for the redelivery sweep.
-    pub deadlines: BTreeSet<(Instant, Lsn)>,
+    /// Kept messages waiting for a consumer, in log order (ascending LSN).
+    ready: VecDeque<Lsn>,
+    /// Kept messages sent at least once: how often, and where they are.
+    delivered: BTreeMap<Lsn, Delivered>,
+    /// Messages in flight by deadline, for the redelivery sweep.
+    deadlines: BTreeSet<(Instant, Lsn)>,
     pub consumers: Vec<Consumer>,
-    pub next_consumer: usize,
+    next_consumer: usize,
+    /// Messages kept: waiting, in flight or dead-lettering.
+    kept: usize,
 }
 
 impl StoredQueue {
-    pub fn new(pattern: String, kind: QueueKind, since: Lsn) -> StoredQueue {
+    pub fn new(name: String, pattern: String, kind: QueueKind, since: Lsn) -> StoredQueue {
         StoredQueue {
+            name,
             pattern,
             kind,
             since,
-            entries: BTreeMap::new(),
-            ready: BTreeSet::new(),
+            ready: VecDeque::new(),
+            delivered: BTreeMap::new(),
             deadlines: BTreeSet::new(),
             consumers: Vec::new(),
             next_consumer: 0,
+            kept: 0,
         }
     }
 
+    /// Messages this queue keeps (not acked yet).
+    pub fn kept(&self) -> usize {
+        self.kept
+    }
+
     /// Keep a message just stored (or replayed), never sent yet.
-    pub fn keep(&mut self, lsn: Lsn, message: MessageRef) {
-        self.entries.insert(
-            lsn,
-            Entry {
-                message,
-                deliveries: 0,
-                holder: Holder::Ready,
-            },
-        );
-        self.ready.insert(lsn);
+    pub fn keep(
+        &mut self,
+        lsn: Lsn,
+        message: &crate::subscription::MessageRef,
+        store: &mut MessageStore,
+    ) {
+        store.add_ref(lsn, message);
+        insert_sorted(&mut self.ready, lsn);
+        self.kept += 1;
     }
 
     /// Forget a message (acked, expired or dead-lettered); returns whether
     /// the queue held it.
-    pub fn forget(&mut self, lsn: Lsn) -> bool {
-        let Some(entry) = self.entries.remove(&lsn) else {
-            return false;
-        };
-        match entry.holder {
-            Holder::Ready => {
-                self.ready.remove(&lsn);
+    pub fn forget(&mut self, lsn: Lsn, store: &mut MessageStore) -> bool {
+        let held = match self.delivered.remove(&lsn) {
+            Some(delivered) => {
+                match delivered.holder {
+                    Holder::Waiting => {
+                        remove_sorted(&mut self.ready, lsn);
+                    }
+                    Holder::InFlight { consumer, deadline } => {
+                        self.end_flight(lsn, consumer, deadline)
+                    }
+                    Holder::DeadLettering => {}
+                }
+                true
             }
-            Holder::InFlight { consumer, deadline } => self.end_flight(lsn, consumer, deadline),
-            Holder::DeadLettering => {}
+            None => remove_sorted(&mut self.ready, lsn),
+        };
+        if held {
+            self.kept -= 1;
+            store.unref(lsn);
+            self.trim();
         }
-        true
+        held
+    }
+
+    /// Let go of every message (the queue is being deleted).
+    pub fn clear(&mut self, store: &mut MessageStore) {
+        for &lsn in &self.ready {
+            store.unref(lsn);
+        }
+        for (&lsn, delivered) in &self.delivered {
+            // Waiting ones were in `ready`.
+            if delivered.holder != Holder::Waiting {
+                store.unref(lsn);
+            }
+        }
+        self.ready = VecDeque::new();
+        self.delivered.clear();
+        self.deadlines.clear();
+        self.kept = 0;
+        for consumer in &mut self.consumers {
+            consumer.in_flight = 0;
+        }
     }
 
     /// A delivery is no longer in flight: off the redelivery schedule, and
     /// its consumer gets the credit back.
-    pub fn end_flight(&mut self, lsn: Lsn, consumer: u64, deadline: Instant) {
+    fn end_flight(&mut self, lsn: Lsn, consumer: u64, deadline: Instant) {
         self.deadlines.remove(&(deadline, lsn));
         if let Some(c) = self.consumers.iter_mut().find(|c| c.live.id == consumer) {
             c.in_flight -= 1;
         }
     }
 
-    /// Whether this queue keeps a message stored at `lsn` on `topic`.
-    pub fn keeps(&self, lsn: Lsn, topic: &str) -> bool {
-        lsn >= self.since && topic::matches(&self.pattern, topic)
-    }
-
-    /// Put an in-flight or dead-lettering entry back in line.
+    /// Put an in-flight or dead-lettering message back in line.
     pub fn make_ready(&mut self, lsn: Lsn) {
-        let Some(entry) = self.entries.get_mut(&lsn) else {
+        let Some(delivered) = self.delivered.get_mut(&lsn) else {
             return;
         };
-        let holder = std::mem::replace(&mut entry.holder, Holder::Ready);
-        if let Holder::InFlight { consumer, deadline } = holder {
-            self.end_flight(lsn, consumer, deadline);
+        match std::mem::replace(&mut delivered.holder, Holder::Waiting) {
+            // Already in line: inserting it again would duplicate it.
+            Holder::Waiting => return,
+            Holder::InFlight { consumer, deadline } => self.end_flight(lsn, consumer, deadline),
+            Holder::DeadLettering => {}
         }
-        self.ready.insert(lsn);
+        insert_sorted(&mut self.ready, lsn);
     }
 
     /// Release everything consumer `id` holds, so others (or the next
@@ -126,7 +169,7 @@ impl StoredQueue {
             .deadlines
             .iter()
             .filter(|(_, lsn)| {
-                matches!(self.entries.get(lsn).map(|e| e.holder),
+                matches!(self.delivered.get(lsn).map(|d| d.holder),
                     Some(Holder::InFlight { consumer, .. }) if consumer == id)
             })
             .map(|&(_, lsn)| lsn)
@@ -137,8 +180,45 @@ impl StoredQueue {
         held.len()
     }
 
+    /// Put every delivery whose deadline is at or before `now` back in
+    /// line; returns how many.
+    pub fn take_back_overdue(&mut self, now: Instant) -> usize {
+        let overdue: Vec<Lsn> = self
+            .deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|&(_, lsn)| lsn)
+            .collect();
+        for &lsn in &overdue {
+            self.make_ready(lsn);
+        }
+        overdue.len()
+    }
+
+    /// Drop the waiting messages whose TTL has passed; returns how many.
+    pub fn expire(&mut self, now: Instant, store: &mut MessageStore) -> usize {
+        let StoredQueue {
+            ready,
+            delivered,
+            kept,
+            ..
+        } = self;
+        let before = *kept;
+        ready.retain(|&lsn| {
+            let expired = store.message(lsn).expires_at.is_some_and(|at| at <= now);
+            if expired {
+                delivered.remove(&lsn);
+                *kept -= 1;
+                store.unref(lsn);
+            }
+            !expired
+        });
+        self.trim();
+        before - self.kept
+    }
+
     /// A consumer with credit and room, round robin.
-    pub fn pick_consumer(&mut self, max_in_flight: usize) -> Option<usize> {
+    fn pick_consumer(&mut self, max_in_flight: usize) -> Option<usize> {
         let count = self.consumers.len();
         for k in 0..count {
             let i = (self.next_consumer + k) % count;
@@ -151,35 +231,36 @@ impl StoredQueue {
         None
     }
 
-    /// Send ready messages, oldest first, while some consumer has credit.
+    /// Send waiting messages, oldest first, while some consumer has credit.
     /// Expired messages are dropped here, and messages out of deliveries are
     /// handed to `dead_letters`.
-    pub fn top_up(&mut self, name: &str, rules: &Rules<'_>) {
+    pub fn top_up(&mut self, rules: &Rules<'_>, store: &mut MessageStore) {
         if self.consumers.is_empty() {
             return;
         }
         let now = Instant::now();
-        while let Some(&lsn) = self.ready.first() {
-            let entry = &self.entries[&lsn];
-            if entry.message.expires_at.is_some_and(|at| at <= now) {
-                self.forget(lsn);
+        while let Some(&lsn) = self.ready.front() {
+            let message = store.message(lsn);
+            if message.expires_at.is_some_and(|at| at <= now) {
+                self.forget(lsn, store);
                 continue;
             }
+            let deliveries = self.delivered.get(&lsn).map_or(0, |d| d.deliveries);
             let max = rules.settings.max_deliveries;
-            if max > 0 && entry.deliveries >= max {
+            if max > 0 && deliveries >= max {
                 let dead = DeadLetter {
-                    queue: name.to_string(),
+                    queue: self.name.clone(),
                     lsn,
-                    message: entry.message.clone(),
-                    deliveries: entry.deliveries,
+                    message: message.clone(),
+                    deliveries,
                 };
                 if rules.dead_letters.send(dead).is_err() {
                     // No dead-letter task (a broker shutting down): keep it.
                     return;
                 }
-                self.ready.remove(&lsn);
-                if let Some(entry) = self.entries.get_mut(&lsn) {
-                    entry.holder = Holder::DeadLettering;
+                self.ready.pop_front();
+                if let Some(delivered) = self.delivered.get_mut(&lsn) {
+                    delivered.holder = Holder::DeadLettering;
                 }
                 continue;
             }
@@ -187,28 +268,73 @@ impl StoredQueue {
                 return;
             };
             let consumer = &mut self.consumers[i];
-            let entry = self.entries.get_mut(&lsn).expect("ready entries exist");
             let queued = Queued {
-                message: entry.message.clone(),
+                message: message.clone(),
                 delivery_id: lsn,
-                delivery_count: entry.deliveries + 1,
+                delivery_count: deliveries + 1,
             };
             if consumer.live.try_enqueue_durable(queued).is_err() {
                 return;
             }
-            if entry.deliveries > 0 {
+            if deliveries > 0 {
                 rules.redeliveries.fetch_add(1, Ordering::Relaxed);
             }
-            entry.deliveries += 1;
             let deadline = now + rules.settings.ack_timeout;
-            entry.holder = Holder::InFlight {
+            consumer.in_flight += 1;
+            let holder = Holder::InFlight {
                 consumer: consumer.live.id,
                 deadline,
             };
-            consumer.in_flight += 1;
-            self.ready.remove(&lsn);
+            self.ready.pop_front();
+            self.delivered.insert(
+                lsn,
+                Delivered {
+                    deliveries: deliveries + 1,
+                    holder,
+                },
+            );
             self.deadlines.insert((deadline, lsn));
         }
+        self.trim();
+    }
+
+    /// Give memory back once most of `ready` has drained: a queue that held
+    /// a backlog once should not keep its peak capacity for good.
+    fn trim(&mut self) {
+        const SMALL: usize = 64;
+        let capacity = self.ready.capacity();
+        if capacity > SMALL && self.ready.len() < capacity / 4 {
+            self.ready.shrink_to((self.ready.len() * 2).max(SMALL));
+        }
+    }
+}
+
+/// Insert `lsn` in order. Records usually reach their queues in log order,
+/// so this is a push at the back; a redelivery or a confirm pipeline that
+/// overtook another connection's goes in by binary search.
+fn insert_sorted(ready: &mut VecDeque<Lsn>, lsn: Lsn) {
+    match ready.back() {
+        Some(&last) if last > lsn => {
+            let at = ready.partition_point(|&x| x < lsn);
+            debug_assert!(ready.get(at) != Some(&lsn), "{lsn} is already waiting");
+            ready.insert(at, lsn);
+        }
+        _ => ready.push_back(lsn),
+    }
+}
+
+/// Remove `lsn` if present; usually the front (oldest first).
+fn remove_sorted(ready: &mut VecDeque<Lsn>, lsn: Lsn) -> bool {
+    if ready.front() == Some(&lsn) {
+        ready.pop_front();
+        return true;
+    }
+    match ready.binary_search(&lsn) {
+        Ok(at) => {
+            ready.remove(at);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -217,4 +343,88 @@ pub(super) struct Rules<'a> {
     pub settings: &'a DeliverySettings,
     pub dead_letters: &'a mpsc::UnboundedSender<DeadLetter>,
     pub redeliveries: &'a AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::OverflowPolicy;
+    use crate::outbox::Outbox;
+    use crate::subscription::{MessageRef, QueuedMessage};
+
+    fn message(id: u64) -> MessageRef {
+        let mut encoder = blipmq_protocol::Encoder::new();
+        Arc::new(QueuedMessage {
+            delivery: encoder.shared_delivery("t", b"x", &[], id, 0),
+            expires_at: None,
+            message_id: id,
+            trace_id: None,
+        })
+    }
+
+    fn consumer(id: u64) -> Consumer {
+        Consumer {
+            live: Arc::new(Subscription::new(
+                id,
+                "t".into(),
+                64,
+                OverflowPolicy::DropNew,
+                Outbox::new(),
+                Some("q".into()),
+                None,
+            )),
+            in_flight: 0,
+        }
+    }
+
+    /// (delivery id, delivery count) of everything queued for `c`.
+    fn sent(c: &Consumer) -> Vec<(Lsn, u32)> {
+        std::iter::from_fn(|| c.live.pop())
+            .map(|q| (q.delivery_id, q.delivery_count))
+            .collect()
+    }
+
+    #[test]
+    fn messages_go_out_in_log_order_whatever_order_they_came_in() {
+        let (dead_letters, _dead) = mpsc::unbounded_channel();
+        let redeliveries = AtomicU64::new(0);
+        let settings = DeliverySettings {
+            ack_timeout: Duration::ZERO,
+            max_deliveries: 0,
+            max_in_flight: 16,
+            max_queues: 1,
+        };
+        let rules = Rules {
+            settings: &settings,
+            dead_letters: &dead_letters,
+            redeliveries: &redeliveries,
+        };
+        let mut store = MessageStore::default();
+        let mut queue = StoredQueue::new("q".into(), "t".into(), QueueKind::Durable, 1);
+        // Confirm pipelines of two connections may hand over 5 before 3.
+        for lsn in [5, 3, 4, 9, 7] {
+            queue.keep(lsn, &message(lsn), &mut store);
+        }
+        queue.consumers.push(consumer(1));
+        queue.top_up(&rules, &mut store);
+        let first: Vec<_> = [3, 4, 5, 7, 9].iter().map(|&l| (l, 1)).collect();
+        assert_eq!(sent(&queue.consumers[0]), first);
+        // The ack timeout is zero: everything is overdue, and comes back
+        // in log order, counted, once the consumer acked one.
+        assert!(queue.forget(4, &mut store));
+        assert_eq!(queue.take_back_overdue(Instant::now()), 4);
+        queue.top_up(&rules, &mut store);
+        let again: Vec<_> = [3, 5, 7, 9].iter().map(|&l| (l, 2)).collect();
+        assert_eq!(sent(&queue.consumers[0]), again);
+        assert_eq!(redeliveries.load(Ordering::Relaxed), 4);
+        assert_eq!(queue.kept(), 4);
+        // A second take-back of the same message does not duplicate it.
+        queue.make_ready(3);
+        queue.make_ready(3);
+        assert_eq!(queue.ready, [3]);
+        queue.clear(&mut store);
+        assert_eq!(store.len(), 0, "every reference was let go");
+    }
 }

@@ -1,7 +1,6 @@
 //! The durable layer's log records, and rebuilding the queues from them
 //! after a restart.
 
-use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
@@ -10,7 +9,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
 
 use super::queue::StoredQueue;
-use super::QueueKind;
+use super::{QueueKind, State};
 use crate::queue_manifest::QueueDefinition;
 use crate::subscription::{MessageRef, QueuedMessage};
 use crate::wal::{Lsn, Wal, WalError};
@@ -31,18 +30,19 @@ pub(super) fn ack_record(name: &str, lsn: Lsn) -> Bytes {
 pub(super) fn rebuild(
     wal: &Wal,
     definitions: Vec<QueueDefinition>,
-) -> Result<(HashMap<String, StoredQueue>, u64), WalError> {
-    let mut queues: HashMap<String, StoredQueue> = definitions
-        .into_iter()
-        .map(|d| {
-            let kind = if d.group {
-                QueueKind::Group
-            } else {
-                QueueKind::Durable
-            };
-            (d.name, StoredQueue::new(d.pattern, kind, d.since))
-        })
-        .collect();
+) -> Result<(State, u64), WalError> {
+    let mut state = State::default();
+    for d in definitions {
+        let kind = if d.group {
+            QueueKind::Group
+        } else {
+            QueueKind::Durable
+        };
+        state
+            .queues
+            .insert(StoredQueue::new(d.name, d.pattern, kind, d.since));
+    }
+    let State { queues, store } = &mut state;
     let mut skipped = 0u64;
     let mut max_message_id = 0;
     wal.replay(0, |lsn, kind, payload| {
@@ -50,9 +50,9 @@ pub(super) fn rebuild(
             KIND_MESSAGE => match restore_message(payload) {
                 Some((topic, message)) => {
                     max_message_id = max_message_id.max(message.message_id);
-                    for queue in queues.values_mut().filter(|q| q.keeps(lsn, &topic)) {
-                        queue.keep(lsn, message.clone());
-                    }
+                    queues.for_each_keeper(lsn, &topic, |queue| {
+                        queue.keep(lsn, &message, store);
+                    });
                 }
                 None => skipped += 1,
             },
@@ -64,7 +64,7 @@ pub(super) fn rebuild(
                 match (acked, name) {
                     (Some(acked), Some(name)) => {
                         if let Some(queue) = queues.get_mut(name) {
-                            queue.forget(acked);
+                            queue.forget(acked, store);
                         }
                     }
                     _ => skipped += 1,
@@ -80,7 +80,7 @@ pub(super) fn rebuild(
             "write-ahead log records of an unknown shape were skipped"
         );
     }
-    Ok((queues, max_message_id))
+    Ok((state, max_message_id))
 }
 
 /// A stored Delivery frame back into a queued message. Its TTL is not
