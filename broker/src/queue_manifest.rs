@@ -9,9 +9,19 @@
 //! keeps messages from — so replaying the log rebuilds exactly what each
 //! queue held.
 //!
-//! Format: a version line, then one line per queue:
+//! Format (version 2): a version line, one line per queue
 //! `durable|group <since> <name> <pattern>` (names and patterns contain no
-//! whitespace, by QOS-3 and TOPIC-1).
+//! whitespace, by QOS-3 and TOPIC-1), then `crc32 <8 hex digits>`: the CRC32
+//! (IEEE) of every byte before that line. Version 1 files (no checksum line)
+//! are still read; the next rewrite makes them version 2.
+//!
+//! Why a checksum when the file is replaced atomically: the rename protects
+//! against a torn write, not against a damaged disk block or a stray edit,
+//! and a damaged name or `since` would be read as another queue, or as one
+//! that keeps the wrong messages, without a word. A file that fails its
+//! checksum or does not parse stops the broker at start with an error naming
+//! it (`load`): it is never read as empty, which would delete every durable
+//! subscription's messages at the first release.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -20,7 +30,10 @@ use std::path::Path;
 use crate::wal::{Lsn, WalError};
 
 pub const FILE_NAME: &str = "subscriptions";
-const VERSION_LINE: &str = "blipmq-subscriptions 1";
+const VERSION_LINE: &str = "blipmq-subscriptions 2";
+/// Written before the checksum line existed; read, never written.
+const VERSION_1_LINE: &str = "blipmq-subscriptions 1";
+const CHECKSUM_PREFIX: &str = "crc32 ";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueDefinition {
@@ -37,15 +50,25 @@ pub fn render(queues: &[QueueDefinition]) -> String {
         let kind = if q.group { "group" } else { "durable" };
         text.push_str(&format!("{kind} {} {} {}\n", q.since, q.name, q.pattern));
     }
+    let crc = crc32fast::hash(text.as_bytes());
+    text.push_str(&format!("{CHECKSUM_PREFIX}{crc:08x}\n"));
     text
 }
 
 pub fn parse(text: &str) -> Result<Vec<QueueDefinition>, String> {
-    let mut lines = text.lines();
-    if lines.next() != Some(VERSION_LINE) {
-        return Err(format!("the first line is not {VERSION_LINE:?}"));
-    }
+    let first = text.split('\n').next().unwrap_or("");
+    let lines = match first {
+        VERSION_LINE => checked_lines(text)?,
+        VERSION_1_LINE => &text[first.len()..],
+        _ => {
+            return Err(format!(
+                "the first line is not {VERSION_LINE:?} (or {VERSION_1_LINE:?})"
+            ))
+        }
+    };
     lines
+        .split('\n')
+        .skip(1)
         .enumerate()
         .filter(|(_, line)| !line.is_empty())
         .map(|(i, line)| {
@@ -71,12 +94,43 @@ pub fn parse(text: &str) -> Result<Vec<QueueDefinition>, String> {
         .collect()
 }
 
+/// A version 2 file's text from the end of its version line to its
+/// checksum line, once the checksum matches.
+fn checked_lines(text: &str) -> Result<&str, String> {
+    let damaged = |what: &str| format!("{what}: the file is damaged or cut short");
+    let body = text
+        .strip_suffix('\n')
+        .ok_or_else(|| damaged("no newline at the end"))?;
+    let covered = body.rfind('\n').map_or(0, |i| i + 1);
+    let stated = body[covered..]
+        .strip_prefix(CHECKSUM_PREFIX)
+        // Exactly as rendered (lowercase): no two spellings of one value.
+        .filter(|hex| hex.len() == 8 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .ok_or_else(|| damaged("the last line is not its checksum"))?;
+    let actual = crc32fast::hash(&text.as_bytes()[..covered]);
+    if stated != actual {
+        return Err(damaged(&format!(
+            "checksum mismatch (the file says {stated:08x}, its content is {actual:08x})"
+        )));
+    }
+    Ok(&text[VERSION_LINE.len()..covered])
+}
+
 /// Read the file in `dir`; no file means no queues.
 pub fn load(dir: &Path) -> Result<Vec<QueueDefinition>, WalError> {
     let path = dir.join(FILE_NAME);
     match fs::read_to_string(&path) {
-        Ok(text) => parse(&text)
-            .map_err(|problem| WalError::Failed(format!("{}: {problem}", path.display()))),
+        Ok(text) => parse(&text).map_err(|problem| WalError::Io {
+            context: format!("durable subscription manifest {}", path.display()),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{problem} (not read as empty, which would drop every durable \
+                     subscription: restore the file, or move it aside to start without them)"
+                ),
+            ),
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(WalError::Failed(format!("read {}: {e}", path.display()))),
     }
@@ -127,6 +181,69 @@ mod tests {
         assert!(parse("blipmq-subscriptions 1\ndurable x y\n").is_err());
         assert!(parse("blipmq-subscriptions 1\nother 1 x y\n").is_err());
         assert!(parse("blipmq-subscriptions 1\ndurable -1 x y\n").is_err());
+        assert!(parse("blipmq-subscriptions 3\n").is_err());
+    }
+
+    #[test]
+    fn version_1_files_are_still_read() {
+        let text = "blipmq-subscriptions 1\ndurable 7 worker jobs.>\ngroup 9 g x\n";
+        let queues = parse(text).unwrap();
+        assert_eq!(queues.len(), 2);
+        assert_eq!((queues[0].since, queues[0].name.as_str()), (7, "worker"));
+        assert!(queues[1].group);
+        // Rewritten, it is version 2 with the same content.
+        assert!(render(&queues).starts_with("blipmq-subscriptions 2\n"));
+        assert_eq!(parse(&render(&queues)).unwrap(), queues);
+    }
+
+    #[test]
+    fn any_damage_to_a_version_2_file_is_an_error() {
+        let queues = vec![QueueDefinition {
+            name: "worker".into(),
+            pattern: "jobs.>".into(),
+            group: false,
+            since: 12,
+        }];
+        let text = render(&queues);
+        // Every single flipped bit is caught (a name or LSN that still
+        // parses would otherwise be read as another queue).
+        for at in 0..text.len() {
+            for bit in 0..8 {
+                let mut damaged = text.clone().into_bytes();
+                damaged[at] ^= 1 << bit;
+                if let Ok(damaged) = String::from_utf8(damaged) {
+                    assert!(parse(&damaged).is_err(), "byte {at} bit {bit}: {damaged:?}");
+                }
+            }
+        }
+        // Cut short anywhere, including just before the checksum line.
+        for end in 0..text.len() {
+            assert!(parse(&text[..end]).is_err(), "cut at {end}");
+        }
+        let e = parse(&text.replace("worker", "workes")).unwrap_err();
+        assert!(e.contains("checksum mismatch"), "{e}");
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_naming_it_never_an_empty_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = QueueDefinition {
+            name: "a".into(),
+            pattern: "b".into(),
+            group: false,
+            since: 7,
+        };
+        store(dir.path(), std::slice::from_ref(&one), true).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, text.replace("durable 7", "durable 8")).unwrap();
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        fs::write(&path, "").unwrap();
+        assert!(
+            load(dir.path()).is_err(),
+            "an empty file is not an empty list"
+        );
     }
 
     #[test]

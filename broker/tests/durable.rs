@@ -437,3 +437,35 @@ async fn durable_subscriptions_beyond_max_queues_are_refused() {
     assert_eq!(broker.metric("blipmq_durable_subscriptions").await, 2);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_damaged_subscription_manifest_stops_the_broker_at_start() {
+    let broker = TestBroker::start().await;
+    let mut consumer = broker.client().await;
+    subscribe_durable(&mut consumer, "m", "worker")
+        .await
+        .unwrap();
+    drop(consumer);
+    let data = broker.data.clone();
+    broker.stop().await;
+    // One changed letter: without a checksum it reads as another
+    // subscription, and "worker" with its messages is gone.
+    let manifest = data.path().join("wal").join("subscriptions");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("worker", "workes")).unwrap();
+    let mut config = blipmq_broker::Config::default();
+    config.server.bind_addr = "127.0.0.1:0".parse().unwrap();
+    config.metrics.bind_addr = "127.0.0.1:0".parse().unwrap();
+    config.wal.dir = data.path().join("wal");
+    let listeners = blipmq_broker::Listeners::bind(&config).await.unwrap();
+    let run = blipmq_broker::run(listeners, config, std::future::pending());
+    let error = tokio::time::timeout(PATIENCE, run)
+        .await
+        .expect("refused at start, not served")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&manifest.display().to_string()) && error.contains("checksum"),
+        "{error}"
+    );
+}
