@@ -130,6 +130,19 @@ pub struct DurableConfig {
     /// Ephemeral QoS 1 subscriptions are not counted: they end with their
     /// connection.
     pub max_queues: usize,
+    /// Messages one stored queue keeps at most; past it, its oldest are
+    /// dropped. 0 = no limit.
+    pub max_messages: u64,
+    /// Bytes (of encoded messages) one stored queue keeps at most; past it,
+    /// its oldest are dropped. 0 = no limit; otherwise at least
+    /// `server.max_message_size_bytes`.
+    pub max_bytes: u64,
+    /// A message stored longer ago than this is dropped from every queue.
+    /// 0 = no limit.
+    pub max_age_ms: u64,
+    /// A durable subscription or queue group nobody has been attached to
+    /// for this long is deleted, with everything it kept. 0 = never.
+    pub detached_expiry_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -200,9 +213,19 @@ impl Default for QueuesConfig {
     }
 }
 
+const WEEK_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
 impl Default for DurableConfig {
     fn default() -> Self {
-        DurableConfig { max_queues: 10_000 }
+        DurableConfig {
+            max_queues: 10_000,
+            max_messages: 1_000_000,
+            // A quarter of the default wal.max_bytes: one forgotten queue
+            // cannot fill the log with its own messages.
+            max_bytes: 256 * 1024 * 1024,
+            max_age_ms: WEEK_MS,
+            detached_expiry_ms: WEEK_MS,
+        }
     }
 }
 
@@ -350,6 +373,14 @@ impl Config {
                 problem: "must be at most 10000".into(),
             });
         }
+        if (1..100).contains(&self.durable.detached_expiry_ms) {
+            // Shorter would race a consumer between its Subscribe being
+            // checked and its attaching.
+            return Err(ConfigError::Invalid {
+                key: "durable.detached_expiry_ms",
+                problem: "must be 0 (never) or at least 100".into(),
+            });
+        }
         if self.delivery.default_ttl_ms > u32::MAX as u64 {
             return Err(ConfigError::Invalid {
                 key: "delivery.default_ttl_ms",
@@ -364,6 +395,16 @@ impl Config {
         }
         at_least_one("delivery.max_in_flight", self.delivery.max_in_flight)?;
         at_least_one("durable.max_queues", self.durable.max_queues)?;
+        let max_message = self.server.max_message_size_bytes as u64;
+        if self.durable.max_bytes != 0 && self.durable.max_bytes < max_message {
+            return Err(ConfigError::Invalid {
+                key: "durable.max_bytes",
+                problem: format!(
+                    "must be 0 (no limit) or at least server.max_message_size_bytes \
+                     ({max_message}), so that one message fits"
+                ),
+            });
+        }
         if let Err(error) =
             blipmq_protocol::topic::validate_topic(&self.delivery.dead_letter_prefix)
         {
@@ -637,6 +678,12 @@ mod tests {
         assert!(e.contains("queues.subscriber_capacity"), "{e}");
         let e = error_of("[durable]\nmax_queues = 0\n");
         assert!(e.contains("durable.max_queues"), "{e}");
+        let e = error_of("[durable]\nmax_bytes = 1000\n");
+        assert!(e.contains("durable.max_bytes"), "{e}");
+        let e = error_of("[durable]\ndetached_expiry_ms = 5\n");
+        assert!(e.contains("durable.detached_expiry_ms"), "{e}");
+        let e = error_of("[durable]\nmax_age = 5\n");
+        assert!(e.contains("max_age"), "{e}");
         let e = error_of("[auth]\napi_keys = [\"\"]\n");
         assert!(e.contains("auth.api_keys"), "{e}");
         let e = error_of("[websocket]\nbind_addr = \"nowhere\"\n");

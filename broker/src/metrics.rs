@@ -12,6 +12,7 @@ use blipmq_protocol::{error_code_name, ErrorCode};
 use parking_lot::Mutex;
 
 use crate::config::OverflowPolicy;
+use crate::durable::DropReason;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -153,12 +154,21 @@ impl Metrics {
             "Deliveries written to subscriber sockets.",
             &[("", get(&self.delivered))],
         );
+        // QoS 1 messages a stored queue dropped without an ack: TTL like
+        // any queue's, and the [durable] limits.
+        let durable_dropped = |reason: DropReason| {
+            let at = DropReason::ALL.iter().position(|&r| r == reason);
+            at.map_or(0, |i| gauges.durable.dropped[i])
+        };
         family(
             "blipmq_messages_dropped_total",
             "counter",
             "Message copies dropped before delivery, by cause.",
             &[
-                ("{reason=\"ttl\"}", get(&self.dropped_ttl)),
+                (
+                    "{reason=\"ttl\"}",
+                    get(&self.dropped_ttl) + durable_dropped(DropReason::Ttl),
+                ),
                 (
                     "{reason=\"queue_full\",policy=\"drop_oldest\"}",
                     get(&self.dropped_full_drop_oldest),
@@ -170,6 +180,19 @@ impl Metrics {
                 (
                     "{reason=\"subscriber_gone\"}",
                     get(&self.dropped_subscriber_gone),
+                ),
+                ("{reason=\"max_age\"}", durable_dropped(DropReason::MaxAge)),
+                (
+                    "{reason=\"max_messages\"}",
+                    durable_dropped(DropReason::MaxMessages),
+                ),
+                (
+                    "{reason=\"max_bytes\"}",
+                    durable_dropped(DropReason::MaxBytes),
+                ),
+                (
+                    "{reason=\"detached_expiry\"}",
+                    durable_dropped(DropReason::DetachedExpiry),
                 ),
             ],
         );
@@ -321,6 +344,12 @@ impl Metrics {
             "Rewrites of the durable subscription manifest (one may cover many creates and deletes).",
             &[("", gauges.durable.manifest_writes)],
         );
+        family(
+            "blipmq_durable_expired_total",
+            "counter",
+            "Durable subscriptions and queue groups deleted after durable.detached_expiry_ms without a consumer.",
+            &[("", gauges.durable.expired_queues)],
+        );
         let wal = &gauges.wal;
         family(
             "blipmq_wal_records_total",
@@ -405,6 +434,8 @@ mod tests {
                 redeliveries: 6,
                 dead_letters: 7,
                 manifest_writes: 8,
+                dropped: [1, 2, 3, 4, 5],
+                expired_queues: 9,
             },
             wal: Default::default(),
         });
@@ -416,6 +447,11 @@ mod tests {
         assert!(text.contains("\nblipmq_queue_depth 4\n"));
         assert!(text.contains("\nblipmq_redeliveries_total 6\n"));
         assert!(text.contains("\nblipmq_dead_letters_total 7\n"));
+        // A stored queue's TTL drops count with every other TTL drop.
+        assert!(text.contains("blipmq_messages_dropped_total{reason=\"ttl\"} 1\n"));
+        assert!(text.contains("blipmq_messages_dropped_total{reason=\"max_age\"} 2\n"));
+        assert!(text.contains("blipmq_messages_dropped_total{reason=\"detached_expiry\"} 5\n"));
+        assert!(text.contains("\nblipmq_durable_expired_total 9\n"));
         assert!(text.contains("\nblipmq_connections 2\n"));
         assert!(text.contains("\nblipmq_connections_total 3\n"));
         assert!(text.contains("\nblipmq_transport_connections{transport=\"tcp\"} 1\n"));

@@ -10,10 +10,13 @@
 //! queue held.
 //!
 //! Format (version 2): a version line, one line per queue
-//! `durable|group <since> <name> <pattern>` (names and patterns contain no
-//! whitespace, by QOS-3 and TOPIC-1), then `crc32 <8 hex digits>`: the CRC32
-//! (IEEE) of every byte before that line. Version 1 files (no checksum line)
-//! are still read; the next rewrite makes them version 2.
+//! `durable|group <since> <name> <pattern> [<detached_ms>]` (names and
+//! patterns contain no whitespace, by QOS-3 and TOPIC-1; `detached_ms`, when
+//! present, is when the queue's last consumer left, in ms since the Unix
+//! epoch, so that `durable.detached_expiry_ms` counts across restarts), then
+//! `crc32 <8 hex digits>`: the CRC32 (IEEE) of every byte before that line.
+//! Version 1 files (four fields, no checksum line) are still read; the next
+//! rewrite makes them version 2.
 //!
 //! Why a checksum when the file is replaced atomically: the rename protects
 //! against a torn write, not against a damaged disk block or a stray edit,
@@ -42,13 +45,19 @@ pub struct QueueDefinition {
     /// A queue group (shared) rather than a single-consumer durable subscription.
     pub group: bool,
     pub since: Lsn,
+    /// When it was detached (ms since the Unix epoch), once recorded.
+    pub detached_ms: Option<u64>,
 }
 
 pub fn render(queues: &[QueueDefinition]) -> String {
     let mut text = format!("{VERSION_LINE}\n");
     for q in queues {
         let kind = if q.group { "group" } else { "durable" };
-        text.push_str(&format!("{kind} {} {} {}\n", q.since, q.name, q.pattern));
+        text.push_str(&format!("{kind} {} {} {}", q.since, q.name, q.pattern));
+        if let Some(detached_ms) = q.detached_ms {
+            text.push_str(&format!(" {detached_ms}"));
+        }
+        text.push('\n');
     }
     let crc = crc32fast::hash(text.as_bytes());
     text.push_str(&format!("{CHECKSUM_PREFIX}{crc:08x}\n"));
@@ -57,9 +66,10 @@ pub fn render(queues: &[QueueDefinition]) -> String {
 
 pub fn parse(text: &str) -> Result<Vec<QueueDefinition>, String> {
     let first = text.split('\n').next().unwrap_or("");
-    let lines = match first {
-        VERSION_LINE => checked_lines(text)?,
-        VERSION_1_LINE => &text[first.len()..],
+    // Version 1 had no detach times.
+    let (lines, detach_times) = match first {
+        VERSION_LINE => (checked_lines(text)?, true),
+        VERSION_1_LINE => (&text[first.len()..], false),
         _ => {
             return Err(format!(
                 "the first line is not {VERSION_LINE:?} (or {VERSION_1_LINE:?})"
@@ -73,9 +83,19 @@ pub fn parse(text: &str) -> Result<Vec<QueueDefinition>, String> {
         .filter(|(_, line)| !line.is_empty())
         .map(|(i, line)| {
             let fields: Vec<&str> = line.split(' ').collect();
-            let [kind, since, name, pattern] = fields[..] else {
-                return Err(format!("line {}: expected 4 fields", i + 2));
+            let (kind, since, name, pattern, detached) = match fields[..] {
+                [kind, since, name, pattern] => (kind, since, name, pattern, None),
+                [kind, since, name, pattern, detached] if detach_times => {
+                    (kind, since, name, pattern, Some(detached))
+                }
+                _ => return Err(format!("line {}: expected 4 fields", i + 2)),
             };
+            let detached_ms = detached
+                .map(|ms| {
+                    ms.parse()
+                        .map_err(|_| format!("line {}: bad detach time {ms:?}", i + 2))
+                })
+                .transpose()?;
             let group = match kind {
                 "durable" => false,
                 "group" => true,
@@ -89,6 +109,7 @@ pub fn parse(text: &str) -> Result<Vec<QueueDefinition>, String> {
                 pattern: pattern.to_string(),
                 group,
                 since,
+                detached_ms,
             })
         })
         .collect()
@@ -167,12 +188,14 @@ mod tests {
                 pattern: "jobs.>".into(),
                 group: false,
                 since: 0,
+                detached_ms: None,
             },
             QueueDefinition {
                 name: "resizers".into(),
                 pattern: "images.*".into(),
                 group: true,
                 since: 12345,
+                detached_ms: Some(1_700_000_000_000),
             },
         ];
         assert_eq!(parse(&render(&queues)).unwrap(), queues);
@@ -182,6 +205,8 @@ mod tests {
         assert!(parse("blipmq-subscriptions 1\nother 1 x y\n").is_err());
         assert!(parse("blipmq-subscriptions 1\ndurable -1 x y\n").is_err());
         assert!(parse("blipmq-subscriptions 3\n").is_err());
+        // Version 1 never had a detach time.
+        assert!(parse("blipmq-subscriptions 1\ndurable 1 x y 5\n").is_err());
     }
 
     #[test]
@@ -203,6 +228,7 @@ mod tests {
             pattern: "jobs.>".into(),
             group: false,
             since: 12,
+            detached_ms: Some(99),
         }];
         let text = render(&queues);
         // Every single flipped bit is caught (a name or LSN that still
@@ -232,6 +258,7 @@ mod tests {
             pattern: "b".into(),
             group: false,
             since: 7,
+            detached_ms: None,
         };
         store(dir.path(), std::slice::from_ref(&one), true).unwrap();
         let path = dir.path().join(FILE_NAME);
@@ -255,6 +282,7 @@ mod tests {
             pattern: "b".into(),
             group: false,
             since: 7,
+            detached_ms: None,
         };
         store(dir.path(), std::slice::from_ref(&one), true).unwrap();
         store(dir.path(), &[one.clone(), one.clone()], true).unwrap();

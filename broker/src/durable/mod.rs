@@ -38,6 +38,7 @@
 //! retention until its queues own it; `replay.rs` rebuilds it all at start.
 
 mod holds;
+mod limits;
 mod manifest;
 mod queue;
 mod replay;
@@ -46,7 +47,7 @@ mod table;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, OnceCell};
@@ -59,8 +60,10 @@ use crate::wal::{FsyncPolicy, Lsn, Pending, Wal, WalConfig, WalError};
 
 use holds::Holds;
 pub use holds::LogHold;
+pub use limits::{DropReason, QueueLimits};
+use limits::{Dropped, Drops};
 use manifest::ManifestWriter;
-use queue::{Consumer, Rules, StoredQueue};
+use queue::{Consumer, Detached, Rules, StoredQueue};
 use replay::{ack_record, rebuild, KIND_ACK, KIND_MESSAGE};
 use store::MessageStore;
 use table::Queues;
@@ -93,7 +96,8 @@ pub fn ephemeral_name(subscription_id: u64) -> String {
     format!("\u{1}ephemeral-{subscription_id}")
 }
 
-/// The redelivery rules, from `[delivery]`.
+/// The redelivery rules, from `[delivery]`, and the queues' limits, from
+/// `[durable]`.
 #[derive(Debug, Clone)]
 pub struct DeliverySettings {
     pub ack_timeout: Duration,
@@ -102,6 +106,7 @@ pub struct DeliverySettings {
     pub max_in_flight: usize,
     /// Most durable subscriptions and queue groups at once.
     pub max_queues: usize,
+    pub limits: QueueLimits,
 }
 
 impl DeliverySettings {
@@ -114,6 +119,7 @@ impl DeliverySettings {
                 .max_in_flight
                 .min(config.queues.subscriber_capacity),
             max_queues: config.durable.max_queues,
+            limits: QueueLimits::from_config(config),
         }
     }
 }
@@ -164,6 +170,10 @@ pub struct DurableGauges {
     pub dead_letters: u64,
     /// Rewrites of the queue manifest.
     pub manifest_writes: u64,
+    /// Stored messages dropped without an ack, by [`DropReason::ALL`].
+    pub dropped: [u64; DropReason::ALL.len()],
+    /// Durable subscriptions and groups deleted for being detached too long.
+    pub expired_queues: u64,
 }
 
 /// The queues and the messages they keep, under one lock.
@@ -181,10 +191,11 @@ impl State {
             .iter()
             .filter(|q| q.kind != QueueKind::Ephemeral)
             .map(|q| QueueDefinition {
-                name: q.name.clone(),
+                name: q.name.to_string(),
                 pattern: q.pattern.clone(),
                 group: q.kind == QueueKind::Group,
                 since: q.since,
+                detached_ms: q.detached.and_then(|d| d.recorded_ms),
             })
             .collect();
         definitions.sort_by(|a, b| a.name.cmp(&b.name));
@@ -199,13 +210,17 @@ pub struct Durable {
     config: WalConfig,
     settings: DeliverySettings,
     wal: OnceCell<Arc<Wal>>,
-    state: Mutex<State>,
-    manifest: ManifestWriter,
+    /// Shared with the manifest rewrites the sweep starts (`Arc`s, so that
+    /// they can run on a task of their own).
+    state: Arc<Mutex<State>>,
+    manifest: Arc<ManifestWriter>,
     /// Records submitted to the log and not yet owned by their queues.
     holds: Arc<Holds>,
     dead_letters: mpsc::UnboundedSender<DeadLetter>,
     redeliveries: AtomicU64,
     dead_lettered: AtomicU64,
+    drops: Drops,
+    expired_queues: AtomicU64,
     /// The highest message id found in the log at start (0 if none).
     recovered_max_message_id: u64,
 }
@@ -218,28 +233,31 @@ impl Durable {
         settings: DeliverySettings,
     ) -> Result<(Durable, mpsc::UnboundedReceiver<DeadLetter>), WalError> {
         let (dead_letters, dead_letter_queue) = mpsc::unbounded_channel();
-        let manifest = ManifestWriter::new(
+        let manifest = Arc::new(ManifestWriter::new(
             config.dir.clone(),
             config.fsync_policy != FsyncPolicy::Never,
-        );
+        ));
         let mut durable = Durable {
             recovered_max_message_id: 0,
             config,
             settings,
             wal: OnceCell::new(),
-            state: Mutex::new(State::default()),
+            state: Arc::default(),
             manifest,
             holds: Arc::default(),
             dead_letters,
             redeliveries: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            drops: Drops::default(),
+            expired_queues: AtomicU64::new(0),
         };
         if durable.config.dir.exists() {
             let started = Instant::now();
             let wal = durable.wal().await?;
             let definitions = queue_manifest::load(&durable.config.dir)?;
-            let (state, max_message_id) =
-                tokio::task::spawn_blocking(move || rebuild(&wal, definitions))
+            let limits = durable.settings.limits.clone();
+            let (state, max_message_id, dropped) =
+                tokio::task::spawn_blocking(move || rebuild(&wal, definitions, &limits))
                     .await
                     .map_err(|e| WalError::Failed(e.to_string()))??;
             durable.recovered_max_message_id = max_message_id;
@@ -251,6 +269,8 @@ impl Durable {
                 "recovered QoS 1 state from the write-ahead log"
             );
             *durable.state.lock() = state;
+            // Limits lowered since the last run: the drops are logged now.
+            durable.settle(dropped);
             durable.release();
         }
         Ok((durable, dead_letter_queue))
@@ -311,12 +331,16 @@ impl Durable {
     /// [`Durable::submit`] and lets it go once the queues own the record.
     pub fn stored(&self, lsn: Lsn, topic: &str, message: MessageRef, hold: LogHold) {
         let rules = self.rules();
+        let limits = &self.settings.limits;
+        let now_ms = unix_ms();
+        let mut dropped = Dropped::default();
         let mut state = self.state.lock();
         let State { queues, store } = &mut *state;
         let mut kept = false;
         queues.for_each_keeper(lsn, topic, |queue| {
-            queue.keep(lsn, &message, store);
-            queue.top_up(&rules, store);
+            queue.keep(lsn, &message, now_ms, store);
+            queue.enforce_size(limits, store, &mut dropped);
+            queue.top_up(&rules, store, &mut dropped);
             kept = true;
         });
         drop(state);
@@ -325,6 +349,7 @@ impl Durable {
             // Nobody needs it: the log may forget it as soon as it likes.
             self.release();
         }
+        self.settle(dropped);
     }
 
     /// Check that a consumer can attach to `name` as `kind` with `pattern`,
@@ -337,28 +362,54 @@ impl Durable {
         kind: QueueKind,
     ) -> Result<(), AttachError> {
         if self.check_existing(name, pattern, kind)? {
-            return Ok(());
+            return self.touch(name).await;
         }
         let wal = self.wal().await?;
-        {
+        let created = {
             let mut state = self.state.lock();
             // Checked again: another connection may have made it meanwhile.
             if self.check_existing_in(&state, name, pattern, kind)? {
-                return Ok(());
+                false
+            } else {
+                let max = self.settings.max_queues;
+                if kind != QueueKind::Ephemeral && state.queues.persistent() >= max {
+                    return Err(AttachError::TooManyQueues { max });
+                }
+                let queue = StoredQueue::new(name, pattern.to_string(), kind, wal.next_lsn());
+                state.queues.insert(queue);
+                true
             }
-            let max = self.settings.max_queues;
-            if kind != QueueKind::Ephemeral && state.queues.persistent() >= max {
-                return Err(AttachError::TooManyQueues { max });
-            }
-            let queue =
-                StoredQueue::new(name.to_string(), pattern.to_string(), kind, wal.next_lsn());
-            state.queues.insert(queue);
+        };
+        if !created {
+            return self.touch(name).await;
         }
         if kind != QueueKind::Ephemeral {
             if let Err(error) = self.save_manifest().await {
                 self.state.lock().queues.remove(name);
                 return Err(error.into());
             }
+        }
+        Ok(())
+    }
+
+    /// A consumer is about to attach to `name`: its idle clock starts
+    /// again, so that the sweep cannot delete it between `prepare` and
+    /// `attach`; a detach time the manifest has for it goes first, so that
+    /// a crash while it is attached cannot make it look idle since then.
+    async fn touch(&self, name: &str) -> Result<(), AttachError> {
+        let recorded = {
+            let mut state = self.state.lock();
+            let Some(queue) = state.queues.get_mut(name) else {
+                return Ok(());
+            };
+            let recorded = queue.detached.is_some_and(|d| d.recorded_ms.is_some());
+            if queue.detached.is_some() {
+                queue.detached = Some(Detached::now());
+            }
+            recorded
+        };
+        if recorded {
+            self.save_manifest().await?;
         }
         Ok(())
     }
@@ -433,7 +484,11 @@ impl Durable {
             live: subscription,
             in_flight: 0,
         });
-        queue.top_up(&rules, store);
+        queue.detached = None;
+        let mut dropped = Dropped::default();
+        queue.top_up(&rules, store, &mut dropped);
+        drop(state);
+        self.settle(dropped);
     }
 
     /// A consumer went away (connection closed, or unsubscribed keeping the
@@ -462,7 +517,13 @@ impl Durable {
                 released, "a consumer left; its unacked messages go back in line"
             );
         }
-        queue.top_up(&rules, store);
+        if queue.consumers.is_empty() {
+            queue.detached = Some(Detached::now());
+        }
+        let mut dropped = Dropped::default();
+        queue.top_up(&rules, store, &mut dropped);
+        drop(state);
+        self.settle(dropped);
     }
 
     /// A consumer unsubscribed for good: a durable subscription is deleted
@@ -526,10 +587,14 @@ impl Durable {
                 return false;
             };
             let removed = queue.forget(lsn, store);
+            let mut dropped = Dropped::default();
             if removed {
-                queue.top_up(&rules, store);
+                queue.top_up(&rules, store, &mut dropped);
             }
-            (removed, queue.kind != QueueKind::Ephemeral)
+            let logged = queue.persistent();
+            drop(state);
+            self.settle(dropped);
+            (removed, logged)
         };
         if removed {
             if let (true, Some(wal)) = (logged, self.wal.get()) {
@@ -564,6 +629,7 @@ impl Durable {
     /// Send again every delivery whose ack is overdue. Returns how many.
     pub fn redeliver_overdue(&self, now: Instant) -> usize {
         let rules = self.rules();
+        let mut dropped = Dropped::default();
         let mut state = self.state.lock();
         let State { queues, store } = &mut *state;
         let mut overdue = 0;
@@ -571,31 +637,121 @@ impl Durable {
             let taken_back = queue.take_back_overdue(now);
             if taken_back > 0 {
                 overdue += taken_back;
-                queue.top_up(&rules, store);
+                queue.top_up(&rules, store, &mut dropped);
             }
         }
+        drop(state);
+        self.settle(dropped);
         overdue
     }
 
-    /// Drop the expired messages of queues nobody is attached to (attached
-    /// queues drop theirs as they send), so that they stop holding log
-    /// segments. Returns how many went.
+    /// The once-a-second sweep (the server calls it with the redelivery
+    /// sweep, about every second): drop the messages past their TTL in
+    /// detached queues (attached ones drop theirs as they send) and past
+    /// `max_age` in every queue, so that they stop holding log segments;
+    /// delete the durable subscriptions and groups detached for longer than
+    /// `detached_expiry`; write down detach times. Returns how many
+    /// messages went.
     pub fn expire_detached(&self, now: Instant) -> usize {
-        let mut expired = 0;
+        let limits = &self.settings.limits;
+        let now_ms = unix_ms();
+        let mut dropped = Dropped::default();
+        let mut expired = Vec::new();
+        let mut record_detach_times = false;
         {
             let mut state = self.state.lock();
             let State { queues, store } = &mut *state;
-            if !store.has_expiring() {
-                return 0;
+            for queue in queues.iter_mut() {
+                if queue.consumers.is_empty() && store.has_expiring() {
+                    queue.expire(now, store, &mut dropped);
+                }
+                if let Some(max_age) = limits.max_age {
+                    let cutoff = now_ms.saturating_sub(max_age.as_millis() as u64);
+                    queue.enforce_age(cutoff, store, &mut dropped);
+                }
+                let persistent = queue.persistent();
+                let (Some(detached), Some(expiry), true) =
+                    (&mut queue.detached, limits.detached_expiry, persistent)
+                else {
+                    continue;
+                };
+                let age = detached.age(now);
+                if age >= expiry {
+                    expired.push(queue.name.clone());
+                } else if detached.recorded_ms.is_none() && age >= record_detach_after(expiry) {
+                    detached.recorded_ms = Some(now_ms.saturating_sub(age.as_millis() as u64));
+                    record_detach_times = true;
+                }
             }
-            for queue in queues.iter_mut().filter(|q| q.consumers.is_empty()) {
-                expired += queue.expire(now, store);
+            let mut messages = 0;
+            for name in &expired {
+                if let Some(mut queue) = queues.remove(name) {
+                    messages += queue.kept() as u64;
+                    queue.clear(store);
+                }
+            }
+            if !expired.is_empty() {
+                dropped.add_without_records(DropReason::DetachedExpiry, messages);
+                self.expired_queues
+                    .fetch_add(expired.len() as u64, Ordering::Relaxed);
+                // One line per sweep, however many expired at once (a
+                // restart can find thousands past their time).
+                let names: Vec<&str> = expired.iter().take(10).map(|n| &**n).collect();
+                warn!(
+                    count = expired.len(),
+                    ?names,
+                    messages,
+                    "deleted durable subscriptions nobody attached to for \
+                     durable.detached_expiry_ms, with the messages they kept"
+                );
             }
         }
-        if expired > 0 {
-            self.release();
+        if !expired.is_empty() || record_detach_times {
+            // On a task of its own: this sweep runs on the server's timer,
+            // which must not wait for the disk. Should the rewrite fail, the
+            // next one (any create, delete or sweep) writes the same state.
+            let (manifest, state) = (self.manifest.clone(), self.state.clone());
+            tokio::spawn(async move {
+                if let Err(error) = manifest.save(|| state.lock().definitions()).await {
+                    warn!(%error, "could not rewrite the durable subscription manifest");
+                }
+            });
         }
-        expired
+        let gone = dropped.total();
+        self.settle(dropped);
+        gone as usize
+    }
+
+    /// After an operation on the queues, out of the lock: count what it
+    /// dropped, log it, write an ack record for each drop from a durable
+    /// queue (so that a restart does not bring it back, as it would a
+    /// message whose TTL passed, or one dropped for a limit that a later ack
+    /// brought the queue back under), and let retention have the space.
+    fn settle(&self, dropped: Dropped) {
+        if dropped.is_empty() {
+            return;
+        }
+        self.drops.settle(&dropped);
+        if let (false, Some(wal)) = (dropped.records.is_empty(), self.wal.get()) {
+            // As for acks, nothing waits for these: one lost in a crash
+            // means the message is dropped again after the restart.
+            let appends: Vec<_> = dropped
+                .records
+                .iter()
+                .map(|(queue, lsn)| wal.append(KIND_ACK, ack_record(queue, *lsn)))
+                .collect();
+            tokio::spawn(async move {
+                let failed = futures_util::future::join_all(appends)
+                    .await
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .count();
+                if failed > 0 {
+                    debug!(failed, "could not log the drops of stored messages");
+                }
+            });
+        }
+        self.release();
     }
 
     /// How often [`Durable::redeliver_overdue`] should run.
@@ -611,6 +767,8 @@ impl Durable {
             redeliveries: self.redeliveries.load(Ordering::Relaxed),
             dead_letters: self.dead_lettered.load(Ordering::Relaxed),
             manifest_writes: self.manifest.writes(),
+            dropped: self.drops.totals(),
+            expired_queues: self.expired_queues.load(Ordering::Relaxed),
         }
     }
 
@@ -641,6 +799,22 @@ impl Durable {
     }
 }
 
+/// Now, in ms since the Unix epoch: what stored messages and detach times
+/// are stamped with, since they must mean the same after a restart.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long a queue stays detached before its detach time is written to the
+/// manifest. Not at once, so that consumers that reconnect within it (the
+/// usual case) cost no rewrite; a restart meanwhile only starts the queue's
+/// clock again, so it can live this much longer than `expiry`, never less.
+fn record_detach_after(expiry: Duration) -> Duration {
+    (expiry / 4).min(Duration::from_secs(60))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,6 +825,7 @@ mod tests {
             max_deliveries: 0,
             max_in_flight: 16,
             max_queues: 100,
+            limits: QueueLimits::default(),
         }
     }
 
@@ -772,5 +947,64 @@ mod tests {
         }
         assert_eq!(durable.state.lock().store.len(), 1);
         assert_eq!(durable.state.lock().store.oldest(), Some(lsns[4]));
+    }
+
+    fn expiring_after(expiry: Duration) -> DeliverySettings {
+        DeliverySettings {
+            limits: QueueLimits {
+                detached_expiry: Some(expiry),
+                ..QueueLimits::default()
+            },
+            ..settings()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_detach_time_in_the_manifest_counts_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = small_log(dir.path());
+        std::fs::create_dir_all(&config.dir).unwrap();
+        let hour_ago = unix_ms() - 3_600_000;
+        let queue = |name: &str, detached_ms| QueueDefinition {
+            name: name.into(),
+            pattern: "p".into(),
+            group: false,
+            since: 1,
+            detached_ms,
+        };
+        let definitions = [queue("old", Some(hour_ago)), queue("unrecorded", None)];
+        queue_manifest::store(&config.dir, &definitions, true).unwrap();
+        let expiry = Duration::from_secs(600);
+        let (durable, _dead) = Durable::open(config, expiring_after(expiry)).await.unwrap();
+        durable.expire_detached(Instant::now());
+        // Detached an hour ago by the manifest: past ten minutes. The other
+        // one's clock started with this run.
+        let gauges = durable.gauges();
+        assert_eq!((gauges.queues, gauges.expired_queues), (1, 1));
+        assert!(durable.state.lock().queues.contains("unrecorded"));
+    }
+
+    #[tokio::test]
+    async fn a_detach_time_is_written_down_and_cleared_by_the_next_attach() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = small_log(dir.path());
+        let wal_dir = config.dir.clone();
+        let expiry = Duration::from_millis(400);
+        let (durable, _dead) = Durable::open(config, expiring_after(expiry)).await.unwrap();
+        durable.prepare("q", "p", QueueKind::Durable).await.unwrap();
+        let recorded = || queue_manifest::load(&wal_dir).unwrap()[0].detached_ms;
+        assert_eq!(recorded(), None);
+        tokio::time::sleep(record_detach_after(expiry) + Duration::from_millis(20)).await;
+        durable.expire_detached(Instant::now());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while recorded().is_none() {
+            assert!(Instant::now() < deadline, "never written down");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(recorded().unwrap() <= unix_ms());
+        // A consumer on its way: the time goes before it is attached.
+        durable.prepare("q", "p", QueueKind::Durable).await.unwrap();
+        assert_eq!(recorded(), None);
+        assert_eq!(durable.gauges().queues, 1);
     }
 }

@@ -10,13 +10,14 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::limits::{DropReason, Dropped, QueueLimits};
 use super::store::MessageStore;
 use super::{DeadLetter, DeliverySettings, QueueKind};
-use crate::subscription::{Queued, Subscription};
+use crate::subscription::{MessageRef, Queued, Subscription};
 use crate::wal::Lsn;
 
 /// Where a message that has been sent at least once is now.
@@ -42,8 +43,45 @@ pub(super) struct Consumer {
     pub in_flight: usize,
 }
 
+/// How long a queue has had no consumer.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Detached {
+    /// Measured on the monotonic clock from `at`, plus `age_at` (the age
+    /// recovered from the manifest when the broker started).
+    at: Instant,
+    age_at: Duration,
+    /// The detach time (ms since the Unix epoch) as the manifest has it,
+    /// once it does.
+    pub recorded_ms: Option<u64>,
+}
+
+impl Detached {
+    pub fn now() -> Detached {
+        Detached {
+            at: Instant::now(),
+            age_at: Duration::ZERO,
+            recorded_ms: None,
+        }
+    }
+
+    /// At start, from the manifest's detach time if it has one (a queue it
+    /// has none for starts its clock now: it may live longer than
+    /// `detached_expiry`, never shorter).
+    pub fn recovered(recorded_ms: Option<u64>, now_ms: u64) -> Detached {
+        Detached {
+            at: Instant::now(),
+            age_at: Duration::from_millis(recorded_ms.map_or(0, |at| now_ms.saturating_sub(at))),
+            recorded_ms,
+        }
+    }
+
+    pub fn age(&self, now: Instant) -> Duration {
+        self.age_at + now.saturating_duration_since(self.at)
+    }
+}
+
 pub(super) struct StoredQueue {
-    pub name: String,
+    pub name: Arc<str>,
     pub pattern: String,
     pub kind: QueueKind,
     /// The first LSN this queue keeps: it was created just before it.
@@ -58,12 +96,16 @@ pub(super) struct StoredQueue {
     next_consumer: usize,
     /// Messages kept: waiting, in flight or dead-lettering.
     kept: usize,
+    /// Their frames' bytes, for `max_bytes`.
+    bytes: u64,
+    /// Since when nobody has been attached (`None` while someone is).
+    pub detached: Option<Detached>,
 }
 
 impl StoredQueue {
-    pub fn new(name: String, pattern: String, kind: QueueKind, since: Lsn) -> StoredQueue {
+    pub fn new(name: &str, pattern: String, kind: QueueKind, since: Lsn) -> StoredQueue {
         StoredQueue {
-            name,
+            name: Arc::from(name),
             pattern,
             kind,
             since,
@@ -73,7 +115,15 @@ impl StoredQueue {
             consumers: Vec::new(),
             next_consumer: 0,
             kept: 0,
+            bytes: 0,
+            detached: Some(Detached::now()),
         }
+    }
+
+    /// A durable subscription or queue group (in the manifest), not an
+    /// ephemeral queue.
+    pub fn persistent(&self) -> bool {
+        self.kind != QueueKind::Ephemeral
     }
 
     /// Messages this queue keeps (not acked yet).
@@ -81,16 +131,65 @@ impl StoredQueue {
         self.kept
     }
 
-    /// Keep a message just stored (or replayed), never sent yet.
+    /// Keep a message just stored (or replayed), never sent yet, stored at
+    /// `stored_ms` (ms since the Unix epoch).
     pub fn keep(
         &mut self,
         lsn: Lsn,
-        message: &crate::subscription::MessageRef,
+        message: &MessageRef,
+        stored_ms: u64,
         store: &mut MessageStore,
     ) {
-        store.add_ref(lsn, message);
+        store.add_ref(lsn, message, stored_ms);
         insert_sorted(&mut self.ready, lsn);
         self.kept += 1;
+        self.bytes += message.delivery.len() as u64;
+    }
+
+    /// The oldest message kept, whatever its state.
+    fn oldest(&self) -> Option<Lsn> {
+        let waiting = self.ready.front().copied();
+        let sent = self.delivered.keys().next().copied();
+        waiting.into_iter().chain(sent).min()
+    }
+
+    /// Drop the oldest messages while the queue is over `max_messages` or
+    /// `max_bytes`, keeping at least the newest (a `max_bytes` below one
+    /// message would otherwise drop every message as it came).
+    pub fn enforce_size(
+        &mut self,
+        limits: &QueueLimits,
+        store: &mut MessageStore,
+        dropped: &mut Dropped,
+    ) {
+        while self.kept > 1 {
+            let Some(reason) = limits.over(self.kept, self.bytes) else {
+                return;
+            };
+            self.drop_oldest(reason, store, dropped);
+        }
+    }
+
+    /// Drop the messages stored before `cutoff_ms`, oldest first. Log order
+    /// is storage order (to within the confirm pipelines' overlap), so the
+    /// first younger message ends the scan.
+    pub fn enforce_age(&mut self, cutoff_ms: u64, store: &mut MessageStore, dropped: &mut Dropped) {
+        while let Some(lsn) = self.oldest() {
+            if store.stored_ms(lsn) >= cutoff_ms {
+                return;
+            }
+            self.drop_oldest(DropReason::MaxAge, store, dropped);
+        }
+    }
+
+    fn drop_oldest(&mut self, reason: DropReason, store: &mut MessageStore, dropped: &mut Dropped) {
+        let Some(lsn) = self.oldest() else {
+            return;
+        };
+        // An in-flight one too: its consumer's ack later is harmless, and
+        // sparing it would let a consumer that never acks pin the log.
+        self.forget(lsn, store);
+        dropped.add(&self.name, self.persistent(), lsn, reason);
     }
 
     /// Forget a message (acked, expired or dead-lettered); returns whether
@@ -113,6 +212,7 @@ impl StoredQueue {
         };
         if held {
             self.kept -= 1;
+            self.bytes -= store.message(lsn).delivery.len() as u64;
             store.unref(lsn);
             self.trim();
         }
@@ -134,6 +234,7 @@ impl StoredQueue {
         self.delivered.clear();
         self.deadlines.clear();
         self.kept = 0;
+        self.bytes = 0;
         for consumer in &mut self.consumers {
             consumer.in_flight = 0;
         }
@@ -195,26 +296,30 @@ impl StoredQueue {
         overdue.len()
     }
 
-    /// Drop the waiting messages whose TTL has passed; returns how many.
-    pub fn expire(&mut self, now: Instant, store: &mut MessageStore) -> usize {
+    /// Drop the waiting messages whose TTL has passed.
+    pub fn expire(&mut self, now: Instant, store: &mut MessageStore, dropped: &mut Dropped) {
+        let persistent = self.persistent();
         let StoredQueue {
+            name,
             ready,
             delivered,
             kept,
+            bytes,
             ..
         } = self;
-        let before = *kept;
         ready.retain(|&lsn| {
-            let expired = store.message(lsn).expires_at.is_some_and(|at| at <= now);
+            let message = store.message(lsn);
+            let expired = message.expires_at.is_some_and(|at| at <= now);
             if expired {
+                *bytes -= message.delivery.len() as u64;
                 delivered.remove(&lsn);
                 *kept -= 1;
                 store.unref(lsn);
+                dropped.add(name, persistent, lsn, DropReason::Ttl);
             }
             !expired
         });
         self.trim();
-        before - self.kept
     }
 
     /// A consumer with credit and room, round robin.
@@ -234,7 +339,7 @@ impl StoredQueue {
     /// Send waiting messages, oldest first, while some consumer has credit.
     /// Expired messages are dropped here, and messages out of deliveries are
     /// handed to `dead_letters`.
-    pub fn top_up(&mut self, rules: &Rules<'_>, store: &mut MessageStore) {
+    pub fn top_up(&mut self, rules: &Rules<'_>, store: &mut MessageStore, dropped: &mut Dropped) {
         if self.consumers.is_empty() {
             return;
         }
@@ -243,13 +348,14 @@ impl StoredQueue {
             let message = store.message(lsn);
             if message.expires_at.is_some_and(|at| at <= now) {
                 self.forget(lsn, store);
+                dropped.add(&self.name, self.persistent(), lsn, DropReason::Ttl);
                 continue;
             }
             let deliveries = self.delivered.get(&lsn).map_or(0, |d| d.deliveries);
             let max = rules.settings.max_deliveries;
             if max > 0 && deliveries >= max {
                 let dead = DeadLetter {
-                    queue: self.name.clone(),
+                    queue: self.name.to_string(),
                     lsn,
                     message: message.clone(),
                     deliveries,
@@ -395,6 +501,7 @@ mod tests {
             max_deliveries: 0,
             max_in_flight: 16,
             max_queues: 1,
+            limits: QueueLimits::default(),
         };
         let rules = Rules {
             settings: &settings,
@@ -402,20 +509,21 @@ mod tests {
             redeliveries: &redeliveries,
         };
         let mut store = MessageStore::default();
-        let mut queue = StoredQueue::new("q".into(), "t".into(), QueueKind::Durable, 1);
+        let mut dropped = Dropped::default();
+        let mut queue = StoredQueue::new("q", "t".into(), QueueKind::Durable, 1);
         // Confirm pipelines of two connections may hand over 5 before 3.
         for lsn in [5, 3, 4, 9, 7] {
-            queue.keep(lsn, &message(lsn), &mut store);
+            queue.keep(lsn, &message(lsn), 0, &mut store);
         }
         queue.consumers.push(consumer(1));
-        queue.top_up(&rules, &mut store);
+        queue.top_up(&rules, &mut store, &mut dropped);
         let first: Vec<_> = [3, 4, 5, 7, 9].iter().map(|&l| (l, 1)).collect();
         assert_eq!(sent(&queue.consumers[0]), first);
         // The ack timeout is zero: everything is overdue, and comes back
         // in log order, counted, once the consumer acked one.
         assert!(queue.forget(4, &mut store));
         assert_eq!(queue.take_back_overdue(Instant::now()), 4);
-        queue.top_up(&rules, &mut store);
+        queue.top_up(&rules, &mut store, &mut dropped);
         let again: Vec<_> = [3, 5, 7, 9].iter().map(|&l| (l, 2)).collect();
         assert_eq!(sent(&queue.consumers[0]), again);
         assert_eq!(redeliveries.load(Ordering::Relaxed), 4);
@@ -426,5 +534,6 @@ mod tests {
         assert_eq!(queue.ready, [3]);
         queue.clear(&mut store);
         assert_eq!(store.len(), 0, "every reference was let go");
+        assert!(dropped.is_empty());
     }
 }

@@ -8,8 +8,9 @@ use blipmq_protocol::{decode, Frame, LENGTH_PREFIX_LEN};
 use bytes::{BufMut, Bytes, BytesMut};
 use tracing::warn;
 
-use super::queue::StoredQueue;
-use super::{QueueKind, State};
+use super::limits::{Dropped, QueueLimits};
+use super::queue::{Detached, StoredQueue};
+use super::{unix_ms, QueueKind, State};
 use crate::queue_manifest::QueueDefinition;
 use crate::subscription::{MessageRef, QueuedMessage};
 use crate::wal::{Lsn, Wal, WalError};
@@ -25,22 +26,25 @@ pub(super) fn ack_record(name: &str, lsn: Lsn) -> Bytes {
 }
 
 /// Replay the log into the queues the manifest names: each keeps the
-/// matching messages from its `since` LSN on, minus the acked ones. Also
-/// returns the highest message id in the log.
+/// matching messages from its `since` LSN on, minus the acked (and
+/// dropped) ones, within its size limits. Also returns the highest message
+/// id in the log, and what the limits dropped.
 pub(super) fn rebuild(
     wal: &Wal,
     definitions: Vec<QueueDefinition>,
-) -> Result<(State, u64), WalError> {
+    limits: &QueueLimits,
+) -> Result<(State, u64, Dropped), WalError> {
     let mut state = State::default();
+    let now_ms = unix_ms();
     for d in definitions {
         let kind = if d.group {
             QueueKind::Group
         } else {
             QueueKind::Durable
         };
-        state
-            .queues
-            .insert(StoredQueue::new(d.name, d.pattern, kind, d.since));
+        let mut queue = StoredQueue::new(&d.name, d.pattern, kind, d.since);
+        queue.detached = Some(Detached::recovered(d.detached_ms, now_ms));
+        state.queues.insert(queue);
     }
     let State { queues, store } = &mut state;
     let mut skipped = 0u64;
@@ -48,10 +52,10 @@ pub(super) fn rebuild(
     wal.replay(0, |lsn, kind, payload| {
         match kind {
             KIND_MESSAGE => match restore_message(payload) {
-                Some((topic, message)) => {
+                Some((topic, message, timestamp_ms)) => {
                     max_message_id = max_message_id.max(message.message_id);
                     queues.for_each_keeper(lsn, &topic, |queue| {
-                        queue.keep(lsn, &message, store);
+                        queue.keep(lsn, &message, timestamp_ms, store);
                     });
                 }
                 None => skipped += 1,
@@ -80,13 +84,22 @@ pub(super) fn rebuild(
             "write-ahead log records of an unknown shape were skipped"
         );
     }
-    Ok((state, max_message_id))
+    // Limits apply once every ack is in: an ack is logged a little after it
+    // happened, so applying them message by message could drop one that the
+    // live queue, acked in time, kept.
+    let mut dropped = Dropped::default();
+    let State { queues, store } = &mut state;
+    for queue in queues.iter_mut() {
+        queue.enforce_size(limits, store, &mut dropped);
+    }
+    Ok((state, max_message_id, dropped))
 }
 
-/// A stored Delivery frame back into a queued message. Its TTL is not
-/// restored: the deadline was measured on a clock that did not survive the
-/// restart, so a recovered message waits until it is acked.
-fn restore_message(frame: &[u8]) -> Option<(String, MessageRef)> {
+/// A stored Delivery frame back into a queued message, with its topic and
+/// timestamp. Its TTL is not restored: the deadline was measured on a clock
+/// that did not survive the restart, so a recovered message waits until it
+/// is acked (or a limit drops it).
+fn restore_message(frame: &[u8]) -> Option<(String, MessageRef, u64)> {
     let body = frame.get(LENGTH_PREFIX_LEN..)?;
     let Ok(Frame::Delivery(delivery)) = decode(body) else {
         return None;
@@ -107,5 +120,6 @@ fn restore_message(frame: &[u8]) -> Option<(String, MessageRef)> {
             message_id: delivery.message_id,
             trace_id: blipmq_protocol::headers::trace_id_of(&delivery.headers).map(Box::from),
         }),
+        delivery.timestamp_ms,
     ))
 }

@@ -15,6 +15,9 @@ use crate::wal::Lsn;
 
 pub(super) struct StoredMessage {
     pub message: MessageRef,
+    /// When it was stored (ms since the Unix epoch; for a message recovered
+    /// from the log, its timestamp): what `durable.max_age_ms` measures.
+    stored_ms: u64,
     /// Queues that keep it; it leaves the map when the last one lets go.
     refs: u32,
 }
@@ -33,14 +36,20 @@ impl MessageStore {
         &self.messages[&lsn].message
     }
 
+    /// When the message at `lsn`, which a queue keeps, was stored.
+    pub fn stored_ms(&self, lsn: Lsn) -> u64 {
+        self.messages[&lsn].stored_ms
+    }
+
     /// One more queue keeps the message at `lsn`.
-    pub fn add_ref(&mut self, lsn: Lsn, message: &MessageRef) {
+    pub fn add_ref(&mut self, lsn: Lsn, message: &MessageRef, stored_ms: u64) {
         let entry = self.messages.entry(lsn).or_insert_with(|| {
             if message.expires_at.is_some() {
                 self.expiring += 1;
             }
             StoredMessage {
                 message: message.clone(),
+                stored_ms,
                 refs: 0,
             }
         });

@@ -53,7 +53,7 @@ impl Queues {
                 self.slots.len() - 1
             }
         };
-        self.by_name.insert(queue.name.clone(), slot);
+        self.by_name.insert(queue.name.to_string(), slot);
         self.by_pattern
             .entry(queue.pattern.clone())
             .or_default()
