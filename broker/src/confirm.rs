@@ -15,6 +15,7 @@ use std::sync::Arc;
 use blipmq_protocol::{Confirm, Encoder, ErrorCode, ErrorFrame, Frame};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::durable::LogHold;
@@ -59,12 +60,23 @@ pub struct ConfirmPipeline {
 }
 
 impl ConfirmPipeline {
-    pub fn start(shared: Arc<Shared>, outbox: Arc<Outbox>) -> ConfirmPipeline {
+    /// `close` stops the connection's reader: cancelled when the publisher
+    /// lets its answers pile up past the control backlog (LIMIT-2).
+    pub fn start(
+        shared: Arc<Shared>,
+        outbox: Arc<Outbox>,
+        close: CancellationToken,
+    ) -> ConfirmPipeline {
         let (queue, receiver) = mpsc::channel(IN_FLIGHT);
         let in_flight = Arc::new(AtomicUsize::new(0));
+        let answers = Answers {
+            outbox,
+            close,
+            closing: false,
+        };
         let task = tokio::spawn(confirm_in_order(
             shared,
-            outbox,
+            answers,
             receiver,
             in_flight.clone(),
         ));
@@ -114,16 +126,50 @@ pub fn storage_error_code(error: &WalError) -> ErrorCode {
     }
 }
 
+/// Where the pipeline's confirms and errors go.
+struct Answers {
+    outbox: Arc<Outbox>,
+    close: CancellationToken,
+    /// The backlog overflowed and the connection is closing: later answers
+    /// are not queued (nor warned about) any more.
+    closing: bool,
+}
+
+impl Answers {
+    /// Queue an answer for the publisher. Past the control backlog the
+    /// connection is closed, as LIMIT-2 says and as the reader does for its
+    /// own answers: dropping the answer and going on would leave a
+    /// publisher waiting for a confirm that never comes, and logged a
+    /// warning per confirm (a 10 MB log in 4 s). The messages already in
+    /// the pipeline are stored all the same; the publisher learns nothing
+    /// of them, so it publishes them again when it reconnects
+    /// (at-least-once).
+    fn push(&mut self, encoder: &mut Encoder, frame: &Frame<'_>) {
+        if self.closing {
+            return;
+        }
+        if self
+            .outbox
+            .push_control(|out| encoder.encode(frame, out))
+            .is_err()
+        {
+            warn!("publisher does not read its confirms; closing");
+            self.closing = true;
+            self.close.cancel();
+        }
+    }
+}
+
 async fn confirm_in_order(
     shared: Arc<Shared>,
-    outbox: Arc<Outbox>,
+    mut answers: Answers,
     mut queue: mpsc::Receiver<InOrder>,
     in_flight: Arc<AtomicUsize>,
 ) {
     let mut encoder = Encoder::new();
     while let Some(entry) = queue.recv().await {
         match entry {
-            InOrder::Stored(stored) => confirm(&shared, &outbox, &mut encoder, stored).await,
+            InOrder::Stored(stored) => confirm(&shared, &mut answers, &mut encoder, stored).await,
             InOrder::Behind { message, matches } => {
                 for subscription in matches.targets() {
                     subscription.enqueue(message.clone(), &shared.metrics).await;
@@ -138,7 +184,12 @@ async fn confirm_in_order(
 
 /// Wait for `stored` to be durable, then confirm it and deliver it (or
 /// answer the publisher with the log's error).
-async fn confirm(shared: &Shared, outbox: &Outbox, encoder: &mut Encoder, stored: StoredPublish) {
+async fn confirm(
+    shared: &Shared,
+    answers: &mut Answers,
+    encoder: &mut Encoder,
+    stored: StoredPublish,
+) {
     let lsn = match stored.pending.await {
         Ok(lsn) => lsn,
         Err(error) => {
@@ -150,7 +201,7 @@ async fn confirm(shared: &Shared, outbox: &Outbox, encoder: &mut Encoder, stored
                 message: &error.to_string(),
                 request_id: stored.publish_id,
             });
-            let _ = outbox.push_control(|out| encoder.encode(&frame, out));
+            answers.push(encoder, &frame);
             return;
         }
     };
@@ -163,12 +214,7 @@ async fn confirm(shared: &Shared, outbox: &Outbox, encoder: &mut Encoder, stored
         publish_id: stored.publish_id,
         message_id: stored.message.message_id,
     });
-    if outbox
-        .push_control(|out| encoder.encode(&confirm, out))
-        .is_err()
-    {
-        warn!("publisher does not read its confirms");
-    }
+    answers.push(encoder, &confirm);
     deliver_at_qos0(shared, &stored.matches, &stored.message).await;
 }
 
@@ -177,5 +223,72 @@ async fn confirm(shared: &Shared, outbox: &Outbox, encoder: &mut Encoder, stored
 pub async fn deliver_at_qos0(shared: &Shared, matches: &Matches, message: &MessageRef) {
     for subscription in matches.targets().filter(|s| s.durable.is_none()) {
         subscription.enqueue(message.clone(), &shared.metrics).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::durable::{DeliverySettings, Durable};
+    use crate::outbox::MAX_PENDING_CONTROL_BYTES;
+    use crate::registry::Registry;
+    use crate::subscription::QueuedMessage;
+
+    #[tokio::test]
+    async fn a_publisher_that_does_not_read_its_confirms_is_disconnected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.wal.dir = dir.path().join("wal");
+        let settings = DeliverySettings::from_config(&config);
+        let (durable, _dead) = Durable::open(config.wal.clone(), settings).await.unwrap();
+        let shared = Arc::new(Shared {
+            registry: Registry::new(16, 1),
+            metrics: Arc::default(),
+            durable,
+            next_message_id: AtomicU64::new(1),
+            next_subscription_id: AtomicU64::new(1),
+            next_connection_id: AtomicU64::new(1),
+            config,
+        });
+        let outbox = Outbox::new();
+        // The publisher has read nothing for a while: its backlog is full.
+        outbox
+            .push_control(|out| out.resize(MAX_PENDING_CONTROL_BYTES + 1, 0))
+            .unwrap();
+        let close = CancellationToken::new();
+        let pipeline = ConfirmPipeline::start(shared.clone(), outbox.clone(), close.clone());
+        for id in 1..=3 {
+            let message = Arc::new(QueuedMessage {
+                delivery: Encoder::new().shared_delivery("t", b"x", &[], id, 0),
+                expires_at: None,
+                message_id: id,
+                trace_id: None,
+            });
+            let (pending, hold) = shared.durable.submit(&message).await.unwrap();
+            pipeline
+                .push(StoredPublish {
+                    pending,
+                    hold,
+                    publish_id: id,
+                    topic: "t".into(),
+                    message,
+                    matches: shared.registry.matching("t").1,
+                })
+                .await;
+        }
+        pipeline.finish().await;
+        assert!(close.is_cancelled(), "the connection is closed (LIMIT-2)");
+        let mut backlog = BytesMut::new();
+        outbox.take_control(&mut backlog);
+        assert_eq!(
+            backlog.len(),
+            MAX_PENDING_CONTROL_BYTES + 1,
+            "nothing more queued"
+        );
     }
 }

@@ -86,6 +86,7 @@ pub async fn serve(
             match_cache: None,
             wakes: PendingWakes::default(),
             confirms: None,
+            stop: reader_stop.clone(),
             read_at_ms: unix_millis(),
         };
         reader.run(read_half, &reader_stop, &shutdown).await;
@@ -157,6 +158,9 @@ struct Reader {
     wakes: PendingWakes,
     /// Started on the first QoS 1 publish.
     confirms: Option<ConfirmPipeline>,
+    /// Stops this reader: the confirm pipeline cancels it when the
+    /// publisher does not read its confirms (LIMIT-2).
+    stop: CancellationToken,
     /// When the bytes being handled were read (ms since the Unix epoch):
     /// the accept time stamped on messages, one clock read per socket read.
     read_at_ms: u64,
@@ -586,7 +590,7 @@ impl Reader {
             }
         };
         let confirms = self.confirms.get_or_insert_with(|| {
-            ConfirmPipeline::start(self.shared.clone(), self.outbox.clone())
+            ConfirmPipeline::start(self.shared.clone(), self.outbox.clone(), self.stop.clone())
         });
         confirms
             .push(StoredPublish {

@@ -469,3 +469,47 @@ async fn a_damaged_subscription_manifest_stops_the_broker_at_start() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_publisher_that_never_reads_its_confirms_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    // LIMIT-2 for confirms: each Confirm is a small answer, and a publisher
+    // that reads none of them is disconnected once they fill the backlog
+    // (they were dropped with a warning each, the connection kept open).
+    let broker =
+        TestBroker::start_with(|c| c.wal.fsync_policy = blipmq_broker::wal::FsyncPolicy::Never)
+            .await;
+    let mut greedy = broker.client().await;
+    let mut encoder = blipmq_protocol::Encoder::new();
+    let burst: Vec<u8> = (0..10_000u64)
+        .flat_map(|i| {
+            encoder
+                .encode_to_bytes(&Frame::Publish(Publish {
+                    publish_id: i + 1,
+                    topic: "c",
+                    payload: b"",
+                    ttl_ms: 0,
+                    qos: 1,
+                    headers: vec![],
+                }))
+                .to_vec()
+        })
+        .collect();
+    let closed = tokio::time::timeout(PATIENCE * 6, async {
+        // Bounded: 150 bursts is several times what fills the backlog.
+        for _ in 0..150 {
+            if greedy.stream.write_all(&burst).await.is_err() {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the broker acts within the test's patience");
+    assert!(
+        closed,
+        "the broker kept a publisher that never reads its confirms"
+    );
+    broker.wait_for_metric("blipmq_connections", 0).await;
+    broker.stop().await;
+}
