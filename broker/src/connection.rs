@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::confirm::{storage_error_code, ConfirmPipeline, StoredPublish};
-use crate::durable::{ephemeral_name, AttachError, QueueKind};
+use crate::durable::{ephemeral_name, AckOutcome, AttachError, QueueKind};
 use crate::metrics::inc;
 use crate::outbox::{Outbox, PendingWakes};
 use crate::registry::Matches;
@@ -349,8 +349,10 @@ impl Reader {
             Frame::Unsubscribe(unsubscribe) => Box::pin(self.unsubscribe(&unsubscribe)).await,
             Frame::Ack(ack) => {
                 // Acks are accepted only for subscriptions this connection
-                // owns. QoS 0 deliveries need none; a durable subscription
-                // forgets the acked message (acks are idempotent).
+                // owns. QoS 0 deliveries (delivery id 0, also those a durable
+                // subscription gets at QoS 0) need none; a stored queue
+                // releases a message only when it is in flight to this very
+                // subscription (QOS-18).
                 let Some(subscription) = self.outbox.subscription(ack.subscription_id) else {
                     return self.send_error(
                         ErrorCode::UnknownSubscription,
@@ -358,10 +360,27 @@ impl Reader {
                         ack.delivery_id,
                     );
                 };
-                if let Some(name) = &subscription.durable {
-                    self.shared.durable.ack(name, ack.delivery_id);
+                let (Some(name), 1..) = (&subscription.durable, ack.delivery_id) else {
+                    return Flow::Continue;
+                };
+                match self
+                    .shared
+                    .durable
+                    .ack(name, subscription.id, ack.delivery_id)
+                {
+                    AckOutcome::Acked | AckOutcome::Late => Flow::Continue,
+                    // Request id 0: an Ack has none, and a delivery id may
+                    // equal one of the client's pending request ids, whose
+                    // request this error would then fail (QOS-18).
+                    AckOutcome::Unknown => self.send_error(
+                        ErrorCode::InvalidArgument,
+                        &format!(
+                            "delivery {} is not in flight to subscription {}",
+                            ack.delivery_id, ack.subscription_id
+                        ),
+                        0,
+                    ),
                 }
-                Flow::Continue
             }
             Frame::Ping { nonce } => self.send(&Frame::Pong { nonce }),
             Frame::Pong { .. } => Flow::Continue,

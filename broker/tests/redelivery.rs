@@ -377,3 +377,85 @@ async fn expired_messages_of_a_detached_durable_subscription_are_dropped() {
     assert_eq!(consumer.expect_delivery().await.payload, b"kept");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn an_ack_of_a_delivery_not_sent_to_the_subscription_is_refused_and_changes_nothing() {
+    let broker = TestBroker::start_with(|c| c.delivery.max_in_flight = 1).await;
+    let mut a = broker.client().await;
+    let sub_a = a
+        .subscribe_with("jobs", 1, None, Some("workers"))
+        .await
+        .unwrap();
+    let mut b = broker.client().await;
+    let sub_b = b
+        .subscribe_with("jobs", 1, None, Some("workers"))
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    for i in 1..=3u8 {
+        producer.publish_qos1(i.into(), "jobs", &[i]).await.unwrap();
+    }
+    let got_a = a.expect_delivery().await;
+    let got_b = b.expect_delivery().await;
+    // Delivery ids are log positions, easy to guess: B's, the third
+    // message's (sent to nobody yet: no credit), and one that never was.
+    let third = got_a.delivery_id.max(got_b.delivery_id) + 1;
+    for id in [got_b.delivery_id, third, third + 1000] {
+        a.ack(sub_a, id).await;
+        let (code, message, request_id) = a.expect_error().await;
+        assert_eq!(
+            (code, request_id),
+            (ErrorCode::InvalidArgument, 0),
+            "{message}"
+        );
+    }
+    assert_eq!(broker.metric("blipmq_durable_unacked_messages").await, 3);
+    // B's own ack counts, and B gets the third.
+    b.ack(sub_b, got_b.delivery_id).await;
+    assert_eq!(b.expect_delivery().await.payload, [3]);
+    // A's own, twice: the second is a harmless repeat.
+    a.ack(sub_a, got_a.delivery_id).await;
+    a.ack(sub_a, got_a.delivery_id).await;
+    assert!(a.sync().await.is_empty(), "no answer to a repeated ack");
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 1)
+        .await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_late_ack_after_the_message_went_to_another_member_changes_nothing() {
+    let broker = TestBroker::start_with(|c| {
+        c.delivery.ack_timeout_ms = 300;
+        c.delivery.max_in_flight = 1;
+    })
+    .await;
+    let mut a = broker.client().await;
+    let sub_a = a
+        .subscribe_with("jobs", 1, None, Some("workers"))
+        .await
+        .unwrap();
+    let mut b = broker.client().await;
+    let sub_b = b
+        .subscribe_with("jobs", 1, None, Some("workers"))
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    producer.publish_qos1(1, "jobs", b"job").await.unwrap();
+    let first = a.expect_delivery().await;
+    // A sits on it past the ack timeout: it goes to B (its turn).
+    let again = b.expect_delivery().await;
+    assert_eq!(
+        (again.delivery_id, again.delivery_count),
+        (first.delivery_id, 2)
+    );
+    // A acks late: no error, and B still holds the message.
+    a.ack(sub_a, first.delivery_id).await;
+    assert!(a.sync().await.is_empty(), "a late ack is not an error");
+    assert_eq!(broker.metric("blipmq_durable_unacked_messages").await, 1);
+    b.ack(sub_b, again.delivery_id).await;
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 0)
+        .await;
+    broker.stop().await;
+}

@@ -185,7 +185,7 @@ impl Drops {
             max_messages = since(DropReason::MaxMessages),
             max_bytes = since(DropReason::MaxBytes),
             detached_expiry = since(DropReason::DetachedExpiry),
-            "stored QoS 1 messages dropped by the [durable] limits since the last warning \
+            "stored QoS 1 messages dropped without an ack since the last warning \
              (blipmq_messages_dropped_total counts them all)"
         );
         *warned = Some((now, totals));
@@ -194,5 +194,33 @@ impl Drops {
     /// Messages dropped since start, by [`DropReason::ALL`] order.
     pub fn totals(&self) -> [u64; DropReason::ALL.len()] {
         std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed))
+    }
+}
+
+/// Ack (and drop) records the log refused: a full or failing log refuses
+/// every one, and a line each would flood the log while it lasts.
+#[derive(Default)]
+pub(super) struct AckLogFailures {
+    /// When the last warning went out, and what failed since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl AckLogFailures {
+    pub fn failed(&self, n: u64, error: &crate::wal::WalError) {
+        let mut state = self.state.lock();
+        state.1 += n;
+        let now = Instant::now();
+        if state
+            .0
+            .is_some_and(|at| now.duration_since(at) < WARN_EVERY)
+        {
+            return;
+        }
+        warn!(
+            %error,
+            failed = state.1,
+            "could not log acks of QoS 1 messages (after a crash they are delivered again)"
+        );
+        *state = (Some(now), 0);
     }
 }

@@ -60,9 +60,10 @@ use crate::wal::{FsyncPolicy, Lsn, Pending, Wal, WalConfig, WalError};
 
 use holds::Holds;
 pub use holds::LogHold;
+use limits::{AckLogFailures, Dropped, Drops};
 pub use limits::{DropReason, QueueLimits};
-use limits::{Dropped, Drops};
 use manifest::ManifestWriter;
+pub use queue::AckOutcome;
 use queue::{Consumer, Detached, Rules, StoredQueue};
 use replay::{ack_record, rebuild, KIND_ACK, KIND_MESSAGE};
 use store::MessageStore;
@@ -221,6 +222,8 @@ pub struct Durable {
     dead_lettered: AtomicU64,
     drops: Drops,
     expired_queues: AtomicU64,
+    /// Ack records the log refused, for a rate-limited warning.
+    ack_failures: Arc<AckLogFailures>,
     /// The highest message id found in the log at start (0 if none).
     recovered_max_message_id: u64,
 }
@@ -250,6 +253,7 @@ impl Durable {
             dead_lettered: AtomicU64::new(0),
             drops: Drops::default(),
             expired_queues: AtomicU64::new(0),
+            ack_failures: Arc::default(),
         };
         if durable.config.dir.exists() {
             let started = Instant::now();
@@ -480,10 +484,9 @@ impl Durable {
             }
             queue.consumers.clear();
         }
-        queue.consumers.push(Consumer {
-            live: subscription,
-            in_flight: 0,
-        });
+        queue
+            .consumers
+            .push(Consumer::new(subscription, self.settings.max_in_flight));
         queue.detached = None;
         let mut dropped = Dropped::default();
         queue.top_up(&rules, store, &mut dropped);
@@ -576,46 +579,56 @@ impl Durable {
         Ok(())
     }
 
-    /// The consumer acked `lsn`. Returns false when the queue did not hold
-    /// it (already acked, or never matched): acks are idempotent.
-    pub fn ack(&self, name: &str, lsn: Lsn) -> bool {
+    /// Subscription `consumer` acked delivery `lsn` of queue `name`: see
+    /// [`StoredQueue::ack`] for which acks count.
+    pub fn ack(&self, name: &str, consumer: u64, lsn: Lsn) -> AckOutcome {
         let rules = self.rules();
-        let (removed, logged) = {
+        let mut dropped = Dropped::default();
+        let (outcome, persistent) = {
             let mut state = self.state.lock();
             let State { queues, store } = &mut *state;
             let Some(queue) = queues.get_mut(name) else {
-                return false;
+                // Deleted meanwhile (unsubscribed by another member).
+                return AckOutcome::Late;
             };
-            let removed = queue.forget(lsn, store);
-            let mut dropped = Dropped::default();
-            if removed {
+            let outcome = queue.ack(consumer, lsn, store);
+            if outcome == AckOutcome::Acked {
                 queue.top_up(&rules, store, &mut dropped);
             }
-            let logged = queue.persistent();
-            drop(state);
-            self.settle(dropped);
-            (removed, logged)
+            (outcome, queue.persistent())
         };
-        if removed {
-            if let (true, Some(wal)) = (logged, self.wal.get()) {
-                // An ack lost in a crash only means one redelivery: do not
-                // make the consumer wait for its fsync.
-                let append = wal.append(KIND_ACK, ack_record(name, lsn));
-                tokio::spawn(async move {
-                    if let Err(error) = append.await {
-                        warn!(%error, "could not log an ack");
-                    }
-                });
+        self.settle(dropped);
+        if outcome == AckOutcome::Acked {
+            if persistent {
+                self.log_acks(vec![(Arc::from(name), lsn)]);
             }
             self.release();
         }
-        removed
+        outcome
     }
 
     /// The dead letter for `lsn` is stored: the queue lets the original go.
     pub fn dead_lettered(&self, queue: &str, lsn: Lsn) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        self.ack(queue, lsn);
+        self.forget_dead_letter(queue, lsn);
+    }
+
+    fn forget_dead_letter(&self, name: &str, lsn: Lsn) {
+        let persistent = {
+            let mut state = self.state.lock();
+            let State { queues, store } = &mut *state;
+            let Some(queue) = queues.get_mut(name) else {
+                return;
+            };
+            if !queue.forget_dead_letter(lsn, store) {
+                return;
+            }
+            queue.persistent()
+        };
+        if persistent {
+            self.log_acks(vec![(Arc::from(name), lsn)]);
+        }
+        self.release();
     }
 
     /// The dead letter for `lsn` could not be stored: keep the original in
@@ -732,26 +745,41 @@ impl Durable {
             return;
         }
         self.drops.settle(&dropped);
-        if let (false, Some(wal)) = (dropped.records.is_empty(), self.wal.get()) {
-            // As for acks, nothing waits for these: one lost in a crash
-            // means the message is dropped again after the restart.
-            let appends: Vec<_> = dropped
-                .records
-                .iter()
-                .map(|(queue, lsn)| wal.append(KIND_ACK, ack_record(queue, *lsn)))
-                .collect();
-            tokio::spawn(async move {
-                let failed = futures_util::future::join_all(appends)
-                    .await
-                    .into_iter()
-                    .filter_map(Result::err)
-                    .count();
-                if failed > 0 {
-                    debug!(failed, "could not log the drops of stored messages");
-                }
-            });
-        }
+        // Logged as acks: a drop lost in a crash means the message is
+        // dropped again after the restart, as a lost ack means a redelivery.
+        self.log_acks(dropped.records);
         self.release();
+    }
+
+    /// Append an ack record for each of `acks` (queue, LSN) without
+    /// waiting: an ack lost in a crash only means one redelivery, so no
+    /// consumer waits for an fsync. Failures (a full or failing log) are
+    /// summed in a warning at most every few seconds, not one line each.
+    fn log_acks(&self, acks: Vec<(Arc<str>, Lsn)>) {
+        let Some(wal) = self.wal.get() else {
+            return;
+        };
+        if acks.is_empty() {
+            return;
+        }
+        let appends: Vec<_> = acks
+            .iter()
+            .map(|(queue, lsn)| wal.append(KIND_ACK, ack_record(queue, *lsn)))
+            .collect();
+        let failures = self.ack_failures.clone();
+        tokio::spawn(async move {
+            let mut error = None;
+            let mut failed = 0;
+            for result in futures_util::future::join_all(appends).await {
+                if let Err(e) = result {
+                    failed += 1;
+                    error = Some(e);
+                }
+            }
+            if let Some(error) = error {
+                failures.failed(failed, &error);
+            }
+        });
     }
 
     /// How often [`Durable::redeliver_overdue`] should run.
@@ -847,6 +875,21 @@ mod tests {
         })
     }
 
+    /// A consumer (subscription `id`) attached to `name`.
+    fn attach(durable: &Durable, name: &str, id: u64) -> Arc<Subscription> {
+        let subscription = Arc::new(Subscription::new(
+            id,
+            "p".into(),
+            64,
+            crate::config::OverflowPolicy::DropNew,
+            crate::outbox::Outbox::new(),
+            Some(name.into()),
+            None,
+        ));
+        durable.attach(name, subscription.clone());
+        subscription
+    }
+
     /// Store a message the way a connection's confirm pipeline does.
     async fn publish(durable: &Durable, topic: &str, message: MessageRef) -> Lsn {
         let (pending, hold) = durable.submit(&message).await.unwrap();
@@ -883,7 +926,9 @@ mod tests {
             .unwrap();
         assert_eq!(durable.gauges().unacked, 1, "the job's segment was deleted");
         // Once owned and acked, retention takes it (and everything before).
-        assert!(durable.ack("keeper", lsn));
+        let consumer = attach(&durable, "keeper", 1);
+        assert_eq!(consumer.pop().unwrap().delivery_id, lsn);
+        assert_eq!(durable.ack("keeper", 1, lsn), AckOutcome::Acked);
         for id in 40..60 {
             publish(&durable, "other", message("other", id, &[7; 512])).await;
         }
@@ -942,8 +987,9 @@ mod tests {
             durable.delete(&format!("d{i}")).await.unwrap();
         }
         assert_eq!(durable.state.lock().store.len(), 5);
+        let _consumer = attach(&durable, "d19", 1);
         for &lsn in &lsns[..4] {
-            assert!(durable.ack("d19", lsn));
+            assert_eq!(durable.ack("d19", 1, lsn), AckOutcome::Acked);
         }
         assert_eq!(durable.state.lock().store.len(), 1);
         assert_eq!(durable.state.lock().store.oldest(), Some(lsns[4]));

@@ -41,6 +41,44 @@ struct Delivered {
 pub(super) struct Consumer {
     pub live: Arc<Subscription>,
     pub in_flight: usize,
+    /// Deliveries that were in flight to this consumer and are not any
+    /// more (acked, taken back, dropped), newest last, at most as many as
+    /// its credit: an ack of one of them is late, not unknown ([`StoredQueue::ack`]).
+    settled: VecDeque<Lsn>,
+    settled_max: usize,
+}
+
+impl Consumer {
+    pub fn new(live: Arc<Subscription>, max_in_flight: usize) -> Consumer {
+        Consumer {
+            live,
+            in_flight: 0,
+            settled: VecDeque::new(),
+            settled_max: max_in_flight.max(1),
+        }
+    }
+
+    fn settle(&mut self, lsn: Lsn) {
+        if self.settled.len() == self.settled_max {
+            self.settled.pop_front();
+        }
+        self.settled.push_back(lsn);
+    }
+}
+
+/// What an ack did (QOS-18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// The message is released: it was in flight to the acking consumer,
+    /// or was taken back from it and waits to be sent again.
+    Acked,
+    /// It was in flight to the acking consumer and is not any more (acked
+    /// already, sent to another consumer after its ack timeout, dropped by
+    /// a limit): nothing happens.
+    Late,
+    /// It was never in flight to the acking consumer, as far as the queue
+    /// remembers: refused, and nothing happens.
+    Unknown,
 }
 
 /// How long a queue has had no consumer.
@@ -246,7 +284,43 @@ impl StoredQueue {
         self.deadlines.remove(&(deadline, lsn));
         if let Some(c) = self.consumers.iter_mut().find(|c| c.live.id == consumer) {
             c.in_flight -= 1;
+            c.settle(lsn);
         }
+    }
+
+    /// Consumer `consumer` acked delivery `lsn`. Only an ack from the
+    /// consumer the message is in flight to releases it: delivery ids are
+    /// log positions, easy to guess, and an ack of one never sent to the
+    /// acking consumer used to drop a message another consumer was owed.
+    /// An ack after the message was taken back from the acking consumer is
+    /// honoured while it waits (nobody else has it, and the acking consumer
+    /// did the work); once it is in flight to another, that one's ack
+    /// counts, and the work may be done twice, as at-least-once allows.
+    pub fn ack(&mut self, consumer: u64, lsn: Lsn, store: &mut MessageStore) -> AckOutcome {
+        let holder = self.delivered.get(&lsn).map(|d| d.holder);
+        if matches!(holder, Some(Holder::InFlight { consumer: c, .. }) if c == consumer) {
+            self.forget(lsn, store);
+            return AckOutcome::Acked;
+        }
+        let Some(acking) = self.consumers.iter().find(|c| c.live.id == consumer) else {
+            // It left meanwhile: what it held is back in line already.
+            return AckOutcome::Late;
+        };
+        if !acking.settled.contains(&lsn) {
+            return AckOutcome::Unknown;
+        }
+        if holder == Some(Holder::Waiting) {
+            self.forget(lsn, store);
+            return AckOutcome::Acked;
+        }
+        AckOutcome::Late
+    }
+
+    /// The dead letter of `lsn` is stored (or will never be): let the
+    /// original go, if it is still the one handed to the dead-letter task.
+    pub fn forget_dead_letter(&mut self, lsn: Lsn, store: &mut MessageStore) -> bool {
+        let holder = self.delivered.get(&lsn).map(|d| d.holder);
+        holder == Some(Holder::DeadLettering) && self.forget(lsn, store)
     }
 
     /// Put an in-flight or dead-lettering message back in line.
@@ -471,18 +545,16 @@ mod tests {
     }
 
     fn consumer(id: u64) -> Consumer {
-        Consumer {
-            live: Arc::new(Subscription::new(
-                id,
-                "t".into(),
-                64,
-                OverflowPolicy::DropNew,
-                Outbox::new(),
-                Some("q".into()),
-                None,
-            )),
-            in_flight: 0,
-        }
+        let live = Arc::new(Subscription::new(
+            id,
+            "t".into(),
+            64,
+            OverflowPolicy::DropNew,
+            Outbox::new(),
+            Some("q".into()),
+            None,
+        ));
+        Consumer::new(live, 16)
     }
 
     /// (delivery id, delivery count) of everything queued for `c`.
@@ -535,5 +607,59 @@ mod tests {
         queue.clear(&mut store);
         assert_eq!(store.len(), 0, "every reference was let go");
         assert!(dropped.is_empty());
+    }
+
+    #[test]
+    fn only_an_ack_from_the_consumer_a_message_is_in_flight_to_releases_it() {
+        let (dead_letters, _dead) = mpsc::unbounded_channel();
+        let redeliveries = AtomicU64::new(0);
+        let settings = DeliverySettings {
+            ack_timeout: Duration::ZERO,
+            max_deliveries: 0,
+            max_in_flight: 1,
+            max_queues: 1,
+            limits: QueueLimits::default(),
+        };
+        let rules = Rules {
+            settings: &settings,
+            dead_letters: &dead_letters,
+            redeliveries: &redeliveries,
+        };
+        let (mut store, mut dropped) = (MessageStore::default(), Dropped::default());
+        let mut queue = StoredQueue::new("g", "t".into(), QueueKind::Group, 1);
+        for lsn in [10, 11, 12] {
+            queue.keep(lsn, &message(lsn), 0, &mut store);
+        }
+        queue.consumers.push(consumer(1));
+        queue.consumers.push(consumer(2));
+        queue.top_up(&rules, &mut store, &mut dropped);
+        assert_eq!(sent(&queue.consumers[0]), [(10, 1)]);
+        assert_eq!(sent(&queue.consumers[1]), [(11, 1)]);
+        // Another member's delivery, one nobody has been sent yet, one that
+        // does not exist: refused, and all three still kept.
+        assert_eq!(queue.ack(1, 11, &mut store), AckOutcome::Unknown);
+        assert_eq!(queue.ack(1, 12, &mut store), AckOutcome::Unknown);
+        assert_eq!(queue.ack(1, 99, &mut store), AckOutcome::Unknown);
+        assert_eq!(queue.kept(), 3);
+        // Its own: released; again: late, harmless.
+        assert_eq!(queue.ack(1, 10, &mut store), AckOutcome::Acked);
+        assert_eq!(queue.ack(1, 10, &mut store), AckOutcome::Late);
+        // 11 is overdue (the timeout is zero): taken back from consumer 2,
+        // it waits; consumer 2's late ack is honoured while it does.
+        queue.take_back_overdue(Instant::now());
+        assert_eq!(queue.ack(2, 11, &mut store), AckOutcome::Acked);
+        assert_eq!(queue.kept(), 1);
+        // 12 goes to consumer 1, is taken back, and sent to consumer 2:
+        // consumer 1's late ack changes nothing, consumer 2's counts.
+        queue.top_up(&rules, &mut store, &mut dropped);
+        assert_eq!(sent(&queue.consumers[0]), [(12, 1)]);
+        queue.take_back_overdue(Instant::now());
+        // Round robin: consumer 2's turn.
+        queue.top_up(&rules, &mut store, &mut dropped);
+        assert_eq!(sent(&queue.consumers[1]), [(12, 2)]);
+        assert_eq!(queue.ack(1, 12, &mut store), AckOutcome::Late);
+        assert_eq!(queue.kept(), 1);
+        assert_eq!(queue.ack(2, 12, &mut store), AckOutcome::Acked);
+        assert_eq!(queue.kept(), 0);
     }
 }
