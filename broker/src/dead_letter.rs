@@ -3,6 +3,16 @@
 //! `<dead_letter_prefix>.<queue name>` (QOS-12), with headers saying where it
 //! came from. Only once that copy is stored does the queue let the original
 //! go, so a crash in between means the original is redelivered, never lost.
+//!
+//! A dead letter is the last stop (QOS-19): one that runs out of deliveries
+//! in turn — its consumer never acks — is dropped and counted, not
+//! dead-lettered again. Otherwise a durable subscription to `$dlq.>` that
+//! never acks moved its own messages to `$dlq.<its name>`, which it keeps
+//! too: the same message forever, its headers growing by three each time
+//! round. Dropping was chosen over replacing the headers, which would bound
+//! them but not the loop (a log record and `max_deliveries` deliveries per
+//! round, for good); nor is the loop limited to one queue (A's dead letters
+//! consumed by B, B's by A), which one rule for every dead letter covers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,13 +53,21 @@ pub async fn run(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<DeadLet
     let mut encoder = Encoder::new();
     while let Some(dead) = queue.recv().await {
         let topic = topic_for(&shared.config.delivery.dead_letter_prefix, &dead.queue);
-        let Some(copy) = relabel(&mut encoder, &dead, &topic) else {
-            warn!(
-                queue = dead.queue,
-                "a stored message does not decode; dropped"
-            );
-            shared.durable.dead_lettered(&dead.queue, dead.lsn);
-            continue;
+        let copy = match relabel(&mut encoder, &dead, &topic) {
+            Ok(copy) => copy,
+            Err(NotRelabeled::AlreadyDeadLetter) => {
+                // Counted and warned about (rate-limited) with the drops.
+                shared.durable.dead_letter_dropped(&dead.queue, dead.lsn);
+                continue;
+            }
+            Err(NotRelabeled::Undecodable) => {
+                warn!(
+                    queue = dead.queue,
+                    "a stored message does not decode; dropped"
+                );
+                shared.durable.dead_lettered(&dead.queue, dead.lsn);
+                continue;
+            }
         };
         let stored = match shared.durable.submit(&copy).await {
             Ok((pending, hold)) => pending.await.map(|lsn| (lsn, hold)),
@@ -81,13 +99,32 @@ pub async fn run(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<DeadLet
     }
 }
 
+/// Why a message out of deliveries gets no dead letter.
+#[derive(Debug, PartialEq, Eq)]
+enum NotRelabeled {
+    /// It is a dead letter already (it carries [`HEADER_QUEUE`]).
+    AlreadyDeadLetter,
+    /// Its stored frame does not decode.
+    Undecodable,
+}
+
 /// The dead letter: same payload, id and timestamp, the original headers
 /// followed by the dead-letter headers, on the dead-letter topic.
-fn relabel(encoder: &mut Encoder, dead: &DeadLetter, topic: &str) -> Option<MessageRef> {
+fn relabel(
+    encoder: &mut Encoder,
+    dead: &DeadLetter,
+    topic: &str,
+) -> Result<MessageRef, NotRelabeled> {
     let frame = dead.message.delivery.frame();
-    let Ok(Frame::Delivery(original)) = decode(frame.get(LENGTH_PREFIX_LEN..)?) else {
-        return None;
+    let body = frame
+        .get(LENGTH_PREFIX_LEN..)
+        .ok_or(NotRelabeled::Undecodable)?;
+    let Ok(Frame::Delivery(original)) = decode(body) else {
+        return Err(NotRelabeled::Undecodable);
     };
+    if original.headers.iter().any(|h| h.key == HEADER_QUEUE) {
+        return Err(NotRelabeled::AlreadyDeadLetter);
+    }
     let deliveries = dead.deliveries.to_string();
     let mut headers = original.headers.clone();
     headers.extend([
@@ -104,7 +141,7 @@ fn relabel(encoder: &mut Encoder, dead: &DeadLetter, topic: &str) -> Option<Mess
             value: deliveries.as_bytes(),
         },
     ]);
-    Some(Arc::new(QueuedMessage {
+    Ok(Arc::new(QueuedMessage {
         delivery: encoder.shared_delivery(
             topic,
             original.payload,
@@ -130,5 +167,27 @@ mod tests {
         assert_eq!(topic_for("dead.letters", "w-1"), "dead.letters.w-1");
         let long = "x".repeat(255);
         assert_eq!(topic_for("$dlq", &long), "$dlq");
+    }
+
+    #[test]
+    fn a_dead_letter_is_never_relabelled_again() {
+        let mut encoder = Encoder::new();
+        let original = Arc::new(QueuedMessage {
+            delivery: encoder.shared_delivery("jobs", b"x", &[], 1, 0),
+            expires_at: None,
+            message_id: 1,
+            trace_id: None,
+        });
+        let dead = |queue: &str, message| DeadLetter {
+            queue: queue.into(),
+            lsn: 1,
+            message,
+            deliveries: 2,
+        };
+        let letter = relabel(&mut encoder, &dead("jobs", original), "$dlq.jobs").unwrap();
+        assert_eq!(
+            relabel(&mut encoder, &dead("watcher", letter), "$dlq.watcher").unwrap_err(),
+            NotRelabeled::AlreadyDeadLetter
+        );
     }
 }

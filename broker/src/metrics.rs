@@ -194,6 +194,10 @@ impl Metrics {
                     "{reason=\"detached_expiry\"}",
                     durable_dropped(DropReason::DetachedExpiry),
                 ),
+                (
+                    "{reason=\"dead_letter_exhausted\"}",
+                    durable_dropped(DropReason::DeadLetterExhausted),
+                ),
             ],
         );
         family(
@@ -434,7 +438,7 @@ mod tests {
                 redeliveries: 6,
                 dead_letters: 7,
                 manifest_writes: 8,
-                dropped: [1, 2, 3, 4, 5],
+                dropped: [1, 2, 3, 4, 5, 6],
                 expired_queues: 9,
             },
             wal: Default::default(),

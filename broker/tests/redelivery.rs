@@ -459,3 +459,53 @@ async fn a_late_ack_after_the_message_went_to_another_member_changes_nothing() {
         .await;
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_dead_letter_that_runs_out_of_deliveries_is_dropped_not_dead_lettered_again() {
+    let broker = TestBroker::start_with(|c| {
+        c.delivery.ack_timeout_ms = 100;
+        c.delivery.max_deliveries = 2;
+    })
+    .await;
+    // A durable subscription to every dead letter that acks nothing: its
+    // own dead letters (to $dlq.watcher) would match it again.
+    let mut watcher = broker.client().await;
+    watcher
+        .subscribe_with("$dlq.>", 1, Some("watcher"), None)
+        .await
+        .unwrap();
+    let mut consumer = broker.client().await;
+    consumer
+        .subscribe_with("jobs", 1, Some("jobs"), None)
+        .await
+        .unwrap();
+    let mut producer = broker.client().await;
+    producer.publish_qos1(1, "jobs", b"poison").await.unwrap();
+    broker
+        .wait_for_metric(
+            "blipmq_messages_dropped_total{reason=\"dead_letter_exhausted\"}",
+            1,
+        )
+        .await;
+    // Everything the watcher got: the one dead letter, twice, with one set
+    // of dead-letter headers.
+    let mut letters = Vec::new();
+    while let Some(body) = watcher.recv_within(Duration::from_millis(400)).await {
+        let Frame::Delivery(d) = decode(&body).unwrap() else {
+            panic!("expected deliveries");
+        };
+        let marks = d
+            .headers
+            .iter()
+            .filter(|h| h.key == "blipmq-dead-letter-queue")
+            .count();
+        letters.push((d.topic.to_string(), d.route.delivery_count, marks));
+    }
+    let once = |count| ("$dlq.jobs".to_string(), count, 1);
+    assert_eq!(letters, [once(1), once(2)]);
+    assert_eq!(broker.metric("blipmq_dead_letters_total").await, 1);
+    broker
+        .wait_for_metric("blipmq_durable_unacked_messages", 0)
+        .await;
+    broker.stop().await;
+}

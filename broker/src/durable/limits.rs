@@ -73,15 +73,18 @@ pub enum DropReason {
     MaxBytes,
     /// Its queue was deleted after being detached for `detached_expiry`.
     DetachedExpiry,
+    /// A dead letter that used up its deliveries in turn (QOS-19).
+    DeadLetterExhausted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::Ttl,
         DropReason::MaxAge,
         DropReason::MaxMessages,
         DropReason::MaxBytes,
         DropReason::DetachedExpiry,
+        DropReason::DeadLetterExhausted,
     ];
 
     /// The `reason` label in `blipmq_messages_dropped_total`.
@@ -92,6 +95,7 @@ impl DropReason {
             DropReason::MaxMessages => "max_messages",
             DropReason::MaxBytes => "max_bytes",
             DropReason::DetachedExpiry => "detached_expiry",
+            DropReason::DeadLetterExhausted => "dead_letter_exhausted",
         }
     }
 
@@ -185,6 +189,7 @@ impl Drops {
             max_messages = since(DropReason::MaxMessages),
             max_bytes = since(DropReason::MaxBytes),
             detached_expiry = since(DropReason::DetachedExpiry),
+            dead_letter_exhausted = since(DropReason::DeadLetterExhausted),
             "stored QoS 1 messages dropped without an ack since the last warning \
              (blipmq_messages_dropped_total counts them all)"
         );

@@ -610,10 +610,17 @@ impl Durable {
     /// The dead letter for `lsn` is stored: the queue lets the original go.
     pub fn dead_lettered(&self, queue: &str, lsn: Lsn) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        self.forget_dead_letter(queue, lsn);
+        self.forget_dead_letter(queue, lsn, None);
     }
 
-    fn forget_dead_letter(&self, name: &str, lsn: Lsn) {
+    /// The message at `lsn` is itself a dead letter that used up its
+    /// deliveries: it is dropped rather than dead-lettered again (QOS-19).
+    pub fn dead_letter_dropped(&self, queue: &str, lsn: Lsn) {
+        self.forget_dead_letter(queue, lsn, Some(DropReason::DeadLetterExhausted));
+    }
+
+    fn forget_dead_letter(&self, name: &str, lsn: Lsn, reason: Option<DropReason>) {
+        let mut dropped = Dropped::default();
         let persistent = {
             let mut state = self.state.lock();
             let State { queues, store } = &mut *state;
@@ -623,8 +630,13 @@ impl Durable {
             if !queue.forget_dead_letter(lsn, store) {
                 return;
             }
+            if let Some(reason) = reason {
+                // Counted here; its ack record is written below either way.
+                dropped.add(&queue.name, false, lsn, reason);
+            }
             queue.persistent()
         };
+        self.settle(dropped);
         if persistent {
             self.log_acks(vec![(Arc::from(name), lsn)]);
         }
