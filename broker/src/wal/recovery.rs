@@ -30,7 +30,9 @@ use super::format::{
     Frame, FrameReader, GapCheck, MIN_FRAME_LEN, SEGMENT_HEADER_LEN,
 };
 use super::storage::{OpenMode, Storage};
-use super::{io_err, sync_dir_in, Damage, Lsn, Recovery, SegmentMeta, WalConfig, WalError};
+use super::{
+    io_err, sync_dir_in, Damage, FsyncPolicy, Lsn, Recovery, SegmentMeta, WalConfig, WalError,
+};
 
 /// Subdirectory of the WAL directory that receives segments and tails cut
 /// off by recovery.
@@ -261,6 +263,14 @@ impl Repairs<'_> {
         Ok(())
     }
 
+    /// fsyncs a file's data.
+    fn sync_file(&self, path: &Path) -> Result<(), WalError> {
+        self.storage
+            .open(path, OpenMode::Read)
+            .and_then(|file| file.sync_data())
+            .map_err(io_err(format!("fsync {}", path.display())))
+    }
+
     /// Creates an empty segment starting at `first_lsn`, durably.
     fn create_segment(&self, first_lsn: Lsn) -> Result<SegmentMeta, WalError> {
         let path = self.dir.join(segment_file_name(first_lsn));
@@ -424,6 +434,16 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
 
     if segments.is_empty() {
         segments.push(repairs.create_segment(1)?);
+    }
+    // What a killed process wrote may still be only in the page cache: its
+    // data, and the names of the segments it created (when the fsync of
+    // the directory failed, say). New appends are confirmed on top of it,
+    // so all of it must be durable first.
+    if config.fsync_policy != FsyncPolicy::Never {
+        for segment in &segments {
+            repairs.sync_file(&segment.path)?;
+        }
+        sync_dir_in(storage, dir)?;
     }
     if let Some(next) = resume_at {
         let last = segments.last_mut().expect("at least one segment");
