@@ -124,6 +124,7 @@ async fn wal_power_loss_during_deletions_leaves_a_suffix_of_the_log() {
         sim.inject(Fault::new(Op::SyncDir, errno::EIO).after(fail_after));
         let _ = wal.release_before(60);
         pull_the_plug(&sim, wal);
+        sim.clear_faults();
         let (wal, recovery) = open(&sim, 4096);
         assert!(
             recovery.damage.is_empty(),
@@ -134,7 +135,6 @@ async fn wal_power_loss_during_deletions_leaves_a_suffix_of_the_log() {
         let first = lsns[0];
         assert!(first <= 60, "{fail_after}: a needed record went");
         assert_eq!(lsns, (first..=100).collect::<Vec<_>>(), "{fail_after}");
-        sim.clear_faults();
     }
 }
 
