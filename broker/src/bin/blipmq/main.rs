@@ -84,6 +84,8 @@ fn main() -> ExitCode {
 /// and every log segment is a file descriptor, and the usual soft limit
 /// (1,024) is far below `max_connections`: running out of descriptors makes
 /// accepts and the log's segment rotation fail.
+// rlim_t is u64 here but not on every Unix.
+#[allow(clippy::unnecessary_cast)]
 fn raise_open_file_limit(max_connections: usize) {
     #[cfg(unix)]
     {
