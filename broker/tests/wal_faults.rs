@@ -293,3 +293,39 @@ async fn wal_quarantine_copies_survive_a_power_loss_right_after_recovery() {
     let (_wal, recovery) = open(&sim, 1 << 20);
     assert!(recovery.damage.is_empty(), "{:?}", recovery.damage);
 }
+
+#[tokio::test]
+async fn wal_a_release_while_a_failed_batch_is_rolled_back_keeps_what_the_rollback_needs() {
+    let sim = SimStorage::new(9);
+    let (wal, _) = open(&sim, 4096);
+    // 18 records of 217 bytes fill the first segment; the 19th starts the
+    // second, 00000000000000000019.wal.
+    for i in 1..=18 {
+        wal.append(1, payload(i)).await.unwrap();
+    }
+    assert_eq!(segments(&sim).len(), 1);
+    // The 19th's fsync in the new segment fails, and so do the first
+    // truncations of the rollback, which must go back to the first segment.
+    sim.inject(Fault::new(Op::Sync, errno::EIO).on("0019.wal").times(1));
+    sim.inject(Fault::new(Op::SetLen, errno::EIO).times(2));
+    assert!(wal.append(1, payload(19)).await.is_err());
+    // Whoever releases everything meanwhile must leave that segment alone,
+    // though all its records are confirmed and it is sealed for now.
+    let _ = wal.release_before(Lsn::MAX);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lsn = loop {
+        match wal.append(1, payload(20)).await {
+            Ok(lsn) => break lsn,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("never recovered: {e}"),
+        }
+    };
+    assert_eq!(lsn, 19);
+    pull_the_plug(&sim, wal);
+    let (wal, recovery) = open(&sim, 4096);
+    assert!(recovery.damage.is_empty(), "{:?}", recovery.damage);
+    let replayed = replay(&wal);
+    assert_eq!(replayed.last().unwrap(), &(19, payload(20)));
+}

@@ -51,6 +51,8 @@ enum Step {
     Release {
         keep: u8,
     },
+    /// Release below `u64::MAX`: everything confirmed may go, nothing else.
+    ReleaseAll,
     Fault {
         kind: FaultKind,
         times: u8,
@@ -78,6 +80,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (1u8..6).prop_map(|count| Step::Batch { count }),
         3 => (1u8..12).prop_map(|count| Step::Pipelined { count }),
         2 => (0u8..20).prop_map(|keep| Step::Release { keep }),
+        1 => Just(Step::ReleaseAll),
         2 => (fault_kind(), 1u8..4).prop_map(|(kind, times)| Step::Fault { kind, times }),
         1 => Just(Step::ClearFaults),
         1 => Just(Step::Kill),
@@ -260,6 +263,10 @@ async fn run(seed: u64, steps: Vec<Step>, policy: FsyncPolicy) -> Result<(), Tes
                 let below = wal.next_lsn().saturating_sub(u64::from(keep));
                 model.released_below = model.released_below.max(below);
                 let _ = wal.release_before(below);
+            }
+            Step::ReleaseAll => {
+                model.released_below = model.released_below.max(wal.next_lsn());
+                let _ = wal.release_before(Lsn::MAX);
             }
             Step::Fault { kind, times } => sim.inject(fault(kind, times)),
             Step::ClearFaults => sim.clear_faults(),

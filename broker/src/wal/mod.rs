@@ -442,6 +442,10 @@ pub(crate) struct Inner {
     /// The last append was refused for `max_bytes`, and nothing was written
     /// or released since.
     refusing_full: AtomicBool,
+    /// The first LSN of the segment a failed batch would be rolled back to
+    /// (the active one as of the last completed batch): it and the segments
+    /// after it are never deleted, even if a batch in progress sealed them.
+    rollback_floor: AtomicU64,
 }
 
 impl Inner {
@@ -655,6 +659,7 @@ impl Wal {
             failure: Mutex::new(None),
             problem: Mutex::new(None),
             refusing_full: AtomicBool::new(false),
+            rollback_floor: AtomicU64::new(active.first_lsn),
         });
         let writer = writer::Writer::new(Arc::clone(&inner), rx, active, recovered.next_lsn)?;
         let handle = std::thread::Builder::new()
@@ -813,6 +818,10 @@ impl Wal {
     /// the log, whatever fails or crashes when.
     pub fn release_before(&self, lsn: Lsn) -> Result<usize, WalError> {
         let _one_at_a_time = self.inner.releasing.lock();
+        // Nothing not yet confirmed can be released: a batch being written
+        // (or rolled back after a failure) keeps its segments.
+        let lsn = lsn.min(self.inner.counters.next_lsn.load(Ordering::Acquire));
+        let floor = self.inner.rollback_floor.load(Ordering::Acquire);
         let durable = self.inner.config.fsync_policy != FsyncPolicy::Never;
         let counters = &self.inner.counters;
         let storage = self.inner.storage.as_ref();
@@ -821,7 +830,7 @@ impl Wal {
             let victim = {
                 let segments = self.inner.segments.lock();
                 match segments.sealed.front() {
-                    Some(front) if front.end_lsn <= lsn => front.clone(),
+                    Some(front) if front.end_lsn <= lsn && front.first_lsn < floor => front.clone(),
                     _ => break,
                 }
             };

@@ -424,6 +424,9 @@ impl Writer {
         }
         self.committed = self.active.clone();
         self.sealed_in_batch = 0;
+        inner
+            .rollback_floor
+            .store(self.committed.first_lsn, Ordering::Release);
         // Under `interval` the batch is confirmed once written; a due fsync
         // (which may wait for the one in flight) comes after.
         if config.fsync_policy == FsyncPolicy::Interval
