@@ -120,7 +120,9 @@ impl ConfirmPipeline {
 /// The wire code for a log failure.
 pub fn storage_error_code(error: &WalError) -> ErrorCode {
     match error {
-        WalError::Full { .. } => ErrorCode::StorageFull,
+        // The cap, or the disk itself (ENOSPC): both clear once space is
+        // freed, which is what StorageFull tells the publisher.
+        error if error.is_storage_full() => ErrorCode::StorageFull,
         WalError::TooLarge { .. } => ErrorCode::MessageTooLarge,
         _ => ErrorCode::StorageFailed,
     }

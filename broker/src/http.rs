@@ -1,5 +1,8 @@
-//! The metrics endpoint: `GET /metrics` in the Prometheus text format and
-//! `GET /healthz`, over HTTP/1.1.
+//! The metrics endpoint: `GET /metrics` in the Prometheus text format,
+//! `GET /healthz` (the process answers: liveness) and `GET /readyz` (200
+//! only when the broker serves everything it should: the write-ahead log is
+//! recovered and takes appends; otherwise 503 with one line per problem),
+//! over HTTP/1.1.
 //!
 //! Written by hand rather than with an HTTP library: two read-only paths
 //! without request bodies need only the request line and the end of the
@@ -17,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::server::Shared;
+use crate::wal::WalHealth;
 
 /// The most bytes of request line and headers one request may have.
 const MAX_HEAD: usize = 8 * 1024;
@@ -213,7 +217,7 @@ impl Response {
 fn respond(request: &Request<'_>, shared: &Shared) -> Response {
     let readable = matches!(request.method, "GET" | "HEAD");
     match request.path {
-        "/metrics" | "/healthz" if !readable => Response {
+        "/metrics" | "/healthz" | "/readyz" if !readable => Response {
             allow: Some("GET, HEAD"),
             ..Response::plain(405, "method not allowed; use GET\n")
         },
@@ -222,7 +226,44 @@ fn respond(request: &Request<'_>, shared: &Shared) -> Response {
             ..Response::plain(200, &shared.metrics.render(&shared.gauges()))
         },
         "/healthz" => Response::plain(200, "ok\n"),
+        "/readyz" => readiness(shared),
         _ => Response::plain(404, "not found; try /metrics\n"),
+    }
+}
+
+/// `/readyz`: what keeps the broker from serving QoS 1, if anything.
+fn readiness(shared: &Shared) -> Response {
+    let problem = match shared.durable.health() {
+        WalHealth::Ok => return Response::plain(200, "ready\n"),
+        WalHealth::Full => "log full: wal.max_bytes reached; QoS 1 publishes are refused until durable subscriptions catch up".to_string(),
+        WalHealth::NoSpace(reason) => format!("disk full: QoS 1 publishes are refused until space is freed: {reason}"),
+        WalHealth::Failing(reason) => format!("log failing: QoS 1 publishes are refused while it is retried: {reason}"),
+        WalHealth::Stopped(reason) => format!("log stopped: {reason}"),
+    };
+    Response::plain(503, &format!("not ready\n{problem}\n"))
+}
+
+/// Answers every request with 503 while the write-ahead log is replayed at
+/// start (before there is anything else to serve), so a readiness probe
+/// hears "recovering" rather than nothing.
+pub(crate) async fn serve_while_recovering(listener: &TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buffer = Vec::with_capacity(1024);
+            let read = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream, &mut buffer));
+            if let Ok(Ok(Some(head_len))) = read.await {
+                let head_only =
+                    parse_request(&buffer[..head_len]).is_ok_and(|r| r.method == "HEAD");
+                let response = Response::plain(
+                    503,
+                    "not ready\nrecovering: replaying the write-ahead log\n",
+                );
+                let _ = write(&mut stream, &response, false, head_only).await;
+            }
+        });
     }
 }
 
@@ -233,6 +274,7 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "",
     }
 }

@@ -30,4 +30,4 @@ pub mod bench_api {
     pub use crate::registry::Registry;
     pub use crate::subscription::{QueuedMessage, Subscription};
 }
-pub use server::{run, Listeners};
+pub use server::{run, run_and_notify, Listeners};

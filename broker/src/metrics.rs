@@ -409,6 +409,36 @@ impl Metrics {
             "Corrupt segments moved aside by recovery.",
             &[("", wal.segments_quarantined)],
         );
+        family(
+            "blipmq_wal_corruptions_total",
+            "counter",
+            "Damage found at start that was not a torn tail (bad CRCs, cut sealed segments, missing segments); the log says where.",
+            &[("", wal.corruptions)],
+        );
+        family(
+            "blipmq_wal_write_failures_total",
+            "counter",
+            "Batches of QoS 1 messages whose write or fsync failed (their publishers got an error).",
+            &[("", wal.write_failures)],
+        );
+        family(
+            "blipmq_wal_repairs_total",
+            "counter",
+            "Times the log was rolled back to its last confirmed record after a failure.",
+            &[("", wal.repairs)],
+        );
+        family(
+            "blipmq_wal_fsync_failures_total",
+            "counter",
+            "Background fsyncs (fsync_policy = interval) that failed.",
+            &[("", wal.fsync_failures)],
+        );
+        family(
+            "blipmq_wal_delete_failures_total",
+            "counter",
+            "Released segments whose deletion failed (kept, and tried again).",
+            &[("", wal.delete_failures)],
+        );
         out
     }
 }

@@ -113,18 +113,36 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    run_and_notify(listeners, config, shutdown, || {}).await
+}
+
+/// [`run`], calling `ready` once the broker serves everything: after the
+/// write-ahead log is recovered (the `blipmq` binary prints its readiness
+/// line there). Until then clients wait in the accept backlog and `/readyz`
+/// answers 503.
+pub async fn run_and_notify(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> io::Result<()> {
     // Recover durable state before serving anyone (the listeners are bound,
     // so early clients wait in the accept backlog).
     let settings = DeliverySettings::from_config(&config);
-    let (durable, dead_letters) =
-        Durable::open(config.wal.clone(), settings)
-            .await
-            .map_err(|e| {
-                io::Error::other(format!(
-                    "cannot open the write-ahead log ({}): {e}",
-                    config.wal.dir.display()
-                ))
-            })?;
+    let recovering = Durable::open(config.wal.clone(), settings);
+    let opened = match &listeners.metrics {
+        Some(metrics) => tokio::select! {
+            opened = recovering => opened,
+            _ = http::serve_while_recovering(metrics) => unreachable!("serves until dropped"),
+        },
+        None => recovering.await,
+    };
+    let (durable, dead_letters) = opened.map_err(|e| {
+        io::Error::other(format!(
+            "cannot open the write-ahead log ({}): {e}",
+            config.wal.dir.display()
+        ))
+    })?;
     let first_message_id = first_message_id(durable.recovered_max_message_id());
     let shared = Arc::new(Shared {
         durable,
@@ -138,6 +156,7 @@ pub async fn run(
         next_connection_id: AtomicU64::new(1),
         config,
     });
+    ready();
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     // QoS 1 housekeeping: dead letters, and redelivery of overdue acks.

@@ -664,3 +664,74 @@ async fn debug_logs_carry_the_trace_id_of_a_traced_message() {
         .count();
     assert_eq!(delivered, 1, "{stderr}");
 }
+
+#[tokio::test]
+async fn a_second_broker_on_the_same_data_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wal = tmp.path().join("wal");
+    // An existing log is opened (and locked) at start.
+    std::fs::create_dir_all(&wal).unwrap();
+    let wal = wal.to_str().unwrap();
+    let first = Broker::start(&[], &[("BLIPMQ_WAL_DIR", wal)]);
+    let metrics = first.metrics.expect("metrics on");
+    let deadline = Instant::now() + STARTUP;
+    loop {
+        let (status, body) = http_get(metrics, "/readyz").await;
+        if status == 200 {
+            break;
+        }
+        assert!(body.contains("recovering"), "{status}: {body}");
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = run_to_exit(&[], &[("BLIPMQ_WAL_DIR", wal)]);
+    assert!(!second.status.success(), "{}", second.status);
+    assert!(
+        second.stderr.contains("in use by another process")
+            && second
+                .stderr
+                .contains(&format!("pid {}", first.process.child.id())),
+        "{}",
+        second.stderr
+    );
+    // The first one is unharmed.
+    round_trip(first.clients, None).await;
+    first.stop_with(libc::SIGTERM);
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    // Start under a low soft limit (the hard one unchanged), and read the
+    // limit the broker runs with from /proc.
+    let mut cmd = command(&[], &[]);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+            limit.rlim_cur = 256.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("blipmq ready"), "{line}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    // "Max open files <soft> <hard> files"
+    assert_eq!(open_files[3], open_files[4], "{limits}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

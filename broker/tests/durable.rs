@@ -268,6 +268,10 @@ async fn a_full_log_refuses_qos1_with_storage_full_and_nothing_is_delivered() {
     );
     assert!(confirmed > 0);
     assert!(broker.metric("blipmq_wal_full_rejections_total").await >= 1);
+    // Not ready, and the probe says why.
+    let (status, body) = http_get(broker.metrics_addr, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("log full"), "{body}");
     // Exactly the confirmed messages are delivered.
     for _ in 0..confirmed.min(8) {
         consumer.expect_delivery().await;

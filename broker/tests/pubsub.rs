@@ -333,6 +333,11 @@ async fn metrics_endpoint_serves_prometheus_text_and_404s_elsewhere() {
         "blipmq_protocol_errors_total",
         "blipmq_subscriptions",
         "blipmq_queue_depth",
+        "blipmq_wal_corruptions_total",
+        "blipmq_wal_write_failures_total",
+        "blipmq_wal_repairs_total",
+        "blipmq_wal_fsync_failures_total",
+        "blipmq_wal_delete_failures_total",
     ] {
         assert!(body.contains(&format!("# HELP {family} ")), "{family}");
         assert!(body.contains(&format!("# TYPE {family} ")), "{family}");
@@ -340,6 +345,10 @@ async fn metrics_endpoint_serves_prometheus_text_and_404s_elsewhere() {
     assert_eq!(
         http_get(broker.metrics_addr, "/healthz").await,
         (200, "ok\n".into())
+    );
+    assert_eq!(
+        http_get(broker.metrics_addr, "/readyz").await,
+        (200, "ready\n".into())
     );
     assert_eq!(http_get(broker.metrics_addr, "/nope").await.0, 404);
     broker.stop().await;

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blipmq_broker::wal::{FsyncPolicy, Lsn, Wal, WalConfig, WalError, QUARANTINE_DIR};
+use blipmq_broker::wal::{FsyncPolicy, Lsn, Wal, WalConfig, WalError, WalHealth, QUARANTINE_DIR};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -398,7 +398,7 @@ async fn wal_torn_tail_is_truncated_and_appends_continue_cleanly() {
 }
 
 #[tokio::test]
-async fn wal_bit_flip_in_last_segment_cuts_at_the_record_before() {
+async fn wal_bit_flip_in_last_segment_cuts_at_the_record_before_and_never_reuses_its_lsns() {
     let tmp = tempfile::tempdir().unwrap();
     let path = write_one_segment(tmp.path(), 10).await;
     let frames = frame_offsets(&path);
@@ -409,27 +409,35 @@ async fn wal_bit_flip_in_last_segment_cuts_at_the_record_before() {
     let cfg = config(tmp.path(), 1 << 20, FsyncPolicy::Always);
     let (wal, recovery) = Wal::open(cfg.clone()).unwrap();
     assert_eq!(recovery.records, 4);
-    assert_eq!(recovery.last_lsn, Some(4));
     assert_eq!(recovery.truncated_bytes, file_len - fifth_at);
-    assert!(recovery.torn_tail);
     let damage = &recovery.damage[0];
     assert!(!damage.torn);
     assert!(damage.reason.contains("CRC"), "{}", damage.reason);
     assert_eq!(damage.offset, fifth_at);
+    assert_eq!(wal.stats().corruptions, 1);
     // The cut bytes (the damaged record and the good ones after it) are kept.
     let saved = damage.saved_to.as_ref().expect("saved");
     assert!(saved.starts_with(tmp.path().join(QUARANTINE_DIR)));
     assert_eq!(len_of(saved), file_len - fifth_at);
+    // LSNs 5..=10 were handed out (and maybe confirmed, delivered, acked):
+    // the log skips past every LSN the cut bytes could have held.
+    let skipped = damage.skipped.clone().expect("a skip");
+    assert_eq!(skipped.start, 5);
+    assert!(skipped.end > 10, "{skipped:?}");
     assert_range(&replay_all(&wal, 0), 1, 4);
-    append_range(&wal, 5, 3).await;
+    let next = wal.append(0, payload(11)).await.unwrap();
+    assert_eq!(next, skipped.end);
     wal.close().unwrap();
+    // The gap is recorded in the log: the next start finds nothing wrong.
     let (wal, recovery) = Wal::open(cfg).unwrap();
-    assert!(recovery.damage.is_empty());
-    assert_range(&replay_all(&wal, 0), 1, 7);
+    assert!(recovery.damage.is_empty(), "{:?}", recovery.damage);
+    let lsns: Vec<Lsn> = replay_all(&wal, 0).iter().map(|r| r.0).collect();
+    assert_eq!(lsns, vec![1, 2, 3, 4, next]);
+    assert_eq!(wal.append(0, payload(12)).await.unwrap(), next + 1);
 }
 
 #[tokio::test]
-async fn wal_bit_flip_in_an_earlier_segment_quarantines_later_segments() {
+async fn wal_bit_flip_in_a_sealed_segment_costs_only_the_records_it_hides() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), 4096, FsyncPolicy::Never);
     let (wal, _) = Wal::open(cfg.clone()).unwrap();
@@ -438,37 +446,34 @@ async fn wal_bit_flip_in_an_earlier_segment_quarantines_later_segments() {
     let files = segment_files(tmp.path());
     assert!(files.len() >= 6, "{} segments", files.len());
     let victim = &files[2];
+    let next_first = first_lsn_of(&files[3]);
     let frames = frame_offsets(victim);
     let (bad_lsn, bad_at, _) = frames[frames.len() / 2];
     // Flip a bit in the LSN field of a middle record.
     flip_byte(victim, bad_at + 9);
 
     let (wal, recovery) = Wal::open(cfg.clone()).unwrap();
-    assert_eq!(recovery.records, bad_lsn - 1);
-    assert_eq!(recovery.last_lsn, Some(bad_lsn - 1));
-    assert_eq!(recovery.segments, 3);
-    assert_eq!(recovery.quarantined_segments.len(), files.len() - 3);
-    assert_eq!(wal.stats().segments_quarantined, (files.len() - 3) as u64);
-    for (moved, original) in recovery.quarantined_segments.iter().zip(&files[3..]) {
-        assert!(moved.starts_with(tmp.path().join(QUARANTINE_DIR)));
-        assert_eq!(moved.file_name(), original.file_name());
-        assert!(moved.exists() && !original.exists());
-    }
+    let lost = next_first - bad_lsn;
+    assert_eq!(recovery.records, 300 - lost);
+    assert_eq!(recovery.segments, files.len(), "every segment is kept");
+    assert!(recovery.quarantined_segments.is_empty());
     assert_eq!(recovery.damage.len(), 2, "{:?}", recovery.damage);
+    // The damaged tail is saved; the hole it leaves is explicit.
     assert!(recovery.damage[0].saved_to.is_some());
-    assert!(recovery.damage[1].reason.contains("expected"));
-    assert_eq!(segment_files(tmp.path()).len(), 3);
-    assert_range(&replay_all(&wal, 0), 1, bad_lsn - 1);
-    // The log goes on from the cut.
-    append_range(&wal, bad_lsn, 20).await;
+    assert_eq!(recovery.damage[1].skipped, Some(bad_lsn..next_first));
+    let lsns: Vec<Lsn> = replay_all(&wal, 0).iter().map(|r| r.0).collect();
+    let expected: Vec<Lsn> = (1..bad_lsn).chain(next_first..=300).collect();
+    assert_eq!(lsns, expected);
+    // The log goes on after its newest record.
+    append_range(&wal, 301, 20).await;
     wal.close().unwrap();
     let (wal, recovery) = Wal::open(cfg).unwrap();
     assert!(recovery.damage.is_empty() && recovery.quarantined_segments.is_empty());
-    assert_range(&replay_all(&wal, 0), 1, bad_lsn + 19);
+    assert_eq!(replay_all(&wal, 0).len() as u64, 320 - lost);
 }
 
 #[tokio::test]
-async fn wal_missing_middle_segment_quarantines_what_follows() {
+async fn wal_missing_middle_segment_is_a_hole_not_the_end_of_the_log() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path(), 4096, FsyncPolicy::Never);
     let (wal, _) = Wal::open(cfg.clone()).unwrap();
@@ -476,13 +481,20 @@ async fn wal_missing_middle_segment_quarantines_what_follows() {
     wal.close().unwrap();
     let files = segment_files(tmp.path());
     fs::remove_file(&files[1]).unwrap();
-    let (wal, recovery) = Wal::open(cfg).unwrap();
-    let kept_until = first_lsn_of(&files[1]) - 1;
-    assert_eq!(recovery.last_lsn, Some(kept_until));
-    assert_eq!(recovery.quarantined_segments.len(), files.len() - 2);
+    let missing = first_lsn_of(&files[1])..first_lsn_of(&files[2]);
+    let (wal, recovery) = Wal::open(cfg.clone()).unwrap();
+    assert_eq!(recovery.last_lsn, Some(200));
+    assert!(recovery.quarantined_segments.is_empty());
     assert_eq!(recovery.truncated_bytes, 0);
-    assert!(!recovery.torn_tail);
-    assert_range(&replay_all(&wal, 0), 1, kept_until);
+    assert_eq!(recovery.damage.len(), 1);
+    assert_eq!(recovery.damage[0].skipped, Some(missing.clone()));
+    let lsns: Vec<Lsn> = replay_all(&wal, 0).iter().map(|r| r.0).collect();
+    let expected: Vec<Lsn> = (1..=200).filter(|l| !missing.contains(l)).collect();
+    assert_eq!(lsns, expected);
+    append_range(&wal, 201, 3).await;
+    wal.close().unwrap();
+    let (_, recovery) = Wal::open(cfg).unwrap();
+    assert!(recovery.damage.is_empty());
 }
 
 #[tokio::test]
@@ -549,8 +561,9 @@ async fn wal_bad_segment_header_is_cut_and_saved() {
     assert_eq!(recovery.truncated_bytes, size);
     assert!(recovery.damage[0].reason.contains("magic"));
     assert_eq!(len_of(recovery.damage[0].saved_to.as_ref().unwrap()), size);
-    // The LSNs start over at the segment's first LSN.
-    assert_eq!(wal.append(0, "again").await.unwrap(), 1);
+    // LSNs 1..=5 may have been handed out: the log goes on past them.
+    let next = wal.append(0, "again").await.unwrap();
+    assert!(next > 5, "{next}");
 }
 
 #[tokio::test]
@@ -836,7 +849,7 @@ async fn wal_backpressure_flood_larger_than_the_queue_completes() {
 }
 
 #[tokio::test]
-async fn wal_writer_io_error_fails_appends_until_reopen() {
+async fn wal_writer_io_error_fails_the_batch_and_keeps_the_writer() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("wal");
     let cfg = config(&dir, 4096, FsyncPolicy::Always);
@@ -850,13 +863,16 @@ async fn wal_writer_io_error_fails_appends_until_reopen() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(error, WalError::Failed(_)), "{error}");
-    // The writer is stopped: every later append fails the same way.
-    let again = wal.append(0, "x").await.unwrap_err();
+    assert!(matches!(error, WalError::Io { .. }), "{error}");
+    // The writer is alive and says what is wrong; appends keep failing
+    // with the cause while the log cannot be put back in order.
     assert!(
-        matches!(again, WalError::Failed(ref m) if m.contains("create")),
-        "{again}"
+        matches!(wal.health(), WalHealth::Failing(_)),
+        "{:?}",
+        wal.health()
     );
+    assert!(wal.append(0, "x").await.is_err());
+    assert!(wal.stats().write_failures >= 1);
     assert!(wal.close().is_err());
     // Reopening recovers (here: an empty log in a new directory).
     let (wal, recovery) = Wal::open(cfg).unwrap();

@@ -315,6 +315,14 @@ impl Durable {
         self.wal.get().map(|wal| wal.stats())
     }
 
+    /// Whether the log takes appends (`Ok` before it is first opened: it
+    /// will be created on first use).
+    pub fn health(&self) -> crate::wal::WalHealth {
+        self.wal
+            .get()
+            .map_or(crate::wal::WalHealth::Ok, |wal| wal.health())
+    }
+
     /// Queue a QoS 1 message for the log. The returned [`Pending`] resolves
     /// to its LSN once durable; then hand the [`LogHold`] to
     /// [`Durable::stored`] before confirming it: until its queues own the

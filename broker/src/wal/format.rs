@@ -12,6 +12,12 @@ pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"BLIPWAL1";
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 16;
 /// `[len u32 LE][crc32 u32 LE][lsn u64 LE][kind u8]`, then `len` payload bytes.
 pub(crate) const RECORD_HEADER_LEN: usize = 17;
+/// The smallest frame: a record with an empty payload.
+pub(crate) const MIN_FRAME_LEN: u64 = RECORD_HEADER_LEN as u64;
+/// The record kind the WAL keeps for itself: a *gap record*, written only
+/// by recovery where records were lost. Its payload is the LSN the log goes
+/// on at (`u64` LE, greater than its own). Replay never shows it.
+pub(crate) const KIND_GAP: u8 = u8::MAX;
 /// Segment files are `{first_lsn:020}.wal`.
 pub(crate) const SEGMENT_SUFFIX: &str = ".wal";
 /// Read buffer of the recovery scan and of replay. It grows only to hold a
@@ -82,6 +88,36 @@ pub(crate) fn encode_record(buf: &mut Vec<u8>, lsn: Lsn, kind: u8, payload: &[u8
     buf.extend_from_slice(payload);
     let crc = frame_crc(&buf[start..]);
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Appends a gap record at `lsn` saying that the log goes on at `next`.
+pub(crate) fn encode_gap(buf: &mut Vec<u8>, lsn: Lsn, next: Lsn) {
+    debug_assert!(next > lsn);
+    encode_record(buf, lsn, KIND_GAP, &next.to_le_bytes());
+}
+
+/// What a verified record means for the LSN sequence.
+pub(crate) enum GapCheck {
+    /// An ordinary record: the next one has the next LSN.
+    NotAGap,
+    /// A gap record: the next record has this LSN.
+    To(Lsn),
+    /// A gap record that does not make sense (it passed its CRC, so this is
+    /// a bug or deliberate tampering): treated as corruption.
+    Invalid(String),
+}
+
+impl GapCheck {
+    pub(crate) fn of(record: &RecordRef<'_>) -> GapCheck {
+        if record.kind != KIND_GAP {
+            return GapCheck::NotAGap;
+        }
+        let next = <[u8; 8]>::try_from(record.payload).map(u64::from_le_bytes);
+        match next {
+            Ok(next) if next > record.lsn => GapCheck::To(next),
+            _ => GapCheck::Invalid(format!("malformed gap record at LSN {}", record.lsn)),
+        }
+    }
 }
 
 /// One verified record, borrowed from the reader's buffer.

@@ -90,33 +90,40 @@
 //! [`Wal::open`] scans every segment in LSN order with one bounded read
 //! buffer ([`READ_BUFFER_BYTES`], growing only to hold one record larger than
 //! it), verifying each record's CRC and LSN. It never refuses to start
-//! because of damage; it repairs, logs (`warn`), counts
-//! ([`WalStats::torn_tail_truncations`]) and reports it in [`Recovery`]:
+//! because of damage, and never throws good data away: it repairs, logs,
+//! counts ([`WalStats::torn_tail_truncations`], [`WalStats::corruptions`])
+//! and reports it in [`Recovery`]:
 //!
-//! - **Torn tail** (the file ends inside a record, or inside the segment
-//!   header): the segment is truncated at the end of the last good record
-//!   and the truncation is fsynced before anything is appended, so nothing is
-//!   ever appended after garbage. Under `always` a torn record was never
-//!   confirmed.
-//! - **Corrupt record** (CRC mismatch, wrong LSN, bad segment header): the
-//!   segment is truncated the same way, but the bytes cut off are first
-//!   copied to `quarantine/{segment}.cut-at-{offset}`, because good,
-//!   confirmed records may follow a flipped bit.
-//! - **Later segments.** After a cut, the next segment must still start at
-//!   the next LSN. If it does not (the cut removed records, or a segment is
-//!   missing), that segment and every later one are moved, whole, into
-//!   `quarantine/` instead of being deleted: the log keeps its longest intact
-//!   prefix and stays appendable. An operator can inspect quarantined files;
-//!   the WAL never reads them again. New appends reuse the LSNs that were cut
-//!   or quarantined.
+//! - **Torn tail** (the *last* segment ends inside a record or its header):
+//!   the segment is truncated at the end of the last good record and the
+//!   truncation is fsynced before anything is appended. Under `always` a
+//!   torn record was never confirmed. Only the last segment can be torn:
+//!   each earlier one was fsynced before the next was created.
+//! - **Corruption** (a CRC mismatch, a wrong LSN, a bad segment header, or
+//!   a record that runs past the end of a *sealed* segment): the segment is
+//!   cut the same way, but the bytes cut off are first copied to
+//!   `quarantine/{segment}.cut-at-{offset}`, because good, confirmed records
+//!   may follow a flipped bit. The segments after it are kept.
+//! - **Holes.** Where records are lost (a cut, a missing segment file) the
+//!   LSNs they had are never given out again: confirmed messages, their
+//!   delivery ids and the queue manifest refer to them. Recovery appends a
+//!   *gap record* (a kind the WAL keeps for itself, checksummed like any
+//!   record) saying where the log goes on: at the next segment's first LSN,
+//!   or, after a cut in the last segment, past every LSN the cut bytes could
+//!   have held. The hole is reported once; later starts read the gap record.
+//! - A segment whose LSNs overlap the log before it is moved, whole, into
+//!   `quarantine/`. An operator can inspect quarantined files; the WAL never
+//!   reads them again.
 //! - An empty (zero-length) segment file, left by a crash right after it was
 //!   created, gets its header written; nothing was lost.
 //!
 //! Under `interval` and `never`, records confirmed and then lost in an OS
-//! crash have their LSNs reused by later appends; under `always` a reused LSN
-//! was never returned to anyone.
+//! crash from the torn tail of the last segment have their LSNs reused by
+//! later appends; under `always` a reused LSN was never returned to anyone.
 //!
-//! The WAL does not lock its directory: one process at a time.
+//! One process at a time: [`Wal::open`] takes an exclusive `flock` on
+//! [`LOCK_FILE`] in the directory (released when the process exits, however
+//! it exits) and fails with [`WalError::Locked`] while another holds it.
 //!
 //! # Replay
 //!
@@ -138,22 +145,31 @@
 //!
 //! # Failure
 //!
-//! An I/O error in the writer (a failed `write` or `fsync`) stops it: the
-//! appends in flight and all later ones fail with [`WalError::Failed`]. After
-//! a failed fsync the state of the page cache is unknown, so the only safe
-//! way on is [`Wal::open`] again, which recovers from what is on disk.
+//! An I/O error in the writer (a failed `write`, `fsync` or segment
+//! creation, a full disk) fails the appends of that batch, none of which
+//! was confirmed, and rolls the log back to the last confirmed record (see
+//! `writer.rs`); the writer goes on. While the rollback itself fails,
+//! appends fail at once and it is retried with a growing pause.
+//! [`Wal::health`] says which state the log is in, for readiness checks.
+//!
+//! # Storage
+//!
+//! All file work goes through a [`Storage`] ([`OsStorage`] by default); the
+//! tests run the log on [`sim::SimStorage`], which injects errors, short
+//! writes, crashes and power loss.
 
 mod config;
 mod format;
 mod recovery;
+pub mod sim;
+pub mod storage;
 mod syncer;
 mod writer;
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read};
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -170,8 +186,15 @@ use tracing::warn;
 pub use config::{FsyncPolicy, WalConfig, MIN_SEGMENT_BYTES};
 pub use format::READ_BUFFER_BYTES;
 pub use recovery::QUARANTINE_DIR;
+pub use storage::{OsStorage, Storage};
 
-use format::{check_segment_header, frame_len, Frame, FrameReader, SEGMENT_HEADER_LEN};
+use format::{
+    check_segment_header, frame_len, Frame, FrameReader, GapCheck, KIND_GAP, SEGMENT_HEADER_LEN,
+};
+use storage::{DirLock, OpenMode};
+
+/// The file in the WAL directory that one process at a time holds locked.
+pub const LOCK_FILE: &str = "LOCK";
 
 /// Log sequence number: assigned by the writer, starting at 1, +1 per record.
 pub type Lsn = u64;
@@ -201,6 +224,12 @@ pub enum WalError {
     TooLarge { len: usize, max: usize },
     #[error("WAL is closed")]
     Closed,
+    /// Another process has the directory open.
+    #[error(
+        "the write-ahead log directory {} is in use by another process ({holder}); \
+         one broker per data directory"
+    , dir.display())]
+    Locked { dir: PathBuf, holder: String },
     /// The writer stopped after an I/O error; reopen the WAL to recover.
     #[error("WAL writer failed: {0}")]
     Failed(String),
@@ -213,24 +242,34 @@ pub enum WalError {
     },
 }
 
+impl WalError {
+    /// The disk (or the configured cap) has no room: the condition clears
+    /// by itself once space is freed, unlike a failing disk.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            WalError::Full { .. } => true,
+            WalError::Io { source, .. } => source.kind() == io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+}
+
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> WalError {
     let context = context.into();
     move |source| WalError::Io { context, source }
 }
 
-/// fsyncs a directory, making renames, creations and deletions in it durable.
+/// fsyncs a directory of the real filesystem, making renames, creations and
+/// deletions in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(format!("fsync directory {}", dir.display())))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
+    sync_dir_in(&OsStorage, dir)
+}
+
+/// fsyncs a directory through `storage`.
+pub(crate) fn sync_dir_in(storage: &dyn Storage, dir: &Path) -> Result<(), WalError> {
+    storage
+        .sync_dir(dir)
+        .map_err(io_err(format!("fsync directory {}", dir.display())))
 }
 
 /// A repair made by recovery.
@@ -246,6 +285,9 @@ pub struct Damage {
     pub truncated_bytes: u64,
     /// Where the bytes cut off were saved (corruption only).
     pub saved_to: Option<PathBuf>,
+    /// LSNs whose records are lost: the log skips them for good (a gap
+    /// record says so), so no LSN is ever given to a second record.
+    pub skipped: Option<Range<Lsn>>,
 }
 
 /// What [`Wal::open`] found and repaired.
@@ -285,6 +327,17 @@ pub struct WalStats {
     pub torn_tail_truncations: u64,
     pub segments_deleted: u64,
     pub segments_quarantined: u64,
+    /// Damage recovery found that was not a torn tail: a cut in a sealed
+    /// segment, bad CRCs, missing or overlapping segments.
+    pub corruptions: u64,
+    /// Batches that failed to write or fsync (their appends got the error).
+    pub write_failures: u64,
+    /// Times the writer put the log back in order after a failure.
+    pub repairs: u64,
+    /// Background fsyncs (policy `interval`) that failed.
+    pub fsync_failures: u64,
+    /// Segment deletions that failed (the segment stays; retried later).
+    pub delete_failures: u64,
     /// Appends refused with [`WalError::Full`].
     pub full_rejections: u64,
     /// Current total size of the segment files.
@@ -304,6 +357,11 @@ pub(crate) struct Counters {
     torn_tail_truncations: AtomicU64,
     segments_deleted: AtomicU64,
     segments_quarantined: AtomicU64,
+    corruptions: AtomicU64,
+    write_failures: AtomicU64,
+    repairs: AtomicU64,
+    fsync_failures: AtomicU64,
+    delete_failures: AtomicU64,
     full_rejections: AtomicU64,
     current_bytes: AtomicU64,
     segments: AtomicU64,
@@ -316,13 +374,11 @@ pub(crate) struct SegmentMeta {
     pub path: PathBuf,
     /// Bytes written (and visible to replay).
     pub len: u64,
+    /// The LSN after its last record: `first_lsn` + records, plus any
+    /// LSNs a gap record skips.
+    pub end_lsn: Lsn,
+    /// Records in it (gap records not counted).
     pub records: u64,
-}
-
-impl SegmentMeta {
-    fn end_lsn(&self) -> Lsn {
-        self.first_lsn + self.records
-    }
 }
 
 pub(crate) struct Segments {
@@ -369,13 +425,58 @@ pub(crate) enum Msg {
 
 pub(crate) struct Inner {
     config: WalConfig,
+    storage: Arc<dyn Storage>,
     max_payload: usize,
     tx: mpsc::Sender<Msg>,
     queue: Arc<Semaphore>,
     counters: Counters,
     segments: Mutex<Segments>,
+    /// Held through a whole `release_before`: deletions happen one caller
+    /// at a time, strictly oldest first.
+    releasing: Mutex<()>,
     closed: AtomicBool,
+    /// Why the writer thread ended, if it did not end by `close`.
     failure: Mutex<Option<String>>,
+    /// The writer's last failure while it is not yet repaired.
+    problem: Mutex<Option<Problem>>,
+    /// The last append was refused for `max_bytes`, and nothing was written
+    /// or released since.
+    refusing_full: AtomicBool,
+    /// The first LSN of the segment a failed batch would be rolled back to
+    /// (the active one as of the last completed batch): it and the segments
+    /// after it are never deleted, even if a batch in progress sealed them.
+    rollback_floor: AtomicU64,
+}
+
+impl Inner {
+    fn refused_full(&self) {
+        self.counters
+            .full_rejections
+            .fetch_add(1, Ordering::Relaxed);
+        self.refusing_full.store(true, Ordering::Release);
+    }
+}
+
+/// A failure the writer has not recovered from yet.
+#[derive(Debug, Clone)]
+pub(crate) struct Problem {
+    pub reason: String,
+    pub no_space: bool,
+}
+
+/// Whether the log takes appends now; for readiness checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalHealth {
+    Ok,
+    /// The disk is full: appends fail until space is freed (retried on
+    /// every batch, so it clears by itself).
+    NoSpace(String),
+    /// The size cap `max_bytes` leaves no room for another append.
+    Full,
+    /// Writes or fsyncs fail; the writer retries with a growing pause.
+    Failing(String),
+    /// The writer thread is gone (closed, or it panicked).
+    Stopped(String),
 }
 
 impl Inner {
@@ -388,7 +489,12 @@ impl Inner {
 
     async fn submit(self: Arc<Self>, records: Records) -> Result<Pending, WalError> {
         let mut frame_bytes = 0;
-        for (_, payload) in records.iter() {
+        for (kind, payload) in records.iter() {
+            if kind == KIND_GAP {
+                return Err(WalError::Config(format!(
+                    "record kind {KIND_GAP} is reserved for the WAL"
+                )));
+            }
             if payload.len() > self.max_payload {
                 return Err(WalError::TooLarge {
                     len: payload.len(),
@@ -412,9 +518,7 @@ impl Inner {
         let max = self.config.max_bytes;
         let used = self.counters.current_bytes.load(Ordering::Relaxed);
         if max != 0 && used + frame_bytes > max {
-            self.counters
-                .full_rejections
-                .fetch_add(1, Ordering::Relaxed);
+            self.refused_full();
             return Err(WalError::Full {
                 used,
                 max,
@@ -469,6 +573,8 @@ impl Future for Pending {
 pub struct Wal {
     inner: Arc<Inner>,
     writer: Option<JoinHandle<Result<(), WalError>>>,
+    /// The directory's lock, let go after the writer has stopped.
+    _lock: Box<dyn DirLock>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -483,10 +589,34 @@ impl std::fmt::Debug for Wal {
 impl Wal {
     /// Recovers the log in `config.dir` (creating the directory if needed)
     /// and starts the writer. Damage is repaired and reported, never a reason
-    /// to fail; errors are an invalid config or I/O errors.
+    /// to fail; errors are an invalid config, a directory another process
+    /// holds ([`WalError::Locked`]), or I/O errors.
     pub fn open(config: WalConfig) -> Result<(Wal, Recovery), WalError> {
+        Wal::open_with(config, Arc::new(OsStorage))
+    }
+
+    /// [`Wal::open`] on another [`Storage`] (tests use
+    /// [`sim::SimStorage`]).
+    pub fn open_with(
+        config: WalConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Wal, Recovery), WalError> {
         config.validate()?;
-        let recovered = recovery::recover(&config)?;
+        let dir = config.dir.clone();
+        storage
+            .create_dir_all(&dir)
+            .map_err(io_err(format!("create {}", dir.display())))?;
+        let note = format!("pid {}\n", std::process::id());
+        let lock = storage
+            .lock(&dir.join(LOCK_FILE), &note)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock => WalError::Locked {
+                    dir: dir.clone(),
+                    holder: e.to_string(),
+                },
+                _ => io_err(format!("lock {}", dir.join(LOCK_FILE).display()))(e),
+            })?;
+        let recovered = recovery::recover(&config, storage.as_ref())?;
         let mut segments: VecDeque<SegmentMeta> = recovered.segments.into();
         let active = segments
             .pop_back()
@@ -494,14 +624,11 @@ impl Wal {
         let report = recovered.report;
 
         let counters = Counters::default();
-        counters.torn_tail_truncations.store(
-            report
-                .damage
-                .iter()
-                .filter(|d| d.truncated_bytes > 0 || d.torn)
-                .count() as u64,
-            Ordering::Relaxed,
-        );
+        let count = |torn: bool| report.damage.iter().filter(|d| d.torn == torn).count() as u64;
+        counters
+            .torn_tail_truncations
+            .store(count(true), Ordering::Relaxed);
+        counters.corruptions.store(count(false), Ordering::Relaxed);
         counters
             .segments_quarantined
             .store(report.quarantined_segments.len() as u64, Ordering::Relaxed);
@@ -519,6 +646,7 @@ impl Wal {
         let inner = Arc::new(Inner {
             max_payload: config.max_payload_bytes(),
             config,
+            storage,
             tx,
             queue: Arc::new(Semaphore::new(QUEUE_BYTES as usize)),
             counters,
@@ -526,8 +654,12 @@ impl Wal {
                 sealed: segments,
                 active: active.clone(),
             }),
+            releasing: Mutex::new(()),
             closed: AtomicBool::new(false),
             failure: Mutex::new(None),
+            problem: Mutex::new(None),
+            refusing_full: AtomicBool::new(false),
+            rollback_floor: AtomicU64::new(active.first_lsn),
         });
         let writer = writer::Writer::new(Arc::clone(&inner), rx, active, recovered.next_lsn)?;
         let handle = std::thread::Builder::new()
@@ -538,6 +670,7 @@ impl Wal {
             Wal {
                 inner,
                 writer: Some(handle),
+                _lock: lock,
             },
             report,
         ))
@@ -601,7 +734,7 @@ impl Wal {
                 .sealed
                 .iter()
                 .chain(std::iter::once(&segments.active))
-                .filter(|s| s.end_lsn() > from_lsn && s.records > 0)
+                .filter(|s| s.end_lsn > from_lsn && s.records > 0)
                 .cloned()
                 .collect()
         };
@@ -612,7 +745,7 @@ impl Wal {
                 offset,
                 reason,
             };
-            let mut file = match File::open(&segment.path) {
+            let mut file = match self.inner.storage.open(&segment.path, OpenMode::Read) {
                 Ok(file) => file,
                 // Deleted by a concurrent `release_before`.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -626,7 +759,7 @@ impl Wal {
             }
             let mut reader = FrameReader::new(file, SEGMENT_HEADER_LEN, segment.len);
             let mut expected = segment.first_lsn;
-            while expected < segment.end_lsn() {
+            while expected < segment.end_lsn {
                 let offset = reader.offset();
                 let frame = reader
                     .next_frame()
@@ -639,7 +772,15 @@ impl Wal {
                                 format!("record has LSN {}, expected {expected}", record.lsn),
                             ));
                         }
-                        expected += 1;
+                        match GapCheck::of(&record) {
+                            GapCheck::NotAGap => expected += 1,
+                            // Recovery's mark where records were lost.
+                            GapCheck::To(next) => {
+                                expected = next;
+                                continue;
+                            }
+                            GapCheck::Invalid(reason) => return Err(corrupt(offset, reason)),
+                        }
                         if record.lsn >= from_lsn {
                             visited += 1;
                             if visit(record.lsn, record.kind, record.payload).is_break() {
@@ -652,7 +793,7 @@ impl Wal {
                             offset,
                             format!(
                                 "segment ends at LSN {expected}, expected {}",
-                                segment.end_lsn()
+                                segment.end_lsn
                             ),
                         ))
                     }
@@ -669,44 +810,79 @@ impl Wal {
     /// Declares every record with an LSN below `lsn` unneeded: each segment
     /// whose records all lie below it is deleted, oldest first (the active
     /// segment never is). Returns the number of segments deleted.
+    ///
+    /// One caller at a time, strictly in log order, and a segment leaves the
+    /// list only once its file is gone: a failed deletion stops here with
+    /// the error, keeps that segment and everything after it, and the next
+    /// call tries again. So the files on disk are always a contiguous run of
+    /// the log, whatever fails or crashes when.
     pub fn release_before(&self, lsn: Lsn) -> Result<usize, WalError> {
-        let victims: Vec<SegmentMeta> = {
-            let mut segments = self.inner.segments.lock();
-            let mut victims = Vec::new();
-            while segments
-                .sealed
-                .front()
-                .is_some_and(|front| front.end_lsn() <= lsn)
-            {
-                victims.extend(segments.sealed.pop_front());
-            }
-            victims
-        };
+        let _one_at_a_time = self.inner.releasing.lock();
+        // Nothing not yet confirmed can be released: a batch being written
+        // (or rolled back after a failure) keeps its segments.
+        let lsn = lsn.min(self.inner.counters.next_lsn.load(Ordering::Acquire));
+        let floor = self.inner.rollback_floor.load(Ordering::Acquire);
         let durable = self.inner.config.fsync_policy != FsyncPolicy::Never;
         let counters = &self.inner.counters;
-        for victim in &victims {
-            match std::fs::remove_file(&victim.path) {
+        let storage = self.inner.storage.as_ref();
+        let mut deleted = 0;
+        loop {
+            let victim = {
+                let segments = self.inner.segments.lock();
+                match segments.sealed.front() {
+                    Some(front) if front.end_lsn <= lsn && front.first_lsn < floor => front.clone(),
+                    _ => break,
+                }
+            };
+            match storage.remove_file(&victim.path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    // The rest stay on disk; a later open sees them again as
-                    // the oldest part of the log, which is harmless.
-                    warn!(segment = %victim.path.display(), error = %e, "WAL: could not delete a released segment");
+                    counters.delete_failures.fetch_add(1, Ordering::Relaxed);
+                    warn!(segment = %victim.path.display(), error = %e, "WAL: could not delete a released segment; it stays, and is tried again on the next release");
                     return Err(io_err(format!("delete {}", victim.path.display()))(e));
                 }
+            }
+            {
+                let mut segments = self.inner.segments.lock();
+                let front = segments.sealed.pop_front();
+                debug_assert_eq!(front.map(|f| f.first_lsn), Some(victim.first_lsn));
             }
             counters
                 .current_bytes
                 .fetch_sub(victim.len, Ordering::Relaxed);
             counters.segments.fetch_sub(1, Ordering::Relaxed);
             counters.segments_deleted.fetch_add(1, Ordering::Relaxed);
-            // Oldest first, each deletion durable before the next, so a crash
-            // can only leave a prefix of the log behind, never a gap.
+            self.inner.refusing_full.store(false, Ordering::Release);
+            deleted += 1;
+            // Each deletion durable before the next, so that a crash leaves
+            // a suffix of the log, never a hole.
             if durable {
-                sync_dir(&self.inner.config.dir)?;
+                sync_dir_in(storage, &self.inner.config.dir)?;
             }
         }
-        Ok(victims.len())
+        Ok(deleted)
+    }
+
+    /// Whether the log takes appends now (for a readiness check).
+    pub fn health(&self) -> WalHealth {
+        if let Some(reason) = self.inner.failure.lock().clone() {
+            return WalHealth::Stopped(reason);
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return WalHealth::Stopped("closed".into());
+        }
+        if let Some(problem) = self.inner.problem.lock().clone() {
+            return if problem.no_space {
+                WalHealth::NoSpace(problem.reason)
+            } else {
+                WalHealth::Failing(problem.reason)
+            };
+        }
+        if self.inner.refusing_full.load(Ordering::Acquire) {
+            return WalHealth::Full;
+        }
+        WalHealth::Ok
     }
 
     pub fn stats(&self) -> WalStats {
@@ -720,6 +896,11 @@ impl Wal {
             torn_tail_truncations: load(&c.torn_tail_truncations),
             segments_deleted: load(&c.segments_deleted),
             segments_quarantined: load(&c.segments_quarantined),
+            corruptions: load(&c.corruptions),
+            write_failures: load(&c.write_failures),
+            repairs: load(&c.repairs),
+            fsync_failures: load(&c.fsync_failures),
+            delete_failures: load(&c.delete_failures),
             full_rejections: load(&c.full_rejections),
             current_bytes: load(&c.current_bytes),
             segments: load(&c.segments),

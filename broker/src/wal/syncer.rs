@@ -12,16 +12,16 @@
 //! durations after it happened. Anything that needs an fsync to have
 //! happened (sealing a segment, closing) waits for the one in flight first.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 
+use super::storage::StorageFile;
 use super::{io_err, WalError};
 
 /// A segment to fsync: a handle to it, and its path for error messages.
 struct Request {
-    file: File,
+    file: Box<dyn StorageFile>,
     path: PathBuf,
 }
 
@@ -65,7 +65,11 @@ impl Syncer {
     /// Start fsyncing `file` (a handle to the active segment, whose writes
     /// so far the fsync must cover) after the fsync in flight, if any, has
     /// finished.
-    pub(crate) fn sync_in_background(&mut self, file: File, path: PathBuf) -> Result<(), WalError> {
+    pub(crate) fn sync_in_background(
+        &mut self,
+        file: Box<dyn StorageFile>,
+        path: PathBuf,
+    ) -> Result<(), WalError> {
         self.wait()?;
         self.requests
             .as_ref()
@@ -122,6 +126,8 @@ impl Drop for Syncer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::storage::{OpenMode, OsStorage, Storage};
+    use std::path::Path;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
@@ -139,7 +145,7 @@ mod tests {
     fn fsyncs_in_the_background_one_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment");
-        let file = File::create(&path).unwrap();
+        let file = OsStorage.open(&path, OpenMode::Truncate).unwrap();
         let (count, mut syncer) = counted();
         // Nothing in flight: nothing to wait for or report.
         syncer.check().unwrap();
@@ -158,9 +164,8 @@ mod tests {
     #[test]
     fn a_failed_fsync_is_reported_with_the_path() {
         // Character devices cannot be fsynced (EINVAL).
-        let null = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/null")
+        let null = OsStorage
+            .open(Path::new("/dev/null"), OpenMode::Append)
             .unwrap();
         let (count, mut syncer) = counted();
         syncer
@@ -179,9 +184,8 @@ mod tests {
 
     #[test]
     fn check_reports_a_failure_without_waiting_once_it_is_known() {
-        let null = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/null")
+        let null = OsStorage
+            .open(Path::new("/dev/null"), OpenMode::Append)
             .unwrap();
         let (_, mut syncer) = counted();
         syncer

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use blipmq_broker::{run, Config, Listeners};
+use blipmq_broker::{run_and_notify, Config, Listeners};
 use blipmq_protocol::{
     check_frame, decode, Ack, Encoder, ErrorCode, Frame, FrameError, Header, Hello, Publish,
     Subscribe, Unsubscribe, LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
@@ -67,9 +67,22 @@ impl TestBroker {
             .as_ref()
             .map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listeners, config.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let (ready, is_ready) = oneshot::channel::<()>();
+        let task = tokio::spawn(run_and_notify(
+            listeners,
+            config.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+            move || {
+                let _ = ready.send(());
+            },
+        ));
+        // As the binary's readiness line does: the log is recovered.
+        tokio::time::timeout(PATIENCE, is_ready)
+            .await
+            .expect("the broker became ready")
+            .expect("the broker started");
         TestBroker {
             addr,
             metrics_addr,

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use args::{Invocation, LogFormat};
-use blipmq_broker::{run, Config, Listeners};
+use blipmq_broker::{run_and_notify, Config, Listeners};
 
 mod args;
 
@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    raise_open_file_limit(config.server.max_connections);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,8 +66,11 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        announce_ready(&listeners);
-        match run(listeners, config, shutdown).await {
+        // Printed once the log is recovered: a client that reads it finds
+        // QoS 1 working.
+        let ready_line = readiness_line(&listeners);
+        let announce = move || announce_ready(&ready_line);
+        match run_and_notify(listeners, config, shutdown, announce).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 tracing::error!(%error, "broker failed");
@@ -74,6 +78,51 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Raises the soft limit on open files to the hard limit. Every connection
+/// and every log segment is a file descriptor, and the usual soft limit
+/// (1,024) is far below `max_connections`: running out of descriptors makes
+/// accepts and the log's segment rotation fail.
+// rlim_t is u64 here but not on every Unix.
+#[allow(clippy::unnecessary_cast)]
+fn raise_open_file_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write `limit`.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return;
+        }
+        let before = limit.rlim_cur;
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+                limit.rlim_cur = before;
+            }
+        }
+        // Connections, log segments, listeners and some to spare.
+        let wanted = max_connections as u64 + 256;
+        if (limit.rlim_cur as u64) < wanted {
+            tracing::warn!(
+                open_files = limit.rlim_cur as u64,
+                max_connections,
+                "the open-file limit is below server.max_connections; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower max_connections"
+            );
+        } else if before != limit.rlim_cur {
+            tracing::debug!(
+                from = before as u64,
+                to = limit.rlim_cur as u64,
+                "raised the open-file limit"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
 }
 
 /// Exactly one line on stderr: the log line when errors are logged, else a
@@ -86,10 +135,9 @@ fn report_startup_error(error: &dyn std::fmt::Display) {
     }
 }
 
-/// One line on stdout once the sockets are bound, for scripts and test
-/// harnesses that start the broker on port 0.
-fn announce_ready(listeners: &Listeners) {
-    use std::io::Write;
+/// The line [`announce_ready`] prints: the bound addresses, for scripts and
+/// test harnesses that start the broker on port 0.
+fn readiness_line(listeners: &Listeners) -> String {
     let clients = listeners
         .clients
         .local_addr()
@@ -108,11 +156,14 @@ fn announce_ready(listeners: &Listeners) {
     });
     tracing::info!(%clients, %metrics, websocket = websocket.as_deref().unwrap_or("off"), "listening");
     let websocket = websocket.map_or_else(String::new, |a| format!(" websocket={a}"));
+    format!("blipmq ready clients={clients} metrics={metrics}{websocket}")
+}
+
+/// One line on stdout once the broker serves.
+fn announce_ready(line: &str) {
+    use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(
-        stdout,
-        "blipmq ready clients={clients} metrics={metrics}{websocket}"
-    );
+    let _ = writeln!(stdout, "{line}");
     let _ = stdout.flush();
 }
 
