@@ -21,7 +21,8 @@
 //!
 //! Records (kind byte, payload):
 //! - `MESSAGE`: the message's encoded Delivery frame, exactly as delivered.
-//! - `ACK`: `u64 lsn, name` — the queue no longer needs that message.
+//! - `ACK`: `u64 lsn, name` — the queue no longer needs that message (acked,
+//!   or dropped by a limit of `limits.rs`).
 //!
 //! Which queues exist (and from which LSN each keeps messages) is kept in a
 //! small file beside the log (`queue_manifest.rs`), not in the log: the log
@@ -36,13 +37,18 @@
 //! LSN each, not by a copy of its entry each. The manifest's rewrites are
 //! batched (`manifest.rs`); the log holds of `holds.rs` keep a record from
 //! retention until its queues own it; `replay.rs` rebuilds it all at start.
+//! What a queue may hold (`limits.rs`), the timer's sweeps (`sweep.rs`), and
+//! what is let go of and released to the log (`retention.rs`) have files of
+//! their own; this one is the store's API.
 
 mod holds;
 mod limits;
 mod manifest;
 mod queue;
 mod replay;
+mod retention;
 mod store;
+mod sweep;
 mod table;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,7 +71,7 @@ pub use limits::{DropReason, QueueLimits};
 use manifest::ManifestWriter;
 pub use queue::AckOutcome;
 use queue::{Consumer, Detached, Rules, StoredQueue};
-use replay::{ack_record, rebuild, KIND_ACK, KIND_MESSAGE};
+use replay::{rebuild, KIND_MESSAGE};
 use store::MessageStore;
 use table::Queues;
 
@@ -608,7 +614,7 @@ impl Durable {
         self.settle(dropped);
         if outcome == AckOutcome::Acked {
             if persistent {
-                self.log_acks(vec![(Arc::from(name), lsn)]);
+                self.log_ack(name, lsn);
             }
             self.release();
         }
@@ -646,7 +652,7 @@ impl Durable {
         };
         self.settle(dropped);
         if persistent {
-            self.log_acks(vec![(Arc::from(name), lsn)]);
+            self.log_ack(name, lsn);
         }
         self.release();
     }
@@ -657,154 +663,6 @@ impl Durable {
         if let Some(q) = self.state.lock().queues.get_mut(queue) {
             q.make_ready(lsn);
         }
-    }
-
-    /// Send again every delivery whose ack is overdue. Returns how many.
-    pub fn redeliver_overdue(&self, now: Instant) -> usize {
-        let rules = self.rules();
-        let mut dropped = Dropped::default();
-        let mut state = self.state.lock();
-        let State { queues, store } = &mut *state;
-        let mut overdue = 0;
-        for queue in queues.iter_mut() {
-            let taken_back = queue.take_back_overdue(now);
-            if taken_back > 0 {
-                overdue += taken_back;
-                queue.top_up(&rules, store, &mut dropped);
-            }
-        }
-        drop(state);
-        self.settle(dropped);
-        overdue
-    }
-
-    /// The once-a-second sweep (the server calls it with the redelivery
-    /// sweep, about every second): drop the messages past their TTL in
-    /// detached queues (attached ones drop theirs as they send) and past
-    /// `max_age` in every queue, so that they stop holding log segments;
-    /// delete the durable subscriptions and groups detached for longer than
-    /// `detached_expiry`; write down detach times. Returns how many
-    /// messages went.
-    pub fn expire_detached(&self, now: Instant) -> usize {
-        let limits = &self.settings.limits;
-        let now_ms = unix_ms();
-        let mut dropped = Dropped::default();
-        let mut expired = Vec::new();
-        let mut record_detach_times = false;
-        {
-            let mut state = self.state.lock();
-            let State { queues, store } = &mut *state;
-            for queue in queues.iter_mut() {
-                if queue.consumers.is_empty() && store.has_expiring() {
-                    queue.expire(now, store, &mut dropped);
-                }
-                if let Some(max_age) = limits.max_age {
-                    let cutoff = now_ms.saturating_sub(max_age.as_millis() as u64);
-                    queue.enforce_age(cutoff, store, &mut dropped);
-                }
-                let persistent = queue.persistent();
-                let (Some(detached), Some(expiry), true) =
-                    (&mut queue.detached, limits.detached_expiry, persistent)
-                else {
-                    continue;
-                };
-                let age = detached.age(now);
-                if age >= expiry {
-                    expired.push(queue.name.clone());
-                } else if detached.recorded_ms.is_none() && age >= record_detach_after(expiry) {
-                    detached.recorded_ms = Some(now_ms.saturating_sub(age.as_millis() as u64));
-                    record_detach_times = true;
-                }
-            }
-            let mut messages = 0;
-            for name in &expired {
-                if let Some(mut queue) = queues.remove(name) {
-                    messages += queue.kept() as u64;
-                    queue.clear(store);
-                }
-            }
-            if !expired.is_empty() {
-                dropped.add_without_records(DropReason::DetachedExpiry, messages);
-                self.expired_queues
-                    .fetch_add(expired.len() as u64, Ordering::Relaxed);
-                // One line per sweep, however many expired at once (a
-                // restart can find thousands past their time).
-                let names: Vec<&str> = expired.iter().take(10).map(|n| &**n).collect();
-                warn!(
-                    count = expired.len(),
-                    ?names,
-                    messages,
-                    "deleted durable subscriptions nobody attached to for \
-                     durable.detached_expiry_ms, with the messages they kept"
-                );
-            }
-        }
-        if !expired.is_empty() || record_detach_times {
-            // On a task of its own: this sweep runs on the server's timer,
-            // which must not wait for the disk. Should the rewrite fail, the
-            // next one (any create, delete or sweep) writes the same state.
-            let (manifest, state) = (self.manifest.clone(), self.state.clone());
-            tokio::spawn(async move {
-                if let Err(error) = manifest.save(|| state.lock().definitions()).await {
-                    warn!(%error, "could not rewrite the durable subscription manifest");
-                }
-            });
-        }
-        let gone = dropped.total();
-        self.settle(dropped);
-        gone as usize
-    }
-
-    /// After an operation on the queues, out of the lock: count what it
-    /// dropped, log it, write an ack record for each drop from a durable
-    /// queue (so that a restart does not bring it back, as it would a
-    /// message whose TTL passed, or one dropped for a limit that a later ack
-    /// brought the queue back under), and let retention have the space.
-    fn settle(&self, dropped: Dropped) {
-        if dropped.is_empty() {
-            return;
-        }
-        self.drops.settle(&dropped);
-        // Logged as acks: a drop lost in a crash means the message is
-        // dropped again after the restart, as a lost ack means a redelivery.
-        self.log_acks(dropped.records);
-        self.release();
-    }
-
-    /// Append an ack record for each of `acks` (queue, LSN) without
-    /// waiting: an ack lost in a crash only means one redelivery, so no
-    /// consumer waits for an fsync. Failures (a full or failing log) are
-    /// summed in a warning at most every few seconds, not one line each.
-    fn log_acks(&self, acks: Vec<(Arc<str>, Lsn)>) {
-        let Some(wal) = self.wal.get() else {
-            return;
-        };
-        if acks.is_empty() {
-            return;
-        }
-        let appends: Vec<_> = acks
-            .iter()
-            .map(|(queue, lsn)| wal.append(KIND_ACK, ack_record(queue, *lsn)))
-            .collect();
-        let failures = self.ack_failures.clone();
-        tokio::spawn(async move {
-            let mut error = None;
-            let mut failed = 0;
-            for result in futures_util::future::join_all(appends).await {
-                if let Err(e) = result {
-                    failed += 1;
-                    error = Some(e);
-                }
-            }
-            if let Some(error) = error {
-                failures.failed(failed, &error);
-            }
-        });
-    }
-
-    /// How often [`Durable::redeliver_overdue`] should run.
-    pub fn sweep_interval(&self) -> Duration {
-        (self.settings.ack_timeout / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
     }
 
     pub fn gauges(&self) -> DurableGauges {
@@ -819,32 +677,6 @@ impl Durable {
             expired_queues: self.expired_queues.load(Ordering::Relaxed),
         }
     }
-
-    /// Let the log delete segments nothing needs any more: below the oldest
-    /// message a queue keeps and the oldest record still on its way to its
-    /// queues.
-    fn release(&self) {
-        let Some(wal) = self.wal.get() else {
-            return;
-        };
-        // The order of these three reads is what makes this safe against a
-        // concurrent publish. A record below `written` was written before
-        // this read, so its hold was taken before it too, and is either
-        // still there when `holds` is read, or was dropped after
-        // `Durable::stored` put the record in its queues, which are read
-        // last. A record at or above `written` is never released here.
-        let written = wal.next_lsn();
-        let held = self.holds.oldest();
-        let queued = self.state.lock().store.oldest();
-        let before = [Some(written), held, queued]
-            .into_iter()
-            .flatten()
-            .min()
-            .expect("written is always there");
-        if let Err(error) = wal.release_before(before) {
-            warn!(%error, "could not release write-ahead log segments");
-        }
-    }
 }
 
 /// Now, in ms since the Unix epoch: what stored messages and detach times
@@ -855,222 +687,5 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// How long a queue stays detached before its detach time is written to the
-/// manifest. Not at once, so that consumers that reconnect within it (the
-/// usual case) cost no rewrite; a restart meanwhile only starts the queue's
-/// clock again, so it can live this much longer than `expiry`, never less.
-fn record_detach_after(expiry: Duration) -> Duration {
-    (expiry / 4).min(Duration::from_secs(60))
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> DeliverySettings {
-        DeliverySettings {
-            ack_timeout: Duration::from_secs(30),
-            max_deliveries: 0,
-            max_in_flight: 16,
-            max_queues: 100,
-            limits: QueueLimits::default(),
-        }
-    }
-
-    fn small_log(dir: &std::path::Path) -> WalConfig {
-        WalConfig {
-            segment_bytes: 4096,
-            max_bytes: 0,
-            ..WalConfig::new(dir.join("wal"))
-        }
-    }
-
-    fn message(topic: &str, id: u64, payload: &[u8]) -> MessageRef {
-        let mut encoder = blipmq_protocol::Encoder::new();
-        Arc::new(QueuedMessage {
-            delivery: encoder.shared_delivery(topic, payload, &[], id, 0),
-            expires_at: None,
-            message_id: id,
-            trace_id: None,
-        })
-    }
-
-    /// A consumer (subscription `id`) attached to `name`.
-    fn attach(durable: &Durable, name: &str, id: u64) -> Arc<Subscription> {
-        let subscription = Arc::new(Subscription::new(
-            id,
-            "p".into(),
-            64,
-            crate::config::OverflowPolicy::DropNew,
-            crate::outbox::Outbox::new(),
-            Some(name.into()),
-            None,
-        ));
-        durable.attach(name, subscription.clone());
-        subscription
-    }
-
-    /// Store a message the way a connection's confirm pipeline does.
-    async fn publish(durable: &Durable, topic: &str, message: MessageRef) -> Lsn {
-        let (pending, hold) = durable.submit(&message).await.unwrap();
-        let lsn = pending.await.unwrap();
-        durable.stored(lsn, topic, message, hold);
-        lsn
-    }
-
-    #[tokio::test]
-    async fn a_record_is_kept_from_retention_until_its_queues_own_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
-            .await
-            .unwrap();
-        durable
-            .prepare("keeper", "jobs.>", QueueKind::Durable)
-            .await
-            .unwrap();
-        // A job is in the log, its confirm pipeline not yet past the wait.
-        let job = message("jobs.1", 1, b"the job");
-        let (pending, hold) = durable.submit(&job).await.unwrap();
-        let lsn = pending.await.unwrap();
-        // Meanwhile other connections publish what no queue keeps: their
-        // records seal segment after segment, and each one releases.
-        for id in 2..40 {
-            publish(&durable, "other", message("other", id, &[7; 512])).await;
-        }
-        assert!(durable.wal_stats().unwrap().segments > 2);
-        durable.stored(lsn, "jobs.1", job, hold);
-        drop(durable);
-
-        let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
-            .await
-            .unwrap();
-        assert_eq!(durable.gauges().unacked, 1, "the job's segment was deleted");
-        // Once owned and acked, retention takes it (and everything before).
-        let consumer = attach(&durable, "keeper", 1);
-        assert_eq!(consumer.pop().unwrap().delivery_id, lsn);
-        assert_eq!(durable.ack("keeper", 1, lsn), AckOutcome::Acked);
-        for id in 40..60 {
-            publish(&durable, "other", message("other", id, &[7; 512])).await;
-        }
-        let wal = durable.wal.get().unwrap();
-        assert!(wal.first_lsn().unwrap() > lsn);
-    }
-
-    #[tokio::test]
-    async fn concurrent_creates_share_manifest_rewrites() {
-        let dir = tempfile::tempdir().unwrap();
-        let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
-            .await
-            .unwrap();
-        let durable = Arc::new(durable);
-        let creates: Vec<_> = (0..50)
-            .map(|i| {
-                let durable = durable.clone();
-                tokio::spawn(async move {
-                    durable
-                        .prepare(&format!("d{i}"), "jobs.>", QueueKind::Durable)
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        for create in creates {
-            create.await.unwrap();
-        }
-        let writes = durable.gauges().manifest_writes;
-        assert!(writes < 10, "{writes} manifest rewrites for 50 creates");
-        // Each create returned only once it was on disk.
-        let on_disk = queue_manifest::load(&dir.path().join("wal")).unwrap();
-        assert_eq!(on_disk.len(), 50);
-    }
-
-    #[tokio::test]
-    async fn a_message_is_held_once_however_many_queues_keep_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
-            .await
-            .unwrap();
-        for i in 0..20 {
-            durable
-                .prepare(&format!("d{i}"), "jobs.>", QueueKind::Durable)
-                .await
-                .unwrap();
-        }
-        let mut lsns = Vec::new();
-        for id in 1..=5 {
-            lsns.push(publish(&durable, "jobs.x", message("jobs.x", id, b"x")).await);
-        }
-        assert_eq!(durable.gauges().unacked, 100);
-        assert_eq!(durable.state.lock().store.len(), 5);
-        // A message leaves the store when the last queue lets it go.
-        for i in 0..19 {
-            durable.delete(&format!("d{i}")).await.unwrap();
-        }
-        assert_eq!(durable.state.lock().store.len(), 5);
-        let _consumer = attach(&durable, "d19", 1);
-        for &lsn in &lsns[..4] {
-            assert_eq!(durable.ack("d19", 1, lsn), AckOutcome::Acked);
-        }
-        assert_eq!(durable.state.lock().store.len(), 1);
-        assert_eq!(durable.state.lock().store.oldest(), Some(lsns[4]));
-    }
-
-    fn expiring_after(expiry: Duration) -> DeliverySettings {
-        DeliverySettings {
-            limits: QueueLimits {
-                detached_expiry: Some(expiry),
-                ..QueueLimits::default()
-            },
-            ..settings()
-        }
-    }
-
-    #[tokio::test]
-    async fn a_detach_time_in_the_manifest_counts_across_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = small_log(dir.path());
-        std::fs::create_dir_all(&config.dir).unwrap();
-        let hour_ago = unix_ms() - 3_600_000;
-        let queue = |name: &str, detached_ms| QueueDefinition {
-            name: name.into(),
-            pattern: "p".into(),
-            group: false,
-            since: 1,
-            detached_ms,
-        };
-        let definitions = [queue("old", Some(hour_ago)), queue("unrecorded", None)];
-        queue_manifest::store(&config.dir, &definitions, true).unwrap();
-        let expiry = Duration::from_secs(600);
-        let (durable, _dead) = Durable::open(config, expiring_after(expiry)).await.unwrap();
-        durable.expire_detached(Instant::now());
-        // Detached an hour ago by the manifest: past ten minutes. The other
-        // one's clock started with this run.
-        let gauges = durable.gauges();
-        assert_eq!((gauges.queues, gauges.expired_queues), (1, 1));
-        assert!(durable.state.lock().queues.contains("unrecorded"));
-    }
-
-    #[tokio::test]
-    async fn a_detach_time_is_written_down_and_cleared_by_the_next_attach() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = small_log(dir.path());
-        let wal_dir = config.dir.clone();
-        let expiry = Duration::from_millis(400);
-        let (durable, _dead) = Durable::open(config, expiring_after(expiry)).await.unwrap();
-        durable.prepare("q", "p", QueueKind::Durable).await.unwrap();
-        let recorded = || queue_manifest::load(&wal_dir).unwrap()[0].detached_ms;
-        assert_eq!(recorded(), None);
-        tokio::time::sleep(record_detach_after(expiry) + Duration::from_millis(20)).await;
-        durable.expire_detached(Instant::now());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while recorded().is_none() {
-            assert!(Instant::now() < deadline, "never written down");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(recorded().unwrap() <= unix_ms());
-        // A consumer on its way: the time goes before it is attached.
-        durable.prepare("q", "p", QueueKind::Durable).await.unwrap();
-        assert_eq!(recorded(), None);
-        assert_eq!(durable.gauges().queues, 1);
-    }
-}
+mod tests;

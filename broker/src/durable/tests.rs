@@ -1,0 +1,211 @@
+//! The durable layer against a real log in a temporary directory.
+
+use super::sweep::record_detach_after;
+use super::*;
+
+fn settings() -> DeliverySettings {
+    DeliverySettings {
+        ack_timeout: Duration::from_secs(30),
+        max_deliveries: 0,
+        max_in_flight: 16,
+        max_queues: 100,
+        limits: QueueLimits::default(),
+    }
+}
+
+fn small_log(dir: &std::path::Path) -> WalConfig {
+    WalConfig {
+        segment_bytes: 4096,
+        max_bytes: 0,
+        ..WalConfig::new(dir.join("wal"))
+    }
+}
+
+fn message(topic: &str, id: u64, payload: &[u8]) -> MessageRef {
+    let mut encoder = blipmq_protocol::Encoder::new();
+    Arc::new(QueuedMessage {
+        delivery: encoder.shared_delivery(topic, payload, &[], id, 0),
+        expires_at: None,
+        message_id: id,
+        trace_id: None,
+    })
+}
+
+/// A consumer (subscription `id`) attached to `name`.
+fn attach(durable: &Durable, name: &str, id: u64) -> Arc<Subscription> {
+    let subscription = Arc::new(Subscription::new(
+        id,
+        "p".into(),
+        64,
+        crate::config::OverflowPolicy::DropNew,
+        crate::outbox::Outbox::new(),
+        Some(name.into()),
+        None,
+    ));
+    durable.attach(name, subscription.clone());
+    subscription
+}
+
+/// Store a message the way a connection's confirm pipeline does.
+async fn publish(durable: &Durable, topic: &str, message: MessageRef) -> Lsn {
+    let (pending, hold) = durable.submit(&message).await.unwrap();
+    let lsn = pending.await.unwrap();
+    durable.stored(lsn, topic, message, hold);
+    lsn
+}
+
+#[tokio::test]
+async fn a_record_is_kept_from_retention_until_its_queues_own_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
+        .await
+        .unwrap();
+    durable
+        .prepare("keeper", "jobs.>", QueueKind::Durable)
+        .await
+        .unwrap();
+    // A job is in the log, its confirm pipeline not yet past the wait.
+    let job = message("jobs.1", 1, b"the job");
+    let (pending, hold) = durable.submit(&job).await.unwrap();
+    let lsn = pending.await.unwrap();
+    // Meanwhile other connections publish what no queue keeps: their
+    // records seal segment after segment, and each one releases.
+    for id in 2..40 {
+        publish(&durable, "other", message("other", id, &[7; 512])).await;
+    }
+    assert!(durable.wal_stats().unwrap().segments > 2);
+    durable.stored(lsn, "jobs.1", job, hold);
+    drop(durable);
+
+    let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
+        .await
+        .unwrap();
+    assert_eq!(durable.gauges().unacked, 1, "the job's segment was deleted");
+    // Once owned and acked, retention takes it (and everything before).
+    let consumer = attach(&durable, "keeper", 1);
+    assert_eq!(consumer.pop().unwrap().delivery_id, lsn);
+    assert_eq!(durable.ack("keeper", 1, lsn), AckOutcome::Acked);
+    for id in 40..60 {
+        publish(&durable, "other", message("other", id, &[7; 512])).await;
+    }
+    let wal = durable.wal.get().unwrap();
+    assert!(wal.first_lsn().unwrap() > lsn);
+}
+
+#[tokio::test]
+async fn concurrent_creates_share_manifest_rewrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
+        .await
+        .unwrap();
+    let durable = Arc::new(durable);
+    let creates: Vec<_> = (0..50)
+        .map(|i| {
+            let durable = durable.clone();
+            tokio::spawn(async move {
+                durable
+                    .prepare(&format!("d{i}"), "jobs.>", QueueKind::Durable)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for create in creates {
+        create.await.unwrap();
+    }
+    let writes = durable.gauges().manifest_writes;
+    assert!(writes < 10, "{writes} manifest rewrites for 50 creates");
+    // Each create returned only once it was on disk.
+    let on_disk = queue_manifest::load(&dir.path().join("wal")).unwrap();
+    assert_eq!(on_disk.len(), 50);
+}
+
+#[tokio::test]
+async fn a_message_is_held_once_however_many_queues_keep_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (durable, _dead) = Durable::open(small_log(dir.path()), settings())
+        .await
+        .unwrap();
+    for i in 0..20 {
+        durable
+            .prepare(&format!("d{i}"), "jobs.>", QueueKind::Durable)
+            .await
+            .unwrap();
+    }
+    let mut lsns = Vec::new();
+    for id in 1..=5 {
+        lsns.push(publish(&durable, "jobs.x", message("jobs.x", id, b"x")).await);
+    }
+    assert_eq!(durable.gauges().unacked, 100);
+    assert_eq!(durable.state.lock().store.len(), 5);
+    // A message leaves the store when the last queue lets it go.
+    for i in 0..19 {
+        durable.delete(&format!("d{i}")).await.unwrap();
+    }
+    assert_eq!(durable.state.lock().store.len(), 5);
+    let _consumer = attach(&durable, "d19", 1);
+    for &lsn in &lsns[..4] {
+        assert_eq!(durable.ack("d19", 1, lsn), AckOutcome::Acked);
+    }
+    assert_eq!(durable.state.lock().store.len(), 1);
+    assert_eq!(durable.state.lock().store.oldest(), Some(lsns[4]));
+}
+
+fn expiring_after(expiry: Duration) -> DeliverySettings {
+    DeliverySettings {
+        limits: QueueLimits {
+            detached_expiry: Some(expiry),
+            ..QueueLimits::default()
+        },
+        ..settings()
+    }
+}
+
+#[tokio::test]
+async fn a_detach_time_in_the_manifest_counts_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_log(dir.path());
+    std::fs::create_dir_all(&config.dir).unwrap();
+    let hour_ago = unix_ms() - 3_600_000;
+    let queue = |name: &str, detached_ms| QueueDefinition {
+        name: name.into(),
+        pattern: "p".into(),
+        group: false,
+        since: 1,
+        detached_ms,
+    };
+    let definitions = [queue("old", Some(hour_ago)), queue("unrecorded", None)];
+    queue_manifest::store(&config.dir, &definitions, true).unwrap();
+    let expiry = Duration::from_secs(600);
+    let (durable, _dead) = Durable::open(config, expiring_after(expiry)).await.unwrap();
+    durable.expire_detached(Instant::now());
+    // Detached an hour ago by the manifest: past ten minutes. The other
+    // one's clock started with this run.
+    let gauges = durable.gauges();
+    assert_eq!((gauges.queues, gauges.expired_queues), (1, 1));
+    assert!(durable.state.lock().queues.contains("unrecorded"));
+}
+
+#[tokio::test]
+async fn a_detach_time_is_written_down_and_cleared_by_the_next_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_log(dir.path());
+    let wal_dir = config.dir.clone();
+    let expiry = Duration::from_millis(400);
+    let (durable, _dead) = Durable::open(config, expiring_after(expiry)).await.unwrap();
+    durable.prepare("q", "p", QueueKind::Durable).await.unwrap();
+    let recorded = || queue_manifest::load(&wal_dir).unwrap()[0].detached_ms;
+    assert_eq!(recorded(), None);
+    tokio::time::sleep(record_detach_after(expiry) + Duration::from_millis(20)).await;
+    durable.expire_detached(Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while recorded().is_none() {
+        assert!(Instant::now() < deadline, "never written down");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(recorded().unwrap() <= unix_ms());
+    // A consumer on its way: the time goes before it is attached.
+    durable.prepare("q", "p", QueueKind::Durable).await.unwrap();
+    assert_eq!(recorded(), None);
+    assert_eq!(durable.gauges().queues, 1);
+}
