@@ -323,9 +323,12 @@ mod tests {
             None
         );
         assert_eq!(
-            parse_segment_file_name(&segment_file_name(u64::MAX)),
-            Some(u64::MAX)
+            parse_segment_file_name(&segment_file_name(MAX_FIRST_LSN)),
+            Some(MAX_FIRST_LSN)
         );
+        // Outside the LSN range: not segments.
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), None);
+        assert_eq!(parse_segment_file_name(&segment_file_name(0)), None);
     }
 
     #[test]
