@@ -1,5 +1,6 @@
 //! Writes the seed corpus, `fuzz/corpus/<target>/`, from the real encoders:
-//! segments written by the broker's `Wal` (then damaged). The directories
+//! segments written by the broker's `Wal` (then damaged), a manifest from
+//! its `render`. The directories
 //! are replaced whole, so the committed corpus is exactly what this makes:
 //!
 //! ```text
@@ -8,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use blipmq_broker::fuzz_api::{render, QueueDefinition};
 use blipmq_broker::wal::{Wal, WalConfig, MIN_SEGMENT_BYTES};
 use blipmq_fuzz::wal_format::encode_record;
 use blipmq_fuzz::wal_input::{self, Segment, CUT, FIX_CRC, FLIP, HEADER, RENUMBER};
@@ -15,6 +17,7 @@ use blipmq_fuzz::wal_input::{self, Segment, CUT, FIX_CRC, FLIP, HEADER, RENUMBER
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     write_all(&root.join("wal_recovery"), wal_seeds());
+    write_all(&root.join("manifest_parse"), manifest_seeds());
 }
 
 fn write_all(dir: &Path, seeds: Vec<(&str, Vec<u8>)>) {
@@ -116,6 +119,32 @@ fn wal_seeds() -> Vec<(&'static str, Vec<u8>)> {
         (
             "structured-cut",
             encode(&[structured(1, 0), structured(4, CUT)]),
+        ),
+    ]
+}
+
+fn manifest_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let queues = [
+        QueueDefinition {
+            name: "worker".into(),
+            pattern: "jobs.>".into(),
+            group: false,
+            since: 0,
+        },
+        QueueDefinition {
+            name: "resizers".into(),
+            pattern: "images.*".into(),
+            group: true,
+            since: 12345,
+        },
+    ];
+    vec![
+        ("empty", render(&[]).into_bytes()),
+        ("two-queues", render(&queues).into_bytes()),
+        ("crlf", render(&queues).replace('\n', "\r\n").into_bytes()),
+        (
+            "bad-kind",
+            b"blipmq-subscriptions 1\nother 1 a b\n".to_vec(),
         ),
     ]
 }
