@@ -1,6 +1,6 @@
 //! Writes the seed corpus, `fuzz/corpus/<target>/`, from the real encoders:
 //! segments written by the broker's `Wal` (then damaged), a manifest from
-//! its `render`. The directories
+//! its `render`, frames from `blipmq_protocol`'s encoder. The directories
 //! are replaced whole, so the committed corpus is exactly what this makes:
 //!
 //! ```text
@@ -11,13 +11,16 @@ use std::path::{Path, PathBuf};
 
 use blipmq_broker::fuzz_api::{render, QueueDefinition};
 use blipmq_broker::wal::{Wal, WalConfig, MIN_SEGMENT_BYTES};
+use blipmq_fuzz::frames::{self, Op};
 use blipmq_fuzz::wal_format::encode_record;
 use blipmq_fuzz::wal_input::{self, Segment, CUT, FIX_CRC, FLIP, HEADER, RENUMBER};
+use blipmq_protocol::PROTOCOL_VERSION;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
     write_all(&root.join("wal_recovery"), wal_seeds());
     write_all(&root.join("manifest_parse"), manifest_seeds());
+    write_all(&root.join("connection_frames"), frame_seeds());
 }
 
 fn write_all(dir: &Path, seeds: Vec<(&str, Vec<u8>)>) {
@@ -147,4 +150,124 @@ fn manifest_seeds() -> Vec<(&'static str, Vec<u8>)> {
             b"blipmq-subscriptions 1\nother 1 a b\n".to_vec(),
         ),
     ]
+}
+
+fn hello() -> Op {
+    Op::Hello {
+        version: PROTOCOL_VERSION,
+        client_name: Some("seed".into()),
+        api_key: None,
+    }
+}
+
+fn publish(topic: &str, qos: u8, headers: Vec<(String, Vec<u8>)>) -> Op {
+    Op::Publish {
+        publish_id: 7,
+        topic: topic.into(),
+        payload: b"payload".to_vec(),
+        ttl_ms: 0,
+        qos,
+        headers,
+    }
+}
+
+fn subscribe(pattern: &str, qos: u8, durable: Option<&str>, group: Option<&str>) -> Op {
+    Op::Subscribe {
+        request_id: 3,
+        pattern: pattern.into(),
+        qos,
+        durable_name: durable.map(str::to_string),
+        queue_group: group.map(str::to_string),
+    }
+}
+
+fn frame_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let seeds = vec![
+        ("hello-ping", vec![hello(), Op::Ping(1)]),
+        (
+            "pubsub-qos0",
+            vec![
+                hello(),
+                subscribe("a.b", 0, None, None),
+                publish("a.b", 0, vec![]),
+                Op::Ping(2),
+            ],
+        ),
+        (
+            "durable-qos1-ack-detach",
+            vec![
+                hello(),
+                subscribe("orders.>", 1, Some("seed-durable"), None),
+                publish("orders.eu", 1, vec![]),
+                Op::Ack {
+                    subscription_id: 1,
+                    delivery_id: 1,
+                },
+                Op::Unsubscribe {
+                    request_id: 4,
+                    subscription_id: 1,
+                    keep_durable: true,
+                },
+            ],
+        ),
+        (
+            "queue-group-qos1",
+            vec![
+                hello(),
+                subscribe("jobs.*", 1, None, Some("workers")),
+                publish("jobs.resize", 1, vec![]),
+                Op::Unsubscribe {
+                    request_id: 5,
+                    subscription_id: 1,
+                    keep_durable: false,
+                },
+            ],
+        ),
+        (
+            "headers",
+            vec![
+                hello(),
+                subscribe(">", 0, None, None),
+                publish(
+                    "t",
+                    0,
+                    vec![(
+                        "traceparent".into(),
+                        b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_vec(),
+                    )],
+                ),
+            ],
+        ),
+        ("publish-before-hello", vec![publish("a", 0, vec![])]),
+        (
+            "wrong-version",
+            vec![Op::Hello {
+                version: 99,
+                client_name: None,
+                api_key: None,
+            }],
+        ),
+        (
+            "garbage-frame",
+            vec![
+                hello(),
+                Op::RawFrame(b"not a flatbuffer".to_vec()),
+                Op::Ping(3),
+            ],
+        ),
+        (
+            "oversized-prefix",
+            vec![hello(), Op::Raw(vec![0xff, 0xff, 0xff, 0x7f, 1, 2, 3])],
+        ),
+        (
+            "client-sends-broker-frames",
+            std::iter::once(hello())
+                .chain((0..6).map(|kind| Op::ToClient { kind, id: 1 }))
+                .collect(),
+        ),
+    ];
+    seeds
+        .into_iter()
+        .map(|(name, ops)| (name, frames::encode(&ops)))
+        .collect()
 }

@@ -2,6 +2,8 @@
 //! harnesses and the oracle, kept here so that `make-corpus` and the unit
 //! tests (`cargo test` in this directory, on stable) use the same code.
 
+pub mod broker;
+pub mod frames;
 pub mod wal_check;
 pub mod wal_format;
 pub mod wal_input;
