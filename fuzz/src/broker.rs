@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use blipmq_broker::{run, Config, Listeners};
 use blipmq_protocol::{
-    check_frame, decode, Encoder, Frame, FrameError, Hello, LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
+    check_frame, decode, Encoder, ErrorCode, Frame, FrameError, Hello, LENGTH_PREFIX_LEN,
+    PROTOCOL_VERSION,
 };
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -166,6 +167,38 @@ fn config(data: &TempDir) -> Config {
     // Bounds what detached durable queues can pin over a long run.
     config.wal.max_bytes = 256 << 20;
     config
+}
+
+/// What a broker may send: whole frames (up to a reset, which may cut what
+/// was in flight), each one that decodes, of a broker-to-client type, and
+/// errors only with a code from the schema's table.
+pub fn check_answer(answer: &Answer) {
+    let (bodies, used) = whole_frames(&answer.bytes);
+    if answer.clean_close {
+        assert_eq!(
+            used,
+            answer.bytes.len(),
+            "the broker's answer ends inside a frame"
+        );
+    }
+    for body in &bodies {
+        match decode(body) {
+            Ok(Frame::Error(error)) => assert!(
+                ErrorCode::ENUM_VALUES.contains(&error.code),
+                "an error code outside the table: {error:?}"
+            ),
+            Ok(
+                Frame::Welcome(_)
+                | Frame::Confirm(_)
+                | Frame::Subscribed(_)
+                | Frame::Unsubscribed(_)
+                | Frame::Delivery(_)
+                | Frame::Pong { .. },
+            ) => {}
+            Ok(other) => panic!("the broker sent a client's frame: {other:?}"),
+            Err(e) => panic!("the broker sent a frame that does not decode ({e}): {body:?}"),
+        }
+    }
 }
 
 /// The bodies of the whole frames at the front of `bytes`, and how many
