@@ -2,9 +2,10 @@
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of the WAL's recovery, the
 # queue manifest's parser and the broker's connections; see fuzz/README.md.
 # Installs the nightly toolchain and cargo-fuzz when missing, builds every
-# target once, runs each for FUZZ_SECONDS (default 30) starting from a copy
-# of its committed corpus (so the tree stays clean), and exits non-zero if
-# any target crashed, hung or ran out of memory, printing the input that did.
+# target once, runs them side by side for FUZZ_SECONDS (default 30) each,
+# starting from a copy of each committed corpus (so the tree stays clean),
+# and exits non-zero if any target crashed, hung or ran out of memory,
+# printing the input that did.
 #
 # Usage: scripts/fuzz.sh [TARGET...]        (default: every target)
 #        FUZZ_SECONDS=600 scripts/fuzz.sh wal_recovery
@@ -46,19 +47,32 @@ for target in "${targets[@]}"; do
 done
 
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/blipmq-fuzz.XXXXXX")"
-failed=()
+# The targets run side by side: each still gets FUZZ_SECONDS, and the step
+# takes that long once rather than once per target.
+pids=()
+# Stopped early (Ctrl-C, a step timeout), stop them too; each also ends by
+# itself after FUZZ_SECONDS.
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 for target in "${targets[@]}"; do
   dir="$scratch/$target"
   mkdir -p "$dir/corpus"
   cp -R "fuzz/corpus/$target/." "$dir/corpus/"
-  echo "==> fuzzing $target for ${FUZZ_SECONDS} s"
-  status=0
   cargo +nightly fuzz run "$target" "$dir/corpus" -- \
     -max_total_time="$FUZZ_SECONDS" \
     -timeout="$FUZZ_INPUT_TIMEOUT" \
     -artifact_prefix="$dir/" \
     -print_final_stats=1 \
-    >"$dir/log" 2>&1 || status=$?
+    >"$dir/log" 2>&1 &
+  pids+=($!)
+done
+echo "==> fuzzing ${targets[*]} for ${FUZZ_SECONDS} s each, side by side"
+
+failed=()
+for i in "${!targets[@]}"; do
+  target="${targets[$i]}"
+  dir="$scratch/$target"
+  status=0
+  wait "${pids[$i]}" || status=$?
   if [[ $status -eq 0 ]]; then
     # The closing lines: executions, speed, coverage.
     grep -E '^(#[0-9]+ +DONE|stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb))' "$dir/log" || true
