@@ -47,12 +47,20 @@ for target in "${targets[@]}"; do
 done
 
 scratch="$(mktemp -d "${TMPDIR:-/tmp}/blipmq-fuzz.XXXXXX")"
+# The harnesses' own temporary directories (WAL directories, the broker's
+# log) go under one parent, in RAM when /dev/shm exists since recovery
+# fsyncs, removed at the end: a fuzzer that crashes, or ends the way
+# libFuzzer does (exit()), cannot remove them itself.
+shm=/dev/shm
+[[ -d $shm ]] || shm="${TMPDIR:-/tmp}"
+BLIPMQ_FUZZ_TMP="$(mktemp -d "$shm/blipmq-fuzz-tmp.XXXXXX")"
+export BLIPMQ_FUZZ_TMP
 # The targets run side by side: each still gets FUZZ_SECONDS, and the step
 # takes that long once rather than once per target.
 pids=()
 # Stopped early (Ctrl-C, a step timeout), stop them too; each also ends by
 # itself after FUZZ_SECONDS.
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$BLIPMQ_FUZZ_TMP"' EXIT
 for target in "${targets[@]}"; do
   dir="$scratch/$target"
   mkdir -p "$dir/corpus"
