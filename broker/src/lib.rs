@@ -30,4 +30,10 @@ pub mod bench_api {
     pub use crate::registry::Registry;
     pub use crate::subscription::{QueuedMessage, Subscription};
 }
+
+/// Internals the fuzz targets (`fuzz/`) drive directly. Not a stable API.
+#[doc(hidden)]
+pub mod fuzz_api {
+    pub use crate::queue_manifest::{parse, render, QueueDefinition};
+}
 pub use server::{run, run_and_notify, Listeners};

@@ -1096,3 +1096,45 @@ fn wal_crash_sigkill_loses_no_confirmed_record() {
         confirmed.len()
     );
 }
+
+#[tokio::test]
+async fn wal_a_damaged_length_field_is_corruption_not_a_torn_tail() {
+    // Found by the fuzzer's author: a length field whose top byte flipped
+    // makes record 5 run past the end of the file, like a torn write, but
+    // records 6..=10 follow intact, and were confirmed.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_one_segment(tmp.path(), 10).await;
+    let (_, fifth_at, _) = frame_offsets(&path)[4];
+    let file_len = len_of(&path);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[fifth_at as usize + 3] ^= 0x80;
+    fs::write(&path, bytes).unwrap();
+    let cfg = config(tmp.path(), 1 << 20, FsyncPolicy::Always);
+    let (wal, recovery) = Wal::open(cfg).unwrap();
+    assert_eq!(recovery.records, 4);
+    let damage = &recovery.damage[0];
+    assert!(!damage.torn, "{damage:?}");
+    let saved = damage.saved_to.as_ref().expect("the cut records are saved");
+    assert_eq!(len_of(saved), file_len - fifth_at);
+    assert!(damage.skipped.as_ref().is_some_and(|s| s.end > 10));
+    assert!(wal.append(0, "next").await.unwrap() > 10);
+}
+
+#[tokio::test]
+async fn wal_a_file_named_past_the_lsn_range_is_not_a_segment() {
+    // Found by the fuzzer: a segment named u64::MAX overflowed the LSN
+    // arithmetic (a panic in recovery, or LSN 0 handed out).
+    let tmp = tempfile::tempdir().unwrap();
+    let stray = tmp.path().join(format!("{:020}.wal", u64::MAX));
+    let mut header = b"BLIPWAL1".to_vec();
+    header.extend_from_slice(&u64::MAX.to_le_bytes());
+    fs::write(&stray, &header).unwrap();
+    fs::write(tmp.path().join(format!("{:020}.wal", 0)), &header).unwrap();
+    let (wal, recovery) = Wal::open(config(tmp.path(), 4096, FsyncPolicy::Always)).unwrap();
+    assert_eq!(recovery.records, 0);
+    assert!(recovery.damage.is_empty());
+    assert_eq!(wal.append(0, "first").await.unwrap(), 1);
+    assert_eq!(wal.append(0, "second").await.unwrap(), 2);
+    wal.close().unwrap();
+    assert!(stray.exists(), "other files are left alone");
+}

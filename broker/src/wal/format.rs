@@ -34,8 +34,17 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<Lsn> {
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits
+        .parse()
+        .ok()
+        .filter(|lsn| (1..=MAX_FIRST_LSN).contains(lsn))
 }
+
+/// The highest first LSN a segment may have. LSNs start at 1 and grow by
+/// one per record (or by what a gap record skips, which is bounded the same
+/// way), so no real log comes near it; a file named above it is not a
+/// segment, and the bound keeps every LSN sum far from overflowing.
+pub(crate) const MAX_FIRST_LSN: Lsn = 1 << 62;
 
 pub(crate) fn segment_header(first_lsn: Lsn) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
@@ -114,10 +123,31 @@ impl GapCheck {
         }
         let next = <[u8; 8]>::try_from(record.payload).map(u64::from_le_bytes);
         match next {
-            Ok(next) if next > record.lsn => GapCheck::To(next),
+            Ok(next) if next > record.lsn && next <= MAX_FIRST_LSN => GapCheck::To(next),
             _ => GapCheck::Invalid(format!("malformed gap record at LSN {}", record.lsn)),
         }
     }
+}
+
+/// Whether `tail` (bytes of a segment from the frame where the scan stopped
+/// on) holds an intact record of an LSN after `expected`: then the stop was
+/// damage followed by good records, not a write cut short by a crash (which
+/// leaves nothing intact after it). Looks for a frame whose LSN field is in
+/// the range such records could have, and checks its length and CRC.
+pub(crate) fn intact_record_after(tail: &[u8], expected: Lsn) -> bool {
+    let most = expected + (tail.len() / RECORD_HEADER_LEN) as Lsn + 1;
+    (1..tail.len().saturating_sub(RECORD_HEADER_LEN - 1)).any(|at| {
+        let frame = &tail[at..];
+        let lsn = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));
+        if lsn <= expected || lsn > most {
+            return false;
+        }
+        let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+        let total = RECORD_HEADER_LEN + len;
+        total <= frame.len()
+            && u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"))
+                == frame_crc(&frame[..total])
+    })
 }
 
 /// One verified record, borrowed from the reader's buffer.
@@ -293,9 +323,12 @@ mod tests {
             None
         );
         assert_eq!(
-            parse_segment_file_name(&segment_file_name(u64::MAX)),
-            Some(u64::MAX)
+            parse_segment_file_name(&segment_file_name(MAX_FIRST_LSN)),
+            Some(MAX_FIRST_LSN)
         );
+        // Outside the LSN range: not segments.
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), None);
+        assert_eq!(parse_segment_file_name(&segment_file_name(0)), None);
     }
 
     #[test]

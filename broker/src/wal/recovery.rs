@@ -26,8 +26,9 @@ use std::time::Instant;
 use tracing::{error, info};
 
 use super::format::{
-    check_segment_header, encode_gap, parse_segment_file_name, segment_file_name, segment_header,
-    Frame, FrameReader, GapCheck, MIN_FRAME_LEN, SEGMENT_HEADER_LEN,
+    check_segment_header, encode_gap, intact_record_after, parse_segment_file_name,
+    segment_file_name, segment_header, Frame, FrameReader, GapCheck, MIN_FRAME_LEN,
+    SEGMENT_HEADER_LEN,
 };
 use super::storage::{OpenMode, Storage};
 use super::{
@@ -263,6 +264,20 @@ impl Repairs<'_> {
         Ok(())
     }
 
+    /// Whether an intact record follows where the scan of `path` stopped.
+    fn intact_record_after(&self, path: &Path, scan: &Scan) -> Result<bool, WalError> {
+        let mut file = self
+            .storage
+            .open(path, OpenMode::Read)
+            .map_err(io_err(format!("open {}", path.display())))?;
+        file.seek(SeekFrom::Start(scan.good_len))
+            .map_err(io_err(format!("seek {}", path.display())))?;
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail)
+            .map_err(io_err(format!("read {}", path.display())))?;
+        Ok(intact_record_after(&tail, scan.end_lsn))
+    }
+
     /// fsyncs a file's data.
     fn sync_file(&self, path: &Path) -> Result<(), WalError> {
         self.storage
@@ -364,8 +379,17 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
             Stop::ShortHeader if is_last => {
                 Some((true, "segment header is incomplete".to_string()))
             }
-            Stop::Torn if is_last => Some((true, "incomplete record at the end of the log".into())),
+            // A length field that is damaged looks torn too; good records
+            // after it give it away.
+            Stop::Torn if is_last && !repairs.intact_record_after(path, &scan)? => {
+                Some((true, "incomplete record at the end of the log".into()))
+            }
             Stop::ShortHeader => Some((false, "segment header is incomplete".into())),
+            Stop::Torn if is_last => Some((
+                false,
+                "a record's length runs past the end of the log, and intact records follow it"
+                    .into(),
+            )),
             Stop::Torn => Some((
                 false,
                 "a record runs past the end of a sealed segment".into(),
