@@ -133,18 +133,28 @@ fn manifest_seeds() -> Vec<(&'static str, Vec<u8>)> {
             pattern: "jobs.>".into(),
             group: false,
             since: 0,
+            detached_ms: None,
         },
         QueueDefinition {
             name: "resizers".into(),
             pattern: "images.*".into(),
             group: true,
             since: 12345,
+            detached_ms: Some(1_700_000_000_000),
         },
     ];
     vec![
         ("empty", render(&[]).into_bytes()),
         ("two-queues", render(&queues).into_bytes()),
+        // The checksum no longer matches: refused, past the version line.
         ("crlf", render(&queues).replace('\n', "\r\n").into_bytes()),
+        // Version 1 (no checksum, no detach times) is still read; `render`
+        // writes only version 2, so this one is written out.
+        (
+            "two-queues-v1",
+            b"blipmq-subscriptions 1\ndurable 0 worker jobs.>\ngroup 12345 resizers images.*\n"
+                .to_vec(),
+        ),
         (
             "bad-kind",
             b"blipmq-subscriptions 1\nother 1 a b\n".to_vec(),
