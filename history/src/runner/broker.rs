@@ -92,6 +92,13 @@ impl Broker {
         let mut state = self.state.lock().unwrap();
         self.address.send_replace(None);
         if let Some(mut child) = state.child.take() {
+            // A broker that already died would otherwise pass for killed.
+            if let Ok(Some(status)) = child.try_wait() {
+                self.recorder.anomaly(format!(
+                    "the broker exited by itself ({status}); its log ends:\n{}",
+                    self.log_tail()
+                ));
+            }
             let _ = child.kill();
             let _ = child.wait();
             self.recorder.record(Event::BrokerKilled);

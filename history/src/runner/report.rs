@@ -155,16 +155,33 @@ fn key(v: &Violation) -> Option<Key> {
     }
 }
 
-/// The message's own events, and the broker's starts, faults and the drain
-/// from its first event on.
+/// The message's own events, and what happened to the broker from its
+/// first event up to the first start after it was last seen before the
+/// drain (later faults are beside the point), and the drain.
 fn trail(history: &[Record], key: Key) -> Vec<String> {
-    let Some(first) = history.iter().position(|r| r.event.key() == Some(key)) else {
+    let ours = |r: &Record| r.event.key() == Some(key);
+    let Some(first) = history.iter().position(ours) else {
         return vec!["(no event names this key)".into()];
     };
-    let mut lines: Vec<String> = history[first..]
+    let drain = history
         .iter()
-        .filter(|r| r.event.key() == Some(key) || about_the_broker(&r.event))
-        .map(|r| format!("{:9.3}s {:?}", r.at_us as f64 / 1e6, r.event))
+        .position(|r| r.event == Event::DrainStarted)
+        .unwrap_or(history.len());
+    let last_seen = history[..drain].iter().rposition(ours).unwrap_or(first);
+    let survived_until = history[last_seen..drain]
+        .iter()
+        .position(|r| matches!(r.event, Event::BrokerStarted { .. }))
+        .map_or(drain, |i| last_seen + i);
+    let mut lines: Vec<String> = history
+        .iter()
+        .enumerate()
+        .skip(first)
+        .filter(|&(i, r)| {
+            ours(r)
+                || r.event == Event::DrainStarted
+                || (i <= survived_until && about_the_broker(&r.event))
+        })
+        .map(|(_, r)| format!("{:9.3}s {:?}", r.at_us as f64 / 1e6, r.event))
         .collect();
     if lines.len() > TRAIL {
         let more = lines.len() - TRAIL;
