@@ -10,7 +10,7 @@ use clap::{Parser, ValueEnum};
 /// queue on a healthy broker and check the recorded history. Exits 1 on any
 /// violation or anomaly.
 #[derive(Debug, Parser)]
-#[command(name = "blipmq-history")]
+#[command(name = "blipmq-history", args_override_self = true)]
 pub struct Args {
     /// Seed for every random choice (workload, acks, faults); random when
     /// absent, and always printed, so a failing run can be replayed.
@@ -31,12 +31,13 @@ pub struct Args {
     #[arg(long, default_value_t = 16384)]
     pub segment_bytes: u64,
     /// QoS 1 publishers, each on its own connection.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     pub publishers: u16,
     /// Most unconfirmed publishes one publisher keeps in flight.
     #[arg(long, default_value_t = 64)]
     pub in_flight: usize,
-    /// Publishes in the whole run at most (keeps long runs bounded in memory).
+    /// Publishes in the whole run at most, spread over its duration: bounds
+    /// the history's memory (about half a KiB a message) in long runs.
     #[arg(long, default_value_t = 500_000)]
     pub max_messages: u64,
     /// The broker's `delivery.ack_timeout_ms`: short, so unacked deliveries
@@ -46,6 +47,11 @@ pub struct Args {
     /// The drain ends once every queue has been quiet this long.
     #[arg(long, default_value_t = 3000)]
     pub quiet_ms: u64,
+    /// Where to make the run's directory (the broker's log and data);
+    /// by default the system's temporary directory. On a tmpfs, fsync is
+    /// free and the broker's timing unlike a real disk's.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// Keep the data directory, broker log and history even when the run
     /// passes (they are always kept when it fails).
     #[arg(long)]

@@ -1,10 +1,10 @@
-//! A consumer of one stored queue during the faults. Each attachment picks
-//! a manner: mostly diligent (acks at once, so its queue is often empty and
-//! the log's retention has the most to release), sometimes sloppy (acks
-//! some late, after the broker's ack timeout, when the message has maybe
-//! been sent again; some never, so the broker must send them again; stalls
-//! while holding its credit). Now and then it drops its subscription and
-//! attaches again, or closes its connection.
+//! A consumer of one stored queue during the faults. While the consumers'
+//! mood is calm (see `mood.rs`) it acks everything at once and stays
+//! attached. Otherwise each attachment follows a manner: mostly diligent,
+//! sometimes sloppy (acks some late, after the broker's ack timeout, when
+//! the message has maybe been sent again; some never, so the broker must
+//! send them again; stalls while holding its credit); and now and then it
+//! drops its subscription and attaches again, or closes its connection.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::delivery;
+use crate::mood::Mood;
 use crate::recorder::Recorder;
 use crate::session;
 use crate::workload::QueuePlan;
@@ -30,6 +31,13 @@ struct Manner {
     ack_never: u32,
     stall: u32,
 }
+
+/// Everyone, while the mood is calm.
+const PROMPT: Manner = Manner {
+    ack_late: 0,
+    ack_never: 0,
+    stall: 0,
+};
 
 const DILIGENT: Manner = Manner {
     ack_late: 1,
@@ -49,6 +57,7 @@ pub struct Consumer {
     pub ack_timeout: Duration,
     pub rng: SmallRng,
     pub shared: Shared,
+    pub mood: Arc<Mood>,
     /// Told once this consumer first attached: its queue then exists.
     pub attached: Option<oneshot::Sender<()>>,
 }
@@ -111,14 +120,23 @@ impl Consumer {
         late_acks: &mut JoinSet<()>,
     ) -> Detach {
         let stop = self.shared.stop.clone();
-        let detach_at = Instant::now() + Duration::from_millis(self.rng.gen_range(1_000..10_000));
+        let mut detach_at =
+            Instant::now() + Duration::from_millis(self.rng.gen_range(1_000..10_000));
         loop {
             tokio::select! {
                 message = subscription.next_message() => match message {
-                    Some(message) => self.take(message, manner, late_acks).await,
+                    Some(message) => {
+                        let manner = if self.mood.is_calm() { PROMPT } else { manner };
+                        self.take(message, manner, late_acks).await;
+                    }
                     None => return Detach::ConnectionLost,
                 },
                 () = tokio::time::sleep_until(detach_at) => {
+                    if self.mood.is_calm() {
+                        // Stay: a calm queue keeps up.
+                        detach_at = Instant::now() + Duration::from_millis(self.rng.gen_range(500..3_000));
+                        continue;
+                    }
                     return if self.rng.gen_bool(0.5) { Detach::Unsubscribed } else { Detach::Closed };
                 }
                 () = stop.cancelled() => return Detach::Closed,

@@ -14,6 +14,7 @@ mod broker;
 mod consumer;
 mod delivery;
 mod drain;
+mod mood;
 mod nemesis;
 mod publisher;
 mod recorder;
@@ -22,7 +23,7 @@ mod session;
 mod workload;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +62,13 @@ fn main() -> ExitCode {
         eprintln!("blipmq-history: no blipmq binary beside this one; pass --broker PATH");
         return ExitCode::from(2);
     };
-    let dir = match tempfile::Builder::new().prefix("blipmq-history-").tempdir() {
+    let mut dir = tempfile::Builder::new();
+    dir.prefix("blipmq-history-");
+    let dir = match &args.dir {
+        Some(parent) => dir.tempdir_in(parent),
+        None => dir.tempdir(),
+    };
+    let dir = match dir {
         Ok(dir) => dir,
         Err(e) => {
             eprintln!("blipmq-history: cannot make a temporary directory: {e}");
@@ -69,8 +76,9 @@ fn main() -> ExitCode {
         }
     };
     let recorder = Arc::new(Recorder::new());
+    let wal_dir = dir.path().join("wal");
     let broker = Arc::new(Broker::new(
-        broker_spec(&args, bin, dir.path().into()),
+        broker_spec(&args, bin, dir.path(), &wal_dir),
         recorder.clone(),
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -78,7 +86,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let drained = runtime.block_on(run(&args, seed, broker.clone(), recorder.clone()));
+    let drained = runtime.block_on(run(&args, seed, broker.clone(), recorder.clone(), wal_dir));
     drop(runtime);
     drop(broker);
 
@@ -110,7 +118,13 @@ fn main() -> ExitCode {
 }
 
 /// Returns whether the run got as far as draining every queue.
-async fn run(args: &Args, seed: u64, broker: Arc<Broker>, recorder: Arc<Recorder>) -> bool {
+async fn run(
+    args: &Args,
+    seed: u64,
+    broker: Arc<Broker>,
+    recorder: Arc<Recorder>,
+    wal_dir: PathBuf,
+) -> bool {
     if let Err(e) = blocking(&broker, |b| b.start()).await {
         recorder.anomaly(e);
         return false;
@@ -124,6 +138,7 @@ async fn run(args: &Args, seed: u64, broker: Arc<Broker>, recorder: Arc<Recorder
     let publishers_stop = CancellationToken::new();
 
     // Every queue must exist before the first publish, or it is owed nothing.
+    let mood = Arc::new(mood::Mood::default());
     let mut consumers = tokio::task::JoinSet::new();
     let mut attached = Vec::new();
     for plan in QUEUES {
@@ -137,6 +152,7 @@ async fn run(args: &Args, seed: u64, broker: Arc<Broker>, recorder: Arc<Recorder
                     ack_timeout: args.ack_timeout(),
                     rng: SmallRng::seed_from_u64(actor_seed(seed, name)),
                     shared: shared(&consumers_stop),
+                    mood: mood.clone(),
                     attached: Some(tx),
                 }
                 .run(),
@@ -163,7 +179,12 @@ async fn run(args: &Args, seed: u64, broker: Arc<Broker>, recorder: Arc<Recorder
     }
     println!("[{:7.3}s] queues attached; publishing", recorder.seconds());
 
-    let budget = Arc::new(publisher::Budget::new(args.max_messages));
+    let conductor = {
+        let (mood, recorder, stop) = (mood.clone(), recorder.clone(), consumers_stop.clone());
+        let rng = SmallRng::seed_from_u64(actor_seed(seed, "conductor"));
+        tokio::spawn(async move { mood.conduct(rng, &recorder, stop).await })
+    };
+    let budget = Arc::new(publisher::Budget::new(args.max_messages, args.duration()));
     let mut publishers = tokio::task::JoinSet::new();
     for index in 1..=args.publishers {
         let name: &'static str = Box::leak(format!("pub-{index}").into_boxed_str());
@@ -186,6 +207,7 @@ async fn run(args: &Args, seed: u64, broker: Arc<Broker>, recorder: Arc<Recorder
         broker: broker.clone(),
         recorder: recorder.clone(),
         rng: SmallRng::seed_from_u64(actor_seed(seed, "nemesis")),
+        wal_dir,
         fatal: fatal.clone(),
     }
     .spawn();
@@ -206,6 +228,7 @@ async fn run(args: &Args, seed: u64, broker: Arc<Broker>, recorder: Arc<Recorder
     wind_down(&mut publishers, "publishers", &recorder).await;
     consumers_stop.cancel();
     wind_down(&mut consumers, "consumers", &recorder).await;
+    let _ = conductor.await;
     if fatal.is_cancelled() {
         return false;
     }
@@ -265,8 +288,7 @@ fn broker_beside_us() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
-fn broker_spec(args: &Args, bin: PathBuf, dir: PathBuf) -> BrokerSpec {
-    let wal = dir.join("wal");
+fn broker_spec(args: &Args, bin: PathBuf, dir: &Path, wal: &Path) -> BrokerSpec {
     BrokerSpec {
         bin,
         log: dir.join("broker.log"),

@@ -1,12 +1,16 @@
 //! The nemesis: a thread that, at seeded random times, SIGKILLs and
 //! restarts the broker (sometimes again during recovery, sometimes several
-//! times in a row), freezes it with SIGSTOP for a while, or restarts it
-//! cleanly with SIGTERM. Every fault ends with the broker running again, so
-//! stopping the nemesis leaves a healthy broker.
+//! times in a row, sometimes the moment its log's files change: a segment
+//! deleted by retention or a new one begun), freezes it with SIGSTOP for a
+//! while, or restarts it cleanly with SIGTERM. Every fault ends with the
+//! broker running again, so stopping the nemesis leaves a healthy broker.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::Rng;
@@ -23,17 +27,19 @@ enum Fault {
     FreezeThenKill,
     KillDuringRecovery,
     KillBurst,
+    KillWhenFilesChange,
 }
 
 impl Fault {
     fn pick(rng: &mut SmallRng) -> Fault {
         match rng.gen_range(0..100) {
-            0..30 => Fault::Kill,
-            30..50 => Fault::Freeze,
-            50..70 => Fault::Terminate,
-            70..80 => Fault::FreezeThenKill,
-            80..90 => Fault::KillDuringRecovery,
-            _ => Fault::KillBurst,
+            0..25 => Fault::Kill,
+            25..40 => Fault::Freeze,
+            40..55 => Fault::Terminate,
+            55..65 => Fault::FreezeThenKill,
+            65..75 => Fault::KillDuringRecovery,
+            75..85 => Fault::KillBurst,
+            _ => Fault::KillWhenFilesChange,
         }
     }
 }
@@ -42,6 +48,8 @@ pub struct Nemesis {
     pub broker: Arc<Broker>,
     pub recorder: Arc<Recorder>,
     pub rng: SmallRng,
+    /// The broker's log directory, watched for files coming and going.
+    pub wal_dir: PathBuf,
     /// Cancelled when the broker cannot be brought back: the run is over.
     pub fatal: CancellationToken,
 }
@@ -122,6 +130,16 @@ impl Nemesis {
                 }
                 self.restart()
             }
+            Fault::KillWhenFilesChange => {
+                self.wait_for_files_to_change(Duration::from_secs(3));
+                // At once, or a moment into the file work that follows.
+                if self.rng.gen_bool(0.5) {
+                    let micros = self.rng.gen_range(0..3_000);
+                    std::thread::sleep(Duration::from_micros(micros));
+                }
+                self.broker.kill();
+                self.restart()
+            }
             Fault::KillBurst => {
                 for _ in 0..self.rng.gen_range(2..=4) {
                     self.broker.kill();
@@ -146,7 +164,29 @@ impl Nemesis {
         }
     }
 
+    /// Poll the log directory until its set of files changes (retention
+    /// deleted a segment, or the log began a new one), or `limit` passes:
+    /// a kill then lands in the middle of the file work, where a log is
+    /// most fragile.
+    fn wait_for_files_to_change(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let before = files(&self.wal_dir);
+        while Instant::now() < deadline && files(&self.wal_dir) == before {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     fn pause(&mut self, range_ms: std::ops::Range<u64>) {
         std::thread::sleep(Duration::from_millis(self.rng.gen_range(range_ms)));
     }
+}
+
+fn files(dir: &Path) -> BTreeSet<OsString> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -21,18 +21,49 @@ use crate::session;
 use crate::workload::TOPICS;
 use crate::Shared;
 
-/// Publishes left in the whole run, shared by all publishers.
-pub struct Budget(AtomicU64);
+/// The run's publishes, shared by all publishers: at most `total`, spread
+/// over the run's duration so that a long run keeps publishing to its end
+/// (and its history fits in memory) while bursts stay possible.
+pub struct Budget {
+    total: u64,
+    taken: AtomicU64,
+    start: Instant,
+    spread: Duration,
+}
+
+/// What a publisher may do now.
+enum Allowance {
+    Publish,
+    /// Not yet: the run's rate is used up for the moment.
+    Later,
+    /// Never again: the run's total is used up.
+    Exhausted,
+}
 
 impl Budget {
-    pub fn new(messages: u64) -> Budget {
-        Budget(AtomicU64::new(messages))
+    pub fn new(total: u64, spread: Duration) -> Budget {
+        Budget {
+            total,
+            taken: AtomicU64::new(0),
+            start: Instant::now(),
+            spread,
+        }
     }
 
-    fn take(&self) -> bool {
-        self.0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
+    fn take(&self) -> Allowance {
+        let elapsed = self.start.elapsed().as_secs_f64() / self.spread.as_secs_f64().max(1.0);
+        // A fiftieth up front, then the rest at an even rate.
+        let allowed = (self.total / 50 + (self.total as f64 * elapsed) as u64).min(self.total);
+        let taken = self
+            .taken
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < allowed).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Allowance::Publish,
+            Err(n) if n >= self.total => Allowance::Exhausted,
+            Err(_) => Allowance::Later,
+        }
     }
 }
 
@@ -89,10 +120,18 @@ impl Publisher {
             let sending = !lost && !exhausted && !stop.is_cancelled();
             if sending && in_flight.len() < window && Instant::now() >= next_burst {
                 let burst = self.rng.gen_range(1..=window - in_flight.len());
+                let mut pause = Duration::from_millis(self.rng.gen_range(0..=max_pause_ms));
                 for _ in 0..burst {
-                    if !self.budget.take() {
-                        exhausted = true;
-                        break;
+                    match self.budget.take() {
+                        Allowance::Publish => {}
+                        Allowance::Later => {
+                            pause = pause.max(Duration::from_millis(50));
+                            break;
+                        }
+                        Allowance::Exhausted => {
+                            exhausted = true;
+                            break;
+                        }
                     }
                     *seq += 1;
                     let key = Key::new(self.index, *seq);
@@ -101,8 +140,7 @@ impl Publisher {
                     self.recorder().record(Event::Publish { key, topic });
                     in_flight.push(publish(client, key, topic, body));
                 }
-                let pause = self.rng.gen_range(0..=max_pause_ms);
-                next_burst = Instant::now() + Duration::from_millis(pause);
+                next_burst = Instant::now() + pause;
                 continue;
             }
             if !sending && in_flight.is_empty() {

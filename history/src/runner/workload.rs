@@ -1,7 +1,8 @@
 //! What the run publishes and who consumes it: topics, and the stored
 //! queues with their consumers. Patterns overlap on purpose, so one message
-//! is owed to several queues at once; one topic matches none, so the log
-//! also holds messages no queue needs.
+//! is owed to several queues at once; two topics match none, so the log
+//! also holds messages no queue needs (and the broker releases the log as
+//! each of those is stored).
 
 use blipmq_history::QueueKind;
 
@@ -14,6 +15,7 @@ pub const TOPICS: &[&str] = &[
     "hist.audit.eu",
     "hist.metrics",
     "noise.unwanted",
+    "noise.ignored.eu",
 ];
 
 /// A stored queue: a durable subscription (one consumer at a time) or a
