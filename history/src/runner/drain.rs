@@ -7,29 +7,26 @@ use std::time::Duration;
 
 use blipmq::Client;
 use blipmq_history::{Detach, Event};
-use tokio_util::sync::CancellationToken;
 
 use crate::delivery;
 use crate::session;
 use crate::workload::{QueuePlan, QUEUES};
 use crate::Shared;
 
-/// Drain every queue; each failure (could not attach, lost the broker,
-/// never went quiet) is an anomaly. Returns the deliveries taken.
+/// Drain every queue, each drainer within `limit`; each failure (could not
+/// attach, lost the broker, never went quiet) is an anomaly. Returns the
+/// deliveries taken.
 pub async fn drain_all(shared: &Shared, quiet: Duration, limit: Duration) -> u64 {
     let mut drainers = tokio::task::JoinSet::new();
-    // Past `limit`, stop waiting to connect or attach.
-    let give_up = CancellationToken::new();
     for plan in QUEUES {
         for &name in plan.drainers {
-            let (shared, give_up) = (shared.clone(), give_up.clone());
+            let shared = shared.clone();
             drainers.spawn(async move {
-                let outcome =
-                    tokio::time::timeout(limit, drain(name, plan, &shared, quiet, &give_up)).await;
+                let outcome = tokio::time::timeout(limit, drain(name, plan, &shared, quiet)).await;
                 let problem = match outcome {
                     Ok(Ok(taken)) => return taken,
                     Ok(Err(problem)) => problem,
-                    Err(_) => format!("still receiving after {limit:?}"),
+                    Err(_) => format!("not done after {limit:?}"),
                 };
                 shared
                     .recorder
@@ -38,18 +35,10 @@ pub async fn drain_all(shared: &Shared, quiet: Duration, limit: Duration) -> u64
             });
         }
     }
-    let stop_waiting = {
-        let give_up = give_up.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(limit).await;
-            give_up.cancel();
-        })
-    };
     let mut taken = 0;
     while let Some(result) = drainers.join_next().await {
         taken += result.unwrap_or(0);
     }
-    stop_waiting.abort();
     taken
 }
 
@@ -58,13 +47,12 @@ async fn drain(
     plan: &'static QueuePlan,
     shared: &Shared,
     quiet: Duration,
-    give_up: &CancellationToken,
 ) -> Result<u64, String> {
     let mut addresses = shared.addresses.clone();
-    let client = session::connect(name, &mut addresses, give_up)
+    let client = session::connect(name, &mut addresses, &shared.stop)
         .await
         .ok_or("could not connect")?;
-    let taken = take_until_quiet(&client, name, plan, shared, quiet, give_up).await;
+    let taken = take_until_quiet(&client, name, plan, shared, quiet).await;
     // Acks are only queued by `ack`; this makes sure the broker has them.
     let flushed = client.flush().await;
     shared.recorder.record(Event::ConsumerDetached {
@@ -84,10 +72,9 @@ async fn take_until_quiet(
     plan: &'static QueuePlan,
     shared: &Shared,
     quiet: Duration,
-    give_up: &CancellationToken,
 ) -> Result<u64, String> {
     let recorder = &shared.recorder;
-    let mut subscription = session::attach(client, name, plan, recorder, give_up)
+    let mut subscription = session::attach(client, name, plan, recorder, &shared.stop)
         .await
         .ok_or("could not attach")?;
     let mut taken = 0;

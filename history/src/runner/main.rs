@@ -86,7 +86,14 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let drained = runtime.block_on(run(&args, seed, broker.clone(), recorder.clone(), wal_dir));
+    let drained = runtime.block_on(run(
+        &args,
+        seed,
+        broker.clone(),
+        recorder.clone(),
+        dir.path().into(),
+        wal_dir,
+    ));
     drop(runtime);
     drop(broker);
 
@@ -98,7 +105,11 @@ fn main() -> ExitCode {
     } else {
         // Without the drain, what queues still owe cannot be told from
         // what they lost; only the anomalies are conclusive.
-        report::print(&Default::default(), &anomalies, &[]);
+        let stats_only = blipmq_history::Report {
+            stats: report.stats.clone(),
+            violations: Vec::new(),
+        };
+        report::print(&stats_only, &anomalies, &[]);
         println!("(the run ended before the drain: the history was not checked)");
     }
     let failed = !drained || !anomalies.is_empty() || !report.violations.is_empty();
@@ -123,8 +134,10 @@ async fn run(
     seed: u64,
     broker: Arc<Broker>,
     recorder: Arc<Recorder>,
+    run_dir: PathBuf,
     wal_dir: PathBuf,
 ) -> bool {
+    tokio::spawn(kill_broker_on_signal(broker.clone(), run_dir));
     if let Err(e) = blocking(&broker, |b| b.start()).await {
         recorder.anomaly(e);
         return false;
@@ -243,6 +256,7 @@ async fn run(
     }
     recorder.record(Event::DrainStarted);
     println!("[{:7.3}s] draining", recorder.seconds());
+    // Never cancelled: each drainer is bounded by DRAIN_WITHIN instead.
     let drain_stop = CancellationToken::new();
     let taken = drain::drain_all(&shared(&drain_stop), args.quiet(), DRAIN_WITHIN).await;
     println!("[{:7.3}s] drained {taken} deliveries", recorder.seconds());
@@ -270,6 +284,29 @@ async fn wind_down<T: 'static>(
         ));
         tasks.abort_all();
     }
+}
+
+/// Interrupted (Ctrl-C, or a CI step's timeout): take the broker down
+/// with us, since an exiting process runs no destructors, and give up the
+/// run, leaving its directory behind.
+async fn kill_broker_on_signal(broker: Arc<Broker>, run_dir: PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
+    blocking(&broker, |b| b.kill()).await;
+    eprintln!(
+        "blipmq-history: interrupted; broker stopped, its log and data left in {}",
+        run_dir.display()
+    );
+    std::process::exit(130);
 }
 
 /// Broker control waits on processes; keep it off the runtime's workers.
