@@ -46,7 +46,7 @@ pub fn run(input: &[u8]) {
     let expected = wal_model::recover(&files);
     assert_eq!(
         records, expected.records,
-        "recovery kept other records than the longest intact prefix"
+        "recovery kept other records than the intact prefix of each segment"
     );
     check_report(&recovery, &records, &expected);
     check_nothing_lost(&recovery, &files);

@@ -1,16 +1,25 @@
 //! What recovery must leave of a directory, derived from the promises in
 //! broker/src/wal/mod.rs ("Recovery, corruption and quarantine") alone:
 //!
+//! - files named with an LSN outside 1..=2^62 are not segments (left alone);
 //! - segments are taken in LSN order of their names; a segment keeps the
 //!   records from its start up to the first one that is incomplete, fails
-//!   its CRC or has the wrong LSN (none if its header is short or wrong);
-//! - a segment whose name is not the LSN that the one before it ends at, and
-//!   every later one, are quarantined whole;
-//! - what is kept is the longest intact prefix of the log.
+//!   its CRC or has the wrong LSN (none if its header is short or wrong); a
+//!   gap record (kind 255, payload the next LSN) moves the expected LSN on
+//!   and is never replayed;
+//! - damage costs only the records it hides: the segments after a damaged
+//!   one are kept, and a hole between two segments is fine;
+//! - a segment whose name is below the LSN the kept log before it ends at
+//!   overlaps it, and is quarantined whole (alone).
 
 use std::collections::BTreeMap;
 
 use crate::wal_format::{frame_crc, frame_lsn, Record, HEADER_LEN, MAGIC, RECORD_HEADER_LEN};
+
+/// The highest first LSN a segment may have.
+pub const MAX_FIRST_LSN: u64 = 1 << 62;
+/// The record kind the WAL keeps for its gap records.
+pub const KIND_GAP: u8 = u8::MAX;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Expected {
@@ -22,14 +31,14 @@ pub struct Expected {
     pub quarantined: Vec<u64>,
 }
 
-/// The records a segment named `first_lsn` keeps.
-fn scan(first_lsn: u64, file: &[u8]) -> Vec<Record> {
+/// The records a segment named `first_lsn` keeps, and the LSN after them.
+fn scan(first_lsn: u64, file: &[u8]) -> (Vec<Record>, u64) {
     let mut records = Vec::new();
+    let mut expected = first_lsn;
     if file.len() < HEADER_LEN || file[..8] != MAGIC || file[8..16] != first_lsn.to_le_bytes() {
-        return records;
+        return (records, expected);
     }
     let mut at = HEADER_LEN;
-    let mut expected = first_lsn;
     while file.len() - at >= RECORD_HEADER_LEN {
         let len = u32::from_le_bytes(file[at..at + 4].try_into().expect("4 bytes")) as usize;
         let Some(frame) = file.get(at..at + RECORD_HEADER_LEN + len) else {
@@ -39,26 +48,32 @@ fn scan(first_lsn: u64, file: &[u8]) -> Vec<Record> {
         if crc != frame_crc(frame) || frame_lsn(frame) != expected {
             break;
         }
-        records.push((expected, frame[16], frame[RECORD_HEADER_LEN..].to_vec()));
+        let (kind, payload) = (frame[16], &frame[RECORD_HEADER_LEN..]);
+        if kind == KIND_GAP {
+            let next = <[u8; 8]>::try_from(payload).map(u64::from_le_bytes);
+            match next {
+                Ok(next) if next > expected && next <= MAX_FIRST_LSN => expected = next,
+                _ => break,
+            }
+        } else {
+            records.push((expected, kind, payload.to_vec()));
+            expected += 1;
+        }
         at += frame.len();
-        // Wrapping: the model must not panic where the broker might not;
-        // an LSN past u64::MAX is the broker's to handle, and any answer it
-        // gives that differs from this one is reported by the comparison.
-        expected = expected.wrapping_add(1);
     }
-    records
+    (records, expected)
 }
 
 pub fn recover(files: &BTreeMap<u64, Vec<u8>>) -> Expected {
     let mut expected = Expected::default();
-    let mut next: Option<u64> = None;
-    for (&name, file) in files {
-        if next.is_some_and(|next| next != name) || !expected.quarantined.is_empty() {
+    let mut end: Option<u64> = None;
+    for (&name, file) in files.range(1..=MAX_FIRST_LSN) {
+        if end.is_some_and(|end| name < end) {
             expected.quarantined.push(name);
             continue;
         }
-        let records = scan(name, file);
-        next = Some(name.wrapping_add(records.len() as u64));
+        let (records, segment_end) = scan(name, file);
+        end = Some(segment_end);
         expected.kept.push(name);
         expected.records.extend(records);
     }

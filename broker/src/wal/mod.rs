@@ -299,6 +299,8 @@ pub struct Recovery {
     pub segments: usize,
     /// Total size of those segment files.
     pub bytes: u64,
+    /// The LSNs of the first and last records kept (gap records not
+    /// counted).
     pub first_lsn: Option<Lsn>,
     pub last_lsn: Option<Lsn>,
     /// The LSN the next append gets.

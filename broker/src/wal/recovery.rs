@@ -59,6 +59,8 @@ enum Stop {
 struct Scan {
     file_len: u64,
     records: u64,
+    /// The LSNs of its first and last records (gap records not counted).
+    lsns: Option<(Lsn, Lsn)>,
     /// The LSN after the last good record (gaps followed).
     end_lsn: Lsn,
     /// End of the last good record (or of the header): where a cut goes.
@@ -76,6 +78,7 @@ fn scan_segment(storage: &dyn Storage, path: &Path, first_lsn: Lsn) -> Result<Sc
     let mut scan = Scan {
         file_len,
         records: 0,
+        lsns: None,
         end_lsn: first_lsn,
         good_len: 0,
         stop: Stop::Clean,
@@ -109,6 +112,8 @@ fn scan_segment(storage: &dyn Storage, path: &Path, first_lsn: Lsn) -> Result<Sc
                 match GapCheck::of(&record) {
                     GapCheck::NotAGap => {
                         scan.records += 1;
+                        let first = scan.lsns.map_or(record.lsn, |(first, _)| first);
+                        scan.lsns = Some((first, record.lsn));
                         scan.end_lsn += 1;
                     }
                     GapCheck::To(next) => scan.end_lsn = next,
@@ -453,6 +458,10 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
             });
         }
         report.records += segment.records;
+        if let Some((first, last)) = scan.lsns {
+            report.first_lsn.get_or_insert(first);
+            report.last_lsn = Some(last);
+        }
         segments.push(segment);
     }
 
@@ -474,16 +483,10 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
         repairs.append_gap(last, next)?;
     }
 
-    let first = &segments[0];
-    let last = segments.last().expect("at least one segment");
-    let next_lsn = last.end_lsn;
+    let next_lsn = segments.last().expect("at least one segment").end_lsn;
     report.segments = segments.len();
     report.bytes = segments.iter().map(|s| s.len).sum();
     report.next_lsn = next_lsn;
-    if report.records > 0 {
-        report.first_lsn = Some(first.first_lsn);
-        report.last_lsn = Some(next_lsn - 1);
-    }
     report.duration = started.elapsed();
     info!(
         dir = %dir.display(),
