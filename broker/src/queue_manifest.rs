@@ -76,6 +76,7 @@ pub fn parse(text: &str) -> Result<Vec<QueueDefinition>, String> {
             ))
         }
     };
+    let mut names = std::collections::HashSet::new();
     lines
         .split('\n')
         .skip(1)
@@ -104,6 +105,18 @@ pub fn parse(text: &str) -> Result<Vec<QueueDefinition>, String> {
             let since = since
                 .parse()
                 .map_err(|_| format!("line {}: bad LSN {since:?}", i + 2))?;
+            // What the broker accepts on the wire (QOS-3, TOPIC-1) and so
+            // ever writes: anything else is damage or a bad hand edit, and
+            // must not come back as a different queue (a name ending in
+            // `\r` would lose it on the next rewrite).
+            for (what, field) in [("name", name), ("pattern", pattern)] {
+                if field.is_empty() || field.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(format!("line {}: bad {what} {field:?}", i + 2));
+                }
+            }
+            if !names.insert(name) {
+                return Err(format!("line {}: {name:?} is defined twice", i + 2));
+            }
             Ok(QueueDefinition {
                 name: name.to_string(),
                 pattern: pattern.to_string(),
@@ -207,6 +220,13 @@ mod tests {
         assert!(parse("blipmq-subscriptions 3\n").is_err());
         // Version 1 never had a detach time.
         assert!(parse("blipmq-subscriptions 1\ndurable 1 x y 5\n").is_err());
+        // Found by the fuzzer: a pattern ending in `\r` read back as another
+        // pattern after a rewrite. Names and patterns the broker would
+        // refuse, and a name defined twice, are damage.
+        assert!(parse("blipmq-subscriptions 1\ndurable 0 a b\r").is_err());
+        assert!(parse("blipmq-subscriptions 1\ndurable 0 a b\r\r\n").is_err());
+        assert!(parse("blipmq-subscriptions 1\ndurable 0  b\n").is_err());
+        assert!(parse("blipmq-subscriptions 1\ndurable 0 a b\ngroup 0 a c\n").is_err());
     }
 
     #[test]
@@ -284,9 +304,14 @@ mod tests {
             since: 7,
             detached_ms: None,
         };
+        let two = QueueDefinition {
+            name: "c".into(),
+            group: true,
+            ..one.clone()
+        };
         store(dir.path(), std::slice::from_ref(&one), true).unwrap();
-        store(dir.path(), &[one.clone(), one.clone()], true).unwrap();
-        assert_eq!(load(dir.path()).unwrap(), vec![one.clone(), one]);
+        store(dir.path(), &[one.clone(), two.clone()], true).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), vec![one, two]);
         assert!(!dir.path().join("subscriptions.tmp").exists());
     }
 }

@@ -264,7 +264,24 @@ impl Durable {
         if durable.config.dir.exists() {
             let started = Instant::now();
             let wal = durable.wal().await?;
-            let definitions = queue_manifest::load(&durable.config.dir)?;
+            let mut definitions = queue_manifest::load(&durable.config.dir)?;
+            // A queue keeps the messages from its `since` on. The log never
+            // hands out an LSN twice, except after an OS crash under
+            // `interval` or `never` took its newest records: then `since`
+            // may lie past the log's end, and the queue would keep nothing
+            // until the log caught up. It keeps from the log's end instead.
+            let log_end = wal.next_lsn();
+            let mut moved_back = false;
+            for definition in definitions.iter_mut().filter(|d| d.since > log_end) {
+                warn!(
+                    name = %definition.name,
+                    since = definition.since,
+                    log_end,
+                    "a durable subscription began past the end of the recovered log (records lost in an OS crash); it keeps messages from the log's end"
+                );
+                definition.since = log_end;
+                moved_back = true;
+            }
             let limits = durable.settings.limits.clone();
             let (state, max_message_id, dropped) =
                 tokio::task::spawn_blocking(move || rebuild(&wal, definitions, &limits))
@@ -279,6 +296,9 @@ impl Durable {
                 "recovered QoS 1 state from the write-ahead log"
             );
             *durable.state.lock() = state;
+            if moved_back {
+                durable.save_manifest().await?;
+            }
             // Limits lowered since the last run: the drops are logged now.
             durable.settle(dropped);
             durable.release();

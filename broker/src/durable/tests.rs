@@ -209,3 +209,29 @@ async fn a_detach_time_is_written_down_and_cleared_by_the_next_attach() {
     assert_eq!(recorded(), None);
     assert_eq!(durable.gauges().queues, 1);
 }
+
+#[tokio::test]
+async fn a_subscription_that_began_past_the_end_of_the_log_keeps_from_its_end() {
+    // The log lost its newest records (an OS crash under `interval`), so a
+    // durable subscription created at LSN 1000 is past its end: it used to
+    // keep nothing until the log caught up.
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_log(dir.path());
+    std::fs::create_dir_all(&config.dir).unwrap();
+    let ahead = QueueDefinition {
+        name: "ahead".into(),
+        pattern: "jobs.>".into(),
+        group: false,
+        since: 1000,
+        detached_ms: None,
+    };
+    queue_manifest::store(&config.dir, &[ahead], true).unwrap();
+    let (durable, _dead) = Durable::open(config.clone(), settings()).await.unwrap();
+    let lsn = publish(&durable, "jobs.1", message("jobs.1", 1, b"job")).await;
+    assert!(lsn < 1000);
+    assert_eq!(durable.gauges().unacked, 1, "the job was not kept");
+    drop(durable);
+    // The manifest was rewritten, so the next start keeps it too.
+    let (durable, _dead) = Durable::open(config, settings()).await.unwrap();
+    assert_eq!(durable.gauges().unacked, 1);
+}
