@@ -42,6 +42,13 @@ step "lint" cargo clippy --workspace --all-targets -- -D warnings
 step "lint (opentelemetry)" cargo clippy -p blipmq --features opentelemetry --all-targets -- -D warnings
 step "codegen" scripts/check-codegen.sh
 step "rust tests" cargo test --workspace
+# QoS 1 under kills, freezes and restarts of the real binary, checked
+# against the recorded history (60 s; a long run: scripts/history.sh
+# --duration 1800).
+step "history (QoS 1 under faults)" scripts/history.sh
+# Coverage-guided fuzzing of WAL recovery, the queue manifest and the
+# broker's connections, 30 s each side by side (long runs: fuzz/README.md).
+step "fuzz" scripts/fuzz.sh
 step "client with opentelemetry" cargo test -p blipmq --features opentelemetry --test live
 # The client core has no tokio and no sockets without its `tokio` feature.
 step "client on wasm32" cargo check -p blipmq --target wasm32-unknown-unknown --no-default-features
