@@ -26,10 +26,10 @@
 //! it (`load`): it is never read as empty, which would delete every durable
 //! subscription's messages at the first release.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
+use crate::wal::storage::{OpenMode, Storage};
 use crate::wal::{Lsn, WalError};
 
 pub const FILE_NAME: &str = "subscriptions";
@@ -152,10 +152,14 @@ fn checked_lines(text: &str) -> Result<&str, String> {
 }
 
 /// Read the file in `dir`; no file means no queues.
-pub fn load(dir: &Path) -> Result<Vec<QueueDefinition>, WalError> {
+pub fn load(storage: &dyn Storage, dir: &Path) -> Result<Vec<QueueDefinition>, WalError> {
     let path = dir.join(FILE_NAME);
-    match fs::read_to_string(&path) {
-        Ok(text) => parse(&text).map_err(|problem| WalError::Io {
+    let mut text = String::new();
+    let read = storage
+        .open(&path, OpenMode::Read)
+        .and_then(|mut file| file.read_to_string(&mut text));
+    match read {
+        Ok(_) => parse(&text).map_err(|problem| WalError::Io {
             context: format!("durable subscription manifest {}", path.display()),
             source: std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -171,20 +175,29 @@ pub fn load(dir: &Path) -> Result<Vec<QueueDefinition>, WalError> {
 }
 
 /// Replace the file in `dir` atomically; `sync` makes it durable first.
-pub fn store(dir: &Path, queues: &[QueueDefinition], sync: bool) -> Result<(), WalError> {
+pub fn store(
+    storage: &dyn Storage,
+    dir: &Path,
+    queues: &[QueueDefinition],
+    sync: bool,
+) -> Result<(), WalError> {
     let path = dir.join(FILE_NAME);
     let temporary = dir.join(format!("{FILE_NAME}.tmp"));
     let failed =
         |what: &str, e: std::io::Error| WalError::Failed(format!("{what} {}: {e}", path.display()));
-    let mut file = File::create(&temporary).map_err(|e| failed("create", e))?;
+    let mut file = storage
+        .open(&temporary, OpenMode::Truncate)
+        .map_err(|e| failed("create", e))?;
     file.write_all(render(queues).as_bytes())
         .map_err(|e| failed("write", e))?;
     if sync {
         file.sync_all().map_err(|e| failed("fsync", e))?;
     }
-    fs::rename(&temporary, &path).map_err(|e| failed("replace", e))?;
+    storage
+        .rename(&temporary, &path)
+        .map_err(|e| failed("replace", e))?;
     if sync {
-        crate::wal::sync_dir(dir)?;
+        crate::wal::sync_dir_in(storage, dir)?;
     }
     Ok(())
 }
@@ -192,6 +205,8 @@ pub fn store(dir: &Path, queues: &[QueueDefinition], sync: bool) -> Result<(), W
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::OsStorage;
+    use std::fs;
 
     #[test]
     fn round_trip_and_errors() {
@@ -280,15 +295,15 @@ mod tests {
             since: 7,
             detached_ms: None,
         };
-        store(dir.path(), std::slice::from_ref(&one), true).unwrap();
+        store(&OsStorage, dir.path(), std::slice::from_ref(&one), true).unwrap();
         let path = dir.path().join(FILE_NAME);
         let text = fs::read_to_string(&path).unwrap();
         fs::write(&path, text.replace("durable 7", "durable 8")).unwrap();
-        let e = load(dir.path()).unwrap_err().to_string();
+        let e = load(&OsStorage, dir.path()).unwrap_err().to_string();
         assert!(e.contains(&path.display().to_string()), "{e}");
         fs::write(&path, "").unwrap();
         assert!(
-            load(dir.path()).is_err(),
+            load(&OsStorage, dir.path()).is_err(),
             "an empty file is not an empty list"
         );
     }
@@ -296,7 +311,7 @@ mod tests {
     #[test]
     fn store_replaces_and_load_reads() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(load(dir.path()).unwrap().is_empty());
+        assert!(load(&OsStorage, dir.path()).unwrap().is_empty());
         let one = QueueDefinition {
             name: "a".into(),
             pattern: "b".into(),
@@ -309,9 +324,9 @@ mod tests {
             group: true,
             ..one.clone()
         };
-        store(dir.path(), std::slice::from_ref(&one), true).unwrap();
-        store(dir.path(), &[one.clone(), two.clone()], true).unwrap();
-        assert_eq!(load(dir.path()).unwrap(), vec![one, two]);
+        store(&OsStorage, dir.path(), std::slice::from_ref(&one), true).unwrap();
+        store(&OsStorage, dir.path(), &[one.clone(), two.clone()], true).unwrap();
+        assert_eq!(load(&OsStorage, dir.path()).unwrap(), vec![one, two]);
         assert!(!dir.path().join("subscriptions.tmp").exists());
     }
 }

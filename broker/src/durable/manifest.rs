@@ -11,11 +11,13 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::queue_manifest::{self, QueueDefinition};
-use crate::wal::WalError;
+use crate::wal::{Storage, WalError};
 
 pub(super) struct ManifestWriter {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     /// fsync the file and the directory (not under `fsync_policy = never`).
     sync: bool,
@@ -29,8 +31,9 @@ pub(super) struct ManifestWriter {
 }
 
 impl ManifestWriter {
-    pub fn new(dir: PathBuf, sync: bool) -> ManifestWriter {
+    pub fn new(storage: Arc<dyn Storage>, dir: PathBuf, sync: bool) -> ManifestWriter {
         ManifestWriter {
+            storage,
             dir,
             sync,
             changes: AtomicU64::new(0),
@@ -55,10 +58,12 @@ impl ManifestWriter {
         }
         let covered = self.changes.load(Ordering::SeqCst);
         let definitions = snapshot();
-        let (dir, sync) = (self.dir.clone(), self.sync);
-        tokio::task::spawn_blocking(move || queue_manifest::store(&dir, &definitions, sync))
-            .await
-            .map_err(|e| WalError::Failed(e.to_string()))??;
+        let (storage, dir, sync) = (Arc::clone(&self.storage), self.dir.clone(), self.sync);
+        tokio::task::spawn_blocking(move || {
+            queue_manifest::store(storage.as_ref(), &dir, &definitions, sync)
+        })
+        .await
+        .map_err(|e| WalError::Failed(e.to_string()))??;
         self.writes.fetch_add(1, Ordering::Relaxed);
         // On an error `saved` stays: the callers this write would have
         // covered write (and report) for themselves.

@@ -62,7 +62,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::queue_manifest::{self, QueueDefinition};
 use crate::subscription::{MessageRef, QueuedMessage, Subscription};
-use crate::wal::{FsyncPolicy, Lsn, Pending, Wal, WalConfig, WalError};
+use crate::wal::{FsyncPolicy, Lsn, OsStorage, Pending, Storage, Wal, WalConfig, WalError};
 
 use holds::Holds;
 pub use holds::LogHold;
@@ -215,6 +215,9 @@ impl State {
 /// that never sees QoS 1 never touches the disk.
 pub struct Durable {
     config: WalConfig,
+    /// Where the log and the manifest live (the real filesystem but in
+    /// tests).
+    storage: Arc<dyn Storage>,
     settings: DeliverySettings,
     wal: OnceCell<Arc<Wal>>,
     /// Shared with the manifest rewrites the sweep starts (`Arc`s, so that
@@ -241,13 +244,25 @@ impl Durable {
         config: WalConfig,
         settings: DeliverySettings,
     ) -> Result<(Durable, mpsc::UnboundedReceiver<DeadLetter>), WalError> {
+        Durable::open_with(config, settings, Arc::new(OsStorage)).await
+    }
+
+    /// [`Durable::open`] with the log and the manifest on `storage` (tests
+    /// use a simulated disk).
+    pub async fn open_with(
+        config: WalConfig,
+        settings: DeliverySettings,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(Durable, mpsc::UnboundedReceiver<DeadLetter>), WalError> {
         let (dead_letters, dead_letter_queue) = mpsc::unbounded_channel();
         let manifest = Arc::new(ManifestWriter::new(
+            Arc::clone(&storage),
             config.dir.clone(),
             config.fsync_policy != FsyncPolicy::Never,
         ));
         let mut durable = Durable {
             recovered_max_message_id: 0,
+            storage,
             config,
             settings,
             wal: OnceCell::new(),
@@ -261,10 +276,11 @@ impl Durable {
             expired_queues: AtomicU64::new(0),
             ack_failures: Arc::default(),
         };
-        if durable.config.dir.exists() {
+        if durable.storage.exists(&durable.config.dir) {
             let started = Instant::now();
             let wal = durable.wal().await?;
-            let mut definitions = queue_manifest::load(&durable.config.dir)?;
+            let mut definitions =
+                queue_manifest::load(durable.storage.as_ref(), &durable.config.dir)?;
             // A queue keeps the messages from its `since` on. The log never
             // hands out an LSN twice, except after an OS crash under
             // `interval` or `never` took its newest records: then `since`
@@ -316,7 +332,9 @@ impl Durable {
         self.wal
             .get_or_try_init(|| async {
                 let config = self.config.clone();
-                let (wal, recovery) = tokio::task::spawn_blocking(move || Wal::open(config))
+                let storage = Arc::clone(&self.storage);
+                let (wal, recovery) =
+                    tokio::task::spawn_blocking(move || Wal::open_with(config, storage))
                     .await
                     .map_err(|e| WalError::Failed(e.to_string()))??;
                 if recovery.torn_tail || !recovery.damage.is_empty() {

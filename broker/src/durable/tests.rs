@@ -116,7 +116,7 @@ async fn concurrent_creates_share_manifest_rewrites() {
     let writes = durable.gauges().manifest_writes;
     assert!(writes < 10, "{writes} manifest rewrites for 50 creates");
     // Each create returned only once it was on disk.
-    let on_disk = queue_manifest::load(&dir.path().join("wal")).unwrap();
+    let on_disk = queue_manifest::load(&OsStorage, &dir.path().join("wal")).unwrap();
     assert_eq!(on_disk.len(), 50);
 }
 
@@ -175,7 +175,7 @@ async fn a_detach_time_in_the_manifest_counts_across_a_restart() {
         detached_ms,
     };
     let definitions = [queue("old", Some(hour_ago)), queue("unrecorded", None)];
-    queue_manifest::store(&config.dir, &definitions, true).unwrap();
+    queue_manifest::store(&OsStorage, &config.dir, &definitions, true).unwrap();
     let expiry = Duration::from_secs(600);
     let (durable, _dead) = Durable::open(config, expiring_after(expiry)).await.unwrap();
     durable.expire_detached(Instant::now());
@@ -194,7 +194,7 @@ async fn a_detach_time_is_written_down_and_cleared_by_the_next_attach() {
     let expiry = Duration::from_millis(400);
     let (durable, _dead) = Durable::open(config, expiring_after(expiry)).await.unwrap();
     durable.prepare("q", "p", QueueKind::Durable).await.unwrap();
-    let recorded = || queue_manifest::load(&wal_dir).unwrap()[0].detached_ms;
+    let recorded = || queue_manifest::load(&OsStorage, &wal_dir).unwrap()[0].detached_ms;
     assert_eq!(recorded(), None);
     tokio::time::sleep(record_detach_after(expiry) + Duration::from_millis(20)).await;
     durable.expire_detached(Instant::now());
@@ -225,7 +225,7 @@ async fn a_subscription_that_began_past_the_end_of_the_log_keeps_from_its_end() 
         since: 1000,
         detached_ms: None,
     };
-    queue_manifest::store(&config.dir, &[ahead], true).unwrap();
+    queue_manifest::store(&OsStorage, &config.dir, &[ahead], true).unwrap();
     let (durable, _dead) = Durable::open(config.clone(), settings()).await.unwrap();
     let lsn = publish(&durable, "jobs.1", message("jobs.1", 1, b"job")).await;
     assert!(lsn < 1000);

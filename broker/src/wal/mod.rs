@@ -259,13 +259,8 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Wa
     move |source| WalError::Io { context, source }
 }
 
-/// fsyncs a directory of the real filesystem, making renames, creations and
+/// fsyncs a directory through `storage`, making renames, creations and
 /// deletions in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    sync_dir_in(&OsStorage, dir)
-}
-
-/// fsyncs a directory through `storage`.
 pub(crate) fn sync_dir_in(storage: &dyn Storage, dir: &Path) -> Result<(), WalError> {
     storage
         .sync_dir(dir)
