@@ -726,4 +726,6 @@ fn unix_ms() -> u64 {
 }
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod tests;

@@ -169,6 +169,15 @@ impl StoredQueue {
         self.kept
     }
 
+    /// The LSNs of the messages it keeps (for the model test).
+    #[cfg(test)]
+    pub fn kept_lsns(&self) -> Vec<Lsn> {
+        let mut lsns: Vec<Lsn> = self.ready.iter().copied().collect();
+        lsns.extend(self.delivered.keys());
+        lsns.sort_unstable();
+        lsns
+    }
+
     /// Keep a message just stored (or replayed), never sent yet, stored at
     /// `stored_ms` (ms since the Unix epoch).
     pub fn keep(
