@@ -57,6 +57,21 @@ fn first_lsn(path: &Path) -> Lsn {
     path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
 }
 
+/// Appends `payload`, trying again while the log refuses (it retries its
+/// rollback on its own); panics if it has not recovered in 10 s.
+async fn append_once_it_recovers(wal: &Wal, payload: Vec<u8>) -> Lsn {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match wal.append(1, payload.clone()).await {
+            Ok(lsn) => return lsn,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("never recovered: {e}"),
+        }
+    }
+}
+
 /// The process is killed: nothing more reaches the disk; what was written
 /// stays in the page cache.
 fn kill(sim: &SimStorage, wal: Wal) {
@@ -252,16 +267,7 @@ async fn wal_a_failing_rollback_refuses_appends_until_it_succeeds() {
     assert!(matches!(wal.health(), WalHealth::Failing(_)));
     // Appends are refused at once while it is broken; the retries go on by
     // themselves and it comes back.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let lsn = loop {
-        match wal.append(1, payload(3)).await {
-            Ok(lsn) => break lsn,
-            Err(_) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("never recovered: {e}"),
-        }
-    };
+    let lsn = append_once_it_recovers(&wal, payload(3)).await;
     assert_eq!(lsn, 2);
     assert_eq!(wal.stats().repairs, 1);
     kill(&sim, wal);
@@ -312,16 +318,7 @@ async fn wal_a_release_while_a_failed_batch_is_rolled_back_keeps_what_the_rollba
     // Whoever releases everything meanwhile must leave that segment alone,
     // though all its records are confirmed and it is sealed for now.
     let _ = wal.release_before(Lsn::MAX);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let lsn = loop {
-        match wal.append(1, payload(20)).await {
-            Ok(lsn) => break lsn,
-            Err(_) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await
-            }
-            Err(e) => panic!("never recovered: {e}"),
-        }
-    };
+    let lsn = append_once_it_recovers(&wal, payload(20)).await;
     assert_eq!(lsn, 19);
     pull_the_plug(&sim, wal);
     let (wal, recovery) = open(&sim, 4096);

@@ -294,6 +294,15 @@ async fn run(seed: u64, steps: Vec<Step>, policy: FsyncPolicy) -> Result<(), Tes
     model.check(&wal, &recovery)
 }
 
+/// [`run`] on a runtime of its own (each case starts from nothing).
+fn run_case(seed: u64, steps: Vec<Step>, policy: FsyncPolicy) -> Result<(), TestCaseError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(run(seed, steps, policy))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(192),
@@ -305,11 +314,7 @@ proptest! {
         seed in any::<u64>(),
         steps in proptest::collection::vec(step(), 1..80),
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(run(seed, steps, FsyncPolicy::Always))?;
+        run_case(seed, steps, FsyncPolicy::Always)?;
     }
 
     #[test]
@@ -317,10 +322,6 @@ proptest! {
         seed in any::<u64>(),
         steps in proptest::collection::vec(step(), 1..80),
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(run(seed, steps, FsyncPolicy::Interval))?;
+        run_case(seed, steps, FsyncPolicy::Interval)?;
     }
 }
