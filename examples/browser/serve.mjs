@@ -8,9 +8,10 @@
 // it first: scripts/test-web.sh --build-only; examples/browser/run.sh does
 // both). `serve()` is also what the browser test uses.
 import { spawn } from 'node:child_process'
-import { createReadStream } from 'node:fs'
+import { createReadStream, mkdtempSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { createServer } from 'node:http'
+import { tmpdir } from 'node:os'
 import { extname, join, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -61,6 +62,8 @@ function startBroker(bin, origin) {
       BLIPMQ_METRICS_BIND_ADDR: '127.0.0.1:0',
       BLIPMQ_WEBSOCKET_BIND_ADDR: '127.0.0.1:0',
       BLIPMQ_WEBSOCKET_ALLOWED_ORIGINS: origin,
+      // A log directory of its own: one broker per directory.
+      BLIPMQ_WAL_DIR: join(mkdtempSync(join(tmpdir(), 'blipmq-example-')), 'wal'),
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   })

@@ -3,11 +3,17 @@
 // readiness line `blipmq ready clients=ADDR metrics=ADDR`.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 export const BROKER_BIN = process.env.BLIPMQ_BIN ?? 'blipmq'
 
 /** A running broker: `addr`, `port`, `stop()`, `restart()`. */
 export async function startBroker({ env = {}, port = 0 } = {}) {
+  // A log directory of its own (kept across restarts): one broker per
+  // directory, and tests run side by side.
+  const dataDir = mkdtempSync(join(tmpdir(), 'blipmq-test-'))
   const broker = { addr: '', port: 0, process: null }
   const launch = async (bindPort) => {
     const child = spawn(BROKER_BIN, [], {
@@ -16,6 +22,7 @@ export async function startBroker({ env = {}, port = 0 } = {}) {
         BLIPMQ_SERVER_BIND_ADDR: `127.0.0.1:${bindPort}`,
         BLIPMQ_METRICS_BIND_ADDR: '127.0.0.1:0',
         RUST_LOG: process.env.RUST_LOG ?? 'warn',
+        BLIPMQ_WAL_DIR: join(dataDir, 'wal'),
         ...env,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -38,7 +45,7 @@ export async function startBroker({ env = {}, port = 0 } = {}) {
     broker.addr = ready
     broker.port = Number(ready.split(':').pop())
   }
-  broker.stop = async () => {
+  const halt = async () => {
     const child = broker.process
     if (child === null || child.exitCode !== null) return
     const exited = once(child, 'exit')
@@ -46,9 +53,13 @@ export async function startBroker({ env = {}, port = 0 } = {}) {
     await exited
     broker.process = null
   }
+  broker.stop = async () => {
+    await halt()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
   // Stop and start again on the same port (clients see a restart).
   broker.restart = async () => {
-    await broker.stop()
+    await halt()
     await launch(broker.port)
   }
   await launch(port)

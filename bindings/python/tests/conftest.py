@@ -10,6 +10,7 @@ import os
 import selectors
 import socket
 import subprocess
+import tempfile
 from typing import Dict, Iterator, List, Optional
 
 import pytest
@@ -22,7 +23,10 @@ class Broker:
 
     def __init__(self, binary: str, env: Optional[Dict[str, str]] = None) -> None:
         self.binary = binary
-        self.env = dict(env or {})
+        # A log directory of its own, kept across restarts (one broker per
+        # directory; removed when the broker object goes).
+        self.data = tempfile.TemporaryDirectory(prefix="blipmq-test-")
+        self.env = {"BLIPMQ_WAL_DIR": os.path.join(self.data.name, "wal"), **(env or {})}
         self.addr = ""
         self.process: Optional[subprocess.Popen[bytes]] = None
 

@@ -4,11 +4,17 @@
 // `blipmq ready clients=ADDR metrics=ADDR websocket=ADDR`.
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 export const BROKER_BIN = process.env.BLIPMQ_BIN ?? 'blipmq'
 
 /** A running broker: `url` (ws://), `addr` (TCP), `metricsAddr`, `metric()`, `stop()`, `restart()`. */
 export async function startBroker({ env = {} } = {}) {
+  // A log directory of its own (kept across restarts): one broker per
+  // directory, and tests run side by side.
+  const dataDir = mkdtempSync(join(tmpdir(), 'blipmq-test-'))
   const broker = { url: '', addr: '', metricsAddr: '', process: null }
   let ports = { tcp: 0, ws: 0 }
   const launch = async () => {
@@ -19,6 +25,7 @@ export async function startBroker({ env = {} } = {}) {
         BLIPMQ_WEBSOCKET_BIND_ADDR: `127.0.0.1:${ports.ws}`,
         BLIPMQ_METRICS_BIND_ADDR: '127.0.0.1:0',
         RUST_LOG: process.env.RUST_LOG ?? 'warn',
+        BLIPMQ_WAL_DIR: join(dataDir, 'wal'),
         ...env,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -43,7 +50,7 @@ export async function startBroker({ env = {} } = {}) {
     broker.url = `ws://${match[3]}`
     ports = { tcp: Number(match[1].split(':').pop()), ws: Number(match[3].split(':').pop()) }
   }
-  broker.stop = async () => {
+  const halt = async () => {
     const child = broker.process
     if (child === null || child.exitCode !== null) return
     const exited = once(child, 'exit')
@@ -51,9 +58,13 @@ export async function startBroker({ env = {} } = {}) {
     await exited
     broker.process = null
   }
+  broker.stop = async () => {
+    await halt()
+    rmSync(dataDir, { recursive: true, force: true })
+  }
   // Stop and start again on the same ports (clients see a restart).
   broker.restart = async () => {
-    await broker.stop()
+    await halt()
     await launch()
   }
   /** The value of one sample of /metrics, e.g. `blipmq_connections`. */
