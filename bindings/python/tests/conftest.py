@@ -24,7 +24,7 @@ class Broker:
     def __init__(self, binary: str, env: Optional[Dict[str, str]] = None) -> None:
         self.binary = binary
         # A log directory of its own, kept across restarts (one broker per
-        # directory; removed when the broker object goes).
+        # directory; the fixture removes it).
         self.data = tempfile.TemporaryDirectory(prefix="blipmq-test-")
         self.env = {"BLIPMQ_WAL_DIR": os.path.join(self.data.name, "wal"), **(env or {})}
         self.addr = ""
@@ -96,6 +96,7 @@ def make_broker(broker_bin: str) -> Iterator[object]:
     yield make
     for broker in started:
         broker.stop()
+        broker.data.cleanup()
 
 
 @pytest.fixture
