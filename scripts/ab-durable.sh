@@ -8,6 +8,7 @@
 # median of each figure per binary.
 #
 # Usage: scripts/ab-durable.sh A_BINARY B_BINARY [ROUNDS (default 5)]
+#   AB_BENCH_ARGS="--workloads latency --latency-secs 5" narrows each run.
 #   e.g. build the old tree in a worktree:
 #     git worktree add --detach ../old <commit> && (cd ../old && cargo build --release --bin blipmq)
 #     scripts/ab-durable.sh ../old/target/release/blipmq target/release/blipmq 5
@@ -53,7 +54,7 @@ run() {
   fi
   read -r addr metrics <<<"$ready"
   timeout 300 "$bench" durable --blipmq-always "$addr" --blipmq-always-metrics "$metrics" \
-    --rounds 1 >"$work/$label.$n.txt" 2>/dev/null
+    --rounds 1 ${AB_BENCH_ARGS:-} >"$work/$label.$n.txt" 2>/dev/null
   kill "$pid"
   wait "$pid" 2>/dev/null || true
   pid=""
@@ -77,7 +78,7 @@ rows = ["publish, 16 B", "publish, 1 KiB", "publish → consume + ack, 16 B"]
 def figures(path):
     text = open(path).read()
     out = {}
-    every = text.split("## Every round", 1)[1]
+    every = text.split("## Every round", 1)[-1]
     for row in rows:
         m = re.search(r"^\| " + re.escape(row) + r" \| BlipMQ always \| ([\d,]+)", every, re.M)
         if m:
