@@ -47,7 +47,7 @@ impl FsyncPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct WalConfig {
     /// Directory holding the segment files (created if missing). One process
-    /// at a time: the WAL takes no lock on it.
+    /// at a time: `Wal::open` locks it (`LOCK`).
     pub dir: PathBuf,
     /// A segment is rotated before it would grow past this size, so it is
     /// also the largest record (payload + 33 bytes of framing) accepted.

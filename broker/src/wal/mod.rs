@@ -230,7 +230,9 @@ pub enum WalError {
          one broker per data directory"
     , dir.display())]
     Locked { dir: PathBuf, holder: String },
-    /// The writer stopped after an I/O error; reopen the WAL to recover.
+    /// The writer thread is gone (it panicked, or its final fsync at close
+    /// failed), or a failure carried over from another error's text. I/O
+    /// errors of a batch are `Io`: the writer goes on after them.
     #[error("WAL writer failed: {0}")]
     Failed(String),
     /// `replay` met a record that does not verify (damaged after `open`).
