@@ -1,0 +1,105 @@
+//! The attacks. Each case is a function from the run's context to a report
+//! line (`Ok`) or what went wrong (`Err`); one module per kind of resource.
+//! A case starts its own broker, so no case sees another's debris.
+
+mod frames;
+mod slowloris;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::broker::Broker;
+use crate::measure::{Bystander, Outcome, Sampler};
+
+pub struct Ctx {
+    pub bin: PathBuf,
+    /// The full counts (release builds, by hand); CI runs the smaller ones.
+    pub full: bool,
+}
+
+impl Ctx {
+    /// `ci` normally, `full` with `--full`.
+    pub fn count(&self, ci: usize, full: usize) -> usize {
+        if self.full {
+            full
+        } else {
+            ci
+        }
+    }
+}
+
+pub type CaseResult = Result<String, String>;
+type CaseFuture<'a> = Pin<Box<dyn Future<Output = CaseResult> + 'a>>;
+
+pub struct Case {
+    pub name: &'static str,
+    /// One line: the attack and the bound.
+    pub what: &'static str,
+    pub run: for<'a> fn(&'a Ctx) -> CaseFuture<'a>,
+}
+
+/// Every case, in the order they run.
+pub fn all() -> Vec<Case> {
+    let mut cases = Vec::new();
+    cases.extend(frames::cases());
+    cases.extend(slowloris::cases());
+    cases
+}
+
+/// A broker under attack with its watchers: a sampler of its RSS and fds
+/// and a bystander pinging it, both started before the attack.
+pub struct Watched {
+    pub broker: Broker,
+    sampler: Sampler,
+    bystander: Bystander,
+    rss_before: u64,
+}
+
+impl Watched {
+    pub async fn start(broker: Broker, api_key: Option<&str>) -> Result<Watched, String> {
+        let bystander = Bystander::start(broker.clients, api_key).await?;
+        // Let the bystander's connection settle into the baseline.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let rss_before = broker.rss();
+        let sampler = Sampler::start(&broker);
+        Ok(Watched {
+            broker,
+            sampler,
+            bystander,
+            rss_before,
+        })
+    }
+
+    /// Stop watching; the broker must still be running.
+    pub async fn finish(mut self) -> Result<(Outcome, Broker), String> {
+        let rtts = self.bystander.finish().await;
+        let (rss_peak, fds_peak) = self.sampler.peaks();
+        drop(self.sampler);
+        if !self.broker.alive() {
+            return Err(format!(
+                "the broker died during the attack; its log ends:\n{}",
+                self.broker.log_tail()
+            ));
+        }
+        Ok((
+            Outcome {
+                rss_before: self.rss_before,
+                rss_peak,
+                fds_peak,
+                rtts,
+            },
+            self.broker,
+        ))
+    }
+}
+
+/// `Err(message)` unless `condition`.
+pub fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<(), String> {
+    if condition {
+        Ok(())
+    } else {
+        Err(message())
+    }
+}
