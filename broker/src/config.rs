@@ -58,8 +58,14 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Largest payload a Publish may carry.
     pub max_message_size_bytes: usize,
-    /// A connection that has not completed the handshake by then is closed.
+    /// A connection that has not completed the handshake by then is closed
+    /// (for WebSocket, the upgrade counts as part of the handshake).
     pub handshake_timeout_ms: u64,
+    /// Sockets that have not had their Hello accepted yet, at most (LIMIT-20):
+    /// each holds a handshake slot, not a connection slot, so unauthenticated
+    /// sockets cannot take the room of authenticated clients. A socket
+    /// accepted beyond it is closed at once.
+    pub max_handshakes: usize,
     /// Most headers on one message (HeadersTooLarge beyond).
     pub max_headers: usize,
     /// Longest header key, in bytes.
@@ -74,6 +80,15 @@ pub struct MetricsConfig {
     /// Serve `GET /metrics` (Prometheus text format) here.
     pub bind_addr: SocketAddr,
     pub enabled: bool,
+    /// Connections to the metrics port open at once, at most; one beyond it
+    /// is answered 503 and closed at once (LIMIT-24).
+    pub max_connections: usize,
+    /// How long a client may take to send a whole request head, and how
+    /// long a kept-alive connection may sit idle between requests (LIMIT-25).
+    pub request_timeout_ms: u64,
+    /// How long writing one response may take: a scraper that does not read
+    /// is disconnected then (LIMIT-25).
+    pub write_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -145,11 +160,35 @@ pub struct DurableConfig {
     pub detached_expiry_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// When non-empty, a client must present one of these keys in its Hello.
+    /// Each is at most [`AuthConfig::MAX_KEY_BYTES`] bytes.
     pub api_keys: Vec<String>,
+    /// Failed Hellos one source address may make per `failure_window_ms`
+    /// before its further failures are answered only after
+    /// `failure_delay_ms` (LIMIT-26). A correct key is never delayed.
+    pub max_failures: u32,
+    pub failure_window_ms: u64,
+    pub failure_delay_ms: u64,
+}
+
+impl AuthConfig {
+    /// The longest API key: keys are compared over this many bytes whatever
+    /// their length, so that the time taken does not reveal it.
+    pub const MAX_KEY_BYTES: usize = 512;
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            api_keys: Vec::new(),
+            max_failures: 10,
+            failure_window_ms: 60_000,
+            failure_delay_ms: 1_000,
+        }
+    }
 }
 
 /// The WebSocket listener: the same protocol as the TCP listener, one frame
@@ -187,6 +226,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_message_size_bytes: 1024 * 1024,
             handshake_timeout_ms: 10_000,
+            max_handshakes: 1024,
             max_headers: 64,
             max_header_key_bytes: 256,
             max_headers_bytes: 16 * 1024,
@@ -199,6 +239,9 @@ impl Default for MetricsConfig {
         MetricsConfig {
             bind_addr: "127.0.0.1:9090".parse().expect("valid literal"),
             enabled: true,
+            max_connections: 64,
+            request_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
         }
     }
 }
@@ -360,6 +403,29 @@ impl Config {
                 problem: "must be at least 1".into(),
             });
         }
+        at_least_one("server.max_handshakes", self.server.max_handshakes)?;
+        at_least_one("metrics.max_connections", self.metrics.max_connections)?;
+        for (key, value) in [
+            (
+                "metrics.request_timeout_ms",
+                self.metrics.request_timeout_ms,
+            ),
+            ("metrics.write_timeout_ms", self.metrics.write_timeout_ms),
+            ("auth.failure_window_ms", self.auth.failure_window_ms),
+        ] {
+            if !(1..=3_600_000).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: "must be between 1 and 3600000".into(),
+                });
+            }
+        }
+        if self.auth.failure_delay_ms > 60_000 {
+            return Err(ConfigError::Invalid {
+                key: "auth.failure_delay_ms",
+                problem: "must be at most 60000".into(),
+            });
+        }
         at_least_one("queues.topic_capacity", self.queues.topic_capacity)?;
         at_least_one(
             "queues.subscriber_capacity",
@@ -433,6 +499,20 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "auth.api_keys",
                 problem: "must not contain an empty key".into(),
+            });
+        }
+        if self
+            .auth
+            .api_keys
+            .iter()
+            .any(|k| k.len() > AuthConfig::MAX_KEY_BYTES)
+        {
+            return Err(ConfigError::Invalid {
+                key: "auth.api_keys",
+                problem: format!(
+                    "must not contain a key longer than {} bytes",
+                    AuthConfig::MAX_KEY_BYTES
+                ),
             });
         }
         Ok(())
@@ -642,6 +722,10 @@ mod tests {
             Some(&path),
             env(&[
                 ("BLIPMQ_SERVER_MAX_CONNECTIONS", "7"),
+                ("BLIPMQ_SERVER_MAX_HANDSHAKES", "9"),
+                ("BLIPMQ_METRICS_MAX_CONNECTIONS", "3"),
+                ("BLIPMQ_METRICS_WRITE_TIMEOUT_MS", "500"),
+                ("BLIPMQ_AUTH_MAX_FAILURES", "4"),
                 ("BLIPMQ_SERVER_BIND_ADDR", "127.0.0.1:0"),
                 ("BLIPMQ_AUTH_API_KEYS", "k1, k2"),
                 ("BLIPMQ_METRICS_ENABLED", "false"),
@@ -651,6 +735,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.max_connections, 7);
+        assert_eq!(c.server.max_handshakes, 9);
+        assert_eq!(c.metrics.max_connections, 3);
+        assert_eq!(c.metrics.write_timeout_ms, 500);
+        assert_eq!(c.auth.max_failures, 4);
         assert_eq!(c.server.bind_addr.port(), 0);
         assert_eq!(c.queues.overflow_policy, OverflowPolicy::Block);
         assert_eq!(c.auth.api_keys, vec!["k1", "k2"]);
@@ -686,6 +774,18 @@ mod tests {
         assert!(e.contains("max_age"), "{e}");
         let e = error_of("[auth]\napi_keys = [\"\"]\n");
         assert!(e.contains("auth.api_keys"), "{e}");
+        let e = error_of(&format!("[auth]\napi_keys = [\"{}\"]\n", "k".repeat(513)));
+        assert!(e.contains("auth.api_keys"), "{e}");
+        let e = error_of("[server]\nmax_handshakes = 0\n");
+        assert!(e.contains("server.max_handshakes"), "{e}");
+        let e = error_of("[metrics]\nmax_connections = 0\n");
+        assert!(e.contains("metrics.max_connections"), "{e}");
+        let e = error_of("[metrics]\nwrite_timeout_ms = 0\n");
+        assert!(e.contains("metrics.write_timeout_ms"), "{e}");
+        let e = error_of("[metrics]\nrequest_timeout_ms = 0\n");
+        assert!(e.contains("metrics.request_timeout_ms"), "{e}");
+        let e = error_of("[auth]\nfailure_delay_ms = 600000\n");
+        assert!(e.contains("auth.failure_delay_ms"), "{e}");
         let e = error_of("[websocket]\nbind_addr = \"nowhere\"\n");
         assert!(e.contains("bind_addr"), "{e}");
         let e = error_of("[websocket]\nallowed_origins = [\"http://a.test/page\"]\n");

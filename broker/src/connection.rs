@@ -19,18 +19,24 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::admission::Admission;
+use crate::config::AuthConfig;
 use crate::confirm::{storage_error_code, ConfirmPipeline, StoredPublish};
 use crate::durable::{ephemeral_name, AckOutcome, AttachError, QueueKind};
-use crate::metrics::inc;
+use crate::metrics::{add, inc};
 use crate::outbox::{Outbox, PendingWakes};
 use crate::registry::Matches;
 use crate::server::Shared;
 use crate::subscription::{MessageRef, QueuedMessage, Subscription};
+use crate::throttle::clip;
 use crate::writer::{self, WriterConfig};
 
 /// Largest frame accepted before the handshake completes. A Hello is tiny;
 /// an unauthenticated peer gets no room to make the broker buffer more.
-const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
+pub(crate) const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
+
+/// The most bytes of a client's name that go into a log line.
+const MAX_LOGGED_NAME: usize = 64;
 
 /// Bytes the read buffer grows by when it is full, once the connection has
 /// shown it sends in bulk (a read filled all the room there was).
@@ -47,12 +53,13 @@ const MIN_READ_ROOM: usize = 512;
 /// Serve one accepted connection until it closes or `shutdown` fires. The
 /// halves carry the protocol's byte stream: a TCP socket's, or a WebSocket
 /// adapted to it (`websocket.rs`).
-pub async fn serve(
+pub(crate) async fn serve(
     read_half: impl AsyncRead + Unpin + Send + 'static,
     write_half: impl AsyncWrite + Unpin + Send + 'static,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    admission: Admission,
 ) {
     let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("connection", id = connection_id, %peer);
@@ -88,6 +95,8 @@ pub async fn serve(
             confirms: None,
             stop: reader_stop.clone(),
             read_at_ms: unix_millis(),
+            peer,
+            admission,
         };
         reader.run(read_half, &reader_stop, &shutdown).await;
         // QoS 1 messages already handed to the log still get their confirms.
@@ -107,21 +116,6 @@ pub async fn serve(
     }
     .instrument(span)
     .await
-}
-
-/// Answer a connection over `max_connections` with an error frame, then close.
-pub async fn reject_over_limit(mut stream: impl AsyncWrite + Unpin, max_connections: usize) {
-    use tokio::io::AsyncWriteExt;
-    let frame = Encoder::new().encode_to_bytes(&Frame::Error(ErrorFrame {
-        code: ErrorCode::TooManyConnections,
-        message: &format!("the broker is at its limit of {max_connections} connections"),
-        request_id: 0,
-    }));
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(&frame).await?;
-        stream.shutdown().await
-    })
-    .await;
 }
 
 /// How far [`Reader::publish_now`] got.
@@ -164,6 +158,10 @@ struct Reader {
     /// When the bytes being handled were read (ms since the Unix epoch):
     /// the accept time stamped on messages, one clock read per socket read.
     read_at_ms: u64,
+    peer: SocketAddr,
+    /// The handshake slot until the Hello is accepted, then the connection
+    /// slot; freed when the reader goes.
+    admission: Admission,
 }
 
 impl Reader {
@@ -175,8 +173,7 @@ impl Reader {
     ) {
         let config = &self.shared.config;
         let max_frame = config.max_frame_size();
-        let handshake_deadline =
-            tokio::time::sleep(Duration::from_millis(config.server.handshake_timeout_ms));
+        let handshake_deadline = tokio::time::sleep_until(self.admission.deadline);
         tokio::pin!(handshake_deadline);
         let mut chunk = FIRST_READ_CHUNK;
         let mut buf = BytesMut::with_capacity(chunk);
@@ -293,6 +290,9 @@ impl Reader {
         inc(&self.shared.metrics.protocol_errors);
         debug!(%error, "bad frame");
         if !self.ready {
+            if let FrameError::TooLarge { .. } = error {
+                inc(&self.shared.metrics.handshake_too_large);
+            }
             self.send_error(error.code(), &format!("{error} (before the handshake)"), 0);
             return Flow::Close;
         }
@@ -324,7 +324,7 @@ impl Reader {
     async fn handle(&mut self, frame: Frame<'_>) -> Flow {
         if !self.ready {
             return match frame {
-                Frame::Hello(hello) => self.handshake(&hello),
+                Frame::Hello(hello) => self.handshake(&hello).await,
                 other => {
                     inc(&self.shared.metrics.protocol_errors);
                     self.send_error(
@@ -403,7 +403,7 @@ impl Reader {
         }
     }
 
-    fn handshake(&mut self, hello: &Hello<'_>) -> Flow {
+    async fn handshake(&mut self, hello: &Hello<'_>) -> Flow {
         if hello.protocol_version != PROTOCOL_VERSION {
             inc(&self.shared.metrics.protocol_errors);
             self.send_error(
@@ -416,20 +416,35 @@ impl Reader {
             );
             return Flow::Close;
         }
+        let client = clip(hello.client_name.unwrap_or(""), MAX_LOGGED_NAME);
         let keys = &self.shared.config.auth.api_keys;
         if !keys.is_empty() {
             let presented = hello.api_key.unwrap_or("");
-            // Compare against every key in constant time, so timing does not
-            // reveal how much of a guess was right.
+            // Every key is compared, each over the same number of bytes, so
+            // timing reveals neither how much of a guess was right nor how
+            // long the keys are.
             let valid = keys.iter().fold(false, |found, key| {
-                found | constant_time_eq(key.as_bytes(), presented.as_bytes())
+                found | key_matches(key.as_bytes(), presented.as_bytes())
             });
             if !valid {
-                inc(&self.shared.metrics.auth_failures);
-                warn!(
-                    client = hello.client_name.unwrap_or(""),
-                    "authentication failed"
-                );
+                let shared = self.shared.clone();
+                let metrics = &shared.metrics;
+                inc(&metrics.auth_failures);
+                let now = std::time::Instant::now();
+                if let Some(suppressed) = shared.auth_log.admit(now) {
+                    add(&metrics.log_lines_suppressed, suppressed);
+                    warn!(%client, suppressed, "authentication failed");
+                }
+                // An address over its budget of failures waits for the
+                // answer (LIMIT-26); a correct key never does.
+                let delay = shared.login_failures.failed(self.peer.ip(), now);
+                if !delay.is_zero() {
+                    inc(&metrics.auth_failures_delayed);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.cancelled() => return Flow::Close,
+                    }
+                }
                 let message = if hello.api_key.is_none() {
                     "this broker requires an API key"
                 } else {
@@ -439,11 +454,25 @@ impl Reader {
                 return Flow::Close;
             }
         }
+        if self.admission.admit().is_err() {
+            // LIMIT-1: every connection slot is taken by authenticated clients.
+            let shared = self.shared.clone();
+            let metrics = &shared.metrics;
+            inc(&metrics.connections_rejected);
+            if let Some(suppressed) = shared.refusal_log.admit(std::time::Instant::now()) {
+                add(&metrics.log_lines_suppressed, suppressed);
+                warn!(suppressed, "connection refused: max_connections reached");
+            }
+            let max = shared.config.server.max_connections;
+            self.send_error(
+                ErrorCode::TooManyConnections,
+                &format!("the broker is at its limit of {max} connections"),
+                0,
+            );
+            return Flow::Close;
+        }
         self.ready = true;
-        info!(
-            client = hello.client_name.unwrap_or(""),
-            "handshake complete"
-        );
+        info!(%client, "handshake complete");
         let server = self.shared.config.server.clone();
         let max_message_size = server.max_message_size_bytes as u32;
         let connection_id = self.connection_id;
@@ -788,9 +817,37 @@ fn unix_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Whether `presented` equals `key`, in a time that depends on neither's
+/// content nor length: both are read as [`AuthConfig::MAX_KEY_BYTES`] bytes
+/// (zero-padded, a longer presented key cut there) and every byte pair is
+/// compared; the lengths are compared as numbers, folded in the same way.
+/// A configured key is never longer (config validation). No digest is
+/// needed: the fixed width is what hides the length.
+fn key_matches(key: &[u8], presented: &[u8]) -> bool {
+    let width = AuthConfig::MAX_KEY_BYTES;
+    let byte = |bytes: &[u8], i: usize| bytes.get(i).copied().unwrap_or(0);
+    let mut difference = (key.len() ^ presented.len()) as u64;
+    for i in 0..width {
+        difference |= u64::from(byte(key, i) ^ byte(presented, i));
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    std::hint::black_box(difference) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_matches;
+
+    #[test]
+    fn keys_match_only_when_equal_in_content_and_length() {
+        assert!(key_matches(b"secret", b"secret"));
+        assert!(!key_matches(b"secret", b"secreT"));
+        assert!(!key_matches(b"secret", b"secret\0"));
+        assert!(!key_matches(b"secret", b"secre"));
+        assert!(!key_matches(b"secret", b""));
+        let long = vec![b'k'; 600];
+        assert!(
+            !key_matches(&long[..512], &long),
+            "a longer key is not cut to fit"
+        );
+    }
 }

@@ -39,6 +39,25 @@ pub struct Metrics {
     /// or none within the handshake timeout).
     pub websocket_upgrade_failures: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Failed Hellos answered only after `auth.failure_delay_ms` (LIMIT-26).
+    pub auth_failures_delayed: AtomicU64,
+    /// Sockets whose Hello is not accepted yet (each holds a handshake slot).
+    handshakes_current: AtomicU64,
+    /// Sockets closed at accept: `server.max_handshakes` were in handshake.
+    pub handshakes_rejected: AtomicU64,
+    /// Peers that sent more than a handshake's worth of bytes before their
+    /// Hello was accepted (LIMIT-22), over either transport.
+    pub handshake_too_large: AtomicU64,
+    /// Connections to the metrics port open now.
+    pub http_connections: AtomicU64,
+    /// Metrics connections closed at accept (`metrics.max_connections`).
+    pub http_rejected: AtomicU64,
+    /// Metrics connections closed for a request head or a response that
+    /// took too long.
+    pub http_request_timeouts: AtomicU64,
+    pub http_write_timeouts: AtomicU64,
+    /// Log lines a peer could cause that were held back (LIMIT-27).
+    pub log_lines_suppressed: AtomicU64,
     pub protocol_errors: AtomicU64,
     /// Error frames sent, by code. Errors are off the hot path, so a lock is fine.
     errors_sent: Mutex<BTreeMap<u16, u64>>,
@@ -100,7 +119,7 @@ impl Metrics {
         }
     }
 
-    /// A connection was accepted (and holds a `max_connections` permit).
+    /// A client's Hello was accepted (it holds a `max_connections` permit).
     pub fn connection_opened(&self, transport: Transport) {
         let by = &self.by_transport[transport as usize];
         for counter in [
@@ -119,6 +138,16 @@ impl Metrics {
         self.by_transport[transport as usize]
             .current
             .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A socket was accepted into a handshake slot.
+    pub fn handshake_started(&self) {
+        inc(&self.handshakes_current);
+    }
+
+    /// A socket counted by `handshake_started` has left its handshake slot.
+    pub fn handshake_ended(&self) {
+        self.handshakes_current.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn error_sent(&self, code: ErrorCode) {
@@ -215,7 +244,7 @@ impl Metrics {
         family(
             "blipmq_connections",
             "gauge",
-            "Client connections open now.",
+            "Client connections open now (their Hello accepted).",
             &[("", get(&self.connections_current))],
         );
         family(
@@ -272,6 +301,57 @@ impl Metrics {
             "counter",
             "Handshakes refused for a missing or wrong API key.",
             &[("", get(&self.auth_failures))],
+        );
+        family(
+            "blipmq_auth_failures_delayed_total",
+            "counter",
+            "Failed handshakes answered after auth.failure_delay_ms: their address was over auth.max_failures.",
+            &[("", get(&self.auth_failures_delayed))],
+        );
+        family(
+            "blipmq_handshakes",
+            "gauge",
+            "Sockets whose Hello is not accepted yet (bounded by server.max_handshakes).",
+            &[("", get(&self.handshakes_current))],
+        );
+        family(
+            "blipmq_handshakes_rejected_total",
+            "counter",
+            "Sockets closed at accept because server.max_handshakes were in handshake.",
+            &[("", get(&self.handshakes_rejected))],
+        );
+        family(
+            "blipmq_handshake_too_large_total",
+            "counter",
+            "Peers closed for sending more than a handshake's worth of bytes before their Hello was accepted.",
+            &[("", get(&self.handshake_too_large))],
+        );
+        family(
+            "blipmq_http_connections",
+            "gauge",
+            "Connections to the metrics port open now (bounded by metrics.max_connections).",
+            &[("", get(&self.http_connections))],
+        );
+        family(
+            "blipmq_http_connections_rejected_total",
+            "counter",
+            "Connections to the metrics port closed at accept because metrics.max_connections were open.",
+            &[("", get(&self.http_rejected))],
+        );
+        family(
+            "blipmq_http_timeouts_total",
+            "counter",
+            "Metrics connections closed for a request head (metrics.request_timeout_ms) or a response write (metrics.write_timeout_ms) that took too long.",
+            &[
+                ("{phase=\"request\"}", get(&self.http_request_timeouts)),
+                ("{phase=\"write\"}", get(&self.http_write_timeouts)),
+            ],
+        );
+        family(
+            "blipmq_log_lines_suppressed_total",
+            "counter",
+            "Warnings a peer could cause (failed logins, refusals) held back by the per-kind rate limit.",
+            &[("", get(&self.log_lines_suppressed))],
         );
         family(
             "blipmq_protocol_errors_total",
