@@ -113,9 +113,14 @@ impl Broker {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
     }
 
+    /// Everything the broker has logged so far (its stderr, at `warn`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
     /// The end of the broker's stderr, for a failure report.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+        let text = self.log();
         let start = text.len().saturating_sub(3000);
         let start = (start..text.len())
             .find(|&i| text.is_char_boundary(i))

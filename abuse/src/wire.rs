@@ -225,3 +225,62 @@ fn to_reply(frame: Frame<'_>) -> Reply {
         other => Reply::Other(other.kind()),
     }
 }
+
+/// A WebSocket opened by hand on `addr`: the upgrade request and its 101,
+/// then the bare socket, so that a case can send frames (or parts of them)
+/// no WebSocket library would.
+pub async fn ws_upgrade(addr: SocketAddr) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream
+        .write_all(ws_upgrade_request(addr).as_bytes())
+        .await
+        .map_err(|e| format!("send the upgrade request: {e}"))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: nothing of the first frame may be read with the head.
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return Err(format!("the upgrade got no answer: {head:?}")),
+        }
+        if head.len() > 4096 {
+            return Err("the upgrade answer does not end".into());
+        }
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(format!(
+            "upgrade refused: {}",
+            String::from_utf8_lossy(&head).lines().next().unwrap_or("")
+        ));
+    }
+    Ok(stream)
+}
+
+/// The HTTP request that asks `addr` for a WebSocket.
+pub fn ws_upgrade_request(addr: SocketAddr) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// The header of a final binary frame from a client carrying `len` bytes,
+/// masked with a zero key (so the payload goes as it is).
+pub fn ws_binary_header(len: u64) -> Vec<u8> {
+    let mut header = vec![0x82];
+    match len {
+        0..=125 => header.push(0x80 | len as u8),
+        126..=0xFFFF => {
+            header.push(0x80 | 126);
+            header.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            header.push(0x80 | 127);
+            header.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    header.extend_from_slice(&[0; 4]);
+    header
+}

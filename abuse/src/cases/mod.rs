@@ -3,6 +3,9 @@
 //! A case starts its own broker, so no case sees another's debris.
 
 mod frames;
+mod handshakes;
+mod http;
+mod logins;
 mod slowloris;
 
 use std::future::Future;
@@ -45,6 +48,9 @@ pub fn all() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(frames::cases());
     cases.extend(slowloris::cases());
+    cases.extend(handshakes::cases());
+    cases.extend(http::cases());
+    cases.extend(logins::cases());
     cases
 }
 
