@@ -65,9 +65,10 @@ pub fn close_code(code: ErrorCode) -> u16 {
 
 type Socket = WebSocketStream<Metered>;
 
-/// The most bytes of HTTP upgrade request the broker reads (as the metrics
-/// port's request head limit).
-const MAX_UPGRADE_REQUEST: usize = 8 * 1024;
+/// The most bytes of HTTP upgrade request the broker reads. Browsers send
+/// the page's cookies with it, so it is given more room than the metrics
+/// port's requests (as much as Node's default header limit).
+const MAX_UPGRADE_REQUEST: usize = 16 * 1024;
 
 /// The most bytes read after the upgrade until the Hello is accepted: a
 /// Hello as large as one over TCP may be (`MAX_HANDSHAKE_FRAME` and its
@@ -92,39 +93,52 @@ pub(crate) async fn serve(
     let stream = Metered {
         stream,
         budget: budget.clone(),
+        request_end: Some(0),
+        held: Vec::new(),
     };
     let Some(socket) = upgrade(stream, peer, &shared, &shutdown, admission.deadline).await else {
         return;
     };
-    budget.store(MAX_PRE_AUTH_BYTES, Ordering::Relaxed);
     admission.lift_on_admit(budget);
     let (reader, writer, returned) = split(socket, shared.metrics.clone());
     connection::serve(reader, writer, peer, shared, shutdown, admission).await;
     linger(returned).await;
 }
 
-/// The socket under tungstenite. Until the Hello is accepted, it lets
-/// tungstenite read only a budget of bytes, so that what tungstenite can
-/// buffer for an unauthenticated peer is bounded as over TCP (LIMIT-22),
-/// while after it messages up to the largest frame are read.
-/// (tokio-tungstenite offers no way to change a live stream's
-/// `max_message_size`; the budget caps the bytes instead, whatever the
-/// framing: one frame, fragments, or control frames.)
+/// The socket under tungstenite. Until the Hello is accepted it lets
+/// tungstenite read only a budget of bytes: the upgrade request (up to
+/// `MAX_UPGRADE_REQUEST`, and never past its end), then `MAX_PRE_AUTH_BYTES`
+/// of WebSocket frames. So what tungstenite can buffer for an
+/// unauthenticated peer is bounded as over TCP (LIMIT-22), while after the
+/// Hello messages up to the largest frame are read. (tokio-tungstenite
+/// offers no way to change a live stream's `max_message_size`; the budget
+/// caps the bytes instead, whatever the framing: one frame, fragments, or
+/// control frames.)
 struct Metered {
     stream: TcpStream,
-    /// Bytes still allowed; `usize::MAX` once the Hello is accepted.
+    /// Bytes tungstenite may still take; `usize::MAX` once the Hello is
+    /// accepted.
     budget: ReadBudget,
+    /// While the upgrade request is read: how many bytes of its end
+    /// (`\r\n\r\n`) the bytes so far end with. `None` after it.
+    request_end: Option<usize>,
+    /// Bytes read from the socket past the request's end, passed on first
+    /// (and counted against the frame budget).
+    held: Vec<u8>,
 }
 
 /// The error a read past the pre-authentication budget fails with.
 #[derive(Debug)]
-struct OverBudget;
+struct OverBudget {
+    limit: usize,
+}
 
 impl std::fmt::Display for OverBudget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "more than {MAX_PRE_AUTH_BYTES} bytes before the handshake completed"
+            "more than {} bytes before the handshake completed",
+            self.limit
         )
     }
 }
@@ -135,32 +149,76 @@ fn is_over_budget(error: &io::Error) -> bool {
     error.get_ref().is_some_and(|e| e.is::<OverBudget>())
 }
 
+/// Where the HTTP request head ends in `data`, given that the bytes before
+/// it ended with `matched` bytes of `\r\n\r\n`: `Ok(index past the end)`,
+/// or `Err(matched)` at the end of `data`.
+fn find_request_end(data: &[u8], mut matched: usize) -> Result<usize, usize> {
+    const END: &[u8; 4] = b"\r\n\r\n";
+    for (i, &byte) in data.iter().enumerate() {
+        matched = if byte == END[matched] {
+            matched + 1
+        } else {
+            usize::from(byte == b'\r')
+        };
+        if matched == END.len() {
+            return Ok(i + 1);
+        }
+    }
+    Err(matched)
+}
+
 impl AsyncRead for Metered {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let allowed = self.budget.load(Ordering::Relaxed);
-        if allowed == usize::MAX {
-            return Pin::new(&mut self.stream).poll_read(cx, buf);
+        let this = &mut *self;
+        let allowed = this.budget.load(Ordering::Relaxed);
+        if allowed == usize::MAX && this.held.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
         }
         if allowed == 0 {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, OverBudget)));
+            let limit = match this.request_end {
+                Some(_) => MAX_UPGRADE_REQUEST,
+                None => MAX_PRE_AUTH_BYTES,
+            };
+            let error = OverBudget { limit };
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, error)));
         }
         // Before the handshake only: read into a small buffer of our own so
         // that no more than the budget is taken from the socket.
         let mut chunk = [0u8; 2048];
         let limit = allowed.min(buf.remaining()).min(chunk.len());
-        let mut limited = ReadBuf::new(&mut chunk[..limit]);
-        ready!(Pin::new(&mut self.stream).poll_read(cx, &mut limited))?;
-        let read = limited.filled();
-        buf.put_slice(read);
-        let n = read.len();
-        let _ = self
+        let mut n = if this.held.is_empty() {
+            let mut limited = ReadBuf::new(&mut chunk[..limit]);
+            ready!(Pin::new(&mut this.stream).poll_read(cx, &mut limited))?;
+            limited.filled().len()
+        } else {
+            let n = limit.min(this.held.len());
+            chunk[..n].copy_from_slice(&this.held[..n]);
+            this.held.drain(..n);
+            n
+        };
+        let mut next_budget = None;
+        if let Some(matched) = this.request_end {
+            match find_request_end(&chunk[..n], matched) {
+                Ok(end) => {
+                    // The request is whole: tungstenite gets it and nothing
+                    // more; what follows waits under the frame budget.
+                    this.held.extend_from_slice(&chunk[end..n]);
+                    n = end;
+                    this.request_end = None;
+                    next_budget = Some(MAX_PRE_AUTH_BYTES);
+                }
+                Err(matched) => this.request_end = Some(matched),
+            }
+        }
+        buf.put_slice(&chunk[..n]);
+        let _ = this
             .budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                (left != usize::MAX).then(|| left.saturating_sub(n))
+                (left != usize::MAX).then(|| next_budget.unwrap_or(left.saturating_sub(n)))
             });
         Poll::Ready(Ok(()))
     }
@@ -533,5 +591,19 @@ fn truncate_reason(reason: &mut String) {
             end -= 1;
         }
         reason.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_request_end;
+
+    #[test]
+    fn the_request_head_ends_at_the_first_blank_line_even_across_reads() {
+        assert_eq!(find_request_end(b"GET / HTTP/1.1\r\n\r\nframes", 0), Ok(18));
+        assert_eq!(find_request_end(b"GET / HTTP/1.1\r\nHost: x\r", 0), Err(1));
+        assert_eq!(find_request_end(b"\n\r\n\x82", 1), Ok(3));
+        assert_eq!(find_request_end(b"\r\r\n\r\n", 0), Ok(5));
+        assert_eq!(find_request_end(b"\r\n\rx", 0), Err(0));
     }
 }

@@ -161,3 +161,68 @@ async fn a_scraper_that_never_reads_is_disconnected_at_the_write_timeout() {
     assert!(closed_within(&mut scraper, PATIENCE).await.0);
     broker.stop().await;
 }
+
+/// A client frame as a browser sends it (masked, here with a zero key).
+fn ws_binary(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x82, 0x80 | 126];
+    frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+#[tokio::test]
+async fn a_hello_sent_with_the_upgrade_request_is_read_after_it() {
+    let broker =
+        TestBroker::start_with(|c| c.websocket.bind_addr = Some("127.0.0.1:0".parse().unwrap()))
+            .await;
+    let ws = broker.websocket_addr.unwrap();
+    let mut stream = TcpStream::connect(ws).await.unwrap();
+    // The request, the Hello and a Ping in one write: the broker reads the
+    // request up to its end, and the frames after it under the handshake
+    // budget.
+    let mut out = format!(
+        "GET / HTTP/1.1\r\nHost: {ws}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes();
+    let mut encoder = blipmq_protocol::Encoder::new();
+    for frame in [
+        blipmq_protocol::Frame::Hello(blipmq_protocol::Hello {
+            protocol_version: blipmq_protocol::PROTOCOL_VERSION,
+            client_name: Some("pipelined"),
+            api_key: None,
+        }),
+        blipmq_protocol::Frame::Ping { nonce: 7 },
+    ] {
+        out.extend_from_slice(&ws_binary(&encoder.encode_to_bytes(&frame)));
+    }
+    stream.write_all(&out).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    // The 101, then two binary messages (Welcome, Pong).
+    while got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .is_none_or(|end| {
+            let mut rest = &got[end + 4..];
+            let mut messages = 0;
+            while rest.len() >= 2 && rest.len() >= 2 + usize::from(rest[1] & 0x7f) {
+                rest = &rest[2 + usize::from(rest[1] & 0x7f)..];
+                messages += 1;
+            }
+            messages < 2
+        })
+    {
+        let n = tokio::time::timeout_at(deadline, stream.read(&mut buf))
+            .await
+            .expect("Welcome and Pong in time")
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101"));
+    broker.wait_for_metric("blipmq_connections", 1).await;
+    broker.stop().await;
+}
