@@ -10,6 +10,10 @@
 //! is honoured (scrapers reuse connections); anything with a body, a
 //! malformed request or an oversized head gets an error and the connection
 //! closes.
+//!
+//! No client can hold the port (see [`Limits`]): connections are capped,
+//! a request head must arrive within a timeout, and a response that cannot
+//! be written in time ends its connection.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -58,7 +62,7 @@ impl Limits {
             Ok(permit) => {
                 inc(&self.metrics.http_connections);
                 Some(Slot {
-                    _permit: permit,
+                    permit: Some(permit),
                     limits: self.clone(),
                 })
             }
@@ -115,12 +119,14 @@ impl Limits {
 
 /// A metrics connection's slot, freed (and the gauge lowered) on drop.
 struct Slot {
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
     limits: Arc<Limits>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        // Free the slot before the gauge says it is free.
+        self.permit = None;
         self.limits
             .metrics
             .http_connections

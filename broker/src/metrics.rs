@@ -250,7 +250,7 @@ impl Metrics {
         family(
             "blipmq_connections_total",
             "counter",
-            "Client connections accepted.",
+            "Client connections admitted (their Hello accepted).",
             &[("", get(&self.connections_total))],
         );
         family(
