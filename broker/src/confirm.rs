@@ -252,6 +252,7 @@ mod tests {
             registry: Registry::new(16, 1),
             metrics: Arc::default(),
             durable,
+            memory: crate::memory::MemoryBudget::leak(usize::MAX),
             next_message_id: AtomicU64::new(1),
             next_subscription_id: AtomicU64::new(1),
             next_connection_id: AtomicU64::new(1),
@@ -270,6 +271,7 @@ mod tests {
                 expires_at: None,
                 message_id: id,
                 trace_id: None,
+                charge: Default::default(),
             });
             let (pending, hold) = shared.durable.submit(&message).await.unwrap();
             pipeline

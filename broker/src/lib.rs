@@ -9,6 +9,7 @@ mod connection;
 mod dead_letter;
 mod durable;
 mod http;
+mod memory;
 pub mod metrics;
 mod outbox;
 mod queue_manifest;

@@ -296,6 +296,7 @@ mod tests {
                 expires_at: None,
                 message_id,
                 trace_id: None,
+                charge: Default::default(),
             });
             assert!(subscription.try_enqueue(message, metrics).is_ok());
         }
