@@ -34,6 +34,8 @@ pub enum Reply {
         subscription_id: u64,
         delivery_id: u64,
         topic: String,
+        /// The payload's first 8 bytes (cases put an index there).
+        head: u64,
         payload_len: usize,
     },
     Pong {
@@ -120,6 +122,31 @@ impl Conn {
             qos,
             durable_name: None,
             queue_group: None,
+        }));
+    }
+
+    /// A Subscribe with every option.
+    pub fn push_subscribe_with(
+        &mut self,
+        request_id: u64,
+        pattern: &str,
+        qos: u8,
+        durable_name: Option<&str>,
+        queue_group: Option<&str>,
+    ) {
+        self.push(&Frame::Subscribe(Subscribe {
+            request_id,
+            pattern,
+            qos,
+            durable_name,
+            queue_group,
+        }));
+    }
+
+    pub fn push_ack(&mut self, subscription_id: u64, delivery_id: u64) {
+        self.push(&Frame::Ack(blipmq_protocol::Ack {
+            subscription_id,
+            delivery_id,
         }));
     }
 
@@ -213,6 +240,10 @@ fn to_reply(frame: Frame<'_>) -> Reply {
             subscription_id: d.route.subscription_id,
             delivery_id: d.route.delivery_id,
             topic: d.topic.to_string(),
+            head: d
+                .payload
+                .get(..8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
             payload_len: d.payload.len(),
         },
         Frame::Pong { nonce } => Reply::Pong { nonce },

@@ -3,6 +3,7 @@
 //! A case starts its own broker, so no case sees another's debris.
 
 mod frames;
+mod memory;
 mod slowloris;
 
 use std::future::Future;
@@ -45,6 +46,7 @@ pub fn all() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(frames::cases());
     cases.extend(slowloris::cases());
+    cases.extend(memory::cases());
     cases
 }
 
