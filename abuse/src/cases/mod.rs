@@ -5,6 +5,7 @@
 mod frames;
 mod memory;
 mod slowloris;
+mod storm;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -47,6 +48,7 @@ pub fn all() -> Vec<Case> {
     cases.extend(frames::cases());
     cases.extend(slowloris::cases());
     cases.extend(memory::cases());
+    cases.extend(storm::cases());
     cases
 }
 
