@@ -71,6 +71,22 @@ impl Conn {
         })
     }
 
+    /// Connect with a receive buffer of a few KiB, so that what the broker
+    /// sends a peer that does not read piles up in the broker rather than
+    /// in this side's kernel buffers.
+    pub async fn connect_unread(addr: SocketAddr) -> std::io::Result<Conn> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(4096)?;
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            out: BytesMut::new(),
+            encoder: blipmq_protocol::Encoder::new(),
+        })
+    }
+
     /// Connect and complete the handshake.
     pub async fn ready(addr: SocketAddr, api_key: Option<&str>) -> Result<Conn, String> {
         let mut conn = Conn::connect(addr)

@@ -253,6 +253,7 @@ mod tests {
             metrics: Arc::default(),
             durable,
             memory: crate::memory::MemoryBudget::leak(usize::MAX),
+            control_memory: crate::memory::MemoryBudget::leak(usize::MAX),
             next_message_id: AtomicU64::new(1),
             next_subscription_id: AtomicU64::new(1),
             next_connection_id: AtomicU64::new(1),

@@ -59,7 +59,7 @@ pub async fn serve(
     let span = tracing::info_span!("connection", id = connection_id, %peer);
     async move {
         debug!("accepted");
-        let outbox = Outbox::new();
+        let outbox = Outbox::with_control_budget(shared.control_memory);
         // The reader stops on broker shutdown or when the writer fails; the
         // writer stops only after the reader has queued its last words.
         let reader_stop = shutdown.child_token();

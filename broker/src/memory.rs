@@ -87,6 +87,17 @@ impl MemoryBudget {
         }
     }
 
+    /// Count `bytes` without a [`Charge`] (a holder that keeps its own
+    /// tally, such as a connection's control backlog); give them back with
+    /// [`MemoryBudget::sub`].
+    pub fn add(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn sub(&self, bytes: usize) {
+        self.release(bytes);
+    }
+
     fn release(&self, bytes: usize) {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
         if self.waiters.load(Ordering::SeqCst) > 0 {

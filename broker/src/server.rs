@@ -91,6 +91,9 @@ pub(crate) struct Shared {
     pub durable: Durable,
     /// What messages in memory may take (`queues.max_memory_bytes`).
     pub memory: &'static MemoryBudget,
+    /// What every connection's unread replies may take together: a
+    /// sixteenth of the message budget (LIMIT-2).
+    pub control_memory: &'static MemoryBudget,
     pub next_message_id: AtomicU64,
     pub next_subscription_id: AtomicU64,
     pub next_connection_id: AtomicU64,
@@ -157,6 +160,7 @@ pub async fn run_and_notify(
         ),
         metrics: Arc::new(Metrics::default()),
         memory: MemoryBudget::leak(config.queues.max_memory_bytes),
+        control_memory: MemoryBudget::leak(config.queues.max_memory_bytes / 16),
         next_message_id: AtomicU64::new(first_message_id),
         next_subscription_id: AtomicU64::new(1),
         next_connection_id: AtomicU64::new(1),

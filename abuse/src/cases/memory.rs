@@ -24,6 +24,11 @@ pub fn cases() -> Vec<Case> {
             what: "ten subscribers that never read, 1 MiB messages to each: RSS bounded by max_memory_bytes, then QoS 1 gets QueueFull",
             run: |ctx| Box::pin(memory_budget(ctx)),
         },
+        Case {
+            name: "unread-replies",
+            what: "peers send 8 MiB of requests that each get an error reply and never read one: their backlogs together stay within a sixteenth of max_memory_bytes",
+            run: |ctx| Box::pin(unread_replies(ctx)),
+        },
     ]
 }
 
@@ -121,4 +126,60 @@ async fn memory_budget(ctx: &Ctx) -> CaseResult {
         count * topics.len(),
         mb(budget as u64)
     ))
+}
+
+async fn unread_replies(ctx: &Ctx) -> CaseResult {
+    // 64 MiB of messages, so 4 MiB of unread replies for all peers together.
+    let broker = Broker::start(
+        &ctx.bin,
+        "",
+        &format!("[queues]\nmax_memory_bytes = {}\n", 64 * MIB),
+    )?;
+    let watched = Watched::start(broker, None).await?;
+    let addr = watched.broker.clients;
+    let peers = ctx.count(10, 100);
+    // An invalid topic of 250 bytes: each Publish earns an error of ~300.
+    let topic = format!("a..{}", "x".repeat(247));
+    let tasks: Vec<_> = (0..peers)
+        .map(|_| {
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                let mut conn = Conn::connect_unread(addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.hello(None).await?;
+                // 8 MiB of requests, never reading: either all of it is
+                // answered into a backlog, or the broker closes the peer.
+                for _ in 0..(8 * MIB / 300 / 64) {
+                    for _ in 0..64 {
+                        conn.push_publish(0, &topic, b"x", 0);
+                    }
+                    if conn.flush().await.is_err() {
+                        return Ok::<bool, String>(true);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(false)
+            })
+        })
+        .collect();
+    let mut closed = 0;
+    for task in tasks {
+        if task.await.map_err(|e| e.to_string())?? {
+            closed += 1;
+        }
+    }
+    let bounds = Bounds {
+        // The shared 4 MiB, the writers' batches and the allocator's slack.
+        rss_growth: 40 * MIB as u64,
+        fds: 64 + peers,
+        // The peers keep a debug build's two workers busy with errors.
+        bystander_rtt: Duration::from_millis(1500),
+    };
+    let (outcome, _broker) = watched.finish().await?;
+    let closed = format!("{closed} of {peers} peers closed");
+    match outcome.check(&bounds) {
+        Ok(summary) => Ok(format!("{closed}; {summary}")),
+        Err(failure) => Err(format!("{closed}; {failure}")),
+    }
 }
