@@ -118,6 +118,25 @@ impl Broker {
         std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
     }
 
+    /// User + system CPU time so far.
+    pub fn cpu(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // utime and stime are the 14th and 15th fields of the line, the
+        // 12th and 13th after the parenthesised command name.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
+    }
+
     /// The end of the broker's stderr, for a failure report.
     pub fn log_tail(&self) -> String {
         let text = self.log();

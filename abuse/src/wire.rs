@@ -34,6 +34,8 @@ pub enum Reply {
         subscription_id: u64,
         delivery_id: u64,
         topic: String,
+        /// The payload's first 8 bytes (cases put an index there).
+        head: u64,
         payload_len: usize,
     },
     Pong {
@@ -60,6 +62,22 @@ pub struct Conn {
 impl Conn {
     pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            out: BytesMut::new(),
+            encoder: blipmq_protocol::Encoder::new(),
+        })
+    }
+
+    /// Connect with a receive buffer of a few KiB, so that what the broker
+    /// sends a peer that does not read piles up in the broker rather than
+    /// in this side's kernel buffers.
+    pub async fn connect_unread(addr: SocketAddr) -> std::io::Result<Conn> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(4096)?;
+        let stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Conn {
             stream,
@@ -120,6 +138,31 @@ impl Conn {
             qos,
             durable_name: None,
             queue_group: None,
+        }));
+    }
+
+    /// A Subscribe with every option.
+    pub fn push_subscribe_with(
+        &mut self,
+        request_id: u64,
+        pattern: &str,
+        qos: u8,
+        durable_name: Option<&str>,
+        queue_group: Option<&str>,
+    ) {
+        self.push(&Frame::Subscribe(Subscribe {
+            request_id,
+            pattern,
+            qos,
+            durable_name,
+            queue_group,
+        }));
+    }
+
+    pub fn push_ack(&mut self, subscription_id: u64, delivery_id: u64) {
+        self.push(&Frame::Ack(blipmq_protocol::Ack {
+            subscription_id,
+            delivery_id,
         }));
     }
 
@@ -213,6 +256,10 @@ fn to_reply(frame: Frame<'_>) -> Reply {
             subscription_id: d.route.subscription_id,
             delivery_id: d.route.delivery_id,
             topic: d.topic.to_string(),
+            head: d
+                .payload
+                .get(..8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
             payload_len: d.payload.len(),
         },
         Frame::Pong { nonce } => Reply::Pong { nonce },

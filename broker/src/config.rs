@@ -99,6 +99,17 @@ pub struct QueuesConfig {
     pub topic_capacity: usize,
     /// Messages each subscription may have waiting for its connection.
     pub subscriber_capacity: usize,
+    /// Bytes (of encoded deliveries) each subscription may have waiting;
+    /// whichever of the two bounds is reached first makes the queue full.
+    /// A single message larger than this still fits an empty queue.
+    pub subscriber_capacity_bytes: usize,
+    /// Bytes of messages the broker holds in memory at once, counted once
+    /// per message however many queues hold it: subscriber queues, the
+    /// stored QoS 1 messages, and messages between a publisher's read and
+    /// their delivery. At the budget a new QoS 0 message is discarded
+    /// (`drop_oldest`, `drop_new`) or its publisher waits (`block`), and a
+    /// QoS 1 publish is refused with QueueFull.
+    pub max_memory_bytes: usize,
     pub overflow_policy: OverflowPolicy,
 }
 
@@ -251,6 +262,11 @@ impl Default for QueuesConfig {
         QueuesConfig {
             topic_capacity: 100_000,
             subscriber_capacity: 8192,
+            // NATS's default for a slow consumer's pending bytes.
+            subscriber_capacity_bytes: 64 * 1024 * 1024,
+            // Room for the default [durable] max_bytes of four queues'
+            // stored messages and the subscriber queues beside them.
+            max_memory_bytes: 1024 * 1024 * 1024,
             overflow_policy: OverflowPolicy::DropOldest,
         }
     }
@@ -431,6 +447,21 @@ impl Config {
             "queues.subscriber_capacity",
             self.queues.subscriber_capacity,
         )?;
+        at_least_one(
+            "queues.subscriber_capacity_bytes",
+            self.queues.subscriber_capacity_bytes,
+        )?;
+        // Twice the largest message: one being delivered and one arriving.
+        let room_for_two = 2 * (self.server.max_message_size_bytes + 64 * 1024);
+        if self.queues.max_memory_bytes < room_for_two {
+            return Err(ConfigError::Invalid {
+                key: "queues.max_memory_bytes",
+                problem: format!(
+                    "must be at least {room_for_two} (twice server.max_message_size_bytes \
+                     and its envelope)"
+                ),
+            });
+        }
         at_least_one("delivery.max_batch", self.delivery.max_batch)?;
         at_least_one("delivery.max_batch_bytes", self.delivery.max_batch_bytes)?;
         if self.delivery.flush_interval_ms > 10_000 {
@@ -764,6 +795,10 @@ mod tests {
         assert!(e.contains("bind_addr"), "{e}");
         let e = error_of("[queues]\nsubscriber_capacity = 0\n");
         assert!(e.contains("queues.subscriber_capacity"), "{e}");
+        let e = error_of("[queues]\nsubscriber_capacity_bytes = 0\n");
+        assert!(e.contains("queues.subscriber_capacity_bytes"), "{e}");
+        let e = error_of("[queues]\nmax_memory_bytes = 1000000\n");
+        assert!(e.contains("queues.max_memory_bytes"), "{e}");
         let e = error_of("[durable]\nmax_queues = 0\n");
         assert!(e.contains("durable.max_queues"), "{e}");
         let e = error_of("[durable]\nmax_bytes = 1000\n");

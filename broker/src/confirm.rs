@@ -246,7 +246,10 @@ mod tests {
         config.wal.dir = dir.path().join("wal");
         let settings = DeliverySettings::from_config(&config);
         let (durable, _dead) = Durable::open(config.wal.clone(), settings).await.unwrap();
-        let shared = Arc::new(Shared::new(config, durable, Arc::default(), 1));
+        let mut shared = Shared::new(config, durable, Arc::default(), 1);
+        shared.memory = crate::memory::MemoryBudget::leak(usize::MAX);
+        shared.control_memory = crate::memory::MemoryBudget::leak(usize::MAX);
+        let shared = Arc::new(shared);
         let outbox = Outbox::new();
         // The publisher has read nothing for a while: its backlog is full.
         outbox
@@ -260,6 +263,7 @@ mod tests {
                 expires_at: None,
                 message_id: id,
                 trace_id: None,
+                charge: Default::default(),
             });
             let (pending, hold) = shared.durable.submit(&message).await.unwrap();
             pipeline

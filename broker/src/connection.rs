@@ -21,6 +21,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::Admission;
 use crate::config::AuthConfig;
+use crate::config::OverflowPolicy;
 use crate::confirm::{storage_error_code, ConfirmPipeline, StoredPublish};
 use crate::durable::{ephemeral_name, AckOutcome, AttachError, QueueKind};
 use crate::metrics::{add, inc};
@@ -65,7 +66,7 @@ pub(crate) async fn serve(
     let span = tracing::info_span!("connection", id = connection_id, %peer);
     async move {
         debug!("accepted");
-        let outbox = Outbox::new();
+        let outbox = Outbox::with_control_budget(shared.control_memory);
         // The reader stops on broker shutdown or when the writer fails; the
         // writer stops only after the reader has queued its last words.
         let reader_stop = shutdown.child_token();
@@ -129,6 +130,9 @@ enum Publishing {
     /// A QoS 0 message behind QoS 1 ones of this connection that are not
     /// delivered yet: it goes through the confirm pipeline after them.
     Behind(MessageRef, Matches),
+    /// A QoS 0 message under `block` that the memory budget has no room
+    /// for yet: its publisher waits for room.
+    AwaitingMemory(QueuedMessage, Matches),
 }
 
 /// Whether the read loop goes on after a frame.
@@ -511,6 +515,25 @@ impl Reader {
                 }
                 Flow::Continue
             }
+            Publishing::AwaitingMemory(mut message, matches) => {
+                // What is queued must drain for the budget to free up.
+                self.wakes.wake_all();
+                message.charge = self
+                    .shared
+                    .memory
+                    .charge_or_wait(message.delivery.len())
+                    .await;
+                let message = Arc::new(message);
+                if let Some(confirms) = self.confirms.as_ref().filter(|c| c.is_busy()) {
+                    confirms.push_behind(message, matches).await;
+                    return Flow::Continue;
+                }
+                let metrics = &self.shared.metrics;
+                for subscription in matches.targets() {
+                    subscription.enqueue(message.clone(), metrics).await;
+                }
+                Flow::Continue
+            }
             Publishing::Blocked(message, waiting) => {
                 // The writers must drain what is queued for the full queue to empty.
                 self.wakes.wake_all();
@@ -583,7 +606,7 @@ impl Reader {
         // Messages carrying W3C trace context get a span with the caller's
         // trace id, so the broker's log lines join the user's trace.
         let trace_id = headers::trace_id_of(&publish.headers);
-        let message = Arc::new(QueuedMessage {
+        let mut message = QueuedMessage {
             delivery: self.encoder.shared_delivery(
                 publish.topic,
                 publish.payload,
@@ -593,12 +616,18 @@ impl Reader {
             ),
             expires_at: (ttl_ms > 0).then(|| Instant::now() + Duration::from_millis(ttl_ms)),
             trace_id: trace_id.map(Box::from),
+            charge: Default::default(),
             message_id,
-        });
+        };
         if let Some(trace_id) = trace_id {
             tracing::debug_span!("publish", trace_id, topic = publish.topic, message_id)
                 .in_scope(|| debug!(subscriptions = matches.len(), "fan-out"));
         }
+        match self.shared.memory.try_charge(message.delivery.len()) {
+            Some(charge) => message.charge = charge,
+            None => return self.over_memory_budget(message, matches, durable, request_id),
+        }
+        let message = Arc::new(message);
         if durable {
             return Publishing::Durable(message, matches);
         }
@@ -619,6 +648,37 @@ impl Reader {
                 return Publishing::Blocked(message, waiting);
             }
         }
+        Publishing::Done(Flow::Continue)
+    }
+
+    /// A message the memory budget has no room for (LIMIT-3): a QoS 1
+    /// publish is refused, so its publisher knows it was not stored; a
+    /// QoS 0 one is discarded under a dropping policy, or its publisher
+    /// waits for room under `block`, as it would for a full queue.
+    fn over_memory_budget(
+        &mut self,
+        message: QueuedMessage,
+        matches: Matches,
+        durable: bool,
+        request_id: u64,
+    ) -> Publishing {
+        let metrics = &self.shared.metrics;
+        if durable {
+            inc(&metrics.refused_memory_budget);
+            let budget = self.shared.memory.limit();
+            return Publishing::Done(self.send_error(
+                ErrorCode::QueueFull,
+                &format!(
+                    "the broker's memory budget for messages ({budget} bytes, \
+                     queues.max_memory_bytes) is full; publish again later"
+                ),
+                request_id,
+            ));
+        }
+        if self.shared.config.queues.overflow_policy == OverflowPolicy::Block {
+            return Publishing::AwaitingMemory(message, matches);
+        }
+        add(&metrics.dropped_memory_budget, matches.len() as u64);
         Publishing::Done(Flow::Continue)
     }
 
@@ -724,15 +784,18 @@ impl Reader {
             (None, Some(name)) => (name.to_string(), QueueKind::Durable),
             (None, None) => (ephemeral_name(subscription_id), QueueKind::Ephemeral),
         });
-        let subscription = Arc::new(Subscription::new(
-            subscription_id,
-            subscribe.pattern.to_string(),
-            shared.config.queues.subscriber_capacity,
-            shared.config.queues.overflow_policy,
-            self.outbox.clone(),
-            stored_queue.as_ref().map(|(name, _)| name.clone()),
-            subscribe.queue_group.map(str::to_string),
-        ));
+        let subscription = Arc::new(
+            Subscription::new(
+                subscription_id,
+                subscribe.pattern.to_string(),
+                shared.config.queues.subscriber_capacity,
+                shared.config.queues.overflow_policy,
+                self.outbox.clone(),
+                stored_queue.as_ref().map(|(name, _)| name.clone()),
+                subscribe.queue_group.map(str::to_string),
+            )
+            .with_capacity_bytes(shared.config.queues.subscriber_capacity_bytes),
+        );
         if let Some((name, kind)) = &stored_queue {
             // Create or check it first: a refusal must come instead of
             // Subscribed, and deliveries only after it (SUB-7).

@@ -10,6 +10,7 @@ mod connection;
 mod dead_letter;
 mod durable;
 mod http;
+mod memory;
 pub mod metrics;
 mod outbox;
 mod queue_manifest;

@@ -25,6 +25,10 @@ pub struct Metrics {
     /// Messages a `block` publisher was waiting to enqueue when the
     /// subscription went away.
     pub dropped_subscriber_gone: AtomicU64,
+    /// QoS 0 message copies discarded because the memory budget was full.
+    pub dropped_memory_budget: AtomicU64,
+    /// QoS 1 publishes refused (QueueFull) because the memory budget was full.
+    pub refused_memory_budget: AtomicU64,
     pub flush_bytes: AtomicU64,
     pub flush_batches: AtomicU64,
     pub connections_current: AtomicU64,
@@ -93,6 +97,9 @@ pub struct Gauges {
     pub subscriptions: u64,
     pub queue_depth: u64,
     pub topics: u64,
+    /// Bytes of messages held, and the budget (`queues.max_memory_bytes`).
+    pub memory_bytes: u64,
+    pub memory_budget_bytes: u64,
     /// QoS 1 queues: durable subscriptions, groups, redeliveries, dead letters.
     pub durable: crate::durable::DurableGauges,
     /// The write-ahead log's counters, once it is open.
@@ -209,6 +216,10 @@ impl Metrics {
                 (
                     "{reason=\"subscriber_gone\"}",
                     get(&self.dropped_subscriber_gone),
+                ),
+                (
+                    "{reason=\"memory_budget\"}",
+                    get(&self.dropped_memory_budget),
                 ),
                 ("{reason=\"max_age\"}", durable_dropped(DropReason::MaxAge)),
                 (
@@ -399,6 +410,27 @@ impl Metrics {
             &[("", gauges.queue_depth)],
         );
         family(
+            "blipmq_memory_bytes",
+            "gauge",
+            "Bytes of messages held in memory (queues, stored QoS 1 messages, messages in flight).",
+            &[("", gauges.memory_bytes)],
+        );
+        family(
+            "blipmq_memory_budget_bytes",
+            "gauge",
+            "The memory budget for messages (queues.max_memory_bytes).",
+            &[("", gauges.memory_budget_bytes)],
+        );
+        family(
+            "blipmq_publishes_refused_total",
+            "counter",
+            "QoS 1 publishes refused before they were stored, by cause.",
+            &[(
+                "{reason=\"memory_budget\"}",
+                get(&self.refused_memory_budget),
+            )],
+        );
+        family(
             "blipmq_durable_subscriptions",
             "gauge",
             "Durable subscriptions and queue groups, attached or not.",
@@ -542,6 +574,8 @@ mod tests {
             subscriptions: 3,
             queue_depth: 4,
             topics: 2,
+            memory_bytes: 10,
+            memory_budget_bytes: 11,
             durable: crate::durable::DurableGauges {
                 queues: 1,
                 unacked: 5,
@@ -559,6 +593,8 @@ mod tests {
         assert!(text.contains("blipmq_errors_sent_total{code=\"300\",name=\"InvalidTopic\"} 2\n"));
         assert!(text.contains("\nblipmq_subscriptions 3\n"));
         assert!(text.contains("\nblipmq_queue_depth 4\n"));
+        assert!(text.contains("\nblipmq_memory_bytes 10\n"));
+        assert!(text.contains("\nblipmq_memory_budget_bytes 11\n"));
         assert!(text.contains("\nblipmq_redeliveries_total 6\n"));
         assert!(text.contains("\nblipmq_dead_letters_total 7\n"));
         // A stored queue's TTL drops count with every other TTL drop.

@@ -19,6 +19,7 @@ use crate::connection;
 use crate::dead_letter;
 use crate::durable::{DeliverySettings, Durable};
 use crate::http;
+use crate::memory::MemoryBudget;
 use crate::metrics::{add, inc, Gauges, Metrics, Transport};
 use crate::registry::Registry;
 use crate::throttle::{LogGate, LoginFailures};
@@ -89,6 +90,11 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     /// QoS 1: the write-ahead log and durable subscriptions.
     pub durable: Durable,
+    /// What messages in memory may take (`queues.max_memory_bytes`).
+    pub memory: &'static MemoryBudget,
+    /// What every connection's unread replies may take together: a
+    /// sixteenth of the message budget (LIMIT-2).
+    pub control_memory: &'static MemoryBudget,
     pub next_message_id: AtomicU64,
     pub next_subscription_id: AtomicU64,
     pub next_connection_id: AtomicU64,
@@ -119,6 +125,8 @@ impl Shared {
                 config.effective_fanout_shards(),
             ),
             metrics,
+            memory: MemoryBudget::leak(config.queues.max_memory_bytes),
+            control_memory: MemoryBudget::leak(config.queues.max_memory_bytes / 16),
             next_message_id: AtomicU64::new(first_message_id),
             next_subscription_id: AtomicU64::new(1),
             next_connection_id: AtomicU64::new(1),
@@ -140,6 +148,8 @@ impl Shared {
             subscriptions,
             topics,
             queue_depth,
+            memory_bytes: self.memory.used() as u64,
+            memory_budget_bytes: self.memory.limit() as u64,
             durable: self.durable.gauges(),
             wal: self.durable.wal_stats().unwrap_or_default(),
         }

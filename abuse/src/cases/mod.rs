@@ -6,7 +6,9 @@ mod frames;
 mod handshakes;
 mod http;
 mod logins;
+mod memory;
 mod slowloris;
+mod storm;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -51,6 +53,8 @@ pub fn all() -> Vec<Case> {
     cases.extend(handshakes::cases());
     cases.extend(http::cases());
     cases.extend(logins::cases());
+    cases.extend(memory::cases());
+    cases.extend(storm::cases());
     cases
 }
 

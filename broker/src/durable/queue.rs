@@ -550,6 +550,7 @@ mod tests {
             expires_at: None,
             message_id: id,
             trace_id: None,
+            charge: Default::default(),
         })
     }
 

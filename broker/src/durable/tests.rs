@@ -28,6 +28,7 @@ fn message(topic: &str, id: u64, payload: &[u8]) -> MessageRef {
         expires_at: None,
         message_id: id,
         trace_id: None,
+        charge: Default::default(),
     })
 }
 
