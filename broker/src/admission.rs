@@ -74,14 +74,12 @@ impl Admission {
     }
 
     /// The Hello is accepted: trade the handshake slot for a connection
-    /// slot. `Err` when every connection slot is taken (LIMIT-1); the socket
-    /// keeps its handshake slot until it closes.
-    pub fn admit(&mut self) -> Result<(), ()> {
-        let permit = self
-            .connections
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ())?;
+    /// slot. `false` when every connection slot is taken (LIMIT-1); the
+    /// socket keeps its handshake slot until it closes.
+    pub fn admit(&mut self) -> bool {
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            return false;
+        };
         self.connection = Some(permit);
         // Free the slot before the gauge says it is free.
         self.handshake = None;
@@ -90,7 +88,7 @@ impl Admission {
         if let Some(budget) = self.read_budget.take() {
             budget.store(usize::MAX, Ordering::Relaxed);
         }
-        Ok(())
+        true
     }
 }
 

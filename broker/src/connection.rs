@@ -458,7 +458,7 @@ impl Reader {
                 return Flow::Close;
             }
         }
-        if self.admission.admit().is_err() {
+        if !self.admission.admit() {
             // LIMIT-1: every connection slot is taken by authenticated clients.
             let shared = self.shared.clone();
             let metrics = &shared.metrics;
