@@ -54,7 +54,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address of the TCP listener for clients.
     pub bind_addr: SocketAddr,
-    /// Connections beyond this are answered with TooManyConnections and closed.
+    /// Clients beyond this, counted when their Hello is accepted, are
+    /// answered with TooManyConnections and closed (LIMIT-1).
     pub max_connections: usize,
     /// Largest payload a Publish may carry.
     pub max_message_size_bytes: usize,
