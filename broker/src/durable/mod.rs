@@ -41,6 +41,7 @@
 //! what is let go of and released to the log (`retention.rs`) have files of
 //! their own; this one is the store's API.
 
+mod ack_log;
 mod holds;
 mod limits;
 mod manifest;
@@ -55,6 +56,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, OnceCell};
 use tracing::{debug, info, warn};
@@ -233,6 +235,10 @@ pub struct Durable {
     expired_queues: AtomicU64,
     /// Ack records the log refused, for a rate-limited warning.
     ack_failures: Arc<AckLogFailures>,
+    /// Ack records for the log, appended in batches by one task
+    /// (`ack_log.rs`), which takes the receiver when the log is opened.
+    ack_log: mpsc::UnboundedSender<Bytes>,
+    ack_log_records: Mutex<Option<mpsc::UnboundedReceiver<Bytes>>>,
     /// The highest message id found in the log at start (0 if none).
     recovered_max_message_id: u64,
 }
@@ -255,6 +261,7 @@ impl Durable {
         storage: Arc<dyn Storage>,
     ) -> Result<(Durable, mpsc::UnboundedReceiver<DeadLetter>), WalError> {
         let (dead_letters, dead_letter_queue) = mpsc::unbounded_channel();
+        let (ack_log, ack_log_records) = mpsc::unbounded_channel();
         let manifest = Arc::new(ManifestWriter::new(
             Arc::clone(&storage),
             config.dir.clone(),
@@ -275,6 +282,8 @@ impl Durable {
             drops: Drops::default(),
             expired_queues: AtomicU64::new(0),
             ack_failures: Arc::default(),
+            ack_log,
+            ack_log_records: Mutex::new(Some(ack_log_records)),
         };
         if durable.storage.exists(&durable.config.dir) {
             let started = Instant::now();
@@ -340,7 +349,15 @@ impl Durable {
                 if recovery.torn_tail || !recovery.damage.is_empty() {
                     warn!(?recovery.damage, truncated_bytes = recovery.truncated_bytes, "repaired the write-ahead log");
                 }
-                Ok(Arc::new(wal))
+                let wal = Arc::new(wal);
+                if let Some(records) = self.ack_log_records.lock().take() {
+                    tokio::spawn(ack_log::run(
+                        Arc::downgrade(&wal),
+                        records,
+                        self.ack_failures.clone(),
+                    ));
+                }
+                Ok(wal)
             })
             .await
             .cloned()
