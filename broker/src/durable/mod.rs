@@ -233,6 +233,9 @@ pub struct Durable {
     dead_lettered: AtomicU64,
     drops: Drops,
     expired_queues: AtomicU64,
+    /// Queues the once-a-second sweep has looked at, for tests: it should
+    /// be those with something due, not all of them.
+    swept_queues: AtomicU64,
     /// Ack records the log refused, for a rate-limited warning.
     ack_failures: Arc<AckLogFailures>,
     /// Ack records for the log, appended in batches by one task
@@ -281,6 +284,7 @@ impl Durable {
             dead_lettered: AtomicU64::new(0),
             drops: Drops::default(),
             expired_queues: AtomicU64::new(0),
+            swept_queues: AtomicU64::new(0),
             ack_failures: Arc::default(),
             ack_log,
             ack_log_records: Mutex::new(Some(ack_log_records)),
@@ -472,12 +476,12 @@ impl Durable {
     async fn touch(&self, name: &str) -> Result<(), AttachError> {
         let recorded = {
             let mut state = self.state.lock();
-            let Some(queue) = state.queues.get_mut(name) else {
+            let Some(queue) = state.queues.get(name) else {
                 return Ok(());
             };
             let recorded = queue.detached.is_some_and(|d| d.recorded_ms.is_some());
             if queue.detached.is_some() {
-                queue.detached = Some(Detached::now());
+                state.queues.set_detached(name, Some(Detached::now()));
             }
             recorded
         };
@@ -542,10 +546,12 @@ impl Durable {
         let rules = self.rules();
         let mut state = self.state.lock();
         let State { queues, store } = &mut *state;
-        let Some(queue) = queues.get_mut(name) else {
+        if !queues.contains(name) {
             warn!(name, "stored queue deleted while attaching");
             return;
-        };
+        }
+        queues.set_detached(name, None);
+        let queue = queues.get_mut(name).expect("checked above");
         if queue.kind != QueueKind::Group {
             let previous: Vec<u64> = queue.consumers.iter().map(|c| c.live.id).collect();
             for id in previous {
@@ -556,7 +562,6 @@ impl Durable {
         queue
             .consumers
             .push(Consumer::new(subscription, self.settings.max_in_flight));
-        queue.detached = None;
         let mut dropped = Dropped::default();
         queue.top_up(&rules, store, &mut dropped);
         drop(state);
@@ -589,11 +594,12 @@ impl Durable {
                 released, "a consumer left; its unacked messages go back in line"
             );
         }
-        if queue.consumers.is_empty() {
-            queue.detached = Some(Detached::now());
-        }
+        let now_detached = queue.consumers.is_empty();
         let mut dropped = Dropped::default();
         queue.top_up(&rules, store, &mut dropped);
+        if now_detached {
+            queues.set_detached(name, Some(Detached::now()));
+        }
         drop(state);
         self.settle(dropped);
     }

@@ -156,6 +156,9 @@ fn expiring_after(expiry: Duration) -> DeliverySettings {
     DeliverySettings {
         limits: QueueLimits {
             detached_expiry: Some(expiry),
+            // As by default: the sweep must not scan every queue for it
+            // while no message is that old.
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             ..QueueLimits::default()
         },
         ..settings()
@@ -373,4 +376,50 @@ async fn an_ack_storm_spawns_no_task_per_ack() {
         alive <= before + 2,
         "{alive} tasks alive after {ACKS} acks ({before} before)"
     );
+}
+
+#[tokio::test]
+async fn the_sweep_looks_only_at_the_detached_queues_that_are_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let expiry = Duration::from_secs(600);
+    let (durable, _dead) = Durable::open(small_log(dir.path()), expiring_after(expiry))
+        .await
+        .unwrap();
+    let durable_queue = |name: &str| StoredQueue::new(name, "p".into(), QueueKind::Durable, 1);
+    let first = Instant::now();
+    durable.state.lock().queues.insert(durable_queue("first"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let rest = Instant::now();
+    for i in 0..10_000 {
+        durable
+            .state
+            .lock()
+            .queues
+            .insert(durable_queue(&format!("q{i}")));
+    }
+    let swept = || durable.swept_queues.load(Ordering::Relaxed);
+    // Nothing due: nothing looked at.
+    durable.expire_detached(rest + Duration::from_secs(1));
+    assert_eq!(swept(), 0);
+    // Every detach time comes due for the manifest once, then not again.
+    let record_at = rest + record_detach_after(expiry) + Duration::from_secs(1);
+    durable.expire_detached(record_at);
+    assert_eq!(swept(), 10_001);
+    durable.expire_detached(record_at + Duration::from_secs(1));
+    assert_eq!(swept(), 10_001);
+    // The first one detached expires alone, and only it is looked at.
+    durable.expire_detached(first + expiry + Duration::from_millis(2));
+    assert_eq!(swept(), 10_002);
+    assert!(!durable.state.lock().queues.contains("first"));
+    let gauges = durable.gauges();
+    assert_eq!((gauges.queues, gauges.expired_queues), (10_000, 1));
+    // An attach takes a queue out of the index; its detach puts it back.
+    let consumer = attach(&durable, "q7", 1);
+    durable.expire_detached(rest + expiry + Duration::from_secs(1));
+    let gauges = durable.gauges();
+    assert_eq!((gauges.queues, gauges.expired_queues), (1, 10_000));
+    assert!(durable.state.lock().queues.contains("q7"));
+    durable.detach("q7", &consumer);
+    durable.expire_detached(Instant::now() + expiry + Duration::from_secs(1));
+    assert_eq!(durable.gauges().queues, 0);
 }
