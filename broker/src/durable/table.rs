@@ -21,7 +21,9 @@ pub(super) struct Queues {
     slots: Vec<Option<StoredQueue>>,
     free: Vec<usize>,
     by_name: HashMap<String, usize>,
-    by_pattern: HashMap<String, Vec<usize>>,
+    /// A set, not a list: deleting thousands of queues of one pattern at
+    /// once (an expiry sweep) must not cost a scan of the list each.
+    by_pattern: HashMap<String, BTreeSet<usize>>,
     /// Durable subscriptions and queue groups (not ephemeral queues): what
     /// the manifest lists and `durable.max_queues` caps.
     persistent: usize,
@@ -88,7 +90,7 @@ impl Queues {
         self.by_pattern
             .entry(queue.pattern.clone())
             .or_default()
-            .push(slot);
+            .insert(slot);
         index(&queue, &mut self.detached, &mut self.unrecorded, true);
         self.slots[slot] = Some(queue);
     }
@@ -156,7 +158,7 @@ impl Queues {
         self.free.push(slot);
         index(&queue, &mut self.detached, &mut self.unrecorded, false);
         if let Some(slots) = self.by_pattern.get_mut(&queue.pattern) {
-            slots.retain(|&s| s != slot);
+            slots.remove(&slot);
             if slots.is_empty() {
                 self.by_pattern.remove(&queue.pattern);
             }
