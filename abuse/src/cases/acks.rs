@@ -128,15 +128,18 @@ async fn ack_storm(ctx: &Ctx) -> CaseResult {
         fds: fds_before + 24,
         bystander_rtt: Duration::from_millis(200),
     };
-    let (outcome, broker) = watched.finish().await?;
-    let summary = outcome.check(&bounds)?;
-    settle_fds(&broker, fds_before + 8).await?;
-    Ok(format!(
-        "{messages} acked in {:.1} s ({:.0}/s), {deleted} segments deleted, broker CPU {:.1} s; {summary}",
+    let figures = format!(
+        "{messages} acked in {:.1} s ({:.0}/s), {deleted} segments deleted, broker CPU {:.1} s",
         elapsed.as_secs_f64(),
         messages as f64 / elapsed.as_secs_f64(),
         cpu.as_secs_f64()
-    ))
+    );
+    let (outcome, broker) = watched.finish().await?;
+    let summary = outcome
+        .check(&bounds)
+        .map_err(|e| format!("{e}; {figures}"))?;
+    settle_fds(&broker, fds_before + 8).await?;
+    Ok(format!("{figures}; {summary}"))
 }
 
 async fn detached_queues(ctx: &Ctx) -> CaseResult {
