@@ -26,6 +26,30 @@ impl Broker {
     /// listener to port 0 (a case's own sections: `[server]` keys go in
     /// `server`, anything else as whole sections in `sections`).
     pub fn start(bin: &Path, server: &str, sections: &str) -> Result<Broker, String> {
+        Broker::start_with_wal(bin, server, "", sections)
+    }
+
+    /// [`Broker::start`] with `wal` added to the `[wal]` section (whose
+    /// `dir` is the case's scratch directory).
+    pub fn start_with_wal(
+        bin: &Path,
+        server: &str,
+        wal_keys: &str,
+        sections: &str,
+    ) -> Result<Broker, String> {
+        Broker::start_with_env(bin, server, wal_keys, sections, &[])
+    }
+
+    /// [`Broker::start_with_wal`] with environment variables for the
+    /// process (e.g. `TOKIO_WORKER_THREADS=1`: the runtime of a broker on
+    /// one core, where a blocked worker is the whole runtime).
+    pub fn start_with_env(
+        bin: &Path,
+        server: &str,
+        wal_keys: &str,
+        sections: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Broker, String> {
         let dir = tempfile::Builder::new()
             .prefix("blipmq-abuse-")
             .tempdir_in(scratch_dir())
@@ -35,7 +59,7 @@ impl Broker {
             "[server]\nbind_addr = \"127.0.0.1:0\"\n{server}\n\n\
              [metrics]\nbind_addr = \"127.0.0.1:0\"\n\n\
              [websocket]\nbind_addr = \"127.0.0.1:0\"\n\n\
-             [wal]\ndir = {wal:?}\n\n{sections}\n"
+             [wal]\ndir = {wal:?}\n{wal_keys}\n\n{sections}\n"
         );
         let config_path = dir.path().join("blipmq.toml");
         std::fs::write(&config_path, config).map_err(|e| format!("cannot write config: {e}"))?;
@@ -46,6 +70,7 @@ impl Broker {
             .arg(&config_path)
             .env_clear()
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -106,6 +131,27 @@ impl Broker {
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             })
             .map_or(0, |kib| kib * 1024)
+    }
+
+    /// CPU time the process has used so far (user and system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The fields after the command name, which is in parentheses and
+        // may contain spaces: utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // USER_HZ is 100 on every Linux this runs on.
+        Duration::from_millis((ticks(11) + ticks(12)) * 10)
     }
 
     /// Open file descriptors.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use blipmq_protocol::{
-    check_frame, decode, ErrorCode, Frame, Hello, Publish, Subscribe, LENGTH_PREFIX_LEN,
+    check_frame, decode, Ack, ErrorCode, Frame, Hello, Publish, Subscribe, LENGTH_PREFIX_LEN,
     PROTOCOL_VERSION,
 };
 use bytes::{Buf, BytesMut};
@@ -159,8 +159,19 @@ impl Conn {
         }));
     }
 
+    /// A QoS 1 subscription under a durable name.
+    pub fn push_subscribe_durable(&mut self, request_id: u64, pattern: &str, name: &str) {
+        self.push(&Frame::Subscribe(Subscribe {
+            request_id,
+            pattern,
+            qos: 1,
+            durable_name: Some(name),
+            queue_group: None,
+        }));
+    }
+
     pub fn push_ack(&mut self, subscription_id: u64, delivery_id: u64) {
-        self.push(&Frame::Ack(blipmq_protocol::Ack {
+        self.push(&Frame::Ack(Ack {
             subscription_id,
             delivery_id,
         }));

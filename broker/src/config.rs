@@ -67,6 +67,12 @@ pub struct ServerConfig {
     /// sockets cannot take the room of authenticated clients. A socket
     /// accepted beyond it is closed at once.
     pub max_handshakes: usize,
+    /// After the handshake, a connection the broker has heard no frame from
+    /// for this long is sent a `Ping` (LIMIT-30). 0 turns keepalive off.
+    pub keepalive_interval_ms: u64,
+    /// Further silent intervals after the first `Ping` before the broker
+    /// closes the connection, detaching its subscriptions (LIMIT-31).
+    pub keepalive_missed: u32,
     /// Most headers on one message (HeadersTooLarge beyond).
     pub max_headers: usize,
     /// Longest header key, in bytes.
@@ -239,6 +245,11 @@ impl Default for ServerConfig {
             max_message_size_bytes: 1024 * 1024,
             handshake_timeout_ms: 10_000,
             max_handshakes: 1024,
+            // A peer that vanished without a FIN is closed 90 s after the
+            // last frame heard from it: ping after 30 s of silence, close
+            // after two more silent intervals.
+            keepalive_interval_ms: 30_000,
+            keepalive_missed: 2,
             max_headers: 64,
             max_header_key_bytes: 256,
             max_headers_bytes: 16 * 1024,
@@ -442,6 +453,27 @@ impl Config {
                 key: "auth.failure_delay_ms",
                 problem: "must be at most 60000".into(),
             });
+        }
+        if self.server.keepalive_interval_ms > 0 {
+            at_least_one(
+                "server.keepalive_missed",
+                self.server.keepalive_missed as usize,
+            )?;
+            // A day: longer is keepalive turned off in all but name, and
+            // (interval × (missed + 1)) must stay far from overflowing.
+            let longest = 24 * 60 * 60 * 1000;
+            if self.server.keepalive_interval_ms > longest {
+                return Err(ConfigError::Invalid {
+                    key: "server.keepalive_interval_ms",
+                    problem: format!("must be at most {longest} (0 turns keepalive off)"),
+                });
+            }
+            if self.server.keepalive_missed > 1000 {
+                return Err(ConfigError::Invalid {
+                    key: "server.keepalive_missed",
+                    problem: "must be at most 1000".into(),
+                });
+            }
         }
         at_least_one("queues.topic_capacity", self.queues.topic_capacity)?;
         at_least_one(
@@ -700,6 +732,37 @@ mod tests {
         assert_eq!(c.queues.overflow_policy, OverflowPolicy::DropOldest);
         assert!(c.auth.api_keys.is_empty());
         assert_eq!(c.websocket.bind_addr, None, "the WebSocket listener is off");
+    }
+
+    #[test]
+    fn keepalive_keys_are_validated_and_read_from_the_environment() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("BLIPMQ_SERVER_KEEPALIVE_INTERVAL_MS", "250"),
+                ("BLIPMQ_SERVER_KEEPALIVE_MISSED", "4"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.server.keepalive_interval_ms, c.server.keepalive_missed),
+            (250, 4)
+        );
+        let off = Config::from_toml("[server]\nkeepalive_interval_ms = 0\nkeepalive_missed = 0\n");
+        assert!(off.is_ok(), "0 turns keepalive off, whatever missed says");
+        for (toml, key) in [
+            ("keepalive_missed = 0", "server.keepalive_missed"),
+            ("keepalive_missed = 1001", "server.keepalive_missed"),
+            (
+                "keepalive_interval_ms = 86400001",
+                "server.keepalive_interval_ms",
+            ),
+        ] {
+            let e = Config::from_toml(&format!("[server]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -119,6 +119,89 @@ pub(crate) async fn serve(
     .await
 }
 
+/// The broker's side of keepalive (LIMIT-30, LIMIT-31): after `interval`
+/// without a frame from the peer it sends a `Ping`; after `missed` more
+/// silent intervals it closes the connection. Any whole frame received
+/// counts, not only a `Pong`, and bytes that never complete a frame do not.
+struct Keepalive {
+    /// `None`: keepalive is off.
+    interval: Option<Duration>,
+    missed: u32,
+    /// When the last frame was heard (the handshake's read, at first).
+    last_heard: Instant,
+    /// Pings sent since then, and when the last one was.
+    pings: u32,
+    last_ping: Instant,
+    /// When the current socket read completed.
+    read_at: Instant,
+    /// The bytes of the current read completed at least one frame.
+    heard_frame: bool,
+}
+
+enum KeepaliveStep {
+    /// A frame was heard meanwhile: nothing to do before the next deadline.
+    Wait,
+    Ping,
+    Close,
+}
+
+impl Keepalive {
+    fn new(interval_ms: u64, missed: u32) -> Keepalive {
+        let now = Instant::now();
+        Keepalive {
+            interval: (interval_ms > 0).then(|| Duration::from_millis(interval_ms)),
+            missed,
+            last_heard: now,
+            pings: 0,
+            last_ping: now,
+            read_at: now,
+            heard_frame: false,
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.interval.is_some()
+    }
+
+    /// After the frames of one read were handled.
+    fn settle_read(&mut self) {
+        if std::mem::take(&mut self.heard_frame) {
+            self.last_heard = self.read_at;
+            self.pings = 0;
+        }
+    }
+
+    /// When the timer should next fire: an interval after the last frame
+    /// heard, or after the last ping sent since. Each ping therefore gets a
+    /// whole interval to be answered, even after the reader was busy.
+    fn deadline(&self) -> tokio::time::Instant {
+        // Off: a deadline the select never polls (its branch is disabled).
+        let interval = self.interval.unwrap_or(Duration::from_secs(86_400));
+        let since = if self.pings == 0 {
+            self.last_heard
+        } else {
+            self.last_ping
+        };
+        (since + interval).into()
+    }
+
+    fn on_timer(&mut self, now: Instant) -> KeepaliveStep {
+        if now < self.deadline().into_std() {
+            return KeepaliveStep::Wait;
+        }
+        if self.pings >= self.missed {
+            return KeepaliveStep::Close;
+        }
+        self.pings += 1;
+        self.last_ping = now;
+        KeepaliveStep::Ping
+    }
+
+    fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_heard)
+    }
+}
+
 /// How far [`Reader::publish_now`] got.
 enum Publishing {
     Done(Flow),
@@ -179,6 +262,16 @@ impl Reader {
         let max_frame = config.max_frame_size();
         let handshake_deadline = tokio::time::sleep_until(self.admission.deadline);
         tokio::pin!(handshake_deadline);
+        let mut keepalive = Keepalive::new(
+            config.server.keepalive_interval_ms,
+            config.server.keepalive_missed,
+        );
+        // One timer for the connection's life. It is not reset per frame:
+        // when it fires, it is moved on to where the last frame heard puts
+        // the next deadline, so a busy connection costs a clock read per
+        // socket read and a timer wake-up per interval.
+        let keepalive_timer = tokio::time::sleep_until(keepalive.deadline());
+        tokio::pin!(keepalive_timer);
         let mut chunk = FIRST_READ_CHUNK;
         let mut buf = BytesMut::with_capacity(chunk);
         // Bytes of an oversized frame still to skip.
@@ -201,6 +294,7 @@ impl Reader {
                 };
                 match check_frame(&buf, limit) {
                     Ok(total) => {
+                        keepalive.heard_frame = true;
                         let flow = match decode(&buf[LENGTH_PREFIX_LEN..total]) {
                             // The hot path, outside `handle`'s future: moving
                             // each decoded publish into that future's state was
@@ -247,6 +341,7 @@ impl Reader {
             // Everything buffered is handled: wake the writers it queued for
             // before waiting for more.
             self.wakes.wake_all();
+            keepalive.settle_read();
             if buf.capacity() - buf.len() < MIN_READ_ROOM {
                 buf.reserve(chunk);
             }
@@ -274,6 +369,7 @@ impl Reader {
                     }
                     Ok(read) => {
                         self.read_at_ms = unix_millis();
+                        keepalive.read_at = Instant::now();
                         if read == room {
                             // More was waiting than fit: read in bulk from now on.
                             chunk = READ_CHUNK;
@@ -284,6 +380,28 @@ impl Reader {
                         return;
                     }
                 },
+                // After the read: bytes already waiting count before silence is judged.
+                _ = &mut keepalive_timer, if self.ready && keepalive.enabled() => {
+                    match keepalive.on_timer(Instant::now()) {
+                        KeepaliveStep::Wait => {}
+                        KeepaliveStep::Ping => {
+                            // A nonce of 0: the broker waits for no Pong in
+                            // particular, any frame will do (PING-2).
+                            if let Flow::Close = self.send(&Frame::Ping { nonce: 0 }) {
+                                return;
+                            }
+                        }
+                        KeepaliveStep::Close => {
+                            inc(&self.shared.metrics.keepalive_closes);
+                            info!(
+                                silent_ms = keepalive.silent_for(Instant::now()).as_millis() as u64,
+                                "closing a connection nothing was heard from through its keepalive"
+                            );
+                            return;
+                        }
+                    }
+                    keepalive_timer.as_mut().reset(keepalive.deadline());
+                }
             }
         }
     }

@@ -63,6 +63,9 @@ pub struct Metrics {
     /// Log lines a peer could cause that were held back (LIMIT-27).
     pub log_lines_suppressed: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Connections closed for staying silent through their keepalive
+    /// (LIMIT-31).
+    pub keepalive_closes: AtomicU64,
     /// Error frames sent, by code. Errors are off the hot path, so a lock is fine.
     errors_sent: Mutex<BTreeMap<u16, u64>>,
 }
@@ -369,6 +372,12 @@ impl Metrics {
             "counter",
             "Malformed, oversized or out-of-order frames received.",
             &[("", get(&self.protocol_errors))],
+        );
+        family(
+            "blipmq_keepalive_closes_total",
+            "counter",
+            "Connections closed because nothing was heard from them through the keepalive (server.keepalive_interval_ms x (keepalive_missed + 1)).",
+            &[("", get(&self.keepalive_closes))],
         );
         let errors: Vec<(String, u64)> = self
             .errors_sent
