@@ -85,6 +85,9 @@ pub struct QueuesConfig {
     /// Messages each subscription may have waiting for its connection.
     pub subscriber_capacity: usize,
     pub overflow_policy: OverflowPolicy,
+    /// Most subscriptions one connection holds at once; a Subscribe beyond
+    /// it gets TooManyTopics and the connection goes on (LIMIT-10).
+    pub max_subscriptions_per_connection: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -209,6 +212,7 @@ impl Default for QueuesConfig {
             topic_capacity: 100_000,
             subscriber_capacity: 8192,
             overflow_policy: OverflowPolicy::DropOldest,
+            max_subscriptions_per_connection: 10_000,
         }
     }
 }
@@ -364,6 +368,10 @@ impl Config {
         at_least_one(
             "queues.subscriber_capacity",
             self.queues.subscriber_capacity,
+        )?;
+        at_least_one(
+            "queues.max_subscriptions_per_connection",
+            self.queues.max_subscriptions_per_connection,
         )?;
         at_least_one("delivery.max_batch", self.delivery.max_batch)?;
         at_least_one("delivery.max_batch_bytes", self.delivery.max_batch_bytes)?;
@@ -645,6 +653,7 @@ mod tests {
                 ("BLIPMQ_SERVER_BIND_ADDR", "127.0.0.1:0"),
                 ("BLIPMQ_AUTH_API_KEYS", "k1, k2"),
                 ("BLIPMQ_METRICS_ENABLED", "false"),
+                ("BLIPMQ_QUEUES_MAX_SUBSCRIPTIONS_PER_CONNECTION", "50"),
                 ("BLIPMQ_API_KEY", "ignored: belongs to the CLI"),
                 ("PATH", "/usr/bin"),
             ]),
@@ -655,6 +664,7 @@ mod tests {
         assert_eq!(c.queues.overflow_policy, OverflowPolicy::Block);
         assert_eq!(c.auth.api_keys, vec!["k1", "k2"]);
         assert!(!c.metrics.enabled);
+        assert_eq!(c.queues.max_subscriptions_per_connection, 50);
     }
 
     fn error_of(text: &str) -> String {
@@ -676,6 +686,8 @@ mod tests {
         assert!(e.contains("bind_addr"), "{e}");
         let e = error_of("[queues]\nsubscriber_capacity = 0\n");
         assert!(e.contains("queues.subscriber_capacity"), "{e}");
+        let e = error_of("[queues]\nmax_subscriptions_per_connection = 0\n");
+        assert!(e.contains("queues.max_subscriptions_per_connection"), "{e}");
         let e = error_of("[durable]\nmax_queues = 0\n");
         assert!(e.contains("durable.max_queues"), "{e}");
         let e = error_of("[durable]\nmax_bytes = 1000\n");
