@@ -113,6 +113,23 @@ impl Broker {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
     }
 
+    /// CPU time (user and system) the broker has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) in parens:
+        // utime and stime are the 12th and 13th of them, in clock ticks.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+            .sum();
+        // SAFETY: sysconf reads a constant of the system.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_secs_f64(ticks as f64 / per_second as f64)
+    }
+
     /// The end of the broker's stderr, for a failure report.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();

@@ -4,6 +4,7 @@
 
 mod frames;
 mod slowloris;
+mod subscriptions;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ pub fn all() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(frames::cases());
     cases.extend(slowloris::cases());
+    cases.extend(subscriptions::cases());
     cases
 }
 
