@@ -198,8 +198,9 @@ struct Dependents {
     /// a new `*` child may alter any of them.
     answers: Vec<Weak<MatchSet>>,
     /// Those whose topic went on with a token this node had no literal
-    /// child for, by that token: a new child alters only those.
-    missing: HashMap<Box<str>, Vec<Weak<MatchSet>>>,
+    /// child for, by that token's [`token_key`]: a new child alters only
+    /// those (and, should two tokens share a key, the other's too).
+    missing: HashMap<u64, Vec<Weak<MatchSet>>, TokenKeyHasher>,
     /// Entries in both.
     listed: usize,
     /// When `listed` reaches this, answers that are gone or already stale
@@ -209,14 +210,44 @@ struct Dependents {
 }
 
 impl Dependents {
-    fn add_missing(&mut self, token: &str, answers: Vec<Weak<MatchSet>>) {
-        self.listed += answers.len();
-        match self.missing.get_mut(token) {
-            Some(listed) => listed.extend(answers),
-            None => {
-                self.missing.insert(token.into(), answers);
-            }
+    fn add_missing(&mut self, token: &str, answers: impl IntoIterator<Item = Weak<MatchSet>>) {
+        let listed = self.missing.entry(token_key(token)).or_default();
+        let before = listed.len();
+        listed.extend(answers);
+        self.listed += listed.len() - before;
+    }
+}
+
+/// A token's key in [`Dependents::missing`]: FNV-1a, cheap for the short
+/// tokens of topics (computed once per trie node on every cache miss).
+fn token_key(token: &str) -> u64 {
+    token.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The keys of [`Dependents::missing`] are hashes already.
+#[derive(Default, Clone, Copy)]
+struct TokenKeyHasher(u64);
+
+impl std::hash::BuildHasher for TokenKeyHasher {
+    type Hasher = TokenKeyHasher;
+    fn build_hasher(&self) -> TokenKeyHasher {
+        TokenKeyHasher(0)
+    }
+}
+
+impl Hasher for TokenKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
         }
+    }
+    fn write_u64(&mut self, key: u64) {
+        self.0 = key;
     }
 }
 
@@ -338,12 +369,12 @@ impl Node {
     /// wildcards in the first position do not reach (TOPIC rules).
     fn collect<'a, 't>(
         &'a self,
-        tokens: &[&'t str],
+        mut tokens: std::str::Split<'t, char>,
         system: bool,
         found: &mut MatchSet,
         visited: &mut Vec<(&'a Node, Option<&'t str>)>,
     ) {
-        let Some((&token, rest)) = tokens.split_first() else {
+        let Some(token) = tokens.next() else {
             visited.push((self, None));
             self.here.extend_into(found);
             return;
@@ -351,13 +382,13 @@ impl Node {
         if !system {
             self.tail.extend_into(found);
             if let Some(star) = &self.star {
-                star.collect(rest, false, found, visited);
+                star.collect(tokens.clone(), false, found, visited);
             }
         }
         match self.literal.get(token) {
             Some(child) => {
                 visited.push((self, None));
-                child.collect(rest, false, found, visited);
+                child.collect(tokens, false, found, visited);
             }
             None => visited.push((self, Some(token))),
         }
@@ -379,7 +410,7 @@ impl Node {
         dependents.answers.push(Arc::downgrade(answer));
         dependents.listed += 1;
         if let Some(token) = missing {
-            dependents.add_missing(token, vec![Arc::downgrade(answer)]);
+            dependents.add_missing(token, [Arc::downgrade(answer)]);
         }
     }
 
@@ -399,7 +430,7 @@ impl Node {
     /// Mark the answers that found no literal child `token` here.
     fn invalidate_missing(&self, token: &str) {
         let mut dependents = self.dependents.lock();
-        let Some(answers) = dependents.missing.remove(token) else {
+        let Some(answers) = dependents.missing.remove(&token_key(token)) else {
             return;
         };
         for answer in answers {
@@ -559,12 +590,11 @@ impl Registry {
         if let Some(bucket) = index.exact.get(topic) {
             bucket.extend_into(&mut found);
         }
-        let tokens: Vec<&str> = topic.split('.').collect();
-        let mut visited = Vec::with_capacity(tokens.len() + 1);
+        let mut visited = Vec::with_capacity(8);
         let system = topic.starts_with('$');
         index
             .wildcard
-            .collect(&tokens, system, &mut found, &mut visited);
+            .collect(topic.split('.'), system, &mut found, &mut visited);
         let matches = Arc::new(found);
         for (node, missing) in visited {
             node.depend(&matches, missing);
