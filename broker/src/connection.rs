@@ -45,8 +45,10 @@ const FIRST_READ_CHUNK: usize = 256;
 const MIN_READ_ROOM: usize = 512;
 
 /// Subscriptions of a closed connection removed per hold of the registry's
-/// write lock.
-const REMOVE_CHUNK: usize = 1024;
+/// write lock. Small: when many connections close at once, each runtime
+/// thread may be blocked waiting for the lock while another holds it, and
+/// other connections are served between chunks.
+const REMOVE_CHUNK: usize = 128;
 
 /// Serve one accepted connection until it closes or `shutdown` fires. The
 /// halves carry the protocol's byte stream: a TCP socket's, or a WebSocket
