@@ -26,6 +26,6 @@ export BLIPMQ_BIN="${BLIPMQ_BIN:-$target_dir/debug/blipmq}"
 export BLIPMQ_ABUSE_DIR="$target_dir/abuse"
 mkdir -p "$BLIPMQ_ABUSE_DIR"
 "$target_dir/debug/blipmq-abuse" "$@"
-if [[ "${SOAK_SECS:-0}" != 0 ]]; then
-  "$target_dir/debug/blipmq-abuse" --soak-secs "${SOAK_SECS}"
+if [[ "${SOAK_SECS:-120}" != 0 ]]; then
+  "$target_dir/debug/blipmq-abuse" --soak-secs "${SOAK_SECS:-120}"
 fi

@@ -49,6 +49,11 @@ step "history (QoS 1 under faults)" scripts/history.sh
 # Coverage-guided fuzzing of WAL recovery, the queue manifest and the
 # broker's connections, 30 s each side by side (long runs: fuzz/README.md).
 step "fuzz" scripts/fuzz.sh
+# One hostile peer at a time against the real binary (abuse/): each case
+# bounds the broker's RSS, fds and a bystander's round trip; then a 2-minute
+# soak of a mixed workload that fails on growth or loss (the hour-long run:
+# SOAK_SECS=3600 scripts/abuse.sh, see README "Limits and defaults").
+step "abuse and soak" scripts/abuse.sh
 step "client with opentelemetry" cargo test -p blipmq --features opentelemetry --test live
 # The client core has no tokio and no sockets without its `tokio` feature.
 step "client on wasm32" cargo check -p blipmq --target wasm32-unknown-unknown --no-default-features

@@ -26,6 +26,30 @@ impl Broker {
     /// listener to port 0 (a case's own sections: `[server]` keys go in
     /// `server`, anything else as whole sections in `sections`).
     pub fn start(bin: &Path, server: &str, sections: &str) -> Result<Broker, String> {
+        Broker::start_with_wal(bin, server, "", sections)
+    }
+
+    /// [`Broker::start`] with `wal` added to the `[wal]` section (whose
+    /// `dir` is the case's scratch directory).
+    pub fn start_with_wal(
+        bin: &Path,
+        server: &str,
+        wal_keys: &str,
+        sections: &str,
+    ) -> Result<Broker, String> {
+        Broker::start_with_env(bin, server, wal_keys, sections, &[])
+    }
+
+    /// [`Broker::start_with_wal`] with environment variables for the
+    /// process (e.g. `TOKIO_WORKER_THREADS=1`: the runtime of a broker on
+    /// one core, where a blocked worker is the whole runtime).
+    pub fn start_with_env(
+        bin: &Path,
+        server: &str,
+        wal_keys: &str,
+        sections: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Broker, String> {
         let dir = tempfile::Builder::new()
             .prefix("blipmq-abuse-")
             .tempdir_in(scratch_dir())
@@ -35,7 +59,7 @@ impl Broker {
             "[server]\nbind_addr = \"127.0.0.1:0\"\n{server}\n\n\
              [metrics]\nbind_addr = \"127.0.0.1:0\"\n\n\
              [websocket]\nbind_addr = \"127.0.0.1:0\"\n\n\
-             [wal]\ndir = {wal:?}\n\n{sections}\n"
+             [wal]\ndir = {wal:?}\n{wal_keys}\n\n{sections}\n"
         );
         let config_path = dir.path().join("blipmq.toml");
         std::fs::write(&config_path, config).map_err(|e| format!("cannot write config: {e}"))?;
@@ -46,6 +70,7 @@ impl Broker {
             .arg(&config_path)
             .env_clear()
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -108,31 +133,59 @@ impl Broker {
             .map_or(0, |kib| kib * 1024)
     }
 
+    /// CPU time the process has used so far (user and system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // The fields after the command name, which is in parentheses and
+        // may contain spaces: utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // USER_HZ is 100 on every Linux this runs on.
+        Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    }
+
     /// Open file descriptors.
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
     }
 
-    /// CPU time (user and system) the broker has used so far.
-    pub fn cpu_time(&self) -> Duration {
+    /// Everything the broker has logged so far (its stderr, at `warn`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+
+    /// User + system CPU time so far.
+    pub fn cpu(&self) -> Duration {
         let stat =
             std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) in parens:
-        // utime and stime are the 12th and 13th of them, in clock ticks.
+        // utime and stime are the 14th and 15th fields of the line, the
+        // 12th and 13th after the parenthesised command name.
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-            .sum();
-        // SAFETY: sysconf reads a constant of the system.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Duration::from_secs_f64(ticks as f64 / per_second as f64)
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis((ticks(11) + ticks(12)) * 1000 / hz)
     }
 
     /// The end of the broker's stderr, for a failure report.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+        let text = self.log();
         let start = text.len().saturating_sub(3000);
         let start = (start..text.len())
             .find(|&i| text.is_char_boundary(i))

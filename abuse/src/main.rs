@@ -51,6 +51,7 @@ const CASE_LIMIT: Duration = Duration::from_secs(180);
 
 fn main() {
     let args = Args::parse();
+    raise_open_file_limit();
     let ctx = cases::Ctx {
         bin: args.broker.clone(),
         full: args.full,
@@ -111,5 +112,22 @@ fn main() {
     println!("\n{passed} passed, {failed} failed");
     if failed > 0 {
         std::process::exit(1);
+    }
+}
+
+/// Cases open a thousand sockets and more from this process; the soft limit
+/// is often 1024. Raised to the hard limit, as the broker does for itself.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use blipmq_protocol::{
-    check_frame, decode, ErrorCode, Frame, Hello, Publish, Subscribe, LENGTH_PREFIX_LEN,
+    check_frame, decode, Ack, ErrorCode, Frame, Hello, Publish, Subscribe, LENGTH_PREFIX_LEN,
     PROTOCOL_VERSION,
 };
 use bytes::{Buf, BytesMut};
@@ -34,6 +34,8 @@ pub enum Reply {
         subscription_id: u64,
         delivery_id: u64,
         topic: String,
+        /// The payload's first 8 bytes (cases put an index there).
+        head: u64,
         payload_len: usize,
     },
     Pong {
@@ -60,6 +62,22 @@ pub struct Conn {
 impl Conn {
     pub async fn connect(addr: SocketAddr) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(64 * 1024),
+            out: BytesMut::new(),
+            encoder: blipmq_protocol::Encoder::new(),
+        })
+    }
+
+    /// Connect with a receive buffer of a few KiB, so that what the broker
+    /// sends a peer that does not read piles up in the broker rather than
+    /// in this side's kernel buffers.
+    pub async fn connect_unread(addr: SocketAddr) -> std::io::Result<Conn> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(4096)?;
+        let stream = socket.connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Conn {
             stream,
@@ -120,6 +138,42 @@ impl Conn {
             qos,
             durable_name: None,
             queue_group: None,
+        }));
+    }
+
+    /// A Subscribe with every option.
+    pub fn push_subscribe_with(
+        &mut self,
+        request_id: u64,
+        pattern: &str,
+        qos: u8,
+        durable_name: Option<&str>,
+        queue_group: Option<&str>,
+    ) {
+        self.push(&Frame::Subscribe(Subscribe {
+            request_id,
+            pattern,
+            qos,
+            durable_name,
+            queue_group,
+        }));
+    }
+
+    /// A QoS 1 subscription under a durable name.
+    pub fn push_subscribe_durable(&mut self, request_id: u64, pattern: &str, name: &str) {
+        self.push(&Frame::Subscribe(Subscribe {
+            request_id,
+            pattern,
+            qos: 1,
+            durable_name: Some(name),
+            queue_group: None,
+        }));
+    }
+
+    pub fn push_ack(&mut self, subscription_id: u64, delivery_id: u64) {
+        self.push(&Frame::Ack(Ack {
+            subscription_id,
+            delivery_id,
         }));
     }
 
@@ -213,6 +267,10 @@ fn to_reply(frame: Frame<'_>) -> Reply {
             subscription_id: d.route.subscription_id,
             delivery_id: d.route.delivery_id,
             topic: d.topic.to_string(),
+            head: d
+                .payload
+                .get(..8)
+                .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
             payload_len: d.payload.len(),
         },
         Frame::Pong { nonce } => Reply::Pong { nonce },
@@ -224,4 +282,63 @@ fn to_reply(frame: Frame<'_>) -> Reply {
         },
         other => Reply::Other(other.kind()),
     }
+}
+
+/// A WebSocket opened by hand on `addr`: the upgrade request and its 101,
+/// then the bare socket, so that a case can send frames (or parts of them)
+/// no WebSocket library would.
+pub async fn ws_upgrade(addr: SocketAddr) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    stream
+        .write_all(ws_upgrade_request(addr).as_bytes())
+        .await
+        .map_err(|e| format!("send the upgrade request: {e}"))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: nothing of the first frame may be read with the head.
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return Err(format!("the upgrade got no answer: {head:?}")),
+        }
+        if head.len() > 4096 {
+            return Err("the upgrade answer does not end".into());
+        }
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(format!(
+            "upgrade refused: {}",
+            String::from_utf8_lossy(&head).lines().next().unwrap_or("")
+        ));
+    }
+    Ok(stream)
+}
+
+/// The HTTP request that asks `addr` for a WebSocket.
+pub fn ws_upgrade_request(addr: SocketAddr) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// The header of a final binary frame from a client carrying `len` bytes,
+/// masked with a zero key (so the payload goes as it is).
+pub fn ws_binary_header(len: u64) -> Vec<u8> {
+    let mut header = vec![0x82];
+    match len {
+        0..=125 => header.push(0x80 | len as u8),
+        126..=0xFFFF => {
+            header.push(0x80 | 126);
+            header.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            header.push(0x80 | 127);
+            header.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    header.extend_from_slice(&[0; 4]);
+    header
 }

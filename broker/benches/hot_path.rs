@@ -63,6 +63,7 @@ fn queue(c: &mut Criterion) {
         expires_at: None,
         message_id: 1,
         trace_id: None,
+        charge: Default::default(),
     });
     let sub = subscription(1, "t", 1024);
     group.bench_function("enqueue + pop", |b| {

@@ -7,10 +7,20 @@
 //! subscriptions took 700 MB. This is crossbeam's `SegQueue` (blocks of
 //! 31 slots, allocated and freed as the queue grows and drains) with the
 //! bound kept by a separate length counter.
+//!
+//! A second bound counts bytes: a count alone let one subscription of
+//! 1 MiB messages hold 8 GiB (issue 23, finding 3). Whichever bound is
+//! reached first makes the queue full, but an empty queue always takes one
+//! item, so a message larger than the byte bound is still delivered.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_queue::SegQueue;
+
+/// What an item costs against the queue's byte bound.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
 
 pub struct BoundedQueue<T> {
     items: SegQueue<T>,
@@ -18,20 +28,26 @@ pub struct BoundedQueue<T> {
     /// never exceeds `capacity` and may briefly run ahead of `items`.
     len: AtomicUsize,
     capacity: usize,
+    /// Weight of the items held (reserved with the slot, like `len`).
+    bytes: AtomicUsize,
+    max_bytes: usize,
 }
 
-impl<T> BoundedQueue<T> {
-    pub fn new(capacity: usize) -> BoundedQueue<T> {
+impl<T: Weigh> BoundedQueue<T> {
+    pub fn new(capacity: usize, max_bytes: usize) -> BoundedQueue<T> {
         assert!(capacity > 0, "a queue needs room for one item");
         BoundedQueue {
             items: SegQueue::new(),
             len: AtomicUsize::new(0),
             capacity,
+            bytes: AtomicUsize::new(0),
+            max_bytes,
         }
     }
 
-    /// Take a slot if one is free.
-    fn reserve(&self) -> bool {
+    /// Take a slot and `weight` bytes if both are free (the bytes always
+    /// are in an empty queue).
+    fn reserve(&self, weight: usize) -> bool {
         let mut len = self.len.load(Ordering::Relaxed);
         loop {
             if len >= self.capacity {
@@ -41,15 +57,22 @@ impl<T> BoundedQueue<T> {
                 .len
                 .compare_exchange_weak(len, len + 1, Ordering::AcqRel, Ordering::Relaxed)
             {
-                Ok(_) => return true,
+                Ok(_) => break,
                 Err(now) => len = now,
             }
         }
+        let before = self.bytes.fetch_add(weight, Ordering::AcqRel);
+        if before > 0 && before + weight > self.max_bytes {
+            self.bytes.fetch_sub(weight, Ordering::AcqRel);
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// Append `item`, or hand it back when the queue is full.
     pub fn push(&self, item: T) -> Result<(), T> {
-        if !self.reserve() {
+        if !self.reserve(item.weight()) {
             return Err(item);
         }
         self.items.push(item);
@@ -57,10 +80,12 @@ impl<T> BoundedQueue<T> {
     }
 
     /// Append `item`, dropping the oldest items to make room; returns how
-    /// many were dropped (more than one only when other pushes race).
+    /// many were dropped (more than one when the new item is heavier than
+    /// the oldest, or when other pushes race).
     pub fn force_push(&self, item: T) -> usize {
+        let weight = item.weight();
         let mut dropped = 0;
-        while !self.reserve() {
+        while !self.reserve(weight) {
             if self.pop().is_some() {
                 dropped += 1;
             }
@@ -74,6 +99,7 @@ impl<T> BoundedQueue<T> {
     /// pusher wakes the consumer afterwards).
     pub fn pop(&self) -> Option<T> {
         let item = self.items.pop()?;
+        self.bytes.fetch_sub(item.weight(), Ordering::AcqRel);
         self.len.fetch_sub(1, Ordering::AcqRel);
         Some(item)
     }
@@ -85,17 +111,19 @@ impl<T> BoundedQueue<T> {
     /// consumer both write, and releasing per item bounced it between their
     /// cores once per message.
     pub fn pop_some(&self, max: usize, mut take: impl FnMut(T) -> bool) -> usize {
-        let mut taken = 0;
+        let (mut taken, mut weight) = (0, 0);
         while taken < max {
             let Some(item) = self.items.pop() else {
                 break;
             };
             taken += 1;
+            weight += item.weight();
             if !take(item) {
                 break;
             }
         }
         if taken > 0 {
+            self.bytes.fetch_sub(weight, Ordering::AcqRel);
             self.len.fetch_sub(taken, Ordering::AcqRel);
         }
         taken
@@ -109,8 +137,15 @@ impl<T> BoundedQueue<T> {
         self.capacity
     }
 
+    /// Bytes held (see [`Weigh`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    /// No room for one more item of the smallest kind: every slot or
+    /// every byte is taken.
     pub fn is_full(&self) -> bool {
-        self.len() >= self.capacity
+        self.len() >= self.capacity || self.bytes() >= self.max_bytes
     }
 }
 
@@ -119,9 +154,42 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// Test items weigh what they say.
+    impl Weigh for u64 {
+        fn weight(&self) -> usize {
+            *self as usize
+        }
+    }
+
+    fn counted(capacity: usize) -> BoundedQueue<u64> {
+        BoundedQueue::new(capacity, usize::MAX)
+    }
+
+    #[test]
+    fn bytes_bound_the_queue_too_but_an_empty_queue_takes_any_item() {
+        let queue = BoundedQueue::new(100, 10);
+        queue.push(4u64).unwrap();
+        queue.push(6).unwrap();
+        assert!(queue.is_full(), "10 of 10 bytes");
+        assert_eq!(queue.push(1), Err(1));
+        assert_eq!(queue.pop(), Some(4));
+        assert_eq!(queue.bytes(), 6);
+        assert_eq!(queue.push(5), Err(5), "6 + 5 > 10");
+        queue.push(4).unwrap();
+        // drop_oldest makes room by bytes: 9 needs both 6 and 4 to go.
+        assert_eq!(queue.force_push(9), 2);
+        assert_eq!(queue.bytes(), 9);
+        assert_eq!(queue.pop_some(8, |_| true), 1);
+        assert_eq!(queue.bytes(), 0);
+        queue
+            .push(50)
+            .expect("an empty queue takes an item over the bound");
+        assert_eq!(queue.push(1), Err(1));
+    }
+
     #[test]
     fn it_keeps_order_and_its_bound() {
-        let queue = BoundedQueue::new(3);
+        let queue = counted(3);
         for i in 0..3 {
             queue.push(i).unwrap();
         }
@@ -140,7 +208,7 @@ mod tests {
 
     #[test]
     fn pop_some_takes_in_order_up_to_max_or_until_told_to_stop() {
-        let queue = BoundedQueue::new(8);
+        let queue = counted(8);
         for i in 0..6 {
             queue.push(i).unwrap();
         }
@@ -181,7 +249,7 @@ mod tests {
 
     #[test]
     fn force_push_drops_the_oldest() {
-        let queue = BoundedQueue::new(2);
+        let queue = counted(2);
         assert_eq!(queue.force_push(1), 0);
         assert_eq!(queue.force_push(2), 0);
         assert_eq!(queue.force_push(3), 1);
@@ -194,7 +262,7 @@ mod tests {
 
     #[test]
     fn racing_producers_and_a_consumer_lose_nothing_and_never_overfill() {
-        let queue = Arc::new(BoundedQueue::new(64));
+        let queue = Arc::new(counted(64));
         let producers: Vec<_> = (0..4u64)
             .map(|p| {
                 let queue = queue.clone();

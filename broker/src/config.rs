@@ -54,12 +54,25 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address of the TCP listener for clients.
     pub bind_addr: SocketAddr,
-    /// Connections beyond this are answered with TooManyConnections and closed.
+    /// Clients beyond this, counted when their Hello is accepted, are
+    /// answered with TooManyConnections and closed (LIMIT-1).
     pub max_connections: usize,
     /// Largest payload a Publish may carry.
     pub max_message_size_bytes: usize,
-    /// A connection that has not completed the handshake by then is closed.
+    /// A connection that has not completed the handshake by then is closed
+    /// (for WebSocket, the upgrade counts as part of the handshake).
     pub handshake_timeout_ms: u64,
+    /// Sockets that have not had their Hello accepted yet, at most (LIMIT-20):
+    /// each holds a handshake slot, not a connection slot, so unauthenticated
+    /// sockets cannot take the room of authenticated clients. A socket
+    /// accepted beyond it is closed at once.
+    pub max_handshakes: usize,
+    /// After the handshake, a connection the broker has heard no frame from
+    /// for this long is sent a `Ping` (LIMIT-30). 0 turns keepalive off.
+    pub keepalive_interval_ms: u64,
+    /// Further silent intervals after the first `Ping` before the broker
+    /// closes the connection, detaching its subscriptions (LIMIT-31).
+    pub keepalive_missed: u32,
     /// Most headers on one message (HeadersTooLarge beyond).
     pub max_headers: usize,
     /// Longest header key, in bytes.
@@ -74,6 +87,15 @@ pub struct MetricsConfig {
     /// Serve `GET /metrics` (Prometheus text format) here.
     pub bind_addr: SocketAddr,
     pub enabled: bool,
+    /// Connections to the metrics port open at once, at most; one beyond it
+    /// is answered 503 and closed at once (LIMIT-24).
+    pub max_connections: usize,
+    /// How long a client may take to send a whole request head, and how
+    /// long a kept-alive connection may sit idle between requests (LIMIT-25).
+    pub request_timeout_ms: u64,
+    /// How long writing one response may take: a scraper that does not read
+    /// is disconnected then (LIMIT-25).
+    pub write_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,6 +106,17 @@ pub struct QueuesConfig {
     pub topic_capacity: usize,
     /// Messages each subscription may have waiting for its connection.
     pub subscriber_capacity: usize,
+    /// Bytes (of encoded deliveries) each subscription may have waiting;
+    /// whichever of the two bounds is reached first makes the queue full.
+    /// A single message larger than this still fits an empty queue.
+    pub subscriber_capacity_bytes: usize,
+    /// Bytes of messages the broker holds in memory at once, counted once
+    /// per message however many queues hold it: subscriber queues, the
+    /// stored QoS 1 messages, and messages between a publisher's read and
+    /// their delivery. At the budget a new QoS 0 message is discarded
+    /// (`drop_oldest`, `drop_new`) or its publisher waits (`block`), and a
+    /// QoS 1 publish is refused with QueueFull.
+    pub max_memory_bytes: usize,
     pub overflow_policy: OverflowPolicy,
     /// Most subscriptions one connection holds at once; a Subscribe beyond
     /// it gets TooManyTopics and the connection goes on (LIMIT-10).
@@ -148,11 +181,35 @@ pub struct DurableConfig {
     pub detached_expiry_ms: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// When non-empty, a client must present one of these keys in its Hello.
+    /// Each is at most [`AuthConfig::MAX_KEY_BYTES`] bytes.
     pub api_keys: Vec<String>,
+    /// Failed Hellos one source address may make per `failure_window_ms`
+    /// before its further failures are answered only after
+    /// `failure_delay_ms` (LIMIT-26). A correct key is never delayed.
+    pub max_failures: u32,
+    pub failure_window_ms: u64,
+    pub failure_delay_ms: u64,
+}
+
+impl AuthConfig {
+    /// The longest API key: keys are compared over this many bytes whatever
+    /// their length, so that the time taken does not reveal it.
+    pub const MAX_KEY_BYTES: usize = 512;
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            api_keys: Vec::new(),
+            max_failures: 10,
+            failure_window_ms: 60_000,
+            failure_delay_ms: 1_000,
+        }
+    }
 }
 
 /// The WebSocket listener: the same protocol as the TCP listener, one frame
@@ -190,6 +247,12 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             max_message_size_bytes: 1024 * 1024,
             handshake_timeout_ms: 10_000,
+            max_handshakes: 1024,
+            // A peer that vanished without a FIN is closed 90 s after the
+            // last frame heard from it: ping after 30 s of silence, close
+            // after two more silent intervals.
+            keepalive_interval_ms: 30_000,
+            keepalive_missed: 2,
             max_headers: 64,
             max_header_key_bytes: 256,
             max_headers_bytes: 16 * 1024,
@@ -202,6 +265,9 @@ impl Default for MetricsConfig {
         MetricsConfig {
             bind_addr: "127.0.0.1:9090".parse().expect("valid literal"),
             enabled: true,
+            max_connections: 64,
+            request_timeout_ms: 10_000,
+            write_timeout_ms: 10_000,
         }
     }
 }
@@ -211,6 +277,11 @@ impl Default for QueuesConfig {
         QueuesConfig {
             topic_capacity: 100_000,
             subscriber_capacity: 8192,
+            // NATS's default for a slow consumer's pending bytes.
+            subscriber_capacity_bytes: 64 * 1024 * 1024,
+            // Room for the default [durable] max_bytes of four queues'
+            // stored messages and the subscriber queues beside them.
+            max_memory_bytes: 1024 * 1024 * 1024,
             overflow_policy: OverflowPolicy::DropOldest,
             max_subscriptions_per_connection: 10_000,
         }
@@ -364,11 +435,70 @@ impl Config {
                 problem: "must be at least 1".into(),
             });
         }
+        at_least_one("server.max_handshakes", self.server.max_handshakes)?;
+        at_least_one("metrics.max_connections", self.metrics.max_connections)?;
+        for (key, value) in [
+            (
+                "metrics.request_timeout_ms",
+                self.metrics.request_timeout_ms,
+            ),
+            ("metrics.write_timeout_ms", self.metrics.write_timeout_ms),
+            ("auth.failure_window_ms", self.auth.failure_window_ms),
+        ] {
+            if !(1..=3_600_000).contains(&value) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: "must be between 1 and 3600000".into(),
+                });
+            }
+        }
+        if self.auth.failure_delay_ms > 60_000 {
+            return Err(ConfigError::Invalid {
+                key: "auth.failure_delay_ms",
+                problem: "must be at most 60000".into(),
+            });
+        }
+        if self.server.keepalive_interval_ms > 0 {
+            at_least_one(
+                "server.keepalive_missed",
+                self.server.keepalive_missed as usize,
+            )?;
+            // A day: longer is keepalive turned off in all but name, and
+            // (interval × (missed + 1)) must stay far from overflowing.
+            let longest = 24 * 60 * 60 * 1000;
+            if self.server.keepalive_interval_ms > longest {
+                return Err(ConfigError::Invalid {
+                    key: "server.keepalive_interval_ms",
+                    problem: format!("must be at most {longest} (0 turns keepalive off)"),
+                });
+            }
+            if self.server.keepalive_missed > 1000 {
+                return Err(ConfigError::Invalid {
+                    key: "server.keepalive_missed",
+                    problem: "must be at most 1000".into(),
+                });
+            }
+        }
         at_least_one("queues.topic_capacity", self.queues.topic_capacity)?;
         at_least_one(
             "queues.subscriber_capacity",
             self.queues.subscriber_capacity,
         )?;
+        at_least_one(
+            "queues.subscriber_capacity_bytes",
+            self.queues.subscriber_capacity_bytes,
+        )?;
+        // Twice the largest message: one being delivered and one arriving.
+        let room_for_two = 2 * (self.server.max_message_size_bytes + 64 * 1024);
+        if self.queues.max_memory_bytes < room_for_two {
+            return Err(ConfigError::Invalid {
+                key: "queues.max_memory_bytes",
+                problem: format!(
+                    "must be at least {room_for_two} (twice server.max_message_size_bytes \
+                     and its envelope)"
+                ),
+            });
+        }
         at_least_one(
             "queues.max_subscriptions_per_connection",
             self.queues.max_subscriptions_per_connection,
@@ -441,6 +571,20 @@ impl Config {
             return Err(ConfigError::Invalid {
                 key: "auth.api_keys",
                 problem: "must not contain an empty key".into(),
+            });
+        }
+        if self
+            .auth
+            .api_keys
+            .iter()
+            .any(|k| k.len() > AuthConfig::MAX_KEY_BYTES)
+        {
+            return Err(ConfigError::Invalid {
+                key: "auth.api_keys",
+                problem: format!(
+                    "must not contain a key longer than {} bytes",
+                    AuthConfig::MAX_KEY_BYTES
+                ),
             });
         }
         Ok(())
@@ -599,6 +743,37 @@ mod tests {
     }
 
     #[test]
+    fn keepalive_keys_are_validated_and_read_from_the_environment() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("BLIPMQ_SERVER_KEEPALIVE_INTERVAL_MS", "250"),
+                ("BLIPMQ_SERVER_KEEPALIVE_MISSED", "4"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.server.keepalive_interval_ms, c.server.keepalive_missed),
+            (250, 4)
+        );
+        let off = Config::from_toml("[server]\nkeepalive_interval_ms = 0\nkeepalive_missed = 0\n");
+        assert!(off.is_ok(), "0 turns keepalive off, whatever missed says");
+        for (toml, key) in [
+            ("keepalive_missed = 0", "server.keepalive_missed"),
+            ("keepalive_missed = 1001", "server.keepalive_missed"),
+            (
+                "keepalive_interval_ms = 86400001",
+                "server.keepalive_interval_ms",
+            ),
+        ] {
+            let e = Config::from_toml(&format!("[server]\n{toml}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+    }
+
+    #[test]
     fn the_websocket_section_from_the_file_and_the_environment() {
         let c = Config::from_toml(
             "[websocket]\nbind_addr = \"127.0.0.1:7879\"\nallowed_origins = [\"http://localhost:8080\"]\n",
@@ -650,6 +825,10 @@ mod tests {
             Some(&path),
             env(&[
                 ("BLIPMQ_SERVER_MAX_CONNECTIONS", "7"),
+                ("BLIPMQ_SERVER_MAX_HANDSHAKES", "9"),
+                ("BLIPMQ_METRICS_MAX_CONNECTIONS", "3"),
+                ("BLIPMQ_METRICS_WRITE_TIMEOUT_MS", "500"),
+                ("BLIPMQ_AUTH_MAX_FAILURES", "4"),
                 ("BLIPMQ_SERVER_BIND_ADDR", "127.0.0.1:0"),
                 ("BLIPMQ_AUTH_API_KEYS", "k1, k2"),
                 ("BLIPMQ_METRICS_ENABLED", "false"),
@@ -660,6 +839,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.max_connections, 7);
+        assert_eq!(c.server.max_handshakes, 9);
+        assert_eq!(c.metrics.max_connections, 3);
+        assert_eq!(c.metrics.write_timeout_ms, 500);
+        assert_eq!(c.auth.max_failures, 4);
         assert_eq!(c.server.bind_addr.port(), 0);
         assert_eq!(c.queues.overflow_policy, OverflowPolicy::Block);
         assert_eq!(c.auth.api_keys, vec!["k1", "k2"]);
@@ -686,6 +869,10 @@ mod tests {
         assert!(e.contains("bind_addr"), "{e}");
         let e = error_of("[queues]\nsubscriber_capacity = 0\n");
         assert!(e.contains("queues.subscriber_capacity"), "{e}");
+        let e = error_of("[queues]\nsubscriber_capacity_bytes = 0\n");
+        assert!(e.contains("queues.subscriber_capacity_bytes"), "{e}");
+        let e = error_of("[queues]\nmax_memory_bytes = 1000000\n");
+        assert!(e.contains("queues.max_memory_bytes"), "{e}");
         let e = error_of("[queues]\nmax_subscriptions_per_connection = 0\n");
         assert!(e.contains("queues.max_subscriptions_per_connection"), "{e}");
         let e = error_of("[durable]\nmax_queues = 0\n");
@@ -698,6 +885,18 @@ mod tests {
         assert!(e.contains("max_age"), "{e}");
         let e = error_of("[auth]\napi_keys = [\"\"]\n");
         assert!(e.contains("auth.api_keys"), "{e}");
+        let e = error_of(&format!("[auth]\napi_keys = [\"{}\"]\n", "k".repeat(513)));
+        assert!(e.contains("auth.api_keys"), "{e}");
+        let e = error_of("[server]\nmax_handshakes = 0\n");
+        assert!(e.contains("server.max_handshakes"), "{e}");
+        let e = error_of("[metrics]\nmax_connections = 0\n");
+        assert!(e.contains("metrics.max_connections"), "{e}");
+        let e = error_of("[metrics]\nwrite_timeout_ms = 0\n");
+        assert!(e.contains("metrics.write_timeout_ms"), "{e}");
+        let e = error_of("[metrics]\nrequest_timeout_ms = 0\n");
+        assert!(e.contains("metrics.request_timeout_ms"), "{e}");
+        let e = error_of("[auth]\nfailure_delay_ms = 600000\n");
+        assert!(e.contains("auth.failure_delay_ms"), "{e}");
         let e = error_of("[websocket]\nbind_addr = \"nowhere\"\n");
         assert!(e.contains("bind_addr"), "{e}");
         let e = error_of("[websocket]\nallowed_origins = [\"http://a.test/page\"]\n");

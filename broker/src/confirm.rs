@@ -230,7 +230,6 @@ pub async fn deliver_at_qos0(shared: &Shared, matches: &Matches, message: &Messa
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicU64;
 
     use bytes::BytesMut;
 
@@ -238,7 +237,6 @@ mod tests {
     use crate::config::Config;
     use crate::durable::{DeliverySettings, Durable};
     use crate::outbox::MAX_PENDING_CONTROL_BYTES;
-    use crate::registry::Registry;
     use crate::subscription::QueuedMessage;
 
     #[tokio::test]
@@ -248,15 +246,10 @@ mod tests {
         config.wal.dir = dir.path().join("wal");
         let settings = DeliverySettings::from_config(&config);
         let (durable, _dead) = Durable::open(config.wal.clone(), settings).await.unwrap();
-        let shared = Arc::new(Shared {
-            registry: Registry::new(16, 1),
-            metrics: Arc::default(),
-            durable,
-            next_message_id: AtomicU64::new(1),
-            next_subscription_id: AtomicU64::new(1),
-            next_connection_id: AtomicU64::new(1),
-            config,
-        });
+        let mut shared = Shared::new(config, durable, Arc::default(), 1);
+        shared.memory = crate::memory::MemoryBudget::leak(usize::MAX);
+        shared.control_memory = crate::memory::MemoryBudget::leak(usize::MAX);
+        let shared = Arc::new(shared);
         let outbox = Outbox::new();
         // The publisher has read nothing for a while: its backlog is full.
         outbox
@@ -270,6 +263,7 @@ mod tests {
                 expires_at: None,
                 message_id: id,
                 trace_id: None,
+                charge: Default::default(),
             });
             let (pending, hold) = shared.durable.submit(&message).await.unwrap();
             pipeline

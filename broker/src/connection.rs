@@ -19,18 +19,25 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::admission::Admission;
+use crate::config::AuthConfig;
+use crate::config::OverflowPolicy;
 use crate::confirm::{storage_error_code, ConfirmPipeline, StoredPublish};
 use crate::durable::{ephemeral_name, AckOutcome, AttachError, QueueKind};
-use crate::metrics::inc;
+use crate::metrics::{add, inc};
 use crate::outbox::{Outbox, PendingWakes};
 use crate::registry::Matches;
 use crate::server::Shared;
 use crate::subscription::{MessageRef, QueuedMessage, Subscription};
+use crate::throttle::clip;
 use crate::writer::{self, WriterConfig};
 
 /// Largest frame accepted before the handshake completes. A Hello is tiny;
 /// an unauthenticated peer gets no room to make the broker buffer more.
-const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
+pub(crate) const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
+
+/// The most bytes of a client's name that go into a log line.
+const MAX_LOGGED_NAME: usize = 64;
 
 /// Bytes the read buffer grows by when it is full, once the connection has
 /// shown it sends in bulk (a read filled all the room there was).
@@ -53,18 +60,19 @@ const REMOVE_CHUNK: usize = 128;
 /// Serve one accepted connection until it closes or `shutdown` fires. The
 /// halves carry the protocol's byte stream: a TCP socket's, or a WebSocket
 /// adapted to it (`websocket.rs`).
-pub async fn serve(
+pub(crate) async fn serve(
     read_half: impl AsyncRead + Unpin + Send + 'static,
     write_half: impl AsyncWrite + Unpin + Send + 'static,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    admission: Admission,
 ) {
     let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("connection", id = connection_id, %peer);
     async move {
         debug!("accepted");
-        let outbox = Outbox::new();
+        let outbox = Outbox::with_control_budget(shared.control_memory);
         // The reader stops on broker shutdown or when the writer fails; the
         // writer stops only after the reader has queued its last words.
         let reader_stop = shutdown.child_token();
@@ -94,6 +102,8 @@ pub async fn serve(
             confirms: None,
             stop: reader_stop.clone(),
             read_at_ms: unix_millis(),
+            peer,
+            admission,
         };
         reader.run(read_half, &reader_stop, &shutdown).await;
         // QoS 1 messages already handed to the log still get their confirms.
@@ -125,19 +135,87 @@ pub async fn serve(
     .await
 }
 
-/// Answer a connection over `max_connections` with an error frame, then close.
-pub async fn reject_over_limit(mut stream: impl AsyncWrite + Unpin, max_connections: usize) {
-    use tokio::io::AsyncWriteExt;
-    let frame = Encoder::new().encode_to_bytes(&Frame::Error(ErrorFrame {
-        code: ErrorCode::TooManyConnections,
-        message: &format!("the broker is at its limit of {max_connections} connections"),
-        request_id: 0,
-    }));
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(&frame).await?;
-        stream.shutdown().await
-    })
-    .await;
+/// The broker's side of keepalive (LIMIT-30, LIMIT-31): after `interval`
+/// without a frame from the peer it sends a `Ping`; after `missed` more
+/// silent intervals it closes the connection. Any whole frame received
+/// counts, not only a `Pong`, and bytes that never complete a frame do not.
+struct Keepalive {
+    /// `None`: keepalive is off.
+    interval: Option<Duration>,
+    missed: u32,
+    /// When the last frame was heard (the handshake's read, at first).
+    last_heard: Instant,
+    /// Pings sent since then, and when the last one was.
+    pings: u32,
+    last_ping: Instant,
+    /// When the current socket read completed.
+    read_at: Instant,
+    /// The bytes of the current read completed at least one frame.
+    heard_frame: bool,
+}
+
+enum KeepaliveStep {
+    /// A frame was heard meanwhile: nothing to do before the next deadline.
+    Wait,
+    Ping,
+    Close,
+}
+
+impl Keepalive {
+    fn new(interval_ms: u64, missed: u32) -> Keepalive {
+        let now = Instant::now();
+        Keepalive {
+            interval: (interval_ms > 0).then(|| Duration::from_millis(interval_ms)),
+            missed,
+            last_heard: now,
+            pings: 0,
+            last_ping: now,
+            read_at: now,
+            heard_frame: false,
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.interval.is_some()
+    }
+
+    /// After the frames of one read were handled.
+    fn settle_read(&mut self) {
+        if std::mem::take(&mut self.heard_frame) {
+            self.last_heard = self.read_at;
+            self.pings = 0;
+        }
+    }
+
+    /// When the timer should next fire: an interval after the last frame
+    /// heard, or after the last ping sent since. Each ping therefore gets a
+    /// whole interval to be answered, even after the reader was busy.
+    fn deadline(&self) -> tokio::time::Instant {
+        // Off: a deadline the select never polls (its branch is disabled).
+        let interval = self.interval.unwrap_or(Duration::from_secs(86_400));
+        let since = if self.pings == 0 {
+            self.last_heard
+        } else {
+            self.last_ping
+        };
+        (since + interval).into()
+    }
+
+    fn on_timer(&mut self, now: Instant) -> KeepaliveStep {
+        if now < self.deadline().into_std() {
+            return KeepaliveStep::Wait;
+        }
+        if self.pings >= self.missed {
+            return KeepaliveStep::Close;
+        }
+        self.pings += 1;
+        self.last_ping = now;
+        KeepaliveStep::Ping
+    }
+
+    fn silent_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_heard)
+    }
 }
 
 /// How far [`Reader::publish_now`] got.
@@ -151,6 +229,9 @@ enum Publishing {
     /// A QoS 0 message behind QoS 1 ones of this connection that are not
     /// delivered yet: it goes through the confirm pipeline after them.
     Behind(MessageRef, Matches),
+    /// A QoS 0 message under `block` that the memory budget has no room
+    /// for yet: its publisher waits for room.
+    AwaitingMemory(QueuedMessage, Matches),
 }
 
 /// Whether the read loop goes on after a frame.
@@ -181,6 +262,10 @@ struct Reader {
     /// When the bytes being handled were read (ms since the Unix epoch):
     /// the accept time stamped on messages, one clock read per socket read.
     read_at_ms: u64,
+    peer: SocketAddr,
+    /// The handshake slot until the Hello is accepted, then the connection
+    /// slot; freed when the reader goes.
+    admission: Admission,
 }
 
 impl Reader {
@@ -192,9 +277,18 @@ impl Reader {
     ) {
         let config = &self.shared.config;
         let max_frame = config.max_frame_size();
-        let handshake_deadline =
-            tokio::time::sleep(Duration::from_millis(config.server.handshake_timeout_ms));
+        let handshake_deadline = tokio::time::sleep_until(self.admission.deadline);
         tokio::pin!(handshake_deadline);
+        let mut keepalive = Keepalive::new(
+            config.server.keepalive_interval_ms,
+            config.server.keepalive_missed,
+        );
+        // One timer for the connection's life. It is not reset per frame:
+        // when it fires, it is moved on to where the last frame heard puts
+        // the next deadline, so a busy connection costs a clock read per
+        // socket read and a timer wake-up per interval.
+        let keepalive_timer = tokio::time::sleep_until(keepalive.deadline());
+        tokio::pin!(keepalive_timer);
         let mut chunk = FIRST_READ_CHUNK;
         let mut buf = BytesMut::with_capacity(chunk);
         // Bytes of an oversized frame still to skip.
@@ -217,6 +311,7 @@ impl Reader {
                 };
                 match check_frame(&buf, limit) {
                     Ok(total) => {
+                        keepalive.heard_frame = true;
                         let flow = match decode(&buf[LENGTH_PREFIX_LEN..total]) {
                             // The hot path, outside `handle`'s future: moving
                             // each decoded publish into that future's state was
@@ -263,6 +358,7 @@ impl Reader {
             // Everything buffered is handled: wake the writers it queued for
             // before waiting for more.
             self.wakes.wake_all();
+            keepalive.settle_read();
             if buf.capacity() - buf.len() < MIN_READ_ROOM {
                 buf.reserve(chunk);
             }
@@ -290,6 +386,7 @@ impl Reader {
                     }
                     Ok(read) => {
                         self.read_at_ms = unix_millis();
+                        keepalive.read_at = Instant::now();
                         if read == room {
                             // More was waiting than fit: read in bulk from now on.
                             chunk = READ_CHUNK;
@@ -300,6 +397,28 @@ impl Reader {
                         return;
                     }
                 },
+                // After the read: bytes already waiting count before silence is judged.
+                _ = &mut keepalive_timer, if self.ready && keepalive.enabled() => {
+                    match keepalive.on_timer(Instant::now()) {
+                        KeepaliveStep::Wait => {}
+                        KeepaliveStep::Ping => {
+                            // A nonce of 0: the broker waits for no Pong in
+                            // particular, any frame will do (PING-2).
+                            if let Flow::Close = self.send(&Frame::Ping { nonce: 0 }) {
+                                return;
+                            }
+                        }
+                        KeepaliveStep::Close => {
+                            inc(&self.shared.metrics.keepalive_closes);
+                            info!(
+                                silent_ms = keepalive.silent_for(Instant::now()).as_millis() as u64,
+                                "closing a connection nothing was heard from through its keepalive"
+                            );
+                            return;
+                        }
+                    }
+                    keepalive_timer.as_mut().reset(keepalive.deadline());
+                }
             }
         }
     }
@@ -310,6 +429,9 @@ impl Reader {
         inc(&self.shared.metrics.protocol_errors);
         debug!(%error, "bad frame");
         if !self.ready {
+            if let FrameError::TooLarge { .. } = error {
+                inc(&self.shared.metrics.handshake_too_large);
+            }
             self.send_error(error.code(), &format!("{error} (before the handshake)"), 0);
             return Flow::Close;
         }
@@ -341,7 +463,7 @@ impl Reader {
     async fn handle(&mut self, frame: Frame<'_>) -> Flow {
         if !self.ready {
             return match frame {
-                Frame::Hello(hello) => self.handshake(&hello),
+                Frame::Hello(hello) => self.handshake(&hello).await,
                 other => {
                     inc(&self.shared.metrics.protocol_errors);
                     self.send_error(
@@ -420,7 +542,7 @@ impl Reader {
         }
     }
 
-    fn handshake(&mut self, hello: &Hello<'_>) -> Flow {
+    async fn handshake(&mut self, hello: &Hello<'_>) -> Flow {
         if hello.protocol_version != PROTOCOL_VERSION {
             inc(&self.shared.metrics.protocol_errors);
             self.send_error(
@@ -433,20 +555,35 @@ impl Reader {
             );
             return Flow::Close;
         }
+        let client = clip(hello.client_name.unwrap_or(""), MAX_LOGGED_NAME);
         let keys = &self.shared.config.auth.api_keys;
         if !keys.is_empty() {
             let presented = hello.api_key.unwrap_or("");
-            // Compare against every key in constant time, so timing does not
-            // reveal how much of a guess was right.
+            // Every key is compared, each over the same number of bytes, so
+            // timing reveals neither how much of a guess was right nor how
+            // long the keys are.
             let valid = keys.iter().fold(false, |found, key| {
-                found | constant_time_eq(key.as_bytes(), presented.as_bytes())
+                found | key_matches(key.as_bytes(), presented.as_bytes())
             });
             if !valid {
-                inc(&self.shared.metrics.auth_failures);
-                warn!(
-                    client = hello.client_name.unwrap_or(""),
-                    "authentication failed"
-                );
+                let shared = self.shared.clone();
+                let metrics = &shared.metrics;
+                inc(&metrics.auth_failures);
+                let now = std::time::Instant::now();
+                if let Some(suppressed) = shared.auth_log.admit(now) {
+                    add(&metrics.log_lines_suppressed, suppressed);
+                    warn!(%client, suppressed, "authentication failed");
+                }
+                // An address over its budget of failures waits for the
+                // answer (LIMIT-26); a correct key never does.
+                let delay = shared.login_failures.failed(self.peer.ip(), now);
+                if !delay.is_zero() {
+                    inc(&metrics.auth_failures_delayed);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.cancelled() => return Flow::Close,
+                    }
+                }
                 let message = if hello.api_key.is_none() {
                     "this broker requires an API key"
                 } else {
@@ -456,11 +593,25 @@ impl Reader {
                 return Flow::Close;
             }
         }
+        if !self.admission.admit() {
+            // LIMIT-1: every connection slot is taken by authenticated clients.
+            let shared = self.shared.clone();
+            let metrics = &shared.metrics;
+            inc(&metrics.connections_rejected);
+            if let Some(suppressed) = shared.refusal_log.admit(std::time::Instant::now()) {
+                add(&metrics.log_lines_suppressed, suppressed);
+                warn!(suppressed, "connection refused: max_connections reached");
+            }
+            let max = shared.config.server.max_connections;
+            self.send_error(
+                ErrorCode::TooManyConnections,
+                &format!("the broker is at its limit of {max} connections"),
+                0,
+            );
+            return Flow::Close;
+        }
         self.ready = true;
-        info!(
-            client = hello.client_name.unwrap_or(""),
-            "handshake complete"
-        );
+        info!(%client, "handshake complete");
         let server = self.shared.config.server.clone();
         let max_message_size = server.max_message_size_bytes as u32;
         let connection_id = self.connection_id;
@@ -496,6 +647,25 @@ impl Reader {
                 self.wakes.wake_all();
                 if let Some(confirms) = &self.confirms {
                     confirms.push_behind(message, matches).await;
+                }
+                Flow::Continue
+            }
+            Publishing::AwaitingMemory(mut message, matches) => {
+                // What is queued must drain for the budget to free up.
+                self.wakes.wake_all();
+                message.charge = self
+                    .shared
+                    .memory
+                    .charge_or_wait(message.delivery.len())
+                    .await;
+                let message = Arc::new(message);
+                if let Some(confirms) = self.confirms.as_ref().filter(|c| c.is_busy()) {
+                    confirms.push_behind(message, matches).await;
+                    return Flow::Continue;
+                }
+                let metrics = &self.shared.metrics;
+                for subscription in matches.targets() {
+                    subscription.enqueue(message.clone(), metrics).await;
                 }
                 Flow::Continue
             }
@@ -571,7 +741,7 @@ impl Reader {
         // Messages carrying W3C trace context get a span with the caller's
         // trace id, so the broker's log lines join the user's trace.
         let trace_id = headers::trace_id_of(&publish.headers);
-        let message = Arc::new(QueuedMessage {
+        let mut message = QueuedMessage {
             delivery: self.encoder.shared_delivery(
                 publish.topic,
                 publish.payload,
@@ -581,12 +751,18 @@ impl Reader {
             ),
             expires_at: (ttl_ms > 0).then(|| Instant::now() + Duration::from_millis(ttl_ms)),
             trace_id: trace_id.map(Box::from),
+            charge: Default::default(),
             message_id,
-        });
+        };
         if let Some(trace_id) = trace_id {
             tracing::debug_span!("publish", trace_id, topic = publish.topic, message_id)
                 .in_scope(|| debug!(subscriptions = matches.len(), "fan-out"));
         }
+        match self.shared.memory.try_charge(message.delivery.len()) {
+            Some(charge) => message.charge = charge,
+            None => return self.over_memory_budget(message, matches, durable, request_id),
+        }
+        let message = Arc::new(message);
         if durable {
             return Publishing::Durable(message, matches);
         }
@@ -607,6 +783,37 @@ impl Reader {
                 return Publishing::Blocked(message, waiting);
             }
         }
+        Publishing::Done(Flow::Continue)
+    }
+
+    /// A message the memory budget has no room for (LIMIT-3): a QoS 1
+    /// publish is refused, so its publisher knows it was not stored; a
+    /// QoS 0 one is discarded under a dropping policy, or its publisher
+    /// waits for room under `block`, as it would for a full queue.
+    fn over_memory_budget(
+        &mut self,
+        message: QueuedMessage,
+        matches: Matches,
+        durable: bool,
+        request_id: u64,
+    ) -> Publishing {
+        let metrics = &self.shared.metrics;
+        if durable {
+            inc(&metrics.refused_memory_budget);
+            let budget = self.shared.memory.limit();
+            return Publishing::Done(self.send_error(
+                ErrorCode::QueueFull,
+                &format!(
+                    "the broker's memory budget for messages ({budget} bytes, \
+                     queues.max_memory_bytes) is full; publish again later"
+                ),
+                request_id,
+            ));
+        }
+        if self.shared.config.queues.overflow_policy == OverflowPolicy::Block {
+            return Publishing::AwaitingMemory(message, matches);
+        }
+        add(&metrics.dropped_memory_budget, matches.len() as u64);
         Publishing::Done(Flow::Continue)
     }
 
@@ -723,15 +930,18 @@ impl Reader {
             (None, Some(name)) => (name.to_string(), QueueKind::Durable),
             (None, None) => (ephemeral_name(subscription_id), QueueKind::Ephemeral),
         });
-        let subscription = Arc::new(Subscription::new(
-            subscription_id,
-            subscribe.pattern.to_string(),
-            shared.config.queues.subscriber_capacity,
-            shared.config.queues.overflow_policy,
-            self.outbox.clone(),
-            stored_queue.as_ref().map(|(name, _)| name.clone()),
-            subscribe.queue_group.map(str::to_string),
-        ));
+        let subscription = Arc::new(
+            Subscription::new(
+                subscription_id,
+                subscribe.pattern.to_string(),
+                shared.config.queues.subscriber_capacity,
+                shared.config.queues.overflow_policy,
+                self.outbox.clone(),
+                stored_queue.as_ref().map(|(name, _)| name.clone()),
+                subscribe.queue_group.map(str::to_string),
+            )
+            .with_capacity_bytes(shared.config.queues.subscriber_capacity_bytes),
+        );
         if let Some((name, kind)) = &stored_queue {
             // Create or check it first: a refusal must come instead of
             // Subscribed, and deliveries only after it (SUB-7).
@@ -817,9 +1027,37 @@ fn unix_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Whether `presented` equals `key`, in a time that depends on neither's
+/// content nor length: both are read as [`AuthConfig::MAX_KEY_BYTES`] bytes
+/// (zero-padded, a longer presented key cut there) and every byte pair is
+/// compared; the lengths are compared as numbers, folded in the same way.
+/// A configured key is never longer (config validation). No digest is
+/// needed: the fixed width is what hides the length.
+fn key_matches(key: &[u8], presented: &[u8]) -> bool {
+    let width = AuthConfig::MAX_KEY_BYTES;
+    let byte = |bytes: &[u8], i: usize| bytes.get(i).copied().unwrap_or(0);
+    let mut difference = (key.len() ^ presented.len()) as u64;
+    for i in 0..width {
+        difference |= u64::from(byte(key, i) ^ byte(presented, i));
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    std::hint::black_box(difference) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_matches;
+
+    #[test]
+    fn keys_match_only_when_equal_in_content_and_length() {
+        assert!(key_matches(b"secret", b"secret"));
+        assert!(!key_matches(b"secret", b"secreT"));
+        assert!(!key_matches(b"secret", b"secret\0"));
+        assert!(!key_matches(b"secret", b"secre"));
+        assert!(!key_matches(b"secret", b""));
+        let long = vec![b'k'; 600];
+        assert!(
+            !key_matches(&long[..512], &long),
+            "a longer key is not cut to fit"
+        );
+    }
 }

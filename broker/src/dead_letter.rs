@@ -152,6 +152,7 @@ fn relabel(
         expires_at: None,
         message_id: original.message_id,
         trace_id: dead.message.trace_id.clone(),
+        charge: Default::default(),
     }))
 }
 
@@ -177,6 +178,7 @@ mod tests {
             expires_at: None,
             message_id: 1,
             trace_id: None,
+            charge: Default::default(),
         });
         let dead = |queue: &str, message| DeadLetter {
             queue: queue.into(),

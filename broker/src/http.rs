@@ -10,24 +10,136 @@
 //! is honoured (scrapers reuse connections); anything with a body, a
 //! malformed request or an oversized head gets an error and the connection
 //! closes.
+//!
+//! No client can hold the port (see [`Limits`]): connections are capped,
+//! a request head must arrive within a timeout, and a response that cannot
+//! be written in time ends its connection.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::config::MetricsConfig;
+use crate::metrics::{inc, Metrics};
 use crate::server::Shared;
 use crate::wal::WalHealth;
 
 /// The most bytes of request line and headers one request may have.
 const MAX_HEAD: usize = 8 * 1024;
-/// How long an idle or slow connection may take to send a whole request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
+/// What one client of the metrics port may hold (LIMIT-24, LIMIT-25): a
+/// connection slot, a request head of at most `MAX_HEAD` bytes for at most
+/// `request_timeout`, and one response for at most `write_timeout`.
+pub(crate) struct Limits {
+    slots: Arc<Semaphore>,
+    max_connections: usize,
+    request_timeout: Duration,
+    write_timeout: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Limits {
+    pub fn new(config: &MetricsConfig, metrics: Arc<Metrics>) -> Arc<Limits> {
+        Arc::new(Limits {
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            max_connections: config.max_connections,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            write_timeout: Duration::from_millis(config.write_timeout_ms),
+            metrics,
+        })
+    }
+
+    /// A slot for a connection just accepted; without one it is answered
+    /// 503 (if its send buffer takes that at once) and closed.
+    fn admit(self: &Arc<Self>, stream: &TcpStream) -> Option<Slot> {
+        match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                inc(&self.metrics.http_connections);
+                Some(Slot {
+                    permit: Some(permit),
+                    limits: self.clone(),
+                })
+            }
+            Err(_) => {
+                inc(&self.metrics.http_rejected);
+                let body = format!(
+                    "too many connections: metrics.max_connections is {}\n",
+                    self.max_connections
+                );
+                let _ = stream.try_write(
+                    format!(
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                None
+            }
+        }
+    }
+
+    /// Read a request head within the request timeout; a timeout is `None`.
+    async fn read_head(
+        &self,
+        stream: &mut TcpStream,
+        buffer: &mut Vec<u8>,
+    ) -> Option<Result<Option<usize>, HeadError>> {
+        let read = tokio::time::timeout(self.request_timeout, read_head(stream, buffer)).await;
+        if read.is_err() {
+            inc(&self.metrics.http_request_timeouts);
+        }
+        read.ok()
+    }
+
+    /// Write a response within the write timeout; a timeout is an error.
+    async fn write(
+        &self,
+        stream: &mut TcpStream,
+        response: &Response,
+        keep_alive: bool,
+        head_only: bool,
+    ) -> std::io::Result<()> {
+        let written = tokio::time::timeout(
+            self.write_timeout,
+            write(stream, response, keep_alive, head_only),
+        )
+        .await;
+        written.unwrap_or_else(|_| {
+            inc(&self.metrics.http_write_timeouts);
+            Err(std::io::ErrorKind::TimedOut.into())
+        })
+    }
+}
+
+/// A metrics connection's slot, freed (and the gauge lowered) on drop.
+struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    limits: Arc<Limits>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // Free the slot before the gauge says it is free.
+        self.permit = None;
+        self.limits
+            .metrics
+            .http_connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limits: Arc<Limits>,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -35,44 +147,50 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: Canc
                 Ok(accepted) => accepted,
                 Err(error) => {
                     debug!(%error, "metrics accept failed");
+                    // Out of file descriptors and the like: back off.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
+        let Some(slot) = limits.admit(&stream) else {
+            continue;
+        };
         let shared = shared.clone();
         let stop = stop.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             tokio::select! {
-                result = serve_connection(stream, &shared) => {
+                result = serve_connection(stream, &shared, &limits) => {
                     if let Err(error) = result {
                         debug!(%error, "metrics connection ended");
                     }
                 }
                 _ = stop.cancelled() => {}
             }
+            drop(slot);
         });
     }
 }
 
 /// Answer requests on one connection until the client closes it, asks to,
 /// or sends something this endpoint does not take.
-async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+async fn serve_connection(
+    mut stream: TcpStream,
+    shared: &Shared,
+    limits: &Limits,
+) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(1024);
     loop {
-        let head_len = match tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            read_head(&mut stream, &mut buffer),
-        )
-        .await
-        {
-            Ok(Ok(Some(len))) => len,
+        let head_len = match limits.read_head(&mut stream, &mut buffer).await {
+            Some(Ok(Some(len))) => len,
             // The client closed between requests, or went quiet.
-            Ok(Ok(None)) | Err(_) => return Ok(()),
-            Ok(Err(HeadError::TooLarge)) => {
+            Some(Ok(None)) | None => return Ok(()),
+            Some(Err(HeadError::TooLarge)) => {
                 let response = Response::plain(431, "request head too large\n");
-                return write(&mut stream, &response, false, false).await;
+                return limits.write(&mut stream, &response, false, false).await;
             }
-            Ok(Err(HeadError::Io(error))) => return Err(error),
+            Some(Err(HeadError::Io(error))) => return Err(error),
         };
         let (response, keep_alive, head_only) = match parse_request(&buffer[..head_len]) {
             Ok(request) => {
@@ -86,7 +204,9 @@ async fn serve_connection(mut stream: TcpStream, shared: &Shared) -> std::io::Re
         };
         // Pipelined requests after this one stay for the next round.
         buffer.drain(..head_len);
-        write(&mut stream, &response, keep_alive, head_only).await?;
+        limits
+            .write(&mut stream, &response, keep_alive, head_only)
+            .await?;
         if !keep_alive {
             return Ok(());
         }
@@ -246,23 +366,28 @@ fn readiness(shared: &Shared) -> Response {
 /// Answers every request with 503 while the write-ahead log is replayed at
 /// start (before there is anything else to serve), so a readiness probe
 /// hears "recovering" rather than nothing.
-pub(crate) async fn serve_while_recovering(listener: &TcpListener) {
+pub(crate) async fn serve_while_recovering(listener: &TcpListener, limits: &Arc<Limits>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let Some(slot) = limits.admit(&stream) else {
+            continue;
+        };
+        let limits = limits.clone();
         tokio::spawn(async move {
             let mut buffer = Vec::with_capacity(1024);
-            let read = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream, &mut buffer));
-            if let Ok(Ok(Some(head_len))) = read.await {
+            if let Some(Ok(Some(head_len))) = limits.read_head(&mut stream, &mut buffer).await {
                 let head_only =
                     parse_request(&buffer[..head_len]).is_ok_and(|r| r.method == "HEAD");
                 let response = Response::plain(
                     503,
                     "not ready\nrecovering: replaying the write-ahead log\n",
                 );
-                let _ = write(&mut stream, &response, false, head_only).await;
+                let _ = limits.write(&mut stream, &response, false, head_only).await;
             }
+            drop(slot);
         });
     }
 }

@@ -2,6 +2,7 @@
 //! [`Config`] until a shutdown future completes. The `blipmq` binary is a thin
 //! wrapper around it; tests bind `127.0.0.1:0` and call it directly.
 
+mod admission;
 mod bounded_queue;
 pub mod config;
 mod confirm;
@@ -9,12 +10,14 @@ mod connection;
 mod dead_letter;
 mod durable;
 mod http;
+mod memory;
 pub mod metrics;
 mod outbox;
 mod queue_manifest;
 mod registry;
 mod server;
 mod subscription;
+mod throttle;
 pub mod wal;
 mod websocket;
 mod writer;

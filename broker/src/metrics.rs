@@ -25,6 +25,10 @@ pub struct Metrics {
     /// Messages a `block` publisher was waiting to enqueue when the
     /// subscription went away.
     pub dropped_subscriber_gone: AtomicU64,
+    /// QoS 0 message copies discarded because the memory budget was full.
+    pub dropped_memory_budget: AtomicU64,
+    /// QoS 1 publishes refused (QueueFull) because the memory budget was full.
+    pub refused_memory_budget: AtomicU64,
     pub flush_bytes: AtomicU64,
     pub flush_batches: AtomicU64,
     pub connections_current: AtomicU64,
@@ -39,7 +43,29 @@ pub struct Metrics {
     /// or none within the handshake timeout).
     pub websocket_upgrade_failures: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Failed Hellos answered only after `auth.failure_delay_ms` (LIMIT-26).
+    pub auth_failures_delayed: AtomicU64,
+    /// Sockets whose Hello is not accepted yet (each holds a handshake slot).
+    handshakes_current: AtomicU64,
+    /// Sockets closed at accept: `server.max_handshakes` were in handshake.
+    pub handshakes_rejected: AtomicU64,
+    /// Peers that sent more than a handshake's worth of bytes before their
+    /// Hello was accepted (LIMIT-22), over either transport.
+    pub handshake_too_large: AtomicU64,
+    /// Connections to the metrics port open now.
+    pub http_connections: AtomicU64,
+    /// Metrics connections closed at accept (`metrics.max_connections`).
+    pub http_rejected: AtomicU64,
+    /// Metrics connections closed for a request head or a response that
+    /// took too long.
+    pub http_request_timeouts: AtomicU64,
+    pub http_write_timeouts: AtomicU64,
+    /// Log lines a peer could cause that were held back (LIMIT-27).
+    pub log_lines_suppressed: AtomicU64,
     pub protocol_errors: AtomicU64,
+    /// Connections closed for staying silent through their keepalive
+    /// (LIMIT-31).
+    pub keepalive_closes: AtomicU64,
     /// Subscribes refused at `queues.max_subscriptions_per_connection`.
     pub subscriptions_refused_per_connection: AtomicU64,
     /// Subscribes refused at `queues.topic_capacity`.
@@ -78,6 +104,9 @@ pub struct Gauges {
     pub subscriptions: u64,
     pub queue_depth: u64,
     pub topics: u64,
+    /// Bytes of messages held, and the budget (`queues.max_memory_bytes`).
+    pub memory_bytes: u64,
+    pub memory_budget_bytes: u64,
     /// QoS 1 queues: durable subscriptions, groups, redeliveries, dead letters.
     pub durable: crate::durable::DurableGauges,
     /// The write-ahead log's counters, once it is open.
@@ -104,7 +133,7 @@ impl Metrics {
         }
     }
 
-    /// A connection was accepted (and holds a `max_connections` permit).
+    /// A client's Hello was accepted (it holds a `max_connections` permit).
     pub fn connection_opened(&self, transport: Transport) {
         let by = &self.by_transport[transport as usize];
         for counter in [
@@ -123,6 +152,16 @@ impl Metrics {
         self.by_transport[transport as usize]
             .current
             .fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A socket was accepted into a handshake slot.
+    pub fn handshake_started(&self) {
+        inc(&self.handshakes_current);
+    }
+
+    /// A socket counted by `handshake_started` has left its handshake slot.
+    pub fn handshake_ended(&self) {
+        self.handshakes_current.fetch_sub(1, Ordering::Relaxed);
     }
 
     pub fn error_sent(&self, code: ErrorCode) {
@@ -185,6 +224,10 @@ impl Metrics {
                     "{reason=\"subscriber_gone\"}",
                     get(&self.dropped_subscriber_gone),
                 ),
+                (
+                    "{reason=\"memory_budget\"}",
+                    get(&self.dropped_memory_budget),
+                ),
                 ("{reason=\"max_age\"}", durable_dropped(DropReason::MaxAge)),
                 (
                     "{reason=\"max_messages\"}",
@@ -219,13 +262,13 @@ impl Metrics {
         family(
             "blipmq_connections",
             "gauge",
-            "Client connections open now.",
+            "Client connections open now (their Hello accepted).",
             &[("", get(&self.connections_current))],
         );
         family(
             "blipmq_connections_total",
             "counter",
-            "Client connections accepted.",
+            "Client connections admitted (their Hello accepted).",
             &[("", get(&self.connections_total))],
         );
         family(
@@ -278,10 +321,67 @@ impl Metrics {
             &[("", get(&self.auth_failures))],
         );
         family(
+            "blipmq_auth_failures_delayed_total",
+            "counter",
+            "Failed handshakes answered after auth.failure_delay_ms: their address was over auth.max_failures.",
+            &[("", get(&self.auth_failures_delayed))],
+        );
+        family(
+            "blipmq_handshakes",
+            "gauge",
+            "Sockets whose Hello is not accepted yet (bounded by server.max_handshakes).",
+            &[("", get(&self.handshakes_current))],
+        );
+        family(
+            "blipmq_handshakes_rejected_total",
+            "counter",
+            "Sockets closed at accept because server.max_handshakes were in handshake.",
+            &[("", get(&self.handshakes_rejected))],
+        );
+        family(
+            "blipmq_handshake_too_large_total",
+            "counter",
+            "Peers closed for sending more than a handshake's worth of bytes before their Hello was accepted.",
+            &[("", get(&self.handshake_too_large))],
+        );
+        family(
+            "blipmq_http_connections",
+            "gauge",
+            "Connections to the metrics port open now (bounded by metrics.max_connections).",
+            &[("", get(&self.http_connections))],
+        );
+        family(
+            "blipmq_http_connections_rejected_total",
+            "counter",
+            "Connections to the metrics port closed at accept because metrics.max_connections were open.",
+            &[("", get(&self.http_rejected))],
+        );
+        family(
+            "blipmq_http_timeouts_total",
+            "counter",
+            "Metrics connections closed for a request head (metrics.request_timeout_ms) or a response write (metrics.write_timeout_ms) that took too long.",
+            &[
+                ("{phase=\"request\"}", get(&self.http_request_timeouts)),
+                ("{phase=\"write\"}", get(&self.http_write_timeouts)),
+            ],
+        );
+        family(
+            "blipmq_log_lines_suppressed_total",
+            "counter",
+            "Warnings a peer could cause (failed logins, refusals) held back by the per-kind rate limit.",
+            &[("", get(&self.log_lines_suppressed))],
+        );
+        family(
             "blipmq_protocol_errors_total",
             "counter",
             "Malformed, oversized or out-of-order frames received.",
             &[("", get(&self.protocol_errors))],
+        );
+        family(
+            "blipmq_keepalive_closes_total",
+            "counter",
+            "Connections closed because nothing was heard from them through the keepalive (server.keepalive_interval_ms x (keepalive_missed + 1)).",
+            &[("", get(&self.keepalive_closes))],
         );
         let errors: Vec<(String, u64)> = self
             .errors_sent
@@ -336,6 +436,27 @@ impl Metrics {
             "gauge",
             "Messages waiting in subscriber queues.",
             &[("", gauges.queue_depth)],
+        );
+        family(
+            "blipmq_memory_bytes",
+            "gauge",
+            "Bytes of messages held in memory (queues, stored QoS 1 messages, messages in flight).",
+            &[("", gauges.memory_bytes)],
+        );
+        family(
+            "blipmq_memory_budget_bytes",
+            "gauge",
+            "The memory budget for messages (queues.max_memory_bytes).",
+            &[("", gauges.memory_budget_bytes)],
+        );
+        family(
+            "blipmq_publishes_refused_total",
+            "counter",
+            "QoS 1 publishes refused before they were stored, by cause.",
+            &[(
+                "{reason=\"memory_budget\"}",
+                get(&self.refused_memory_budget),
+            )],
         );
         family(
             "blipmq_durable_subscriptions",
@@ -482,6 +603,8 @@ mod tests {
             subscriptions: 3,
             queue_depth: 4,
             topics: 2,
+            memory_bytes: 10,
+            memory_budget_bytes: 11,
             durable: crate::durable::DurableGauges {
                 queues: 1,
                 unacked: 5,
@@ -499,6 +622,8 @@ mod tests {
         assert!(text.contains("blipmq_errors_sent_total{code=\"300\",name=\"InvalidTopic\"} 2\n"));
         assert!(text.contains("\nblipmq_subscriptions 3\n"));
         assert!(text.contains("\nblipmq_queue_depth 4\n"));
+        assert!(text.contains("\nblipmq_memory_bytes 10\n"));
+        assert!(text.contains("\nblipmq_memory_budget_bytes 11\n"));
         assert!(text.contains("\nblipmq_redeliveries_total 6\n"));
         assert!(text.contains("\nblipmq_dead_letters_total 7\n"));
         // A stored queue's TTL drops count with every other TTL drop.

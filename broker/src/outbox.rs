@@ -2,13 +2,14 @@
 //! to that connection's writer: control frames, and the subscriptions whose
 //! queues the writer drains.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::memory::MemoryBudget;
 use crate::subscription::{Subscription, SubscriptionSet};
 
 /// Control frames (replies, errors, pongs) a connection may have waiting for
@@ -16,12 +17,24 @@ use crate::subscription::{Subscription, SubscriptionSet};
 /// disconnected past this, instead of growing broker memory.
 pub const MAX_PENDING_CONTROL_BYTES: usize = 8 * 1024 * 1024;
 
+/// A backlog no larger than this is never refused for the broker-wide
+/// bound (see [`Outbox::with_control_budget`]): a client that reads its
+/// replies seldom has more than a few frames waiting.
+pub const CONTROL_FLOOR_BYTES: usize = 16 * 1024;
+
 #[derive(Default)]
 pub struct Outbox {
     /// Wakes the writer. `notify_one` keeps a permit when the writer is busy,
     /// so a wake-up is never lost between its last check and its next wait.
     ready: Notify,
     control: Mutex<BytesMut>,
+    /// Every connection's control backlog together (LIMIT-2): 8 MiB each
+    /// would let ten thousand connections that never read hold 80 GB.
+    control_budget: Option<&'static MemoryBudget>,
+    /// Control bytes the writer has taken and not written yet: they stay
+    /// counted against `control_budget` until written, so a writer stuck
+    /// on a peer that does not read cannot hide its backlog there.
+    control_in_writer: AtomicUsize,
     /// By id: an ack, an unsubscribe and the limit check cost the same
     /// however many subscriptions the connection holds.
     subscriptions: Mutex<SubscriptionSet>,
@@ -89,6 +102,16 @@ impl Outbox {
         Arc::new(Outbox::default())
     }
 
+    /// An outbox whose control backlog also counts against `budget`, shared
+    /// by every connection: while the budget is spent, a backlog past
+    /// [`CONTROL_FLOOR_BYTES`] is refused (its connection is closed), so
+    /// the peers that do not read go, and those that do are untouched.
+    pub fn with_control_budget(budget: &'static MemoryBudget) -> Arc<Outbox> {
+        let mut outbox = Outbox::default();
+        outbox.control_budget = Some(budget);
+        Arc::new(outbox)
+    }
+
     #[inline]
     pub fn wake(&self) {
         self.ready.notify_one();
@@ -109,7 +132,16 @@ impl Outbox {
             if control.len() > MAX_PENDING_CONTROL_BYTES {
                 return Err(ControlBacklogFull);
             }
+            let before = control.len();
+            if let Some(budget) = self.control_budget {
+                if before > CONTROL_FLOOR_BYTES && budget.used() >= budget.limit() {
+                    return Err(ControlBacklogFull);
+                }
+            }
             encode(&mut control);
+            if let Some(budget) = self.control_budget {
+                budget.add(control.len() - before);
+            }
         }
         self.wake();
         Ok(())
@@ -120,7 +152,17 @@ impl Outbox {
         let mut control = self.control.lock();
         if !control.is_empty() {
             into.extend_from_slice(&control);
+            self.control_in_writer
+                .fetch_add(control.len(), Ordering::Relaxed);
             control.clear();
+        }
+    }
+
+    /// The writer has written `bytes` of the control frames it took.
+    pub fn control_written(&self, bytes: usize) {
+        self.control_in_writer.fetch_sub(bytes, Ordering::Relaxed);
+        if let Some(budget) = self.control_budget {
+            budget.sub(bytes);
         }
     }
 
@@ -171,10 +213,53 @@ impl Outbox {
     }
 }
 
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if let Some(budget) = self.control_budget {
+            budget.sub(self.control.get_mut().len() + *self.control_in_writer.get_mut());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn backlogs_past_the_floor_are_refused_while_the_shared_budget_is_spent() {
+        let budget = MemoryBudget::leak(3 * CONTROL_FLOOR_BYTES);
+        let (reader, idle) = (
+            Outbox::with_control_budget(budget),
+            Outbox::with_control_budget(budget),
+        );
+        let chunk = |out: &mut BytesMut| out.resize(out.len() + CONTROL_FLOOR_BYTES, 0);
+        // The idle peer takes the whole budget...
+        for _ in 0..3 {
+            idle.push_control(chunk).unwrap();
+        }
+        assert_eq!(budget.used(), 3 * CONTROL_FLOOR_BYTES);
+        assert!(
+            idle.push_control(chunk).is_err(),
+            "past the floor, budget spent"
+        );
+        // ...a peer with a small backlog is still served...
+        reader
+            .push_control(|out| out.extend_from_slice(b"pong"))
+            .unwrap();
+        let mut written = BytesMut::new();
+        reader.take_control(&mut written);
+        assert_eq!(&written[..], b"pong");
+        assert_eq!(
+            budget.used(),
+            3 * CONTROL_FLOOR_BYTES + 4,
+            "taken, not yet written"
+        );
+        reader.control_written(4);
+        // ...and what the idle one held is returned when it goes.
+        drop(idle);
+        assert_eq!(budget.used(), 0);
+    }
 
     /// Whether `outbox` has a wake-up waiting (and takes it).
     async fn was_woken(outbox: &Outbox) -> bool {

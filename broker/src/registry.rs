@@ -748,6 +748,7 @@ mod tests {
             expires_at: None,
             message_id: 1,
             trace_id: None,
+            charge: Default::default(),
         });
         for _ in 0..4 {
             full.enqueue_now(message.clone(), &metrics);

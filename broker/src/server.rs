@@ -9,18 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::admission::{Admission, Slots};
 use crate::config::Config;
 use crate::connection;
 use crate::dead_letter;
 use crate::durable::{DeliverySettings, Durable};
 use crate::http;
-use crate::metrics::{inc, Gauges, Metrics, Transport};
+use crate::memory::MemoryBudget;
+use crate::metrics::{add, inc, Gauges, Metrics, Transport};
 use crate::registry::Registry;
+use crate::throttle::{LogGate, LoginFailures};
 use crate::websocket;
 
 /// How long shutdown waits for connections to flush and close.
@@ -88,18 +90,66 @@ pub(crate) struct Shared {
     pub metrics: Arc<Metrics>,
     /// QoS 1: the write-ahead log and durable subscriptions.
     pub durable: Durable,
+    /// What messages in memory may take (`queues.max_memory_bytes`).
+    pub memory: &'static MemoryBudget,
+    /// What every connection's unread replies may take together: a
+    /// sixteenth of the message budget (LIMIT-2).
+    pub control_memory: &'static MemoryBudget,
     pub next_message_id: AtomicU64,
     pub next_subscription_id: AtomicU64,
     pub next_connection_id: AtomicU64,
+    /// Handshake and connection slots (LIMIT-1, LIMIT-20).
+    pub slots: Slots,
+    /// Failed Hellos per source address (LIMIT-26).
+    pub login_failures: LoginFailures,
+    /// Warnings a peer can cause, one line a second per kind (LIMIT-27):
+    /// failed logins, and sockets refused for a limit.
+    pub auth_log: LogGate,
+    pub refusal_log: LogGate,
 }
 
+/// How often a warning a peer can cause may be logged, per kind.
+const PEER_WARNING_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Shared {
+    pub fn new(
+        config: Config,
+        durable: Durable,
+        metrics: Arc<Metrics>,
+        first_message_id: u64,
+    ) -> Shared {
+        Shared {
+            durable,
+            registry: Registry::new(
+                config.queues.topic_capacity,
+                config.effective_fanout_shards(),
+            ),
+            metrics,
+            memory: MemoryBudget::leak(config.queues.max_memory_bytes),
+            control_memory: MemoryBudget::leak(config.queues.max_memory_bytes / 16),
+            next_message_id: AtomicU64::new(first_message_id),
+            next_subscription_id: AtomicU64::new(1),
+            next_connection_id: AtomicU64::new(1),
+            slots: Slots::new(config.server.max_handshakes, config.server.max_connections),
+            login_failures: LoginFailures::new(
+                config.auth.max_failures,
+                Duration::from_millis(config.auth.failure_window_ms),
+                Duration::from_millis(config.auth.failure_delay_ms),
+            ),
+            auth_log: LogGate::new(PEER_WARNING_INTERVAL),
+            refusal_log: LogGate::new(PEER_WARNING_INTERVAL),
+            config,
+        }
+    }
+
     pub fn gauges(&self) -> Gauges {
         let (subscriptions, topics, queue_depth) = self.registry.gauges();
         Gauges {
             subscriptions,
             topics,
             queue_depth,
+            memory_bytes: self.memory.used() as u64,
+            memory_budget_bytes: self.memory.limit() as u64,
             durable: self.durable.gauges(),
             wal: self.durable.wal_stats().unwrap_or_default(),
         }
@@ -130,10 +180,12 @@ pub async fn run_and_notify(
     // so early clients wait in the accept backlog).
     let settings = DeliverySettings::from_config(&config);
     let recovering = Durable::open(config.wal.clone(), settings);
+    let metrics = Arc::new(Metrics::default());
+    let http_limits = http::Limits::new(&config.metrics, metrics.clone());
     let opened = match &listeners.metrics {
-        Some(metrics) => tokio::select! {
+        Some(listener) => tokio::select! {
             opened = recovering => opened,
-            _ = http::serve_while_recovering(metrics) => unreachable!("serves until dropped"),
+            _ = http::serve_while_recovering(listener, &http_limits) => unreachable!("serves until dropped"),
         },
         None => recovering.await,
     };
@@ -144,18 +196,7 @@ pub async fn run_and_notify(
         ))
     })?;
     let first_message_id = first_message_id(durable.recovered_max_message_id());
-    let shared = Arc::new(Shared {
-        durable,
-        registry: Registry::new(
-            config.queues.topic_capacity,
-            config.effective_fanout_shards(),
-        ),
-        metrics: Arc::new(Metrics::default()),
-        next_message_id: AtomicU64::new(first_message_id),
-        next_subscription_id: AtomicU64::new(1),
-        next_connection_id: AtomicU64::new(1),
-        config,
-    });
+    let shared = Arc::new(Shared::new(config, durable, metrics, first_message_id));
     ready();
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -163,10 +204,13 @@ pub async fn run_and_notify(
     let dead_letter_task = tokio::spawn(dead_letter::run(shared.clone(), dead_letters));
     let sweeper = tokio::spawn(redeliver_overdue(shared.clone()));
     if let Some(listener) = listeners.metrics {
-        tasks.spawn(http::serve(listener, shared.clone(), stop.clone()));
+        tasks.spawn(http::serve(
+            listener,
+            shared.clone(),
+            http_limits,
+            stop.clone(),
+        ));
     }
-    // One permit per open connection: the limit reads off the semaphore.
-    let permits = Arc::new(Semaphore::new(shared.config.server.max_connections));
     tokio::pin!(shutdown);
     loop {
         let (transport, accepted) = tokio::select! {
@@ -188,42 +232,39 @@ pub async fn run_and_notify(
             warn!(%error, %peer, "cannot set TCP_NODELAY");
         }
         let metrics = &shared.metrics;
-        match permits.clone().try_acquire_owned() {
-            Ok(permit) => {
-                metrics.connection_opened(transport);
-                let shared = shared.clone();
-                let stop = stop.clone();
-                tasks.spawn(async move {
-                    match transport {
-                        Transport::Tcp => {
-                            let (read_half, write_half) = stream.into_split();
-                            connection::serve(read_half, write_half, peer, shared.clone(), stop)
-                                .await
-                        }
-                        Transport::WebSocket => {
-                            websocket::serve(stream, peer, shared.clone(), stop).await
-                        }
-                    }
-                    // Free the slot before the gauge says it is free.
-                    drop(permit);
-                    shared.metrics.connection_closed(transport);
-                });
+        let Ok(handshake) = shared.slots.handshakes.clone().try_acquire_owned() else {
+            // Beyond the handshake budget: closed here and now, with no
+            // upgrade and no task (LIMIT-21).
+            inc(&metrics.handshakes_rejected);
+            refuse_at_accept(&stream, transport, shared.config.server.max_handshakes);
+            if let Some(suppressed) = shared.refusal_log.admit(std::time::Instant::now()) {
+                add(&metrics.log_lines_suppressed, suppressed);
+                warn!(%peer, suppressed, "socket refused: server.max_handshakes are in handshake");
             }
-            Err(_) => {
-                inc(&metrics.connections_rejected);
-                metrics.error_sent(blipmq_protocol::ErrorCode::TooManyConnections);
-                warn!(%peer, "connection refused: max_connections reached");
-                match transport {
-                    Transport::Tcp => tasks.spawn(connection::reject_over_limit(
-                        stream,
-                        shared.config.server.max_connections,
-                    )),
-                    Transport::WebSocket => {
-                        tasks.spawn(websocket::reject_over_limit(stream, peer, shared.clone()))
-                    }
-                };
+            continue;
+        };
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(shared.config.server.handshake_timeout_ms);
+        let admission = Admission::new(
+            transport,
+            metrics.clone(),
+            &shared.slots,
+            handshake,
+            deadline,
+        );
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            match transport {
+                Transport::Tcp => {
+                    let (read_half, write_half) = stream.into_split();
+                    connection::serve(read_half, write_half, peer, shared, stop, admission).await
+                }
+                Transport::WebSocket => {
+                    websocket::serve(stream, peer, shared, stop, admission).await
+                }
             }
-        }
+        });
     }
     info!("shutting down");
     drop(listeners.clients);
@@ -240,6 +281,29 @@ pub async fn run_and_notify(
     dead_letter_task.abort();
     info!("stopped");
     Ok(())
+}
+
+/// Tell a socket refused at accept why, if its send buffer takes the
+/// answer without waiting (a fresh socket's does), then drop it: an Error
+/// frame over TCP, an HTTP 503 on the WebSocket port (no upgrade happened).
+fn refuse_at_accept(stream: &TcpStream, transport: Transport, max_handshakes: usize) {
+    let message =
+        format!("the broker is at its limit of {max_handshakes} sockets awaiting a handshake");
+    let answer = match transport {
+        Transport::Tcp => blipmq_protocol::Encoder::new()
+            .encode_to_bytes(&blipmq_protocol::Frame::Error(blipmq_protocol::ErrorFrame {
+                code: blipmq_protocol::ErrorCode::TooManyConnections,
+                message: &message,
+                request_id: 0,
+            }))
+            .to_vec(),
+        Transport::WebSocket => format!(
+            "HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{message}\n",
+            message.len() + 1
+        )
+        .into_bytes(),
+    };
+    let _ = stream.try_write(&answer);
 }
 
 /// Message ids stay unique and increasing across restarts (PUB-5): the

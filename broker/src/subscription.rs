@@ -9,8 +9,9 @@ use std::time::Instant;
 use blipmq_protocol::SharedDelivery;
 use tokio::sync::Notify;
 
-use crate::bounded_queue::BoundedQueue;
+use crate::bounded_queue::{BoundedQueue, Weigh};
 use crate::config::OverflowPolicy;
+use crate::memory::Charge;
 use crate::metrics::{inc, Metrics};
 use crate::outbox::{Outbox, PendingWakes};
 
@@ -24,6 +25,9 @@ pub struct QueuedMessage {
     pub message_id: u64,
     /// From the message's `traceparent` header, for delivery log lines.
     pub trace_id: Option<Box<str>>,
+    /// Its share of the broker's memory budget, returned when the last
+    /// holder drops the message (see `memory.rs`).
+    pub charge: Charge,
 }
 
 pub type MessageRef = Arc<QueuedMessage>;
@@ -36,6 +40,13 @@ pub struct Queued {
     /// 0 at QoS 0; the message's log position for a durable subscription.
     pub delivery_id: u64,
     pub delivery_count: u32,
+}
+
+impl Weigh for Queued {
+    /// The encoded delivery's bytes: what the queue's byte bound counts.
+    fn weight(&self) -> usize {
+        self.message.delivery.len()
+    }
 }
 
 impl Queued {
@@ -98,12 +109,19 @@ impl Subscription {
             durable,
             group,
             policy,
-            queue: BoundedQueue::new(capacity),
+            queue: BoundedQueue::new(capacity, usize::MAX),
             outbox,
             space: Notify::new(),
             blocked_publishers: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         }
+    }
+
+    /// Bound the queue by bytes as well as by count
+    /// (`queues.subscriber_capacity_bytes`); before it is shared.
+    pub fn with_capacity_bytes(mut self, max_bytes: usize) -> Subscription {
+        self.queue = BoundedQueue::new(self.queue.capacity(), max_bytes);
+        self
     }
 
     pub fn depth(&self) -> usize {
@@ -374,6 +392,7 @@ mod tests {
             expires_at: None,
             message_id: id,
             trace_id: None,
+            charge: Default::default(),
         })
     }
 

@@ -19,6 +19,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -42,9 +43,11 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::admission::{Admission, ReadBudget};
 use crate::connection;
-use crate::metrics::{inc, Metrics};
+use crate::metrics::{add, inc, Metrics};
 use crate::server::Shared;
+use crate::throttle::clip;
 
 /// Frames buffered by the outgoing adapter before a write waits for the
 /// socket; the writer's own batches are bounded by `max_batch_bytes`.
@@ -60,7 +63,23 @@ pub fn close_code(code: ErrorCode) -> u16 {
     4000 + code.0
 }
 
-type Socket = WebSocketStream<TcpStream>;
+type Socket = WebSocketStream<Metered>;
+
+/// The most bytes of HTTP upgrade request the broker reads. Browsers send
+/// the page's cookies with it, so it is given more room than the metrics
+/// port's requests (as much as Node's default header limit).
+const MAX_UPGRADE_REQUEST: usize = 16 * 1024;
+
+/// The most bytes read after the upgrade until the Hello is accepted: a
+/// Hello as large as one over TCP may be (`MAX_HANDSHAKE_FRAME` and its
+/// prefix), and room for its WebSocket framing (a frame header is at most
+/// 14 bytes; a fragmented Hello or a few pings fit).
+const MAX_PRE_AUTH_BYTES: usize = connection::MAX_HANDSHAKE_FRAME + LENGTH_PREFIX_LEN + 256;
+
+/// tungstenite's read chunk: it zero-fills this much of its buffer for each
+/// read, so it is also what an idle connection's buffer costs. Larger
+/// messages are read in several chunks.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Upgrade `stream` and serve it as a client connection until it closes.
 pub(crate) async fn serve(
@@ -68,37 +87,187 @@ pub(crate) async fn serve(
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    mut admission: Admission,
 ) {
-    let Some(socket) = upgrade(stream, peer, &shared, &shutdown).await else {
+    let budget = ReadBudget::new(AtomicUsize::new(MAX_UPGRADE_REQUEST));
+    let stream = Metered {
+        stream,
+        budget: budget.clone(),
+        request_end: Some(0),
+        held: Vec::new(),
+    };
+    let Some(socket) = upgrade(stream, peer, &shared, &shutdown, admission.deadline).await else {
         return;
     };
+    admission.lift_on_admit(budget);
     let (reader, writer, returned) = split(socket, shared.metrics.clone());
-    connection::serve(reader, writer, peer, shared, shutdown).await;
+    connection::serve(reader, writer, peer, shared, shutdown, admission).await;
     linger(returned).await;
 }
 
-/// Upgrade, then answer with TooManyConnections and close (`max_connections`).
-pub(crate) async fn reject_over_limit(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let never = CancellationToken::new();
-    let Some(socket) = upgrade(stream, peer, &shared, &never).await else {
-        return;
-    };
-    let (_reader, writer, _) = split(socket, shared.metrics.clone());
-    connection::reject_over_limit(writer, shared.config.server.max_connections).await;
+/// The socket under tungstenite. Until the Hello is accepted it lets
+/// tungstenite read only a budget of bytes: the upgrade request (up to
+/// `MAX_UPGRADE_REQUEST`, and never past its end), then `MAX_PRE_AUTH_BYTES`
+/// of WebSocket frames. So what tungstenite can buffer for an
+/// unauthenticated peer is bounded as over TCP (LIMIT-22), while after the
+/// Hello messages up to the largest frame are read. (tokio-tungstenite
+/// offers no way to change a live stream's `max_message_size`; the budget
+/// caps the bytes instead, whatever the framing: one frame, fragments, or
+/// control frames.)
+struct Metered {
+    stream: TcpStream,
+    /// Bytes tungstenite may still take; `usize::MAX` once the Hello is
+    /// accepted.
+    budget: ReadBudget,
+    /// While the upgrade request is read: how many bytes of its end
+    /// (`\r\n\r\n`) the bytes so far end with. `None` after it.
+    request_end: Option<usize>,
+    /// Bytes read from the socket past the request's end, passed on first
+    /// (and counted against the frame budget).
+    held: Vec<u8>,
 }
 
-/// The HTTP upgrade, with the Origin check, within the handshake timeout.
+/// The error a read past the pre-authentication budget fails with.
+#[derive(Debug)]
+struct OverBudget {
+    limit: usize,
+}
+
+impl std::fmt::Display for OverBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "more than {} bytes before the handshake completed",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for OverBudget {}
+
+fn is_over_budget(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|e| e.is::<OverBudget>())
+}
+
+/// Where the HTTP request head ends in `data`, given that the bytes before
+/// it ended with `matched` bytes of `\r\n\r\n`: `Ok(index past the end)`,
+/// or `Err(matched)` at the end of `data`.
+fn find_request_end(data: &[u8], mut matched: usize) -> Result<usize, usize> {
+    const END: &[u8; 4] = b"\r\n\r\n";
+    for (i, &byte) in data.iter().enumerate() {
+        matched = if byte == END[matched] {
+            matched + 1
+        } else {
+            usize::from(byte == b'\r')
+        };
+        if matched == END.len() {
+            return Ok(i + 1);
+        }
+    }
+    Err(matched)
+}
+
+impl AsyncRead for Metered {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let allowed = this.budget.load(Ordering::Relaxed);
+        if allowed == usize::MAX && this.held.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        if allowed == 0 {
+            let limit = match this.request_end {
+                Some(_) => MAX_UPGRADE_REQUEST,
+                None => MAX_PRE_AUTH_BYTES,
+            };
+            let error = OverBudget { limit };
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, error)));
+        }
+        // Before the handshake only: read into a small buffer of our own so
+        // that no more than the budget is taken from the socket.
+        let mut chunk = [0u8; 2048];
+        let limit = allowed.min(buf.remaining()).min(chunk.len());
+        let mut n = if this.held.is_empty() {
+            let mut limited = ReadBuf::new(&mut chunk[..limit]);
+            ready!(Pin::new(&mut this.stream).poll_read(cx, &mut limited))?;
+            limited.filled().len()
+        } else {
+            let n = limit.min(this.held.len());
+            chunk[..n].copy_from_slice(&this.held[..n]);
+            this.held.drain(..n);
+            n
+        };
+        let mut next_budget = None;
+        if let Some(matched) = this.request_end {
+            match find_request_end(&chunk[..n], matched) {
+                Ok(end) => {
+                    // The request is whole: tungstenite gets it and nothing
+                    // more; what follows waits under the frame budget.
+                    this.held.extend_from_slice(&chunk[end..n]);
+                    n = end;
+                    this.request_end = None;
+                    next_budget = Some(MAX_PRE_AUTH_BYTES);
+                }
+                Err(matched) => this.request_end = Some(matched),
+            }
+        }
+        buf.put_slice(&chunk[..n]);
+        let _ = this
+            .budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                (left != usize::MAX).then(|| next_budget.unwrap_or(left.saturating_sub(n)))
+            });
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Metered {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The HTTP upgrade, with the Origin check, by the handshake deadline.
 async fn upgrade(
-    stream: TcpStream,
+    stream: Metered,
     peer: SocketAddr,
     shared: &Shared,
     shutdown: &CancellationToken,
+    deadline: tokio::time::Instant,
 ) -> Option<Socket> {
     let config = &shared.config;
     // A message may be one frame of the largest size the broker reads; a
     // bigger one is refused by tungstenite before it is buffered whole.
     let largest = config.max_frame_size() + LENGTH_PREFIX_LEN;
     let ws_config = WebSocketConfig::default()
+        .read_buffer_size(READ_CHUNK)
         .max_message_size(Some(largest))
         .max_frame_size(Some(largest));
     let refused_origin = Arc::new(Mutex::new(None));
@@ -122,11 +291,10 @@ async fn upgrade(
             Err(refusal)
         }
     };
-    let timeout = Duration::from_millis(config.server.handshake_timeout_ms);
     let upgrade =
         tokio_tungstenite::accept_hdr_async_with_config(stream, check_origin, Some(ws_config));
     let result = tokio::select! {
-        result = tokio::time::timeout(timeout, upgrade) => result,
+        result = tokio::time::timeout_at(deadline, upgrade) => result,
         _ = shutdown.cancelled() => return None,
     };
     match result {
@@ -134,7 +302,11 @@ async fn upgrade(
         Ok(Err(error)) => {
             if let Some(origin) = refused_origin.lock().take() {
                 inc(&shared.metrics.websocket_origin_rejections);
-                warn!(%peer, origin, "WebSocket refused: origin not allowed");
+                if let Some(suppressed) = shared.refusal_log.admit(std::time::Instant::now()) {
+                    add(&shared.metrics.log_lines_suppressed, suppressed);
+                    let origin = clip(&origin, 128);
+                    warn!(%peer, %origin, suppressed, "WebSocket refused: origin not allowed");
+                }
             } else {
                 inc(&shared.metrics.websocket_upgrade_failures);
                 debug!(%peer, %error, "WebSocket upgrade failed");
@@ -253,6 +425,11 @@ impl AsyncRead for WsReader {
                     return Poll::Ready(Ok(()));
                 }
                 Some(Ok(message)) => message,
+                Some(Err(WsError::Io(error))) if is_over_budget(&error) => {
+                    inc(&this.metrics.handshake_too_large);
+                    let code = CloseCode::Library(close_code(ErrorCode::MessageTooLarge));
+                    return Poll::Ready(Err(this.violation(code, error.to_string())));
+                }
                 Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                     let message =
                         format!("a message of {size} bytes exceeds the limit of {max_size} bytes");
@@ -414,5 +591,19 @@ fn truncate_reason(reason: &mut String) {
             end -= 1;
         }
         reason.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_request_end;
+
+    #[test]
+    fn the_request_head_ends_at_the_first_blank_line_even_across_reads() {
+        assert_eq!(find_request_end(b"GET / HTTP/1.1\r\n\r\nframes", 0), Ok(18));
+        assert_eq!(find_request_end(b"GET / HTTP/1.1\r\nHost: x\r", 0), Err(1));
+        assert_eq!(find_request_end(b"\n\r\n\x82", 1), Ok(3));
+        assert_eq!(find_request_end(b"\r\r\n\r\n", 0), Ok(5));
+        assert_eq!(find_request_end(b"\r\n\rx", 0), Err(0));
     }
 }

@@ -250,6 +250,7 @@ pub async fn run(
                 add(&metrics.delivered, deliveries);
                 add(&metrics.flush_bytes, bytes as u64);
                 inc(&metrics.flush_batches);
+                outbox.control_written(batch.control.len());
                 batch.clear();
             }
             Err(error) => {
@@ -296,6 +297,7 @@ mod tests {
                 expires_at: None,
                 message_id,
                 trace_id: None,
+                charge: Default::default(),
             });
             assert!(subscription.try_enqueue(message, metrics).is_ok());
         }

@@ -2,8 +2,15 @@
 //! line (`Ok`) or what went wrong (`Err`); one module per kind of resource.
 //! A case starts its own broker, so no case sees another's debris.
 
+mod acks;
 mod frames;
+mod handshakes;
+mod http;
+mod keepalive;
+mod logins;
+mod memory;
 mod slowloris;
+mod storm;
 mod subscriptions;
 
 use std::future::Future;
@@ -46,6 +53,13 @@ pub fn all() -> Vec<Case> {
     let mut cases = Vec::new();
     cases.extend(frames::cases());
     cases.extend(slowloris::cases());
+    cases.extend(handshakes::cases());
+    cases.extend(http::cases());
+    cases.extend(logins::cases());
+    cases.extend(memory::cases());
+    cases.extend(storm::cases());
+    cases.extend(keepalive::cases());
+    cases.extend(acks::cases());
     cases.extend(subscriptions::cases());
     cases
 }
@@ -104,4 +118,31 @@ pub fn ensure(condition: bool, message: impl FnOnce() -> String) -> Result<(), S
     } else {
         Err(message())
     }
+}
+
+/// One sample of the broker's `/metrics` (`name` or `name{labels}`).
+pub async fn metric(broker: &Broker, sample: &str) -> Result<u64, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = broker.metrics.ok_or("the broker serves no metrics")?;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to /metrics: {e}"))?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| format!("GET /metrics: {e}"))?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .await
+        .map_err(|e| format!("read /metrics: {e}"))?;
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| format!("no sample {sample} in /metrics"))
 }

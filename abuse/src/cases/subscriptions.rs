@@ -9,9 +9,8 @@
 use std::time::{Duration, Instant};
 
 use blipmq_protocol::{ErrorCode, Frame, Unsubscribe};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{ensure, Case, CaseResult, Ctx, Watched};
+use super::{ensure, metric, Case, CaseResult, Ctx, Watched};
 use crate::broker::Broker;
 use crate::measure::{mb, Bounds};
 use crate::wire::{Conn, Reply};
@@ -106,25 +105,6 @@ async fn subscribe_all(
         }
     }
     Ok(got)
-}
-
-/// A sample of the broker's /metrics (0 when absent).
-async fn metric(broker: &Broker, sample: &str) -> Result<u64, String> {
-    let addr = broker.metrics.ok_or("the broker serves no metrics")?;
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: abuse\r\nconnection: close\r\n\r\n")
-        .await
-        .map_err(io)?;
-    let mut text = String::new();
-    tokio::time::timeout(WAIT, stream.read_to_string(&mut text))
-        .await
-        .map_err(|_| "no /metrics answer".to_string())?
-        .map_err(io)?;
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0))
 }
 
 /// Wait until `sample` reads `value`; how long that took.

@@ -41,6 +41,7 @@
 //! what is let go of and released to the log (`retention.rs`) have files of
 //! their own; this one is the store's API.
 
+mod ack_log;
 mod holds;
 mod limits;
 mod manifest;
@@ -55,6 +56,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, OnceCell};
 use tracing::{debug, info, warn};
@@ -231,8 +233,15 @@ pub struct Durable {
     dead_lettered: AtomicU64,
     drops: Drops,
     expired_queues: AtomicU64,
+    /// Queues the once-a-second sweep has looked at, for tests: it should
+    /// be those with something due, not all of them.
+    swept_queues: AtomicU64,
     /// Ack records the log refused, for a rate-limited warning.
     ack_failures: Arc<AckLogFailures>,
+    /// Ack records for the log, appended in batches by one task
+    /// (`ack_log.rs`), which takes the receiver when the log is opened.
+    ack_log: mpsc::UnboundedSender<Bytes>,
+    ack_log_records: Mutex<Option<mpsc::UnboundedReceiver<Bytes>>>,
     /// The highest message id found in the log at start (0 if none).
     recovered_max_message_id: u64,
 }
@@ -255,6 +264,7 @@ impl Durable {
         storage: Arc<dyn Storage>,
     ) -> Result<(Durable, mpsc::UnboundedReceiver<DeadLetter>), WalError> {
         let (dead_letters, dead_letter_queue) = mpsc::unbounded_channel();
+        let (ack_log, ack_log_records) = mpsc::unbounded_channel();
         let manifest = Arc::new(ManifestWriter::new(
             Arc::clone(&storage),
             config.dir.clone(),
@@ -274,7 +284,10 @@ impl Durable {
             dead_lettered: AtomicU64::new(0),
             drops: Drops::default(),
             expired_queues: AtomicU64::new(0),
+            swept_queues: AtomicU64::new(0),
             ack_failures: Arc::default(),
+            ack_log,
+            ack_log_records: Mutex::new(Some(ack_log_records)),
         };
         if durable.storage.exists(&durable.config.dir) {
             let started = Instant::now();
@@ -340,7 +353,15 @@ impl Durable {
                 if recovery.torn_tail || !recovery.damage.is_empty() {
                     warn!(?recovery.damage, truncated_bytes = recovery.truncated_bytes, "repaired the write-ahead log");
                 }
-                Ok(Arc::new(wal))
+                let wal = Arc::new(wal);
+                if let Some(records) = self.ack_log_records.lock().take() {
+                    tokio::spawn(ack_log::run(
+                        Arc::downgrade(&wal),
+                        records,
+                        self.ack_failures.clone(),
+                    ));
+                }
+                Ok(wal)
             })
             .await
             .cloned()
@@ -455,12 +476,12 @@ impl Durable {
     async fn touch(&self, name: &str) -> Result<(), AttachError> {
         let recorded = {
             let mut state = self.state.lock();
-            let Some(queue) = state.queues.get_mut(name) else {
+            let Some(queue) = state.queues.get(name) else {
                 return Ok(());
             };
             let recorded = queue.detached.is_some_and(|d| d.recorded_ms.is_some());
             if queue.detached.is_some() {
-                queue.detached = Some(Detached::now());
+                state.queues.set_detached(name, Some(Detached::now()));
             }
             recorded
         };
@@ -525,10 +546,12 @@ impl Durable {
         let rules = self.rules();
         let mut state = self.state.lock();
         let State { queues, store } = &mut *state;
-        let Some(queue) = queues.get_mut(name) else {
+        if !queues.contains(name) {
             warn!(name, "stored queue deleted while attaching");
             return;
-        };
+        }
+        queues.set_detached(name, None);
+        let queue = queues.get_mut(name).expect("checked above");
         if queue.kind != QueueKind::Group {
             let previous: Vec<u64> = queue.consumers.iter().map(|c| c.live.id).collect();
             for id in previous {
@@ -539,7 +562,6 @@ impl Durable {
         queue
             .consumers
             .push(Consumer::new(subscription, self.settings.max_in_flight));
-        queue.detached = None;
         let mut dropped = Dropped::default();
         queue.top_up(&rules, store, &mut dropped);
         drop(state);
@@ -572,11 +594,12 @@ impl Durable {
                 released, "a consumer left; its unacked messages go back in line"
             );
         }
-        if queue.consumers.is_empty() {
-            queue.detached = Some(Detached::now());
-        }
+        let now_detached = queue.consumers.is_empty();
         let mut dropped = Dropped::default();
         queue.top_up(&rules, store, &mut dropped);
+        if now_detached {
+            queues.set_detached(name, Some(Detached::now()));
+        }
         drop(state);
         self.settle(dropped);
     }

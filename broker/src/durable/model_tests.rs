@@ -150,6 +150,7 @@ fn message(id: u64, topic: &str) -> MessageRef {
         expires_at: None,
         message_id: id,
         trace_id: None,
+        charge: Default::default(),
     })
 }
 

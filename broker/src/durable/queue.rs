@@ -93,8 +93,21 @@ pub(super) struct Detached {
     pub recorded_ms: Option<u64>,
 }
 
+/// The instant the detach clocks are keyed from (see [`Detached::key`]):
+/// taken before any of them is started.
+fn clock_base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// `now` on the clock of [`Detached::key`].
+pub(super) fn clock_key(now: Instant) -> i64 {
+    now.saturating_duration_since(clock_base()).as_millis() as i64
+}
+
 impl Detached {
     pub fn now() -> Detached {
+        clock_base();
         Detached {
             at: Instant::now(),
             age_at: Duration::ZERO,
@@ -106,6 +119,7 @@ impl Detached {
     /// has none for starts its clock now: it may live longer than
     /// `detached_expiry`, never shorter).
     pub fn recovered(recorded_ms: Option<u64>, now_ms: u64) -> Detached {
+        clock_base();
         Detached {
             at: Instant::now(),
             age_at: Duration::from_millis(recorded_ms.map_or(0, |at| now_ms.saturating_sub(at))),
@@ -115,6 +129,14 @@ impl Detached {
 
     pub fn age(&self, now: Instant) -> Duration {
         self.age_at + now.saturating_duration_since(self.at)
+    }
+
+    /// When the clock started, in ms on the clock of [`clock_key`]
+    /// (negative when the manifest dates it before this process): the
+    /// older the detach, the smaller the key, so the sweep's index of
+    /// detached queues is in the order they come due.
+    pub fn key(&self) -> i64 {
+        clock_key(self.at) - self.age_at.as_millis() as i64
     }
 }
 
@@ -550,6 +572,7 @@ mod tests {
             expires_at: None,
             message_id: id,
             trace_id: None,
+            charge: Default::default(),
         })
     }
 

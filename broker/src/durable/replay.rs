@@ -119,6 +119,7 @@ fn restore_message(frame: &[u8]) -> Option<(String, MessageRef, u64)> {
             expires_at: None,
             message_id: delivery.message_id,
             trace_id: blipmq_protocol::headers::trace_id_of(&delivery.headers).map(Box::from),
+            charge: Default::default(),
         }),
         delivery.timestamp_ms,
     ))

@@ -1,13 +1,12 @@
 //! What the queues let go of, and what the log may then delete: the drops
-//! of an operation settled out of the lock, ack records appended without
-//! waiting, and the release of log segments below everything still needed.
+//! of an operation settled out of the lock, ack records queued for the log
+//! without waiting, and the release of log segments below everything still
+//! needed (done on the log's release thread).
 
 use std::sync::Arc;
 
-use tracing::warn;
-
 use super::limits::Dropped;
-use super::replay::{ack_record, KIND_ACK};
+use super::replay::ack_record;
 use super::Durable;
 use crate::wal::Lsn;
 
@@ -30,47 +29,22 @@ impl Durable {
 
     /// Append the ack record of `lsn` in queue `name` without waiting: an
     /// ack lost in a crash only means one redelivery, so no consumer waits
-    /// for an fsync. Failures (a full or failing log) are summed in a
-    /// warning at most every few seconds, not one line each.
+    /// for an fsync (DUR-5). Queued for the ack log's task (`ack_log.rs`),
+    /// which counts failures (a full or failing log) for a warning at most
+    /// every few seconds, not one line each.
     pub(super) fn log_ack(&self, name: &str, lsn: Lsn) {
-        let Some(wal) = self.wal.get() else {
-            return;
-        };
-        let append = wal.append(KIND_ACK, ack_record(name, lsn));
-        let failures = self.ack_failures.clone();
-        tokio::spawn(async move {
-            if let Err(error) = append.await {
-                failures.failed(1, &error);
-            }
-        });
-    }
-
-    /// [`Durable::log_ack`] for each of `acks` (queue, LSN), on one task.
-    fn log_acks(&self, acks: Vec<(Arc<str>, Lsn)>) {
-        let Some(wal) = self.wal.get() else {
-            return;
-        };
-        if acks.is_empty() {
+        if self.wal.get().is_none() {
             return;
         }
-        let appends: Vec<_> = acks
-            .iter()
-            .map(|(queue, lsn)| wal.append(KIND_ACK, ack_record(queue, *lsn)))
-            .collect();
-        let failures = self.ack_failures.clone();
-        tokio::spawn(async move {
-            let mut error = None;
-            let mut failed = 0;
-            for result in futures_util::future::join_all(appends).await {
-                if let Err(e) = result {
-                    failed += 1;
-                    error = Some(e);
-                }
-            }
-            if let Some(error) = error {
-                failures.failed(failed, &error);
-            }
-        });
+        // Fails only once the task is gone with the log.
+        let _ = self.ack_log.send(ack_record(name, lsn));
+    }
+
+    /// [`Durable::log_ack`] for each of `acks` (queue, LSN).
+    fn log_acks(&self, acks: Vec<(Arc<str>, Lsn)>) {
+        for (queue, lsn) in acks {
+            self.log_ack(&queue, lsn);
+        }
     }
 
     /// Let the log delete segments nothing needs any more: below the oldest
@@ -94,8 +68,10 @@ impl Durable {
             .flatten()
             .min()
             .expect("written is always there");
-        if let Err(error) = wal.release_before(before) {
-            warn!(%error, "could not release write-ahead log segments");
-        }
+        // The deletion itself (unlink, directory fsync) is the log's
+        // release thread's: this may run on a runtime worker, on every ack.
+        // Deleting later is safe: what nothing needs now, nothing will
+        // (a queue only ever takes records written after its hold).
+        wal.release_later(before);
     }
 }

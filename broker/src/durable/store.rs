@@ -78,6 +78,13 @@ impl MessageStore {
         self.messages.keys().next().copied()
     }
 
+    /// When the oldest message any queue keeps was stored. Messages are
+    /// stored in log order, so this is the earliest time, as a queue's
+    /// `enforce_age` assumes of its own oldest.
+    pub fn oldest_stored_ms(&self) -> Option<u64> {
+        self.messages.values().next().map(|m| m.stored_ms)
+    }
+
     /// Whether any kept message has a TTL.
     pub fn has_expiring(&self) -> bool {
         self.expiring > 0

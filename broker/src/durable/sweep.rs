@@ -1,6 +1,9 @@
 //! The sweeps the server runs on its timer: redelivery of overdue acks,
 //! and, about once a second, expiry (TTL, `max_age`) and the deletion of
-//! queues left detached for `detached_expiry` (issue 22, finding 6).
+//! queues left detached for `detached_expiry` (issue 22, finding 6). The
+//! deletion looks only at the queues that are due, from an index of detach
+//! times (`table.rs`), not at every queue under the lock (issue 23,
+//! finding 8).
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -8,6 +11,7 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::limits::{DropReason, Dropped};
+use super::queue::clock_key;
 use super::{unix_ms, Durable, State};
 
 impl Durable {
@@ -43,31 +47,54 @@ impl Durable {
         let mut dropped = Dropped::default();
         let mut expired = Vec::new();
         let mut record_detach_times = false;
+        let mut examined = 0u64;
         {
             let mut state = self.state.lock();
             let State { queues, store } = &mut *state;
-            for queue in queues.iter_mut() {
-                if queue.consumers.is_empty() && store.has_expiring() {
-                    queue.expire(now, store, &mut dropped);
-                }
-                if let Some(max_age) = limits.max_age {
-                    let cutoff = now_ms.saturating_sub(max_age.as_millis() as u64);
-                    queue.enforce_age(cutoff, store, &mut dropped);
-                }
-                let persistent = queue.persistent();
-                let (Some(detached), Some(expiry), true) =
-                    (&mut queue.detached, limits.detached_expiry, persistent)
-                else {
-                    continue;
-                };
-                let age = detached.age(now);
-                if age >= expiry {
-                    expired.push(queue.name.clone());
-                } else if detached.recorded_ms.is_none() && age >= record_detach_after(expiry) {
-                    detached.recorded_ms = Some(now_ms.saturating_sub(age.as_millis() as u64));
-                    record_detach_times = true;
+            // Messages: only when some are or may be past their time.
+            let ttl = store.has_expiring();
+            let age_cutoff = limits
+                .max_age
+                .map(|max_age| now_ms.saturating_sub(max_age.as_millis() as u64))
+                .filter(|&cutoff| {
+                    store
+                        .oldest_stored_ms()
+                        .is_some_and(|oldest| oldest < cutoff)
+                });
+            if ttl || age_cutoff.is_some() {
+                for queue in queues.iter_mut() {
+                    examined += 1;
+                    if ttl && queue.consumers.is_empty() {
+                        queue.expire(now, store, &mut dropped);
+                    }
+                    if let Some(cutoff) = age_cutoff {
+                        queue.enforce_age(cutoff, store, &mut dropped);
+                    }
                 }
             }
+            // Queues: from the index of detach times, only those now due.
+            if let Some(expiry) = limits.detached_expiry {
+                let now_key = clock_key(now);
+                let record_after = record_detach_after(expiry);
+                let due = now_key - record_after.as_millis() as i64;
+                for name in queues.detached_since(due, true) {
+                    examined += 1;
+                    record_detach_times |=
+                        queues.record_detach_time(&name, now, now_ms, record_after);
+                }
+                let due = now_key - expiry.as_millis() as i64;
+                for name in queues.detached_since(due, false) {
+                    examined += 1;
+                    let age = queues
+                        .get(&name)
+                        .and_then(|q| q.detached)
+                        .map(|d| d.age(now));
+                    if age.is_some_and(|age| age >= expiry) {
+                        expired.push(name);
+                    }
+                }
+            }
+            self.swept_queues.fetch_add(examined, Ordering::Relaxed);
             let mut messages = 0;
             for name in &expired {
                 if let Some(mut queue) = queues.remove(name) {

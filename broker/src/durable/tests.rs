@@ -28,6 +28,7 @@ fn message(topic: &str, id: u64, payload: &[u8]) -> MessageRef {
         expires_at: None,
         message_id: id,
         trace_id: None,
+        charge: Default::default(),
     })
 }
 
@@ -89,6 +90,7 @@ async fn a_record_is_kept_from_retention_until_its_queues_own_it() {
         publish(&durable, "other", message("other", id, &[7; 512])).await;
     }
     let wal = durable.wal.get().unwrap();
+    wal.wait_for_releases();
     assert!(wal.first_lsn().unwrap() > lsn);
 }
 
@@ -155,6 +157,9 @@ fn expiring_after(expiry: Duration) -> DeliverySettings {
     DeliverySettings {
         limits: QueueLimits {
             detached_expiry: Some(expiry),
+            // As by default: the sweep must not scan every queue for it
+            // while no message is that old.
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
             ..QueueLimits::default()
         },
         ..settings()
@@ -234,4 +239,188 @@ async fn a_subscription_that_began_past_the_end_of_the_log_keeps_from_its_end() 
     // The manifest was rewritten, so the next start keeps it too.
     let (durable, _dead) = Durable::open(config, settings()).await.unwrap();
     assert_eq!(durable.gauges().unacked, 1);
+}
+
+/// The real filesystem, counting the unlinks and directory fsyncs made on
+/// one thread (the test's runtime thread, with `#[tokio::test]`'s
+/// single-threaded runtime: whatever blocks there blocks every task).
+struct WatchedStorage {
+    runtime_thread: std::thread::ThreadId,
+    on_runtime: std::sync::atomic::AtomicU64,
+    elsewhere: std::sync::atomic::AtomicU64,
+}
+
+impl WatchedStorage {
+    fn note(&self) {
+        let counter = if std::thread::current().id() == self.runtime_thread {
+            &self.on_runtime
+        } else {
+            &self.elsewhere
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Storage for WatchedStorage {
+    fn open(
+        &self,
+        path: &std::path::Path,
+        mode: crate::wal::storage::OpenMode,
+    ) -> std::io::Result<Box<dyn crate::wal::storage::StorageFile>> {
+        OsStorage.open(path, mode)
+    }
+    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
+        OsStorage.create_dir_all(path)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<crate::wal::storage::DirEntry>> {
+        OsStorage.list(dir)
+    }
+    fn exists(&self, path: &std::path::Path) -> bool {
+        OsStorage.exists(path)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.note();
+        OsStorage.remove_file(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        OsStorage.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.note();
+        OsStorage.sync_dir(dir)
+    }
+    fn lock(
+        &self,
+        path: &std::path::Path,
+        note: &str,
+    ) -> std::io::Result<Box<dyn crate::wal::storage::DirLock>> {
+        OsStorage.lock(path, note)
+    }
+}
+
+#[tokio::test]
+async fn acks_never_unlink_or_fsync_a_directory_on_the_runtime_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Arc::new(WatchedStorage {
+        runtime_thread: std::thread::current().id(),
+        on_runtime: Default::default(),
+        elsewhere: Default::default(),
+    });
+    let (durable, _dead) = Durable::open_with(small_log(dir.path()), settings(), storage.clone())
+        .await
+        .unwrap();
+    durable
+        .prepare("q", "jobs", QueueKind::Durable)
+        .await
+        .unwrap();
+    let consumer = attach(&durable, "q", 1);
+    // Acked as they come: each ack lets retention delete what is behind.
+    for id in 1..200 {
+        publish(&durable, "jobs", message("jobs", id, &[7; 200])).await;
+        let sent = consumer.pop().unwrap();
+        assert_eq!(durable.ack("q", 1, sent.delivery_id), AckOutcome::Acked);
+    }
+    let wal = durable.wal.get().unwrap();
+    wal.wait_for_releases();
+    let deleted = wal.stats().segments_deleted;
+    assert!(deleted > 5, "{deleted} segments deleted");
+    assert_eq!(
+        storage.on_runtime.load(Ordering::Relaxed),
+        0,
+        "unlinks or directory fsyncs on the runtime thread ({} elsewhere)",
+        storage.elsewhere.load(Ordering::Relaxed)
+    );
+}
+
+#[tokio::test]
+async fn an_ack_storm_spawns_no_task_per_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = WalConfig {
+        fsync_policy: FsyncPolicy::Never,
+        ..WalConfig::new(dir.path().join("wal"))
+    };
+    let settings = DeliverySettings {
+        max_in_flight: 64,
+        ..settings()
+    };
+    let (durable, _dead) = Durable::open(config, settings).await.unwrap();
+    durable
+        .prepare("q", "jobs", QueueKind::Durable)
+        .await
+        .unwrap();
+    let consumer = attach(&durable, "q", 1);
+    const ACKS: usize = 100_000;
+    // Stored in a pipeline: submitted in order, waited for together.
+    let mut submitted = Vec::new();
+    for id in 0..ACKS as u64 {
+        let message = message("jobs", id + 1, b"x");
+        let (pending, hold) = durable.submit(&message).await.unwrap();
+        submitted.push((pending, message, hold));
+        if submitted.len() == 4096 || id + 1 == ACKS as u64 {
+            for (pending, message, hold) in submitted.drain(..) {
+                durable.stored(pending.await.unwrap(), "jobs", message, hold);
+            }
+        }
+    }
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    // Every ack on this thread, without yielding: tasks spawned per ack
+    // would all still be alive at the end.
+    let mut acked = 0;
+    while let Some(sent) = consumer.pop() {
+        assert_eq!(durable.ack("q", 1, sent.delivery_id), AckOutcome::Acked);
+        acked += 1;
+    }
+    assert_eq!(acked, ACKS);
+    let alive = metrics.num_alive_tasks();
+    assert!(
+        alive <= before + 2,
+        "{alive} tasks alive after {ACKS} acks ({before} before)"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_looks_only_at_the_detached_queues_that_are_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let expiry = Duration::from_secs(600);
+    let (durable, _dead) = Durable::open(small_log(dir.path()), expiring_after(expiry))
+        .await
+        .unwrap();
+    let durable_queue = |name: &str| StoredQueue::new(name, "p".into(), QueueKind::Durable, 1);
+    let first = Instant::now();
+    durable.state.lock().queues.insert(durable_queue("first"));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let rest = Instant::now();
+    for i in 0..10_000 {
+        durable
+            .state
+            .lock()
+            .queues
+            .insert(durable_queue(&format!("q{i}")));
+    }
+    let swept = || durable.swept_queues.load(Ordering::Relaxed);
+    // Nothing due: nothing looked at.
+    durable.expire_detached(rest + Duration::from_secs(1));
+    assert_eq!(swept(), 0);
+    // Every detach time comes due for the manifest once, then not again.
+    let record_at = rest + record_detach_after(expiry) + Duration::from_secs(1);
+    durable.expire_detached(record_at);
+    assert_eq!(swept(), 10_001);
+    durable.expire_detached(record_at + Duration::from_secs(1));
+    assert_eq!(swept(), 10_001);
+    // The first one detached expires alone, and only it is looked at.
+    durable.expire_detached(first + expiry + Duration::from_millis(2));
+    assert_eq!(swept(), 10_002);
+    assert!(!durable.state.lock().queues.contains("first"));
+    let gauges = durable.gauges();
+    assert_eq!((gauges.queues, gauges.expired_queues), (10_000, 1));
+    // An attach takes a queue out of the index; its detach puts it back.
+    let consumer = attach(&durable, "q7", 1);
+    durable.expire_detached(rest + expiry + Duration::from_secs(1));
+    let gauges = durable.gauges();
+    assert_eq!((gauges.queues, gauges.expired_queues), (1, 10_000));
+    assert!(durable.state.lock().queues.contains("q7"));
+    durable.detach("q7", &consumer);
+    durable.expire_detached(Instant::now() + expiry + Duration::from_secs(1));
+    assert_eq!(durable.gauges().queues, 0);
 }

@@ -137,7 +137,9 @@
 //!
 //! [`Wal::release_before`]`(lsn)` declares every record below `lsn`
 //! unneeded; each segment whose records all lie below it is deleted, oldest
-//! first, never the active one. With `max_bytes` set, an append that would
+//! first, never the active one. [`Wal::release_later`] asks the same of the
+//! log's release thread and returns at once, for callers on an async
+//! runtime (an unlink and a directory fsync must not stall its workers). With `max_bytes` set, an append that would
 //! take the total size of the segment files past it fails at once with
 //! [`WalError::Full`]: the broker refuses new durable writes (a QoS 1 publish
 //! gets an error) until retention frees space. Nothing already written is
@@ -161,6 +163,7 @@
 mod config;
 mod format;
 mod recovery;
+mod releaser;
 pub mod sim;
 pub mod storage;
 mod syncer;
@@ -433,6 +436,8 @@ pub(crate) struct Inner {
     /// Held through a whole `release_before`: deletions happen one caller
     /// at a time, strictly oldest first.
     releasing: Mutex<()>,
+    /// Where `release_later` hands deletions to the release thread.
+    releaser: releaser::Releaser,
     closed: AtomicBool,
     /// Why the writer thread ended, if it did not end by `close`.
     failure: Mutex<Option<String>>,
@@ -448,6 +453,55 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// [`Wal::release_before`], on whichever thread calls it.
+    fn release_before(&self, lsn: Lsn) -> Result<usize, WalError> {
+        let _one_at_a_time = self.releasing.lock();
+        // Nothing not yet confirmed can be released: a batch being written
+        // (or rolled back after a failure) keeps its segments.
+        let lsn = lsn.min(self.counters.next_lsn.load(Ordering::Acquire));
+        let floor = self.rollback_floor.load(Ordering::Acquire);
+        let durable = self.config.fsync_policy != FsyncPolicy::Never;
+        let counters = &self.counters;
+        let storage = self.storage.as_ref();
+        let mut deleted = 0;
+        loop {
+            let victim = {
+                let segments = self.segments.lock();
+                match segments.sealed.front() {
+                    Some(front) if front.end_lsn <= lsn && front.first_lsn < floor => front.clone(),
+                    _ => break,
+                }
+            };
+            match storage.remove_file(&victim.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    counters.delete_failures.fetch_add(1, Ordering::Relaxed);
+                    warn!(segment = %victim.path.display(), error = %e, "WAL: could not delete a released segment; it stays, and is tried again on the next release");
+                    return Err(io_err(format!("delete {}", victim.path.display()))(e));
+                }
+            }
+            {
+                let mut segments = self.segments.lock();
+                let front = segments.sealed.pop_front();
+                debug_assert_eq!(front.map(|f| f.first_lsn), Some(victim.first_lsn));
+            }
+            counters
+                .current_bytes
+                .fetch_sub(victim.len, Ordering::Relaxed);
+            counters.segments.fetch_sub(1, Ordering::Relaxed);
+            counters.segments_deleted.fetch_add(1, Ordering::Relaxed);
+            self.refusing_full.store(false, Ordering::Release);
+            deleted += 1;
+            // Each deletion durable before the next, so that a crash leaves
+            // a suffix of the log, never a hole.
+            if durable {
+                sync_dir_in(storage, &self.config.dir)?;
+            }
+        }
+        Ok(deleted)
+    }
+
     fn refused_full(&self) {
         self.counters
             .full_rejections
@@ -572,6 +626,8 @@ impl Future for Pending {
 pub struct Wal {
     inner: Arc<Inner>,
     writer: Option<JoinHandle<Result<(), WalError>>>,
+    /// Deletes released segments (`releaser.rs`).
+    releaser: Option<JoinHandle<()>>,
     /// The directory's lock, let go after the writer has stopped.
     _lock: Box<dyn DirLock>,
 }
@@ -654,6 +710,7 @@ impl Wal {
                 active: active.clone(),
             }),
             releasing: Mutex::new(()),
+            releaser: releaser::Releaser::default(),
             closed: AtomicBool::new(false),
             failure: Mutex::new(None),
             problem: Mutex::new(None),
@@ -661,14 +718,29 @@ impl Wal {
             rollback_floor: AtomicU64::new(active.first_lsn),
         });
         let writer = writer::Writer::new(Arc::clone(&inner), rx, active, recovered.next_lsn)?;
+        let releaser = {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new()
+                .name("blipmq-wal-release".into())
+                .spawn(move || releaser::Releaser::run(inner))
+                .map_err(io_err("spawn the WAL release thread"))?
+        };
         let handle = std::thread::Builder::new()
             .name("blipmq-wal".into())
-            .spawn(move || writer.run())
-            .map_err(io_err("spawn the WAL writer thread"))?;
+            .spawn(move || writer.run());
+        let handle = match handle {
+            Ok(handle) => handle,
+            Err(e) => {
+                inner.releaser.stop();
+                let _ = releaser.join();
+                return Err(io_err("spawn the WAL writer thread")(e));
+            }
+        };
         Ok((
             Wal {
                 inner,
                 writer: Some(handle),
+                releaser: Some(releaser),
                 _lock: lock,
             },
             report,
@@ -687,6 +759,17 @@ impl Wal {
         async move { submit.await?.await }
     }
 
+    /// The most bytes one [`Wal::append_batch`] may take (it must fit in
+    /// one segment), counted as [`Wal::framed_len`] counts them.
+    pub fn batch_room(&self) -> u64 {
+        self.inner.config.segment_bytes - SEGMENT_HEADER_LEN
+    }
+
+    /// What a record with a payload of `payload_len` bytes takes in the log.
+    pub fn framed_len(payload_len: usize) -> u64 {
+        frame_len(payload_len)
+    }
+
     /// Appends records as one unit: they get consecutive LSNs, in order, in
     /// one segment, and are confirmed together. Resolves to the first LSN.
     /// Together they must fit in one segment. An empty batch resolves to the
@@ -702,6 +785,16 @@ impl Wal {
             }
             inner.submit(Records::Many(records)).await?.await
         }
+    }
+
+    /// The first half of [`Wal::append_batch`], as [`Wal::submit`] is of
+    /// [`Wal::append`]. The batch must not be empty.
+    pub fn submit_batch(
+        &self,
+        records: Vec<(u8, Bytes)>,
+    ) -> impl Future<Output = Result<Pending, WalError>> + Send + 'static {
+        debug_assert!(!records.is_empty());
+        Arc::clone(&self.inner).submit(Records::Many(records))
     }
 
     /// The first half of an append: resolves once the record has its place
@@ -816,51 +909,27 @@ impl Wal {
     /// call tries again. So the files on disk are always a contiguous run of
     /// the log, whatever fails or crashes when.
     pub fn release_before(&self, lsn: Lsn) -> Result<usize, WalError> {
-        let _one_at_a_time = self.inner.releasing.lock();
-        // Nothing not yet confirmed can be released: a batch being written
-        // (or rolled back after a failure) keeps its segments.
-        let lsn = lsn.min(self.inner.counters.next_lsn.load(Ordering::Acquire));
-        let floor = self.inner.rollback_floor.load(Ordering::Acquire);
-        let durable = self.inner.config.fsync_policy != FsyncPolicy::Never;
-        let counters = &self.inner.counters;
-        let storage = self.inner.storage.as_ref();
-        let mut deleted = 0;
-        loop {
-            let victim = {
-                let segments = self.inner.segments.lock();
-                match segments.sealed.front() {
-                    Some(front) if front.end_lsn <= lsn && front.first_lsn < floor => front.clone(),
-                    _ => break,
-                }
-            };
-            match storage.remove_file(&victim.path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    counters.delete_failures.fetch_add(1, Ordering::Relaxed);
-                    warn!(segment = %victim.path.display(), error = %e, "WAL: could not delete a released segment; it stays, and is tried again on the next release");
-                    return Err(io_err(format!("delete {}", victim.path.display()))(e));
-                }
-            }
-            {
-                let mut segments = self.inner.segments.lock();
-                let front = segments.sealed.pop_front();
-                debug_assert_eq!(front.map(|f| f.first_lsn), Some(victim.first_lsn));
-            }
-            counters
-                .current_bytes
-                .fetch_sub(victim.len, Ordering::Relaxed);
-            counters.segments.fetch_sub(1, Ordering::Relaxed);
-            counters.segments_deleted.fetch_add(1, Ordering::Relaxed);
-            self.inner.refusing_full.store(false, Ordering::Release);
-            deleted += 1;
-            // Each deletion durable before the next, so that a crash leaves
-            // a suffix of the log, never a hole.
-            if durable {
-                sync_dir_in(storage, &self.inner.config.dir)?;
-            }
-        }
-        Ok(deleted)
+        self.inner.release_before(lsn)
+    }
+
+    /// [`Wal::release_before`] on the log's release thread: returns at
+    /// once, without touching the disk, so that it can be called from
+    /// async code on every ack. Requests made before the thread gets to
+    /// them are merged into one pass up to the highest LSN asked for;
+    /// errors are logged there, and a failed deletion is tried again on the
+    /// next request that finds something to delete.
+    pub fn release_later(&self, lsn: Lsn) {
+        let deletable = {
+            let segments = self.inner.segments.lock();
+            segments.sealed.front().is_some_and(|s| s.end_lsn <= lsn)
+        };
+        self.inner.releaser.request(lsn, deletable);
+    }
+
+    /// Blocks until the deletions asked for with [`Wal::release_later`]
+    /// so far are done (for tests, and for callers that must know).
+    pub fn wait_for_releases(&self) {
+        self.inner.releaser.wait_idle();
     }
 
     /// Whether the log takes appends now (for a readiness check).
@@ -951,6 +1020,10 @@ impl Wal {
             Ok(result) => result,
             Err(_) => Err(WalError::Failed("the WAL writer thread panicked".into())),
         };
+        self.inner.releaser.stop();
+        if let Some(releaser) = self.releaser.take() {
+            let _ = releaser.join();
+        }
         self.inner.closed.store(true, Ordering::Release);
         self.inner.queue.close();
         result

@@ -38,7 +38,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    raise_open_file_limit(config.server.max_connections);
+    // Every socket the limits allow: clients, sockets in handshake, and
+    // connections to the metrics port.
+    raise_open_file_limit(
+        config.server.max_connections
+            + config.server.max_handshakes
+            + config.metrics.max_connections,
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,11 +88,11 @@ fn main() -> ExitCode {
 
 /// Raises the soft limit on open files to the hard limit. Every connection
 /// and every log segment is a file descriptor, and the usual soft limit
-/// (1,024) is far below `max_connections`: running out of descriptors makes
+/// (1,024) is far below the sockets the limits allow: running out of descriptors makes
 /// accepts and the log's segment rotation fail.
 // rlim_t is u64 here but not on every Unix.
 #[allow(clippy::unnecessary_cast)]
-fn raise_open_file_limit(max_connections: usize) {
+fn raise_open_file_limit(sockets: usize) {
     #[cfg(unix)]
     {
         let mut limit = libc::rlimit {
@@ -105,13 +111,13 @@ fn raise_open_file_limit(max_connections: usize) {
                 limit.rlim_cur = before;
             }
         }
-        // Connections, log segments, listeners and some to spare.
-        let wanted = max_connections as u64 + 256;
+        // Sockets, log segments, listeners and some to spare.
+        let wanted = sockets as u64 + 256;
         if (limit.rlim_cur as u64) < wanted {
             tracing::warn!(
                 open_files = limit.rlim_cur as u64,
-                max_connections,
-                "the open-file limit is below server.max_connections; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower max_connections"
+                sockets,
+                "the open-file limit is below what server.max_connections, server.max_handshakes and metrics.max_connections allow; raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower them"
             );
         } else if before != limit.rlim_cur {
             tracing::debug!(
@@ -122,7 +128,7 @@ fn raise_open_file_limit(max_connections: usize) {
         }
     }
     #[cfg(not(unix))]
-    let _ = max_connections;
+    let _ = sockets;
 }
 
 /// Exactly one line on stderr: the log line when errors are logged, else a
