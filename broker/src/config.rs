@@ -118,6 +118,9 @@ pub struct QueuesConfig {
     /// QoS 1 publish is refused with QueueFull.
     pub max_memory_bytes: usize,
     pub overflow_policy: OverflowPolicy,
+    /// Most subscriptions one connection holds at once; a Subscribe beyond
+    /// it gets TooManyTopics and the connection goes on (LIMIT-10).
+    pub max_subscriptions_per_connection: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -280,6 +283,7 @@ impl Default for QueuesConfig {
             // stored messages and the subscriber queues beside them.
             max_memory_bytes: 1024 * 1024 * 1024,
             overflow_policy: OverflowPolicy::DropOldest,
+            max_subscriptions_per_connection: 10_000,
         }
     }
 }
@@ -495,6 +499,10 @@ impl Config {
                 ),
             });
         }
+        at_least_one(
+            "queues.max_subscriptions_per_connection",
+            self.queues.max_subscriptions_per_connection,
+        )?;
         at_least_one("delivery.max_batch", self.delivery.max_batch)?;
         at_least_one("delivery.max_batch_bytes", self.delivery.max_batch_bytes)?;
         if self.delivery.flush_interval_ms > 10_000 {
@@ -824,6 +832,7 @@ mod tests {
                 ("BLIPMQ_SERVER_BIND_ADDR", "127.0.0.1:0"),
                 ("BLIPMQ_AUTH_API_KEYS", "k1, k2"),
                 ("BLIPMQ_METRICS_ENABLED", "false"),
+                ("BLIPMQ_QUEUES_MAX_SUBSCRIPTIONS_PER_CONNECTION", "50"),
                 ("BLIPMQ_API_KEY", "ignored: belongs to the CLI"),
                 ("PATH", "/usr/bin"),
             ]),
@@ -838,6 +847,7 @@ mod tests {
         assert_eq!(c.queues.overflow_policy, OverflowPolicy::Block);
         assert_eq!(c.auth.api_keys, vec!["k1", "k2"]);
         assert!(!c.metrics.enabled);
+        assert_eq!(c.queues.max_subscriptions_per_connection, 50);
     }
 
     fn error_of(text: &str) -> String {
@@ -863,6 +873,8 @@ mod tests {
         assert!(e.contains("queues.subscriber_capacity_bytes"), "{e}");
         let e = error_of("[queues]\nmax_memory_bytes = 1000000\n");
         assert!(e.contains("queues.max_memory_bytes"), "{e}");
+        let e = error_of("[queues]\nmax_subscriptions_per_connection = 0\n");
+        assert!(e.contains("queues.max_subscriptions_per_connection"), "{e}");
         let e = error_of("[durable]\nmax_queues = 0\n");
         assert!(e.contains("durable.max_queues"), "{e}");
         let e = error_of("[durable]\nmax_bytes = 1000\n");

@@ -273,7 +273,7 @@ mod tests {
                     publish_id: id,
                     topic: "t".into(),
                     message,
-                    matches: shared.registry.matching("t").1,
+                    matches: shared.registry.matching("t"),
                 })
                 .await;
         }

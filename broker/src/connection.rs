@@ -51,6 +51,12 @@ const FIRST_READ_CHUNK: usize = 256;
 /// The buffer grows by a chunk before a read that would have less room.
 const MIN_READ_ROOM: usize = 512;
 
+/// Subscriptions of a closed connection removed per hold of the registry's
+/// write lock. Small: when many connections close at once, each runtime
+/// thread may be blocked waiting for the lock while another holds it, and
+/// other connections are served between chunks.
+const REMOVE_CHUNK: usize = 128;
+
 /// Serve one accepted connection until it closes or `shutdown` fires. The
 /// halves carry the protocol's byte stream: a TCP socket's, or a WebSocket
 /// adapted to it (`websocket.rs`).
@@ -104,13 +110,23 @@ pub(crate) async fn serve(
         if let Some(confirms) = reader.confirms.take() {
             confirms.finish().await;
         }
-        for subscription in outbox.take_all_subscriptions() {
-            shared.registry.remove(&subscription);
-            if let Some(name) = &subscription.durable {
-                shared.durable.detach(name, &subscription);
+        // In chunks, each under one hold of the index's write lock, letting
+        // other tasks on this thread run in between: a connection with many
+        // subscriptions must not stall publishers or this runtime thread.
+        let subscriptions = outbox.take_all_subscriptions();
+        for chunk in subscriptions.chunks(REMOVE_CHUNK) {
+            shared.registry.remove_all(chunk.iter().map(|s| &**s));
+            for subscription in chunk {
+                if let Some(name) = &subscription.durable {
+                    shared.durable.detach(name, subscription);
+                }
+                subscription.close();
             }
-            subscription.close();
+            if subscriptions.len() > REMOVE_CHUNK {
+                tokio::task::yield_now().await;
+            }
         }
+        drop(subscriptions);
         writer_stop.cancel();
         let _ = writer.await;
         debug!("closed");
@@ -232,8 +248,9 @@ struct Reader {
     /// The handshake has completed.
     ready: bool,
     /// The last topic this connection published to and its subscribers, so
-    /// that a steady stream to one topic costs one atomic load per message.
-    match_cache: Option<(String, u64, Matches)>,
+    /// that a steady stream to one topic costs one atomic load per message
+    /// ([`crate::registry::MatchSet::is_current`]).
+    match_cache: Option<(String, Matches)>,
     /// Writers this reader's publishes have queued messages for, woken
     /// once per read rather than once per message.
     wakes: PendingWakes,
@@ -678,7 +695,7 @@ impl Reader {
         let same_topic = self
             .match_cache
             .as_ref()
-            .is_some_and(|(cached, _, _)| cached == publish.topic);
+            .is_some_and(|(cached, _)| cached == publish.topic);
         if !same_topic {
             if let Err(error) = topic::validate_topic(publish.topic) {
                 return Publishing::Done(self.send_error(
@@ -847,14 +864,13 @@ impl Reader {
     /// The subscriptions `topic` reaches; `cached_topic` says whether it is
     /// the topic of `match_cache` (the caller has compared them already).
     fn subscribers_of(&mut self, topic: &str, cached_topic: bool) -> Matches {
-        let registry = &self.shared.registry;
-        if let (true, Some((_, generation, matches))) = (cached_topic, &self.match_cache) {
-            if *generation == registry.generation() {
+        if let (true, Some((_, matches))) = (cached_topic, &self.match_cache) {
+            if matches.is_current() {
                 return matches.clone();
             }
         }
-        let (generation, matches) = registry.matching(topic);
-        self.match_cache = Some((topic.to_string(), generation, matches.clone()));
+        let matches = self.shared.registry.matching(topic);
+        self.match_cache = Some((topic.to_string(), matches.clone()));
         matches
     }
 
@@ -889,6 +905,18 @@ impl Reader {
             return self.send_error(
                 ErrorCode::InvalidTopic,
                 &format!("{error}: {:?}", subscribe.pattern),
+                request_id,
+            );
+        }
+        let limit = self.shared.config.queues.max_subscriptions_per_connection;
+        if self.outbox.subscription_count() >= limit {
+            inc(&self.shared.metrics.subscriptions_refused_per_connection);
+            return self.send_error(
+                ErrorCode::TooManyTopics,
+                &format!(
+                    "this connection already holds {limit} subscriptions \
+                     (queues.max_subscriptions_per_connection)"
+                ),
                 request_id,
             );
         }
@@ -938,6 +966,7 @@ impl Reader {
         }
         let shared = &self.shared;
         if let Err(error) = shared.registry.insert(subscription.clone()) {
+            inc(&shared.metrics.subscriptions_refused_topic_capacity);
             return self.send_error(ErrorCode::TooManyTopics, &error.to_string(), request_id);
         }
         self.outbox.add_subscription(subscription.clone());

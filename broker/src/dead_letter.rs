@@ -76,7 +76,7 @@ pub async fn run(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<DeadLet
         match stored {
             Ok((lsn, hold)) => {
                 shared.durable.stored(lsn, &topic, copy.clone(), hold);
-                let (_, matches) = shared.registry.matching(&topic);
+                let matches = shared.registry.matching(&topic);
                 deliver_at_qos0(&shared, &matches, &copy).await;
                 shared.durable.dead_lettered(&dead.queue, dead.lsn);
                 info!(

@@ -66,6 +66,10 @@ pub struct Metrics {
     /// Connections closed for staying silent through their keepalive
     /// (LIMIT-31).
     pub keepalive_closes: AtomicU64,
+    /// Subscribes refused at `queues.max_subscriptions_per_connection`.
+    pub subscriptions_refused_per_connection: AtomicU64,
+    /// Subscribes refused at `queues.topic_capacity`.
+    pub subscriptions_refused_topic_capacity: AtomicU64,
     /// Error frames sent, by code. Errors are off the hot path, so a lock is fine.
     errors_sent: Mutex<BTreeMap<u16, u64>>,
 }
@@ -401,6 +405,21 @@ impl Metrics {
             &errors,
         );
         family(
+            "blipmq_subscriptions_refused_total",
+            "counter",
+            "Subscribes refused with TooManyTopics, by the limit reached.",
+            &[
+                (
+                    "{limit=\"max_subscriptions_per_connection\"}",
+                    get(&self.subscriptions_refused_per_connection),
+                ),
+                (
+                    "{limit=\"topic_capacity\"}",
+                    get(&self.subscriptions_refused_topic_capacity),
+                ),
+            ],
+        );
+        family(
             "blipmq_subscriptions",
             "gauge",
             "Active subscriptions.",
@@ -579,6 +598,7 @@ mod tests {
         m.connection_opened(Transport::WebSocket);
         m.connection_opened(Transport::WebSocket);
         m.connection_closed(Transport::WebSocket);
+        inc(&m.subscriptions_refused_per_connection);
         let text = m.render(&Gauges {
             subscriptions: 3,
             queue_depth: 4,
@@ -616,6 +636,10 @@ mod tests {
         assert!(text.contains("\nblipmq_transport_connections{transport=\"tcp\"} 1\n"));
         assert!(text.contains("\nblipmq_transport_connections{transport=\"websocket\"} 1\n"));
         assert!(text.contains("\nblipmq_transport_connections_total{transport=\"websocket\"} 2\n"));
+        assert!(text.contains(
+            "\nblipmq_subscriptions_refused_total{limit=\"max_subscriptions_per_connection\"} 1\n"
+        ));
+        assert!(text.contains("\nblipmq_subscriptions_refused_total{limit=\"topic_capacity\"} 0\n"));
         // Every family has both a HELP and a TYPE line.
         assert_eq!(
             text.matches("# HELP ").count(),

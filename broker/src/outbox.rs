@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::memory::MemoryBudget;
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, SubscriptionSet};
 
 /// Control frames (replies, errors, pongs) a connection may have waiting for
 /// its writer. A client that sends requests but never reads its replies is
@@ -35,7 +35,9 @@ pub struct Outbox {
     /// counted against `control_budget` until written, so a writer stuck
     /// on a peer that does not read cannot hide its backlog there.
     control_in_writer: AtomicUsize,
-    subscriptions: Mutex<Vec<Arc<Subscription>>>,
+    /// By id: an ack, an unsubscribe and the limit check cost the same
+    /// however many subscriptions the connection holds.
+    subscriptions: Mutex<SubscriptionSet>,
     /// Bumped on every change to `subscriptions`, so the writer refreshes its
     /// copy only when something changed.
     subscriptions_version: AtomicU64,
@@ -166,14 +168,13 @@ impl Outbox {
 
     pub fn add_subscription(&self, subscription: Arc<Subscription>) {
         let mut subs = self.subscriptions.lock();
-        subs.push(subscription);
+        subs.insert(subscription);
         self.subscriptions_version.fetch_add(1, Ordering::Release);
     }
 
     pub fn remove_subscription(&self, id: u64) -> Option<Arc<Subscription>> {
         let mut subs = self.subscriptions.lock();
-        let index = subs.iter().position(|s| s.id == id)?;
-        let removed = subs.swap_remove(index);
+        let removed = subs.remove(id)?;
         self.subscriptions_version.fetch_add(1, Ordering::Release);
         Some(removed)
     }
@@ -181,15 +182,16 @@ impl Outbox {
     pub fn take_all_subscriptions(&self) -> Vec<Arc<Subscription>> {
         let mut subs = self.subscriptions.lock();
         self.subscriptions_version.fetch_add(1, Ordering::Release);
-        std::mem::take(&mut *subs)
+        subs.take_all()
     }
 
     pub fn subscription(&self, id: u64) -> Option<Arc<Subscription>> {
-        self.subscriptions
-            .lock()
-            .iter()
-            .find(|s| s.id == id)
-            .cloned()
+        self.subscriptions.lock().get(id).cloned()
+    }
+
+    /// Subscriptions the connection holds now.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.lock().len()
     }
 
     /// Refresh `cached` if the subscription set changed since `seen_version`.
@@ -204,7 +206,7 @@ impl Outbox {
         if version != *seen_version {
             let subs = self.subscriptions.lock();
             cached.clear();
-            cached.extend(subs.iter().cloned());
+            cached.extend(subs.as_slice().iter().cloned());
             *seen_version = self.subscriptions_version.load(Ordering::Acquire);
             drop(subs);
         }

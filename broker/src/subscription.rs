@@ -1,6 +1,7 @@
 //! A subscription: its bounded queue, its overflow policy, and the outbox of
 //! the connection that owns it.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -324,6 +325,58 @@ impl Subscription {
         self.closed.store(true, Ordering::Release);
         while self.queue.pop().is_some() {}
         self.space.notify_waiters();
+    }
+}
+
+/// Subscriptions by id: a dense list to iterate, and each one's place in it,
+/// so that adding and removing one costs the same however many there are
+/// (removal moves the last one into the gap; order is not kept).
+#[derive(Debug, Default)]
+pub struct SubscriptionSet {
+    items: Vec<Arc<Subscription>>,
+    at: HashMap<u64, usize>,
+}
+
+impl SubscriptionSet {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[Arc<Subscription>] {
+        &self.items
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Arc<Subscription>> {
+        self.at.get(&id).map(|&i| &self.items[i])
+    }
+
+    /// Add `subscription`; one already there under its id is replaced.
+    pub fn insert(&mut self, subscription: Arc<Subscription>) {
+        match self.at.get(&subscription.id) {
+            Some(&i) => self.items[i] = subscription,
+            None => {
+                self.at.insert(subscription.id, self.items.len());
+                self.items.push(subscription);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: u64) -> Option<Arc<Subscription>> {
+        let i = self.at.remove(&id)?;
+        let removed = self.items.swap_remove(i);
+        if let Some(moved) = self.items.get(i) {
+            self.at.insert(moved.id, i);
+        }
+        Some(removed)
+    }
+
+    pub fn take_all(&mut self) -> Vec<Arc<Subscription>> {
+        self.at.clear();
+        std::mem::take(&mut self.items)
     }
 }
 

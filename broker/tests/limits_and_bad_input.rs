@@ -809,6 +809,61 @@ async fn connections_over_max_connections_are_refused_until_one_closes() {
 }
 
 // ---------------------------------------------------------------------------
+// LIMIT-10: subscriptions per connection
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn subscriptions_past_the_per_connection_limit_are_refused_and_the_connection_goes_on() {
+    let broker = TestBroker::start_with(|c| c.queues.max_subscriptions_per_connection = 3).await;
+    let mut bystanders = Bystanders::join(&broker).await;
+    let mut greedy = broker.client().await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(greedy.subscribe(&format!("greedy.{n}")).await);
+    }
+    greedy
+        .send(&Frame::Subscribe(blipmq_protocol::Subscribe {
+            request_id: 77,
+            pattern: "greedy.>",
+            ..Default::default()
+        }))
+        .await;
+    let message = expect_error_code(&mut greedy, ErrorCode::TooManyTopics, 77).await;
+    assert!(
+        message.contains("max_subscriptions_per_connection"),
+        "{message}"
+    );
+    assert_eq!(
+        broker
+            .metric(
+                "blipmq_subscriptions_refused_total{limit=\"max_subscriptions_per_connection\"}"
+            )
+            .await,
+        1
+    );
+    assert_eq!(broker.metric("blipmq_subscriptions").await, 4);
+    // Its subscriptions still deliver, and another connection has a limit
+    // of its own.
+    bystanders
+        .publisher
+        .publish("greedy.1", b"still yours")
+        .await;
+    let got = greedy.expect_delivery().await;
+    assert_eq!(
+        (got.subscription_id, got.payload),
+        (ids[1], b"still yours".to_vec())
+    );
+    let mut other = broker.client().await;
+    other.subscribe("greedy.0").await;
+    // Unsubscribing makes room again.
+    greedy.unsubscribe(ids[0]).await;
+    greedy.subscribe("greedy.>").await;
+    expect_alive(&mut greedy).await;
+    bystanders.check().await;
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------
 // LIMIT-2: a client that never reads its replies
 // ---------------------------------------------------------------------------
 

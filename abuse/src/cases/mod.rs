@@ -11,6 +11,7 @@ mod logins;
 mod memory;
 mod slowloris;
 mod storm;
+mod subscriptions;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -59,6 +60,7 @@ pub fn all() -> Vec<Case> {
     cases.extend(storm::cases());
     cases.extend(keepalive::cases());
     cases.extend(acks::cases());
+    cases.extend(subscriptions::cases());
     cases
 }
 
