@@ -121,6 +121,11 @@ pub struct QueuesConfig {
     /// Most subscriptions one connection holds at once; a Subscribe beyond
     /// it gets TooManyTopics and the connection goes on (LIMIT-10).
     pub max_subscriptions_per_connection: usize,
+    /// Most subscriptions the broker holds at once, over every connection
+    /// (LIMIT-12): each costs about a kilobyte and a share of every
+    /// matching publish, and without it many connections at their own
+    /// limit would hold without bound.
+    pub max_subscriptions: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -284,6 +289,8 @@ impl Default for QueuesConfig {
             max_memory_bytes: 1024 * 1024 * 1024,
             overflow_policy: OverflowPolicy::DropOldest,
             max_subscriptions_per_connection: 10_000,
+            // About 1.2 GB of subscriptions at ~1.2 KB each.
+            max_subscriptions: 1_000_000,
         }
     }
 }
@@ -503,6 +510,7 @@ impl Config {
             "queues.max_subscriptions_per_connection",
             self.queues.max_subscriptions_per_connection,
         )?;
+        at_least_one("queues.max_subscriptions", self.queues.max_subscriptions)?;
         at_least_one("delivery.max_batch", self.delivery.max_batch)?;
         at_least_one("delivery.max_batch_bytes", self.delivery.max_batch_bytes)?;
         if self.delivery.flush_interval_ms > 10_000 {

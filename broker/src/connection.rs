@@ -920,6 +920,17 @@ impl Reader {
                 request_id,
             );
         }
+        let limit = self.shared.config.queues.max_subscriptions;
+        if self.shared.registry.subscription_count() >= limit {
+            inc(&self.shared.metrics.subscriptions_refused_broker);
+            return self.send_error(
+                ErrorCode::TooManyTopics,
+                &format!(
+                    "the broker already holds {limit} subscriptions (queues.max_subscriptions)"
+                ),
+                request_id,
+            );
+        }
         let shared = &self.shared;
         let subscription_id = shared.next_subscription_id.fetch_add(1, Ordering::Relaxed);
         // Every QoS 1 subscription consumes a stored queue (QOS-4, QOS-10,

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub keepalive_closes: AtomicU64,
     /// Subscribes refused at `queues.max_subscriptions_per_connection`.
     pub subscriptions_refused_per_connection: AtomicU64,
+    /// Subscribes refused at `queues.max_subscriptions`.
+    pub subscriptions_refused_broker: AtomicU64,
     /// Subscribes refused at `queues.topic_capacity`.
     pub subscriptions_refused_topic_capacity: AtomicU64,
     /// Error frames sent, by code. Errors are off the hot path, so a lock is fine.
@@ -416,6 +418,10 @@ impl Metrics {
                 (
                     "{limit=\"topic_capacity\"}",
                     get(&self.subscriptions_refused_topic_capacity),
+                ),
+                (
+                    "{limit=\"max_subscriptions\"}",
+                    get(&self.subscriptions_refused_broker),
                 ),
             ],
         );

@@ -468,6 +468,13 @@ struct Index {
     subscriptions: usize,
 }
 
+impl Registry {
+    /// Subscriptions held, over every connection (LIMIT-12).
+    pub fn subscription_count(&self) -> usize {
+        self.index.read().subscriptions
+    }
+}
+
 impl Index {
     fn distinct_patterns(&self) -> usize {
         self.exact.len() + self.wildcard_patterns

@@ -864,6 +864,46 @@ async fn subscriptions_past_the_per_connection_limit_are_refused_and_the_connect
 }
 
 // ---------------------------------------------------------------------------
+// LIMIT-12: subscriptions over every connection
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn subscriptions_past_the_broker_wide_limit_are_refused_whichever_connection_asks() {
+    let broker = TestBroker::start_with(|c| {
+        c.queues.max_subscriptions = 4;
+        c.queues.max_subscriptions_per_connection = 3;
+    })
+    .await;
+    // Two connections, each under its own limit, fill the broker's.
+    let (mut a, mut b) = (broker.client().await, broker.client().await);
+    let first = a.subscribe("a.1").await;
+    a.subscribe("a.2").await;
+    b.subscribe("b.1").await;
+    b.subscribe("b.2").await;
+    let mut late = broker.client().await;
+    late.send(&Frame::Subscribe(blipmq_protocol::Subscribe {
+        request_id: 9,
+        pattern: "late",
+        ..Default::default()
+    }))
+    .await;
+    let message = expect_error_code(&mut late, ErrorCode::TooManyTopics, 9).await;
+    assert!(message.contains("queues.max_subscriptions"), "{message}");
+    assert_eq!(
+        broker
+            .metric("blipmq_subscriptions_refused_total{limit=\"max_subscriptions\"}")
+            .await,
+        1
+    );
+    // The refused connection goes on, and room made anywhere is room for it.
+    expect_alive(&mut late).await;
+    a.unsubscribe(first).await;
+    late.subscribe("late").await;
+    assert_eq!(broker.metric("blipmq_subscriptions").await, 4);
+    broker.stop().await;
+}
+
+// ---------------------------------------------------------------------------
 // LIMIT-2: a client that never reads its replies
 // ---------------------------------------------------------------------------
 
