@@ -107,6 +107,21 @@ pub async fn run(ctx: &Ctx, duration: Duration) -> Result<String, String> {
                 broker.log_tail()
             ));
         }
+        // A workload task ends early only when it failed: stop at once
+        // rather than soak on with part of the load missing.
+        if let Some(at) = tasks.iter().position(|t| t.is_finished()) {
+            let failed = tasks.swap_remove(at);
+            let error = match failed.await {
+                Ok(Err(error)) => error,
+                Ok(Ok(())) => "a workload task stopped early".to_string(),
+                Err(error) => format!("a workload task panicked: {error}"),
+            };
+            stop.store(true, Ordering::Relaxed);
+            return Err(format!(
+                "after {:.0} s: {error}",
+                start.elapsed().as_secs_f64()
+            ));
+        }
     }
     let (rss_end, fds_end) = (broker.rss(), broker.fds());
     stop.store(true, Ordering::Relaxed);
@@ -188,6 +203,9 @@ async fn fan_subscriber(
             Ok(Reply::Delivery { .. }) => {
                 seen.fetch_add(1, Ordering::Relaxed);
             }
+            // A subscriber that only reads is silent: the broker's
+            // keepalive pings it (LIMIT-30), and a client answers.
+            Ok(Reply::Ping { nonce }) => pong(&mut conn, nonce).await?,
             Ok(Reply::Error { code, message, .. }) => {
                 return Err(format!("fan subscriber: error {code:?}: {message}"))
             }
@@ -287,6 +305,7 @@ async fn qos1_consumer(
                     quiet_since = Some(Instant::now());
                 }
             }
+            Ok(Reply::Ping { nonce }) => pong(&mut conn, nonce).await?,
             Ok(Reply::Error { code, message, .. }) => {
                 return Err(format!("QoS 1 consumer: error {code:?}: {message}"))
             }
@@ -295,6 +314,13 @@ async fn qos1_consumer(
             Err(e) => return Err(format!("QoS 1 consumer: {e}")),
         }
     }
+}
+
+/// Answer the broker's keepalive `Ping`, as every client does.
+async fn pong(conn: &mut Conn, nonce: u64) -> TaskResult {
+    conn.send(&blipmq_protocol::Frame::Pong { nonce })
+        .await
+        .map_err(|e| format!("Pong: {e}"))
 }
 
 /// Ten clients a second connect, subscribe and leave.
