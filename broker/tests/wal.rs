@@ -1138,3 +1138,113 @@ async fn wal_a_file_named_past_the_lsn_range_is_not_a_segment() {
     wal.close().unwrap();
     assert!(stray.exists(), "other files are left alone");
 }
+
+/// A segment file named `first_lsn` holding `records` (LSN, kind, payload),
+/// framed and checksummed as the WAL writes them.
+fn write_segment(dir: &Path, first_lsn: Lsn, records: &[(Lsn, u8, &[u8])]) -> PathBuf {
+    let mut file = b"BLIPWAL1".to_vec();
+    file.extend_from_slice(&first_lsn.to_le_bytes());
+    for &(lsn, kind, payload) in records {
+        let mut frame = (payload.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend_from_slice(&lsn.to_le_bytes());
+        frame.push(kind);
+        frame.extend_from_slice(payload);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&frame[..4]);
+        crc.update(&frame[8..]);
+        frame[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        file.extend_from_slice(&frame);
+    }
+    let path = dir.join(format!("{first_lsn:020}.wal"));
+    fs::write(&path, file).unwrap();
+    path
+}
+
+/// The ceiling of the LSN space (`wal::format::LSN_CEILING`).
+const LSN_CEILING: Lsn = 1 << 62;
+
+#[tokio::test]
+async fn wal_a_cut_at_the_top_of_the_lsn_space_writes_no_gap_past_it() {
+    // Found by the fuzzer (CI): the last segment, named near the ceiling,
+    // was cut; recovery wrote a gap record saying the log goes on past
+    // 2^62, which replay then refused as malformed, so the log could no
+    // longer be read after the next append.
+    let tmp = tempfile::tempdir().unwrap();
+    let first = LSN_CEILING - 2;
+    let path = write_segment(
+        tmp.path(),
+        first,
+        &[
+            (first, 1, b"one"),
+            (first + 1, 1, b"two"),
+            (first + 2, 1, b"three"),
+        ],
+    );
+    let good_len = len_of(&path) - (RECORD_HEADER + 5);
+    flip_byte(&path, len_of(&path) - 1);
+    let cfg = config(tmp.path(), 1 << 20, FsyncPolicy::Always);
+    let (wal, recovery) = Wal::open(cfg.clone()).unwrap();
+    assert_eq!(recovery.records, 2);
+    assert_eq!(recovery.damage.len(), 1, "{:?}", recovery.damage);
+    assert_eq!(recovery.damage[0].offset, good_len);
+    assert_eq!(
+        recovery.damage[0].skipped, None,
+        "nothing to skip at the ceiling"
+    );
+    assert_eq!(recovery.next_lsn, LSN_CEILING);
+    let err = wal.append(0, "past the ceiling").await.unwrap_err();
+    assert!(
+        matches!(err, WalError::Exhausted { next } if next == LSN_CEILING),
+        "{err}"
+    );
+    let lsns: Vec<Lsn> = replay_all(&wal, 0).iter().map(|r| r.0).collect();
+    assert_eq!(lsns, vec![first, first + 1]);
+    wal.close().unwrap();
+    let (wal, again) = Wal::open(cfg).unwrap();
+    assert!(again.damage.is_empty(), "{:?}", again.damage);
+    assert_eq!(replay_all(&wal, 0).len(), 2);
+}
+
+#[tokio::test]
+async fn wal_a_record_at_the_ceiling_is_corruption_and_appends_stop_below_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A segment named at the ceiling whose record claims the ceiling's LSN.
+    write_segment(tmp.path(), LSN_CEILING, &[(LSN_CEILING, 1, b"x")]);
+    let cfg = config(tmp.path(), 1 << 20, FsyncPolicy::Always);
+    let (wal, recovery) = Wal::open(cfg).unwrap();
+    assert_eq!(recovery.records, 0);
+    let reason = &recovery.damage[0].reason;
+    assert!(reason.contains("past the last LSN"), "{reason}");
+    assert!(matches!(
+        wal.append(0, "x").await,
+        Err(WalError::Exhausted { .. })
+    ));
+    wal.close().unwrap();
+
+    // Two LSNs below the ceiling: the last appends that fit succeed (the
+    // second rotates, naming a segment the next start still reads), and the
+    // next is refused.
+    let tmp = tempfile::tempdir().unwrap();
+    write_segment(tmp.path(), LSN_CEILING - 2, &[]);
+    let cfg = config(tmp.path(), 4096, FsyncPolicy::Always);
+    let (wal, _) = Wal::open(cfg.clone()).unwrap();
+    let big = vec![7u8; 3000];
+    assert_eq!(wal.append(0, big.clone()).await.unwrap(), LSN_CEILING - 2);
+    assert_eq!(wal.append(0, big.clone()).await.unwrap(), LSN_CEILING - 1);
+    assert_eq!(
+        segment_files(tmp.path()).len(),
+        2,
+        "the second append rotated"
+    );
+    assert!(matches!(
+        wal.append_batch(vec![(0, Bytes::from_static(b"a"))]).await,
+        Err(WalError::Exhausted { .. })
+    ));
+    wal.close().unwrap();
+    let (wal, again) = Wal::open(cfg).unwrap();
+    assert!(again.damage.is_empty(), "{:?}", again.damage);
+    assert_eq!(again.segments, 2);
+    let lsns: Vec<Lsn> = replay_all(&wal, 0).iter().map(|r| r.0).collect();
+    assert_eq!(lsns, vec![LSN_CEILING - 2, LSN_CEILING - 1]);
+}

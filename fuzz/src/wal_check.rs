@@ -7,7 +7,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use blipmq_broker::wal::{Recovery, Wal, WalConfig, MIN_SEGMENT_BYTES};
+use blipmq_broker::wal::{Recovery, Wal, WalConfig, WalError, MIN_SEGMENT_BYTES};
 
 use crate::wal_format::{file_name, Record};
 use crate::{scratch_dir, wal_input, wal_model};
@@ -51,8 +51,25 @@ pub fn run(input: &[u8]) {
     check_report(&recovery, &records, &expected);
     check_nothing_lost(&recovery, &files);
 
-    let lsn = block_on(wal.append(APPENDED_KIND, APPENDED))
-        .unwrap_or_else(|e| panic!("append after recovery failed: {e}"));
+    let appended = block_on(wal.append(APPENDED_KIND, APPENDED));
+    if recovery.next_lsn == wal_model::LSN_CEILING {
+        // A log at the top of the LSN space (only a file name near it gets
+        // there) takes no more records, and says so.
+        assert!(
+            matches!(appended, Err(WalError::Exhausted { .. })),
+            "append at the LSN ceiling: {appended:?}"
+        );
+        assert_eq!(replay_all(&wal, "replay after the refused append"), records);
+        wal.close().expect("close");
+        let (wal, again) = Wal::open(config).unwrap_or_else(|e| panic!("reopen failed: {e}"));
+        assert!(
+            again.damage.is_empty(),
+            "the second open repaired again: {again:?}"
+        );
+        assert_eq!(replay_all(&wal, "replay after reopening"), records);
+        return;
+    }
+    let lsn = appended.unwrap_or_else(|e| panic!("append after recovery failed: {e}"));
     if let Some(&(last, _, _)) = records.last() {
         assert!(
             lsn > last,

@@ -2,6 +2,8 @@
 //! broker/src/wal/mod.rs ("Recovery, corruption and quarantine") alone:
 //!
 //! - files named with an LSN outside 1..=2^62 are not segments (left alone);
+//! - no record has an LSN at or past 2^62, and no gap record points past
+//!   it: such a record is damage like a failed CRC;
 //! - segments are taken in LSN order of their names; a segment keeps the
 //!   records from its start up to the first one that is incomplete, fails
 //!   its CRC or has the wrong LSN (none if its header is short or wrong); a
@@ -16,8 +18,9 @@ use std::collections::BTreeMap;
 
 use crate::wal_format::{frame_crc, frame_lsn, Record, HEADER_LEN, MAGIC, RECORD_HEADER_LEN};
 
-/// The highest first LSN a segment may have.
-pub const MAX_FIRST_LSN: u64 = 1 << 62;
+/// The ceiling of the LSN space: the highest segment name and gap target,
+/// one past the highest record LSN.
+pub const LSN_CEILING: u64 = 1 << 62;
 /// The record kind the WAL keeps for its gap records.
 pub const KIND_GAP: u8 = u8::MAX;
 
@@ -52,10 +55,13 @@ fn scan(first_lsn: u64, file: &[u8]) -> (Vec<Record>, u64) {
         if kind == KIND_GAP {
             let next = <[u8; 8]>::try_from(payload).map(u64::from_le_bytes);
             match next {
-                Ok(next) if next > expected && next <= MAX_FIRST_LSN => expected = next,
+                Ok(next) if next > expected && next <= LSN_CEILING => expected = next,
                 _ => break,
             }
         } else {
+            if expected >= LSN_CEILING {
+                break;
+            }
             records.push((expected, kind, payload.to_vec()));
             expected += 1;
         }
@@ -67,7 +73,7 @@ fn scan(first_lsn: u64, file: &[u8]) -> (Vec<Record>, u64) {
 pub fn recover(files: &BTreeMap<u64, Vec<u8>>) -> Expected {
     let mut expected = Expected::default();
     let mut end: Option<u64> = None;
-    for (&name, file) in files.range(1..=MAX_FIRST_LSN) {
+    for (&name, file) in files.range(1..=LSN_CEILING) {
         if end.is_some_and(|end| name < end) {
             expected.quarantined.push(name);
             continue;

@@ -37,14 +37,19 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<Lsn> {
     digits
         .parse()
         .ok()
-        .filter(|lsn| (1..=MAX_FIRST_LSN).contains(lsn))
+        .filter(|lsn| (1..=LSN_CEILING).contains(lsn))
 }
 
-/// The highest first LSN a segment may have. LSNs start at 1 and grow by
-/// one per record (or by what a gap record skips, which is bounded the same
-/// way), so no real log comes near it; a file named above it is not a
-/// segment, and the bound keeps every LSN sum far from overflowing.
-pub(crate) const MAX_FIRST_LSN: Lsn = 1 << 62;
+/// The ceiling of the LSN space: every record's LSN is below it, and every
+/// segment name and gap target is at most it. LSNs start at 1 and grow by
+/// one per record (2^62 records is 14,000 years at ten million a second), so
+/// only a damaged or foreign file name comes near it: a file named above it
+/// is not a segment, and the bound keeps every LSN sum far from overflowing.
+/// One ceiling for all three keeps recovery from writing what it would
+/// itself refuse to read (a gap record past the ceiling, after a cut in a
+/// segment named at it), and the writer from naming a segment that the
+/// next start would not see.
+pub(crate) const LSN_CEILING: Lsn = 1 << 62;
 
 pub(crate) fn segment_header(first_lsn: Lsn) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
@@ -119,11 +124,19 @@ pub(crate) enum GapCheck {
 impl GapCheck {
     pub(crate) fn of(record: &RecordRef<'_>) -> GapCheck {
         if record.kind != KIND_GAP {
-            return GapCheck::NotAGap;
+            return if record.lsn < LSN_CEILING {
+                GapCheck::NotAGap
+            } else {
+                GapCheck::Invalid(format!(
+                    "record at LSN {}, past the last LSN a log may use ({})",
+                    record.lsn,
+                    LSN_CEILING - 1
+                ))
+            };
         }
         let next = <[u8; 8]>::try_from(record.payload).map(u64::from_le_bytes);
         match next {
-            Ok(next) if next > record.lsn && next <= MAX_FIRST_LSN => GapCheck::To(next),
+            Ok(next) if next > record.lsn && next <= LSN_CEILING => GapCheck::To(next),
             _ => GapCheck::Invalid(format!("malformed gap record at LSN {}", record.lsn)),
         }
     }
@@ -323,8 +336,8 @@ mod tests {
             None
         );
         assert_eq!(
-            parse_segment_file_name(&segment_file_name(MAX_FIRST_LSN)),
-            Some(MAX_FIRST_LSN)
+            parse_segment_file_name(&segment_file_name(LSN_CEILING)),
+            Some(LSN_CEILING)
         );
         // Outside the LSN range: not segments.
         assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), None);

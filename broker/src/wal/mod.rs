@@ -111,6 +111,12 @@
 //!   record) saying where the log goes on: at the next segment's first LSN,
 //!   or, after a cut in the last segment, past every LSN the cut bytes could
 //!   have held. The hole is reported once; later starts read the gap record.
+//! - **The ceiling.** LSNs stay below 2^62 (`LSN_CEILING`; fourteen
+//!   thousand years at ten million records a second): a record at or past
+//!   it is corruption, a gap record never points past it, a file named past
+//!   it is not a segment, and an append that would cross it fails with
+//!   [`WalError::Exhausted`]. Only a damaged or foreign file name gets a log
+//!   there; the one bound keeps recovery from writing what it cannot read.
 //! - A segment whose LSNs overlap the log before it is moved, whole, into
 //!   `quarantine/`. An operator can inspect quarantined files; the WAL never
 //!   reads them again.
@@ -227,6 +233,13 @@ pub enum WalError {
     TooLarge { len: usize, max: usize },
     #[error("WAL is closed")]
     Closed,
+    /// The append would take an LSN past the ceiling of the LSN space
+    /// (2^62). No real log gets there; a damaged segment name can.
+    #[error(
+        "WAL has no LSNs left: the next is {next}, the last a log may use is 2^62 - 1 \
+         (a segment file name near the ceiling; start from a fresh data directory)"
+    )]
+    Exhausted { next: Lsn },
     /// Another process has the directory open.
     #[error(
         "the write-ahead log directory {} is in use by another process ({holder}); \
@@ -395,6 +408,13 @@ pub(crate) enum Records {
 }
 
 impl Records {
+    fn len(&self) -> usize {
+        match self {
+            Records::One(..) => 1,
+            Records::Many(records) => records.len(),
+        }
+    }
+
     fn iter(&self) -> impl Iterator<Item = (u8, &[u8])> {
         let (one, many) = match self {
             Records::One(kind, payload) => (Some((*kind, payload.as_ref())), &[][..]),

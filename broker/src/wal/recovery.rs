@@ -27,7 +27,7 @@ use tracing::{error, info};
 
 use super::format::{
     check_segment_header, encode_gap, intact_record_after, parse_segment_file_name,
-    segment_file_name, segment_header, Frame, FrameReader, GapCheck, MIN_FRAME_LEN,
+    segment_file_name, segment_header, Frame, FrameReader, GapCheck, LSN_CEILING, MIN_FRAME_LEN,
     SEGMENT_HEADER_LEN,
 };
 use super::storage::{OpenMode, Storage};
@@ -422,12 +422,18 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
             // MIN_FRAME_LEN bytes, so no LSN past this bound was handed out
             // from these bytes. Before a later segment, that segment's first
             // LSN says exactly where the log goes on (a hole, reported when
-            // it is reached).
-            let skipped = (!torn && is_last).then(|| {
-                let bound = scan.end_lsn + (truncated_bytes / MIN_FRAME_LEN).max(1);
-                resume_at = Some(bound);
-                scan.end_lsn..bound
-            });
+            // it is reached). No LSN at or past the ceiling was ever handed
+            // out, so the bound stops there (and a segment that ends at the
+            // ceiling needs no gap record: the log cannot go on anyway).
+            let skipped = (!torn && is_last)
+                .then(|| {
+                    let bound = scan.end_lsn + (truncated_bytes / MIN_FRAME_LEN).max(1);
+                    scan.end_lsn..bound.min(LSN_CEILING)
+                })
+                .filter(|skipped| !skipped.is_empty());
+            if let Some(skipped) = &skipped {
+                resume_at = Some(skipped.end);
+            }
             if torn {
                 info!(
                     segment = %path.display(),

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::format::{encode_record, segment_file_name, segment_header, SEGMENT_HEADER_LEN};
+use super::format::{
+    encode_record, segment_file_name, segment_header, LSN_CEILING, SEGMENT_HEADER_LEN,
+};
 use super::storage::{OpenMode, StorageFile};
 use super::syncer::Syncer;
 use super::{
@@ -387,6 +389,13 @@ impl Writer {
                     used: projected,
                     max: max_bytes,
                     needed: frames,
+                }));
+                continue;
+            }
+            let records = entry.records.len() as u64;
+            if self.next_lsn + records > LSN_CEILING {
+                entry.complete(Err(WalError::Exhausted {
+                    next: self.next_lsn,
                 }));
                 continue;
             }
