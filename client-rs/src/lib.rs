@@ -56,6 +56,7 @@ mod batch;
 mod client;
 mod connection;
 pub mod error;
+pub mod foreign;
 mod headers;
 mod mailbox;
 mod message;

@@ -62,6 +62,15 @@ impl Subscription {
         self.receiver.recv().await
     }
 
+    /// A timer on the client's runtime (tokio or the browser's), for
+    /// callers that wait on a subscription with a time limit.
+    pub(crate) fn sleep(
+        &self,
+        duration: std::time::Duration,
+    ) -> crate::transport::BoxFuture<'static, ()> {
+        self.inner.runtime.sleep(duration)
+    }
+
     /// Take what is buffered now, up to `max` messages, without waiting.
     pub fn try_next_batch(&mut self, max: usize) -> Vec<Message> {
         self.receiver.try_recv_batch(max)
