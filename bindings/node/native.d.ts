@@ -68,9 +68,8 @@ export declare class NativeMessage {
 }
 
 /**
- * Wraps `blipmq::Subscription`. The lock serializes readers; `stop` wakes
- * a reader waiting inside it so that `unsubscribe` never waits for a
- * message that may never come.
+ * Wraps `blipmq::foreign::SharedSubscription`, which holds the logic every
+ * binding shares.
  */
 export declare class NativeSubscription {
   get pattern(): string

@@ -109,6 +109,9 @@ impl From<Subscription> for SharedSubscription {
 }
 
 impl SharedSubscription {
+    // On wasm32 a subscription is neither Send nor Sync, and there is one
+    // thread: the Arc is only for sharing.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub fn new(subscription: Subscription) -> SharedSubscription {
         SharedSubscription {
             shared: Arc::new(Shared {

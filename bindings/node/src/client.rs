@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blipmq::transport::BoxFuture;
-use blipmq::{Client, ClientEvent, PublishBatch, PublishErrorKind, Qos, ReconnectPolicy};
+use blipmq::{Client, ClientEvent, PublishBatch, PublishErrorKind, Qos};
 use bytes::Bytes;
 use futures::StreamExt;
 use napi::bindgen_prelude::{
@@ -53,30 +53,19 @@ pub struct SubscribeOptions {
 /// Connect to a broker; resolves once the handshake is done.
 #[napi]
 pub async fn connect(addr: String, options: Option<ConnectOptions>) -> napi::Result<NativeClient> {
-    let mut builder = Client::builder();
-    if let Some(o) = options {
-        if let Some(key) = o.api_key {
-            builder = builder.api_key(key);
+    let options = options.map_or_else(Default::default, |o| {
+        let millis = |ms: u32| Duration::from_millis(ms.into());
+        blipmq::foreign::ConnectOptions {
+            api_key: o.api_key,
+            name: o.name,
+            reconnect: o.reconnect,
+            connect_timeout: o.connect_timeout_ms.map(millis),
+            request_timeout: o.request_timeout_ms.map(millis),
+            subscription_capacity: o.subscription_capacity.map(|c| c as usize),
+            outgoing_capacity: o.outgoing_capacity.map(|c| c as usize),
         }
-        if let Some(name) = o.name {
-            builder = builder.name(name);
-        }
-        if o.reconnect == Some(false) {
-            builder = builder.reconnect(ReconnectPolicy::disabled());
-        }
-        if let Some(ms) = o.connect_timeout_ms {
-            builder = builder.connect_timeout(Duration::from_millis(ms.into()));
-        }
-        if let Some(ms) = o.request_timeout_ms {
-            builder = builder.request_timeout(Duration::from_millis(ms.into()));
-        }
-        if let Some(capacity) = o.subscription_capacity {
-            builder = builder.subscription_capacity(capacity as usize);
-        }
-        if let Some(capacity) = o.outgoing_capacity {
-            builder = builder.outgoing_capacity(capacity as usize);
-        }
-    }
+    });
+    let builder = options.apply(Client::builder());
     let client = builder.connect(addr).await.map_err(to_napi)?;
     let (jobs, queue) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));

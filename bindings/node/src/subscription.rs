@@ -7,22 +7,18 @@
 
 use std::time::Duration;
 
+use blipmq::foreign::SharedSubscription;
 use napi::bindgen_prelude::{BigUint64Array, Buffer, Float64Array, Uint32Array};
 use napi_derive::napi;
-use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::to_napi;
 use crate::message::{Header, NativeMessage};
 
-/// Wraps `blipmq::Subscription`. The lock serializes readers; `stop` wakes
-/// a reader waiting inside it so that `unsubscribe` never waits for a
-/// message that may never come.
+/// Wraps `blipmq::foreign::SharedSubscription`, which holds the logic every
+/// binding shares.
 #[napi]
 pub struct NativeSubscription {
-    inner: Mutex<Option<blipmq::Subscription>>,
-    stop: CancellationToken,
-    pattern: String,
+    inner: SharedSubscription,
 }
 
 /// Messages taken in one crossing, as columns: message `i` has the payload
@@ -116,9 +112,7 @@ impl NativeBatch {
 impl NativeSubscription {
     pub fn new(subscription: blipmq::Subscription) -> NativeSubscription {
         NativeSubscription {
-            pattern: subscription.pattern().to_owned(),
-            inner: Mutex::new(Some(subscription)),
-            stop: CancellationToken::new(),
+            inner: subscription.into(),
         }
     }
 }
@@ -127,7 +121,7 @@ impl NativeSubscription {
 impl NativeSubscription {
     #[napi(getter)]
     pub fn pattern(&self) -> String {
-        self.pattern.clone()
+        self.inner.pattern().to_owned()
     }
 
     /// Up to `max` messages that are buffered now, without waiting; `null`
@@ -136,11 +130,7 @@ impl NativeSubscription {
     /// through the runtime and back while messages stream in.
     #[napi(catch_unwind)]
     pub fn try_next_batch(&self, max: u32) -> Option<NativeBatch> {
-        if self.stop.is_cancelled() {
-            return None;
-        }
-        let mut guard = self.inner.try_lock().ok()?;
-        let messages = guard.as_mut()?.try_next_batch(max as usize);
+        let messages = self.inner.try_next_batch(max as usize);
         (!messages.is_empty()).then(|| NativeBatch::new(messages))
     }
 
@@ -149,39 +139,17 @@ impl NativeSubscription {
     /// timeout and `null` once the subscription has ended (unsubscribed, or
     /// the client closed and the buffer is drained).
     #[napi]
-    pub async fn next_batch(
-        &self,
-        max: u32,
-        timeout_ms: Option<u32>,
-    ) -> napi::Result<Option<NativeBatch>> {
-        let mut guard = self.inner.lock().await;
-        let Some(subscription) = guard.as_mut() else {
-            return Ok(None);
-        };
-        let first = tokio::select! {
-            biased;
-            message = subscription.next_message() => message,
-            _ = self.stop.cancelled() => return Ok(None),
-            _ = sleep_opt(timeout_ms) => return Ok(Some(NativeBatch::new(Vec::new()))),
-        };
-        let Some(first) = first else {
-            return Ok(None);
-        };
-        let mut messages = vec![first];
-        messages.extend(subscription.try_next_batch(max.saturating_sub(1) as usize));
-        Ok(Some(NativeBatch::new(messages)))
+    pub async fn next_batch(&self, max: u32, timeout_ms: Option<u32>) -> Option<NativeBatch> {
+        let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+        let messages = self.inner.next_batch(max as usize, timeout).await?;
+        Some(NativeBatch::new(messages))
     }
 
     /// Stop the subscription and wait for the broker's confirm; buffered
     /// messages are discarded. A second call does nothing.
     #[napi]
     pub async fn unsubscribe(&self) -> napi::Result<()> {
-        self.stop.cancel();
-        let subscription = self.inner.lock().await.take();
-        match subscription {
-            Some(subscription) => subscription.unsubscribe().await.map_err(to_napi),
-            None => Ok(()),
-        }
+        self.inner.unsubscribe().await.map_err(to_napi)
     }
 
     /// Stop receiving without deleting anything: a plain subscription ends,
@@ -189,15 +157,7 @@ impl NativeSubscription {
     /// its name (what dropping the Rust `Subscription` does).
     #[napi]
     pub async fn detach(&self) -> napi::Result<()> {
-        self.stop.cancel();
-        drop(self.inner.lock().await.take());
+        self.inner.detach();
         Ok(())
-    }
-}
-
-async fn sleep_opt(timeout_ms: Option<u32>) {
-    match timeout_ms {
-        Some(ms) => tokio::time::sleep(Duration::from_millis(ms.into())).await,
-        None => std::future::pending().await,
     }
 }

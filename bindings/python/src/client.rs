@@ -1,6 +1,6 @@
 //! `connect` and `Client`: short adapters over `blipmq::Client`.
 
-use blipmq::{ConnectionStatus, Headers, PublishOptions, Qos, ReconnectPolicy, SubscribeOptions};
+use blipmq::{ConnectionStatus, Headers, PublishOptions, Qos, SubscribeOptions};
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -25,25 +25,16 @@ pub fn connect<'py>(
     reconnect: bool,
     subscription_capacity: Option<usize>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let mut builder = blipmq::Client::builder();
-    if let Some(key) = api_key {
-        builder = builder.api_key(key);
-    }
-    if let Some(name) = name {
-        builder = builder.name(name);
-    }
-    if let Some(timeout) = duration(connect_timeout)? {
-        builder = builder.connect_timeout(timeout);
-    }
-    if let Some(timeout) = duration(request_timeout)? {
-        builder = builder.request_timeout(timeout);
-    }
-    if !reconnect {
-        builder = builder.reconnect(ReconnectPolicy::disabled());
-    }
-    if let Some(capacity) = subscription_capacity {
-        builder = builder.subscription_capacity(capacity);
-    }
+    let options = blipmq::foreign::ConnectOptions {
+        api_key,
+        name,
+        reconnect: Some(reconnect),
+        connect_timeout: duration(connect_timeout)?,
+        request_timeout: duration(request_timeout)?,
+        subscription_capacity,
+        outgoing_capacity: None,
+    };
+    let builder = options.apply(blipmq::Client::builder());
     awaitable(py, async move {
         let client = builder.connect(addr).await.map_err(to_py)?;
         Ok(Client(client))

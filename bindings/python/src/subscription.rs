@@ -1,32 +1,27 @@
 //! `Subscription`: `next`, `next_batch` and `unsubscribe` over
 //! `blipmq::Subscription`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use blipmq::foreign::SharedSubscription;
 use pyo3::prelude::*;
-use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
 
 use crate::error::{client_closed, timed_out, to_py};
 use crate::message::Message;
 use crate::runtime::{awaitable, Nothing};
 
-/// A subscription. Receiving takes a lock (one receive at a time);
-/// `unsubscribe` cancels a pending receive through `stopped`.
+/// A subscription, over `blipmq::foreign::SharedSubscription` (which holds
+/// the logic every binding shares): one receive at a time, and
+/// `unsubscribe` or `detach` end a pending one.
 #[pyclass(module = "blipmq._native", frozen)]
 pub struct Subscription {
-    pattern: String,
-    inner: Arc<Mutex<Option<blipmq::Subscription>>>,
-    stopped: CancellationToken,
+    inner: SharedSubscription,
 }
 
 impl Subscription {
     pub fn new(subscription: blipmq::Subscription) -> Subscription {
         Subscription {
-            pattern: subscription.pattern().to_string(),
-            inner: Arc::new(Mutex::new(Some(subscription))),
-            stopped: CancellationToken::new(),
+            inner: subscription.into(),
         }
     }
 }
@@ -39,7 +34,7 @@ fn ended() -> PyErr {
 impl Subscription {
     #[getter]
     fn pattern(&self) -> &str {
-        &self.pattern
+        self.inner.pattern()
     }
 
     /// The next message; raises `TimeoutError` (601) after `timeout`
@@ -47,18 +42,11 @@ impl Subscription {
     #[pyo3(signature = (timeout=None))]
     fn next<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let timeout = duration(timeout)?;
-        let (inner, stopped) = (self.inner.clone(), self.stopped.clone());
+        let inner = self.inner.clone();
         awaitable(py, async move {
-            let mut guard = inner.lock().await;
-            let subscription = guard.as_mut().ok_or_else(ended)?;
-            let next = subscription.next_message();
-            let received = tokio::select! {
-                message = within(timeout, next) => message,
-                () = stopped.cancelled() => return Err(ended()),
-            };
-            match received {
-                Some(Some(message)) => Ok(Message(message)),
-                Some(None) => Err(ended()),
+            let batch = inner.next_batch(1, timeout).await.ok_or_else(ended)?;
+            match batch.into_iter().next() {
+                Some(message) => Ok(Message(message)),
                 None => Err(timed_out("no message within the timeout")),
             }
         })
@@ -75,26 +63,12 @@ impl Subscription {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let timeout = duration(timeout)?;
-        let (inner, stopped) = (self.inner.clone(), self.stopped.clone());
+        let inner = self.inner.clone();
         awaitable(py, async move {
-            let mut guard = inner.lock().await;
-            let subscription = guard.as_mut().ok_or_else(ended)?;
-            let mut batch = subscription.try_next_batch(max_messages);
-            if batch.is_empty() && max_messages > 0 {
-                let next = subscription.next_message();
-                let received = tokio::select! {
-                    message = within(timeout, next) => message,
-                    () = stopped.cancelled() => return Err(ended()),
-                };
-                match received {
-                    Some(Some(first)) => {
-                        batch.push(first);
-                        batch.extend(subscription.try_next_batch(max_messages - 1));
-                    }
-                    Some(None) => return Err(ended()),
-                    None => {}
-                }
-            }
+            let batch = inner
+                .next_batch(max_messages, timeout)
+                .await
+                .ok_or_else(ended)?;
             Ok(batch.into_iter().map(Message).collect::<Vec<_>>())
         })
     }
@@ -102,14 +76,9 @@ impl Subscription {
     /// Stop the subscription and wait for the broker to confirm. A pending
     /// receive ends with `ClientClosed`; calling it again does nothing.
     fn unsubscribe<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.stopped.cancel();
         let inner = self.inner.clone();
         awaitable(py, async move {
-            // Taken out: a second call finds nothing to undo.
-            let taken = inner.lock().await.take();
-            if let Some(subscription) = taken {
-                subscription.unsubscribe().await.map_err(to_py)?;
-            }
+            inner.unsubscribe().await.map_err(to_py)?;
             Ok(Nothing)
         })
     }
@@ -118,12 +87,8 @@ impl Subscription {
     /// a durable one keeps its unacked messages for the next subscribe with
     /// its name (what dropping the Rust `Subscription` does).
     fn detach<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.stopped.cancel();
-        let inner = self.inner.clone();
-        awaitable(py, async move {
-            drop(inner.lock().await.take());
-            Ok(Nothing)
-        })
+        self.inner.detach();
+        awaitable(py, async move { Ok(Nothing) })
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use blipmq::{Client, ReconnectPolicy};
+use blipmq::Client;
 
 use crate::error::BlipMqError;
 use crate::events::NativeEvents;
@@ -88,25 +88,17 @@ pub async fn connect(
     addr: String,
     options: ConnectOptions,
 ) -> Result<Arc<NativeClient>, BlipMqError> {
-    let mut builder = Client::builder();
-    if let Some(key) = options.api_key {
-        builder = builder.api_key(key);
-    }
-    if let Some(name) = options.name {
-        builder = builder.name(name);
-    }
-    if !options.reconnect {
-        builder = builder.reconnect(ReconnectPolicy::disabled());
-    }
-    if let Some(ms) = options.connect_timeout_ms {
-        builder = builder.connect_timeout(Duration::from_millis(ms.into()));
-    }
-    if let Some(ms) = options.request_timeout_ms {
-        builder = builder.request_timeout(Duration::from_millis(ms.into()));
-    }
-    if let Some(capacity) = options.subscription_capacity {
-        builder = builder.subscription_capacity(capacity as usize);
-    }
+    let millis = |ms: u32| Duration::from_millis(ms.into());
+    let options = blipmq::foreign::ConnectOptions {
+        api_key: options.api_key,
+        name: options.name,
+        reconnect: Some(options.reconnect),
+        connect_timeout: options.connect_timeout_ms.map(millis),
+        request_timeout: options.request_timeout_ms.map(millis),
+        subscription_capacity: options.subscription_capacity.map(|c| c as usize),
+        outgoing_capacity: None,
+    };
+    let builder = options.apply(Client::builder());
     let client = on_runtime(builder.connect(addr)).await?;
     Ok(Arc::new(NativeClient { client }))
 }

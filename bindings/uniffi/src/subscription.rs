@@ -1,30 +1,24 @@
-//! A subscription: batches of messages, unsubscribe and detach.
+//! A subscription: batches of messages, unsubscribe and detach, over
+//! `blipmq::foreign::SharedSubscription` (which holds the logic every
+//! binding shares).
 
 use std::time::Duration;
 
-use tokio::sync::Mutex;
-use tokio_util::sync::CancellationToken;
+use blipmq::foreign::SharedSubscription;
 
 use crate::error::BlipMqError;
 use crate::message::ReceivedMessage;
 use crate::runtime::on_runtime;
 
-/// Wraps `blipmq::Subscription`. The lock serializes readers; `stop` wakes
-/// a reader waiting inside it, so that `unsubscribe` and `detach` never wait
-/// for a message that may never come.
 #[derive(uniffi::Object)]
 pub struct NativeSubscription {
-    pattern: String,
-    inner: Mutex<Option<blipmq::Subscription>>,
-    stop: CancellationToken,
+    inner: SharedSubscription,
 }
 
 impl NativeSubscription {
     pub fn new(subscription: blipmq::Subscription) -> NativeSubscription {
         NativeSubscription {
-            pattern: subscription.pattern().to_owned(),
-            inner: Mutex::new(Some(subscription)),
-            stop: CancellationToken::new(),
+            inner: subscription.into(),
         }
     }
 }
@@ -33,7 +27,7 @@ impl NativeSubscription {
 impl NativeSubscription {
     /// The topic or pattern it was made with.
     pub fn pattern(&self) -> String {
-        self.pattern.clone()
+        self.inner.pattern().to_owned()
     }
 
     /// Wait for one message (at most `timeout_ms` when given), then take up
@@ -46,49 +40,16 @@ impl NativeSubscription {
         max: u32,
         timeout_ms: Option<u32>,
     ) -> Option<Vec<ReceivedMessage>> {
-        on_runtime(async {
-            let mut guard = self.inner.lock().await;
-            if self.stop.is_cancelled() {
-                // Detached while this call waited for the lock.
-                guard.take();
-                return None;
-            }
-            let subscription = guard.as_mut()?;
-            let first = tokio::select! {
-                biased;
-                message = subscription.next_message() => message,
-                () = self.stop.cancelled() => {
-                    guard.take();
-                    return None;
-                }
-                () = sleep_opt(timeout_ms) => return Some(Vec::new()),
-            };
-            // `None`: the client closed and the buffer is drained.
-            let first = first?;
-            let rest = subscription.try_next_batch(max.saturating_sub(1) as usize);
-            Some(
-                std::iter::once(first)
-                    .chain(rest)
-                    .map(ReceivedMessage::new)
-                    .collect(),
-            )
-        })
-        .await
+        let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+        let batch = on_runtime(self.inner.next_batch(max as usize, timeout)).await?;
+        Some(batch.into_iter().map(ReceivedMessage::new).collect())
     }
 
     /// Stop the subscription and wait for the broker's confirm; buffered
     /// messages are discarded and a durable subscription is deleted with
     /// every message it held. A second call does nothing.
     pub async fn unsubscribe(&self) -> Result<(), BlipMqError> {
-        self.stop.cancel();
-        on_runtime(async {
-            let subscription = self.inner.lock().await.take();
-            match subscription {
-                Some(subscription) => Ok(subscription.unsubscribe().await?),
-                None => Ok(()),
-            }
-        })
-        .await
+        Ok(on_runtime(self.inner.unsubscribe()).await?)
     }
 
     /// Stop receiving without deleting anything, without waiting: a plain
@@ -96,18 +57,6 @@ impl NativeSubscription {
     /// next subscribe with its name (what dropping the Rust `Subscription`
     /// does). A reader waiting in `next_batch` returns `None`.
     pub fn detach(&self) {
-        self.stop.cancel();
-        // When a reader holds the lock, it drops the subscription itself on
-        // its way out (it sees `stop`).
-        if let Ok(mut guard) = self.inner.try_lock() {
-            guard.take();
-        }
-    }
-}
-
-async fn sleep_opt(timeout_ms: Option<u32>) {
-    match timeout_ms {
-        Some(ms) => tokio::time::sleep(Duration::from_millis(ms.into())).await,
-        None => std::future::pending().await,
+        self.inner.detach();
     }
 }

@@ -43,9 +43,8 @@ export class NativeClient {
 }
 
 /**
- * Wraps `blipmq::Subscription`. The lock serializes readers; closing
- * `stop` wakes a reader waiting inside it, so that `unsubscribe` never
- * waits for a message that may never come.
+ * Wraps `blipmq::foreign::SharedSubscription` (which holds the logic every
+ * binding shares), and keeps the QoS 1 messages until JavaScript acks them.
  */
 export class NativeSubscription {
     private constructor();

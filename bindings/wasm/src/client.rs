@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blipmq::transport::{WebRuntime, WebSocketConnector};
-use blipmq::{Client, ClientEvent, Headers, Qos, ReconnectPolicy};
+use blipmq::{Client, ClientEvent, Headers, Qos};
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
@@ -33,25 +33,17 @@ pub async fn connect(
     #[wasm_bindgen(js_name = subscriptionCapacity)] subscription_capacity: Option<u32>,
     #[wasm_bindgen(js_name = webSocket)] web_socket: Option<Function>,
 ) -> Result<NativeClient, JsValue> {
-    let mut builder = Client::builder();
-    if let Some(key) = api_key {
-        builder = builder.api_key(key);
-    }
-    if let Some(name) = name {
-        builder = builder.name(name);
-    }
-    if !reconnect {
-        builder = builder.reconnect(ReconnectPolicy::disabled());
-    }
-    if let Some(ms) = connect_timeout_ms {
-        builder = builder.connect_timeout(Duration::from_millis(ms.into()));
-    }
-    if let Some(ms) = request_timeout_ms {
-        builder = builder.request_timeout(Duration::from_millis(ms.into()));
-    }
-    if let Some(capacity) = subscription_capacity {
-        builder = builder.subscription_capacity(capacity as usize);
-    }
+    let millis = |ms: u32| Duration::from_millis(ms.into());
+    let options = blipmq::foreign::ConnectOptions {
+        api_key,
+        name,
+        reconnect: Some(reconnect),
+        connect_timeout: connect_timeout_ms.map(millis),
+        request_timeout: request_timeout_ms.map(millis),
+        subscription_capacity: subscription_capacity.map(|c| c as usize),
+        outgoing_capacity: None,
+    };
+    let builder = options.apply(Client::builder());
     let connector = match web_socket {
         Some(class) => WebSocketConnector::with_constructor(class),
         None => WebSocketConnector::new(),

@@ -6,38 +6,32 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures::future::{self, Either};
-use futures::lock::Mutex;
+use blipmq::foreign::SharedSubscription;
 use js_sys::{Array, BigInt, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::error::to_js;
 
-/// Wraps `blipmq::Subscription`. The lock serializes readers; closing
-/// `stop` wakes a reader waiting inside it, so that `unsubscribe` never
-/// waits for a message that may never come.
+/// Wraps `blipmq::foreign::SharedSubscription` (which holds the logic every
+/// binding shares), and keeps the QoS 1 messages until JavaScript acks them.
 #[wasm_bindgen]
 pub struct NativeSubscription {
     state: Rc<State>,
 }
 
 struct State {
-    subscription: Mutex<Option<blipmq::Subscription>>,
-    stop: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    subscription: SharedSubscription,
     /// Messages that need an ack (QoS 1), by delivery id, until acked. The
     /// broker sends at most `subscriber_capacity` unacked, which bounds it.
     unacked: RefCell<HashMap<u64, blipmq::Message>>,
-    pattern: String,
 }
 
 impl NativeSubscription {
     pub fn new(subscription: blipmq::Subscription) -> NativeSubscription {
         NativeSubscription {
             state: Rc::new(State {
-                pattern: subscription.pattern().to_owned(),
-                subscription: Mutex::new(Some(subscription)),
-                stop: async_channel::bounded(1),
+                subscription: subscription.into(),
                 unacked: RefCell::default(),
             }),
         }
@@ -48,7 +42,7 @@ impl NativeSubscription {
 impl NativeSubscription {
     #[wasm_bindgen(getter)]
     pub fn pattern(&self) -> String {
-        self.state.pattern.clone()
+        self.state.subscription.pattern().to_owned()
     }
 
     /// Wait for one message (at most `timeoutMs` when given), then take up
@@ -65,27 +59,12 @@ impl NativeSubscription {
     ) -> Promise {
         let state = self.state.clone();
         future_to_promise(async move {
-            let mut guard = state.subscription.lock().await;
-            let Some(subscription) = guard.as_mut() else {
+            let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+            let Some(messages) = state.subscription.next_batch(max as usize, timeout).await else {
                 return Ok(JsValue::NULL);
             };
-            let first = {
-                let next = subscription.next_message();
-                let stop = state.stop.1.recv();
-                let timeout = sleep_opt(timeout_ms);
-                futures::pin_mut!(next, stop, timeout);
-                match future::select(next, future::select(stop, timeout)).await {
-                    Either::Left((message, _)) => message,
-                    Either::Right((Either::Left(_), _)) => return Ok(JsValue::NULL),
-                    Either::Right((Either::Right(_), _)) => return Ok(Array::new().into()),
-                }
-            };
-            let Some(first) = first else {
-                return Ok(JsValue::NULL);
-            };
-            let rest = subscription.try_next_batch(max.saturating_sub(1) as usize);
-            let batch: Array = std::iter::once(first)
-                .chain(rest)
+            let batch: Array = messages
+                .into_iter()
                 .map(|message| state.to_js(message))
                 .collect();
             Ok(batch.into())
@@ -109,13 +88,9 @@ impl NativeSubscription {
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn unsubscribe(&self) -> Promise {
         let state = self.state.clone();
-        state.stop.0.close();
         future_to_promise(async move {
-            let subscription = state.subscription.lock().await.take();
             state.unacked.borrow_mut().clear();
-            if let Some(subscription) = subscription {
-                subscription.unsubscribe().await.map_err(to_js)?;
-            }
+            state.subscription.unsubscribe().await.map_err(to_js)?;
             Ok(JsValue::UNDEFINED)
         })
     }
@@ -125,13 +100,9 @@ impl NativeSubscription {
     /// its name (what dropping the Rust `Subscription` does).
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn detach(&self) -> Promise {
-        let state = self.state.clone();
-        state.stop.0.close();
-        future_to_promise(async move {
-            drop(state.subscription.lock().await.take());
-            state.unacked.borrow_mut().clear();
-            Ok(JsValue::UNDEFINED)
-        })
+        self.state.subscription.detach();
+        self.state.unacked.borrow_mut().clear();
+        future_to_promise(async { Ok(JsValue::UNDEFINED) })
     }
 }
 
@@ -164,12 +135,5 @@ impl State {
             self.unacked.borrow_mut().insert(delivery_id, message);
         }
         object.into()
-    }
-}
-
-async fn sleep_opt(timeout_ms: Option<u32>) {
-    match timeout_ms {
-        Some(ms) => gloo_timers::future::sleep(Duration::from_millis(ms.into())).await,
-        None => future::pending().await,
     }
 }

@@ -1144,11 +1144,6 @@ public func FfiConverterTypeNativeMessage_lower(_ value: NativeMessage) -> UInt6
 
 
 
-/**
- * Wraps `blipmq::Subscription`. The lock serializes readers; `stop` wakes
- * a reader waiting inside it, so that `unsubscribe` and `detach` never wait
- * for a message that may never come.
- */
 public protocol NativeSubscriptionProtocol: AnyObject, Sendable {
     
     /**
@@ -1181,11 +1176,6 @@ public protocol NativeSubscriptionProtocol: AnyObject, Sendable {
     func unsubscribe() async throws 
     
 }
-/**
- * Wraps `blipmq::Subscription`. The lock serializes readers; `stop` wakes
- * a reader waiting inside it, so that `unsubscribe` and `detach` never wait
- * for a message that may never come.
- */
 open class NativeSubscription: NativeSubscriptionProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
 

@@ -2391,11 +2391,6 @@ public object FfiConverterTypeNativeMessage: FfiConverter<NativeMessage, Long> {
 //
 
 
-/**
- * Wraps `blipmq::Subscription`. The lock serializes readers; `stop` wakes
- * a reader waiting inside it, so that `unsubscribe` and `detach` never wait
- * for a message that may never come.
- */
 public interface NativeSubscriptionInterface {
     
     /**
@@ -2430,11 +2425,6 @@ public interface NativeSubscriptionInterface {
     companion object
 }
 
-/**
- * Wraps `blipmq::Subscription`. The lock serializes readers; `stop` wakes
- * a reader waiting inside it, so that `unsubscribe` and `detach` never wait
- * for a message that may never come.
- */
 open class NativeSubscription: Disposable, AutoCloseable, NativeSubscriptionInterface
 {
 
