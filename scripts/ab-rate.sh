@@ -78,10 +78,13 @@ for line in open(sys.argv[1]):
     rows[(cell, label)].append(float(rate))
     lost[label] += int(float(gone))
 print(f"A = {sys.argv[2]}\nB = {sys.argv[3]}\n")
-print("| cell | A msg/s (median) | B msg/s (median) | B/A |")
+print("| cell | A msg/s median (range) | B msg/s median (range) | B/A |")
 print("|---|---:|---:|---:|")
+def summary(runs):
+    return f"{statistics.median(runs):,.0f} ({min(runs) / 1e3:,.0f}k–{max(runs) / 1e3:,.0f}k)"
 for cell in sorted({c for c, _ in rows}):
-    a, b = statistics.median(rows[(cell, "A")]), statistics.median(rows[(cell, "B")])
-    print(f"| {cell} | {a:,.0f} | {b:,.0f} | {b / a:.2f} |")
+    a, b = rows[(cell, "A")], rows[(cell, "B")]
+    ratio = statistics.median(b) / statistics.median(a)
+    print(f"| {cell} | {summary(a)} | {summary(b)} | {ratio:.2f} |")
 print(f"\nlost: A {lost['A']}, B {lost['B']}")
 PY
