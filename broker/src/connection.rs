@@ -953,31 +953,39 @@ impl Reader {
             )
             .with_capacity_bytes(shared.config.queues.subscriber_capacity_bytes),
         );
+        let mut created_queue = false;
         if let Some((name, kind)) = &stored_queue {
             // Create or check it first: a refusal must come instead of
             // Subscribed, and deliveries only after it (SUB-7).
-            if let Err(error) = self
+            match self
                 .shared
                 .durable
                 .prepare(name, subscribe.pattern, *kind)
                 .await
             {
-                let code = match &error {
-                    AttachError::InUse(_) => ErrorCode::DurableInUse,
-                    // The limit code for subscriptions the broker will not
-                    // hold more of (TooManyTopics is topic_capacity's).
-                    AttachError::TooManyQueues { .. } => ErrorCode::TooManyTopics,
-                    AttachError::PatternMismatch { .. } | AttachError::KindMismatch { .. } => {
-                        ErrorCode::InvalidArgument
-                    }
-                    AttachError::Storage(e) => storage_error_code(e),
-                };
-                return self.send_error(code, &error.to_string(), request_id);
+                Ok(created) => created_queue = created,
+                Err(error) => {
+                    let code = match &error {
+                        AttachError::InUse(_) => ErrorCode::DurableInUse,
+                        // The limit code for subscriptions the broker will not
+                        // hold more of (TooManyTopics is topic_capacity's).
+                        AttachError::TooManyQueues { .. } => ErrorCode::TooManyTopics,
+                        AttachError::PatternMismatch { .. } | AttachError::KindMismatch { .. } => {
+                            ErrorCode::InvalidArgument
+                        }
+                        AttachError::Storage(e) => storage_error_code(e),
+                    };
+                    return self.send_error(code, &error.to_string(), request_id);
+                }
             }
         }
         let shared = &self.shared;
         if let Err(error) = shared.registry.insert(subscription.clone()) {
             inc(&shared.metrics.subscriptions_refused_topic_capacity);
+            if let (Some((name, _)), true) = (&stored_queue, created_queue) {
+                // Refused: what the refusal made goes with it.
+                shared.durable.abandon(name).await;
+            }
             return self.send_error(ErrorCode::TooManyTopics, &error.to_string(), request_id);
         }
         self.outbox.add_subscription(subscription.clone());

@@ -443,6 +443,40 @@ async fn durable_subscriptions_beyond_max_queues_are_refused() {
 }
 
 #[tokio::test]
+async fn a_subscribe_refused_at_topic_capacity_leaves_no_stored_queue_behind() {
+    // Found attacking issue 23's work: the stored queue was made before the
+    // pattern was refused, and stayed. Every refused durable subscribe then
+    // took one of `durable.max_queues` for a week (until it expired), so one
+    // client could refuse durable subscriptions to everyone.
+    let broker = TestBroker::start_with(|c| {
+        c.queues.topic_capacity = 1;
+        c.durable.max_queues = 2;
+    })
+    .await;
+    let mut client = broker.client().await;
+    let taken = client.subscribe("only").await;
+    for i in 0..5 {
+        assert_eq!(
+            subscribe_durable(&mut client, &format!("p.{i}"), &format!("d{i}")).await,
+            Err(ErrorCode::TooManyTopics)
+        );
+        // An ephemeral QoS 1 subscription makes a queue too.
+        assert_eq!(
+            client
+                .subscribe_with(&format!("e.{i}"), 1, None, None)
+                .await
+                .err(),
+            Some(ErrorCode::TooManyTopics)
+        );
+    }
+    assert_eq!(broker.metric("blipmq_durable_subscriptions").await, 0);
+    // With the pattern slot free, durable subscriptions are there to make.
+    client.unsubscribe(taken).await;
+    subscribe_durable(&mut client, "p.0", "d0").await.unwrap();
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn a_damaged_subscription_manifest_stops_the_broker_at_start() {
     let broker = TestBroker::start().await;
     let mut consumer = broker.client().await;

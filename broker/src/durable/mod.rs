@@ -431,15 +431,15 @@ impl Durable {
 
     /// Check that a consumer can attach to `name` as `kind` with `pattern`,
     /// creating the queue — and logging that, unless ephemeral — if it does
-    /// not exist.
+    /// not exist. `true` when this call created it (see [`Durable::abandon`]).
     pub async fn prepare(
         &self,
         name: &str,
         pattern: &str,
         kind: QueueKind,
-    ) -> Result<(), AttachError> {
+    ) -> Result<bool, AttachError> {
         if self.check_existing(name, pattern, kind)? {
-            return self.touch(name).await;
+            return self.touch(name).await.map(|()| false);
         }
         let wal = self.wal().await?;
         let created = {
@@ -458,7 +458,7 @@ impl Durable {
             }
         };
         if !created {
-            return self.touch(name).await;
+            return self.touch(name).await.map(|()| false);
         }
         if kind != QueueKind::Ephemeral {
             if let Err(error) = self.save_manifest().await {
@@ -466,7 +466,25 @@ impl Durable {
                 return Err(error.into());
             }
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// The subscribe that created `name` with [`Durable::prepare`] was
+    /// refused after all (a limit checked later): the queue goes again, so
+    /// that a refusal holds nothing (no slot of `max_queues`, no memory).
+    /// Left alone if a consumer attached to it meanwhile.
+    pub async fn abandon(&self, name: &str) {
+        let unused = self
+            .state
+            .lock()
+            .queues
+            .get(name)
+            .is_some_and(|queue| queue.consumers.is_empty());
+        if unused {
+            if let Err(error) = self.delete(name).await {
+                warn!(name, %error, "could not delete a queue made for a refused subscribe");
+            }
+        }
     }
 
     /// A consumer is about to attach to `name`: its idle clock starts
