@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 use futures::future::{self, Either};
 
+use crate::disconnect::DisconnectReason;
 use crate::error::{ConnectError, ConnectErrorKind, Error, Failure};
 use crate::mailbox::MailboxSender;
 use crate::message::Message;
@@ -160,9 +161,16 @@ pub(crate) async fn run(
     let mut reconnected = false;
     loop {
         inner.set_status(ConnectionStatus::Connected);
-        let reason = serve(&inner, &mut connection, &shutdown, reconnected).await;
+        let ended = serve(&inner, &mut connection, &shutdown, reconnected).await;
         inner.subscriptions.lock().unwrap().disconnect();
-        inner.fail_pending(&Failure::Disconnected.error(format!("connection lost: {reason}")));
+        let lost = match &ended {
+            Some(reason) => format!("connection lost: {reason}"),
+            None => "connection lost: client closed".to_string(),
+        };
+        inner.fail_pending(&Failure::Disconnected.error(lost));
+        let Some(reason) = ended else {
+            break;
+        };
         if inner.is_closed() || shutdown.is_closed() {
             break;
         }
@@ -229,15 +237,15 @@ async fn reconnect(
 
 /// Resubscribe (and, after a reconnect, announce the connection), then read
 /// and write until the connection fails or the client closes. Returns why it
-/// ended.
+/// failed, or `None` when the client closed it.
 async fn serve(
     inner: &Inner,
     connection: &mut Connected,
     shutdown: &async_channel::Receiver<()>,
     announce: bool,
-) -> String {
+) -> Option<DisconnectReason> {
     if let Err(e) = resubscribe(inner, &mut *connection.writer).await {
-        return format!("resubscribe failed: {e}");
+        return Some(DisconnectReason::io("resubscribe", e));
     }
     if announce {
         // After the Subscribes went out: whatever the client sends once it
@@ -251,7 +259,7 @@ async fn serve(
     let write = write_loop(&mut *connection.writer, &inner.outgoing, shutdown);
     futures::pin_mut!(read, write);
     match future::select(read, write).await {
-        Either::Left((reason, _)) => reason,
+        Either::Left((reason, _)) => Some(reason),
         Either::Right((reason, _)) => reason,
     }
 }
@@ -289,12 +297,13 @@ async fn resubscribe(inner: &Inner, writer: &mut dyn TransportWriter) -> std::io
 }
 
 /// Take frames from the outbox and write them, everything queued at once.
-/// On shutdown, write what is still queued and close the sending side.
+/// On shutdown, write what is still queued and close the sending side
+/// (then `None`: the client closed the connection).
 async fn write_loop(
     writer: &mut dyn TransportWriter,
     outgoing: &Outbox,
     shutdown: &async_channel::Receiver<()>,
-) -> String {
+) -> Option<DisconnectReason> {
     // Swapped with the outbox's buffer on every take: the two buffers keep
     // their capacity, so steady-state writing allocates nothing. Both let a
     // large capacity go once the connection is idle.
@@ -319,13 +328,13 @@ async fn write_loop(
         };
         if !batch.is_empty() {
             if let Err(e) = writer.write_frames(&batch).await {
-                return format!("write failed: {e}");
+                return Some(DisconnectReason::io("write", e));
             }
             batch.clear();
         }
         if finishing {
             writer.close().await;
-            return "client closed".to_string();
+            return None;
         }
     }
 }
@@ -473,7 +482,11 @@ impl Hasher for IdHasher {
 }
 
 /// Read frames and act on them until the connection ends.
-async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut BytesMut) -> String {
+async fn read_loop(
+    inner: &Inner,
+    reader: &mut dyn TransportReader,
+    buf: &mut BytesMut,
+) -> DisconnectReason {
     let mut cache = DeliveryCache::default();
     loop {
         // The limits come with the broker's Welcome: fixed for a connection.
@@ -485,7 +498,7 @@ async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut By
             match check_frame(&buf[complete..], max_frame) {
                 Ok(total) => complete += total,
                 Err(FrameError::Incomplete { needed }) => break needed,
-                Err(e) => return format!("broker sent a bad frame: {e}"),
+                Err(e) => return DisconnectReason::protocol(e),
             }
         };
         let frames = buf.split_to(complete).freeze();
@@ -514,9 +527,9 @@ async fn read_loop(inner: &Inner, reader: &mut dyn TransportReader, buf: &mut By
         // for the next.
         cache.flush().await;
         match reader.read(buf).await {
-            Ok(0) => return "the broker closed the connection".to_string(),
+            Ok(0) => return DisconnectReason::broker_closed(),
             Ok(_) => {}
-            Err(e) => return format!("read failed: {e}"),
+            Err(e) => return DisconnectReason::io("read", e),
         }
     }
 }
@@ -540,8 +553,8 @@ fn gather<'a>(
     cache: &mut DeliveryCache,
     frames: &Bytes,
     body: &'a [u8],
-) -> Result<Gathered<'a>, String> {
-    let d = match decode(body).map_err(|e| format!("broker sent a bad frame: {e}"))? {
+) -> Result<Gathered<'a>, DisconnectReason> {
+    let d = match decode(body).map_err(DisconnectReason::protocol)? {
         Frame::Delivery(d) => d,
         other => return Ok(Gathered::Other(other)),
     };

@@ -55,6 +55,7 @@
 mod batch;
 mod client;
 mod connection;
+mod disconnect;
 pub mod error;
 pub mod foreign;
 mod headers;
@@ -70,6 +71,7 @@ pub mod transport;
 pub use batch::PublishBatch;
 pub use blipmq_protocol::Qos;
 pub use client::{Client, ClientBuilder};
+pub use disconnect::{DisconnectKind, DisconnectReason};
 pub use error::{
     ConnectError, ConnectErrorKind, ErrorCode, PublishError, PublishErrorKind, RequestError,
     RequestErrorKind, SubscribeError, SubscribeErrorKind,

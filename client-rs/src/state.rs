@@ -12,6 +12,7 @@ use blipmq_protocol::{Encoder, ErrorCode, Frame};
 use bytes::Bytes;
 use futures::channel::oneshot;
 
+use crate::disconnect::DisconnectReason;
 use crate::error::{Error, Failure};
 use crate::mailbox::MailboxSender;
 use crate::options::{ClientOptions, SubscribeOptions};
@@ -117,8 +118,10 @@ pub enum ClientEvent {
     Connected {
         connection_id: u64,
     },
+    /// The connection was lost; unless reconnecting is off, the client
+    /// tries again (`ReconnectFailed`, then `Connected`).
     Disconnected {
-        reason: String,
+        reason: DisconnectReason,
     },
     /// A reconnect attempt failed; the next one follows after a backoff.
     ReconnectFailed {

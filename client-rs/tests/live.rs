@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use blipmq::{
-    Client, ClientEvent, ConnectErrorKind, ConnectionStatus, ErrorCode, Headers, PublishErrorKind,
-    PublishOptions, Qos, ReconnectPolicy, RequestErrorKind, SubscribeErrorKind, SubscribeOptions,
+    Client, ClientEvent, ConnectErrorKind, ConnectionStatus, DisconnectKind, ErrorCode, Headers,
+    PublishErrorKind, PublishOptions, Qos, ReconnectPolicy, RequestErrorKind, SubscribeErrorKind,
+    SubscribeOptions,
 };
 use blipmq_broker::{run, Config, Listeners};
 use futures::StreamExt;
@@ -511,13 +512,23 @@ async fn reconnects_after_a_broker_restart_and_resubscribes() {
     broker.stop().await;
     let disconnected = tokio::time::timeout(PATIENCE, async {
         loop {
-            if let Some(ClientEvent::Disconnected { .. }) = events.next().await {
-                return;
+            if let Some(ClientEvent::Disconnected { reason }) = events.next().await {
+                return reason;
             }
         }
     })
-    .await;
-    assert!(disconnected.is_ok(), "a Disconnected event");
+    .await
+    .expect("a Disconnected event");
+    // A broker that stops closes its connections (or they reset): never a
+    // protocol failure, and the code of a closed connection.
+    assert!(
+        matches!(
+            disconnected.kind(),
+            DisconnectKind::BrokerClosed | DisconnectKind::Io
+        ),
+        "{disconnected:?}"
+    );
+    assert_eq!(disconnected.code(), ErrorCode::ConnectionClosed);
     assert_eq!(client.status(), ConnectionStatus::Reconnecting);
 
     let broker = Broker::start_at(addr, |_| {}).await;
@@ -844,4 +855,62 @@ async fn qos1_publish_resolves_on_confirm_and_a_durable_subscription_resumes_aft
     }
     nothing_within(&mut sub, Duration::from_millis(100)).await;
     broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_that_sends_garbage_is_a_protocol_disconnect() {
+    use blipmq_protocol::{Encoder, Frame, Welcome, PROTOCOL_VERSION};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A fake broker: a Welcome, then a frame whose body is not an Envelope.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let fake = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut hello = [0u8; 256];
+        let _ = socket.read(&mut hello).await.unwrap();
+        let mut out = bytes::BytesMut::new();
+        Encoder::new().encode(
+            &Frame::Welcome(Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                server_name: "fake",
+                server_version: "0",
+                max_message_size: 1 << 20,
+                connection_id: 1,
+                max_headers: 64,
+                max_header_key_size: 256,
+                max_headers_size: 64 * 1024,
+            }),
+            &mut out,
+        );
+        socket.write_all(&out).await.unwrap();
+        socket
+            .write_all(&[8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4])
+            .await
+            .unwrap();
+        // Hold the socket until the client gives up on it.
+        let mut rest = Vec::new();
+        let _ = socket.read_to_end(&mut rest).await;
+    });
+    let client = Client::builder()
+        .reconnect(ReconnectPolicy::disabled())
+        .connect(addr)
+        .await
+        .unwrap();
+    let mut events = Box::pin(client.events());
+    let reason = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.next().await {
+                Some(ClientEvent::Disconnected { reason }) => return reason,
+                Some(_) => {}
+                None => panic!("events ended without a Disconnected"),
+            }
+        }
+    })
+    .await
+    .expect("a Disconnected event");
+    assert_eq!(reason.kind(), DisconnectKind::Protocol, "{reason}");
+    assert_eq!(reason.code(), ErrorCode::MalformedFrame);
+    assert!(reason.to_string().contains("bad frame"), "{reason}");
+    client.close().await;
+    fake.await.unwrap();
 }

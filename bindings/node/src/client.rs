@@ -384,7 +384,7 @@ impl From<ClientEvent> for NativeEvent {
                 "connected"
             }
             ClientEvent::Disconnected { reason } => {
-                native.reason = Some(reason);
+                native.reason = Some(reason.to_string());
                 "disconnected"
             }
             ClientEvent::ReconnectFailed { attempt, error } => {

@@ -63,7 +63,9 @@ impl Events {
 fn to_tuple(event: ClientEvent) -> PyResult<Py<PyAny>> {
     Python::attach(|py| match event {
         ClientEvent::Connected { connection_id } => ("reconnected", connection_id).into_py_any(py),
-        ClientEvent::Disconnected { reason } => ("disconnected", reason).into_py_any(py),
+        ClientEvent::Disconnected { reason } => {
+            ("disconnected", reason.to_string()).into_py_any(py)
+        }
         ClientEvent::ReconnectFailed { attempt, error } => {
             ("reconnect_failed", attempt, error).into_py_any(py)
         }

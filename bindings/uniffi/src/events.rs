@@ -35,7 +35,9 @@ impl From<CoreEvent> for ClientEvent {
     fn from(event: CoreEvent) -> ClientEvent {
         match event {
             CoreEvent::Connected { connection_id } => ClientEvent::Reconnected { connection_id },
-            CoreEvent::Disconnected { reason } => ClientEvent::Disconnected { reason },
+            CoreEvent::Disconnected { reason } => ClientEvent::Disconnected {
+                reason: reason.to_string(),
+            },
             CoreEvent::ReconnectFailed { attempt, error } => {
                 ClientEvent::ReconnectFailed { attempt, error }
             }

@@ -250,7 +250,7 @@ fn event_to_js(event: ClientEvent) -> JsValue {
             "connected"
         }
         ClientEvent::Disconnected { reason } => {
-            set("reason", JsValue::from(reason));
+            set("reason", JsValue::from(reason.to_string()));
             "disconnected"
         }
         ClientEvent::ReconnectFailed { attempt, error } => {
