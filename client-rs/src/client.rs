@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 
 use crate::batch::PublishBatch;
+use crate::confirm::PublishConfirm;
 use crate::connection;
 use crate::error::{
     ConnectError, Error, Failure, PublishError, PublishErrorKind, RequestError, SubscribeError,
@@ -199,8 +200,26 @@ impl Client {
         &self,
         topic: &str,
         payload: impl Into<Bytes>,
-        mut options: PublishOptions,
+        options: PublishOptions,
     ) -> Result<Option<u64>, PublishError> {
+        self.submit_publish(topic, payload, options)
+            .await?
+            .confirmed()
+            .await
+    }
+
+    /// The first half of [`Client::publish_with`]: resolves once the message
+    /// is queued for sending (waiting while the outgoing queue is full), to
+    /// a [`PublishConfirm`] that resolves when the broker confirms it (at
+    /// once at QoS 0). Messages go out in the order their submits were
+    /// queued, so a caller can have many QoS 1 publishes in flight and
+    /// still keep their order: queue each, then await the confirms.
+    pub async fn submit_publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        mut options: PublishOptions,
+    ) -> Result<PublishConfirm, PublishError> {
         let payload = payload.into();
         let publish_id = self.check_publish(topic, &payload, &mut options)?;
         let encode =
@@ -211,14 +230,47 @@ impl Client {
                 .push_with(encode)
                 .await
                 .map_err(|_| closed())?;
-            return Ok(None);
+            return Ok(PublishConfirm::queued());
         }
         let (tx, rx) = oneshot::channel();
         self.inner
             .request_with(publish_id, Pending::Confirm(tx), encode)
             .await?;
-        let message_id = self.inner.await_reply(publish_id, rx).await?;
-        Ok(Some(message_id))
+        Ok(PublishConfirm::awaiting(&self.inner, publish_id, rx))
+    }
+
+    /// [`Client::submit_publish`] without waiting, at either QoS: the
+    /// message is queued now, or, when the outgoing queue is full, nothing
+    /// is sent and this fails with `QueueFull` (402). For a binding that
+    /// must keep the order of calls made on a thread that cannot wait
+    /// (JavaScript's): queue here, and fall back to waiting in order only
+    /// when the queue is full.
+    pub fn try_submit_publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        mut options: PublishOptions,
+    ) -> Result<PublishConfirm, PublishError> {
+        let payload = payload.into();
+        let publish_id = self.check_publish(topic, &payload, &mut options)?;
+        let encode =
+            |out: &mut BytesMut| encode_publish(out, publish_id, topic, &payload, &options);
+        let push_error = |e| match e {
+            PushError::Full => queue_full(),
+            PushError::Closed => closed(),
+        };
+        if options.qos == Qos::AtMostOnce {
+            self.inner
+                .outgoing
+                .try_push_with(encode)
+                .map_err(push_error)?;
+            return Ok(PublishConfirm::queued());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .try_request_with(publish_id, Pending::Confirm(tx), encode)
+            .map_err(push_error)?;
+        Ok(PublishConfirm::awaiting(&self.inner, publish_id, rx))
     }
 
     /// Publish at QoS 0 without waiting: the message is queued for sending

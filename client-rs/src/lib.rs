@@ -54,6 +54,7 @@
 
 mod batch;
 mod client;
+mod confirm;
 mod connection;
 mod disconnect;
 pub mod error;
@@ -71,6 +72,7 @@ pub mod transport;
 pub use batch::PublishBatch;
 pub use blipmq_protocol::Qos;
 pub use client::{Client, ClientBuilder};
+pub use confirm::PublishConfirm;
 pub use disconnect::{DisconnectKind, DisconnectReason};
 pub use error::{
     ConnectError, ConnectErrorKind, ErrorCode, PublishError, PublishErrorKind, RequestError,

@@ -16,7 +16,7 @@ use crate::disconnect::DisconnectReason;
 use crate::error::{Error, Failure};
 use crate::mailbox::MailboxSender;
 use crate::options::{ClientOptions, SubscribeOptions};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, PushError};
 use crate::transport::Runtime;
 
 thread_local! {
@@ -250,6 +250,22 @@ impl Inner {
             return Err(Failure::Closed.error("the client is closed"));
         }
         Ok(())
+    }
+
+    /// [`Inner::request_with`] without waiting for room: nothing is
+    /// registered or queued when the outgoing queue is full or closed.
+    pub fn try_request_with(
+        &self,
+        id: u64,
+        pending: Pending,
+        encode: impl FnOnce(&mut bytes::BytesMut),
+    ) -> Result<(), PushError> {
+        self.pending.lock().unwrap().insert(id, pending);
+        let pushed = self.outgoing.try_push_with(encode);
+        if pushed.is_err() {
+            self.pending.lock().unwrap().remove(&id);
+        }
+        pushed
     }
 
     /// Wait for a reply within the request timeout; on timeout the pending

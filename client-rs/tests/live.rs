@@ -914,3 +914,76 @@ async fn a_broker_that_sends_garbage_is_a_protocol_disconnect() {
     client.close().await;
     fake.await.unwrap();
 }
+
+#[tokio::test]
+async fn many_qos1_publishes_in_flight_keep_call_order() {
+    let broker = Broker::start().await;
+    let client = Client::connect(broker.addr.to_string()).await.unwrap();
+    let mut sub = client.subscribe("pipelined").await.unwrap();
+    let qos1 = || PublishOptions {
+        qos: Qos::AtLeastOnce,
+        ..Default::default()
+    };
+    // Queued one after another without waiting for any confirm, as a
+    // binding does for calls that JavaScript makes without awaiting.
+    let mut confirms = Vec::new();
+    for i in 0..500u32 {
+        let submitted = match client.try_submit_publish("pipelined", i.to_string(), qos1()) {
+            Ok(confirm) => confirm,
+            // The queue is full now and then: wait for room, in order.
+            Err(e) if e.kind() == PublishErrorKind::QueueFull => client
+                .submit_publish("pipelined", i.to_string(), qos1())
+                .await
+                .unwrap(),
+            Err(e) => panic!("{e}"),
+        };
+        assert!(submitted.is_qos1());
+        confirms.push(submitted);
+    }
+    let mut ids = Vec::new();
+    for confirm in confirms {
+        ids.push(confirm.confirmed().await.unwrap().expect("a message id"));
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in call order");
+    for i in 0..500u32 {
+        assert_eq!(next(&mut sub).await.payload(), i.to_string().as_bytes());
+    }
+    client.close().await;
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn try_submit_publish_on_a_full_queue_sends_nothing_and_the_next_goes_through() {
+    let broker = Broker::start().await;
+    let client = Client::builder()
+        .outgoing_capacity(1)
+        .connect(broker.addr.to_string())
+        .await
+        .unwrap();
+    let mut sub = client.subscribe("full").await.unwrap();
+    let qos1 = PublishOptions {
+        qos: Qos::AtLeastOnce,
+        ..Default::default()
+    };
+    // One thread, and this task does not yield: the writer cannot take the
+    // first message, so the queue of one is full for the second.
+    let first = client
+        .try_submit_publish("full", "first", qos1.clone())
+        .unwrap();
+    let refused = client
+        .try_submit_publish("full", "refused", qos1.clone())
+        .unwrap_err();
+    assert_eq!(refused.kind(), PublishErrorKind::QueueFull);
+    assert_eq!(refused.code(), ErrorCode::QueueFull);
+    let zero = client
+        .try_submit_publish("full", "refused too", PublishOptions::default())
+        .unwrap_err();
+    assert_eq!(zero.kind(), PublishErrorKind::QueueFull);
+    assert!(first.confirmed().await.unwrap().is_some());
+    let second = client.submit_publish("full", "second", qos1).await.unwrap();
+    assert!(second.confirmed().await.unwrap().is_some());
+    assert_eq!(&next(&mut sub).await.payload()[..], b"first");
+    assert_eq!(&next(&mut sub).await.payload()[..], b"second");
+    client.close().await;
+    broker.stop().await;
+}
