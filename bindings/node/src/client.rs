@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blipmq::transport::BoxFuture;
-use blipmq::{Client, ClientEvent, PublishBatch, PublishErrorKind, Qos};
+use blipmq::{Client, ClientEvent, PublishBatch, PublishConfirm, PublishErrorKind, Qos};
 use bytes::Bytes;
 use futures::StreamExt;
 use napi::bindgen_prelude::{
@@ -101,9 +101,9 @@ type Job = Box<dyn FnOnce(Client) -> BoxFuture<'static, ()> + Send>;
 /// messages to go out in call order, and `flush` or `close` to come after
 /// them. Each call's future would run as its own task, reaching the client's
 /// queue in any order, so these calls are queued here, on the JavaScript
-/// thread, and carried out one by one. (A QoS 1 publish therefore waits for
-/// its confirm before the next one starts.) Ends when the `NativeClient` is
-/// dropped.
+/// thread, and carried out one by one. (A QoS 1 publish is done here once
+/// queued: its confirm is awaited outside, see `publish_qos1`.) Ends when
+/// the `NativeClient` is dropped.
 async fn run_in_order(
     client: Client,
     mut queue: mpsc::UnboundedReceiver<Job>,
@@ -129,17 +129,58 @@ impl NativeClient {
         Fut: Future<Output = napi::Result<T>> + Send + 'static,
     {
         let (done, result) = oneshot::channel();
-        let job: Job = Box::new(move |client| {
+        self.queue_job(Box::new(move |client| {
             Box::pin(async move {
                 let _ = done.send(work(client).await);
             })
-        });
+        }))?;
+        env.spawn_future(async move { result.await.map_err(|_| stopped())? })
+    }
+
+    fn queue_job(&self, job: Job) -> napi::Result<()> {
         self.queued.fetch_add(1, Ordering::Relaxed);
         if self.jobs.send(job).is_err() {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(stopped());
         }
-        env.spawn_future(async move { result.await.map_err(|_| stopped())? })
+        Ok(())
+    }
+
+    /// A QoS 1 publish: queued on the spot when nothing is queued before it
+    /// and there is room, else queued in order behind the calls before it;
+    /// either way only the queueing keeps call order, and the confirm is
+    /// awaited apart, so many publishes are in flight at once.
+    fn publish_qos1<'env>(
+        &self,
+        env: &'env Env,
+        topic: String,
+        payload: Bytes,
+        options: blipmq::PublishOptions,
+    ) -> napi::Result<PromiseRaw<'env, Option<BigInt>>> {
+        let confirm = |confirm: PublishConfirm| async move {
+            let id = confirm.confirmed().await.map_err(to_napi)?;
+            Ok(id.map(BigInt::from))
+        };
+        if self.queued.load(Ordering::Acquire) == 0 {
+            match self
+                .client
+                .try_submit_publish(&topic, payload.clone(), options.clone())
+            {
+                Ok(submitted) => return env.spawn_future(confirm(submitted)),
+                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
+                Err(e) => return Err(to_napi(e)),
+            }
+        }
+        let (done, queued) = oneshot::channel();
+        self.queue_job(Box::new(move |client| {
+            Box::pin(async move {
+                let _ = done.send(client.submit_publish(&topic, payload, options).await);
+            })
+        }))?;
+        env.spawn_future(async move {
+            let submitted = queued.await.map_err(|_| stopped())?.map_err(to_napi)?;
+            confirm(submitted).await
+        })
     }
 
     /// Queue a QoS 0 send on the spot with `attempt`, which is only tried
@@ -196,7 +237,9 @@ impl NativeClient {
             },
         };
         let payload = Bytes::copy_from_slice(&payload);
-        // Only QoS 0 may skip the queue (QoS 1 waits for a confirm anyway).
+        if options.qos == Qos::AtLeastOnce {
+            return self.publish_qos1(env, topic, payload, options).map(Some);
+        }
         if options.qos == Qos::AtMostOnce
             && self.queued_now(|| {
                 self.client

@@ -435,6 +435,26 @@ describe('concurrency', () => {
     await subscription.unsubscribe()
   })
 
+  test('QoS 1 publishes not awaited one by one are in flight together and keep call order', async () => {
+    // Each QoS 1 publish waits only for its place in the queue, not for the
+    // confirm of the one before: a burst resolves with increasing ids and
+    // arrives in order, mixed with QoS 0.
+    const subscription = await client.subscribe('pipelined.qos1')
+    const count = 2000
+    const pending = []
+    for (let i = 0; i < count; i++) {
+      pending.push(client.publish('pipelined.qos1', `${i}`, i % 5 === 4 ? undefined : { qos: 1 }))
+    }
+    const ids = (await Promise.all(pending)).filter((id) => id !== undefined && id !== null)
+    assert.equal(ids.length, count - count / 5)
+    for (let i = 1; i < ids.length; i++) assert.ok(ids[i - 1] < ids[i], `id ${i} in call order`)
+    for (let i = 0; i < count; i++) {
+      const message = await subscription.next({ timeoutMs: 5000 })
+      assert.equal(message.payload.toString(), `${i}`)
+    }
+    await subscription.unsubscribe()
+  })
+
   test('a publisher that outruns a blocked broker waits, and loses and reorders nothing', async () => {
     // A subscriber that does not read, a broker that blocks publishers when
     // its queue is full: the publisher's queue fills and publishes must wait.
