@@ -1,13 +1,15 @@
 //! Connect, publish, subscribe, flush, close: one adapter per client crate
 //! call.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use blipmq::transport::{WebRuntime, WebSocketConnector};
-use blipmq::{Client, ClientEvent, Headers, Qos};
+use blipmq::{Client, ClientEvent, Headers, PublishConfirm, PublishErrorKind, Qos};
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
@@ -53,8 +55,13 @@ pub async fn connect(
         .await
         .map_err(to_js)?;
     let (jobs, queue) = mpsc::unbounded();
-    spawn_local(run_in_order(client.clone(), queue));
-    Ok(NativeClient { client, jobs })
+    let queued = Rc::new(Cell::new(0));
+    spawn_local(run_in_order(client.clone(), queue, queued.clone()));
+    Ok(NativeClient {
+        client,
+        jobs,
+        queued,
+    })
 }
 
 /// Wraps `blipmq::Client`; freeing it (when JavaScript collects it) closes
@@ -64,6 +71,9 @@ pub struct NativeClient {
     client: Client,
     /// Publish, flush and close, in call order; see `run_in_order`.
     jobs: mpsc::UnboundedSender<Job>,
+    /// Jobs sent and not yet done: a publish may skip the queue only when
+    /// none is waiting before it.
+    queued: Rc<Cell<usize>>,
 }
 
 type Job = Box<dyn FnOnce(Client) -> Pin<Box<dyn Future<Output = ()>>>>;
@@ -72,12 +82,18 @@ type Job = Box<dyn FnOnce(Client) -> Pin<Box<dyn Future<Output = ()>>>>;
 /// messages to go out in call order, and `flush` or `close` to come after
 /// them. Each call's future is its own task, and a task that waits for room
 /// in the client's queue could be overtaken by a later one, so these calls
-/// are queued and carried out one by one. (A QoS 1 publish therefore waits
-/// for its confirm before the next one starts.) Ends when the
-/// `NativeClient` is freed.
-async fn run_in_order(client: Client, mut queue: mpsc::UnboundedReceiver<Job>) {
+/// are queued and carried out one by one. A publish is done here once
+/// queued (its confirm is awaited outside, see `publish`), and one that
+/// finds room and nothing waiting before it skips this queue altogether.
+/// Ends when the `NativeClient` is freed.
+async fn run_in_order(
+    client: Client,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    queued: Rc<Cell<usize>>,
+) {
     while let Some(job) = queue.next().await {
         job(client.clone()).await;
+        queued.set(queued.get() - 1);
     }
 }
 
@@ -94,10 +110,16 @@ impl NativeClient {
                 let _ = done.send(work(client).await);
             })
         });
-        if self.jobs.unbounded_send(job).is_err() {
-            return Promise::reject(&stopped());
+        if let Err(error) = self.queue_job(job) {
+            return Promise::reject(&error);
         }
         future_to_promise(async move { result.await.map_err(|_| stopped())? })
+    }
+
+    fn queue_job(&self, job: Job) -> Result<(), JsValue> {
+        self.jobs.unbounded_send(job).map_err(|_| stopped())?;
+        self.queued.set(self.queued.get() + 1);
+        Ok(())
     }
 }
 
@@ -124,12 +146,34 @@ impl NativeClient {
             Err(error) => return Promise::reject(&error),
         };
         let payload = Bytes::copy_from_slice(payload);
-        self.in_order(move |client| async move {
-            let id = client
-                .publish_with(&topic, payload, options)
-                .await
-                .map_err(to_js)?;
+        let confirm = |submitted: PublishConfirm| async move {
+            let id = submitted.confirmed().await.map_err(to_js)?;
             Ok(id.map_or(JsValue::UNDEFINED, JsValue::from))
+        };
+        // Queued on the spot when nothing waits before it and there is room.
+        if self.queued.get() == 0 {
+            match self
+                .client
+                .try_submit_publish(&topic, payload.clone(), options.clone())
+            {
+                Ok(submitted) => return future_to_promise(confirm(submitted)),
+                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
+                Err(e) => return Promise::reject(&to_js(e)),
+            }
+        }
+        // Else in order behind the calls before it; only the queueing.
+        let (done, queued) = oneshot::channel();
+        let job: Job = Box::new(move |client| {
+            Box::pin(async move {
+                let _ = done.send(client.submit_publish(&topic, payload, options).await);
+            })
+        });
+        if let Err(error) = self.queue_job(job) {
+            return Promise::reject(&error);
+        }
+        future_to_promise(async move {
+            let submitted = queued.await.map_err(|_| stopped())?.map_err(to_js)?;
+            confirm(submitted).await
         })
     }
 

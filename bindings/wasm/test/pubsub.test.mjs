@@ -286,6 +286,26 @@ describe('concurrency', () => {
     assert.deepEqual(received, Array.from({ length: count }, (_, i) => i))
   })
 
+  test('QoS 1 publishes not awaited one by one are in flight together and keep call order', async () => {
+    // Each QoS 1 publish waits only for its place in the queue, not for the
+    // confirm of the one before: a burst resolves with increasing ids and
+    // arrives in order, mixed with QoS 0.
+    const subscription = await client.subscribe('pipelined.qos1')
+    const count = 2000
+    const pending = []
+    for (let i = 0; i < count; i++) {
+      pending.push(client.publish('pipelined.qos1', `${i}`, i % 5 === 4 ? undefined : { qos: 1 }))
+    }
+    const ids = (await Promise.all(pending)).filter((id) => id !== undefined && id !== null)
+    assert.equal(ids.length, count - count / 5)
+    for (let i = 1; i < ids.length; i++) assert.ok(ids[i - 1] < ids[i], `id ${i} in call order`)
+    for (let i = 0; i < count; i++) {
+      const message = await subscription.next({ timeoutMs: 5000 })
+      assert.equal(text(message.payload), `${i}`)
+    }
+    await subscription.unsubscribe()
+  })
+
   test('publishers on several clients fan out to several subscribers', async () => {
     const subscribers = await Promise.all([0, 1, 2].map(() => client.subscribe('fan.>')))
     const publishers = await Promise.all([0, 1, 2, 3].map(() => connect(broker.url)))
