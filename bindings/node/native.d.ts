@@ -15,13 +15,14 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
  */
 export declare class NativeClient {
   /**
-   * Publish. A QoS 0 message that fits in the client's outgoing queue is
-   * queued right here, on the JavaScript thread (`try_publish_with`), and
-   * this returns `null`: no Promise and no trip through the runtime,
-   * which is what makes publishing fast. Otherwise it returns a Promise
-   * of the broker's message id (QoS 1) or of `null` (QoS 0, once
-   * queued). The payload and header values are copied here, so the
-   * caller may reuse its buffers at once.
+   * Publish. A message that fits in the client's outgoing queue, with no
+   * call waiting before it, is queued right here, on the JavaScript
+   * thread; at QoS 0 this then returns `null`: no Promise and no trip
+   * through the runtime, which is what makes publishing fast. Otherwise
+   * it returns a Promise of the broker's message id (QoS 1, once
+   * confirmed; the next publish does not wait for it) or of `null`
+   * (QoS 0, once queued). The payload and header values are copied here,
+   * so the caller may reuse its buffers at once.
    */
   publish(topic: string, payload: Buffer, options?: PublishOptions | undefined | null): Promise<bigint | null> | null
   /**

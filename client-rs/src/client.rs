@@ -166,6 +166,11 @@ impl Client {
         ClientBuilder::default()
     }
 
+    /// The runtime the client's task runs on (tokio's, or the browser's).
+    pub(crate) fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.inner.runtime
+    }
+
     pub fn status(&self) -> ConnectionStatus {
         self.inner.status()
     }

@@ -11,6 +11,12 @@
 //!   Python task cancelled, a Kotlin coroutine cancelled, a JS promise
 //!   nobody awaits): no message is lost when it does.
 //!
+//! - [`CallQueue`]: calls made on a thread that cannot wait (JavaScript's)
+//!   carried out in call order: a publish is queued on the spot when
+//!   nothing waits before it, and otherwise behind the calls before it,
+//!   waiting only for its place in the outgoing queue (never for a
+//!   confirm), so QoS 1 publishes are in flight together.
+//!
 //! Nothing here depends on a runtime: timeouts go through the client's own
 //! [`crate::transport::Runtime`], so the same code serves tokio and the
 //! browser.
@@ -19,14 +25,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::sync::atomic::AtomicUsize;
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
 use futures::future::{self, Either};
 use futures::lock::Mutex;
+use futures::StreamExt;
 
-use crate::client::ClientBuilder;
-use crate::error::RequestError;
+use crate::batch::PublishBatch;
+use crate::client::{Client, ClientBuilder};
+use crate::confirm::PublishConfirm;
+use crate::error::{Failure, PublishError, PublishErrorKind, RequestError};
 use crate::message::Message;
-use crate::options::ReconnectPolicy;
+use crate::options::{PublishOptions, ReconnectPolicy};
 use crate::subscription::Subscription;
+use crate::transport::{BoxFuture, MaybeSend};
 
 /// How a binding connects: every field optional, as a foreign caller gives
 /// them (a keyword argument, a JS options object, a Kotlin data class).
@@ -248,6 +263,156 @@ impl Shared {
     }
 }
 
+/// A call waiting its turn in a [`CallQueue`].
+#[cfg(not(target_arch = "wasm32"))]
+type Job = Box<dyn FnOnce(Client) -> BoxFuture<'static, ()> + Send>;
+#[cfg(target_arch = "wasm32")]
+type Job = Box<dyn FnOnce(Client) -> BoxFuture<'static, ()>>;
+
+/// Calls from a thread that cannot wait, carried out in call order.
+///
+/// JavaScript calls `publish` many times without awaiting and expects the
+/// messages to go out in call order, and `flush` or `close` to come after
+/// them. Each call's future would be a task of its own, and a task that
+/// waits for room in the outgoing queue could be overtaken by a later one;
+/// so a call that cannot be done on the spot is queued here and carried out
+/// by one task, one after the other. A publish is done once it is queued
+/// for sending: its confirm is awaited apart.
+pub struct CallQueue {
+    client: Client,
+    jobs: mpsc::UnboundedSender<Job>,
+    /// Jobs sent and not yet done: a call may skip the queue only when
+    /// none waits before it.
+    queued: Arc<AtomicUsize>,
+}
+
+/// How [`CallQueue::publish`] went: queued already, or waiting its turn.
+pub enum Publishing {
+    /// Queued for sending on the spot.
+    Queued(PublishConfirm),
+    /// Queued behind earlier calls: resolves once queued for sending.
+    InOrder(BoxFuture<'static, Result<PublishConfirm, PublishError>>),
+}
+
+impl CallQueue {
+    /// A queue for `client`'s calls; its task runs on the client's runtime
+    /// and ends when the `CallQueue` is dropped (after the calls queued).
+    pub fn new(client: Client) -> CallQueue {
+        let (jobs, mut queue) = mpsc::unbounded::<Job>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let pump = {
+            let (client, queued) = (client.clone(), Arc::clone(&queued));
+            async move {
+                while let Some(job) = queue.next().await {
+                    job(client.clone()).await;
+                    // Release: what the job queued is visible to a call
+                    // that sees 0.
+                    queued.fetch_sub(1, Ordering::Release);
+                }
+            }
+        };
+        client.runtime().spawn(Box::pin(pump));
+        CallQueue {
+            client,
+            jobs,
+            queued,
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Whether no call waits in the queue: a call may then be done on the
+    /// spot without overtaking any.
+    pub fn is_idle(&self) -> bool {
+        self.queued.load(Ordering::Acquire) == 0
+    }
+
+    /// Run `work` after every call queued before it. The future resolves
+    /// with its output, or with `None` when the queue stopped first (the
+    /// binding's client went away): see [`queue_stopped`].
+    pub fn in_order<T, F, Fut>(&self, work: F) -> impl Future<Output = Option<T>> + 'static
+    where
+        T: MaybeSend + 'static,
+        F: FnOnce(Client) -> Fut + MaybeSend + 'static,
+        Fut: Future<Output = T> + MaybeSend + 'static,
+    {
+        let (done, result) = oneshot::channel();
+        let job: Job = Box::new(move |client| {
+            Box::pin(async move {
+                let _ = done.send(work(client).await);
+            })
+        });
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.jobs.unbounded_send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        async move { result.await.ok() }
+    }
+
+    /// Publish in call order: queued on the spot when no call waits before
+    /// it and the outgoing queue has room, else queued behind the calls
+    /// before it. Fails at once when the publish is invalid (topic, size,
+    /// headers) or the client is closed.
+    pub fn publish(
+        &self,
+        topic: String,
+        payload: Bytes,
+        options: PublishOptions,
+    ) -> Result<Publishing, PublishError> {
+        if self.is_idle() {
+            match self
+                .client
+                .try_submit_publish(&topic, payload.clone(), options.clone())
+            {
+                Ok(confirm) => return Ok(Publishing::Queued(confirm)),
+                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let queued = self.in_order(move |client| async move {
+            client.submit_publish(&topic, payload, options).await
+        });
+        Ok(Publishing::InOrder(Box::pin(async move {
+            queued.await.unwrap_or_else(|| Err(publish_queue_stopped()))
+        })))
+    }
+
+    /// Queue every message of `batch` in call order and empty it: `None`
+    /// when queued on the spot, else a future that resolves once queued.
+    pub fn publish_batch(
+        &self,
+        batch: &mut PublishBatch,
+    ) -> Result<Option<BoxFuture<'static, Result<(), PublishError>>>, PublishError> {
+        if self.is_idle() {
+            match self.client.try_publish_batch(batch) {
+                Ok(()) => return Ok(None),
+                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // The batch waits its turn; the caller gets a new one.
+        let batch = std::mem::replace(batch, self.client.batch());
+        let queued = self.in_order(move |client| async move { client.publish_batch(batch).await });
+        Ok(Some(Box::pin(async move {
+            queued.await.unwrap_or_else(|| Err(publish_queue_stopped()))
+        })))
+    }
+}
+
+/// The error of a call whose [`CallQueue`] stopped before carrying it out:
+/// `ClientClosed` (603), like any call on a closed client.
+pub fn queue_stopped() -> RequestError {
+    Failure::Closed.error(QUEUE_STOPPED).into()
+}
+
+const QUEUE_STOPPED: &str = "the client's call queue has stopped";
+
+fn publish_queue_stopped() -> PublishError {
+    Failure::Closed.error(QUEUE_STOPPED).into()
+}
+
 #[cfg(all(test, feature = "tokio"))]
 mod tests {
     use super::*;
@@ -281,6 +446,87 @@ mod tests {
         .connect(addr)
         .await
         .unwrap()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_call_queue_keeps_call_order_when_the_outgoing_queue_is_full() {
+        let (addr, _data) = broker().await;
+        let client = ConnectOptions {
+            outgoing_capacity: Some(1),
+            ..ConnectOptions::default()
+        }
+        .apply(Client::builder())
+        .connect(&addr)
+        .await
+        .unwrap();
+        let subscription = SharedSubscription::new(client.subscribe("order").await.unwrap());
+        let calls = CallQueue::new(client.clone());
+        // Made one after another without waiting, as JavaScript does: the
+        // first is queued on the spot, the queue of one is then full, and
+        // the rest wait their turn (QoS 0, QoS 1 and batches alike).
+        let (mut on_the_spot, mut waiting) = (0, Vec::new());
+        for i in 0..60u32 {
+            let (topic, payload) = ("order".to_string(), Bytes::from(i.to_string()));
+            if i % 10 == 9 {
+                let mut batch = client.batch();
+                batch.push(&topic, &payload, 0).unwrap();
+                match calls.publish_batch(&mut batch).unwrap() {
+                    None => on_the_spot += 1,
+                    Some(queued) => waiting
+                        .push(Box::pin(async move { queued.await.map(|()| None) })
+                            as BoxFuture<'static, Result<Option<u64>, PublishError>>),
+                }
+                assert!(batch.is_empty());
+                continue;
+            }
+            let options = PublishOptions {
+                qos: if i % 2 == 0 {
+                    crate::Qos::AtLeastOnce
+                } else {
+                    crate::Qos::AtMostOnce
+                },
+                ..Default::default()
+            };
+            match calls.publish(topic, payload, options).unwrap() {
+                Publishing::Queued(confirm) => {
+                    on_the_spot += 1;
+                    waiting.push(Box::pin(confirm.confirmed()));
+                }
+                Publishing::InOrder(queued) => {
+                    waiting.push(Box::pin(async move { queued.await?.confirmed().await }))
+                }
+            }
+        }
+        assert_eq!(on_the_spot, 1, "only the first found room");
+        let flushed = calls.in_order(|client| async move { client.flush().await });
+        for outcome in futures::future::join_all(waiting).await {
+            outcome.unwrap();
+        }
+        flushed.await.expect("carried out").unwrap();
+        assert!(calls.is_idle());
+        let mut got = Vec::new();
+        while got.len() < 60 {
+            let batch = subscription
+                .next_batch(100, Some(Duration::from_secs(5)))
+                .await
+                .unwrap();
+            assert!(!batch.is_empty(), "only {} arrived", got.len());
+            got.extend(
+                batch
+                    .iter()
+                    .map(|m| String::from_utf8_lossy(m.payload()).into_owned()),
+            );
+        }
+        let expected: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+        assert_eq!(got, expected);
+        // An invalid publish fails at once, queued or not.
+        let error = calls
+            .publish("bad topic".into(), Bytes::new(), PublishOptions::default())
+            .err()
+            .expect("refused");
+        assert_eq!(error.code(), crate::ErrorCode::InvalidTopic);
+        assert_eq!(queue_stopped().code(), crate::ErrorCode::ClientClosed);
+        client.close().await;
     }
 
     #[tokio::test]

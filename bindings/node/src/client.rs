@@ -2,12 +2,11 @@
 //! call.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use blipmq::transport::BoxFuture;
-use blipmq::{Client, ClientEvent, PublishBatch, PublishConfirm, PublishErrorKind, Qos};
+use blipmq::foreign::{queue_stopped, CallQueue, Publishing};
+use blipmq::{Client, ClientEvent, PublishBatch, PublishConfirm, Qos};
 use bytes::Bytes;
 use futures::StreamExt;
 use napi::bindgen_prelude::{
@@ -16,7 +15,6 @@ use napi::bindgen_prelude::{
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Env;
 use napi_derive::napi;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{invalid_argument, to_napi};
 use crate::message::Header;
@@ -67,14 +65,9 @@ pub async fn connect(addr: String, options: Option<ConnectOptions>) -> napi::Res
     });
     let builder = options.apply(Client::builder());
     let client = builder.connect(addr).await.map_err(to_napi)?;
-    let (jobs, queue) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(run_in_order(client.clone(), queue, queued.clone()));
     Ok(NativeClient {
         batch: Mutex::new(client.batch()),
-        client,
-        jobs,
-        queued,
+        calls: CallQueue::new(client),
     })
 }
 
@@ -82,12 +75,10 @@ pub async fn connect(addr: String, options: Option<ConnectOptions>) -> napi::Res
 /// closes the connection.
 #[napi]
 pub struct NativeClient {
-    client: Client,
-    /// Publish, flush and close, in call order; see `run_in_order`.
-    jobs: mpsc::UnboundedSender<Job>,
-    /// Jobs sent to `run_in_order` and not finished yet. While there are
-    /// none, a QoS 0 publish may queue its message directly (see `publish`).
-    queued: Arc<AtomicUsize>,
+    /// The client, and its calls in call order: JavaScript publishes many
+    /// times without awaiting and expects the messages to go out in that
+    /// order, and `flush` or `close` after them (see `blipmq::foreign`).
+    calls: CallQueue,
     /// The batch `publish_batch` encodes into, kept between calls: a new
     /// one per call grew its buffer by doubling to its ~120 KiB, copying it
     /// and faulting in fresh pages each time (about a twentieth of a 16 B
@@ -95,29 +86,12 @@ pub struct NativeClient {
     batch: Mutex<PublishBatch>,
 }
 
-type Job = Box<dyn FnOnce(Client) -> BoxFuture<'static, ()> + Send>;
-
-/// JavaScript calls `publish` many times without awaiting and expects the
-/// messages to go out in call order, and `flush` or `close` to come after
-/// them. Each call's future would run as its own task, reaching the client's
-/// queue in any order, so these calls are queued here, on the JavaScript
-/// thread, and carried out one by one. (A QoS 1 publish is done here once
-/// queued: its confirm is awaited outside, see `publish_qos1`.) Ends when
-/// the `NativeClient` is dropped.
-async fn run_in_order(
-    client: Client,
-    mut queue: mpsc::UnboundedReceiver<Job>,
-    queued: Arc<AtomicUsize>,
-) {
-    while let Some(job) = queue.recv().await {
-        job(client.clone()).await;
-        // Release: what the job queued is visible to a publish that sees 0.
-        queued.fetch_sub(1, Ordering::Release);
-    }
-}
-
 impl NativeClient {
-    /// Queue `work` behind the calls before it; a Promise of its result.
+    fn client(&self) -> &Client {
+        self.calls.client()
+    }
+
+    /// `work` after the calls before it; a Promise of its result.
     fn in_order<'env, T, F, Fut>(
         &self,
         env: &'env Env,
@@ -128,93 +102,21 @@ impl NativeClient {
         F: FnOnce(Client) -> Fut + Send + 'static,
         Fut: Future<Output = napi::Result<T>> + Send + 'static,
     {
-        let (done, result) = oneshot::channel();
-        self.queue_job(Box::new(move |client| {
-            Box::pin(async move {
-                let _ = done.send(work(client).await);
-            })
-        }))?;
-        env.spawn_future(async move { result.await.map_err(|_| stopped())? })
+        let done = self.calls.in_order(work);
+        env.spawn_future(async move { done.await.unwrap_or_else(|| Err(to_napi(queue_stopped()))) })
     }
-
-    fn queue_job(&self, job: Job) -> napi::Result<()> {
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        if self.jobs.send(job).is_err() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(stopped());
-        }
-        Ok(())
-    }
-
-    /// A QoS 1 publish: queued on the spot when nothing is queued before it
-    /// and there is room, else queued in order behind the calls before it;
-    /// either way only the queueing keeps call order, and the confirm is
-    /// awaited apart, so many publishes are in flight at once.
-    fn publish_qos1<'env>(
-        &self,
-        env: &'env Env,
-        topic: String,
-        payload: Bytes,
-        options: blipmq::PublishOptions,
-    ) -> napi::Result<PromiseRaw<'env, Option<BigInt>>> {
-        let confirm = |confirm: PublishConfirm| async move {
-            let id = confirm.confirmed().await.map_err(to_napi)?;
-            Ok(id.map(BigInt::from))
-        };
-        if self.queued.load(Ordering::Acquire) == 0 {
-            match self
-                .client
-                .try_submit_publish(&topic, payload.clone(), options.clone())
-            {
-                Ok(submitted) => return env.spawn_future(confirm(submitted)),
-                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
-                Err(e) => return Err(to_napi(e)),
-            }
-        }
-        let (done, queued) = oneshot::channel();
-        self.queue_job(Box::new(move |client| {
-            Box::pin(async move {
-                let _ = done.send(client.submit_publish(&topic, payload, options).await);
-            })
-        }))?;
-        env.spawn_future(async move {
-            let submitted = queued.await.map_err(|_| stopped())?.map_err(to_napi)?;
-            confirm(submitted).await
-        })
-    }
-
-    /// Queue a QoS 0 send on the spot with `attempt`, which is only tried
-    /// when no call is queued before it (messages keep call order): `true`
-    /// once it is queued, `false` when the caller must queue it in order
-    /// instead (calls pending, or no room: it then waits on the runtime).
-    fn queued_now(
-        &self,
-        attempt: impl FnOnce() -> Result<(), blipmq::PublishError>,
-    ) -> napi::Result<bool> {
-        if self.queued.load(Ordering::Acquire) != 0 {
-            return Ok(false);
-        }
-        match attempt() {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == PublishErrorKind::QueueFull => Ok(false),
-            Err(e) => Err(to_napi(e)),
-        }
-    }
-}
-
-fn stopped() -> napi::Error {
-    napi::Error::from_reason("the client's call queue has stopped")
 }
 
 #[napi]
 impl NativeClient {
-    /// Publish. A QoS 0 message that fits in the client's outgoing queue is
-    /// queued right here, on the JavaScript thread (`try_publish_with`), and
-    /// this returns `null`: no Promise and no trip through the runtime,
-    /// which is what makes publishing fast. Otherwise it returns a Promise
-    /// of the broker's message id (QoS 1) or of `null` (QoS 0, once
-    /// queued). The payload and header values are copied here, so the
-    /// caller may reuse its buffers at once.
+    /// Publish. A message that fits in the client's outgoing queue, with no
+    /// call waiting before it, is queued right here, on the JavaScript
+    /// thread; at QoS 0 this then returns `null`: no Promise and no trip
+    /// through the runtime, which is what makes publishing fast. Otherwise
+    /// it returns a Promise of the broker's message id (QoS 1, once
+    /// confirmed; the next publish does not wait for it) or of `null`
+    /// (QoS 0, once queued). The payload and header values are copied here,
+    /// so the caller may reuse its buffers at once.
     #[napi(catch_unwind, ts_return_type = "Promise<bigint | null> | null")]
     pub fn publish<'env>(
         &self,
@@ -237,25 +139,21 @@ impl NativeClient {
             },
         };
         let payload = Bytes::copy_from_slice(&payload);
-        if options.qos == Qos::AtLeastOnce {
-            return self.publish_qos1(env, topic, payload, options).map(Some);
-        }
-        if options.qos == Qos::AtMostOnce
-            && self.queued_now(|| {
-                self.client
-                    .try_publish_with(&topic, payload.clone(), options.clone())
-            })?
-        {
-            return Ok(None);
-        }
-        self.in_order(env, move |client| async move {
-            let id = client
-                .publish_with(&topic, payload, options)
-                .await
-                .map_err(to_napi)?;
+        let confirmed = |confirm: PublishConfirm| async move {
+            let id = confirm.confirmed().await.map_err(to_napi)?;
             Ok(id.map(BigInt::from))
-        })
-        .map(Some)
+        };
+        match self
+            .calls
+            .publish(topic, payload, options)
+            .map_err(to_napi)?
+        {
+            Publishing::Queued(confirm) if !confirm.is_qos1() => Ok(None),
+            Publishing::Queued(confirm) => env.spawn_future(confirmed(confirm)).map(Some),
+            Publishing::InOrder(queued) => env
+                .spawn_future(async move { confirmed(queued.await.map_err(to_napi)?).await })
+                .map(Some),
+        }
     }
 
     /// Publish many QoS 0 messages, packed by `index.js`: message `i` goes
@@ -292,16 +190,14 @@ impl NativeClient {
             batch.push(topic, payload, ttl_ms).map_err(to_napi)?;
             start = end;
         }
-        if self.queued_now(|| self.client.try_publish_batch(&mut batch))? {
-            return Ok(None);
+        match self.calls.publish_batch(&mut batch).map_err(to_napi)? {
+            None => Ok(None),
+            // The queue is full: this batch waits its turn, and the next
+            // call got a new one.
+            Some(queued) => env
+                .spawn_future(async move { queued.await.map_err(to_napi) })
+                .map(Some),
         }
-        // The queue is full: this batch waits its turn, and the next call
-        // gets a new one.
-        let batch = std::mem::replace(&mut *batch, self.client.batch());
-        self.in_order(env, move |client| async move {
-            client.publish_batch(batch).await.map_err(to_napi)
-        })
-        .map(Some)
     }
 
     /// Resolves once the broker has confirmed the subscription.
@@ -320,7 +216,7 @@ impl NativeClient {
             },
         };
         let subscription = self
-            .client
+            .client()
             .subscribe_with(&pattern, options)
             .await
             .map_err(to_napi)?;
@@ -354,7 +250,7 @@ impl NativeClient {
             .callee_handled::<false>()
             .weak::<true>()
             .build()?;
-        let mut events = Box::pin(self.client.events());
+        let mut events = Box::pin(self.client().events());
         // The stream ends after `Closed`.
         napi::bindgen_prelude::spawn(async move {
             while let Some(event) = events.next().await {
@@ -370,13 +266,13 @@ impl NativeClient {
     /// `connected`, `reconnecting` or `closed`.
     #[napi(getter)]
     pub fn status(&self) -> String {
-        format!("{:?}", self.client.status()).to_lowercase()
+        format!("{:?}", self.client().status()).to_lowercase()
     }
 
     /// The largest payload the broker accepts.
     #[napi(getter)]
     pub fn max_message_size(&self) -> u32 {
-        u32::try_from(self.client.max_message_size()).unwrap_or(u32::MAX)
+        u32::try_from(self.client().max_message_size()).unwrap_or(u32::MAX)
     }
 }
 

@@ -1,17 +1,14 @@
 //! Connect, publish, subscribe, flush, close: one adapter per client crate
 //! call.
 
-use std::cell::Cell;
 use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use blipmq::foreign::{queue_stopped, CallQueue, Publishing};
 use blipmq::transport::{WebRuntime, WebSocketConnector};
-use blipmq::{Client, ClientEvent, Headers, PublishConfirm, PublishErrorKind, Qos};
+use blipmq::{Client, ClientEvent, Headers, PublishConfirm, Qos};
 use bytes::Bytes;
-use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -54,13 +51,8 @@ pub async fn connect(
         .connect_with(addr, Arc::new(connector), Arc::new(WebRuntime))
         .await
         .map_err(to_js)?;
-    let (jobs, queue) = mpsc::unbounded();
-    let queued = Rc::new(Cell::new(0));
-    spawn_local(run_in_order(client.clone(), queue, queued.clone()));
     Ok(NativeClient {
-        client,
-        jobs,
-        queued,
+        calls: CallQueue::new(client),
     })
 }
 
@@ -68,63 +60,26 @@ pub async fn connect(
 /// the connection.
 #[wasm_bindgen]
 pub struct NativeClient {
-    client: Client,
-    /// Publish, flush and close, in call order; see `run_in_order`.
-    jobs: mpsc::UnboundedSender<Job>,
-    /// Jobs sent and not yet done: a publish may skip the queue only when
-    /// none is waiting before it.
-    queued: Rc<Cell<usize>>,
-}
-
-type Job = Box<dyn FnOnce(Client) -> Pin<Box<dyn Future<Output = ()>>>>;
-
-/// JavaScript calls `publish` many times without awaiting and expects the
-/// messages to go out in call order, and `flush` or `close` to come after
-/// them. Each call's future is its own task, and a task that waits for room
-/// in the client's queue could be overtaken by a later one, so these calls
-/// are queued and carried out one by one. A publish is done here once
-/// queued (its confirm is awaited outside, see `publish`), and one that
-/// finds room and nothing waiting before it skips this queue altogether.
-/// Ends when the `NativeClient` is freed.
-async fn run_in_order(
-    client: Client,
-    mut queue: mpsc::UnboundedReceiver<Job>,
-    queued: Rc<Cell<usize>>,
-) {
-    while let Some(job) = queue.next().await {
-        job(client.clone()).await;
-        queued.set(queued.get() - 1);
-    }
+    /// The client, and its calls in call order: JavaScript publishes many
+    /// times without awaiting and expects the messages to go out in that
+    /// order, and `flush` or `close` after them (see `blipmq::foreign`).
+    calls: CallQueue,
 }
 
 impl NativeClient {
+    fn client(&self) -> &Client {
+        self.calls.client()
+    }
+
     /// Queue `work` behind the calls before it; a Promise of its result.
     fn in_order<F, Fut>(&self, work: F) -> Promise
     where
         F: FnOnce(Client) -> Fut + 'static,
         Fut: Future<Output = Result<JsValue, JsValue>> + 'static,
     {
-        let (done, result) = oneshot::channel();
-        let job: Job = Box::new(move |client| {
-            Box::pin(async move {
-                let _ = done.send(work(client).await);
-            })
-        });
-        if let Err(error) = self.queue_job(job) {
-            return Promise::reject(&error);
-        }
-        future_to_promise(async move { result.await.map_err(|_| stopped())? })
+        let done = self.calls.in_order(work);
+        future_to_promise(async move { done.await.unwrap_or_else(|| Err(to_js(queue_stopped()))) })
     }
-
-    fn queue_job(&self, job: Job) -> Result<(), JsValue> {
-        self.jobs.unbounded_send(job).map_err(|_| stopped())?;
-        self.queued.set(self.queued.get() + 1);
-        Ok(())
-    }
-}
-
-fn stopped() -> JsValue {
-    js_sys::Error::new("the client's call queue has stopped").into()
 }
 
 #[wasm_bindgen]
@@ -150,31 +105,13 @@ impl NativeClient {
             let id = submitted.confirmed().await.map_err(to_js)?;
             Ok(id.map_or(JsValue::UNDEFINED, JsValue::from))
         };
-        // Queued on the spot when nothing waits before it and there is room.
-        if self.queued.get() == 0 {
-            match self
-                .client
-                .try_submit_publish(&topic, payload.clone(), options.clone())
-            {
-                Ok(submitted) => return future_to_promise(confirm(submitted)),
-                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
-                Err(e) => return Promise::reject(&to_js(e)),
+        match self.calls.publish(topic, payload, options) {
+            Ok(Publishing::Queued(submitted)) => future_to_promise(confirm(submitted)),
+            Ok(Publishing::InOrder(queued)) => {
+                future_to_promise(async move { confirm(queued.await.map_err(to_js)?).await })
             }
+            Err(e) => Promise::reject(&to_js(e)),
         }
-        // Else in order behind the calls before it; only the queueing.
-        let (done, queued) = oneshot::channel();
-        let job: Job = Box::new(move |client| {
-            Box::pin(async move {
-                let _ = done.send(client.submit_publish(&topic, payload, options).await);
-            })
-        });
-        if let Err(error) = self.queue_job(job) {
-            return Promise::reject(&error);
-        }
-        future_to_promise(async move {
-            let submitted = queued.await.map_err(|_| stopped())?.map_err(to_js)?;
-            confirm(submitted).await
-        })
     }
 
     /// Resolves once the broker has confirmed the subscription.
@@ -194,7 +131,7 @@ impl NativeClient {
             },
             Err(error) => return Promise::reject(&error),
         };
-        let client = self.client.clone();
+        let client = self.client().clone();
         future_to_promise(async move {
             let subscription = client
                 .subscribe_with(&pattern, options)
@@ -226,7 +163,7 @@ impl NativeClient {
     /// (`{ kind, ... }`: see `event_to_js`), until the client has closed.
     #[wasm_bindgen(js_name = onEvent)]
     pub fn on_event(&self, callback: Function) {
-        let mut events = Box::pin(self.client.events());
+        let mut events = Box::pin(self.client().events());
         // The stream ends after `Closed`.
         spawn_local(async move {
             while let Some(event) = events.next().await {
@@ -240,13 +177,13 @@ impl NativeClient {
     /// `connected`, `reconnecting` or `closed`.
     #[wasm_bindgen(getter)]
     pub fn status(&self) -> String {
-        format!("{:?}", self.client.status()).to_lowercase()
+        format!("{:?}", self.client().status()).to_lowercase()
     }
 
     /// The largest payload the broker accepts.
     #[wasm_bindgen(getter, js_name = maxMessageSize)]
     pub fn max_message_size(&self) -> u32 {
-        u32::try_from(self.client.max_message_size()).unwrap_or(u32::MAX)
+        u32::try_from(self.client().max_message_size()).unwrap_or(u32::MAX)
     }
 }
 
