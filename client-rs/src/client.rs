@@ -289,7 +289,7 @@ impl Client {
         &self,
         topic: &str,
         payload: impl Into<Bytes>,
-        mut options: PublishOptions,
+        options: PublishOptions,
     ) -> Result<(), PublishError> {
         if options.qos != Qos::AtMostOnce {
             return Err(Error::new(
@@ -298,15 +298,8 @@ impl Client {
                 "try_publish_with publishes at QoS 0 only; use publish_with for QoS 1",
             ));
         }
-        let payload = payload.into();
-        self.check_publish(topic, &payload, &mut options)?;
-        self.inner
-            .outgoing
-            .try_push_with(|out| encode_publish(out, 0, topic, &payload, &options))
-            .map_err(|e| match e {
-                PushError::Full => queue_full(),
-                PushError::Closed => closed(),
-            })
+        // At QoS 0 the confirm is only that it was queued.
+        self.try_submit_publish(topic, payload, options).map(drop)
     }
 
     /// An empty batch of QoS 0 messages for [`Client::try_publish_batch`] or
