@@ -523,7 +523,7 @@ fn encode_publish(
 }
 
 /// A send the outgoing queue had no room for.
-fn queue_full() -> PublishError {
+pub(crate) fn queue_full() -> PublishError {
     Error::new(
         PublishErrorKind::QueueFull,
         ErrorCode::QueueFull,

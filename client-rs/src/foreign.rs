@@ -379,6 +379,21 @@ impl CallQueue {
         })))
     }
 
+    /// Publish on the spot or not at all: `QueueFull` (402) when the
+    /// outgoing queue is full or calls wait before this one (it would
+    /// overtake them).
+    pub fn try_publish_now(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        options: PublishOptions,
+    ) -> Result<PublishConfirm, PublishError> {
+        if !self.is_idle() {
+            return Err(crate::client::queue_full());
+        }
+        self.client.try_submit_publish(topic, payload, options)
+    }
+
     /// Queue every message of `batch` in call order and empty it: `None`
     /// when queued on the spot, else a future that resolves once queued.
     pub fn publish_batch(

@@ -1,5 +1,6 @@
 //! `connect` and `Client`: short adapters over `blipmq::Client`.
 
+use blipmq::foreign::{queue_stopped, CallQueue, Publishing};
 use blipmq::{ConnectionStatus, Headers, PublishOptions, Qos, SubscribeOptions};
 use bytes::Bytes;
 use pyo3::prelude::*;
@@ -37,26 +38,39 @@ pub fn connect<'py>(
     let builder = options.apply(blipmq::Client::builder());
     awaitable(py, async move {
         let client = builder.connect(addr).await.map_err(to_py)?;
-        Ok(Client(client))
+        Ok(Client {
+            calls: CallQueue::new(client),
+        })
     })
 }
 
 /// A connection to a broker (see `blipmq.Client` for the public API).
 #[pyclass(module = "blipmq._native", frozen)]
-pub struct Client(blipmq::Client);
+pub struct Client {
+    /// The client, and its calls in call order: publishes made without
+    /// awaiting each go out in that order, and `flush` and `close` after
+    /// them (see `blipmq::foreign`).
+    calls: CallQueue,
+}
+
+impl Client {
+    fn client(&self) -> &blipmq::Client {
+        self.calls.client()
+    }
+}
 
 #[pymethods]
 impl Client {
     /// The largest payload the broker accepts.
     #[getter]
     fn max_message_size(&self) -> usize {
-        self.0.max_message_size()
+        self.client().max_message_size()
     }
 
     /// `"connected"`, `"reconnecting"` or `"closed"`.
     #[getter]
     fn status(&self) -> &'static str {
-        match self.0.status() {
+        match self.client().status() {
             ConnectionStatus::Connected => "connected",
             ConnectionStatus::Reconnecting => "reconnecting",
             ConnectionStatus::Closed => "closed",
@@ -65,7 +79,7 @@ impl Client {
 
     /// The connection's changes from now on (see `events.rs`).
     fn events(&self) -> Events {
-        Events::new(self.0.events())
+        Events::new(self.client().events())
     }
 
     /// Publish; resolves to `None` at QoS 0 and to the message id at QoS 1.
@@ -84,13 +98,17 @@ impl Client {
             qos: qos_from(qos)?,
             headers: headers.map(headers_from).transpose()?.unwrap_or_default(),
         };
-        let client = self.0.clone();
+        // Queued now (or given its place in line) so that call order holds;
+        // an error is raised when the awaitable is awaited, as before.
+        let published = self
+            .calls
+            .publish(topic, Bytes::from_owner(payload), options);
         awaitable(py, async move {
-            let payload = Bytes::from_owner(payload);
-            client
-                .publish_with(&topic, payload, options)
-                .await
-                .map_err(to_py)
+            let confirm = match published.map_err(to_py)? {
+                Publishing::Queued(confirm) => confirm,
+                Publishing::InOrder(queued) => queued.await.map_err(to_py)?,
+            };
+            confirm.confirmed().await.map_err(to_py)
         })
     }
 
@@ -109,8 +127,9 @@ impl Client {
             qos: Qos::AtMostOnce,
             headers: headers.map(headers_from).transpose()?.unwrap_or_default(),
         };
-        self.0
-            .try_publish_with(&topic, Bytes::from_owner(payload), options)
+        self.calls
+            .try_publish_now(&topic, Bytes::from_owner(payload), options)
+            .map(drop)
             .map_err(to_py)
     }
 
@@ -129,7 +148,7 @@ impl Client {
             durable,
             group,
         };
-        let client = self.0.clone();
+        let client = self.client().clone();
         awaitable(py, async move {
             let subscription = client
                 .subscribe_with(&pattern, options)
@@ -141,18 +160,29 @@ impl Client {
 
     /// Resolves once the broker has handled everything sent before.
     fn flush<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.0.clone();
+        let flushed = self
+            .calls
+            .in_order(|client| async move { client.flush().await });
         awaitable(py, async move {
-            client.flush().await.map_err(to_py)?;
+            flushed
+                .await
+                .unwrap_or_else(|| Err(queue_stopped()))
+                .map_err(to_py)?;
             Ok(Nothing)
         })
     }
 
     /// Send what is queued, then close; subscriptions end.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let client = self.0.clone();
+        let closed = self
+            .calls
+            .in_order(|client| async move { client.close().await });
+        let client = self.client().clone();
         awaitable(py, async move {
-            client.close().await;
+            if closed.await.is_none() {
+                // The queue stopped first: close anyway.
+                client.close().await;
+            }
             Ok(Nothing)
         })
     }

@@ -31,6 +31,27 @@ async def test_round_trip_has_every_field(addr: str) -> None:
         assert sub.pattern == "orders.*"
 
 
+async def test_gathered_qos1_publishes_are_in_flight_together_and_keep_order(addr: str) -> None:
+    # Each publish waits only for its place in the outgoing queue, not for
+    # the confirm of the one before: ids grow in call order, and the
+    # messages (mixed with QoS 0) arrive in that order.
+    async with await blipmq.connect(addr) as client:
+        sub = await client.subscribe("pipelined")
+        count = 2000
+        ids = await asyncio.gather(
+            *(
+                client.publish("pipelined", str(i).encode(), qos=0 if i % 5 == 4 else 1)
+                for i in range(count)
+            )
+        )
+        confirmed = [message_id for message_id in ids if message_id is not None]
+        assert len(confirmed) == count - count // 5
+        assert confirmed == sorted(confirmed) and len(set(confirmed)) == len(confirmed)
+        received = [(await sub.next(timeout=5)).payload for _ in range(count)]
+        assert received == [str(i).encode() for i in range(count)]
+        await client.flush()
+
+
 async def test_payloads_are_byte_exact(addr: str) -> None:
     async with await blipmq.connect(addr) as client:
         sub = await client.subscribe("bin")
