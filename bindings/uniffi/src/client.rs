@@ -71,6 +71,20 @@ pub struct PublishOptions {
     pub headers: Vec<Header>,
 }
 
+impl From<PublishOptions> for blipmq::PublishOptions {
+    fn from(options: PublishOptions) -> blipmq::PublishOptions {
+        blipmq::PublishOptions {
+            ttl_ms: options.ttl_ms,
+            qos: options.qos.into(),
+            headers: options
+                .headers
+                .into_iter()
+                .map(|h| (h.key, h.value))
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, uniffi::Record)]
 pub struct SubscribeOptions {
     pub qos: Qos,
@@ -120,16 +134,28 @@ impl NativeClient {
         payload: Vec<u8>,
         options: PublishOptions,
     ) -> Result<Option<u64>, BlipMqError> {
-        let options = blipmq::PublishOptions {
-            ttl_ms: options.ttl_ms,
-            qos: options.qos.into(),
-            headers: options
-                .headers
-                .into_iter()
-                .map(|h| (h.key, h.value))
-                .collect(),
-        };
+        let options = options.into();
         Ok(on_runtime(self.client.publish_with(&topic, payload, options)).await?)
+    }
+
+    /// Queue a QoS 0 message now, without waiting: `true` once queued,
+    /// `false` (nothing sent) when the outgoing queue is full, and the
+    /// caller then waits with `publish`. One plain call instead of an async
+    /// one (several crossings of the foreign boundary each).
+    pub fn try_publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+        options: PublishOptions,
+    ) -> Result<bool, BlipMqError> {
+        match self
+            .client
+            .try_publish_with(&topic, payload, options.into())
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == blipmq::PublishErrorKind::QueueFull => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Returns once the broker has confirmed the subscription.

@@ -29,8 +29,10 @@ pub struct ReceivedMessage {
     pub delivery_count: u32,
     /// What an ack names: non-zero for a durable (QoS 1) delivery.
     pub delivery_id: u64,
-    /// The message on the client, to ack it.
-    pub handle: Arc<NativeMessage>,
+    /// The message on the client, to ack it; only for a QoS 1 delivery
+    /// (a handle is an object with a cleaner on the foreign side: one per
+    /// QoS 0 message was a large share of the receive cost).
+    pub handle: Option<Arc<NativeMessage>>,
 }
 
 impl ReceivedMessage {
@@ -50,7 +52,8 @@ impl ReceivedMessage {
             timestamp_ms: message.timestamp_ms(),
             delivery_count: message.delivery_count(),
             delivery_id: message.delivery_id(),
-            handle: Arc::new(NativeMessage { inner: message }),
+            handle: (message.delivery_id() != 0)
+                .then(|| Arc::new(NativeMessage { inner: message })),
         }
     }
 }

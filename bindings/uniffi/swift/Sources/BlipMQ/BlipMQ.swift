@@ -643,6 +643,14 @@ public protocol NativeClientProtocol: AnyObject, Sendable {
      */
     func subscribe(pattern: String, options: SubscribeOptions) async throws  -> NativeSubscription
     
+    /**
+     * Queue a QoS 0 message now, without waiting: `true` once queued,
+     * `false` (nothing sent) when the outgoing queue is full, and the
+     * caller then waits with `publish`. One plain call instead of an async
+     * one (several crossings of the foreign boundary each).
+     */
+    func tryPublish(topic: String, payload: Data, options: PublishOptions) throws  -> Bool
+    
 }
 /**
  * Wraps `blipmq::Client`. Dropping the last reference (the foreign
@@ -813,6 +821,24 @@ open func subscribe(pattern: String, options: SubscribeOptions)async throws  -> 
             liftFunc: FfiConverterTypeNativeSubscription_lift,
             errorHandler: FfiConverterTypeBlipMqError_lift
         )
+}
+    
+    /**
+     * Queue a QoS 0 message now, without waiting: `true` once queued,
+     * `false` (nothing sent) when the outgoing queue is full, and the
+     * caller then waits with `publish`. One plain call instead of an async
+     * one (several crossings of the foreign boundary each).
+     */
+open func tryPublish(topic: String, payload: Data, options: PublishOptions)throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeBlipMqError_lift) {
+        uniffiCallStatus in
+    uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(topic),
+        FfiConverterData.lower(payload),
+        FfiConverterTypePublishOptions_lower(options),uniffiCallStatus
+    )
+})
 }
     
 
@@ -1599,9 +1625,11 @@ public struct ReceivedMessage {
      */
     public let deliveryId: UInt64
     /**
-     * The message on the client, to ack it.
+     * The message on the client, to ack it; only for a QoS 1 delivery
+     * (a handle is an object with a cleaner on the foreign side: one per
+     * QoS 0 message was a large share of the receive cost).
      */
-    public let handle: NativeMessage
+    public let handle: NativeMessage?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1625,8 +1653,10 @@ public struct ReceivedMessage {
          * What an ack names: non-zero for a durable (QoS 1) delivery.
          */deliveryId: UInt64, 
         /**
-         * The message on the client, to ack it.
-         */handle: NativeMessage) {
+         * The message on the client, to ack it; only for a QoS 1 delivery
+         * (a handle is an object with a cleaner on the foreign side: one per
+         * QoS 0 message was a large share of the receive cost).
+         */handle: NativeMessage?) {
         self.topic = topic
         self.payload = payload
         self.headers = headers
@@ -1660,7 +1690,7 @@ public struct FfiConverterTypeReceivedMessage: FfiConverterRustBuffer {
                 timestampMs: FfiConverterUInt64.read(from: &buf), 
                 deliveryCount: FfiConverterUInt32.read(from: &buf), 
                 deliveryId: FfiConverterUInt64.read(from: &buf), 
-                handle: FfiConverterTypeNativeMessage.read(from: &buf)
+                handle: FfiConverterOptionTypeNativeMessage.read(from: &buf)
         )
     }
 
@@ -1672,7 +1702,7 @@ public struct FfiConverterTypeReceivedMessage: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.timestampMs, into: &buf)
         FfiConverterUInt32.write(value.deliveryCount, into: &buf)
         FfiConverterUInt64.write(value.deliveryId, into: &buf)
-        FfiConverterTypeNativeMessage.write(value.handle, into: &buf)
+        FfiConverterOptionTypeNativeMessage.write(value.handle, into: &buf)
     }
 }
 
@@ -2387,6 +2417,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeNativeMessage: FfiConverterRustBuffer {
+    typealias SwiftType = NativeMessage?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeNativeMessage.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeNativeMessage.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeClientEvent: FfiConverterRustBuffer {
     typealias SwiftType = ClientEvent?
 
@@ -2584,6 +2638,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe() != 48362) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish() != 1567) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativeevents_next() != 23647) {

@@ -288,6 +288,11 @@ RustBuffer uniffi_blipmq_uniffi_fn_method_nativeclient_status(uint64_t ptr, Rust
 uint64_t uniffi_blipmq_uniffi_fn_method_nativeclient_subscribe(uint64_t ptr, RustBuffer pattern, RustBuffer options
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_TRY_PUBLISH
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_TRY_PUBLISH
+int8_t uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish(uint64_t ptr, RustBuffer topic, RustBuffer payload, RustBuffer options, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVEEVENTS
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVEEVENTS
 uint64_t uniffi_blipmq_uniffi_fn_clone_nativeevents(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -658,6 +663,12 @@ uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_status(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_SUBSCRIBE
 uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_TRY_PUBLISH
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_TRY_PUBLISH
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish(void
     
 );
 #endif

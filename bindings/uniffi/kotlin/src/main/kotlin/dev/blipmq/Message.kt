@@ -42,7 +42,8 @@ public class Message internal constructor(received: ReceivedMessage) {
     /** What an ack names: non-zero for a durable (QoS 1) delivery, 0 otherwise. */
     public val deliveryId: ULong = received.deliveryId
 
-    private val handle: NativeMessage = received.handle
+    /** Only a QoS 1 delivery has one: there is nothing to ack at QoS 0. */
+    private val handle: NativeMessage? = received.handle
 
     /** The payload as UTF-8 text. */
     public fun payloadText(): String = payload.decodeToString()
@@ -55,7 +56,10 @@ public class Message internal constructor(received: ReceivedMessage) {
      * needs no ack; for a durable (QoS 1) one the ack is queued to the broker
      * in order with the client's other frames.
      */
-    public suspend fun ack(): Unit = native { handle.ack() }
+    public suspend fun ack() {
+        val handle = handle ?: return
+        native { handle.ack() }
+    }
 
     override fun toString(): String = "Message(topic=$topic, id=$id, ${payload.size} bytes)"
 }

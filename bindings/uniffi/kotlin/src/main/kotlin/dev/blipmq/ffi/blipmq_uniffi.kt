@@ -698,6 +698,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe(
     ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish(
+    ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativeevents_next(
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativemessage_ack(
@@ -748,6 +750,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_blipmq_uniffi_fn_method_nativeclient_subscribe(`ptr`: Long,`pattern`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish(`ptr`: Long,`topic`: RustBuffer.ByValue,`payload`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_blipmq_uniffi_fn_clone_nativeevents(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_blipmq_uniffi_fn_free_nativeevents(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -915,6 +919,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe() and 0xFFFF) != 48362) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish() and 0xFFFF) != 1567) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeevents_next() and 0xFFFF) != 23647) {
@@ -1442,6 +1449,14 @@ public interface NativeClientInterface {
      */
     suspend fun `subscribe`(`pattern`: kotlin.String, `options`: SubscribeOptions): NativeSubscription
     
+    /**
+     * Queue a QoS 0 message now, without waiting: `true` once queued,
+     * `false` (nothing sent) when the outgoing queue is full, and the
+     * caller then waits with `publish`. One plain call instead of an async
+     * one (several crossings of the foreign boundary each).
+     */
+    fun `tryPublish`(`topic`: kotlin.String, `payload`: kotlin.ByteArray, `options`: PublishOptions): kotlin.Boolean
+    
     companion object
 }
 
@@ -1700,6 +1715,29 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
         BlipMqException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * Queue a QoS 0 message now, without waiting: `true` once queued,
+     * `false` (nothing sent) when the outgoing queue is full, and the
+     * caller then waits with `publish`. One plain call instead of an async
+     * one (several crossings of the foreign boundary each).
+     */
+    @Throws(BlipMqException::class)override fun `tryPublish`(`topic`: kotlin.String, `payload`: kotlin.ByteArray, `options`: PublishOptions): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCallWithError(BlipMqException) { _status ->
+    UniffiLib.uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish(
+        it,
+        
+        FfiConverterString.lower(`topic`),
+        FfiConverterByteArray.lower(`payload`),
+        FfiConverterTypePublishOptions.lower(`options`),_status)
+}
+    }
+    )
+    }
+    
 
     
 
@@ -2853,9 +2891,11 @@ data class ReceivedMessage (
     val `deliveryId`: kotlin.ULong
     , 
     /**
-     * The message on the client, to ack it.
+     * The message on the client, to ack it; only for a QoS 1 delivery
+     * (a handle is an object with a cleaner on the foreign side: one per
+     * QoS 0 message was a large share of the receive cost).
      */
-    val `handle`: NativeMessage
+    val `handle`: NativeMessage?
     
 ): Disposable{
     
@@ -2894,7 +2934,7 @@ public object FfiConverterTypeReceivedMessage: FfiConverterRustBuffer<ReceivedMe
             FfiConverterULong.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterULong.read(buf),
-            FfiConverterTypeNativeMessage.read(buf),
+            FfiConverterOptionalTypeNativeMessage.read(buf),
         )
     }
 
@@ -2906,7 +2946,7 @@ public object FfiConverterTypeReceivedMessage: FfiConverterRustBuffer<ReceivedMe
             FfiConverterULong.allocationSize(value.`timestampMs`) +
             FfiConverterUInt.allocationSize(value.`deliveryCount`) +
             FfiConverterULong.allocationSize(value.`deliveryId`) +
-            FfiConverterTypeNativeMessage.allocationSize(value.`handle`)
+            FfiConverterOptionalTypeNativeMessage.allocationSize(value.`handle`)
     )
 
     override fun write(value: ReceivedMessage, buf: ByteBuffer) {
@@ -2917,7 +2957,7 @@ public object FfiConverterTypeReceivedMessage: FfiConverterRustBuffer<ReceivedMe
             FfiConverterULong.write(value.`timestampMs`, buf)
             FfiConverterUInt.write(value.`deliveryCount`, buf)
             FfiConverterULong.write(value.`deliveryId`, buf)
-            FfiConverterTypeNativeMessage.write(value.`handle`, buf)
+            FfiConverterOptionalTypeNativeMessage.write(value.`handle`, buf)
     }
 }
 
@@ -3772,6 +3812,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
         } else {
             buf.put(1)
             FfiConverterString.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeNativeMessage: FfiConverterRustBuffer<NativeMessage?> {
+    override fun read(buf: ByteBuffer): NativeMessage? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeNativeMessage.read(buf)
+    }
+
+    override fun allocationSize(value: NativeMessage?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeNativeMessage.allocationSize(value)
+        }
+    }
+
+    override fun write(value: NativeMessage?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeNativeMessage.write(value, buf)
         }
     }
 }
