@@ -85,9 +85,16 @@ try {
   console.log(JSON.stringify({ host: 'node', ...inNode }))
 } finally {
   clearTimeout(limit)
+  // Chromium writes its cache while it exits: remove its profile after
+  // it has (the removal raced it and failed with ENOTEMPTY).
+  const exited = browser.exitCode !== null || browser.signalCode !== null
+    ? Promise.resolve()
+    : once(browser, 'exit')
   browser.kill('SIGTERM')
   reports.close()
-  await rm(profile, { recursive: true, force: true })
+  // The servers first: a failed removal below must not leave them running.
   site.server.close()
   broker.kill('SIGTERM')
+  await exited
+  await rm(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 })
 }
