@@ -1,0 +1,31 @@
+//! What every foreign-language binding needs and a Rust user does not: the
+//! logic the Python, Node, browser and Kotlin/Swift bindings share, so that
+//! each of them is only an adapter to its runtime and its idiom.
+//!
+//! - [`ConnectOptions`]: the flat options record every binding takes, turned
+//!   into a [`ClientBuilder`] in one place.
+//! - [`SharedSubscription`]: a subscription that many callers may hold at
+//!   once (a foreign object is shared, never owned), with a cancel-safe
+//!   `next_batch(max, timeout)`, `try_next_batch`, `unsubscribe` and
+//!   `detach`. A foreign runtime may drop a pending call at any time (a
+//!   Python task cancelled, a Kotlin coroutine cancelled, a JS promise
+//!   nobody awaits): no message is lost when it does.
+//! - [`CallQueue`]: calls made on a thread that cannot wait (JavaScript's)
+//!   carried out in call order: a publish is queued on the spot when
+//!   nothing waits before it, and otherwise behind the calls before it,
+//!   waiting only for its place in the outgoing queue (never for a
+//!   confirm), so QoS 1 publishes are in flight together.
+//!
+//! Nothing here depends on a runtime: timeouts go through the client's own
+//! [`crate::transport::Runtime`], so the same code serves tokio and the
+//! browser.
+
+mod calls;
+mod options;
+mod subscription;
+#[cfg(all(test, feature = "tokio"))]
+mod tests;
+
+pub use calls::{queue_stopped, CallQueue, Publishing};
+pub use options::ConnectOptions;
+pub use subscription::SharedSubscription;

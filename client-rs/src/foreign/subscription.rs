@@ -1,0 +1,188 @@
+//! A subscription that many foreign callers share.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::{self, Either};
+use futures::lock::Mutex;
+
+use crate::error::RequestError;
+use crate::message::Message;
+use crate::subscription::Subscription;
+
+/// A [`Subscription`] for callers that share it. Clones are handles to the
+/// same subscription. Readers take turns (one `next_batch` at a time, in
+/// the order they asked); `unsubscribe` and `detach` wake a reader that is
+/// waiting, so neither ever waits for a message that may never come.
+#[derive(Clone)]
+pub struct SharedSubscription {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    pattern: String,
+    /// `None` once unsubscribed or detached.
+    slot: Mutex<Option<Subscription>>,
+    /// Closed to wake readers: the subscription is ending.
+    stop: (async_channel::Sender<()>, async_channel::Receiver<()>),
+    /// Ending by `detach`: the reader holding the lock drops the
+    /// subscription on its way out (an `unsubscribe` takes it instead, to
+    /// tell the broker).
+    detached: AtomicBool,
+}
+
+impl std::fmt::Debug for SharedSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedSubscription")
+            .field("pattern", &self.shared.pattern)
+            .field("ended", &self.is_ended())
+            .finish()
+    }
+}
+
+impl From<Subscription> for SharedSubscription {
+    fn from(subscription: Subscription) -> SharedSubscription {
+        SharedSubscription::new(subscription)
+    }
+}
+
+impl SharedSubscription {
+    // On wasm32 a subscription is neither Send nor Sync, and there is one
+    // thread: the Arc is only for sharing.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+    pub fn new(subscription: Subscription) -> SharedSubscription {
+        SharedSubscription {
+            shared: Arc::new(Shared {
+                pattern: subscription.pattern().to_owned(),
+                slot: Mutex::new(Some(subscription)),
+                stop: async_channel::bounded(1),
+                detached: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The topic or pattern it was made with.
+    pub fn pattern(&self) -> &str {
+        &self.shared.pattern
+    }
+
+    /// Whether `unsubscribe` or `detach` was called.
+    pub fn is_ended(&self) -> bool {
+        self.shared.stop.0.is_closed()
+    }
+
+    /// Wait for one message (at most `timeout`, when given), then take up to
+    /// `max` in all from what is already buffered.
+    ///
+    /// `Some` of an empty batch when the time passed (or `max` is 0); `None`
+    /// once the subscription has ended: unsubscribed, detached, or the
+    /// client closed and its buffer drained. Cancel-safe: a call dropped
+    /// while it waits has taken no message.
+    pub async fn next_batch(&self, max: usize, timeout: Option<Duration>) -> Option<Vec<Message>> {
+        let shared = &self.shared;
+        let mut guard = shared.slot.lock().await;
+        if self.is_ended() {
+            // Ended while this call waited for its turn.
+            shared.finish(&mut guard);
+            return None;
+        }
+        let subscription = guard.as_mut()?;
+        if max == 0 {
+            return Some(Vec::new());
+        }
+        let timer = timeout.map(|timeout| subscription.sleep(timeout));
+        let woken = {
+            let next = subscription.next_message();
+            let stop = shared.stop.1.recv();
+            let timer = match timer {
+                Some(timer) => Either::Left(timer),
+                None => Either::Right(future::pending()),
+            };
+            futures::pin_mut!(next, stop);
+            // A message that is ready wins over the stop and the timeout.
+            match future::select(next, future::select(stop, timer)).await {
+                Either::Left((message, _)) => Woken::Message(message),
+                Either::Right((Either::Left(_stopped), _)) => Woken::Stopped,
+                Either::Right((Either::Right(((), _)), _)) => Woken::TimedOut,
+            }
+        };
+        let first = match woken {
+            Woken::Message(message) => message,
+            Woken::Stopped => {
+                shared.finish(&mut guard);
+                return None;
+            }
+            Woken::TimedOut => return Some(Vec::new()),
+        };
+        // `None`: the client closed and the buffer is drained.
+        let first = first?;
+        let subscription = guard.as_mut()?;
+        let mut batch = Vec::with_capacity(max.min(1024));
+        batch.push(first);
+        batch.extend(subscription.try_next_batch(max - 1));
+        Some(batch)
+    }
+
+    /// Up to `max` messages that are buffered now, without waiting. Empty
+    /// when there are none, when another caller is reading, or when the
+    /// subscription has ended (`next_batch` tells which). Saves a trip
+    /// through a foreign runtime while messages stream in.
+    pub fn try_next_batch(&self, max: usize) -> Vec<Message> {
+        if self.is_ended() {
+            return Vec::new();
+        }
+        match self.shared.slot.try_lock() {
+            Some(mut guard) => guard
+                .as_mut()
+                .map(|subscription| subscription.try_next_batch(max))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Stop the subscription and wait for the broker's confirm; buffered
+    /// messages are discarded and a durable subscription is deleted with
+    /// every message it held. A waiting `next_batch` returns `None`. A
+    /// second call (or one after `detach`) does nothing.
+    pub async fn unsubscribe(&self) -> Result<(), RequestError> {
+        self.shared.stop.0.close();
+        let taken = self.shared.slot.lock().await.take();
+        match taken {
+            Some(subscription) => subscription.unsubscribe().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stop receiving without deleting anything, without waiting: a plain
+    /// subscription ends, a durable one keeps its unacked messages for the
+    /// next subscribe with its name (what dropping a [`Subscription`]
+    /// does). A waiting `next_batch` returns `None`.
+    pub fn detach(&self) {
+        self.shared.detached.store(true, Ordering::Release);
+        self.shared.stop.0.close();
+        // A reader holding the lock drops the subscription itself on its
+        // way out (it sees `stop` and `detached`).
+        if let Some(mut guard) = self.shared.slot.try_lock() {
+            guard.take();
+        }
+    }
+}
+
+/// What ended a reader's wait.
+enum Woken {
+    Message(Option<Message>),
+    Stopped,
+    TimedOut,
+}
+
+impl Shared {
+    /// A reader leaving because the subscription ended: after a `detach`
+    /// the subscription goes now (no one else may come for it); after an
+    /// `unsubscribe` it stays for that call to take.
+    fn finish(&self, slot: &mut Option<Subscription>) {
+        if self.detached.load(Ordering::Acquire) {
+            slot.take();
+        }
+    }
+}

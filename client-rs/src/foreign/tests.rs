@@ -1,0 +1,251 @@
+//! `blipmq::foreign` against a live broker.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::error::PublishError;
+use crate::options::PublishOptions;
+use crate::transport::BoxFuture;
+use crate::Client;
+
+/// A broker on a free port with its log in a temporary directory (kept
+/// while the returned guard lives).
+async fn broker() -> (String, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = blipmq_broker::Config::default();
+    config.server.bind_addr = "127.0.0.1:0".parse().unwrap();
+    config.metrics.enabled = false;
+    config.wal.dir = data.path().join("wal");
+    let listeners = blipmq_broker::Listeners::bind(&config).await.unwrap();
+    let addr = listeners.clients.local_addr().unwrap().to_string();
+    tokio::spawn(blipmq_broker::run(
+        listeners,
+        config,
+        std::future::pending(),
+    ));
+    (addr, data)
+}
+
+async fn connect(addr: &str) -> Client {
+    ConnectOptions {
+        name: Some("foreign-test".into()),
+        reconnect: Some(false),
+        ..ConnectOptions::default()
+    }
+    .apply(Client::builder())
+    .connect(addr)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_call_queue_keeps_call_order_when_the_outgoing_queue_is_full() {
+    let (addr, _data) = broker().await;
+    let client = ConnectOptions {
+        outgoing_capacity: Some(1),
+        ..ConnectOptions::default()
+    }
+    .apply(Client::builder())
+    .connect(&addr)
+    .await
+    .unwrap();
+    let subscription = SharedSubscription::new(client.subscribe("order").await.unwrap());
+    let calls = CallQueue::new(client.clone());
+    // Made one after another without waiting, as JavaScript does: the
+    // first is queued on the spot, the queue of one is then full, and
+    // the rest wait their turn (QoS 0, QoS 1 and batches alike).
+    let (mut on_the_spot, mut waiting) = (0, Vec::new());
+    for i in 0..60u32 {
+        let (topic, payload) = ("order".to_string(), Bytes::from(i.to_string()));
+        if i % 10 == 9 {
+            let mut batch = client.batch();
+            batch.push(&topic, &payload, 0).unwrap();
+            match calls.publish_batch(&mut batch).unwrap() {
+                None => on_the_spot += 1,
+                Some(queued) => waiting.push(Box::pin(async move { queued.await.map(|()| None) })
+                    as BoxFuture<'static, Result<Option<u64>, PublishError>>),
+            }
+            assert!(batch.is_empty());
+            continue;
+        }
+        let options = PublishOptions {
+            qos: if i % 2 == 0 {
+                crate::Qos::AtLeastOnce
+            } else {
+                crate::Qos::AtMostOnce
+            },
+            ..Default::default()
+        };
+        match calls.publish(topic, payload, options).unwrap() {
+            Publishing::Queued(confirm) => {
+                on_the_spot += 1;
+                waiting.push(Box::pin(confirm.confirmed()));
+            }
+            Publishing::InOrder(queued) => {
+                waiting.push(Box::pin(async move { queued.await?.confirmed().await }))
+            }
+        }
+    }
+    assert_eq!(on_the_spot, 1, "only the first found room");
+    let flushed = calls.in_order(|client| async move { client.flush().await });
+    for outcome in futures::future::join_all(waiting).await {
+        outcome.unwrap();
+    }
+    flushed.await.expect("carried out").unwrap();
+    assert!(calls.is_idle());
+    let mut got = Vec::new();
+    while got.len() < 60 {
+        let batch = subscription
+            .next_batch(100, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert!(!batch.is_empty(), "only {} arrived", got.len());
+        got.extend(
+            batch
+                .iter()
+                .map(|m| String::from_utf8_lossy(m.payload()).into_owned()),
+        );
+    }
+    let expected: Vec<String> = (0..60).map(|i| i.to_string()).collect();
+    assert_eq!(got, expected);
+    // An invalid publish fails at once, queued or not.
+    let error = calls
+        .publish("bad topic".into(), Bytes::new(), PublishOptions::default())
+        .err()
+        .expect("refused");
+    assert_eq!(error.code(), crate::ErrorCode::InvalidTopic);
+    assert_eq!(queue_stopped().code(), crate::ErrorCode::ClientClosed);
+    client.close().await;
+}
+
+#[tokio::test]
+async fn next_batch_times_out_empty_then_takes_what_is_buffered() {
+    let (addr, _data) = broker().await;
+    let client = connect(&addr).await;
+    let subscription = SharedSubscription::new(client.subscribe("t.>").await.unwrap());
+    let empty = subscription
+        .next_batch(10, Some(Duration::from_millis(20)))
+        .await;
+    assert_eq!(empty.map(|b| b.len()), Some(0));
+    for i in 0..5 {
+        client.publish("t.a", format!("{i}")).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let batch = subscription
+            .next_batch(3, Some(Duration::from_secs(5)))
+            .await
+            .expect("not ended");
+        assert!(!batch.is_empty() && batch.len() <= 3, "{}", batch.len());
+        got.extend(batch.into_iter().map(|m| m.payload().to_vec()));
+    }
+    let expected: Vec<Vec<u8>> = (0..5).map(|i| format!("{i}").into_bytes()).collect();
+    assert_eq!(got, expected);
+    assert_eq!(
+        subscription.next_batch(0, None).await.map(|b| b.len()),
+        Some(0)
+    );
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_next_batch_loses_no_message() {
+    let (addr, _data) = broker().await;
+    let client = connect(&addr).await;
+    let subscription = SharedSubscription::new(client.subscribe("c").await.unwrap());
+    // Cancelled while it waits: nothing has arrived, nothing is taken.
+    let waiting = subscription.next_batch(10, None);
+    assert!(tokio::time::timeout(Duration::from_millis(30), waiting)
+        .await
+        .is_err());
+    client.publish("c", "kept").await.unwrap();
+    let batch = subscription
+        .next_batch(10, Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(&batch[0].payload()[..], b"kept");
+    client.close().await;
+}
+
+#[tokio::test]
+async fn unsubscribe_and_detach_wake_a_waiting_reader() {
+    let (addr, _data) = broker().await;
+    let client = connect(&addr).await;
+    for end in ["unsubscribe", "detach"] {
+        let subscription = SharedSubscription::new(client.subscribe("w").await.unwrap());
+        let reader = tokio::spawn({
+            let subscription = subscription.clone();
+            async move { subscription.next_batch(10, None).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        match end {
+            "unsubscribe" => subscription.unsubscribe().await.unwrap(),
+            _ => subscription.detach(),
+        }
+        let woken = tokio::time::timeout(Duration::from_secs(5), reader)
+            .await
+            .expect("the reader was woken")
+            .unwrap();
+        assert!(woken.is_none(), "{end}");
+        assert!(subscription.is_ended());
+        assert!(subscription.next_batch(1, None).await.is_none(), "{end}");
+        assert!(subscription.try_next_batch(1).is_empty());
+        // A second end does nothing.
+        subscription.unsubscribe().await.unwrap();
+        subscription.detach();
+    }
+    client.close().await;
+}
+
+#[tokio::test]
+async fn unsubscribe_while_a_reader_waits_tells_the_broker() {
+    // The reader woken by `unsubscribe` must leave the subscription for
+    // `unsubscribe` to take and send, rather than drop it (which only
+    // detaches): a durable subscription is then deleted, not kept.
+    let (addr, _data) = broker().await;
+    let client = connect(&addr).await;
+    let options = crate::SubscribeOptions {
+        qos: crate::Qos::AtLeastOnce,
+        durable: Some("jobs".into()),
+        ..Default::default()
+    };
+    let subscription = SharedSubscription::new(
+        client
+            .subscribe_with("jobs.*", options.clone())
+            .await
+            .unwrap(),
+    );
+    let reader = tokio::spawn({
+        let subscription = subscription.clone();
+        async move { subscription.next_batch(10, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    subscription.unsubscribe().await.unwrap();
+    assert!(reader.await.unwrap().is_none());
+    // Deleted: a message published now is kept by no one, so a new
+    // durable subscription with the name starts empty.
+    client
+        .publish_with(
+            "jobs.a",
+            "after",
+            crate::PublishOptions {
+                qos: crate::Qos::AtLeastOnce,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let again = SharedSubscription::new(client.subscribe_with("jobs.*", options).await.unwrap());
+    let batch = again
+        .next_batch(10, Some(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    assert!(
+        batch.is_empty(),
+        "the durable subscription outlived unsubscribe"
+    );
+    client.close().await;
+}
