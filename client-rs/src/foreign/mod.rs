@@ -3,7 +3,7 @@
 //! each of them is only an adapter to its runtime and its idiom.
 //!
 //! - [`ConnectOptions`]: the flat options record every binding takes, turned
-//!   into a [`ClientBuilder`] in one place.
+//!   into a [`crate::ClientBuilder`] in one place.
 //! - [`SharedSubscription`]: a subscription that many callers may hold at
 //!   once (a foreign object is shared, never owned), with a cancel-safe
 //!   `next_batch(max, timeout)`, `try_next_batch`, `unsubscribe` and
