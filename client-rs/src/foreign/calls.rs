@@ -113,22 +113,14 @@ impl CallQueue {
         payload: Bytes,
         options: PublishOptions,
     ) -> Result<Publishing, PublishError> {
-        if self.is_idle() {
-            match self
-                .client
-                .try_submit_publish(&topic, payload.clone(), options.clone())
-            {
-                Ok(confirm) => return Ok(Publishing::Queued(confirm)),
-                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
-                Err(e) => return Err(e),
-            }
+        let now =
+            self.now(|client| client.try_submit_publish(&topic, payload.clone(), options.clone()))?;
+        if let Some(confirm) = now {
+            return Ok(Publishing::Queued(confirm));
         }
-        let queued = self.in_order(move |client| async move {
-            client.submit_publish(&topic, payload, options).await
-        });
-        Ok(Publishing::InOrder(Box::pin(async move {
-            queued.await.unwrap_or_else(|| Err(publish_queue_stopped()))
-        })))
+        Ok(Publishing::InOrder(self.in_line(
+            move |client| async move { client.submit_publish(&topic, payload, options).await },
+        )))
     }
 
     /// Publish on the spot or not at all: `QueueFull` (402) when the
@@ -140,10 +132,8 @@ impl CallQueue {
         payload: Bytes,
         options: PublishOptions,
     ) -> Result<PublishConfirm, PublishError> {
-        if !self.is_idle() {
-            return Err(crate::client::queue_full());
-        }
-        self.client.try_submit_publish(topic, payload, options)
+        self.now(|client| client.try_submit_publish(topic, payload, options))?
+            .ok_or_else(crate::client::queue_full)
     }
 
     /// Queue every message of `batch` in call order and empty it: `None`
@@ -152,19 +142,45 @@ impl CallQueue {
         &self,
         batch: &mut PublishBatch,
     ) -> Result<Option<BoxFuture<'static, Result<(), PublishError>>>, PublishError> {
-        if self.is_idle() {
-            match self.client.try_publish_batch(batch) {
-                Ok(()) => return Ok(None),
-                Err(e) if e.kind() == PublishErrorKind::QueueFull => {}
-                Err(e) => return Err(e),
-            }
+        if self
+            .now(|client| client.try_publish_batch(batch))?
+            .is_some()
+        {
+            return Ok(None);
         }
         // The batch waits its turn; the caller gets a new one.
         let batch = std::mem::replace(batch, self.client.batch());
-        let queued = self.in_order(move |client| async move { client.publish_batch(batch).await });
-        Ok(Some(Box::pin(async move {
-            queued.await.unwrap_or_else(|| Err(publish_queue_stopped()))
+        Ok(Some(self.in_line(move |client| async move {
+            client.publish_batch(batch).await
         })))
+    }
+
+    /// `attempt` on the spot when no call waits before it: `Some` of its
+    /// output, or `None` when it must wait its turn instead (calls are
+    /// waiting, or it found the outgoing queue full and sent nothing).
+    fn now<T>(
+        &self,
+        attempt: impl FnOnce(&Client) -> Result<T, PublishError>,
+    ) -> Result<Option<T>, PublishError> {
+        if !self.is_idle() {
+            return Ok(None);
+        }
+        match attempt(&self.client) {
+            Ok(done) => Ok(Some(done)),
+            Err(e) if e.kind() == PublishErrorKind::QueueFull => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`CallQueue::in_order`] for a send: a stopped queue is `ClientClosed`.
+    fn in_line<T, F, Fut>(&self, work: F) -> BoxFuture<'static, Result<T, PublishError>>
+    where
+        T: MaybeSend + 'static,
+        F: FnOnce(Client) -> Fut + MaybeSend + 'static,
+        Fut: Future<Output = Result<T, PublishError>> + MaybeSend + 'static,
+    {
+        let queued = self.in_order(work);
+        Box::pin(async move { queued.await.unwrap_or_else(|| Err(publish_queue_stopped())) })
     }
 }
 
