@@ -22,6 +22,8 @@ a_bin="$(realpath "$1")" b_bin="$(realpath "$2")" rounds="${3:-3}" count="${4:-5
 if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
+# shellcheck source=lib/bench-servers.sh
+source "$REPO_ROOT/scripts/lib/bench-servers.sh"
 cli="${BLIPMQ_CLI:-}"
 if [[ -z "$cli" ]]; then
   cargo build --release -q -p blipmq-cli
@@ -44,9 +46,12 @@ run() {
     BLIPMQ_QUEUES_OVERFLOW_POLICY=block BLIPMQ_WAL_DIR="$work/wal" RUST_LOG=warn \
     "$bin" >"$out" 2>/dev/null &
   pid=$!
-  for _ in $(seq 200); do grep -q ready "$out" && break; sleep 0.05; done
-  local addr
-  addr="$(sed -n 's/.*clients=\([^ ]*\).*/\1/p' "$out")"
+  local ready addr
+  if ! ready="$(wait_blipmq_ready "$pid" "$out")"; then
+    echo "ab-rate: $bin did not start" >&2
+    exit 1
+  fi
+  addr="${ready%% *}"
   "$cli" --addr "$addr" bench --publishers 1 --subscribers "$subs" --size "$size" \
     --count "$count" --json 2>/dev/null |
     python3 -c 'import json,sys; r=json.load(sys.stdin); print(sys.argv[1], sys.argv[2], r["msgs_per_sec"], r.get("lost", 0))' \
