@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fails if schema/src/generated/blipmq_generated.rs, or the Python package in
 # conformance-tests/testees/python-protocol/generated/, is not exactly what the
-# pinned flatc generates from schema/blipmq.fbs. Fix with scripts/regen-codegen.sh.
+# pinned flatc generates from schema/blipmq.fbs, or if an SDK's error classes are
+# not what scripts/lib/gen_errors.py writes from blipmq.fbs and schema/errors.toml.
+# Fix with scripts/regen-codegen.sh.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,3 +61,6 @@ if ! diff -ru -x __pycache__ "$committed_py" "$tmp/py"; then
 fi
 
 echo "ok: $GENERATED_PY_DIR matches $FBS_SCHEMA (flatc $FLATC_VERSION)"
+
+# Every SDK's error classes, from blipmq.fbs and schema/errors.toml.
+python3 "$REPO_ROOT/scripts/lib/gen_errors.py" --check

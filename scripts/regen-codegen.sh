@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Regenerates schema/src/generated/blipmq_generated.rs and the Python package in
 # conformance-tests/testees/python-protocol/generated/ from schema/blipmq.fbs
-# with the pinned flatc. scripts/check-codegen.sh verifies the result.
+# with the pinned flatc, and every SDK's error classes from blipmq.fbs and
+# schema/errors.toml (scripts/lib/gen_errors.py). scripts/check-codegen.sh
+# verifies the result.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,3 +48,6 @@ else
   cp -R "$tmp/py/." "$target_py/"
   echo "rewrote: $GENERATED_PY_DIR (flatc $FLATC_VERSION)"
 fi
+
+# Every SDK's error classes, from blipmq.fbs and schema/errors.toml.
+python3 "$REPO_ROOT/scripts/lib/gen_errors.py"

@@ -64,6 +64,8 @@ EOF
 (cd "$PROJECT" && npm install --offline --no-audit --no-fund --no-package-lock "$SCRATCH/$tarball")
 cp -r "$NODE_DIR/test" "$PROJECT/test"
 cp "$REPO_ROOT/conformance-tests/testees/node/testee.mjs" "$PROJECT/testee.mjs"
+# The error table every SDK's classes are generated from, for errors.test.mjs.
+cp "$REPO_ROOT/schema/error-classes.json" "$PROJECT/test/error-classes.json"
 
 step "tsc --strict on a consumer of the installed types"
 "$NODE_DIR/node_modules/.bin/tsc" -p "$PROJECT/test/tsconfig.json" --typeRoots "$NODE_DIR/node_modules/@types"

@@ -71,6 +71,8 @@ python3 -m venv "$venv"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cp -r bindings/python/tests "$work/tests"
+# The error table every SDK's classes are generated from, for test_errors.py.
+cp schema/error-classes.json "$work/tests/error-classes.json"
 cd "$work/tests"
 runs="${BLIPMQ_PY_RUNS:-1}"
 for ((run = 1; run <= runs; run++)); do

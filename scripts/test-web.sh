@@ -126,6 +126,8 @@ done
 cp -r "$WEB_DIR/test" "$PROJECT/test"
 cp -r "$REPO_ROOT/examples/browser" "$PROJECT/example"
 cp "$REPO_ROOT/conformance-tests/testees/wasm/testee.mjs" "$PROJECT/testee.mjs"
+# The error table every SDK's classes are generated from, for errors.test.mjs.
+cp "$REPO_ROOT/schema/error-classes.json" "$PROJECT/test/error-classes.json"
 
 step "tsc --strict on a consumer of the installed types"
 "$PROJECT/node_modules/.bin/tsc" -p "$PROJECT/test/tsconfig.json"

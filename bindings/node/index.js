@@ -16,38 +16,11 @@ const BATCH = 1024
 
 // ---------------------------------------------------------------- errors
 
-/** Every error this package raises for a failed operation. */
-class BlipMQError extends Error {
-  constructor(message, options = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause })
-    /** The wire code from the protocol's error table (e.g. 300). */
-    this.code = options.code ?? 0
-    /** The code's stable name (e.g. `'InvalidTopic'`). */
-    this.codeName = options.codeName ?? 'Unknown'
-  }
-}
+// One class per wire code, generated from the protocol's error table
+// (errors.js; see schema/errors.toml).
+const errors = require('./errors.js')
 
-// One subclass per kind of failure, chosen by wire code; codes without a
-// class of their own raise a plain BlipMQError with that code.
-const errorClasses = {}
-function defineError(name, codes) {
-  const cls = { [name]: class extends BlipMQError {} }[name]
-  for (const code of codes) errorClasses[code] = cls
-  return cls
-}
-const AuthError = defineError('AuthError', [200])
-const InvalidTopicError = defineError('InvalidTopicError', [300])
-const InvalidArgumentError = defineError('InvalidArgumentError', [301])
-const UnsupportedQosError = defineError('UnsupportedQosError', [303])
-const InvalidHeaderError = defineError('InvalidHeaderError', [304, 404])
-const MessageTooLargeError = defineError('MessageTooLargeError', [400])
-const ConnectionError = defineError('ConnectionError', [600])
-const TimeoutError = defineError('TimeoutError', [601])
-const ConnectionClosedError = defineError('ConnectionClosedError', [602])
-const ClientClosedError = defineError('ClientClosedError', [603])
-for (const cls of [BlipMQError, ...new Set(Object.values(errorClasses))]) {
-  Object.defineProperty(cls.prototype, 'name', { value: cls.name, writable: true, configurable: true })
-}
+const { codedError } = errors
 
 // The native layer rejects with `blipmq[<code> <CodeName>] <detail>` (see
 // src/error.rs); anything else (a bug, a panic) passes through unchanged.
@@ -57,12 +30,6 @@ function convertError(error) {
   const match = error instanceof Error ? CODE_TAG.exec(error.message) : null
   if (!match) return error
   return codedError(Number(match[1]), match[2], match[3], error)
-}
-
-/** The BlipMQError subclass of `code`, worded as every one is. */
-function codedError(code, codeName, detail, cause) {
-  const Class = errorClasses[code] ?? BlipMQError
-  return new Class(`${codeName} (${code}): ${detail}`, { code, codeName, cause })
 }
 
 async function call(operation) {
@@ -531,10 +498,7 @@ const isTtlMs = (value) => Number.isInteger(value) && value >= 0 && value <= MAX
 function ttlOption(ttlMs) {
   if (ttlMs == null) return undefined
   if (!isTtlMs(ttlMs)) {
-    throw new InvalidArgumentError(
-      `InvalidArgument (301): ttlMs must be a whole number of milliseconds from 0 to ${MAX_TTL_MS}, not ${ttlMs}`,
-      { code: 301, codeName: 'InvalidArgument' },
-    )
+    throw codedError(301, 'InvalidArgument', `ttlMs must be a whole number of milliseconds from 0 to ${MAX_TTL_MS}, not ${ttlMs}`)
   }
   return ttlMs
 }
@@ -894,15 +858,5 @@ module.exports = {
   Subscription,
   Message,
   Headers,
-  BlipMQError,
-  AuthError,
-  InvalidTopicError,
-  InvalidArgumentError,
-  UnsupportedQosError,
-  InvalidHeaderError,
-  MessageTooLargeError,
-  ConnectionError,
-  TimeoutError,
-  ConnectionClosedError,
-  ClientClosedError,
+  ...errors,
 }

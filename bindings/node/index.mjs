@@ -17,16 +17,6 @@ export const {
   Subscription,
   Message,
   Headers,
-  BlipMQError,
-  AuthError,
-  InvalidTopicError,
-  InvalidArgumentError,
-  UnsupportedQosError,
-  InvalidHeaderError,
-  MessageTooLargeError,
-  ConnectionError,
-  TimeoutError,
-  ConnectionClosedError,
-  ClientClosedError,
 } = blipmq
+export * from './errors.mjs'
 export default blipmq

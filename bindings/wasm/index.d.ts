@@ -1,6 +1,10 @@
 // Types of the `@blipmq/web` package's public API (index.js). Hand-written,
 // like the layer they describe; the wasm module's own types are generated
 // by wasm-bindgen into native/blipmq_wasm.d.ts.
+import { BlipMQError } from './errors'
+
+// One error class per wire code, generated from the protocol's error table.
+export * from './errors'
 
 /** Bytes to send: any Uint8Array or view, an ArrayBuffer, or text (sent as UTF-8). */
 export type Payload = Uint8Array | ArrayBufferView | ArrayBuffer | string
@@ -186,37 +190,3 @@ export declare class Headers implements Iterable<[string, Uint8Array]> {
   [Symbol.iterator](): IterableIterator<[string, Uint8Array]>
 }
 
-export interface BlipMQErrorOptions {
-  code?: number
-  codeName?: string
-  cause?: unknown
-}
-
-/** Every error this package raises for a failed operation. */
-export declare class BlipMQError extends Error {
-  constructor(message: string, options?: BlipMQErrorOptions)
-  /** The wire code from the protocol's error table, e.g. 300. */
-  readonly code: number
-  /** The code's stable name, e.g. `'InvalidTopic'`. */
-  readonly codeName: string
-}
-/** 200 AuthFailed. */
-export declare class AuthError extends BlipMQError {}
-/** 300 InvalidTopic. */
-export declare class InvalidTopicError extends BlipMQError {}
-/** 301 InvalidArgument. */
-export declare class InvalidArgumentError extends BlipMQError {}
-/** 303 UnsupportedQos. */
-export declare class UnsupportedQosError extends BlipMQError {}
-/** 304 InvalidHeader, 404 HeadersTooLarge. */
-export declare class InvalidHeaderError extends BlipMQError {}
-/** 400 MessageTooLarge. */
-export declare class MessageTooLargeError extends BlipMQError {}
-/** 600 ConnectFailed: the broker could not be reached (or refused the page's origin). */
-export declare class ConnectionError extends BlipMQError {}
-/** 601 Timeout. */
-export declare class TimeoutError extends BlipMQError {}
-/** 602 ConnectionClosed: the connection dropped before the answer. */
-export declare class ConnectionClosedError extends BlipMQError {}
-/** 603 ClientClosed. */
-export declare class ClientClosedError extends BlipMQError {}

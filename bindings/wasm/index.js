@@ -54,38 +54,10 @@ async function defaultSource() {
 
 // ---------------------------------------------------------------- errors
 
-/** Every error this package raises for a failed operation. */
-export class BlipMQError extends Error {
-  constructor(message, options = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause })
-    /** The wire code from the protocol's error table (e.g. 300). */
-    this.code = options.code ?? 0
-    /** The code's stable name (e.g. `'InvalidTopic'`). */
-    this.codeName = options.codeName ?? 'Unknown'
-  }
-}
-
-// One subclass per kind of failure, chosen by wire code; codes without a
-// class of their own raise a plain BlipMQError with that code.
-const errorClasses = {}
-function defineError(name, codes) {
-  const cls = { [name]: class extends BlipMQError {} }[name]
-  for (const code of codes) errorClasses[code] = cls
-  return cls
-}
-export const AuthError = defineError('AuthError', [200])
-export const InvalidTopicError = defineError('InvalidTopicError', [300])
-export const InvalidArgumentError = defineError('InvalidArgumentError', [301])
-export const UnsupportedQosError = defineError('UnsupportedQosError', [303])
-export const InvalidHeaderError = defineError('InvalidHeaderError', [304, 404])
-export const MessageTooLargeError = defineError('MessageTooLargeError', [400])
-export const ConnectionError = defineError('ConnectionError', [600])
-export const TimeoutError = defineError('TimeoutError', [601])
-export const ConnectionClosedError = defineError('ConnectionClosedError', [602])
-export const ClientClosedError = defineError('ClientClosedError', [603])
-for (const cls of [BlipMQError, ...new Set(Object.values(errorClasses))]) {
-  Object.defineProperty(cls.prototype, 'name', { value: cls.name, writable: true, configurable: true })
-}
+// One class per wire code, generated from the protocol's error table
+// (errors.js; see schema/errors.toml).
+export * from './errors.js'
+import { BlipMQError, codedError } from './errors.js'
 
 // The wasm module rejects with an Error carrying `code` and `codeName` (see
 // src/error.rs); anything else (a bug, a panic) passes through unchanged.
@@ -93,12 +65,6 @@ function convertError(error) {
   if (error instanceof BlipMQError || !(error instanceof Error)) return error
   if (typeof error.code !== 'number' || typeof error.codeName !== 'string') return error
   return codedError(error.code, error.codeName, error.message, error)
-}
-
-/** The BlipMQError subclass of `code`, worded as every one is. */
-function codedError(code, codeName, detail, cause) {
-  const Class = errorClasses[code] ?? BlipMQError
-  return new Class(`${codeName} (${code}): ${detail}`, { code, codeName, cause })
 }
 
 async function call(operation) {

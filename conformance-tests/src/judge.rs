@@ -6,13 +6,75 @@
 //! arrays element by element with equal length, scalars exactly.
 //! `message_count = N` checks only the length of `messages`; `first` and
 //! `last` match the first and last message only.
+//!
+//! Every error reply that names its class is also checked against the error
+//! table: an SDK must raise, for each wire code, the class every SDK names
+//! for it (schema/errors.toml), whatever the step expected.
+
+use std::collections::HashMap;
+use std::path::Path;
 
 use serde_json::Value;
 
 use crate::scenario::table_to_json;
 use crate::testee::Reply;
 
-pub fn judge(expect: Option<&toml::Table>, reply: &Reply) -> Result<(), String> {
+/// The class stem of every wire code, from schema/error-classes.json
+/// (written beside the SDKs' error classes by scripts/lib/gen_errors.py).
+#[derive(Debug, Default)]
+pub struct ErrorTable {
+    stems: HashMap<i64, String>,
+}
+
+impl ErrorTable {
+    pub fn load(path: &Path) -> Result<ErrorTable, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let table: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let stems = table["codes"]
+            .as_array()
+            .ok_or_else(|| format!("{}: no `codes` list", path.display()))?
+            .iter()
+            .filter_map(|row| Some((row["code"].as_i64()?, row["class"].as_str()?.to_string())))
+            .collect::<HashMap<_, _>>();
+        if !stems.contains_key(&0) {
+            return Err(format!("{}: no class for code 0 (Unknown)", path.display()));
+        }
+        Ok(ErrorTable { stems })
+    }
+
+    /// The class a testee naming its classes by `pattern` (`{}` standing for
+    /// the stem) must raise for `code`; a code the table lacks is code 0's.
+    pub fn class_for(&self, pattern: &str, code: i64) -> String {
+        let stem = self.stems.get(&code).unwrap_or(&self.stems[&0]);
+        pattern.replace("{}", stem)
+    }
+}
+
+/// How one testee's errors are named: the table and the testee's pattern.
+pub type ErrorNaming<'a> = Option<(&'a ErrorTable, &'a str)>;
+
+pub fn judge(
+    expect: Option<&toml::Table>,
+    reply: &Reply,
+    naming: ErrorNaming<'_>,
+) -> Result<(), String> {
+    if let (
+        Reply::Err {
+            code,
+            class: Some(class),
+            message,
+        },
+        Some((table, pattern)),
+    ) = (reply, naming)
+    {
+        let want = table.class_for(pattern, *code);
+        if *class != want {
+            return Err(format!(
+                "error {code} ({message}) was raised as {class}; every SDK names it {want}"
+            ));
+        }
+    }
     let Some(expect) = expect else {
         return match reply {
             Reply::Ok(_) => Ok(()),
@@ -22,7 +84,7 @@ pub fn judge(expect: Option<&toml::Table>, reply: &Reply) -> Result<(), String> 
     let expect = table_to_json(expect)?;
     if let Some(want) = expect.get("err") {
         return match reply {
-            Reply::Err { code, message } => {
+            Reply::Err { code, message, .. } => {
                 if let Some(want_code) = want.get("code") {
                     if want_code.as_i64() != Some(*code) {
                         return Err(format!(
@@ -110,7 +172,7 @@ fn subset(want: &Value, got: &Value) -> Result<(), String> {
 fn describe(reply: &Reply) -> String {
     match reply {
         Reply::Ok(v) => format!("ok {v}"),
-        Reply::Err { code, message } => format!("error {code} ({message})"),
+        Reply::Err { code, message, .. } => format!("error {code} ({message})"),
         Reply::Skipped(why) => format!("skipped ({why})"),
     }
 }
@@ -126,13 +188,15 @@ mod tests {
 
     #[test]
     fn ok_and_err_expectations() {
-        assert!(judge(None, &Reply::Ok(json!({}))).is_ok());
+        assert!(judge(None, &Reply::Ok(json!({})), None).is_ok());
         assert!(judge(
             None,
             &Reply::Err {
                 code: 1,
-                message: "x".into()
-            }
+                message: "x".into(),
+                class: None,
+            },
+            None,
         )
         .is_err());
         let want = t("err = { code = 300 }");
@@ -140,30 +204,73 @@ mod tests {
             Some(&want),
             &Reply::Err {
                 code: 300,
-                message: "bad".into()
-            }
+                message: "bad".into(),
+                class: None,
+            },
+            None,
         )
         .is_ok());
         assert!(judge(
             Some(&want),
             &Reply::Err {
                 code: 301,
-                message: "bad".into()
-            }
+                message: "bad".into(),
+                class: None,
+            },
+            None,
         )
         .is_err());
-        assert!(judge(Some(&want), &Reply::Ok(json!({}))).is_err());
+        assert!(judge(Some(&want), &Reply::Ok(json!({})), None).is_err());
     }
 
     #[test]
     fn messages_match_as_subsets_with_base64_payloads() {
         let want = t("messages = [{ topic = \"a\", payload = \"hi\", delivery_count = 1 }]");
         let got = json!({"messages": [{"topic": "a", "payload": "aGk=", "id": "7", "delivery_count": 1}]});
-        assert!(judge(Some(&want), &Reply::Ok(got)).is_ok());
+        assert!(judge(Some(&want), &Reply::Ok(got), None).is_ok());
         let wrong = json!({"messages": [{"topic": "a", "payload": "aG8=", "id": "7", "delivery_count": 1}]});
-        assert!(judge(Some(&want), &Reply::Ok(wrong)).is_err());
+        assert!(judge(Some(&want), &Reply::Ok(wrong), None).is_err());
         let count = t("message_count = 0");
-        assert!(judge(Some(&count), &Reply::Ok(json!({"messages": []}))).is_ok());
-        assert!(judge(Some(&count), &Reply::Ok(json!({"messages": [{}]}))).is_err());
+        assert!(judge(Some(&count), &Reply::Ok(json!({"messages": []})), None).is_ok());
+        assert!(judge(Some(&count), &Reply::Ok(json!({"messages": [{}]})), None).is_err());
+    }
+
+    #[test]
+    fn an_error_must_carry_the_class_its_code_has_in_every_sdk() {
+        let table = ErrorTable {
+            stems: [(0, "Unknown"), (300, "InvalidTopic"), (600, "Connect")]
+                .map(|(code, stem)| (code, stem.to_string()))
+                .into(),
+        };
+        let naming = Some((&table, "{}Error"));
+        let err = |code, class: &str| Reply::Err {
+            code,
+            message: "m".into(),
+            class: Some(class.into()),
+        };
+        let want = t("err = { code = 300 }");
+        assert!(judge(Some(&want), &err(300, "InvalidTopicError"), naming).is_ok());
+        let wrong = judge(Some(&want), &err(300, "InvalidArgumentError"), naming).unwrap_err();
+        assert!(
+            wrong.contains("every SDK names it InvalidTopicError"),
+            "{wrong}"
+        );
+        // Checked even where the step expects no particular error...
+        assert!(judge(None, &err(600, "ConnectionError"), naming).is_err());
+        // ...and a code the table lacks is Unknown's.
+        assert!(judge(None, &err(406, "UnknownError"), naming)
+            .unwrap_err()
+            .contains("expected ok"));
+        assert!(judge(None, &err(406, "QueueFullError"), naming)
+            .unwrap_err()
+            .contains("UnknownError"));
+        // A testee without a pattern, or an error without a class, is not checked.
+        assert!(judge(Some(&want), &err(300, "Whatever"), None).is_ok());
+        let classless = Reply::Err {
+            code: 300,
+            message: "m".into(),
+            class: None,
+        };
+        assert!(judge(Some(&want), &classless, naming).is_ok());
     }
 }

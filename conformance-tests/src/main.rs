@@ -137,6 +137,8 @@ fn run(options: &Options) -> Result<bool, String> {
         scenarios.retain(|s| s.id.contains(only.as_str()));
     }
     let requirements = spec_requirements(&options.spec)?;
+    // Beside SPEC.md: the class every SDK raises for each code.
+    let error_table = judge::ErrorTable::load(&options.spec.with_file_name("error-classes.json"))?;
     for scenario in &scenarios {
         if let Some(unknown) = scenario
             .covers
@@ -193,7 +195,7 @@ fn run(options: &Options) -> Result<bool, String> {
     let mut used_expectations = BTreeSet::new();
     for (n, run) in runs.iter().enumerate() {
         let started = Instant::now();
-        let mut outcome = execute(run, &hellos, &options.broker, n);
+        let mut outcome = execute(run, &hellos, &options.broker, &error_table, n);
         let key = run.key();
         if let Some(reason) = expected.get(&key) {
             used_expectations.insert(key.clone());
@@ -295,6 +297,7 @@ fn execute(
     run: &Run<'_>,
     hellos: &HashMap<String, Result<Hello, String>>,
     broker_bin: &Path,
+    error_table: &judge::ErrorTable,
     n: usize,
 ) -> Outcome {
     for spec in [run.producer, run.consumer] {
@@ -370,7 +373,8 @@ fn execute(
             if let Reply::Skipped(why) = &reply {
                 return Outcome::Skip(format!("{testee_name} skipped {at}: {why}"));
             }
-            if let Err(e) = judge::judge(step.expect.as_ref(), &reply) {
+            let naming = testee.error_class.as_deref().map(|p| (error_table, p));
+            if let Err(e) = judge::judge(step.expect.as_ref(), &reply, naming) {
                 return Outcome::Fail(format!("{at} #{iteration} on {testee_name}: {e}"));
             }
             if let (Some(name), Reply::Ok(result)) = (&step.save, &reply) {

@@ -12,6 +12,11 @@ use serde_json::{json, Value};
 pub struct TesteeSpec {
     pub name: String,
     pub command: Vec<String>,
+    /// How the SDK names its error classes: `{}` stands for the stem the
+    /// error table gives each code (e.g. `"{}Error"`). Testees that report
+    /// an error's `class` are held to it; see judge.rs.
+    #[serde(default)]
+    pub error_class: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -31,12 +36,19 @@ pub struct Hello {
 #[derive(Debug, Clone)]
 pub enum Reply {
     Ok(Value),
-    Err { code: i64, message: String },
+    Err {
+        code: i64,
+        message: String,
+        /// The SDK's class of the error, when the testee reports it.
+        class: Option<String>,
+    },
     Skipped(String),
 }
 
 pub struct Testee {
     pub name: String,
+    /// The spec's `error_class` pattern.
+    pub error_class: Option<String>,
     child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
@@ -95,6 +107,7 @@ impl Testee {
         });
         Ok(Testee {
             name: spec.name.clone(),
+            error_class: spec.error_class.clone(),
             child,
             stdin,
             lines,
@@ -178,6 +191,7 @@ impl Testee {
             return Ok(Reply::Err {
                 code: err["code"].as_i64().unwrap_or(-1),
                 message: err["message"].as_str().unwrap_or_default().to_string(),
+                class: err["class"].as_str().map(str::to_string),
             });
         }
         if let Some(why) = reply.get("skipped") {

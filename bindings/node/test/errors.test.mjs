@@ -1,6 +1,7 @@
 // Errors carry the protocol's wire codes, as BlipMQError subclasses.
 import assert from 'node:assert/strict'
 import net from 'node:net'
+import { readFileSync } from 'node:fs'
 import { after, before, test } from 'node:test'
 
 import * as blipmq from 'blipmq'
@@ -104,7 +105,7 @@ test('nothing listening is 600 ConnectFailed', async () => {
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address()
   await new Promise((resolve) => server.close(resolve))
-  await rejectsWith(connect(`127.0.0.1:${port}`), blipmq.ConnectionError, 600, 'ConnectFailed')
+  await rejectsWith(connect(`127.0.0.1:${port}`), blipmq.ConnectError, 600, 'ConnectFailed')
 })
 
 test('calls on a closed client are 603 ClientClosed', async () => {
@@ -120,4 +121,24 @@ test('BlipMQError can be constructed and subclassed by users', () => {
   assert.equal(error.name, 'BlipMQError')
   assert.equal(error.code, 500)
   assert.equal(error.cause, 'x')
+})
+
+test('every wire code has its own class, named as in every SDK (schema/errors.toml)', () => {
+  const table = JSON.parse(readFileSync(new URL('./error-classes.json', import.meta.url), 'utf8'))
+  assert.ok(table.codes.length > 20)
+  for (const { code, name, class: stem } of table.codes) {
+    const Class = blipmq[`${stem}Error`]
+    assert.equal(typeof Class, 'function', `${stem}Error is exported`)
+    assert.equal(blipmq.errorClass(code), Class)
+    const error = blipmq.codedError(code, name, 'the detail')
+    assert.ok(error instanceof Class && error instanceof BlipMQError && error instanceof Error)
+    assert.equal(error.name, `${stem}Error`)
+    assert.equal(error.code, code)
+    assert.equal(error.codeName, name)
+    assert.equal(error.message, `${name} (${code}): the detail`)
+  }
+  // A code a newer broker might send: UnknownError, keeping the number.
+  const future = blipmq.codedError(406, 'Unknown', 'new')
+  assert.ok(future instanceof blipmq.UnknownError)
+  assert.equal(future.code, 406)
 })

@@ -77,7 +77,7 @@ class BlipClient:
             try:
                 publish_nowait(topic, payload)
                 return None
-            except blipmq.QueueFull:
+            except blipmq.QueueFullError:
                 return publish(topic, payload)  # waits for room
 
         return send

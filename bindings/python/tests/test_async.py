@@ -117,7 +117,7 @@ async def test_next_times_out_with_code_601(addr: str) -> None:
         assert 0.15 <= time.monotonic() - started < 2
         assert (caught.value.code, caught.value.name) == (601, "Timeout")
         assert isinstance(caught.value, TimeoutError)  # the builtin, too
-        with pytest.raises(blipmq.InvalidArgument):
+        with pytest.raises(blipmq.InvalidArgumentError):
             await sub.next(timeout=-1)
 
 
@@ -168,7 +168,7 @@ async def test_publish_nowait_raises_queue_full_402_and_sends_nothing_then(make_
         # client's outgoing queue (bounded, so is this loop).
         os.kill(broker.process.pid, signal.SIGSTOP)
         try:
-            with pytest.raises(blipmq.QueueFull) as raised:
+            with pytest.raises(blipmq.QueueFullError) as raised:
                 for _ in range(1_000_000):
                     client.publish_nowait("full", payload)
                     queued += 1
@@ -187,12 +187,12 @@ async def test_publish_nowait_raises_queue_full_402_and_sends_nothing_then(make_
 
 async def test_publish_nowait_errors(addr: str) -> None:
     client = await blipmq.connect(addr)
-    with pytest.raises(blipmq.InvalidTopic):
+    with pytest.raises(blipmq.InvalidTopicError):
         client.publish_nowait("bad..topic", b"x")
     with pytest.raises(TypeError):
         client.publish_nowait("t", "not bytes")  # type: ignore[arg-type]
     await client.close()
-    with pytest.raises(blipmq.ClientClosed):
+    with pytest.raises(blipmq.ClientClosedError):
         client.publish_nowait("t", b"x")
 
 
@@ -217,11 +217,11 @@ async def test_unsubscribe_ends_a_pending_next(addr: str) -> None:
         pending = asyncio.ensure_future(sub.next())
         await asyncio.sleep(0.05)
         await sub.unsubscribe()
-        with pytest.raises(blipmq.ClientClosed) as caught:
+        with pytest.raises(blipmq.ClientClosedError) as caught:
             await pending
         assert caught.value.code == 603
         await sub.unsubscribe()  # again: nothing to do
-        with pytest.raises(blipmq.ClientClosed):
+        with pytest.raises(blipmq.ClientClosedError):
             await sub.next_batch(10)
         assert [m async for m in sub] == []
 
@@ -235,7 +235,7 @@ async def test_subscription_context_manager_unsubscribes(addr: str) -> None:
         await client.publish("cm", b"2")
         assert (await other.next(timeout=5)).payload == b"1"
         assert (await other.next(timeout=5)).payload == b"2"
-        with pytest.raises(blipmq.ClientClosed):
+        with pytest.raises(blipmq.ClientClosedError):
             await sub.next(timeout=1)
     # Exiting a subscription's block after its client closed is fine.
     client = await blipmq.connect(addr)
@@ -252,10 +252,10 @@ async def test_client_context_manager_closes(addr: str) -> None:
         lambda: client.subscribe("x"),
         lambda: client.flush(),
     ):
-        with pytest.raises(blipmq.ClientClosed) as caught:
+        with pytest.raises(blipmq.ClientClosedError) as caught:
             await call()
         assert caught.value.code == 603
-    with pytest.raises(blipmq.ClientClosed):
+    with pytest.raises(blipmq.ClientClosedError):
         await sub.next(timeout=1)
     await client.close()  # twice is harmless
 
@@ -313,7 +313,7 @@ async def test_reconnects_after_a_broker_restart(broker) -> None:  # type: ignor
                 await client.publish("r", b"after")
                 message = await sub.next(timeout=0.2)
                 break
-            except (blipmq.TimeoutError, blipmq.ConnectionClosed):
+            except (blipmq.TimeoutError, blipmq.ConnectionClosedError):
                 assert time.monotonic() < deadline, "no message after the restart"
         assert message.payload == b"after"
 
@@ -323,7 +323,7 @@ async def test_without_reconnect_a_lost_broker_closes_the_client(broker) -> None
     events = client.events()
     sub = await client.subscribe("r")
     broker.stop()
-    with pytest.raises(blipmq.ClientClosed):
+    with pytest.raises(blipmq.ClientClosedError):
         await sub.next(timeout=10)
     assert client.status == "closed"
     kinds = [type(event) async for event in events]
@@ -357,7 +357,7 @@ async def test_events_of_a_broker_restart_in_order(broker) -> None:  # type: ign
         assert client.status == "connected"
     # Closing (on leaving the block) is the last event; the iterator ends.
     assert [event async for event in events] == [blipmq.Closed()]
-    with pytest.raises(blipmq.ClientClosed):
+    with pytest.raises(blipmq.ClientClosedError):
         await events.next()
 
 

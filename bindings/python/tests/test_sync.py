@@ -35,9 +35,9 @@ def test_round_trip_and_iteration(addr: str) -> None:
             assert received == [b"0", b"1", b"2"]
             assert sub.pattern == "s.*"
         # The block unsubscribed.
-        with pytest.raises(blipmq.ClientClosed):
+        with pytest.raises(blipmq.ClientClosedError):
             sub.next(timeout=1)
-    with pytest.raises(blipmq.ClientClosed) as caught:
+    with pytest.raises(blipmq.ClientClosedError) as caught:
         client.publish("s.a", b"")
     assert caught.value.code == 603
 
@@ -88,7 +88,7 @@ def test_errors_keep_codes(addr: str, closed_addr: str) -> None:
         blipmq.connect_sync(closed_addr)
     assert refused.value.code == 600
     with blipmq.connect_sync(addr) as client:
-        with pytest.raises(blipmq.InvalidTopic) as invalid:
+        with pytest.raises(blipmq.InvalidTopicError) as invalid:
             client.publish("no spaces", b"")
         assert invalid.value.code == 300
         assert client.max_message_size > 0
@@ -99,7 +99,7 @@ def test_publish_nowait(addr: str) -> None:
         with client.subscribe("sync.nowait") as sub:
             client.publish_nowait("sync.nowait", b"quick")
             assert sub.next(timeout=5).payload == b"quick"
-            with pytest.raises(blipmq.InvalidTopic):
+            with pytest.raises(blipmq.InvalidTopicError):
                 client.publish_nowait("bad..topic", b"x")
 
 

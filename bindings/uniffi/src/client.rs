@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use blipmq::Client;
 
-use crate::error::BlipMqError;
+use crate::error::NativeError;
 use crate::events::NativeEvents;
 use crate::message::Header;
 use crate::runtime::on_runtime;
@@ -101,7 +101,7 @@ pub struct SubscribeOptions {
 pub async fn connect(
     addr: String,
     options: ConnectOptions,
-) -> Result<Arc<NativeClient>, BlipMqError> {
+) -> Result<Arc<NativeClient>, NativeError> {
     let millis = |ms: u32| Duration::from_millis(ms.into());
     let options = blipmq::foreign::ConnectOptions {
         api_key: options.api_key,
@@ -133,7 +133,7 @@ impl NativeClient {
         topic: String,
         payload: Vec<u8>,
         options: PublishOptions,
-    ) -> Result<Option<u64>, BlipMqError> {
+    ) -> Result<Option<u64>, NativeError> {
         let options = options.into();
         Ok(on_runtime(self.client.publish_with(&topic, payload, options)).await?)
     }
@@ -147,7 +147,7 @@ impl NativeClient {
         topic: String,
         payload: Vec<u8>,
         options: PublishOptions,
-    ) -> Result<bool, BlipMqError> {
+    ) -> Result<bool, NativeError> {
         match self
             .client
             .try_publish_with(&topic, payload, options.into())
@@ -163,7 +163,7 @@ impl NativeClient {
         &self,
         pattern: String,
         options: SubscribeOptions,
-    ) -> Result<Arc<NativeSubscription>, BlipMqError> {
+    ) -> Result<Arc<NativeSubscription>, NativeError> {
         let options = blipmq::SubscribeOptions {
             qos: options.qos.into(),
             durable: options.durable,
@@ -174,7 +174,7 @@ impl NativeClient {
     }
 
     /// Returns once the broker has handled everything sent before.
-    pub async fn flush(&self) -> Result<(), BlipMqError> {
+    pub async fn flush(&self) -> Result<(), NativeError> {
         Ok(on_runtime(self.client.flush()).await?)
     }
 

@@ -8,7 +8,7 @@ use blipmq::ClientEvent as CoreEvent;
 use futures::{Stream, StreamExt};
 use tokio::sync::Mutex;
 
-use crate::error::BlipMqError;
+use crate::error::NativeError;
 use crate::runtime::on_runtime;
 
 /// A change of the client's connection.
@@ -26,7 +26,7 @@ pub enum ClientEvent {
     ReconnectFailed { attempt: u32, error: String },
     /// The broker sent an error that answers no call, e.g. ShuttingDown
     /// before it stops.
-    ServerError { error: BlipMqError },
+    ServerError { error: NativeError },
     /// The client has closed: the last event.
     Closed,
 }
@@ -42,7 +42,7 @@ impl From<CoreEvent> for ClientEvent {
                 ClientEvent::ReconnectFailed { attempt, error }
             }
             CoreEvent::ServerError { code, message } => ClientEvent::ServerError {
-                error: BlipMqError::from_code(code, message),
+                error: NativeError::from_code(code, message),
             },
             CoreEvent::Closed => ClientEvent::Closed,
         }

@@ -24,7 +24,7 @@ mod subscription;
 pub use client::{
     connect, ConnectOptions, ConnectionStatus, NativeClient, PublishOptions, Qos, SubscribeOptions,
 };
-pub use error::BlipMqError;
+pub use error::NativeError;
 pub use message::{Header, NativeMessage, ReceivedMessage};
 pub use subscription::NativeSubscription;
 

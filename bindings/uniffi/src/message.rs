@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::error::BlipMqError;
+use crate::error::NativeError;
 use crate::runtime::on_runtime;
 
 /// One header: a text key and a byte value.
@@ -68,7 +68,7 @@ pub struct NativeMessage {
 impl NativeMessage {
     /// Returns at once for a QoS 0 delivery, which needs no ack; at QoS 1
     /// queues the ack to the broker in order with the client's other frames.
-    pub async fn ack(&self) -> Result<(), BlipMqError> {
+    pub async fn ack(&self) -> Result<(), NativeError> {
         Ok(on_runtime(self.inner.ack()).await?)
     }
 }

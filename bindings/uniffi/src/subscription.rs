@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use blipmq::foreign::SharedSubscription;
 
-use crate::error::BlipMqError;
+use crate::error::NativeError;
 use crate::message::ReceivedMessage;
 use crate::runtime::on_runtime;
 
@@ -48,7 +48,7 @@ impl NativeSubscription {
     /// Stop the subscription and wait for the broker's confirm; buffered
     /// messages are discarded and a durable subscription is deleted with
     /// every message it held. A second call does nothing.
-    pub async fn unsubscribe(&self) -> Result<(), BlipMqError> {
+    pub async fn unsubscribe(&self) -> Result<(), NativeError> {
         Ok(on_runtime(self.inner.unsubscribe()).await?)
     }
 

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import net from 'node:net'
+import { readFileSync } from 'node:fs'
 import { after, before, test } from 'node:test'
 
 import { WebSocket } from 'ws'
@@ -94,7 +95,7 @@ test('a page from an origin the broker does not allow cannot connect (600)', asy
     }
   }
   try {
-    await rejectsWith(connect(guarded.url, { WebSocket: from('http://evil.test') }), web.ConnectionError, 600, 'ConnectFailed')
+    await rejectsWith(connect(guarded.url, { WebSocket: from('http://evil.test') }), web.ConnectError, 600, 'ConnectFailed')
     assert.equal(await guarded.metric('blipmq_websocket_upgrade_failures_total{reason="origin"}'), 1)
     const ok = await connect(guarded.url, { WebSocket: from('http://good.test') })
     await ok.close()
@@ -108,8 +109,8 @@ test('nothing listening is 600 ConnectFailed; a non-WebSocket URL is 600 too', a
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
   const { port } = server.address()
   await new Promise((resolve) => server.close(resolve))
-  await rejectsWith(connect(`ws://127.0.0.1:${port}`), web.ConnectionError, 600, 'ConnectFailed')
-  await rejectsWith(connect(`http://127.0.0.1:${port}`), web.ConnectionError, 600, 'ConnectFailed')
+  await rejectsWith(connect(`ws://127.0.0.1:${port}`), web.ConnectError, 600, 'ConnectFailed')
+  await rejectsWith(connect(`http://127.0.0.1:${port}`), web.ConnectError, 600, 'ConnectFailed')
 })
 
 test('no WebSocket class in the host is 600 with a message that says so', async () => {
@@ -142,4 +143,24 @@ test('BlipMQError can be constructed and subclassed by users', () => {
   assert.equal(error.name, 'BlipMQError')
   assert.equal(error.code, 500)
   assert.equal(error.cause, 'x')
+})
+
+test('every wire code has its own class, named as in every SDK (schema/errors.toml)', () => {
+  const table = JSON.parse(readFileSync(new URL('./error-classes.json', import.meta.url), 'utf8'))
+  assert.ok(table.codes.length > 20)
+  for (const { code, name, class: stem } of table.codes) {
+    const Class = web[`${stem}Error`]
+    assert.equal(typeof Class, 'function', `${stem}Error is exported`)
+    assert.equal(web.errorClass(code), Class)
+    const error = web.codedError(code, name, 'the detail')
+    assert.ok(error instanceof Class && error instanceof BlipMQError && error instanceof Error)
+    assert.equal(error.name, `${stem}Error`)
+    assert.equal(error.code, code)
+    assert.equal(error.codeName, name)
+    assert.equal(error.message, `${name} (${code}): the detail`)
+  }
+  // A code a newer broker might send: UnknownError, keeping the number.
+  const future = web.codedError(406, 'Unknown', 'new')
+  assert.ok(future instanceof web.UnknownError)
+  assert.equal(future.code, 406)
 })

@@ -230,7 +230,7 @@ class Testee:
             remaining = max(deadline - time.monotonic(), 0.0)
             try:
                 event = await actor.events.next(timeout=remaining)
-            except (blipmq.TimeoutError, blipmq.ClientClosed):
+            except (blipmq.TimeoutError, blipmq.ClientClosedError):
                 break
             if isinstance(event, blipmq.ServerError):
                 events.append({"kind": "server_error", "code": event.error.code})
@@ -258,7 +258,7 @@ class Testee:
             remaining = max(deadline - time.monotonic(), 0.0)
             try:
                 batch = await subscription.next_batch(count - len(messages), timeout=remaining)
-            except blipmq.ClientClosed:
+            except blipmq.ClientClosedError:
                 break  # the subscription ended and its buffer is drained
             for message in batch:
                 # Nothing is acked here: QoS 1 deliveries wait for `ack`.
@@ -302,7 +302,8 @@ async def serve(testee: Testee) -> None:
                 raise invalid("`id` must be a string")
             reply = await testee.handle(request)
         except blipmq.BlipMQError as e:
-            reply = {"err": {"code": e.code, "message": e.message}}
+            # The SDK's own errors name their class, which the runner checks.
+            reply = {"err": {"code": e.code, "message": e.message, "class": type(e).__name__}}
         except Failure as e:
             reply = {"err": {"code": e.code, "message": e.message}}
         except json.JSONDecodeError as e:

@@ -237,7 +237,9 @@ async function handle(request) {
   } catch (error) {
     const code = error instanceof BlipMQError || error instanceof Failure ? error.code : INVALID_ARGUMENT
     console.error(`wasm testee: ${id} ${op}: ${code} ${error.message}`)
-    return { id, err: { code, message: error.message } }
+    // The SDK's own errors name their class, which the runner checks.
+    const sdkClass = error instanceof BlipMQError ? { class: error.name } : {}
+    return { id, err: { code, message: error.message, ...sdkClass } }
   }
 }
 

@@ -11,21 +11,8 @@ import atexit as _atexit
 
 from . import _native, _sync
 from ._client import Client, Headers, Subscription, connect
-from ._errors import (
-    AuthError,
-    BlipMQError,
-    ClientClosed,
-    ConnectError,
-    ConnectionClosed,
-    HeadersTooLarge,
-    InvalidArgument,
-    InvalidHeader,
-    InvalidTopic,
-    PayloadTooLarge,
-    QueueFull,
-    TimeoutError,
-    UnsupportedQos,
-)
+from . import _errors
+from ._errors import *  # noqa: F403 (one class per wire code, generated)
 from ._events import (
     ClientEvent,
     Closed,
@@ -41,24 +28,13 @@ from ._sync import SyncClient, SyncEvents, SyncMessage, SyncSubscription, connec
 __version__: str = _native.__version__
 
 __all__ = [
-    "AuthError",
-    "BlipMQError",
     "Client",
-    "ClientClosed",
     "ClientEvent",
     "Closed",
-    "ConnectError",
-    "ConnectionClosed",
     "Disconnected",
     "Events",
     "Headers",
-    "HeadersTooLarge",
-    "InvalidArgument",
-    "InvalidHeader",
-    "InvalidTopic",
     "Message",
-    "PayloadTooLarge",
-    "QueueFull",
     "ReconnectFailed",
     "Reconnected",
     "ServerError",
@@ -67,10 +43,9 @@ __all__ = [
     "SyncEvents",
     "SyncMessage",
     "SyncSubscription",
-    "TimeoutError",
-    "UnsupportedQos",
     "connect",
     "connect_sync",
+    *_errors.__all__,
 ]
 
 

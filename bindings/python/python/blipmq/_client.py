@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Iterable, List, Mapping, Optional, Tuple, Type, Union
 
 from . import _native
-from ._errors import ClientClosed
+from ._errors import ClientClosedError
 from ._events import Events
 from ._native import Message
 
@@ -111,10 +111,10 @@ class Client:
         how long the message may wait for delivery (0: the broker's default).
 
         Raises:
-            InvalidTopic: 300; PayloadTooLarge: 400; InvalidHeader: 304;
-            HeadersTooLarge: 404 (all checked before sending);
-            UnsupportedQos: 303 when the broker does not offer ``qos``;
-            ClientClosed: 603.
+            InvalidTopicError: 300; MessageTooLargeError: 400; InvalidHeaderError: 304;
+            HeadersTooLargeError: 404 (all checked before sending);
+            UnsupportedQosError: 303 when the broker does not offer ``qos``;
+            ClientClosedError: 603.
         """
         return await self._native.publish(topic, payload, ttl_ms, qos, headers)
 
@@ -132,9 +132,9 @@ class Client:
         ``await client.publish(...)`` once) and go on.
 
         Raises:
-            QueueFull: 402, the outgoing queue is full; InvalidTopic: 300;
-            PayloadTooLarge: 400; InvalidHeader: 304; HeadersTooLarge: 404;
-            ClientClosed: 603.
+            QueueFullError: 402, the outgoing queue is full; InvalidTopicError: 300;
+            MessageTooLargeError: 400; InvalidHeaderError: 304; HeadersTooLargeError: 404;
+            ClientClosedError: 603.
         """
         self._native.publish_nowait(topic, payload, ttl_ms, headers)
 
@@ -149,7 +149,7 @@ class Client:
         the rest); returns once the broker confirms.
 
         Raises:
-            InvalidTopic: 300; UnsupportedQos: 303; ClientClosed: 603.
+            InvalidTopicError: 300; UnsupportedQosError: 303; ClientClosedError: 603.
         """
         native = await self._native.subscribe(pattern, qos, durable, group)
         return Subscription(native)
@@ -199,7 +199,7 @@ class Subscription:
 
         Raises:
             TimeoutError: 601, when ``timeout`` passes first.
-            ClientClosed: 603, once the subscription has ended.
+            ClientClosedError: 603, once the subscription has ended.
         """
         return await self._native.next(timeout)
 
@@ -211,7 +211,7 @@ class Subscription:
         means the timeout passed.
 
         Raises:
-            ClientClosed: 603, once the subscription has ended.
+            ClientClosedError: 603, once the subscription has ended.
         """
         return await self._native.next_batch(max_messages, timeout)
 
@@ -233,7 +233,7 @@ class Subscription:
     async def __anext__(self) -> Message:
         try:
             return await self._native.next()
-        except ClientClosed:
+        except ClientClosedError:
             raise StopAsyncIteration from None
 
     async def __aenter__(self) -> Subscription:
@@ -248,5 +248,5 @@ class Subscription:
         # Leaving the block never deletes a durable subscription.
         try:
             await self.detach()
-        except ClientClosed:
+        except ClientClosedError:
             pass  # the client closed first: nothing left to undo

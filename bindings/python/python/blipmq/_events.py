@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple, Union
 
 from . import _native
-from ._errors import BlipMQError, ClientClosed, error_from_code
+from ._errors import BlipMQError, ClientClosedError, error_from_code
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Events:
 
         Raises:
             TimeoutError: 601, when ``timeout`` passes first.
-            ClientClosed: 603, after :class:`Closed` was taken.
+            ClientClosedError: 603, after :class:`Closed` was taken.
         """
         return _from_native(await self._native.next(timeout))
 
@@ -107,5 +107,5 @@ class Events:
     async def __anext__(self) -> ClientEvent:
         try:
             return await self.next()
-        except ClientClosed:
+        except ClientClosedError:
             raise StopAsyncIteration from None

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Iterator, List, Optional, Tuple, Ty
 
 from . import _client
 from ._client import Headers
-from ._errors import ClientClosed
+from ._errors import ClientClosedError
 from ._events import ClientEvent, Events
 from ._native import Message
 
@@ -146,7 +146,7 @@ class SyncClient:
         headers: Optional[Headers] = None,
     ) -> None:
         """Queue a QoS 0 message without waiting or raise
-        :class:`blipmq.QueueFull`; see :meth:`blipmq.Client.publish_nowait`."""
+        :class:`blipmq.QueueFullError`; see :meth:`blipmq.Client.publish_nowait`."""
         self._client.publish_nowait(topic, payload, ttl_ms, headers)
 
     def subscribe(
@@ -222,7 +222,7 @@ class SyncSubscription:
     def __next__(self) -> SyncMessage:
         try:
             return self.next()
-        except ClientClosed:
+        except ClientClosedError:
             raise StopIteration from None
 
     def __enter__(self) -> SyncSubscription:
@@ -237,7 +237,7 @@ class SyncSubscription:
         # Leaving the block never deletes a durable subscription.
         try:
             self.detach()
-        except ClientClosed:
+        except ClientClosedError:
             pass  # the client closed first: nothing left to undo
 
 
@@ -260,7 +260,7 @@ class SyncEvents:
     def __next__(self) -> ClientEvent:
         try:
             return self.next()
-        except ClientClosed:
+        except ClientClosedError:
             raise StopIteration from None
 
 

@@ -736,7 +736,7 @@ open func flush()async throws   {
             completeFunc: ffi_blipmq_uniffi_rust_future_complete_void,
             freeFunc: ffi_blipmq_uniffi_rust_future_free_void,
             liftFunc: { $0 },
-            errorHandler: FfiConverterTypeBlipMqError_lift
+            errorHandler: FfiConverterTypeNativeError_lift
         )
 }
     
@@ -768,7 +768,7 @@ open func publish(topic: String, payload: Data, options: PublishOptions)async th
             completeFunc: ffi_blipmq_uniffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_blipmq_uniffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterOptionUInt64.lift,
-            errorHandler: FfiConverterTypeBlipMqError_lift
+            errorHandler: FfiConverterTypeNativeError_lift
         )
 }
     
@@ -819,7 +819,7 @@ open func subscribe(pattern: String, options: SubscribeOptions)async throws  -> 
             completeFunc: ffi_blipmq_uniffi_rust_future_complete_u64,
             freeFunc: ffi_blipmq_uniffi_rust_future_free_u64,
             liftFunc: FfiConverterTypeNativeSubscription_lift,
-            errorHandler: FfiConverterTypeBlipMqError_lift
+            errorHandler: FfiConverterTypeNativeError_lift
         )
 }
     
@@ -830,7 +830,7 @@ open func subscribe(pattern: String, options: SubscribeOptions)async throws  -> 
      * one (several crossings of the foreign boundary each).
      */
 open func tryPublish(topic: String, payload: Data, options: PublishOptions)throws  -> Bool  {
-    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeBlipMqError_lift) {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeNativeError_lift) {
         uniffiCallStatus in
     uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish(
             self.uniffiCloneHandle(),
@@ -1116,7 +1116,7 @@ open func ack()async throws   {
             completeFunc: ffi_blipmq_uniffi_rust_future_complete_void,
             freeFunc: ffi_blipmq_uniffi_rust_future_free_void,
             liftFunc: { $0 },
-            errorHandler: FfiConverterTypeBlipMqError_lift
+            errorHandler: FfiConverterTypeNativeError_lift
         )
 }
     
@@ -1322,7 +1322,7 @@ open func unsubscribe()async throws   {
             completeFunc: ffi_blipmq_uniffi_rust_future_complete_void,
             freeFunc: ffi_blipmq_uniffi_rust_future_free_void,
             liftFunc: { $0 },
-            errorHandler: FfiConverterTypeBlipMqError_lift
+            errorHandler: FfiConverterTypeNativeError_lift
         )
 }
     
@@ -1793,279 +1793,6 @@ public func FfiConverterTypeSubscribeOptions_lower(_ value: SubscribeOptions) ->
 
 
 /**
- * A failed operation. The variant follows the wire code; codes without a
- * variant of their own (e.g. 305 DurableInUse, 405 StorageFull) are `Other`.
- */
-public 
-enum BlipMqError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
-
-    
-    
-    /**
-     * 200: the broker refused the API key.
-     */
-    case AuthFailed(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * 300: a topic or pattern breaks the topic rules.
-     */
-    case InvalidTopic(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * 301: an argument is out of range.
-     */
-    case InvalidArgument(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * 303: the broker does not offer this QoS (e.g. QoS 1 without a durable name).
-     */
-    case UnsupportedQos(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * 304: a header key breaks the header rules.
-     */
-    case InvalidHeader(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * 400: the payload is over the broker's limit.
-     */
-    case MessageTooLarge(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * 404: too many headers or header bytes.
-     */
-    case HeadersTooLarge(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * 600: the broker could not be reached.
-     */
-    case ConnectFailed(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * 601: no answer in time.
-     */
-    case Timeout(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * 602: the connection closed before the answer came.
-     */
-    case ConnectionClosed(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * 603: the client (or the subscription) is closed.
-     */
-    case ClientClosed(code: UInt16, codeName: String, detail: String
-    )
-    /**
-     * Any other code from the table, e.g. 305 DurableInUse or 405 StorageFull.
-     */
-    case Other(code: UInt16, codeName: String, detail: String
-    )
-
-    
-
-    
-
-    
-    public var errorDescription: String? {
-        String(reflecting: self)
-    }
-    
-}
-
-#if compiler(>=6)
-extension BlipMqError: Sendable {}
-#endif
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-public struct FfiConverterTypeBlipMqError: FfiConverterRustBuffer {
-    typealias SwiftType = BlipMqError
-
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> BlipMqError {
-        let variant: Int32 = try readInt(&buf)
-        switch variant {
-
-        
-
-        
-        case 1: return .AuthFailed(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 2: return .InvalidTopic(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 3: return .InvalidArgument(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 4: return .UnsupportedQos(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 5: return .InvalidHeader(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 6: return .MessageTooLarge(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 7: return .HeadersTooLarge(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 8: return .ConnectFailed(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 9: return .Timeout(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 10: return .ConnectionClosed(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 11: return .ClientClosed(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-        case 12: return .Other(
-            code: try FfiConverterUInt16.read(from: &buf), 
-            codeName: try FfiConverterString.read(from: &buf), 
-            detail: try FfiConverterString.read(from: &buf)
-            )
-
-         default: throw UniffiInternalError.unexpectedEnumCase
-        }
-    }
-
-    public static func write(_ value: BlipMqError, into buf: inout [UInt8]) {
-        switch value {
-
-        
-
-        
-        
-        case let .AuthFailed(code,codeName,detail):
-            writeInt(&buf, Int32(1))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .InvalidTopic(code,codeName,detail):
-            writeInt(&buf, Int32(2))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .InvalidArgument(code,codeName,detail):
-            writeInt(&buf, Int32(3))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .UnsupportedQos(code,codeName,detail):
-            writeInt(&buf, Int32(4))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .InvalidHeader(code,codeName,detail):
-            writeInt(&buf, Int32(5))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .MessageTooLarge(code,codeName,detail):
-            writeInt(&buf, Int32(6))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .HeadersTooLarge(code,codeName,detail):
-            writeInt(&buf, Int32(7))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .ConnectFailed(code,codeName,detail):
-            writeInt(&buf, Int32(8))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .Timeout(code,codeName,detail):
-            writeInt(&buf, Int32(9))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .ConnectionClosed(code,codeName,detail):
-            writeInt(&buf, Int32(10))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .ClientClosed(code,codeName,detail):
-            writeInt(&buf, Int32(11))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        
-        case let .Other(code,codeName,detail):
-            writeInt(&buf, Int32(12))
-            FfiConverterUInt16.write(code, into: &buf)
-            FfiConverterString.write(codeName, into: &buf)
-            FfiConverterString.write(detail, into: &buf)
-            
-        }
-    }
-}
-
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-public func FfiConverterTypeBlipMqError_lift(_ buf: RustBuffer) throws -> BlipMqError {
-    return try FfiConverterTypeBlipMqError.lift(buf)
-}
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-public func FfiConverterTypeBlipMqError_lower(_ value: BlipMqError) -> RustBuffer {
-    return FfiConverterTypeBlipMqError.lower(value)
-}
-
-
-/**
  * A change of the client's connection.
  */
 
@@ -2094,7 +1821,7 @@ public enum ClientEvent: Equatable, Hashable {
      * The broker sent an error that answers no call, e.g. ShuttingDown
      * before it stops.
      */
-    case serverError(error: BlipMqError
+    case serverError(error: NativeError
     )
     /**
      * The client has closed: the last event.
@@ -2130,7 +1857,7 @@ public struct FfiConverterTypeClientEvent: FfiConverterRustBuffer {
         case 3: return .reconnectFailed(attempt: try FfiConverterUInt32.read(from: &buf), error: try FfiConverterString.read(from: &buf)
         )
         
-        case 4: return .serverError(error: try FfiConverterTypeBlipMqError.read(from: &buf)
+        case 4: return .serverError(error: try FfiConverterTypeNativeError.read(from: &buf)
         )
         
         case 5: return .closed
@@ -2161,7 +1888,7 @@ public struct FfiConverterTypeClientEvent: FfiConverterRustBuffer {
         
         case let .serverError(error):
             writeInt(&buf, Int32(4))
-            FfiConverterTypeBlipMqError.write(error, into: &buf)
+            FfiConverterTypeNativeError.write(error, into: &buf)
             
         
         case .closed:
@@ -2265,6 +1992,92 @@ public func FfiConverterTypeConnectionStatus_lower(_ value: ConnectionStatus) ->
     return FfiConverterTypeConnectionStatus.lower(value)
 }
 
+
+
+/**
+ * A failed operation, as the generated layer sees it (the public layers
+ * wrap it in their own error classes).
+ */
+public 
+enum NativeError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
+
+    
+    
+    /**
+     * Any failure: `code` picks the public class.
+     */
+    case Failed(code: UInt16, codeName: String, detail: String
+    )
+
+    
+
+    
+
+    
+    public var errorDescription: String? {
+        String(reflecting: self)
+    }
+    
+}
+
+#if compiler(>=6)
+extension NativeError: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNativeError: FfiConverterRustBuffer {
+    typealias SwiftType = NativeError
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NativeError {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+
+        
+
+        
+        case 1: return .Failed(
+            code: try FfiConverterUInt16.read(from: &buf), 
+            codeName: try FfiConverterString.read(from: &buf), 
+            detail: try FfiConverterString.read(from: &buf)
+            )
+
+         default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: NativeError, into buf: inout [UInt8]) {
+        switch value {
+
+        
+
+        
+        
+        case let .Failed(code,codeName,detail):
+            writeInt(&buf, Int32(1))
+            FfiConverterUInt16.write(code, into: &buf)
+            FfiConverterString.write(codeName, into: &buf)
+            FfiConverterString.write(detail, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNativeError_lift(_ buf: RustBuffer) throws -> NativeError {
+    return try FfiConverterTypeNativeError.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNativeError_lower(_ value: NativeError) -> RustBuffer {
+    return FfiConverterTypeNativeError.lower(value)
+}
 
 
 /**
@@ -2597,7 +2410,7 @@ public func connect(addr: String, options: ConnectOptions)async throws  -> Nativ
             completeFunc: ffi_blipmq_uniffi_rust_future_complete_u64,
             freeFunc: ffi_blipmq_uniffi_rust_future_free_u64,
             liftFunc: FfiConverterTypeNativeClient_lift,
-            errorHandler: FfiConverterTypeBlipMqError_lift
+            errorHandler: FfiConverterTypeNativeError_lift
         )
 }
 
@@ -2616,19 +2429,19 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_blipmq_uniffi_checksum_func_connect() != 28885) {
+    if (uniffi_blipmq_uniffi_checksum_func_connect() != 6792) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_events() != 24341) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_flush() != 15342) {
+    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_flush() != 53112) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_max_message_size() != 24053) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_publish() != 14528) {
+    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_publish() != 41690) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_shutdown() != 60617) {
@@ -2637,16 +2450,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_status() != 17836) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe() != 48362) {
+    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe() != 23519) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish() != 1567) {
+    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish() != 43319) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativeevents_next() != 23647) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_blipmq_uniffi_checksum_method_nativemessage_ack() != 46072) {
+    if (uniffi_blipmq_uniffi_checksum_method_nativemessage_ack() != 2136) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_detach() != 19419) {
@@ -2658,7 +2471,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_pattern() != 65031) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_unsubscribe() != 23904) {
+    if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_unsubscribe() != 26307) {
         return InitializationResult.apiChecksumMismatch
     }
 

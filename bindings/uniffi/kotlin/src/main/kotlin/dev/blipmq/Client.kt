@@ -18,7 +18,7 @@ public typealias ConnectionStatus = dev.blipmq.ffi.ConnectionStatus
  * A connection to a BlipMQ broker, made by [BlipMQ.connect]. Safe to share
  * between coroutines and threads. [close] (or `use {}`) sends what is queued
  * and closes; subscriptions then end and later calls throw
- * [BlipMQException.ClientClosed].
+ * [ClientClosedException].
  */
 public class Client internal constructor(private val native: NativeClient) : Closeable {
     /**

@@ -96,7 +96,7 @@ class PubSubTest {
                 while (batch.size < 5) batch += sub.nextBatch(10, 5.seconds)!!
                 assertEquals((0 until 5).map { "$it" }, batch.map { it.payloadText() })
                 assertEquals(emptyList<Message>(), sub.nextBatch(10, 20.milliseconds))
-                assertThrows<BlipMQException.InvalidArgument> { runBlocking { sub.nextBatch(0) } }
+                assertThrows<InvalidArgumentException> { runBlocking { sub.nextBatch(0) } }
             }
         }
     }
@@ -128,7 +128,7 @@ class PubSubTest {
         client.closeAndWait()
         assertEquals(listOf("last"), withTimeout(5.seconds) { collected.await() }.map { it.payloadText() })
         assertEquals(ConnectionStatus.CLOSED, client.status)
-        val error = assertThrows<BlipMQException.ClientClosed> { runBlocking { client.publish("closing", "more") } }
+        val error = assertThrows<ClientClosedException> { runBlocking { client.publish("closing", "more") } }
         assertEquals(603, error.code)
         client.close() // a second close does nothing
     }

@@ -897,19 +897,19 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if ((lib.uniffi_blipmq_uniffi_checksum_func_connect() and 0xFFFF) != 28885) {
+    if ((lib.uniffi_blipmq_uniffi_checksum_func_connect() and 0xFFFF) != 6792) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_events() and 0xFFFF) != 24341) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_flush() and 0xFFFF) != 15342) {
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_flush() and 0xFFFF) != 53112) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_max_message_size() and 0xFFFF) != 24053) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_publish() and 0xFFFF) != 14528) {
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_publish() and 0xFFFF) != 41690) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_shutdown() and 0xFFFF) != 60617) {
@@ -918,16 +918,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_status() and 0xFFFF) != 17836) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe() and 0xFFFF) != 48362) {
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe() and 0xFFFF) != 23519) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish() and 0xFFFF) != 1567) {
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish() and 0xFFFF) != 43319) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeevents_next() and 0xFFFF) != 23647) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativemessage_ack() and 0xFFFF) != 46072) {
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativemessage_ack() and 0xFFFF) != 2136) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_detach() and 0xFFFF) != 19419) {
@@ -939,7 +939,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_pattern() and 0xFFFF) != 65031) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_unsubscribe() and 0xFFFF) != 23904) {
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_unsubscribe() and 0xFFFF) != 26307) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1585,7 +1585,7 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
     /**
      * Returns once the broker has handled everything sent before.
      */
-    @Throws(BlipMqException::class)
+    @Throws(NativeException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
     override suspend fun `flush`() {
         return uniffiRustCallAsync(
@@ -1602,7 +1602,7 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
         { },
         
         // Error FFI converter
-        BlipMqException.ErrorHandler,
+        NativeException.ErrorHandler,
     )
     }
 
@@ -1627,7 +1627,7 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
      * At QoS 1 returns the broker's message id once the broker has stored
      * the message; at QoS 0 returns `None` once the message is queued.
      */
-    @Throws(BlipMqException::class)
+    @Throws(NativeException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
     override suspend fun `publish`(`topic`: kotlin.String, `payload`: kotlin.ByteArray, `options`: PublishOptions) : kotlin.ULong? {
         return uniffiRustCallAsync(
@@ -1646,7 +1646,7 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
         // lift function
         { FfiConverterOptionalULong.lift(it) },
         // Error FFI converter
-        BlipMqException.ErrorHandler,
+        NativeException.ErrorHandler,
     )
     }
 
@@ -1694,7 +1694,7 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
     /**
      * Returns once the broker has confirmed the subscription.
      */
-    @Throws(BlipMqException::class)
+    @Throws(NativeException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
     override suspend fun `subscribe`(`pattern`: kotlin.String, `options`: SubscribeOptions) : NativeSubscription {
         return uniffiRustCallAsync(
@@ -1712,7 +1712,7 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
         // lift function
         { FfiConverterTypeNativeSubscription.lift(it) },
         // Error FFI converter
-        BlipMqException.ErrorHandler,
+        NativeException.ErrorHandler,
     )
     }
 
@@ -1723,10 +1723,10 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
      * caller then waits with `publish`. One plain call instead of an async
      * one (several crossings of the foreign boundary each).
      */
-    @Throws(BlipMqException::class)override fun `tryPublish`(`topic`: kotlin.String, `payload`: kotlin.ByteArray, `options`: PublishOptions): kotlin.Boolean {
+    @Throws(NativeException::class)override fun `tryPublish`(`topic`: kotlin.String, `payload`: kotlin.ByteArray, `options`: PublishOptions): kotlin.Boolean {
             return FfiConverterBoolean.lift(
     callWithHandle {
-    uniffiRustCallWithError(BlipMqException) { _status ->
+    uniffiRustCallWithError(NativeException) { _status ->
     UniffiLib.uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish(
         it,
         
@@ -2274,7 +2274,7 @@ open class NativeMessage: Disposable, AutoCloseable, NativeMessageInterface
      * Returns at once for a QoS 0 delivery, which needs no ack; at QoS 1
      * queues the ack to the broker in order with the client's other frames.
      */
-    @Throws(BlipMqException::class)
+    @Throws(NativeException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
     override suspend fun `ack`() {
         return uniffiRustCallAsync(
@@ -2291,7 +2291,7 @@ open class NativeMessage: Disposable, AutoCloseable, NativeMessageInterface
         { },
         
         // Error FFI converter
-        BlipMqException.ErrorHandler,
+        NativeException.ErrorHandler,
     )
     }
 
@@ -2633,7 +2633,7 @@ open class NativeSubscription: Disposable, AutoCloseable, NativeSubscriptionInte
      * messages are discarded and a durable subscription is deleted with
      * every message it held. A second call does nothing.
      */
-    @Throws(BlipMqException::class)
+    @Throws(NativeException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
     override suspend fun `unsubscribe`() {
         return uniffiRustCallAsync(
@@ -2650,7 +2650,7 @@ open class NativeSubscription: Disposable, AutoCloseable, NativeSubscriptionInte
         { },
         
         // Error FFI converter
-        BlipMqException.ErrorHandler,
+        NativeException.ErrorHandler,
     )
     }
 
@@ -3012,459 +3012,6 @@ public object FfiConverterTypeSubscribeOptions: FfiConverterRustBuffer<Subscribe
 
 
 
-
-
-/**
- * A failed operation. The variant follows the wire code; codes without a
- * variant of their own (e.g. 305 DurableInUse, 405 StorageFull) are `Other`.
- */
-sealed class BlipMqException: kotlin.Exception() {
-    
-    /**
-     * 200: the broker refused the API key.
-     */
-    class AuthFailed(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * 300: a topic or pattern breaks the topic rules.
-     */
-    class InvalidTopic(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * 301: an argument is out of range.
-     */
-    class InvalidArgument(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * 303: the broker does not offer this QoS (e.g. QoS 1 without a durable name).
-     */
-    class UnsupportedQos(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * 304: a header key breaks the header rules.
-     */
-    class InvalidHeader(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * 400: the payload is over the broker's limit.
-     */
-    class MessageTooLarge(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * 404: too many headers or header bytes.
-     */
-    class HeadersTooLarge(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * 600: the broker could not be reached.
-     */
-    class ConnectFailed(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * 601: no answer in time.
-     */
-    class Timeout(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * 602: the connection closed before the answer came.
-     */
-    class ConnectionClosed(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * 603: the client (or the subscription) is closed.
-     */
-    class ClientClosed(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-    /**
-     * Any other code from the table, e.g. 305 DurableInUse or 405 StorageFull.
-     */
-    class Other(
-        
-        val `code`: kotlin.UShort, 
-        
-        val `codeName`: kotlin.String, 
-        
-        val `detail`: kotlin.String
-        ) : BlipMqException() {
-        override val message
-            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
-    }
-    
-
-    
-
-
-    companion object ErrorHandler : UniffiRustCallStatusErrorHandler<BlipMqException> {
-        override fun lift(error_buf: RustBuffer.ByValue): BlipMqException = FfiConverterTypeBlipMqError.lift(error_buf)
-    }
-
-    
-}
-
-/**
- * @suppress
- */
-public object FfiConverterTypeBlipMqError : FfiConverterRustBuffer<BlipMqException> {
-    override fun read(buf: ByteBuffer): BlipMqException {
-        
-
-        return when(buf.getInt()) {
-            1 -> BlipMqException.AuthFailed(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            2 -> BlipMqException.InvalidTopic(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            3 -> BlipMqException.InvalidArgument(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            4 -> BlipMqException.UnsupportedQos(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            5 -> BlipMqException.InvalidHeader(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            6 -> BlipMqException.MessageTooLarge(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            7 -> BlipMqException.HeadersTooLarge(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            8 -> BlipMqException.ConnectFailed(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            9 -> BlipMqException.Timeout(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            10 -> BlipMqException.ConnectionClosed(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            11 -> BlipMqException.ClientClosed(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            12 -> BlipMqException.Other(
-                FfiConverterUShort.read(buf),
-                FfiConverterString.read(buf),
-                FfiConverterString.read(buf),
-                )
-            else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
-        }
-    }
-
-    override fun allocationSize(value: BlipMqException): ULong {
-        return when(value) {
-            is BlipMqException.AuthFailed -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.InvalidTopic -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.InvalidArgument -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.UnsupportedQos -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.InvalidHeader -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.MessageTooLarge -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.HeadersTooLarge -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.ConnectFailed -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.Timeout -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.ConnectionClosed -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.ClientClosed -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-            is BlipMqException.Other -> (
-                // Add the size for the Int that specifies the variant plus the size needed for all fields
-                4UL
-                + FfiConverterUShort.allocationSize(value.`code`)
-                + FfiConverterString.allocationSize(value.`codeName`)
-                + FfiConverterString.allocationSize(value.`detail`)
-            )
-        }
-    }
-
-    override fun write(value: BlipMqException, buf: ByteBuffer) {
-        when(value) {
-            is BlipMqException.AuthFailed -> {
-                buf.putInt(1)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.InvalidTopic -> {
-                buf.putInt(2)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.InvalidArgument -> {
-                buf.putInt(3)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.UnsupportedQos -> {
-                buf.putInt(4)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.InvalidHeader -> {
-                buf.putInt(5)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.MessageTooLarge -> {
-                buf.putInt(6)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.HeadersTooLarge -> {
-                buf.putInt(7)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.ConnectFailed -> {
-                buf.putInt(8)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.Timeout -> {
-                buf.putInt(9)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.ConnectionClosed -> {
-                buf.putInt(10)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.ClientClosed -> {
-                buf.putInt(11)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-            is BlipMqException.Other -> {
-                buf.putInt(12)
-                FfiConverterUShort.write(value.`code`, buf)
-                FfiConverterString.write(value.`codeName`, buf)
-                FfiConverterString.write(value.`detail`, buf)
-                Unit
-            }
-        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
-    }
-
-}
-
-
-
 /**
  * A change of the client's connection.
  */
@@ -3516,7 +3063,7 @@ sealed class ClientEvent {
      * before it stops.
      */
     data class ServerError(
-        val `error`: dev.blipmq.ffi.BlipMqException) : ClientEvent()
+        val `error`: dev.blipmq.ffi.NativeException) : ClientEvent()
         
     {
         
@@ -3557,7 +3104,7 @@ public object FfiConverterTypeClientEvent : FfiConverterRustBuffer<ClientEvent>{
                 FfiConverterString.read(buf),
                 )
             4 -> ClientEvent.ServerError(
-                FfiConverterTypeBlipMqError.read(buf),
+                FfiConverterTypeNativeError.read(buf),
                 )
             5 -> ClientEvent.Closed
             else -> throw RuntimeException("invalid enum value, something is very wrong!!")
@@ -3591,7 +3138,7 @@ public object FfiConverterTypeClientEvent : FfiConverterRustBuffer<ClientEvent>{
             // Add the size for the Int that specifies the variant plus the size needed for all fields
             (
                 4UL
-                + FfiConverterTypeBlipMqError.allocationSize(value.`error`)
+                + FfiConverterTypeNativeError.allocationSize(value.`error`)
             )
         }
         is ClientEvent.Closed -> {
@@ -3622,7 +3169,7 @@ public object FfiConverterTypeClientEvent : FfiConverterRustBuffer<ClientEvent>{
             }
             is ClientEvent.ServerError -> {
                 buf.putInt(4)
-                FfiConverterTypeBlipMqError.write(value.`error`, buf)
+                FfiConverterTypeNativeError.write(value.`error`, buf)
                 Unit
             }
             is ClientEvent.Closed -> {
@@ -3675,6 +3222,85 @@ public object FfiConverterTypeConnectionStatus: FfiConverterRustBuffer<Connectio
 }
 
 
+
+
+
+
+
+/**
+ * A failed operation, as the generated layer sees it (the public layers
+ * wrap it in their own error classes).
+ */
+sealed class NativeException: kotlin.Exception() {
+    
+    /**
+     * Any failure: `code` picks the public class.
+     */
+    class Failed(
+        
+        val `code`: kotlin.UShort, 
+        
+        val `codeName`: kotlin.String, 
+        
+        val `detail`: kotlin.String
+        ) : NativeException() {
+        override val message
+            get() = "code=${ `code` }, codeName=${ `codeName` }, detail=${ `detail` }"
+    }
+    
+
+    
+
+
+    companion object ErrorHandler : UniffiRustCallStatusErrorHandler<NativeException> {
+        override fun lift(error_buf: RustBuffer.ByValue): NativeException = FfiConverterTypeNativeError.lift(error_buf)
+    }
+
+    
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeNativeError : FfiConverterRustBuffer<NativeException> {
+    override fun read(buf: ByteBuffer): NativeException {
+        
+
+        return when(buf.getInt()) {
+            1 -> NativeException.Failed(
+                FfiConverterUShort.read(buf),
+                FfiConverterString.read(buf),
+                FfiConverterString.read(buf),
+                )
+            else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: NativeException): ULong {
+        return when(value) {
+            is NativeException.Failed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterUShort.allocationSize(value.`code`)
+                + FfiConverterString.allocationSize(value.`codeName`)
+                + FfiConverterString.allocationSize(value.`detail`)
+            )
+        }
+    }
+
+    override fun write(value: NativeException, buf: ByteBuffer) {
+        when(value) {
+            is NativeException.Failed -> {
+                buf.putInt(1)
+                FfiConverterUShort.write(value.`code`, buf)
+                FfiConverterString.write(value.`codeName`, buf)
+                FfiConverterString.write(value.`detail`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
+    }
+
+}
 
 
 
@@ -3978,7 +3604,7 @@ public object FfiConverterSequenceTypeReceivedMessage: FfiConverterRustBuffer<Li
         /**
          * Connect to a broker; returns once the handshake is done.
          */
-    @Throws(BlipMqException::class)
+    @Throws(NativeException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
      suspend fun `connect`(`addr`: kotlin.String, `options`: ConnectOptions) : NativeClient {
         return uniffiRustCallAsync(
@@ -3991,7 +3617,7 @@ public object FfiConverterSequenceTypeReceivedMessage: FfiConverterRustBuffer<Li
         // lift function
         { FfiConverterTypeNativeClient.lift(it) },
         // Error FFI converter
-        BlipMqException.ErrorHandler,
+        NativeException.ErrorHandler,
     )
     }
 

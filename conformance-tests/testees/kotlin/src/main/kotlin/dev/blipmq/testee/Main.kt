@@ -333,7 +333,8 @@ fun main(): Unit = runBlocking {
                 }
                 testee.handle(op, actor, Args(args))
             } catch (e: BlipMQException) {
-                "err" to error(e.code, e.detail)
+                // The SDK's own errors name their class, which the runner checks.
+                "err" to error(e.code, e.detail, e::class.simpleName)
             } catch (e: Failure) {
                 "err" to error(e.code, e.message)
             } catch (e: kotlinx.serialization.SerializationException) {
@@ -349,7 +350,8 @@ fun main(): Unit = runBlocking {
     }
 }
 
-private fun error(code: Int, message: String) = buildJsonObject {
+private fun error(code: Int, message: String, errorClass: String? = null) = buildJsonObject {
     put("code", code)
     put("message", message)
+    if (errorClass != null) put("class", errorClass)
 }
