@@ -347,6 +347,7 @@ async fn websocket_churn(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> T
         protocol_version: PROTOCOL_VERSION,
         client_name: Some("soak-ws"),
         api_key: None,
+        drop_notices: false,
     }));
     let subscribe = encoder.encode_to_bytes(&Frame::Subscribe(Subscribe {
         request_id: 1,

@@ -102,6 +102,7 @@ impl Conn {
             protocol_version: PROTOCOL_VERSION,
             client_name: Some("abuse"),
             api_key,
+            drop_notices: false,
         }))
         .await
         .map_err(|e| format!("send Hello: {e}"))?;

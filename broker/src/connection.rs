@@ -97,6 +97,7 @@ pub(crate) async fn serve(
             connection_id,
             encoder: Encoder::new(),
             ready: false,
+            drop_notices: false,
             match_cache: None,
             wakes: PendingWakes::default(),
             confirms: None,
@@ -247,6 +248,8 @@ struct Reader {
     encoder: Encoder,
     /// The handshake has completed.
     ready: bool,
+    /// The client's Hello asked for Dropped notices (QUEUE-6).
+    drop_notices: bool,
     /// The last topic this connection published to and its subscribers, so
     /// that a steady stream to one topic costs one atomic load per message
     /// ([`crate::registry::MatchSet::is_current`]).
@@ -611,6 +614,7 @@ impl Reader {
             return Flow::Close;
         }
         self.ready = true;
+        self.drop_notices = hello.drop_notices;
         info!(%client, "handshake complete");
         let server = self.shared.config.server.clone();
         let max_message_size = server.max_message_size_bytes as u32;
@@ -951,7 +955,8 @@ impl Reader {
                 stored_queue.as_ref().map(|(name, _)| name.clone()),
                 subscribe.queue_group.map(str::to_string),
             )
-            .with_capacity_bytes(shared.config.queues.subscriber_capacity_bytes),
+            .with_capacity_bytes(shared.config.queues.subscriber_capacity_bytes)
+            .with_drop_notices(self.drop_notices),
         );
         let mut created_queue = false;
         if let Some((name, kind)) = &stored_queue {

@@ -2,7 +2,7 @@
 //! the connection that owns it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -40,6 +40,9 @@ pub struct Queued {
     /// 0 at QoS 0; the message's log position for a durable subscription.
     pub delivery_id: u64,
     pub delivery_count: u32,
+    /// Messages `drop_new` discarded just before this one, for the notice
+    /// that precedes it (QUEUE-6).
+    pub dropped_before: u64,
 }
 
 impl Weigh for Queued {
@@ -56,6 +59,7 @@ impl Queued {
             message,
             delivery_id: 0,
             delivery_count: 1,
+            dropped_before: 0,
         }
     }
 }
@@ -81,6 +85,16 @@ pub struct Subscription {
     blocked_publishers: AtomicUsize,
     /// Set once the subscription is removed; enqueues after that are discarded.
     closed: AtomicBool,
+    /// The owning client asked for Dropped notices (QUEUE-6).
+    drop_notices: bool,
+    /// Messages discarded ahead of everything queued (evicted by
+    /// `drop_oldest`) since the writer last reported them; only counted
+    /// when `drop_notices`.
+    unreported_drops: AtomicU64,
+    /// Messages `drop_new` discarded behind everything queued: the next
+    /// message queued carries them, or the writer reports them once the
+    /// queue is empty.
+    dropped_behind: AtomicU64,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -114,7 +128,49 @@ impl Subscription {
             space: Notify::new(),
             blocked_publishers: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            drop_notices: false,
+            unreported_drops: AtomicU64::new(0),
+            dropped_behind: AtomicU64::new(0),
         }
+    }
+
+    /// Report discarded messages to the subscriber (QUEUE-6): its client
+    /// said it understands Dropped notices. Before it is shared.
+    pub fn with_drop_notices(mut self, on: bool) -> Subscription {
+        self.drop_notices = on;
+        self
+    }
+
+    /// Whether discards are reported to the subscriber.
+    pub fn reports_drops(&self) -> bool {
+        self.drop_notices
+    }
+
+    /// Count `n` discarded messages for the next notice, waking the writer
+    /// when they are the first since the last one: a subscription with
+    /// nothing left to deliver still hears of them without delay.
+    fn note_drops(&self, n: u64) {
+        if self.drop_notices && n > 0 && self.unreported_drops.fetch_add(n, Ordering::AcqRel) == 0 {
+            self.outbox.wake();
+        }
+    }
+
+    /// The discards ahead of the queue not yet reported, now reported (the
+    /// writer calls this before taking from the queue).
+    pub fn take_unreported_drops(&self) -> u64 {
+        if !self.drop_notices {
+            return 0;
+        }
+        self.unreported_drops.swap(0, Ordering::AcqRel)
+    }
+
+    /// The discards behind the queue that no queued message carries, now
+    /// reported (the writer calls this once the queue is empty).
+    pub fn take_dropped_behind(&self) -> u64 {
+        if !self.drop_notices {
+            return 0;
+        }
+        self.dropped_behind.swap(0, Ordering::AcqRel)
     }
 
     /// Bound the queue by bytes as well as by count
@@ -213,11 +269,24 @@ impl Subscription {
                     metrics
                         .dropped_full_drop_oldest
                         .fetch_add(dropped as u64, Ordering::Relaxed);
+                    self.note_drops(dropped as u64);
                 }
             }
             OverflowPolicy::DropNew | OverflowPolicy::Block => {
-                if self.queue.push(message).is_err() {
+                let mut message = message;
+                if self.drop_notices {
+                    message.dropped_before = self.dropped_behind.swap(0, Ordering::AcqRel);
+                }
+                if let Err(back) = self.queue.push(message) {
                     inc(metrics.dropped_queue_full(self.policy));
+                    if self.drop_notices {
+                        // Behind everything queued: carried by the next
+                        // message queued, or reported once the queue empties.
+                        let behind = back.dropped_before + 1;
+                        if self.dropped_behind.fetch_add(behind, Ordering::AcqRel) == 0 {
+                            self.outbox.wake();
+                        }
+                    }
                     return false;
                 }
             }

@@ -9,7 +9,7 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use blipmq_protocol::{Route, SharedDelivery};
+use blipmq_protocol::{Dropped, Encoder, Frame, Route, SharedDelivery};
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -55,11 +55,38 @@ struct Batch {
     segments: Vec<Segment>,
     deliveries: usize,
     bytes: usize,
+    /// For Dropped notices, the one frame the writer encodes itself.
+    encoder: Encoder,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.control.is_empty() && self.deliveries == 0
+        // Segments hold deliveries and Dropped notices.
+        self.control.is_empty() && self.segments.is_empty()
+    }
+
+    /// Append a Dropped notice in line with the subscription's deliveries
+    /// (QUEUE-6): `count` messages it lost since the previous notice.
+    fn push_drop_notice(&mut self, subscription_id: u64, count: u64) {
+        let start = self.copied.len();
+        let notice = Frame::Dropped(Dropped {
+            subscription_id,
+            count,
+        });
+        self.encoder.encode(&notice, &mut self.copied);
+        self.extend_copied(start);
+        self.bytes += self.copied.len() - start;
+    }
+
+    /// Make `copied[start..]` the next segment, merged with the last one
+    /// when that ends where it starts.
+    fn extend_copied(&mut self, start: usize) {
+        match self.segments.last_mut() {
+            Some(Segment::Copied(_, end)) if *end == start => *end = self.copied.len(),
+            _ => self
+                .segments
+                .push(Segment::Copied(start, self.copied.len())),
+        }
     }
 
     fn is_full(&self, config: &WriterConfig) -> bool {
@@ -71,6 +98,7 @@ impl Batch {
             message,
             delivery_id,
             delivery_count,
+            ..
         } = queued;
         let route = Route {
             subscription_id,
@@ -89,12 +117,7 @@ impl Batch {
         if len <= COPY_THRESHOLD {
             let start = self.copied.len();
             message.delivery.write_to(route, &mut self.copied);
-            match self.segments.last_mut() {
-                Some(Segment::Copied(_, end)) if *end == start => *end = self.copied.len(),
-                _ => self
-                    .segments
-                    .push(Segment::Copied(start, self.copied.len())),
-            }
+            self.extend_copied(start);
         } else {
             self.segments.push(Segment::Large(self.large.len()));
             self.large
@@ -130,14 +153,37 @@ impl Batch {
             let mut took_any = false;
             for i in 0..n {
                 let subscription = &subscriptions[(start + i) % n];
+                // Discards noted since the last pass come before what is
+                // queued now; a queue with nothing left still reports them.
+                let earlier = subscription.take_unreported_drops();
+                if earlier > 0 {
+                    self.push_drop_notice(subscription.id, earlier);
+                }
+                let reports_drops = subscription.reports_drops();
+                // Expired messages are reported just before the next
+                // delivery, so the count sits where they would have been.
+                let mut expired = 0u64;
                 let taken = subscription.pop_some(BURST, |queued| {
                     if queued.message.expires_at.is_some_and(|at| at <= now) {
                         inc(&metrics.dropped_ttl);
+                        // What drop_new lost before it is lost before the next.
+                        expired += u64::from(reports_drops) + queued.dropped_before;
                     } else {
+                        let before = std::mem::take(&mut expired) + queued.dropped_before;
+                        if before > 0 {
+                            self.push_drop_notice(subscription.id, before);
+                        }
                         self.push_delivery(queued, subscription.id);
                     }
                     !self.is_full(config)
                 });
+                if subscription.depth() == 0 {
+                    // Nothing queued will carry what drop_new lost last.
+                    expired += subscription.take_dropped_behind();
+                }
+                if expired > 0 {
+                    self.push_drop_notice(subscription.id, expired);
+                }
                 took_any |= taken > 0;
                 if self.is_full(config) {
                     return;

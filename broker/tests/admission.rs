@@ -192,6 +192,7 @@ async fn a_hello_sent_with_the_upgrade_request_is_read_after_it() {
             protocol_version: blipmq_protocol::PROTOCOL_VERSION,
             client_name: Some("pipelined"),
             api_key: None,
+            drop_notices: false,
         }),
         blipmq_protocol::Frame::Ping { nonce: 7 },
     ] {

@@ -109,6 +109,7 @@ async fn publish_until_killed(
         protocol_version: PROTOCOL_VERSION,
         client_name: Some("crash-publisher"),
         api_key: None,
+        drop_notices: false,
     }));
     if write.write_all(&hello).await.is_err() {
         return;

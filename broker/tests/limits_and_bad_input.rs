@@ -169,6 +169,7 @@ fn hello(protocol_version: u16, api_key: Option<&str>) -> Frame<'_> {
         protocol_version,
         client_name: Some("limits-test"),
         api_key,
+        drop_notices: false,
     })
 }
 

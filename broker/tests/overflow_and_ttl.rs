@@ -422,6 +422,124 @@ async fn broker_shutdown_is_not_held_up_by_a_blocked_publisher() {
         .expect("flood task");
 }
 
+/// What a subscriber that asked for Dropped notices read until the broker
+/// fell quiet: each delivery's index, and each notice's count with how many
+/// deliveries came before it.
+#[derive(Debug, Default)]
+struct Heard {
+    indices: Vec<u32>,
+    notices: Vec<(usize, u64)>,
+}
+
+impl Heard {
+    fn dropped(&self) -> u64 {
+        self.notices.iter().map(|(_, count)| count).sum()
+    }
+}
+
+async fn read_until_quiet(subscriber: &mut RawClient, subscription_id: u64) -> Heard {
+    let mut heard = Heard::default();
+    while let Some(body) = subscriber.recv_within(Duration::from_millis(300)).await {
+        match decode(&body).unwrap() {
+            Frame::Delivery(d) => {
+                assert_eq!(d.route.subscription_id, subscription_id);
+                heard.indices.push(index_of(d.payload));
+            }
+            Frame::Dropped(notice) => {
+                assert_eq!(notice.subscription_id, subscription_id);
+                assert!(notice.count > 0, "a notice of nothing");
+                heard.notices.push((heard.indices.len(), notice.count));
+            }
+            other => panic!("expected a delivery or a notice, got {other:?}"),
+        }
+    }
+    heard
+}
+
+/// QUEUE-6: a subscriber that asks is told exactly how many of its messages
+/// a full queue discarded, under either dropping policy.
+async fn overflow_a_subscriber_that_asks(policy: OverflowPolicy, dropped_sample: &str) {
+    const CAPACITY: usize = 8;
+    let broker = TestBroker::start_with(stalling(policy, CAPACITY)).await;
+    let mut subscriber = broker.client_with_drop_notices().await;
+    let subscription_id = subscriber.subscribe("flood").await;
+    let mut publisher = broker.client().await;
+    let n = stall(&broker, &mut publisher, "flood", 0, CAPACITY).await;
+    let dropped = broker.metric(dropped_sample).await;
+    assert!(dropped >= 8, "{dropped} of {n} dropped");
+
+    let heard = read_until_quiet(&mut subscriber, subscription_id).await;
+    assert_increasing("deliveries", &heard.indices);
+    assert_eq!(heard.dropped(), dropped, "{:?}", heard.notices);
+    assert_eq!(heard.indices.len() as u64 + heard.dropped(), u64::from(n));
+    // Each notice stands exactly where the messages it counts were missing.
+    let mut next = 0u32;
+    for (position, index) in heard.indices.iter().chain([&n]).enumerate() {
+        let reported: u64 = heard
+            .notices
+            .iter()
+            .filter(|(at, _)| *at == position)
+            .map(|(_, count)| count)
+            .sum();
+        assert_eq!(
+            reported,
+            u64::from(index - next),
+            "before delivery {position}"
+        );
+        next = index + 1;
+    }
+    // The publisher, which did not ask, heard nothing of it.
+    publisher.expect_nothing(Duration::from_millis(50)).await;
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn drop_new_tells_a_subscriber_that_asks_how_many_it_lost() {
+    overflow_a_subscriber_that_asks(OverflowPolicy::DropNew, DROPPED_DROP_NEW).await;
+}
+
+#[tokio::test]
+async fn drop_oldest_tells_a_subscriber_that_asks_how_many_it_lost() {
+    overflow_a_subscriber_that_asks(OverflowPolicy::DropOldest, DROPPED_DROP_OLDEST).await;
+}
+
+#[tokio::test]
+async fn expired_messages_are_reported_where_they_were_even_with_nothing_after_them() {
+    const K: u32 = 20;
+    let broker = TestBroker::start_with(stalling(OverflowPolicy::DropOldest, 128)).await;
+    let mut subscriber = broker.client_with_drop_notices().await;
+    let subscription_id = subscriber.subscribe("ttl.>").await;
+    let mut publisher = broker.client().await;
+    let floods = stall(&broker, &mut publisher, "ttl.fill", 0, 0).await;
+    // K that expire, one that does not, K that expire: the last notice has
+    // nothing after it.
+    for i in 0..K {
+        publisher
+            .publish_with("ttl.short", &indexed(i, 16), 100)
+            .await;
+    }
+    publisher.publish_with("ttl.keep", &indexed(K, 16), 0).await;
+    for i in 0..K {
+        publisher
+            .publish_with("ttl.short", &indexed(K + 1 + i, 16), 100)
+            .await;
+    }
+    assert!(publisher.sync().await.is_empty());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let heard = read_until_quiet(&mut subscriber, subscription_id).await;
+    let delivered = heard.indices.len();
+    assert_eq!(heard.indices[delivered - 1], K, "ttl.keep comes last");
+    assert_eq!(delivered as u32, floods + 1);
+    assert_eq!(
+        heard.notices,
+        vec![(delivered - 1, u64::from(K)), (delivered, u64::from(K))],
+        "each run of expired messages is reported where it was"
+    );
+    broker.wait_for_metric(DROPPED_TTL, u64::from(2 * K)).await;
+    broker.stop().await;
+}
+
 #[tokio::test]
 async fn messages_expire_in_a_stalled_queue_and_the_rest_arrive() {
     const K: u32 = 20;

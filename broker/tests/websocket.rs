@@ -79,6 +79,7 @@ impl WsClient {
             protocol_version: PROTOCOL_VERSION,
             client_name: Some("ws-test"),
             api_key,
+            drop_notices: false,
         }))
         .await;
     }

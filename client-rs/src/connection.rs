@@ -8,7 +8,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use blipmq_protocol::{
-    check_frame, decode, ErrorCode, Frame, FrameError, Hello, Subscribe, Unsubscribe,
+    check_frame, decode, Dropped, ErrorCode, Frame, FrameError, Hello, Subscribe, Unsubscribe,
     LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
 };
 use bytes::{Bytes, BytesMut};
@@ -83,6 +83,8 @@ async fn handshake(
         protocol_version: PROTOCOL_VERSION,
         client_name: inner.options.name.as_deref(),
         api_key: inner.options.api_key.as_deref(),
+        // Every discard is reported to the subscription (QUEUE-6).
+        drop_notices: true,
     }));
     writer.write_frames(&hello).await.map_err(io_error)?;
     let mut buf = BytesMut::with_capacity(4096);
@@ -360,6 +362,9 @@ struct Route {
     topic: Option<Arc<str>>,
     /// Deliveries from the current read, handed over together.
     pending: Vec<Message>,
+    /// Discards the broker reported after the last of `pending`: the next
+    /// delivery gathered carries them (QUEUE-6).
+    dropped_next: u64,
 }
 
 /// Routes past this many are forgotten wholesale: they are rebuilt from the
@@ -409,7 +414,7 @@ impl DeliveryCache {
     async fn flush(&mut self) {
         for server_id in self.pending.drain(..) {
             if let Some(route) = self.routes.get_mut(&server_id) {
-                route.mailbox.send_all(&mut route.pending).await;
+                route.hand_over().await;
             }
         }
     }
@@ -417,7 +422,7 @@ impl DeliveryCache {
     /// Hand over what subscription `server_id` gathered.
     async fn flush_route(&mut self, server_id: u64) {
         if let Some(route) = self.routes.get_mut(&server_id) {
-            route.mailbox.send_all(&mut route.pending).await;
+            route.hand_over().await;
         }
     }
 
@@ -445,6 +450,17 @@ impl Route {
             mailbox,
             topic: None,
             pending: Vec::new(),
+            dropped_next: 0,
+        }
+    }
+
+    /// Hand the gathered deliveries to the subscription; discards reported
+    /// after the last of them wait in the mailbox for its next message.
+    async fn hand_over(&mut self) {
+        self.mailbox.send_all(&mut self.pending).await;
+        if self.dropped_next > 0 {
+            self.mailbox
+                .carry_dropped(std::mem::take(&mut self.dropped_next));
         }
     }
 
@@ -556,6 +572,10 @@ fn gather<'a>(
 ) -> Result<Gathered<'a>, DisconnectReason> {
     let d = match decode(body).map_err(DisconnectReason::protocol)? {
         Frame::Delivery(d) => d,
+        Frame::Dropped(notice) => {
+            note_dropped(inner, cache, notice);
+            return Ok(Gathered::Delivery);
+        }
         other => return Ok(Gathered::Other(other)),
     };
     // A delivery for a subscription dropped a moment ago is discarded.
@@ -565,6 +585,7 @@ fn gather<'a>(
     };
     let first = route.pending.is_empty();
     let topic = route.topic(d.topic);
+    let dropped_before = std::mem::take(&mut route.dropped_next);
     // Fields borrow from `frames` itself (slice_ref takes any part of it).
     route.pending.push(Message {
         topic,
@@ -579,6 +600,7 @@ fn gather<'a>(
         delivery_count: d.route.delivery_count,
         subscription_id: server_id,
         delivery_id: d.route.delivery_id,
+        dropped_before,
         acks: (d.route.delivery_id != 0).then(|| inner.outgoing.clone()),
     });
     let full = route.pending.len() >= MAX_PENDING_PER_ROUTE;
@@ -590,6 +612,21 @@ fn gather<'a>(
     } else {
         Gathered::Delivery
     })
+}
+
+/// The broker discarded messages for a subscription (QUEUE-6): counted at
+/// once, and carried by the subscription's next message, in order with
+/// the deliveries gathered before it.
+fn note_dropped(inner: &Inner, cache: &mut DeliveryCache, notice: Dropped) {
+    let Some(route) = cache.route(inner, notice.subscription_id) else {
+        return;
+    };
+    route.mailbox.count_dropped(notice.count);
+    if route.pending.is_empty() {
+        route.mailbox.carry_dropped(notice.count);
+    } else {
+        route.dropped_next += notice.count;
+    }
 }
 
 /// Act on a frame other than a delivery.

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -22,8 +22,10 @@ pub(crate) fn mailbox(capacity: usize) -> (MailboxSender, MailboxReceiver) {
     let shared = Arc::new(Shared {
         capacity: capacity.max(1),
         refusing: AtomicBool::new(false),
+        dropped: AtomicU64::new(0),
         state: Mutex::new(State {
             messages: VecDeque::new(),
+            dropped_carry: 0,
             consumer: None,
             producer: None,
             senders: 1,
@@ -44,11 +46,16 @@ struct Shared {
     /// `closed || !receiver_alive`, readable without the lock: the read
     /// loop asks before every delivery.
     refusing: AtomicBool,
+    /// Messages the broker reported discarded for this subscription, in all.
+    dropped: AtomicU64,
     state: Mutex<State>,
 }
 
 struct State {
     messages: VecDeque<Message>,
+    /// Discards reported after the last message sent: the next message
+    /// sent carries them as its `dropped_before`.
+    dropped_carry: u64,
     /// The consumer waiting for a message.
     consumer: Option<Waker>,
     /// The read loop waiting for room.
@@ -144,6 +151,17 @@ impl MailboxSender {
         self.shared.close(self.shared.lock());
     }
 
+    /// The broker reported `count` more messages discarded (QUEUE-6).
+    pub fn count_dropped(&self, count: u64) {
+        self.shared.dropped.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// Discards reported after every message sent so far: the next message
+    /// sent carries them.
+    pub fn carry_dropped(&self, count: u64) {
+        self.shared.lock().dropped_carry += count;
+    }
+
     /// Move every message of `batch` into the mailbox, in order, waiting for
     /// room as needed; `batch` is empty afterwards. Messages for a consumer
     /// that is gone, or a mailbox that was closed, are dropped.
@@ -163,6 +181,9 @@ impl MailboxSender {
         }
         let room = self.shared.capacity.saturating_sub(state.messages.len());
         let taken = room.min(batch.len());
+        if taken > 0 && state.dropped_carry > 0 {
+            batch[0].dropped_before += std::mem::take(&mut state.dropped_carry);
+        }
         state.messages.extend(batch.drain(..taken));
         let consumer = if taken > 0 {
             state.consumer.take()
@@ -228,6 +249,11 @@ impl MailboxReceiver {
         batch
     }
 
+    /// Messages the broker reported discarded for this subscription so far.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
     /// Messages buffered now.
     pub fn len(&self) -> usize {
         self.shared.lock().messages.len()
@@ -265,6 +291,7 @@ mod tests {
             delivery_count: 1,
             subscription_id: 1,
             delivery_id: 0,
+            dropped_before: 0,
             acks: None,
         }
     }

@@ -19,6 +19,9 @@ pub struct Message {
     pub(crate) delivery_count: u32,
     pub(crate) subscription_id: u64,
     pub(crate) delivery_id: u64,
+    /// Messages the broker discarded for the subscription just before this
+    /// one (QUEUE-6).
+    pub(crate) dropped_before: u64,
     /// Where an ack goes; `None` for QoS 0 deliveries, which need none.
     pub(crate) acks: Option<std::sync::Arc<crate::outbox::Outbox>>,
 }
@@ -58,6 +61,14 @@ impl Message {
     /// QoS 0 one, which needs no ack.
     pub fn delivery_id(&self) -> u64 {
         self.delivery_id
+    }
+
+    /// How many messages the broker discarded for this subscription just
+    /// before this one (its queue was full, or they outlived their TTL):
+    /// 0 when none were. Nothing is lost silently — see also
+    /// [`Subscription::dropped`](crate::Subscription::dropped).
+    pub fn dropped_before(&self) -> u64 {
+        self.dropped_before
     }
 
     /// Acknowledge the message. QoS 0 deliveries need no ack and this returns

@@ -56,6 +56,15 @@ impl Subscription {
         &self.pattern
     }
 
+    /// How many messages the broker has reported discarded for this
+    /// subscription so far (a full queue under a dropping overflow policy,
+    /// or an expired TTL). Counted as soon as the broker reports it, even
+    /// when no message follows; each message says how many came just
+    /// before it ([`Message::dropped_before`](crate::Message::dropped_before)).
+    pub fn dropped(&self) -> u64 {
+        self.receiver.dropped()
+    }
+
     /// The next message; `None` once the client is closed and the buffered
     /// messages are drained.
     pub async fn next_message(&mut self) -> Option<Message> {

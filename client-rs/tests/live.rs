@@ -662,6 +662,58 @@ async fn a_slow_consumer_applies_backpressure_instead_of_growing_memory() {
 }
 
 #[tokio::test]
+async fn a_consumer_that_fell_behind_learns_exactly_how_many_messages_it_lost() {
+    // drop_new with a queue of 4: a consumer that stops reading loses
+    // messages at the broker, and is told how many (QUEUE-6).
+    let broker = Broker::start_with(|c| {
+        c.queues.subscriber_capacity = 4;
+        c.queues.overflow_policy = blipmq_broker::OverflowPolicy::DropNew;
+        c.delivery.max_batch = 1;
+        c.delivery.max_batch_bytes = 1;
+    })
+    .await;
+    let consumer = Client::builder()
+        .subscription_capacity(1)
+        .connect(broker.url())
+        .await
+        .unwrap();
+    let mut sub = consumer.subscribe("behind").await.unwrap();
+    let producer = Client::connect(broker.url()).await.unwrap();
+    // 64 KiB each, 96 MB in all: more than the socket buffers hold.
+    const SIZE: usize = 64 * 1024;
+    let total = 1_500u32;
+    for i in 0..total {
+        let mut payload = vec![0u8; SIZE];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        producer.publish("behind", payload).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let (mut received, mut reported_in_line, mut last) = (0u64, 0u64, None);
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await
+    {
+        let index = u32::from_be_bytes(message.payload()[..4].try_into().unwrap());
+        // What came before this message and is missing is what was reported.
+        let gap = u64::from(index - last.map_or(0, |l: u32| l + 1));
+        assert_eq!(message.dropped_before(), gap, "before message {index}");
+        reported_in_line += message.dropped_before();
+        received += 1;
+        last = Some(index);
+    }
+    let dropped = sub.dropped();
+    assert!(dropped > 0, "the consumer fell behind and lost messages");
+    assert_eq!(
+        received + dropped,
+        u64::from(total),
+        "every message is delivered or reported"
+    );
+    // drop_new discards the newest: what was lost after the last delivery
+    // is counted, with no message to carry it.
+    let after_last = u64::from(total - 1 - last.unwrap());
+    assert_eq!(reported_in_line + after_last, dropped);
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn clients_are_cheap_to_clone_and_dropping_the_last_clone_closes() {
     let broker = Broker::start().await;
     let client = Client::connect(broker.url()).await.unwrap();

@@ -118,6 +118,7 @@ impl Broker {
             protocol_version: PROTOCOL_VERSION,
             client_name: Some("fuzz-health-check"),
             api_key: None,
+            drop_notices: false,
         });
         let mut out = encoder.encode_to_bytes(&hello).to_vec();
         out.extend_from_slice(&encoder.encode_to_bytes(&Frame::Ping { nonce: 42 }));

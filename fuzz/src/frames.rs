@@ -302,6 +302,7 @@ pub fn wire(ops: &[Op]) -> Vec<u8> {
                     protocol_version: *version,
                     client_name: client_name.as_deref(),
                     api_key: api_key.as_deref(),
+                    drop_notices: false,
                 }),
                 &mut out,
             ),

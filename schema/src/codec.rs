@@ -100,6 +100,7 @@ pub fn decode_verified(body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 protocol_version: t.protocol_version(),
                 client_name: t.client_name(),
                 api_key: t.api_key(),
+                drop_notices: t.drop_notices(),
             })
         }
         fb::Body::Welcome => {
@@ -202,6 +203,13 @@ pub fn decode_verified(body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 code: t.code(),
                 message: t.message().unwrap_or_default(),
                 request_id: t.request_id(),
+            })
+        }
+        fb::Body::Dropped => {
+            let t = envelope.body_as_dropped().ok_or_else(missing)?;
+            Frame::Dropped(Dropped {
+                subscription_id: t.subscription_id(),
+                count: t.count(),
             })
         }
         _ => return Err(missing()),
@@ -408,6 +416,7 @@ impl Encoder {
                         protocol_version: f.protocol_version,
                         client_name,
                         api_key,
+                        drop_notices: f.drop_notices,
                     },
                 );
                 (fb::Body::Hello, t.as_union_value())
@@ -556,6 +565,16 @@ impl Encoder {
                 );
                 (fb::Body::Error, t.as_union_value())
             }
+            Frame::Dropped(f) => {
+                let t = fb::Dropped::create(
+                    b,
+                    &fb::DroppedArgs {
+                        subscription_id: f.subscription_id,
+                        count: f.count,
+                    },
+                );
+                (fb::Body::Dropped, t.as_union_value())
+            }
         };
         let envelope = fb::Envelope::create(
             b,
@@ -587,6 +606,7 @@ mod tests {
             protocol_version: 1,
             client_name: Some("me"),
             api_key: Some("k"),
+            drop_notices: true,
         }));
         round_trip(Frame::Hello(Hello::default()));
         round_trip(Frame::Welcome(Welcome {
@@ -673,6 +693,10 @@ mod tests {
         }));
         round_trip(Frame::Ping { nonce: 1 });
         round_trip(Frame::Pong { nonce: 2 });
+        round_trip(Frame::Dropped(Dropped {
+            subscription_id: 7,
+            count: u64::MAX,
+        }));
         round_trip(Frame::Error(ErrorFrame {
             code: ErrorCode::InvalidTopic,
             message: "bad",

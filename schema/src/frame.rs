@@ -38,6 +38,8 @@ pub struct Hello<'a> {
     pub protocol_version: u16,
     pub client_name: Option<&'a str>,
     pub api_key: Option<&'a str>,
+    /// The client understands [`Dropped`] notices (QUEUE-6).
+    pub drop_notices: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -117,6 +119,14 @@ pub struct Delivery<'a> {
     pub headers: Vec<Header<'a>>,
 }
 
+/// `count` messages were discarded for the subscription since its previous
+/// notice (QUEUE-6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dropped {
+    pub subscription_id: u64,
+    pub count: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Ack {
     pub subscription_id: u64,
@@ -147,6 +157,7 @@ pub enum Frame<'a> {
     Ping { nonce: u64 },
     Pong { nonce: u64 },
     Error(ErrorFrame<'a>),
+    Dropped(Dropped),
 }
 
 impl Frame<'_> {
@@ -166,6 +177,7 @@ impl Frame<'_> {
             Frame::Ping { .. } => "Ping",
             Frame::Pong { .. } => "Pong",
             Frame::Error(_) => "Error",
+            Frame::Dropped(_) => "Dropped",
         }
     }
 }

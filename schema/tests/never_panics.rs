@@ -244,6 +244,7 @@ fn random_frame<'a>(kind: usize, rng: &mut SmallRng, pool: &'a Pool) -> Frame<'a
             protocol_version: any_u16(rng),
             client_name: opt(rng),
             api_key: opt(rng),
+            drop_notices: false,
         }),
         1 => Frame::Welcome(Welcome {
             protocol_version: any_u16(rng),

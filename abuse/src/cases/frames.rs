@@ -99,6 +99,7 @@ async fn malformed_frames(ctx: &Ctx) -> CaseResult {
             protocol_version: PROTOCOL_VERSION + 1,
             client_name: None,
             api_key: None,
+            drop_notices: false,
         }))
         .await
         .map_err(|e| e.to_string())?;
@@ -129,6 +130,7 @@ async fn malformed_frames(ctx: &Ctx) -> CaseResult {
             protocol_version: PROTOCOL_VERSION,
             client_name: None,
             api_key: None,
+            drop_notices: false,
         }))
         .await
         .map_err(|e| e.to_string())?;

@@ -216,6 +216,7 @@ async fn slowloris_websocket(ctx: &Ctx) -> CaseResult {
         protocol_version: PROTOCOL_VERSION,
         client_name: Some("slow"),
         api_key: None,
+        drop_notices: false,
     }));
     let mut tasks = Vec::new();
     for _ in 0..peers {

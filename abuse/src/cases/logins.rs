@@ -54,6 +54,7 @@ async fn failed_login_flood(ctx: &Ctx) -> CaseResult {
                     protocol_version: PROTOCOL_VERSION,
                     client_name: Some(&name),
                     api_key: Some("wrong-key"),
+                    drop_notices: false,
                 }))
                 .await
                 .map_err(|e| e.to_string())?;

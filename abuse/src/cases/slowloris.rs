@@ -30,6 +30,7 @@ async fn slowloris_clients(ctx: &Ctx) -> CaseResult {
         protocol_version: PROTOCOL_VERSION,
         client_name: Some("slow"),
         api_key: None,
+        drop_notices: false,
     }));
     let mut tasks = Vec::new();
     for _ in 0..peers {

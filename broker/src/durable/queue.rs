@@ -483,6 +483,7 @@ impl StoredQueue {
                 message: message.clone(),
                 delivery_id: lsn,
                 delivery_count: deliveries + 1,
+                dropped_before: 0,
             };
             if consumer.live.try_enqueue_durable(queued).is_err() {
                 return;

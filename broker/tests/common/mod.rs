@@ -101,6 +101,13 @@ impl TestBroker {
         client
     }
 
+    /// A client that has completed the handshake asking for Dropped notices.
+    pub async fn client_with_drop_notices(&self) -> RawClient {
+        let mut client = RawClient::connect(self.addr).await;
+        client.handshake_with_drop_notices().await;
+        client
+    }
+
     /// GET /metrics and return the body.
     pub async fn metrics(&self) -> String {
         http_get(self.metrics_addr, "/metrics").await.1
@@ -224,6 +231,22 @@ impl RawClient {
 
     pub async fn handshake(&mut self, api_key: Option<&str>) {
         self.send_hello(api_key).await;
+        self.expect_welcome().await;
+    }
+
+    /// The handshake of a client that asks for Dropped notices (QUEUE-6).
+    pub async fn handshake_with_drop_notices(&mut self) {
+        self.send(&Frame::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: Some("test"),
+            api_key: None,
+            drop_notices: true,
+        }))
+        .await;
+        self.expect_welcome().await;
+    }
+
+    async fn expect_welcome(&mut self) {
         match self.recv_owned().await {
             Some(body) => match decode(&body).unwrap() {
                 Frame::Welcome(w) => assert_eq!(w.protocol_version, PROTOCOL_VERSION),
@@ -238,6 +261,7 @@ impl RawClient {
             protocol_version: PROTOCOL_VERSION,
             client_name: Some("test"),
             api_key,
+            drop_notices: false,
         }))
         .await;
     }

@@ -201,10 +201,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 13;
+pub const ENUM_MAX_BODY: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 14] = [
+pub const ENUM_VALUES_BODY: [Body; 15] = [
   Body::NONE,
   Body::Hello,
   Body::Welcome,
@@ -219,6 +219,7 @@ pub const ENUM_VALUES_BODY: [Body; 14] = [
   Body::Ping,
   Body::Pong,
   Body::Error,
+  Body::Dropped,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -240,9 +241,10 @@ impl Body {
   pub const Ping: Self = Self(11);
   pub const Pong: Self = Self(12);
   pub const Error: Self = Self(13);
+  pub const Dropped: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 13;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Hello,
@@ -258,6 +260,7 @@ impl Body {
     Self::Ping,
     Self::Pong,
     Self::Error,
+    Self::Dropped,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -276,6 +279,7 @@ impl Body {
       Self::Ping => Some("Ping"),
       Self::Pong => Some("Pong"),
       Self::Error => Some("Error"),
+      Self::Dropped => Some("Dropped"),
       _ => None,
     }
   }
@@ -632,6 +636,7 @@ impl<'a> Hello<'a> {
   pub const VT_PROTOCOL_VERSION: ::flatbuffers::VOffsetT = 4;
   pub const VT_CLIENT_NAME: ::flatbuffers::VOffsetT = 6;
   pub const VT_API_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DROP_NOTICES: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -646,6 +651,7 @@ impl<'a> Hello<'a> {
     if let Some(x) = args.api_key { builder.add_api_key(x); }
     if let Some(x) = args.client_name { builder.add_client_name(x); }
     builder.add_protocol_version(args.protocol_version);
+    builder.add_drop_notices(args.drop_notices);
     builder.finish()
   }
 
@@ -671,6 +677,15 @@ impl<'a> Hello<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Hello::VT_API_KEY, None)}
   }
+  /// The client understands Dropped notices (QUEUE-6). The broker sends
+  /// them only to clients that say so: older clients never see one.
+  #[inline]
+  pub fn drop_notices(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Hello::VT_DROP_NOTICES, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Hello<'_> {
@@ -682,6 +697,7 @@ impl ::flatbuffers::Verifiable for Hello<'_> {
      .visit_field::<u16>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_name", Self::VT_CLIENT_NAME, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("api_key", Self::VT_API_KEY, false)?
+     .visit_field::<bool>("drop_notices", Self::VT_DROP_NOTICES, false)?
      .finish();
     Ok(())
   }
@@ -690,6 +706,7 @@ pub struct HelloArgs<'a> {
     pub protocol_version: u16,
     pub client_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub api_key: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub drop_notices: bool,
 }
 impl<'a> Default for HelloArgs<'a> {
   #[inline]
@@ -698,6 +715,7 @@ impl<'a> Default for HelloArgs<'a> {
       protocol_version: 0,
       client_name: None,
       api_key: None,
+      drop_notices: false,
     }
   }
 }
@@ -720,6 +738,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HelloBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Hello::VT_API_KEY, api_key);
   }
   #[inline]
+  pub fn add_drop_notices(&mut self, drop_notices: bool) {
+    self.fbb_.push_slot::<bool>(Hello::VT_DROP_NOTICES, drop_notices, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HelloBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HelloBuilder {
@@ -740,6 +762,7 @@ impl ::core::fmt::Debug for Hello<'_> {
       ds.field("protocol_version", &self.protocol_version());
       ds.field("client_name", &self.client_name());
       ds.field("api_key", &self.api_key());
+      ds.field("drop_notices", &self.drop_notices());
       ds.finish()
   }
 }
@@ -1978,6 +2001,124 @@ impl ::core::fmt::Debug for Delivery<'_> {
       ds.finish()
   }
 }
+pub enum DroppedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// How many messages the broker discarded for one subscription since its
+/// previous notice (a full queue, QUEUE-2 and -3; an expired TTL, TTL-1):
+/// sent in order with the subscription's deliveries, before the next one,
+/// or on its own when none is queued (QUEUE-6). Only to clients whose Hello
+/// set drop_notices.
+pub struct Dropped<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Dropped<'a> {
+  type Inner = Dropped<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Dropped<'a> {
+  pub const VT_SUBSCRIPTION_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_COUNT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Dropped { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DroppedArgs
+  ) -> ::flatbuffers::WIPOffset<Dropped<'bldr>> {
+    let mut builder = DroppedBuilder::new(_fbb);
+    builder.add_count(args.count);
+    builder.add_subscription_id(args.subscription_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn subscription_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Dropped::VT_SUBSCRIPTION_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn count(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Dropped::VT_COUNT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Dropped<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("subscription_id", Self::VT_SUBSCRIPTION_ID, false)?
+     .visit_field::<u64>("count", Self::VT_COUNT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DroppedArgs {
+    pub subscription_id: u64,
+    pub count: u64,
+}
+impl<'a> Default for DroppedArgs {
+  #[inline]
+  fn default() -> Self {
+    DroppedArgs {
+      subscription_id: 0,
+      count: 0,
+    }
+  }
+}
+
+pub struct DroppedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DroppedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_subscription_id(&mut self, subscription_id: u64) {
+    self.fbb_.push_slot::<u64>(Dropped::VT_SUBSCRIPTION_ID, subscription_id, 0);
+  }
+  #[inline]
+  pub fn add_count(&mut self, count: u64) {
+    self.fbb_.push_slot::<u64>(Dropped::VT_COUNT, count, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DroppedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DroppedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Dropped<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Dropped<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Dropped");
+      ds.field("subscription_id", &self.subscription_id());
+      ds.field("count", &self.count());
+      ds.finish()
+  }
+}
 pub enum AckOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2660,6 +2801,21 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_dropped(&self) -> Option<Dropped<'a>> {
+    if self.body_type() == Body::Dropped {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Dropped::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -2683,6 +2839,7 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::Ping => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ping>>("Body::Ping", pos),
           Body::Pong => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Pong>>("Body::Pong", pos),
           Body::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("Body::Error", pos),
+          Body::Dropped => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Dropped>>("Body::Dropped", pos),
           _ => Ok(()),
         }
      })?
@@ -2823,6 +2980,13 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Body::Error => {
           if let Some(x) = self.body_as_error() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::Dropped => {
+          if let Some(x) = self.body_as_dropped() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

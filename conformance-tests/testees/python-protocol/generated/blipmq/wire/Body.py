@@ -17,3 +17,4 @@ class Body(object):
     Ping = 11
     Pong = 12
     Error = 13
+    Dropped = 14

@@ -46,8 +46,17 @@ class Hello(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
+    # The client understands Dropped notices (QUEUE-6). The broker sends
+    # them only to clients that say so: older clients never see one.
+    # Hello
+    def DropNotices(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
 def HelloStart(builder):
-    builder.StartObject(3)
+    builder.StartObject(4)
 
 def Start(builder):
     HelloStart(builder)
@@ -69,6 +78,12 @@ def HelloAddApiKey(builder, apiKey):
 
 def AddApiKey(builder, apiKey):
     HelloAddApiKey(builder, apiKey)
+
+def HelloAddDropNotices(builder, dropNotices):
+    builder.PrependBoolSlot(3, dropNotices, 0)
+
+def AddDropNotices(builder, dropNotices):
+    HelloAddDropNotices(builder, dropNotices)
 
 def HelloEnd(builder):
     return builder.EndObject()
