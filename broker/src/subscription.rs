@@ -158,19 +158,13 @@ impl Subscription {
     /// The discards ahead of the queue not yet reported, now reported (the
     /// writer calls this before taking from the queue).
     pub fn take_unreported_drops(&self) -> u64 {
-        if !self.drop_notices {
-            return 0;
-        }
-        self.unreported_drops.swap(0, Ordering::AcqRel)
+        take_count(self.drop_notices, &self.unreported_drops)
     }
 
     /// The discards behind the queue that no queued message carries, now
     /// reported (the writer calls this once the queue is empty).
     pub fn take_dropped_behind(&self) -> u64 {
-        if !self.drop_notices {
-            return 0;
-        }
-        self.dropped_behind.swap(0, Ordering::AcqRel)
+        take_count(self.drop_notices, &self.dropped_behind)
     }
 
     /// Bound the queue by bytes as well as by count
@@ -274,9 +268,7 @@ impl Subscription {
             }
             OverflowPolicy::DropNew | OverflowPolicy::Block => {
                 let mut message = message;
-                if self.drop_notices {
-                    message.dropped_before = self.dropped_behind.swap(0, Ordering::AcqRel);
-                }
+                message.dropped_before = take_count(self.drop_notices, &self.dropped_behind);
                 if let Err(back) = self.queue.push(message) {
                     inc(metrics.dropped_queue_full(self.policy));
                     if self.drop_notices {
@@ -395,6 +387,16 @@ impl Subscription {
         while self.queue.pop().is_some() {}
         self.space.notify_waiters();
     }
+}
+
+/// Take what `count` holds, when notices are on. A plain load first: on the
+/// paths that ask for every message the count is almost always 0, and a
+/// swap would write the cache line each time.
+fn take_count(notices: bool, count: &AtomicU64) -> u64 {
+    if !notices || count.load(Ordering::Acquire) == 0 {
+        return 0;
+    }
+    count.swap(0, Ordering::AcqRel)
 }
 
 /// Subscriptions by id: a dense list to iterate, and each one's place in it,
