@@ -146,11 +146,11 @@ impl Subscription {
         self.drop_notices
     }
 
-    /// Count `n` discarded messages for the next notice, waking the writer
-    /// when they are the first since the last one: a subscription with
-    /// nothing left to deliver still hears of them without delay.
-    fn note_drops(&self, n: u64) {
-        if self.drop_notices && n > 0 && self.unreported_drops.fetch_add(n, Ordering::AcqRel) == 0 {
+    /// Count `n` discarded messages into `count` for a notice, waking the
+    /// writer when they are the first since the last one: a subscription
+    /// with nothing left to deliver still hears of them without delay.
+    fn note_drops(&self, count: &AtomicU64, n: u64) {
+        if self.drop_notices && n > 0 && count.fetch_add(n, Ordering::AcqRel) == 0 {
             self.outbox.wake();
         }
     }
@@ -263,7 +263,7 @@ impl Subscription {
                     metrics
                         .dropped_full_drop_oldest
                         .fetch_add(dropped as u64, Ordering::Relaxed);
-                    self.note_drops(dropped as u64);
+                    self.note_drops(&self.unreported_drops, dropped as u64);
                 }
             }
             OverflowPolicy::DropNew | OverflowPolicy::Block => {
@@ -271,14 +271,9 @@ impl Subscription {
                 message.dropped_before = take_count(self.drop_notices, &self.dropped_behind);
                 if let Err(back) = self.queue.push(message) {
                     inc(metrics.dropped_queue_full(self.policy));
-                    if self.drop_notices {
-                        // Behind everything queued: carried by the next
-                        // message queued, or reported once the queue empties.
-                        let behind = back.dropped_before + 1;
-                        if self.dropped_behind.fetch_add(behind, Ordering::AcqRel) == 0 {
-                            self.outbox.wake();
-                        }
-                    }
+                    // Behind everything queued: carried by the next message
+                    // queued, or reported once the queue empties.
+                    self.note_drops(&self.dropped_behind, back.dropped_before + 1);
                     return false;
                 }
             }

@@ -236,13 +236,7 @@ impl RawClient {
 
     /// The handshake of a client that asks for Dropped notices (QUEUE-6).
     pub async fn handshake_with_drop_notices(&mut self) {
-        self.send(&Frame::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            client_name: Some("test"),
-            api_key: None,
-            drop_notices: true,
-        }))
-        .await;
+        self.send_hello_asking(None, true).await;
         self.expect_welcome().await;
     }
 
@@ -257,11 +251,15 @@ impl RawClient {
     }
 
     pub async fn send_hello(&mut self, api_key: Option<&str>) {
+        self.send_hello_asking(api_key, false).await;
+    }
+
+    async fn send_hello_asking(&mut self, api_key: Option<&str>, drop_notices: bool) {
         self.send(&Frame::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             client_name: Some("test"),
             api_key,
-            drop_notices: false,
+            drop_notices,
         }))
         .await;
     }
