@@ -79,19 +79,17 @@ impl<T: Weigh> BoundedQueue<T> {
         Ok(())
     }
 
-    /// Append `item`, dropping the oldest items to make room; returns how
-    /// many were dropped (more than one when the new item is heavier than
-    /// the oldest, or when other pushes race).
-    pub fn force_push(&self, item: T) -> usize {
+    /// Append `item`, dropping the oldest items to make room, each handed
+    /// to `evicted` (more than one when the new item is heavier than the
+    /// oldest, or when other pushes race).
+    pub fn force_push(&self, item: T, mut evicted: impl FnMut(T)) {
         let weight = item.weight();
-        let mut dropped = 0;
         while !self.reserve(weight) {
-            if self.pop().is_some() {
-                dropped += 1;
+            if let Some(oldest) = self.pop() {
+                evicted(oldest);
             }
         }
         self.items.push(item);
-        dropped
     }
 
     /// The oldest item. `None` when empty, and also, for an instant, while
@@ -177,7 +175,9 @@ mod tests {
         assert_eq!(queue.push(5), Err(5), "6 + 5 > 10");
         queue.push(4).unwrap();
         // drop_oldest makes room by bytes: 9 needs both 6 and 4 to go.
-        assert_eq!(queue.force_push(9), 2);
+        let mut evicted = Vec::new();
+        queue.force_push(9, |item| evicted.push(item));
+        assert_eq!(evicted, [6, 4]);
         assert_eq!(queue.bytes(), 9);
         assert_eq!(queue.pop_some(8, |_| true), 1);
         assert_eq!(queue.bytes(), 0);
@@ -250,10 +250,11 @@ mod tests {
     #[test]
     fn force_push_drops_the_oldest() {
         let queue = counted(2);
-        assert_eq!(queue.force_push(1), 0);
-        assert_eq!(queue.force_push(2), 0);
-        assert_eq!(queue.force_push(3), 1);
-        assert_eq!(queue.force_push(4), 1);
+        let mut evicted = Vec::new();
+        for item in 1..=4 {
+            queue.force_push(item, |oldest| evicted.push(oldest));
+        }
+        assert_eq!(evicted, [1, 2]);
         assert_eq!(
             std::iter::from_fn(|| queue.pop()).collect::<Vec<_>>(),
             [3, 4]

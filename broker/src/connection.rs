@@ -818,6 +818,10 @@ impl Reader {
             return Publishing::AwaitingMemory(message, matches);
         }
         add(&metrics.dropped_memory_budget, matches.len() as u64);
+        // No discard is silent (QUEUE-6): each target hears of it in line.
+        for subscription in matches.targets() {
+            subscription.note_discarded();
+        }
         Publishing::Done(Flow::Continue)
     }
 

@@ -155,6 +155,13 @@ impl Subscription {
         }
     }
 
+    /// One message for this subscription was discarded before it was
+    /// queued (the memory budget was full, LIMIT-3): reported like a
+    /// `drop_new` discard, behind everything queued.
+    pub fn note_discarded(&self) {
+        self.note_drops(&self.dropped_behind, 1);
+    }
+
     /// The discards ahead of the queue not yet reported, now reported (the
     /// writer calls this before taking from the queue).
     pub fn take_unreported_drops(&self) -> u64 {
@@ -255,20 +262,27 @@ impl Subscription {
         if self.is_closed() {
             return false;
         }
-        let message = Queued::qos0(message);
+        let mut message = Queued::qos0(message);
+        // Discards behind everything queued (drop_new's, or the memory
+        // budget's) are reported just before this message.
+        message.dropped_before = take_count(self.drop_notices, &self.dropped_behind);
         match self.policy {
             OverflowPolicy::DropOldest => {
-                let dropped = self.queue.force_push(message);
-                if dropped > 0 {
+                let (mut evicted, mut reported_with_them) = (0u64, 0u64);
+                self.queue.force_push(message, |oldest| {
+                    evicted += 1;
+                    reported_with_them += oldest.dropped_before;
+                });
+                if evicted > 0 {
                     metrics
                         .dropped_full_drop_oldest
-                        .fetch_add(dropped as u64, Ordering::Relaxed);
-                    self.note_drops(&self.unreported_drops, dropped as u64);
+                        .fetch_add(evicted, Ordering::Relaxed);
+                    // The discards an evicted message carried are now
+                    // ahead of the queue too.
+                    self.note_drops(&self.unreported_drops, evicted + reported_with_them);
                 }
             }
             OverflowPolicy::DropNew | OverflowPolicy::Block => {
-                let mut message = message;
-                message.dropped_before = take_count(self.drop_notices, &self.dropped_behind);
                 if let Err(back) = self.queue.push(message) {
                     inc(metrics.dropped_queue_full(self.policy));
                     // Behind everything queued: carried by the next message

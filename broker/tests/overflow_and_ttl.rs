@@ -461,10 +461,18 @@ async fn read_until_quiet(subscriber: &mut RawClient, subscription_id: u64) -> H
 async fn overflow_a_subscriber_that_asks(policy: OverflowPolicy, dropped_sample: &str) {
     const CAPACITY: usize = 8;
     let broker = TestBroker::start_with(stalling(policy, CAPACITY)).await;
+    overflow_and_hear(broker, CAPACITY, dropped_sample).await;
+}
+
+/// Stall a subscriber that asked for notices, overflow it (`extra` more
+/// than its writer holds), and check that what it then reads accounts for
+/// every message: each discard counted in `dropped_sample` is reported
+/// exactly where the messages were missing.
+async fn overflow_and_hear(broker: TestBroker, extra: usize, dropped_sample: &str) {
     let mut subscriber = broker.client_with_drop_notices().await;
     let subscription_id = subscriber.subscribe("flood").await;
     let mut publisher = broker.client().await;
-    let n = stall(&broker, &mut publisher, "flood", 0, CAPACITY).await;
+    let n = stall(&broker, &mut publisher, "flood", 0, extra).await;
     let dropped = broker.metric(dropped_sample).await;
     assert!(dropped >= 8, "{dropped} of {n} dropped");
 
@@ -501,6 +509,20 @@ async fn drop_new_tells_a_subscriber_that_asks_how_many_it_lost() {
 #[tokio::test]
 async fn drop_oldest_tells_a_subscriber_that_asks_how_many_it_lost() {
     overflow_a_subscriber_that_asks(OverflowPolicy::DropOldest, DROPPED_DROP_OLDEST).await;
+}
+
+#[tokio::test]
+async fn a_full_memory_budget_tells_a_subscriber_that_asks_how_many_it_lost() {
+    const DROPPED_BUDGET: &str = "blipmq_messages_dropped_total{reason=\"memory_budget\"}";
+    // The queue has room for far more than the 4 MiB budget: every discard
+    // is the budget's, and under drop_oldest they are the newest messages,
+    // so each is reported with the message queued after it.
+    let broker = TestBroker::start_with(|config| {
+        stalling(OverflowPolicy::DropOldest, 100_000)(config);
+        config.queues.max_memory_bytes = 4 * 1024 * 1024;
+    })
+    .await;
+    overflow_and_hear(broker, 100, DROPPED_BUDGET).await;
 }
 
 #[tokio::test]
