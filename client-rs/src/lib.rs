@@ -82,4 +82,4 @@ pub use headers::Headers;
 pub use message::Message;
 pub use options::{ClientOptions, PublishOptions, ReconnectPolicy, SubscribeOptions};
 pub use state::{ClientEvent, ConnectionStatus};
-pub use subscription::Subscription;
+pub use subscription::{Subscription, SubscriptionEvent};

@@ -22,7 +22,7 @@ pub(crate) fn mailbox(capacity: usize) -> (MailboxSender, MailboxReceiver) {
     let shared = Arc::new(Shared {
         capacity: capacity.max(1),
         refusing: AtomicBool::new(false),
-        dropped: AtomicU64::new(0),
+        dropped: Arc::new(AtomicU64::new(0)),
         state: Mutex::new(State {
             messages: VecDeque::new(),
             dropped_carry: 0,
@@ -46,15 +46,17 @@ struct Shared {
     /// `closed || !receiver_alive`, readable without the lock: the read
     /// loop asks before every delivery.
     refusing: AtomicBool,
-    /// Messages the broker reported discarded for this subscription, in all.
-    dropped: AtomicU64,
+    /// Messages the broker reported discarded for this subscription, in all
+    /// (shared with whoever asked for [`MailboxReceiver::dropped_counter`]).
+    dropped: Arc<AtomicU64>,
     state: Mutex<State>,
 }
 
 struct State {
     messages: VecDeque<Message>,
     /// Discards reported after the last message sent: the next message
-    /// sent carries them as its `dropped_before`.
+    /// sent carries them as its `dropped_before`, unless the consumer
+    /// takes them first as an event of their own (`poll_recv_event`).
     dropped_carry: u64,
     /// The consumer waiting for a message.
     consumer: Option<Waker>,
@@ -157,9 +159,16 @@ impl MailboxSender {
     }
 
     /// Discards reported after every message sent so far: the next message
-    /// sent carries them.
+    /// sent carries them, and a consumer waiting for events hears of them
+    /// now.
     pub fn carry_dropped(&self, count: u64) {
-        self.shared.lock().dropped_carry += count;
+        let mut state = self.shared.lock();
+        state.dropped_carry += count;
+        let consumer = state.consumer.take();
+        drop(state);
+        if let Some(waker) = consumer {
+            waker.wake();
+        }
     }
 
     /// Move every message of `batch` into the mailbox, in order, waiting for
@@ -206,6 +215,15 @@ impl MailboxSender {
     }
 }
 
+/// What a consumer waiting for events is handed.
+#[derive(Debug)]
+pub(crate) enum MailboxEvent {
+    Message(Message),
+    /// Discards reported after the last message taken, with no message
+    /// after them yet.
+    Dropped(u64),
+}
+
 pub(crate) struct MailboxReceiver {
     shared: Arc<Shared>,
 }
@@ -231,6 +249,42 @@ impl MailboxReceiver {
 
     pub async fn recv(&self) -> Option<Message> {
         poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next message, or the discards reported after the last message
+    /// taken when no message has come since; `None` once the mailbox is
+    /// closed and drained.
+    pub fn poll_recv_event(&self, cx: &Context<'_>) -> Poll<Option<MailboxEvent>> {
+        {
+            let mut state = self.shared.lock();
+            if state.messages.is_empty() && state.dropped_carry > 0 {
+                return Poll::Ready(Some(MailboxEvent::Dropped(std::mem::take(
+                    &mut state.dropped_carry,
+                ))));
+            }
+        }
+        self.poll_recv(cx)
+            .map(|message| message.map(MailboxEvent::Message))
+    }
+
+    pub async fn recv_event(&self) -> Option<MailboxEvent> {
+        poll_fn(|cx| self.poll_recv_event(cx)).await
+    }
+
+    /// The discards reported after every buffered message, when nothing is
+    /// buffered (0 otherwise: the next message carries them).
+    pub fn take_trailing_drops(&self) -> u64 {
+        let mut state = self.shared.lock();
+        if state.messages.is_empty() {
+            std::mem::take(&mut state.dropped_carry)
+        } else {
+            0
+        }
+    }
+
+    /// The running count of discards, readable from anywhere.
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.shared.dropped.clone()
     }
 
     /// Up to `max` buffered messages, oldest first, without waiting.
@@ -379,6 +433,62 @@ mod tests {
             rx.recv().await.is_none(),
             "then the end; 3 came after close"
         );
+    }
+
+    /// Each discard is handed over once, where it happened: carried by the
+    /// next message, or to an event consumer as an event of its own when
+    /// nothing came after it.
+    #[tokio::test]
+    async fn discards_reach_the_consumer_once_in_line_with_the_messages() {
+        let event = |rx: &MailboxReceiver| match rx.recv_event().now_or_never() {
+            Some(Some(MailboxEvent::Message(m))) => format!("m{}+{}", m.id, m.dropped_before),
+            Some(Some(MailboxEvent::Dropped(n))) => format!("d{n}"),
+            Some(None) => "end".into(),
+            None => "waits".into(),
+        };
+        let (tx, rx) = mailbox(8);
+        tx.send_all(&mut vec![message(1)]).await;
+        tx.carry_dropped(2);
+        tx.count_dropped(2);
+        tx.send_all(&mut vec![message(4)]).await;
+        tx.carry_dropped(3);
+        tx.count_dropped(3);
+        assert_eq!(rx.dropped(), 5, "counted when reported");
+        assert_eq!(rx.take_trailing_drops(), 0, "messages come first");
+        assert_eq!(event(&rx), "m1+0");
+        assert_eq!(event(&rx), "m4+2");
+        assert_eq!(event(&rx), "d3", "nothing after them: an event");
+        assert_eq!(event(&rx), "waits");
+        tx.send_all(&mut vec![message(5)]).await;
+        assert_eq!(event(&rx), "m5+0", "reported once");
+
+        // A consumer already waiting is woken by a notice with nothing after it.
+        let counter = rx.dropped_counter();
+        let waiting = tokio::spawn(async move { event_of(rx.recv_event().await) });
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        tx.count_dropped(7);
+        tx.carry_dropped(7);
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(got, "d7");
+        assert_eq!(counter.load(Ordering::Relaxed), 12);
+
+        // A plain receiver leaves them to the next message.
+        let (tx, rx) = mailbox(8);
+        tx.carry_dropped(4);
+        assert!(rx.recv().now_or_never().is_none());
+        tx.send_all(&mut vec![message(9)]).await;
+        assert_eq!(rx.recv().await.map(|m| m.dropped_before), Some(4));
+    }
+
+    fn event_of(event: Option<MailboxEvent>) -> String {
+        match event {
+            Some(MailboxEvent::Message(m)) => format!("m{}", m.id),
+            Some(MailboxEvent::Dropped(n)) => format!("d{n}"),
+            None => "end".into(),
+        }
     }
 
     #[tokio::test]

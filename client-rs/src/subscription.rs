@@ -9,7 +9,7 @@ use futures::channel::oneshot;
 use futures::Stream;
 
 use crate::error::{Failure, RequestError};
-use crate::mailbox::MailboxReceiver;
+use crate::mailbox::{MailboxEvent, MailboxReceiver};
 use crate::message::Message;
 use crate::state::{encode_frame_into, Inner, Pending};
 
@@ -71,6 +71,33 @@ impl Subscription {
         self.receiver.recv().await
     }
 
+    /// The next message, or a report of discards that no message has
+    /// followed yet ([`SubscriptionEvent::Dropped`]); `None` once the client
+    /// is closed and the buffered messages are drained. Every discard the
+    /// broker reports is handed over exactly once, where it happened: as
+    /// the next message's [`Message::dropped_before`], or as an event when
+    /// the consumer asks before any message follows it. For a consumer
+    /// that must hear of a gap without waiting for the next message (a
+    /// stalled feed, a last batch that expired).
+    pub async fn next_event(&mut self) -> Option<SubscriptionEvent> {
+        Some(match self.receiver.recv_event().await? {
+            MailboxEvent::Message(message) => SubscriptionEvent::Message(message),
+            MailboxEvent::Dropped(count) => SubscriptionEvent::Dropped(count),
+        })
+    }
+
+    /// Discards reported after every message taken so far, when no message
+    /// is buffered: taken now (so the next message will not carry them).
+    pub(crate) fn take_trailing_drops(&mut self) -> u64 {
+        self.receiver.take_trailing_drops()
+    }
+
+    /// The count behind [`Subscription::dropped`], readable without the
+    /// subscription (for a handle shared between callers).
+    pub(crate) fn dropped_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.receiver.dropped_counter()
+    }
+
     /// A timer on the client's runtime (tokio or the browser's), for
     /// callers that wait on a subscription with a time limit.
     pub(crate) fn sleep(
@@ -125,6 +152,17 @@ impl Subscription {
             .remove(self.local_id);
         entry.and_then(|e| e.server_id)
     }
+}
+
+/// What [`Subscription::next_event`] hands over.
+#[derive(Debug)]
+pub enum SubscriptionEvent {
+    /// The next message (its [`Message::dropped_before`] says how many were
+    /// discarded just before it).
+    Message(Message),
+    /// The broker discarded this many messages after the last message
+    /// handed over, and none has followed yet.
+    Dropped(u64),
 }
 
 impl Stream for Subscription {

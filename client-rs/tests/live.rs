@@ -6,7 +6,7 @@ use std::time::Duration;
 use blipmq::{
     Client, ClientEvent, ConnectErrorKind, ConnectionStatus, DisconnectKind, ErrorCode, Headers,
     PublishErrorKind, PublishOptions, Qos, ReconnectPolicy, RequestErrorKind, SubscribeErrorKind,
-    SubscribeOptions,
+    SubscribeOptions, SubscriptionEvent,
 };
 use blipmq_broker::{run, Config, Listeners};
 use futures::StreamExt;
@@ -710,6 +710,15 @@ async fn a_consumer_that_fell_behind_learns_exactly_how_many_messages_it_lost() 
     // is counted, with no message to carry it.
     let after_last = u64::from(total - 1 - last.unwrap());
     assert_eq!(reported_in_line + after_last, dropped);
+    assert!(after_last > 0, "drop_new lost the newest");
+    // A consumer that asks for events hears of those too, once, without
+    // waiting for a message to carry them.
+    match tokio::time::timeout(PATIENCE, sub.next_event()).await {
+        Ok(Some(SubscriptionEvent::Dropped(count))) => assert_eq!(count, after_last),
+        other => panic!("expected the drop after the last message, got {other:?}"),
+    }
+    let nothing_more = tokio::time::timeout(Duration::from_millis(200), sub.next_event()).await;
+    assert!(nothing_more.is_err(), "reported once: {nothing_more:?}");
     broker.stop().await;
 }
 

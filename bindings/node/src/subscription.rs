@@ -141,7 +141,7 @@ impl NativeSubscription {
     #[napi]
     pub async fn next_batch(&self, max: u32, timeout_ms: Option<u32>) -> Option<NativeBatch> {
         let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
-        let messages = self.inner.next_batch(max as usize, timeout).await?;
+        let messages = self.inner.next_batch(max as usize, timeout).await?.messages;
         Some(NativeBatch::new(messages))
     }
 

@@ -45,7 +45,7 @@ impl Subscription {
         let inner = self.inner.clone();
         awaitable(py, async move {
             let batch = inner.next_batch(1, timeout).await.ok_or_else(ended)?;
-            match batch.into_iter().next() {
+            match batch.messages.into_iter().next() {
                 Some(message) => Ok(Message(message)),
                 None => Err(timed_out("no message within the timeout")),
             }
@@ -69,7 +69,7 @@ impl Subscription {
                 .next_batch(max_messages, timeout)
                 .await
                 .ok_or_else(ended)?;
-            Ok(batch.into_iter().map(Message).collect::<Vec<_>>())
+            Ok(batch.messages.into_iter().map(Message).collect::<Vec<_>>())
         })
     }
 

@@ -42,7 +42,13 @@ impl NativeSubscription {
     ) -> Option<Vec<ReceivedMessage>> {
         let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
         let batch = on_runtime(self.inner.next_batch(max as usize, timeout)).await?;
-        Some(batch.into_iter().map(ReceivedMessage::new).collect())
+        Some(
+            batch
+                .messages
+                .into_iter()
+                .map(ReceivedMessage::new)
+                .collect(),
+        )
     }
 
     /// Stop the subscription and wait for the broker's confirm; buffered

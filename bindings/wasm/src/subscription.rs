@@ -60,10 +60,11 @@ impl NativeSubscription {
         let state = self.state.clone();
         future_to_promise(async move {
             let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
-            let Some(messages) = state.subscription.next_batch(max as usize, timeout).await else {
+            let Some(received) = state.subscription.next_batch(max as usize, timeout).await else {
                 return Ok(JsValue::NULL);
             };
-            let batch: Array = messages
+            let batch: Array = received
+                .messages
                 .into_iter()
                 .map(|message| state.to_js(message))
                 .collect();

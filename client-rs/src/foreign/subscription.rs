@@ -1,6 +1,6 @@
 //! A subscription that many foreign callers share.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use futures::lock::Mutex;
 
 use crate::error::RequestError;
 use crate::message::Message;
-use crate::subscription::Subscription;
+use crate::subscription::{Subscription, SubscriptionEvent};
 
 /// A [`Subscription`] for callers that share it. Clones are handles to the
 /// same subscription. Readers take turns (one `next_batch` at a time, in
@@ -22,6 +22,8 @@ pub struct SharedSubscription {
 
 struct Shared {
     pattern: String,
+    /// [`Subscription::dropped`], readable while a reader holds `slot`.
+    dropped: Arc<AtomicU64>,
     /// `None` once unsubscribed or detached.
     slot: Mutex<Option<Subscription>>,
     /// Closed to wake readers: the subscription is ending.
@@ -55,6 +57,7 @@ impl SharedSubscription {
         SharedSubscription {
             shared: Arc::new(Shared {
                 pattern: subscription.pattern().to_owned(),
+                dropped: subscription.dropped_counter(),
                 slot: Mutex::new(Some(subscription)),
                 stop: async_channel::bounded(1),
                 detached: AtomicBool::new(false),
@@ -67,19 +70,27 @@ impl SharedSubscription {
         &self.shared.pattern
     }
 
+    /// How many messages the broker has reported discarded for this
+    /// subscription so far (see [`Subscription::dropped`]).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
     /// Whether `unsubscribe` or `detach` was called.
     pub fn is_ended(&self) -> bool {
         self.shared.stop.0.is_closed()
     }
 
     /// Wait for one message (at most `timeout`, when given), then take up to
-    /// `max` in all from what is already buffered.
+    /// `max` in all from what is already buffered; or, when the broker
+    /// reports discards that no message follows, return at once with just
+    /// their count (a binding tells its user before it waits on).
     ///
-    /// `Some` of an empty batch when the time passed (or `max` is 0); `None`
-    /// once the subscription has ended: unsubscribed, detached, or the
-    /// client closed and its buffer drained. Cancel-safe: a call dropped
-    /// while it waits has taken no message.
-    pub async fn next_batch(&self, max: usize, timeout: Option<Duration>) -> Option<Vec<Message>> {
+    /// `Some` of an empty [`Received`] when the time passed (or `max` is
+    /// 0); `None` once the subscription has ended: unsubscribed, detached,
+    /// or the client closed and its buffer drained. Cancel-safe: a call
+    /// dropped while it waits has taken nothing.
+    pub async fn next_batch(&self, max: usize, timeout: Option<Duration>) -> Option<Received> {
         let shared = &self.shared;
         let mut guard = shared.slot.lock().await;
         if self.is_ended() {
@@ -89,11 +100,11 @@ impl SharedSubscription {
         }
         let subscription = guard.as_mut()?;
         if max == 0 {
-            return Some(Vec::new());
+            return Some(Received::default());
         }
         let timer = timeout.map(|timeout| subscription.sleep(timeout));
         let woken = {
-            let next = subscription.next_message();
+            let next = subscription.next_event();
             let stop = shared.stop.1.recv();
             let timer = match timer {
                 Some(timer) => Either::Left(timer),
@@ -113,15 +124,26 @@ impl SharedSubscription {
                 shared.finish(&mut guard);
                 return None;
             }
-            Woken::TimedOut => return Some(Vec::new()),
+            Woken::TimedOut => return Some(Received::default()),
         };
         // `None`: the client closed and the buffer is drained.
-        let first = first?;
+        let first = match first? {
+            SubscriptionEvent::Message(message) => message,
+            SubscriptionEvent::Dropped(count) => {
+                return Some(Received {
+                    messages: Vec::new(),
+                    dropped_after: count,
+                })
+            }
+        };
         let subscription = guard.as_mut()?;
-        let mut batch = Vec::with_capacity(max.min(1024));
-        batch.push(first);
-        batch.extend(subscription.try_next_batch(max - 1));
-        Some(batch)
+        let mut messages = Vec::with_capacity(max.min(1024));
+        messages.push(first);
+        messages.extend(subscription.try_next_batch(max - 1));
+        Some(Received {
+            messages,
+            dropped_after: subscription.take_trailing_drops(),
+        })
     }
 
     /// Up to `max` messages that are buffered now, without waiting. Empty
@@ -169,9 +191,28 @@ impl SharedSubscription {
     }
 }
 
+/// What one [`SharedSubscription::next_batch`] hands over. Every discard
+/// the broker reports reaches the reader once, where it happened: in the
+/// `dropped_before` of the message after it, or here when nothing followed.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Messages in order.
+    pub messages: Vec<Message>,
+    /// Messages the broker discarded after the last of `messages` (after
+    /// the previous call's, when `messages` is empty), none following yet.
+    pub dropped_after: u64,
+}
+
+impl Received {
+    /// Nothing came: the wait timed out.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.dropped_after == 0
+    }
+}
+
 /// What ended a reader's wait.
 enum Woken {
-    Message(Option<Message>),
+    Message(Option<SubscriptionEvent>),
     Stopped,
     TimedOut,
 }

@@ -13,8 +13,15 @@ use crate::Client;
 /// A broker on a free port with its log in a temporary directory (kept
 /// while the returned guard lives).
 async fn broker() -> (String, tempfile::TempDir) {
+    broker_with(|_| {}).await
+}
+
+async fn broker_with(
+    configure: impl FnOnce(&mut blipmq_broker::Config),
+) -> (String, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let mut config = blipmq_broker::Config::default();
+    configure(&mut config);
     config.server.bind_addr = "127.0.0.1:0".parse().unwrap();
     config.metrics.enabled = false;
     config.wal.dir = data.path().join("wal");
@@ -104,6 +111,7 @@ async fn a_call_queue_keeps_call_order_when_the_outgoing_queue_is_full() {
         assert!(!batch.is_empty(), "only {} arrived", got.len());
         got.extend(
             batch
+                .messages
                 .iter()
                 .map(|m| String::from_utf8_lossy(m.payload()).into_owned()),
         );
@@ -128,7 +136,7 @@ async fn next_batch_times_out_empty_then_takes_what_is_buffered() {
     let empty = subscription
         .next_batch(10, Some(Duration::from_millis(20)))
         .await;
-    assert_eq!(empty.map(|b| b.len()), Some(0));
+    assert!(empty.is_some_and(|b| b.is_empty()));
     for i in 0..5 {
         client.publish("t.a", format!("{i}")).await.unwrap();
     }
@@ -139,14 +147,15 @@ async fn next_batch_times_out_empty_then_takes_what_is_buffered() {
             .next_batch(3, Some(Duration::from_secs(5)))
             .await
             .expect("not ended");
+        let batch = batch.messages;
         assert!(!batch.is_empty() && batch.len() <= 3, "{}", batch.len());
         got.extend(batch.into_iter().map(|m| m.payload().to_vec()));
     }
     let expected: Vec<Vec<u8>> = (0..5).map(|i| format!("{i}").into_bytes()).collect();
     assert_eq!(got, expected);
     assert_eq!(
-        subscription.next_batch(0, None).await.map(|b| b.len()),
-        Some(0)
+        subscription.next_batch(0, None).await.map(|b| b.is_empty()),
+        Some(true)
     );
     client.close().await;
 }
@@ -166,7 +175,7 @@ async fn a_cancelled_next_batch_loses_no_message() {
         .next_batch(10, Some(Duration::from_secs(5)))
         .await
         .unwrap();
-    assert_eq!(&batch[0].payload()[..], b"kept");
+    assert_eq!(&batch.messages[0].payload()[..], b"kept");
     client.close().await;
 }
 
@@ -248,4 +257,70 @@ async fn unsubscribe_while_a_reader_waits_tells_the_broker() {
         "the durable subscription outlived unsubscribe"
     );
     client.close().await;
+}
+
+#[tokio::test]
+async fn every_discard_reaches_the_reader_once_in_line_even_with_nothing_after_it() {
+    // drop_new with a queue of 4 and a reader that stops: it loses the
+    // newest messages at the broker (QUEUE-6).
+    let (addr, _data) = broker_with(|config| {
+        config.queues.subscriber_capacity = 4;
+        config.queues.overflow_policy = blipmq_broker::OverflowPolicy::DropNew;
+        config.delivery.max_batch = 1;
+        config.delivery.max_batch_bytes = 1;
+    })
+    .await;
+    let consumer = ConnectOptions {
+        subscription_capacity: Some(1),
+        ..ConnectOptions::default()
+    }
+    .apply(Client::builder())
+    .connect(&addr)
+    .await
+    .unwrap();
+    let subscription = SharedSubscription::new(consumer.subscribe("gap").await.unwrap());
+    let producer = connect(&addr).await;
+    const TOTAL: u32 = 1_500;
+    for i in 0..TOTAL {
+        // 64 KiB each, 96 MB in all: more than the socket buffers hold.
+        let mut payload = vec![0u8; 64 * 1024];
+        payload[..4].copy_from_slice(&i.to_be_bytes());
+        producer.publish("gap", payload).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let (mut received, mut reported, mut next_index) = (0u64, 0u64, 0u32);
+    // Reported on its own (nothing had followed it yet): not carried again.
+    let mut reported_alone = 0;
+    loop {
+        let batch = subscription
+            .next_batch(16, Some(Duration::from_millis(500)))
+            .await
+            .expect("not ended");
+        if batch.is_empty() {
+            break;
+        }
+        for message in &batch.messages {
+            let index = u32::from_be_bytes(message.payload()[..4].try_into().unwrap());
+            assert_eq!(
+                std::mem::take(&mut reported_alone) + message.dropped_before(),
+                u64::from(index - next_index),
+                "the gap before message {index}"
+            );
+            reported += message.dropped_before();
+            received += 1;
+            next_index = index + 1;
+        }
+        reported += batch.dropped_after;
+        reported_alone += batch.dropped_after;
+    }
+    assert_eq!(
+        reported_alone,
+        u64::from(TOTAL - next_index),
+        "the newest were lost"
+    );
+    assert!(received < u64::from(TOTAL), "the reader fell behind");
+    assert_eq!(received + reported, u64::from(TOTAL), "all accounted for");
+    assert_eq!(subscription.dropped(), reported, "each reported once");
+    consumer.close().await;
+    producer.close().await;
 }
