@@ -5,7 +5,11 @@
 //! ok result directly. Objects match as subsets (extra fields are fine),
 //! arrays element by element with equal length, scalars exactly.
 //! `message_count = N` checks only the length of `messages`; `first` and
-//! `last` match the first and last message only.
+//! `last` match the first and last message only. `accounted_for = N` wants
+//! every one of N messages received or reported discarded (QUEUE-6): the
+//! messages plus the reply's `dropped` make N, the messages' own
+//! `dropped_before` are part of `dropped`, and the subscription's running
+//! `dropped_total` counts them all.
 //!
 //! Every error reply that names its class is also checked against the error
 //! table: an SDK must raise, for each wire code, the class every SDK names
@@ -123,6 +127,10 @@ pub fn judge(
             subset(want_value, message).map_err(|e| format!("{key} message: {e}"))?;
             continue;
         }
+        if key == "accounted_for" {
+            accounted_for(want_value, actual)?;
+            continue;
+        }
         if key == "message_count" {
             let got = actual["messages"].as_array().map_or(0, Vec::len) as i64;
             if want_value.as_i64() != Some(got) {
@@ -134,6 +142,44 @@ pub fn judge(
             continue;
         }
         subset(want_value, &actual[key.as_str()]).map_err(|e| format!("{key}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// QUEUE-6 from the application's side: what a receive got and what the
+/// SDK told it was discarded add up to `want`.
+fn accounted_for(want: &Value, actual: &Value) -> Result<(), String> {
+    let want = want
+        .as_u64()
+        .ok_or_else(|| format!("accounted_for must be a count, not {want}"))?;
+    let messages = actual["messages"].as_array().cloned().unwrap_or_default();
+    let count = |value: &Value, what: &str| {
+        value
+            .as_u64()
+            .ok_or_else(|| format!("the reply has no {what} count: {actual}"))
+    };
+    let dropped = count(&actual["dropped"], "dropped")?;
+    let total = count(&actual["dropped_total"], "dropped_total")?;
+    let mut in_line = 0;
+    for message in &messages {
+        in_line += count(&message["dropped_before"], "dropped_before")?;
+    }
+    if messages.len() as u64 + dropped != want {
+        return Err(format!(
+            "{} messages received and {dropped} reported dropped: {} unaccounted for of {want}",
+            messages.len(),
+            want as i64 - messages.len() as i64 - dropped as i64
+        ));
+    }
+    if in_line > dropped {
+        return Err(format!(
+            "messages carried {in_line} drops but only {dropped} were reported"
+        ));
+    }
+    if total != dropped {
+        return Err(format!(
+            "the subscription counts {total} dropped, the application was told of {dropped}"
+        ));
     }
     Ok(())
 }
@@ -233,6 +279,27 @@ mod tests {
         let count = t("message_count = 0");
         assert!(judge(Some(&count), &Reply::Ok(json!({"messages": []})), None).is_ok());
         assert!(judge(Some(&count), &Reply::Ok(json!({"messages": [{}]})), None).is_err());
+    }
+
+    #[test]
+    fn every_message_must_be_received_or_reported_dropped() {
+        let want = t("accounted_for = 5");
+        let reply = |received: usize, carried: u64, dropped: u64, total: u64| {
+            let mut messages = vec![json!({"dropped_before": 0}); received];
+            if let Some(first) = messages.first_mut() {
+                first["dropped_before"] = json!(carried);
+            }
+            Reply::Ok(json!({"messages": messages, "dropped": dropped, "dropped_total": total}))
+        };
+        assert!(judge(Some(&want), &reply(2, 1, 3, 3), None).is_ok());
+        assert!(judge(Some(&want), &reply(5, 0, 0, 0), None).is_ok());
+        let lost = judge(Some(&want), &reply(2, 0, 2, 2), None).unwrap_err();
+        assert!(lost.contains("1 unaccounted for"), "{lost}");
+        assert!(judge(Some(&want), &reply(2, 4, 3, 3), None).is_err());
+        assert!(judge(Some(&want), &reply(2, 0, 3, 4), None).is_err());
+        // An SDK that does not report drops fails.
+        let silent = Reply::Ok(json!({"messages": [{}, {}]}));
+        assert!(judge(Some(&want), &silent, None).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use blipmq::{
     Client, ClientEvent, PublishOptions, Qos, ReconnectPolicy, SubscribeOptions, Subscription,
+    SubscriptionEvent,
 };
 use futures::{Stream, StreamExt};
 use serde_json::{json, Value};
@@ -228,10 +229,13 @@ async fn unsubscribe(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
 
 /// Up to `count` messages, waiting at most `timeout_ms` in all. A message is
 /// taken from the subscription only when it is returned, so one that arrives
-/// after the deadline stays queued for the next `receive`.
+/// after the deadline stays queued for the next `receive`. Discards come as
+/// the crate reports them: in each message's `dropped_before`, and as a
+/// `Dropped` event when no message has followed them.
 async fn receive(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
     let sub = args.str("sub")?;
     let count = args.u64("count")?;
+    let count_dropped = args.opt_bool("count_dropped")?.unwrap_or(false);
     let timeout_ms = args.u64("timeout_ms")?.min(MAX_RECEIVE_WAIT_MS);
     let subscription = actor
         .subscriptions
@@ -239,14 +243,23 @@ async fn receive(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
         .ok_or_else(|| Failure::invalid(format!("no subscription `{sub}`")))?;
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut messages = Vec::new();
-    while (messages.len() as u64) < count {
-        // `timeout_at` polls the stream before the timer, so what is
+    let mut dropped = 0;
+    let counted = |messages: &Vec<Value>, dropped: u64| {
+        messages.len() as u64 + if count_dropped { dropped } else { 0 }
+    };
+    while counted(&messages, dropped) < count {
+        // `timeout_at` polls the subscription before the timer, so what is
         // already buffered is returned even once the deadline has passed.
-        let message = match tokio::time::timeout_at(deadline, subscription.next()).await {
-            Ok(Some(message)) => message,
+        let message = match tokio::time::timeout_at(deadline, subscription.next_event()).await {
+            Ok(Some(SubscriptionEvent::Message(message))) => message,
+            Ok(Some(SubscriptionEvent::Dropped(count))) => {
+                dropped += count;
+                continue;
+            }
             // The client closed and the buffer is drained, or time is up.
             Ok(None) | Err(_) => break,
         };
+        dropped += message.dropped_before();
         messages.push(json!({
             "delivery_id": message.delivery_id().to_string(),
             "topic": message.topic(),
@@ -259,6 +272,7 @@ async fn receive(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
                 .iter()
                 .map(|(key, value)| json!({ "key": key, "value": encode_bytes(value) }))
                 .collect::<Vec<_>>(),
+            "dropped_before": message.dropped_before(),
         }));
         if message.delivery_id() != 0 {
             actor
@@ -266,7 +280,11 @@ async fn receive(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
                 .insert((sub.to_string(), message.delivery_id()), message);
         }
     }
-    Ok(json!({ "messages": messages }))
+    Ok(json!({
+        "messages": messages,
+        "dropped": dropped,
+        "dropped_total": subscription.dropped(),
+    }))
 }
 
 /// The actor's events since its connect or the last `events`, in order,
