@@ -31,6 +31,7 @@ from blipmq.wire import (  # noqa: E402
     Body,
     Confirm,
     Delivery,
+    Dropped,
     Envelope,
     Error,
     Header,
@@ -123,6 +124,8 @@ def encode_hello(client_name, api_key):
     key = _string(b, api_key) if api_key is not None else None
     Hello.HelloStart(b)
     Hello.HelloAddProtocolVersion(b, PROTOCOL_VERSION)
+    # This client understands Dropped notices (QUEUE-6).
+    Hello.HelloAddDropNotices(b, True)
     if name is not None:
         Hello.HelloAddClientName(b, name)
     if key is not None:
@@ -322,6 +325,11 @@ def _d_delivery(t):
                         for j in range(m.HeadersLength())]}
 
 
+def _d_dropped(t):
+    m = _init(Dropped.Dropped, t)
+    return {"type": "Dropped", "subscription_id": m.SubscriptionId(), "count": m.Count()}
+
+
 def _d_ack(t):
     m = _init(Ack.Ack, t)
     return {"type": "Ack", "subscription_id": m.SubscriptionId(), "delivery_id": m.DeliveryId()}
@@ -351,6 +359,7 @@ _DECODERS = {
     Body.Body.Unsubscribe: _d_unsubscribe,
     Body.Body.Unsubscribed: _d_unsubscribed,
     Body.Body.Delivery: _d_delivery,
+    Body.Body.Dropped: _d_dropped,
     Body.Body.Ack: _d_ack,
     Body.Body.Ping: _d_ping,
     Body.Body.Pong: _d_pong,
@@ -475,7 +484,8 @@ class Client:
         self.conn = conn
         self.next_id = 0
         self.subs = {}          # label -> subscription_id
-        self.deliveries = {}    # subscription_id -> deque of decoded Delivery
+        self.deliveries = {}    # subscription_id -> deque of decoded Delivery / Dropped
+        self.dropped = {}       # subscription_id -> discards reported in all
         self.unconsumed = deque()  # frames for read_frame
 
     def fresh_id(self):
@@ -488,8 +498,9 @@ class Client:
     def _route(self, frame):
         """Keep a frame nobody waited for: deliveries of our subscriptions go
         to their buffer, everything else to read_frame's queue."""
-        if frame["type"] == "Delivery":
-            sid = frame["route"]["subscription_id"]
+        if frame["type"] in ("Delivery", "Dropped"):
+            sid = (frame["route"]["subscription_id"] if frame["type"] == "Delivery"
+                   else frame["subscription_id"])
             if sid in self.deliveries:
                 self.deliveries[sid].append(frame)
                 return
@@ -561,6 +572,10 @@ def arg(args, name, kind, default=None, required=False):
             return int(value)
         if not isinstance(value, int):
             raise OpError(INVALID_ARGUMENT, "argument %r must be an integer" % name)
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise OpError(INVALID_ARGUMENT, "argument %r must be true or false" % name)
         return value
     if kind is str:
         if not isinstance(value, str):
@@ -742,12 +757,31 @@ class Testee:
         if label not in client.subs:
             raise OpError(UNKNOWN_SUBSCRIPTION, "actor %r has no subscription %r" % (actor, label))
         sid = client.subs[label]
+        count_dropped = arg(args, "count_dropped", bool, False)
         buffered = client.deliveries.setdefault(sid, deque())
         messages = []
-        while buffered and len(messages) < count:
-            messages.append(render_message(buffered.popleft()))
+        # Dropped notices come in line with the deliveries (QUEUE-6): each
+        # message carries the ones just before it; `dropped` counts them all.
+        state = {"dropped": 0, "carry": 0}
+
+        def take(frame):
+            if frame["type"] == "Dropped":
+                state["dropped"] += frame["count"]
+                state["carry"] += frame["count"]
+                client.dropped[sid] = client.dropped.get(sid, 0) + frame["count"]
+                return
+            message = render_message(frame)
+            message["dropped_before"] = state["carry"]
+            state["carry"] = 0
+            messages.append(message)
+
+        def wanted():
+            return len(messages) + (state["dropped"] if count_dropped else 0) < count
+
+        while buffered and wanted():
+            take(buffered.popleft())
         deadline = deadline_after(max(0, timeout_ms) / 1000.0)
-        while len(messages) < count:
+        while wanted():
             try:
                 raw = client.conn.next_frame(deadline)
             except ConnTimeout:
@@ -758,10 +792,13 @@ class Testee:
                 raise OpError(CONNECTION_CLOSED, str(e))
             frame = decode_frame(raw)
             if frame["type"] == "Delivery" and frame["route"]["subscription_id"] == sid:
-                messages.append(render_message(frame))
+                take(frame)
+            elif frame["type"] == "Dropped" and frame["subscription_id"] == sid:
+                take(frame)
             else:
                 client._route(frame)
-        return {"messages": messages}
+        return {"messages": messages, "dropped": state["dropped"],
+                "dropped_total": client.dropped.get(sid, 0)}
 
     def op_ack(self, actor, args):
         """QoS1-5: name a delivery of a subscription; the broker answers
