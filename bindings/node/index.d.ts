@@ -68,6 +68,15 @@ export interface SubscribeOptions {
    * exceptions.
    */
   onError?: (error: unknown) => void
+  /**
+   * Called with the count of messages the broker discarded for this
+   * subscription (a full queue, an expired TTL, the memory budget), in line
+   * with the messages: just before the message after them is handed out,
+   * or as soon as they are reported when none follows while a receive
+   * waits. The `'drop'` event says the same. With neither, a process
+   * warning (`BlipMQDropWarning`) says so once.
+   */
+  onDrop?: (count: number) => void
 }
 
 export interface NextOptions {
@@ -127,9 +136,17 @@ export declare class Client extends EventEmitter<ClientEvents> {
  * detached, never deleted). One made with `onMessage` calls that instead:
  * its `next()` rejects and iterating it throws, with a TypeError.
  */
-export declare class Subscription implements AsyncIterable<Message> {
+/** The events a `Subscription` emits, with their arguments. */
+export interface SubscriptionEvents {
+  /** The broker discarded `count` messages here (see `SubscribeOptions.onDrop`). */
+  drop: [count: number]
+}
+
+export declare class Subscription extends EventEmitter<SubscriptionEvents> implements AsyncIterable<Message> {
   private constructor()
   readonly pattern: string
+  /** Messages the broker has reported discarded for this subscription so far. */
+  readonly dropped: number
   /**
    * The next message; `null` on timeout or once the subscription has ended.
    * Concurrent calls are answered in call order.
@@ -158,6 +175,8 @@ export declare class Message {
   readonly deliveryCount: number
   /** What the broker acks this delivery by: unique among the subscription's unacked deliveries at QoS 1; `0n` at QoS 0. */
   readonly deliveryId: bigint
+  /** Messages the broker discarded for the subscription just before this one (0 almost always). */
+  readonly droppedBefore: number
   /** Acknowledge; resolves at once for QoS 0 deliveries. */
   ack(): Promise<void>
 }

@@ -207,6 +207,16 @@ class Message {
     return this.#headers
   }
 
+  /**
+   * How many messages the broker discarded for the subscription just
+   * before this one (a full queue, an expired TTL, the memory budget); 0
+   * almost always. The subscription's `'drop'` event reports the same
+   * count, and also discards that no message has followed yet.
+   */
+  get droppedBefore() {
+    return this.#extra?.droppedBefore ?? 0
+  }
+
   /** Acknowledge; resolves at once for QoS 0 deliveries. */
   ack() {
     const handle = this.#extra?.message
@@ -224,7 +234,7 @@ const RESOLVED = Promise.resolve()
  * subscription (a durable one is detached, never deleted). Made with an
  * `onMessage` callback, it calls that instead (and is not iterable).
  */
-class Subscription {
+class Subscription extends EventEmitter {
   #native
   // Batches received and not yet handed out, oldest first.
   #batches = []
@@ -236,9 +246,18 @@ class Subscription {
   #waiters = []
   // The callbacks of a subscription made with `onMessage`, else null.
   #handlers = null
+  // The subscribe option `onDrop`, else null.
+  #onDrop = null
+  // Discards reported after the last message handed out, to report when
+  // the consumer asks for what comes next.
+  #trailingDrops = 0
+  // Whether the one warning of unheard discards was given.
+  #warned = false
 
-  constructor(nativeSubscription, handlers) {
+  constructor(nativeSubscription, handlers, onDrop) {
+    super()
     this.#native = nativeSubscription
+    this.#onDrop = onDrop ?? null
     if (handlers?.onMessage != null) {
       this.#handlers = handlers
       setImmediate(() => this.#pump())
@@ -248,6 +267,43 @@ class Subscription {
   /** The topic or pattern it was made with. */
   get pattern() {
     return this.#native.pattern
+  }
+
+  /**
+   * How many messages the broker has reported discarded for this
+   * subscription so far (counted as soon as reported, before the consumer
+   * reaches them).
+   */
+  get dropped() {
+    return this.#native.dropped
+  }
+
+  /**
+   * Discards reach the application in line with the messages, as the
+   * consumer reaches them: `onDrop(count)` and the `'drop'` event, just
+   * before the message after them is handed out, or when nothing follows
+   * them, as soon as they are reported while a receive waits. With
+   * neither, a process warning says so, once per subscription: no discard
+   * is silent.
+   */
+  #reportDrops(count) {
+    try {
+      this.#onDrop?.(count)
+      if (!this.emit('drop', count) && this.#onDrop === null && !this.#warned) {
+        this.#warned = true
+        process.emitWarning(
+          `the broker discarded ${count} messages for subscription '${this.pattern}' ` +
+            "(the consumer fell behind or they expired); listen for 'drop' or pass onDrop to handle it",
+          'BlipMQDropWarning',
+        )
+      }
+    } catch (error) {
+      if (this.#handlers !== null) this.#report(error)
+      else
+        process.nextTick(() => {
+          throw error
+        })
+    }
   }
 
   /**
@@ -305,6 +361,11 @@ class Subscription {
    * their way here, and reading past them would hand messages out of order.
    */
   #take() {
+    if (this.#trailingDrops > 0) {
+      const count = this.#trailingDrops
+      this.#trailingDrops = 0
+      this.#reportDrops(count)
+    }
     let batch = this.#batches[0]
     if (batch === undefined) {
       if (this.#ended || this.#receiving !== null) return null
@@ -314,7 +375,11 @@ class Subscription {
       this.#batches.push(batch)
     }
     const message = new Message(batch, batch.next++)
-    if (batch.next === batch.count) this.#batches.shift()
+    if (batch.extras !== null && message.droppedBefore > 0) this.#reportDrops(message.droppedBefore)
+    if (batch.next === batch.count) {
+      this.#batches.shift()
+      this.#trailingDrops += batch.native.droppedAfter
+    }
     return message
   }
 
@@ -359,6 +424,9 @@ class Subscription {
         this.#receiving = null
         if (native === null) this.#ended = true
         else if (native.payloadEnds.length > 0 && !this.#ended) this.#batches.push(openBatch(native))
+        // Discards with no message after them (nothing is buffered: this
+        // wait started with nothing left to hand out).
+        else if (native.droppedAfter > 0) this.#reportDrops(native.droppedAfter)
         this.#serve()
       },
       (error) => {
@@ -404,12 +472,15 @@ class Subscription {
   // 30 ms less CPU while a subscriber warms up).
   #deliver(batch, onMessage) {
     for (let i = 0; i < batch.count && !this.#ended; i++) {
+      const message = new Message(batch, i)
+      if (batch.extras !== null && message.droppedBefore > 0) this.#reportDrops(message.droppedBefore)
       try {
-        onMessage(new Message(batch, i))
+        onMessage(message)
       } catch (error) {
         this.#report(error)
       }
     }
+    if (batch.native.droppedAfter > 0 && !this.#ended) this.#reportDrops(batch.native.droppedAfter)
   }
 
   /**
@@ -793,12 +864,13 @@ class Client extends EventEmitter {
   /** Subscribe to a topic or pattern (`*` one token, `>` the rest). */
   async subscribe(pattern, options = {}) {
     if (typeof pattern !== 'string') throw new TypeError('pattern must be a string')
-    const { onMessage, onError } = options
+    const { onMessage, onError, onDrop } = options
     if (onMessage != null && typeof onMessage !== 'function') throw new TypeError('onMessage must be a function')
     if (onError != null && typeof onError !== 'function') throw new TypeError('onError must be a function')
+    if (onDrop != null && typeof onDrop !== 'function') throw new TypeError('onDrop must be a function')
     const nativeOptions = { qos: qosOption(options.qos), durable: options.durable, group: options.group }
     const nativeSubscription = await call(() => this.#native.subscribe(pattern, nativeOptions))
-    return new Subscription(nativeSubscription, onMessage != null ? { onMessage, onError } : undefined)
+    return new Subscription(nativeSubscription, onMessage != null ? { onMessage, onError } : undefined, onDrop)
   }
 
   /** Resolves once the broker has handled everything sent before. */

@@ -83,11 +83,18 @@ export declare class NativeSubscription {
   tryNextBatch(max: number): NativeBatch | null
   /**
    * Wait for one message (at most `timeout_ms` when given), then take up
-   * to `max` in all from what is buffered. Resolves an empty batch on
-   * timeout and `null` once the subscription has ended (unsubscribed, or
-   * the client closed and the buffer is drained).
+   * to `max` in all from what is buffered; or resolve early with no
+   * messages and `droppedAfter` when the broker reports discards that no
+   * message follows. Resolves an empty batch (no messages, nothing
+   * dropped) on timeout and `null` once the subscription has ended
+   * (unsubscribed, or the client closed and the buffer is drained).
    */
   nextBatch(max: number, timeoutMs?: number | undefined | null): Promise<NativeBatch | null>
+  /**
+   * How many messages the broker has reported discarded for this
+   * subscription so far.
+   */
+  get dropped(): number
   /**
    * Stop the subscription and wait for the broker's confirm; buffered
    * messages are discarded. A second call does nothing.
@@ -130,8 +137,8 @@ export interface Header {
  * Messages taken in one crossing, as columns: message `i` has the payload
  * `payloads[payloadEnds[i - 1] ?? 0 .. payloadEnds[i]]`, the topic
  * `topics[topicOf[i]]`, `ids[i]`, `timestampsMs[i]` and
- * `deliveryCounts[i]`; `extras` lists only the messages that carry headers
- * or need an ack.
+ * `deliveryCounts[i]`; `extras` lists only the messages that carry headers,
+ * need an ack or had discards just before them.
  */
 export interface NativeBatch {
   payloads: Buffer
@@ -147,6 +154,12 @@ export interface NativeBatch {
   timestampsMs: Float64Array
   deliveryCounts: Uint32Array
   extras: Array<NativeExtra>
+  /**
+   * Messages the broker discarded after the last message of the batch,
+   * none following yet (QUEUE-6); a batch of no messages with a count
+   * here came early, just to report them.
+   */
+  droppedAfter: number
 }
 
 /**
@@ -178,6 +191,8 @@ export interface NativeExtra {
   headers: Array<Header>
   /** The handle to ack a QoS 1 delivery with; absent at QoS 0. */
   message?: NativeMessage
+  /** Messages the broker discarded just before this one. */
+  droppedBefore: number
 }
 
 export interface PublishOptions {

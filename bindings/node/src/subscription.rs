@@ -24,8 +24,8 @@ pub struct NativeSubscription {
 /// Messages taken in one crossing, as columns: message `i` has the payload
 /// `payloads[payloadEnds[i - 1] ?? 0 .. payloadEnds[i]]`, the topic
 /// `topics[topicOf[i]]`, `ids[i]`, `timestampsMs[i]` and
-/// `deliveryCounts[i]`; `extras` lists only the messages that carry headers
-/// or need an ack.
+/// `deliveryCounts[i]`; `extras` lists only the messages that carry headers,
+/// need an ack or had discards just before them.
 #[napi(object, object_from_js = false)]
 pub struct NativeBatch {
     pub payloads: Buffer,
@@ -39,6 +39,10 @@ pub struct NativeBatch {
     pub timestamps_ms: Float64Array,
     pub delivery_counts: Uint32Array,
     pub extras: Vec<NativeExtra>,
+    /// Messages the broker discarded after the last message of the batch,
+    /// none following yet (QUEUE-6); a batch of no messages with a count
+    /// here came early, just to report them.
+    pub dropped_after: f64,
 }
 
 /// What only some messages have.
@@ -50,10 +54,12 @@ pub struct NativeExtra {
     pub headers: Vec<Header>,
     /// The handle to ack a QoS 1 delivery with; absent at QoS 0.
     pub message: Option<NativeMessage>,
+    /// Messages the broker discarded just before this one.
+    pub dropped_before: f64,
 }
 
 impl NativeBatch {
-    fn new(messages: Vec<blipmq::Message>) -> NativeBatch {
+    fn new(messages: Vec<blipmq::Message>, dropped_after: u64) -> NativeBatch {
         let count = messages.len();
         let mut payloads = Vec::with_capacity(messages.iter().map(|m| m.payload().len()).sum());
         let mut payload_ends = Vec::with_capacity(count);
@@ -81,7 +87,8 @@ impl NativeBatch {
             timestamps_ms.push(message.timestamp_ms() as f64);
             delivery_counts.push(message.delivery_count());
             let needs_ack = message.delivery_id() != 0;
-            if needs_ack || !message.headers().is_empty() {
+            let dropped_before = message.dropped_before();
+            if needs_ack || !message.headers().is_empty() || dropped_before > 0 {
                 extras.push(NativeExtra {
                     index: index as u32,
                     headers: message
@@ -93,6 +100,8 @@ impl NativeBatch {
                         })
                         .collect(),
                     message: needs_ack.then(|| NativeMessage::new(message)),
+                    // Exact in a double up to 2^53 discards.
+                    dropped_before: dropped_before as f64,
                 });
             }
         }
@@ -105,6 +114,7 @@ impl NativeBatch {
             timestamps_ms: Float64Array::new(timestamps_ms),
             delivery_counts: Uint32Array::new(delivery_counts),
             extras,
+            dropped_after: dropped_after as f64,
         }
     }
 }
@@ -131,18 +141,27 @@ impl NativeSubscription {
     #[napi(catch_unwind)]
     pub fn try_next_batch(&self, max: u32) -> Option<NativeBatch> {
         let messages = self.inner.try_next_batch(max as usize);
-        (!messages.is_empty()).then(|| NativeBatch::new(messages))
+        (!messages.is_empty()).then(|| NativeBatch::new(messages, 0))
     }
 
     /// Wait for one message (at most `timeout_ms` when given), then take up
-    /// to `max` in all from what is buffered. Resolves an empty batch on
-    /// timeout and `null` once the subscription has ended (unsubscribed, or
-    /// the client closed and the buffer is drained).
+    /// to `max` in all from what is buffered; or resolve early with no
+    /// messages and `droppedAfter` when the broker reports discards that no
+    /// message follows. Resolves an empty batch (no messages, nothing
+    /// dropped) on timeout and `null` once the subscription has ended
+    /// (unsubscribed, or the client closed and the buffer is drained).
     #[napi]
     pub async fn next_batch(&self, max: u32, timeout_ms: Option<u32>) -> Option<NativeBatch> {
         let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
-        let messages = self.inner.next_batch(max as usize, timeout).await?.messages;
-        Some(NativeBatch::new(messages))
+        let received = self.inner.next_batch(max as usize, timeout).await?;
+        Some(NativeBatch::new(received.messages, received.dropped_after))
+    }
+
+    /// How many messages the broker has reported discarded for this
+    /// subscription so far.
+    #[napi(getter)]
+    pub fn dropped(&self) -> f64 {
+        self.inner.dropped() as f64
     }
 
     /// Stop the subscription and wait for the broker's confirm; buffered
