@@ -51,6 +51,15 @@ export interface SubscribeOptions {
   durable?: string
   /** Queue group: members sharing a name share the messages. */
   group?: string
+  /**
+   * Called with the count of messages the broker discarded for this
+   * subscription (a full queue, an expired TTL, the memory budget), in line
+   * with the messages: just before the message after them is handed out,
+   * or as soon as they are reported when none follows while a receive
+   * waits. A `'drop'` event says the same. With neither, `console.warn`
+   * says so once.
+   */
+  onDrop?: (count: number) => void
 }
 
 export interface NextOptions {
@@ -141,9 +150,19 @@ export declare class Client extends EventTarget {
  * subscription ends; leaving the loop early ends it (a durable one is
  * detached, never deleted).
  */
-export declare class Subscription implements AsyncIterable<Message> {
+/** What a subscription's `'drop'` event carries. */
+export interface DropDetail {
+  /** How many messages the broker discarded here. */
+  count: number
+}
+
+export declare class Subscription extends EventTarget implements AsyncIterable<Message> {
   private constructor()
   readonly pattern: string
+  /** Messages the broker has reported discarded for this subscription so far. */
+  readonly dropped: number
+  addEventListener(type: 'drop', listener: (event: CustomEvent<DropDetail>) => void, options?: boolean | AddEventListenerOptions): void
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void
   /** The next message; `null` on timeout or once the subscription has ended. */
   next(options?: NextOptions): Promise<Message | null>
   /** Stop receiving and wait for the broker's confirm; deletes a durable subscription. Idempotent. */
@@ -169,6 +188,8 @@ export declare class Message {
   readonly deliveryCount: number
   /** What the broker acks this delivery by: unique among the subscription's unacked deliveries at QoS 1; `0n` at QoS 0. */
   readonly deliveryId: bigint
+  /** Messages the broker discarded for the subscription just before this one (0 almost always). */
+  readonly droppedBefore: number
   /** The payload as UTF-8 text. */
   text(): string
   /** Acknowledge; resolves at once for QoS 0 deliveries. */

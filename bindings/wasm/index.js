@@ -196,6 +196,12 @@ export class Message {
      * subscription's unacked deliveries at QoS 1; `0n` at QoS 0.
      */
     this.deliveryId = plain.deliveryId
+    /**
+     * How many messages the broker discarded for the subscription just
+     * before this one (a full queue, an expired TTL, the memory budget); 0
+     * almost always.
+     */
+    this.droppedBefore = plain.droppedBefore
   }
 
   /** The payload as UTF-8 text. */
@@ -215,11 +221,15 @@ export class Message {
 /**
  * Messages matching a pattern, in order. Async-iterable: `for await` ends
  * when the subscription ends, and leaving the loop early ends the
- * subscription (a durable one is detached, never deleted).
+ * subscription (a durable one is detached, never deleted). An EventTarget
+ * of `'drop'` events (a CustomEvent, `detail.count`): the broker discarded
+ * that many of its messages (see `onDrop` in `Client.subscribe`).
  */
-export class Subscription {
+export class Subscription extends EventTarget {
   #native
-  // Messages received and not yet handed out, oldest first (plain objects).
+  // Messages received and not yet handed out, oldest first (plain objects),
+  // and the discards reported with no message after them, in line with the
+  // messages (`{ droppedAfter }`).
   #buffered = []
   #ended = false
   // The one native wait in progress, if any (it holds the native lock).
@@ -227,14 +237,81 @@ export class Subscription {
   // Calls of next() waiting for a message, oldest first: each gets the
   // next message in arrival order, or null at its timeout or the end.
   #waiters = []
+  // The subscribe option `onDrop`, else null.
+  #onDrop = null
+  // Whether anyone listens for 'drop', and whether the one warning of
+  // unheard discards was given.
+  #dropHeard = false
+  #warned = false
 
-  constructor(nativeSubscription) {
+  constructor(nativeSubscription, onDrop) {
+    super()
     this.#native = nativeSubscription
+    this.#onDrop = onDrop ?? null
   }
 
   /** The topic or pattern it was made with. */
   get pattern() {
     return this.#native.pattern
+  }
+
+  /**
+   * How many messages the broker has reported discarded for this
+   * subscription so far (counted as soon as reported, before the consumer
+   * reaches them).
+   */
+  get dropped() {
+    return this.#native.dropped
+  }
+
+  addEventListener(type, listener, options) {
+    if (type === 'drop' && listener != null) this.#dropHeard = true
+    super.addEventListener(type, listener, options)
+  }
+
+  /**
+   * Discards reach the application in line with the messages, as the
+   * consumer reaches them: `onDrop(count)` and a `'drop'` event, just
+   * before the message after them is handed out, or when nothing follows
+   * them, as soon as they are reported while a receive waits. With
+   * neither, `console.warn` says so, once per subscription: no discard is
+   * silent.
+   */
+  #reportDrops(count) {
+    try {
+      this.#onDrop?.(count)
+    } catch (error) {
+      // Uncaught, as from an event listener.
+      setTimeout(() => {
+        throw error
+      })
+    }
+    this.dispatchEvent(new CustomEvent('drop', { detail: { count } }))
+    if (this.#onDrop === null && !this.#dropHeard && !this.#warned) {
+      this.#warned = true
+      console.warn(
+        `blipmq: the broker discarded ${count} messages for subscription '${this.pattern}' ` +
+          "(the consumer fell behind or they expired); listen for 'drop' or pass onDrop to handle it",
+      )
+    }
+  }
+
+  /**
+   * The next buffered message as a Message, or null when none is
+   * buffered; discards before it (or buffered with nothing after them) are
+   * reported on the way.
+   */
+  #takeBuffered() {
+    while (this.#buffered.length > 0) {
+      const entry = this.#buffered.shift()
+      if (entry.topic === undefined) {
+        this.#reportDrops(entry.droppedAfter)
+        continue
+      }
+      if (entry.droppedBefore > 0) this.#reportDrops(entry.droppedBefore)
+      return this.#message(entry)
+    }
+    return null
   }
 
   /**
@@ -257,7 +334,8 @@ export class Subscription {
     const signal = options.signal
     if (signal?.aborted) return Promise.reject(signal.reason)
     if (this.#waiters.length === 0) {
-      if (this.#buffered.length > 0) return Promise.resolve(this.#message(this.#buffered.shift()))
+      const message = this.#takeBuffered()
+      if (message !== null) return Promise.resolve(message)
       if (this.#ended) return Promise.resolve(null)
     }
     return new Promise((resolve, reject) => {
@@ -300,10 +378,12 @@ export class Subscription {
    * while the first had brought one for it.
    */
   #serve() {
-    while (this.#waiters.length > 0 && this.#buffered.length > 0) {
+    while (this.#waiters.length > 0) {
+      const message = this.#takeBuffered()
+      if (message === null) break
       const waiter = this.#waiters.shift()
       settled(waiter)
-      waiter.resolve(this.#message(this.#buffered.shift()))
+      waiter.resolve(message)
     }
     if (this.#waiters.length === 0) return
     if (this.#ended) {
@@ -319,7 +399,10 @@ export class Subscription {
       (batch) => {
         this.#receiving = null
         if (batch === null) this.#ended = true
-        else if (!this.#ended) this.#buffered.push(...batch)
+        else if (!this.#ended) {
+          this.#buffered.push(...batch.messages)
+          if (batch.droppedAfter > 0) this.#buffered.push({ droppedAfter: batch.droppedAfter })
+        }
         this.#serve()
       },
       (error) => {
@@ -450,7 +533,9 @@ export class Client extends EventTarget {
     const qos = qosOption(options.qos)
     const durable = optionalString(options.durable, 'durable')
     const group = optionalString(options.group, 'group')
-    return new Subscription(await call(() => this.#native.subscribe(pattern, qos, durable, group)))
+    const onDrop = options.onDrop
+    if (onDrop != null && typeof onDrop !== 'function') throw new TypeError('onDrop must be a function')
+    return new Subscription(await call(() => this.#native.subscribe(pattern, qos, durable, group)), onDrop)
   }
 
   /** Resolves once the broker has handled everything sent before. */

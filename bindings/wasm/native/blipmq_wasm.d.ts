@@ -62,15 +62,23 @@ export class NativeSubscription {
     detach(): Promise<void>;
     /**
      * Wait for one message (at most `timeoutMs` when given), then take up
-     * to `max` in all from what is buffered, as plain objects. Resolves
-     * `[]` on timeout and `null` once the subscription has ended.
+     * to `max` in all from what is buffered, as plain objects, with the
+     * discards the broker reported after the last of them (QUEUE-6); a
+     * result with no messages and `droppedAfter > 0` came early, just to
+     * report them. Resolves `{ messages: [], droppedAfter: 0 }` on timeout
+     * and `null` once the subscription has ended.
      */
-    nextBatch(max: number, timeoutMs?: number | null): Promise<Array<{ topic: string, payload: Uint8Array, headers: Array<[string, Uint8Array]>, id: bigint, timestampMs: number, deliveryCount: number, deliveryId: bigint }> | null>;
+    nextBatch(max: number, timeoutMs?: number | null): Promise<{ messages: Array<{ topic: string, payload: Uint8Array, headers: Array<[string, Uint8Array]>, id: bigint, timestampMs: number, deliveryCount: number, deliveryId: bigint, droppedBefore: number }>, droppedAfter: number } | null>;
     /**
      * Stop the subscription and wait for the broker's confirm; buffered
      * messages are discarded. A second call does nothing.
      */
     unsubscribe(): Promise<void>;
+    /**
+     * How many messages the broker has reported discarded for this
+     * subscription so far.
+     */
+    readonly dropped: number;
     readonly pattern: string;
 }
 
@@ -97,14 +105,15 @@ export interface InitOutput {
     readonly nativeclient_subscribe: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number) => any;
     readonly nativesubscription_ack: (a: number, b: bigint) => any;
     readonly nativesubscription_detach: (a: number) => any;
+    readonly nativesubscription_dropped: (a: number) => number;
     readonly nativesubscription_nextBatch: (a: number, b: number, c: number) => any;
     readonly nativesubscription_pattern: (a: number) => [number, number];
     readonly nativesubscription_unsubscribe: (a: number) => any;
     readonly wasm_bindgen__convert__closures_____invoke__h07c32a586e33fbdd: (a: number, b: number, c: any, d: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hc06105ba2143ae46: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884: (a: number, b: number, c: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_16: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_17: (a: number, b: number, c: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_18: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__h026402313bfb9043: (a: number, b: number) => void;
     readonly __wbindgen_malloc: (a: number, b: number) => number;
     readonly __wbindgen_realloc: (a: number, b: number, c: number, d: number) => number;

@@ -46,11 +46,14 @@ impl NativeSubscription {
     }
 
     /// Wait for one message (at most `timeoutMs` when given), then take up
-    /// to `max` in all from what is buffered, as plain objects. Resolves
-    /// `[]` on timeout and `null` once the subscription has ended.
+    /// to `max` in all from what is buffered, as plain objects, with the
+    /// discards the broker reported after the last of them (QUEUE-6); a
+    /// result with no messages and `droppedAfter > 0` came early, just to
+    /// report them. Resolves `{ messages: [], droppedAfter: 0 }` on timeout
+    /// and `null` once the subscription has ended.
     #[wasm_bindgen(
         js_name = nextBatch,
-        unchecked_return_type = "Promise<Array<{ topic: string, payload: Uint8Array, headers: Array<[string, Uint8Array]>, id: bigint, timestampMs: number, deliveryCount: number, deliveryId: bigint }> | null>"
+        unchecked_return_type = "Promise<{ messages: Array<{ topic: string, payload: Uint8Array, headers: Array<[string, Uint8Array]>, id: bigint, timestampMs: number, deliveryCount: number, deliveryId: bigint, droppedBefore: number }>, droppedAfter: number } | null>"
     )]
     pub fn next_batch(
         &self,
@@ -63,13 +66,28 @@ impl NativeSubscription {
             let Some(received) = state.subscription.next_batch(max as usize, timeout).await else {
                 return Ok(JsValue::NULL);
             };
-            let batch: Array = received
+            let messages: Array = received
                 .messages
                 .into_iter()
                 .map(|message| state.to_js(message))
                 .collect();
+            let batch = Object::new();
+            // Setting a property on a fresh plain object cannot fail.
+            let _ = Reflect::set(&batch, &JsValue::from_str("messages"), &messages);
+            let _ = Reflect::set(
+                &batch,
+                &JsValue::from_str("droppedAfter"),
+                &JsValue::from_f64(received.dropped_after as f64),
+            );
             Ok(batch.into())
         })
+    }
+
+    /// How many messages the broker has reported discarded for this
+    /// subscription so far.
+    #[wasm_bindgen(getter)]
+    pub fn dropped(&self) -> f64 {
+        self.state.subscription.dropped() as f64
     }
 
     /// Ack the message with this delivery id (QoS 1); resolves once queued.
@@ -109,7 +127,8 @@ impl NativeSubscription {
 
 impl State {
     /// A message as a plain object (no wasm object per message to free):
-    /// `{ topic, payload, headers, id, timestampMs, deliveryCount, deliveryId }`.
+    /// `{ topic, payload, headers, id, timestampMs, deliveryCount,
+    /// deliveryId, droppedBefore }`.
     fn to_js(&self, message: blipmq::Message) -> JsValue {
         let object = Object::new();
         let set = |key: &str, value: &JsValue| {
@@ -132,6 +151,10 @@ impl State {
         set("deliveryCount", &JsValue::from(message.delivery_count()));
         let delivery_id = message.delivery_id();
         set("deliveryId", &BigInt::from(delivery_id));
+        set(
+            "droppedBefore",
+            &JsValue::from_f64(message.dropped_before() as f64),
+        );
         if delivery_id != 0 {
             self.unacked.borrow_mut().insert(delivery_id, message);
         }

@@ -137,6 +137,13 @@ const operations = {
       durable: str(args, 'durable', true),
       group: str(args, 'group', true),
     })
+    // Discards as the SDK reports them to the application (`receive`
+    // counts them).
+    subscription.heard = { dropped: 0, onDrop: null }
+    subscription.addEventListener('drop', (event) => {
+      subscription.heard.dropped += event.detail.count
+      subscription.heard.onDrop?.()
+    })
     // A name used again names the new subscription; the old one ends.
     const previous = actor.subscriptions.get(sub)
     actor.subscriptions.set(sub, subscription)
@@ -159,10 +166,28 @@ const operations = {
     const actor = actorOf(name)
     const [sub, subscription] = subscriptionOf(actor, args)
     const count = uint(args, 'count')
+    const countDropped = args.count_dropped === true
     const deadline = Date.now() + Math.min(uint(args, 'timeout_ms'), 2 ** 31 - 1)
     const messages = []
-    while (messages.length < count) {
-      const message = await subscription.next({ timeoutMs: Math.max(0, deadline - Date.now()) })
+    const heard = subscription.heard
+    const droppedAtStart = heard.dropped
+    const dropped = () => heard.dropped - droppedAtStart
+    const done = () => messages.length + (countDropped ? dropped() : 0) >= count
+    while (!done()) {
+      // A discard reported while next() waits may complete the count.
+      const enough = new AbortController()
+      heard.onDrop = () => {
+        if (done()) enough.abort()
+      }
+      let message
+      try {
+        message = await subscription.next({ timeoutMs: Math.max(0, deadline - Date.now()), signal: enough.signal })
+      } catch (error) {
+        if (enough.signal.aborted) break
+        throw error
+      } finally {
+        heard.onDrop = null
+      }
       if (message === null) break
       if (message.deliveryId !== 0n) {
         if (!actor.unacked.has(sub)) actor.unacked.set(sub, new Map())
@@ -176,9 +201,10 @@ const operations = {
         delivery_count: message.deliveryCount,
         delivery_id: message.deliveryId.toString(),
         headers: [...message.headers].map(([key, value]) => ({ key, value: base64(value) })),
+        dropped_before: message.droppedBefore,
       })
     }
-    return { messages }
+    return { messages, dropped: dropped(), dropped_total: subscription.dropped }
   },
 
   async ack(name, args) {
