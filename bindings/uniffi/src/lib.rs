@@ -26,6 +26,6 @@ pub use client::{
 };
 pub use error::NativeError;
 pub use message::{Header, NativeMessage, ReceivedMessage};
-pub use subscription::NativeSubscription;
+pub use subscription::{NativeSubscription, ReceivedBatch};
 
 uniffi::setup_scaffolding!();

@@ -29,6 +29,10 @@ pub struct ReceivedMessage {
     pub delivery_count: u32,
     /// What an ack names: non-zero for a durable (QoS 1) delivery.
     pub delivery_id: u64,
+    /// How many messages the broker discarded for the subscription just
+    /// before this one (full queue, expired TTL, memory budget): 0 when
+    /// none were.
+    pub dropped_before: u64,
     /// The message on the client, to ack it; only for a QoS 1 delivery
     /// (a handle is an object with a cleaner on the foreign side: one per
     /// QoS 0 message was a large share of the receive cost).
@@ -52,6 +56,7 @@ impl ReceivedMessage {
             timestamp_ms: message.timestamp_ms(),
             delivery_count: message.delivery_count(),
             delivery_id: message.delivery_id(),
+            dropped_before: message.dropped_before(),
             handle: (message.delivery_id() != 0)
                 .then(|| Arc::new(NativeMessage { inner: message })),
         }

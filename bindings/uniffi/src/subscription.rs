@@ -1,14 +1,41 @@
-//! A subscription: batches of messages, unsubscribe and detach, over
-//! `blipmq::foreign::SharedSubscription` (which holds the logic every
-//! binding shares).
+//! A subscription: batches of messages with the discards reported among
+//! them, unsubscribe and detach, over `blipmq::foreign::SharedSubscription`
+//! (which holds the logic every binding shares).
 
 use std::time::Duration;
 
-use blipmq::foreign::SharedSubscription;
+use blipmq::foreign::{Received, SharedSubscription};
 
 use crate::error::NativeError;
 use crate::message::ReceivedMessage;
 use crate::runtime::on_runtime;
+
+/// What one `next_batch` hands over. Every discard the broker reports
+/// reaches the reader once: in the `dropped_before` of the message after
+/// it, or in `dropped_after` when no message has followed it yet.
+#[derive(uniffi::Record)]
+pub struct ReceivedBatch {
+    /// Messages in order.
+    pub messages: Vec<ReceivedMessage>,
+    /// Messages discarded after the last of `messages` (after the previous
+    /// call's last, when `messages` is empty), none following yet. A batch
+    /// with no messages and a non-zero count came back before its timeout
+    /// just to report the gap.
+    pub dropped_after: u64,
+}
+
+impl From<Received> for ReceivedBatch {
+    fn from(received: Received) -> ReceivedBatch {
+        ReceivedBatch {
+            messages: received
+                .messages
+                .into_iter()
+                .map(ReceivedMessage::new)
+                .collect(),
+            dropped_after: received.dropped_after,
+        }
+    }
+}
 
 #[derive(uniffi::Object)]
 pub struct NativeSubscription {
@@ -30,25 +57,23 @@ impl NativeSubscription {
         self.inner.pattern().to_owned()
     }
 
+    /// How many messages the broker has reported discarded for this
+    /// subscription so far, counted as soon as each report arrives.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped()
+    }
+
     /// Wait for one message (at most `timeout_ms` when given), then take up
-    /// to `max` in all from what is already buffered. Returns an empty list
-    /// when the time passes, and `None` once the subscription has ended
-    /// (unsubscribed, detached, or the client closed and the buffer is
-    /// drained). Cancelling the call loses no message.
-    pub async fn next_batch(
-        &self,
-        max: u32,
-        timeout_ms: Option<u32>,
-    ) -> Option<Vec<ReceivedMessage>> {
+    /// to `max` in all from what is already buffered; or return at once,
+    /// with no messages, to report discards that no message follows.
+    /// Returns an empty batch (no messages, `dropped_after` 0) when the time
+    /// passes, and `None` once the subscription has ended (unsubscribed,
+    /// detached, or the client closed and the buffer is drained).
+    /// Cancelling the call while it waits loses nothing.
+    pub async fn next_batch(&self, max: u32, timeout_ms: Option<u32>) -> Option<ReceivedBatch> {
         let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
-        let batch = on_runtime(self.inner.next_batch(max as usize, timeout)).await?;
-        Some(
-            batch
-                .messages
-                .into_iter()
-                .map(ReceivedMessage::new)
-                .collect(),
-        )
+        let received = on_runtime(self.inner.next_batch(max as usize, timeout)).await?;
+        Some(received.into())
     }
 
     /// Stop the subscription and wait for the broker's confirm; buffered

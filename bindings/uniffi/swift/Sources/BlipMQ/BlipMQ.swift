@@ -1181,13 +1181,21 @@ public protocol NativeSubscriptionProtocol: AnyObject, Sendable {
     func detach() 
     
     /**
-     * Wait for one message (at most `timeout_ms` when given), then take up
-     * to `max` in all from what is already buffered. Returns an empty list
-     * when the time passes, and `None` once the subscription has ended
-     * (unsubscribed, detached, or the client closed and the buffer is
-     * drained). Cancelling the call loses no message.
+     * How many messages the broker has reported discarded for this
+     * subscription so far, counted as soon as each report arrives.
      */
-    func nextBatch(max: UInt32, timeoutMs: UInt32?) async  -> [ReceivedMessage]?
+    func dropped()  -> UInt64
+    
+    /**
+     * Wait for one message (at most `timeout_ms` when given), then take up
+     * to `max` in all from what is already buffered; or return at once,
+     * with no messages, to report discards that no message follows.
+     * Returns an empty batch (no messages, `dropped_after` 0) when the time
+     * passes, and `None` once the subscription has ended (unsubscribed,
+     * detached, or the client closed and the buffer is drained).
+     * Cancelling the call while it waits loses nothing.
+     */
+    func nextBatch(max: UInt32, timeoutMs: UInt32?) async  -> ReceivedBatch?
     
     /**
      * The topic or pattern it was made with.
@@ -1270,13 +1278,28 @@ open func detach()  {try! rustCall() {
 }
     
     /**
-     * Wait for one message (at most `timeout_ms` when given), then take up
-     * to `max` in all from what is already buffered. Returns an empty list
-     * when the time passes, and `None` once the subscription has ended
-     * (unsubscribed, detached, or the client closed and the buffer is
-     * drained). Cancelling the call loses no message.
+     * How many messages the broker has reported discarded for this
+     * subscription so far, counted as soon as each report arrives.
      */
-open func nextBatch(max: UInt32, timeoutMs: UInt32?)async  -> [ReceivedMessage]?  {
+open func dropped() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_blipmq_uniffi_fn_method_nativesubscription_dropped(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Wait for one message (at most `timeout_ms` when given), then take up
+     * to `max` in all from what is already buffered; or return at once,
+     * with no messages, to report discards that no message follows.
+     * Returns an empty batch (no messages, `dropped_after` 0) when the time
+     * passes, and `None` once the subscription has ended (unsubscribed,
+     * detached, or the client closed and the buffer is drained).
+     * Cancelling the call while it waits loses nothing.
+     */
+open func nextBatch(max: UInt32, timeoutMs: UInt32?)async  -> ReceivedBatch?  {
     return
         try!  await uniffiRustCallAsync(
             rustFutureFunc: {
@@ -1287,7 +1310,7 @@ open func nextBatch(max: UInt32, timeoutMs: UInt32?)async  -> [ReceivedMessage]?
             pollFunc: ffi_blipmq_uniffi_rust_future_poll_rust_buffer,
             completeFunc: ffi_blipmq_uniffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_blipmq_uniffi_rust_future_free_rust_buffer,
-            liftFunc: FfiConverterOptionSequenceTypeReceivedMessage.lift,
+            liftFunc: FfiConverterOptionTypeReceivedBatch.lift,
             errorHandler: nil
             
         )
@@ -1596,6 +1619,83 @@ public func FfiConverterTypePublishOptions_lower(_ value: PublishOptions) -> Rus
 
 
 /**
+ * What one `next_batch` hands over. Every discard the broker reports
+ * reaches the reader once: in the `dropped_before` of the message after
+ * it, or in `dropped_after` when no message has followed it yet.
+ */
+public struct ReceivedBatch {
+    /**
+     * Messages in order.
+     */
+    public let messages: [ReceivedMessage]
+    /**
+     * Messages discarded after the last of `messages` (after the previous
+     * call's last, when `messages` is empty), none following yet. A batch
+     * with no messages and a non-zero count came back before its timeout
+     * just to report the gap.
+     */
+    public let droppedAfter: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Messages in order.
+         */messages: [ReceivedMessage], 
+        /**
+         * Messages discarded after the last of `messages` (after the previous
+         * call's last, when `messages` is empty), none following yet. A batch
+         * with no messages and a non-zero count came back before its timeout
+         * just to report the gap.
+         */droppedAfter: UInt64) {
+        self.messages = messages
+        self.droppedAfter = droppedAfter
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ReceivedBatch: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeReceivedBatch: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ReceivedBatch {
+        return
+            try ReceivedBatch(
+                messages: FfiConverterSequenceTypeReceivedMessage.read(from: &buf), 
+                droppedAfter: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ReceivedBatch, into buf: inout [UInt8]) {
+        FfiConverterSequenceTypeReceivedMessage.write(value.messages, into: &buf)
+        FfiConverterUInt64.write(value.droppedAfter, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeReceivedBatch_lift(_ buf: RustBuffer) throws -> ReceivedBatch {
+    return try FfiConverterTypeReceivedBatch.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeReceivedBatch_lower(_ value: ReceivedBatch) -> RustBuffer {
+    return FfiConverterTypeReceivedBatch.lower(value)
+}
+
+
+/**
  * A message delivered to a subscription.
  */
 public struct ReceivedMessage {
@@ -1625,6 +1725,12 @@ public struct ReceivedMessage {
      */
     public let deliveryId: UInt64
     /**
+     * How many messages the broker discarded for the subscription just
+     * before this one (full queue, expired TTL, memory budget): 0 when
+     * none were.
+     */
+    public let droppedBefore: UInt64
+    /**
      * The message on the client, to ack it; only for a QoS 1 delivery
      * (a handle is an object with a cleaner on the foreign side: one per
      * QoS 0 message was a large share of the receive cost).
@@ -1653,6 +1759,11 @@ public struct ReceivedMessage {
          * What an ack names: non-zero for a durable (QoS 1) delivery.
          */deliveryId: UInt64, 
         /**
+         * How many messages the broker discarded for the subscription just
+         * before this one (full queue, expired TTL, memory budget): 0 when
+         * none were.
+         */droppedBefore: UInt64, 
+        /**
          * The message on the client, to ack it; only for a QoS 1 delivery
          * (a handle is an object with a cleaner on the foreign side: one per
          * QoS 0 message was a large share of the receive cost).
@@ -1664,6 +1775,7 @@ public struct ReceivedMessage {
         self.timestampMs = timestampMs
         self.deliveryCount = deliveryCount
         self.deliveryId = deliveryId
+        self.droppedBefore = droppedBefore
         self.handle = handle
     }
 
@@ -1690,6 +1802,7 @@ public struct FfiConverterTypeReceivedMessage: FfiConverterRustBuffer {
                 timestampMs: FfiConverterUInt64.read(from: &buf), 
                 deliveryCount: FfiConverterUInt32.read(from: &buf), 
                 deliveryId: FfiConverterUInt64.read(from: &buf), 
+                droppedBefore: FfiConverterUInt64.read(from: &buf), 
                 handle: FfiConverterOptionTypeNativeMessage.read(from: &buf)
         )
     }
@@ -1702,6 +1815,7 @@ public struct FfiConverterTypeReceivedMessage: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.timestampMs, into: &buf)
         FfiConverterUInt32.write(value.deliveryCount, into: &buf)
         FfiConverterUInt64.write(value.deliveryId, into: &buf)
+        FfiConverterUInt64.write(value.droppedBefore, into: &buf)
         FfiConverterOptionTypeNativeMessage.write(value.handle, into: &buf)
     }
 }
@@ -2254,6 +2368,30 @@ fileprivate struct FfiConverterOptionTypeNativeMessage: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeReceivedBatch: FfiConverterRustBuffer {
+    typealias SwiftType = ReceivedBatch?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeReceivedBatch.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeReceivedBatch.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeClientEvent: FfiConverterRustBuffer {
     typealias SwiftType = ClientEvent?
 
@@ -2270,30 +2408,6 @@ fileprivate struct FfiConverterOptionTypeClientEvent: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeClientEvent.read(from: &buf)
-        default: throw UniffiInternalError.unexpectedOptionalTag
-        }
-    }
-}
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
-fileprivate struct FfiConverterOptionSequenceTypeReceivedMessage: FfiConverterRustBuffer {
-    typealias SwiftType = [ReceivedMessage]?
-
-    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
-        guard let value = value else {
-            writeInt(&buf, Int8(0))
-            return
-        }
-        writeInt(&buf, Int8(1))
-        FfiConverterSequenceTypeReceivedMessage.write(value, into: &buf)
-    }
-
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
-        switch try readInt(&buf) as Int8 {
-        case 0: return nil
-        case 1: return try FfiConverterSequenceTypeReceivedMessage.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -2465,7 +2579,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_detach() != 19419) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_batch() != 22281) {
+    if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_dropped() != 16640) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_batch() != 14448) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_pattern() != 65031) {

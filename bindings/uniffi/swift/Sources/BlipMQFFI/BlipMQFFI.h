@@ -338,6 +338,11 @@ void uniffi_blipmq_uniffi_fn_free_nativesubscription(uint64_t handle, RustCallSt
 void uniffi_blipmq_uniffi_fn_method_nativesubscription_detach(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_DROPPED
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_DROPPED
+uint64_t uniffi_blipmq_uniffi_fn_method_nativesubscription_dropped(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_NEXT_BATCH
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_NEXT_BATCH
 uint64_t uniffi_blipmq_uniffi_fn_method_nativesubscription_next_batch(uint64_t ptr, uint32_t max, RustBuffer timeout_ms
@@ -687,6 +692,12 @@ uint16_t uniffi_blipmq_uniffi_checksum_method_nativemessage_ack(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVESUBSCRIPTION_DETACH
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVESUBSCRIPTION_DETACH
 uint16_t uniffi_blipmq_uniffi_checksum_method_nativesubscription_detach(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVESUBSCRIPTION_DROPPED
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVESUBSCRIPTION_DROPPED
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativesubscription_dropped(void
     
 );
 #endif

@@ -62,15 +62,23 @@ public class Client internal constructor(private val native: NativeClient) : Clo
      * [durable] name the subscription keeps QoS 1 messages until each is
      * acked, across disconnects and broker restarts. Members of a queue
      * [group] share its messages.
+     *
+     * [onDrop] hears how many messages the broker discarded (full queue,
+     * expired TTL, memory budget) at each gap, in order with the messages:
+     * just before the message after the gap, or while a receive waits when
+     * none follows yet. It runs on the receiving coroutine and should return
+     * quickly. Without it each gap is logged as a warning (java.util.logging,
+     * logger `dev.blipmq`): no discard goes unnoticed.
      */
     public suspend fun subscribe(
         pattern: String,
         qos: Qos = Qos.AT_MOST_ONCE,
         durable: String? = null,
         group: String? = null,
+        onDrop: ((Long) -> Unit)? = null,
     ): Subscription {
         val options = SubscribeOptions(qos = qos, durable = durable, group = group)
-        return Subscription(native { native.subscribe(pattern, options) })
+        return Subscription(native { native.subscribe(pattern, options) }, onDrop)
     }
 
     /** Resumes once the broker has handled everything this client sent before. */

@@ -42,6 +42,15 @@ public class Message internal constructor(received: ReceivedMessage) {
     /** What an ack names: non-zero for a durable (QoS 1) delivery, 0 otherwise. */
     public val deliveryId: ULong = received.deliveryId
 
+    /**
+     * How many messages the broker discarded for the subscription just
+     * before this one (full queue, expired TTL, memory budget): 0 when none
+     * were. The subscription's `onDrop` (or its [Subscription.events], as a
+     * Dropped) has been told of them by the time this message is emitted or
+     * returned.
+     */
+    public val droppedBefore: Long = received.droppedBefore.toLong()
+
     /** Only a QoS 1 delivery has one: there is nothing to ack at QoS 0. */
     private val handle: NativeMessage? = received.handle
 

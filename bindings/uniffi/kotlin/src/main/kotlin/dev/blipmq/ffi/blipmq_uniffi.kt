@@ -706,6 +706,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_detach(
     ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_dropped(
+    ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_batch(
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_pattern(
@@ -770,6 +772,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_blipmq_uniffi_fn_method_nativesubscription_detach(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_blipmq_uniffi_fn_method_nativesubscription_dropped(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_blipmq_uniffi_fn_method_nativesubscription_next_batch(`ptr`: Long,`max`: Int,`timeoutMs`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_blipmq_uniffi_fn_method_nativesubscription_pattern(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -933,7 +937,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_detach() and 0xFFFF) != 19419) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_batch() and 0xFFFF) != 22281) {
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_dropped() and 0xFFFF) != 16640) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_batch() and 0xFFFF) != 14448) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_pattern() and 0xFFFF) != 65031) {
@@ -2440,13 +2447,21 @@ public interface NativeSubscriptionInterface {
     fun `detach`()
     
     /**
-     * Wait for one message (at most `timeout_ms` when given), then take up
-     * to `max` in all from what is already buffered. Returns an empty list
-     * when the time passes, and `None` once the subscription has ended
-     * (unsubscribed, detached, or the client closed and the buffer is
-     * drained). Cancelling the call loses no message.
+     * How many messages the broker has reported discarded for this
+     * subscription so far, counted as soon as each report arrives.
      */
-    suspend fun `nextBatch`(`max`: kotlin.UInt, `timeoutMs`: kotlin.UInt?): List<ReceivedMessage>?
+    fun `dropped`(): kotlin.ULong
+    
+    /**
+     * Wait for one message (at most `timeout_ms` when given), then take up
+     * to `max` in all from what is already buffered; or return at once,
+     * with no messages, to report discards that no message follows.
+     * Returns an empty batch (no messages, `dropped_after` 0) when the time
+     * passes, and `None` once the subscription has ended (unsubscribed,
+     * detached, or the client closed and the buffer is drained).
+     * Cancelling the call while it waits loses nothing.
+     */
+    suspend fun `nextBatch`(`max`: kotlin.UInt, `timeoutMs`: kotlin.UInt?): ReceivedBatch?
     
     /**
      * The topic or pattern it was made with.
@@ -2584,14 +2599,33 @@ open class NativeSubscription: Disposable, AutoCloseable, NativeSubscriptionInte
 
     
     /**
+     * How many messages the broker has reported discarded for this
+     * subscription so far, counted as soon as each report arrives.
+     */override fun `dropped`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_blipmq_uniffi_fn_method_nativesubscription_dropped(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Wait for one message (at most `timeout_ms` when given), then take up
-     * to `max` in all from what is already buffered. Returns an empty list
-     * when the time passes, and `None` once the subscription has ended
-     * (unsubscribed, detached, or the client closed and the buffer is
-     * drained). Cancelling the call loses no message.
+     * to `max` in all from what is already buffered; or return at once,
+     * with no messages, to report discards that no message follows.
+     * Returns an empty batch (no messages, `dropped_after` 0) when the time
+     * passes, and `None` once the subscription has ended (unsubscribed,
+     * detached, or the client closed and the buffer is drained).
+     * Cancelling the call while it waits loses nothing.
      */
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `nextBatch`(`max`: kotlin.UInt, `timeoutMs`: kotlin.UInt?) : List<ReceivedMessage>? {
+    override suspend fun `nextBatch`(`max`: kotlin.UInt, `timeoutMs`: kotlin.UInt?) : ReceivedBatch? {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_blipmq_uniffi_fn_method_nativesubscription_next_batch(
@@ -2605,7 +2639,7 @@ open class NativeSubscription: Disposable, AutoCloseable, NativeSubscriptionInte
         { future, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_complete_rust_buffer(future, continuation) },
         { future -> UniffiLib.ffi_blipmq_uniffi_rust_future_free_rust_buffer(future) },
         // lift function
-        { FfiConverterOptionalSequenceTypeReceivedMessage.lift(it) },
+        { FfiConverterOptionalTypeReceivedBatch.lift(it) },
         // Error FFI converter
         UniffiNullRustCallStatusErrorHandler,
     )
@@ -2855,6 +2889,67 @@ public object FfiConverterTypePublishOptions: FfiConverterRustBuffer<PublishOpti
 
 
 /**
+ * What one `next_batch` hands over. Every discard the broker reports
+ * reaches the reader once: in the `dropped_before` of the message after
+ * it, or in `dropped_after` when no message has followed it yet.
+ */
+data class ReceivedBatch (
+    /**
+     * Messages in order.
+     */
+    val `messages`: List<ReceivedMessage>
+    , 
+    /**
+     * Messages discarded after the last of `messages` (after the previous
+     * call's last, when `messages` is empty), none following yet. A batch
+     * with no messages and a non-zero count came back before its timeout
+     * just to report the gap.
+     */
+    val `droppedAfter`: kotlin.ULong
+    
+): Disposable{
+    
+
+    
+
+    
+    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
+    override fun destroy() {
+        
+    Disposable.destroy(
+        this.`messages`,
+        this.`droppedAfter`
+    )
+    }
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeReceivedBatch: FfiConverterRustBuffer<ReceivedBatch> {
+    override fun read(buf: ByteBuffer): ReceivedBatch {
+        return ReceivedBatch(
+            FfiConverterSequenceTypeReceivedMessage.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ReceivedBatch) = (
+            FfiConverterSequenceTypeReceivedMessage.allocationSize(value.`messages`) +
+            FfiConverterULong.allocationSize(value.`droppedAfter`)
+    )
+
+    override fun write(value: ReceivedBatch, buf: ByteBuffer) {
+            FfiConverterSequenceTypeReceivedMessage.write(value.`messages`, buf)
+            FfiConverterULong.write(value.`droppedAfter`, buf)
+    }
+}
+
+
+
+/**
  * A message delivered to a subscription.
  */
 data class ReceivedMessage (
@@ -2891,6 +2986,13 @@ data class ReceivedMessage (
     val `deliveryId`: kotlin.ULong
     , 
     /**
+     * How many messages the broker discarded for the subscription just
+     * before this one (full queue, expired TTL, memory budget): 0 when
+     * none were.
+     */
+    val `droppedBefore`: kotlin.ULong
+    , 
+    /**
      * The message on the client, to ack it; only for a QoS 1 delivery
      * (a handle is an object with a cleaner on the foreign side: one per
      * QoS 0 message was a large share of the receive cost).
@@ -2914,6 +3016,7 @@ data class ReceivedMessage (
         this.`timestampMs`,
         this.`deliveryCount`,
         this.`deliveryId`,
+        this.`droppedBefore`,
         this.`handle`
     )
     }
@@ -2934,6 +3037,7 @@ public object FfiConverterTypeReceivedMessage: FfiConverterRustBuffer<ReceivedMe
             FfiConverterULong.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterOptionalTypeNativeMessage.read(buf),
         )
     }
@@ -2946,6 +3050,7 @@ public object FfiConverterTypeReceivedMessage: FfiConverterRustBuffer<ReceivedMe
             FfiConverterULong.allocationSize(value.`timestampMs`) +
             FfiConverterUInt.allocationSize(value.`deliveryCount`) +
             FfiConverterULong.allocationSize(value.`deliveryId`) +
+            FfiConverterULong.allocationSize(value.`droppedBefore`) +
             FfiConverterOptionalTypeNativeMessage.allocationSize(value.`handle`)
     )
 
@@ -2957,6 +3062,7 @@ public object FfiConverterTypeReceivedMessage: FfiConverterRustBuffer<ReceivedMe
             FfiConverterULong.write(value.`timestampMs`, buf)
             FfiConverterUInt.write(value.`deliveryCount`, buf)
             FfiConverterULong.write(value.`deliveryId`, buf)
+            FfiConverterULong.write(value.`droppedBefore`, buf)
             FfiConverterOptionalTypeNativeMessage.write(value.`handle`, buf)
     }
 }
@@ -3480,6 +3586,38 @@ public object FfiConverterOptionalTypeNativeMessage: FfiConverterRustBuffer<Nati
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeReceivedBatch: FfiConverterRustBuffer<ReceivedBatch?> {
+    override fun read(buf: ByteBuffer): ReceivedBatch? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeReceivedBatch.read(buf)
+    }
+
+    override fun allocationSize(value: ReceivedBatch?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeReceivedBatch.allocationSize(value)
+        }
+    }
+
+    override fun write(value: ReceivedBatch?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeReceivedBatch.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeClientEvent: FfiConverterRustBuffer<ClientEvent?> {
     override fun read(buf: ByteBuffer): ClientEvent? {
         if (buf.get().toInt() == 0) {
@@ -3502,38 +3640,6 @@ public object FfiConverterOptionalTypeClientEvent: FfiConverterRustBuffer<Client
         } else {
             buf.put(1)
             FfiConverterTypeClientEvent.write(value, buf)
-        }
-    }
-}
-
-
-
-
-/**
- * @suppress
- */
-public object FfiConverterOptionalSequenceTypeReceivedMessage: FfiConverterRustBuffer<List<ReceivedMessage>?> {
-    override fun read(buf: ByteBuffer): List<ReceivedMessage>? {
-        if (buf.get().toInt() == 0) {
-            return null
-        }
-        return FfiConverterSequenceTypeReceivedMessage.read(buf)
-    }
-
-    override fun allocationSize(value: List<ReceivedMessage>?): ULong {
-        if (value == null) {
-            return 1UL
-        } else {
-            return 1UL + FfiConverterSequenceTypeReceivedMessage.allocationSize(value)
-        }
-    }
-
-    override fun write(value: List<ReceivedMessage>?, buf: ByteBuffer) {
-        if (value == null) {
-            buf.put(0)
-        } else {
-            buf.put(1)
-            FfiConverterSequenceTypeReceivedMessage.write(value, buf)
         }
     }
 }

@@ -23,6 +23,7 @@ import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.Job
 import kotlinx.coroutines.channels.Channel
+import kotlinx.coroutines.coroutineScope
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withContext
@@ -101,8 +102,27 @@ private fun decode(text: String, name: String): ByteArray =
 
 private fun encode(bytes: ByteArray): String = Base64.getEncoder().encodeToString(bytes)
 
+/**
+ * What a subscription's `onDrop` has been told since the current `receive`
+ * began: the SDK calls it on the receiving coroutine, in order with the
+ * messages.
+ */
+private class DropTally {
+    var count = 0L
+
+    /** Set by a `receive` to hear of each report (it may have what it wants). */
+    var onReport: (() -> Unit)? = null
+
+    fun add(dropped: Long) {
+        count += dropped
+        onReport?.invoke()
+    }
+}
+
+private data class Subscribed(val subscription: Subscription, val drops: DropTally)
+
 private class Actor(val client: Client, scope: CoroutineScope) {
-    val subscriptions = HashMap<String, Subscription>()
+    val subscriptions = HashMap<String, Subscribed>()
 
     /** Received QoS 1 messages not acked yet: (sub, delivery id) -> message. */
     val unacked = HashMap<Pair<String, ULong>, Message>()
@@ -131,11 +151,11 @@ private class Actor(val client: Client, scope: CoroutineScope) {
         }
     }
 
-    fun subscription(name: String): Subscription = subscriptions[name] ?: throw invalid("no subscription `$name`")
+    fun subscription(name: String): Subscribed = subscriptions[name] ?: throw invalid("no subscription `$name`")
 
     suspend fun close() {
         client.closeAndWait()
-        subscriptions.values.forEach { it.close() }
+        subscriptions.values.forEach { it.subscription.close() }
         collector.cancel()
     }
 }
@@ -222,20 +242,22 @@ private class Testee(private val scope: CoroutineScope) {
 
     private suspend fun subscribe(actor: Actor, args: Args): JsonObject {
         val sub = args.str("sub")
+        val drops = DropTally()
         val subscription = actor.client.subscribe(
             args.str("pattern"),
             qos = args.qos(),
             durable = args.optStr("durable"),
             group = args.optStr("group"),
+            onDrop = drops::add,
         )
         // A name used again names the new subscription; the old one ends.
-        actor.subscriptions.put(sub, subscription)?.close()
+        actor.subscriptions.put(sub, Subscribed(subscription, drops))?.subscription?.close()
         return JsonObject(emptyMap())
     }
 
     private suspend fun unsubscribe(actor: Actor, args: Args): JsonObject {
         val sub = args.str("sub")
-        val subscription = actor.subscription(sub)
+        val subscription = actor.subscription(sub).subscription
         actor.subscriptions.remove(sub)
         subscription.unsubscribe()
         return JsonObject(emptyMap())
@@ -244,26 +266,47 @@ private class Testee(private val scope: CoroutineScope) {
     /**
      * Up to `count` messages within `timeout_ms` in all; what is already
      * buffered is returned even once the time is up, and a message is taken
-     * only when returned. Never acks (capability `qos1`).
+     * only when returned. Never acks (capability `qos1`). `dropped` is what
+     * the subscription's `onDrop` was told meanwhile; with `count_dropped`
+     * it counts towards `count`, and the receive ends as soon as the two
+     * make `count`, even while it waits (it is cancelled from `onDrop`,
+     * which the SDK allows without losing a message).
      */
     private suspend fun receive(actor: Actor, args: Args): JsonObject {
         val sub = args.str("sub")
-        val subscription = actor.subscription(sub)
+        val (subscription, drops) = actor.subscription(sub)
         val count = args.uint("count")
+        val countDropped = args.flag("count_dropped")
         val deadline = System.nanoTime() + args.uint("timeout_ms").coerceAtMost(MAX_RECEIVE_WAIT_MS) * 1_000_000
         val messages = mutableListOf<JsonObject>()
-        while (messages.size < count) {
-            val remaining = ((deadline - System.nanoTime()) / 1_000_000).coerceAtLeast(0)
-            val max = (count - messages.size).coerceAtMost(Int.MAX_VALUE.toLong()).toInt()
-            // null: the subscription ended and its buffer is drained.
-            val batch = subscription.nextBatch(max, remaining.milliseconds) ?: break
-            for (message in batch) {
-                messages += describe(message)
-                if (message.deliveryId != 0uL) actor.unacked[sub to message.deliveryId] = message
+        val counted = { messages.size + if (countDropped) drops.count else 0 }
+        drops.count = 0
+        try {
+            coroutineScope {
+                val reader = launch {
+                    while (counted() < count) {
+                        val remaining = ((deadline - System.nanoTime()) / 1_000_000).coerceAtLeast(0)
+                        val max = (count - counted()).coerceAtMost(Int.MAX_VALUE.toLong()).toInt()
+                        // null: the subscription ended and its buffer is drained.
+                        val batch = subscription.nextBatch(max, remaining.milliseconds) ?: break
+                        for (message in batch) {
+                            messages += describe(message)
+                            if (message.deliveryId != 0uL) actor.unacked[sub to message.deliveryId] = message
+                        }
+                        if (batch.isEmpty()) break
+                    }
+                }
+                if (countDropped) drops.onReport = { if (counted() >= count) reader.cancel() }
+                reader.join()
             }
-            if (batch.isEmpty()) break
+        } finally {
+            drops.onReport = null
         }
-        return buildJsonObject { put("messages", JsonArray(messages)) }
+        return buildJsonObject {
+            put("messages", JsonArray(messages))
+            put("dropped", drops.count)
+            put("dropped_total", subscription.dropped)
+        }
     }
 
     private fun describe(message: Message) = buildJsonObject {
@@ -277,6 +320,7 @@ private class Testee(private val scope: CoroutineScope) {
             "headers",
             JsonArray(message.headers.map { buildJsonObject { put("key", it.key); put("value", encode(it.value)) } }),
         )
+        put("dropped_before", message.droppedBefore)
     }
 
     /** The events since the connect or the last `events`, up to the first of kind `until` or until `timeout_ms` passes. */
