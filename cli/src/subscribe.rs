@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use base64::Engine;
-use blipmq::{Message, Qos, SubscribeOptions};
+use blipmq::{Message, Qos, SubscribeOptions, SubscriptionEvent};
 use serde::Serialize;
 
 use crate::error::{describe, CliError};
@@ -38,16 +38,26 @@ pub async fn run_sub(global: &Global, args: SubArgs) -> Result<(), CliError> {
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
         let mut received = 0u64;
         while args.count.is_none_or(|count| received < count) {
-            let message = tokio::select! {
-                message = subscription.next_message() => message,
+            let event = tokio::select! {
+                event = subscription.next_event() => event,
                 _ = shutdown.wait() => return Ok(()),
             };
-            let Some(message) = message else {
-                return Err(CliError::runtime(format!(
-                    "the connection to {} was lost",
-                    global.addr
-                )));
+            let message = match event {
+                Some(SubscriptionEvent::Message(message)) => message,
+                Some(SubscriptionEvent::Dropped(count)) => {
+                    report_dropped(count);
+                    continue;
+                }
+                None => {
+                    return Err(CliError::runtime(format!(
+                        "the connection to {} was lost",
+                        global.addr
+                    )))
+                }
             };
+            // Every message written so far is flushed: the notice stands
+            // between the messages it came between.
+            report_dropped(message.dropped_before());
             match write_message(&mut out, &message, args.format) {
                 Ok(()) => {}
                 // A closed pipe (`sub ... | head -1`) is a normal way to stop.
@@ -66,6 +76,15 @@ pub async fn run_sub(global: &Global, args: SubArgs) -> Result<(), CliError> {
     .await;
     client.close().await;
     result
+}
+
+/// No discard is silent: the broker discarded `count` messages for this
+/// subscription here (its queue was full, they expired, or its memory
+/// budget was full). On stderr, so that stdout stays the messages alone.
+fn report_dropped(count: u64) {
+    if count > 0 {
+        eprintln!("dropped {count}");
+    }
 }
 
 /// The JSON form of a message: one object per line.

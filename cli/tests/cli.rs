@@ -682,6 +682,81 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn a_subscriber_that_fell_behind_says_how_many_messages_it_lost() {
+    const TOTAL: usize = 30_000;
+    // drop_new with a queue of 4, one delivery per write.
+    let broker = Broker::start_with(&[
+        ("BLIPMQ_QUEUES_SUBSCRIBER_CAPACITY", "4"),
+        ("BLIPMQ_QUEUES_OVERFLOW_POLICY", "drop_new"),
+        ("BLIPMQ_DELIVERY_MAX_BATCH", "1"),
+        ("BLIPMQ_DELIVERY_MAX_BATCH_BYTES", "1"),
+    ]);
+    // Its stdout is not read until the flood is over: the subscriber
+    // blocks writing it, stops reading from the broker and falls behind.
+    let mut cmd = broker.cli(&["sub", "flood"]);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut sub = Process {
+        child: cmd.spawn().expect("spawn"),
+        stdout: None,
+        stderr_lines: mpsc::channel().1,
+        stderr: None,
+    };
+    let stdout = sub.child.stdout.take().unwrap();
+    let (tx, stderr_lines) = mpsc::channel();
+    let err = sub.child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    sub.stderr_lines = stderr_lines;
+    sub.wait_for_stderr("subscribed to", STARTUP);
+    // 30,000 lines of 4 KB, 120 MB: more than the subscriber's buffer
+    // (8192 messages) and the sockets hold.
+    let flood: String = (0..TOTAL)
+        .map(|i| format!("{i:05} {}\n", "x".repeat(4000)))
+        .collect();
+    broker
+        .run(&["pub", "--lines", "flood", "-"], Some(flood.as_bytes()))
+        .assert_success();
+    // Now read: stdout line by line, in order with the `dropped N` lines
+    // on stderr (the CLI flushes stdout before each).
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let index: usize = line[..5].parse().expect("an indexed line");
+            let _ = lines_tx.send(index);
+        }
+    });
+    let (mut received, mut dropped, mut last) = (0, 0, None);
+    let deadline = Instant::now() + RUN;
+    while received + dropped < TOTAL {
+        assert!(
+            Instant::now() < deadline,
+            "{received} received and {dropped} reported dropped of {TOTAL}"
+        );
+        while let Ok(index) = lines_rx.try_recv() {
+            assert!(last.is_none_or(|l| index > l), "in order");
+            last = Some(index);
+            received += 1;
+        }
+        while let Ok(line) = sub.stderr_lines.try_recv() {
+            let count = line
+                .strip_prefix("dropped ")
+                .unwrap_or_else(|| panic!("unexpected stderr line {line:?}"));
+            dropped += count.parse::<usize>().expect("a count");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(received + dropped, TOTAL);
+    assert!(dropped > 0, "the subscriber fell behind");
+    sub.signal(libc::SIGINT);
+    sub.finish(Duration::from_secs(5)).assert_success();
+}
+
+#[test]
 fn sub_exits_cleanly_on_ctrl_c() {
     let broker = Broker::start();
     let mut sub = broker.subscribe(&["quiet.topic"]);
