@@ -1,7 +1,8 @@
 //! A bounded lock-free MPMC queue whose memory follows its depth.
 //!
-//! A subscription's queue holds up to `subscriber_capacity` messages (8192
-//! by default), but is nearly empty almost all the time. A ring buffer
+//! A subscription's queue holds up to `subscriber_capacity` messages (about
+//! a million by default, `subscriber_capacity_bytes` usually binding first),
+//! but is nearly empty almost all the time. A ring buffer
 //! allocated at full capacity (crossbeam's `ArrayQueue`) cost 256 KiB per
 //! subscription, touched page by page as the ring went round: 1000
 //! subscriptions took 700 MB. This is crossbeam's `SegQueue` (blocks of
@@ -12,10 +13,24 @@
 //! 1 MiB messages hold 8 GiB (issue 23, finding 3). Whichever bound is
 //! reached first makes the queue full, but an empty queue always takes one
 //! item, so a message larger than the byte bound is still delivered.
+//!
+//! Deep queues also answer to the broker's memory budget: the bytes bound
+//! holds one queue, but a connection with thousands of subscriptions to one
+//! topic, none of them read, multiplies it (each holds its own slot for
+//! every shared message). Past [`FREE_SLOTS`] items, a queue charges each
+//! slot to the budget, and takes no more while the budget is full. The
+//! first slots are free so that a broker of a hundred thousand
+//! subscriptions, each with a message or two in flight, never counts as
+//! full; a queue of that depth is a consumer that fell behind.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crossbeam_queue::SegQueue;
+
+use crate::memory::MemoryBudget;
+
+/// Items a queue holds before it charges their slots to the memory budget.
+pub const FREE_SLOTS: usize = 1024;
 
 /// What an item costs against the queue's byte bound.
 pub trait Weigh {
@@ -31,6 +46,19 @@ pub struct BoundedQueue<T> {
     /// Weight of the items held (reserved with the slot, like `len`).
     bytes: AtomicUsize,
     max_bytes: usize,
+    /// Charged for every slot past [`FREE_SLOTS`], when set.
+    budget: Option<&'static MemoryBudget>,
+}
+
+/// What one item's slot costs the budget: the item and the slot's state.
+const fn slot_bytes<T>() -> usize {
+    std::mem::size_of::<T>() + std::mem::size_of::<usize>()
+}
+
+/// Slots past [`FREE_SLOTS`] among `len`: what a queue of that length owes
+/// the budget for.
+fn charged_slots(len: usize) -> usize {
+    len.saturating_sub(FREE_SLOTS)
 }
 
 impl<T: Weigh> BoundedQueue<T> {
@@ -42,6 +70,27 @@ impl<T: Weigh> BoundedQueue<T> {
             capacity,
             bytes: AtomicUsize::new(0),
             max_bytes,
+            budget: None,
+        }
+    }
+
+    /// Charge the slots of a deep queue to `budget` (see the module notes).
+    pub fn with_budget(mut self, budget: &'static MemoryBudget) -> BoundedQueue<T> {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The length went from `before` down by `count`: give back what the
+    /// slots it left past [`FREE_SLOTS`] were charged. Every change of the
+    /// length is one atomic step, charged or given back by where it starts
+    /// and ends, so the budget holds exactly `charged_slots(len)` slots
+    /// whatever the interleaving.
+    fn released(&self, before: usize, count: usize) {
+        if let Some(budget) = self.budget {
+            let slots = charged_slots(before) - charged_slots(before - count);
+            if slots > 0 {
+                budget.sub(slots * slot_bytes::<T>());
+            }
         }
     }
 
@@ -53,6 +102,14 @@ impl<T: Weigh> BoundedQueue<T> {
             if len >= self.capacity {
                 return false;
             }
+            // A deep queue needs room in the budget for one more slot (as
+            // approximate as the budget itself: racing pushes may overshoot
+            // it by a slot each).
+            if let Some(budget) = self.budget {
+                if len >= FREE_SLOTS && budget.used() + slot_bytes::<T>() > budget.limit() {
+                    return false;
+                }
+            }
             match self
                 .len
                 .compare_exchange_weak(len, len + 1, Ordering::AcqRel, Ordering::Relaxed)
@@ -61,10 +118,14 @@ impl<T: Weigh> BoundedQueue<T> {
                 Err(now) => len = now,
             }
         }
+        if let (Some(budget), true) = (self.budget, len >= FREE_SLOTS) {
+            budget.add(slot_bytes::<T>());
+        }
         let before = self.bytes.fetch_add(weight, Ordering::AcqRel);
         if before > 0 && before + weight > self.max_bytes {
             self.bytes.fetch_sub(weight, Ordering::AcqRel);
-            self.len.fetch_sub(1, Ordering::AcqRel);
+            let before = self.len.fetch_sub(1, Ordering::AcqRel);
+            self.released(before, 1);
             return false;
         }
         true
@@ -98,7 +159,8 @@ impl<T: Weigh> BoundedQueue<T> {
     pub fn pop(&self) -> Option<T> {
         let item = self.items.pop()?;
         self.bytes.fetch_sub(item.weight(), Ordering::AcqRel);
-        self.len.fetch_sub(1, Ordering::AcqRel);
+        let before = self.len.fetch_sub(1, Ordering::AcqRel);
+        self.released(before, 1);
         Some(item)
     }
 
@@ -122,7 +184,8 @@ impl<T: Weigh> BoundedQueue<T> {
         }
         if taken > 0 {
             self.bytes.fetch_sub(weight, Ordering::AcqRel);
-            self.len.fetch_sub(taken, Ordering::AcqRel);
+            let before = self.len.fetch_sub(taken, Ordering::AcqRel);
+            self.released(before, taken);
         }
         taken
     }
@@ -144,6 +207,15 @@ impl<T: Weigh> BoundedQueue<T> {
     /// every byte is taken.
     pub fn is_full(&self) -> bool {
         self.len() >= self.capacity || self.bytes() >= self.max_bytes
+    }
+}
+
+impl<T> Drop for BoundedQueue<T> {
+    /// The items still queued go with the queue, and their charge with them.
+    fn drop(&mut self) {
+        if let Some(budget) = self.budget {
+            budget.sub(charged_slots(*self.len.get_mut()) * slot_bytes::<T>());
+        }
     }
 }
 
@@ -245,6 +317,60 @@ mod tests {
             queue.push(i).unwrap();
         }
         assert!(queue.is_full());
+    }
+
+    #[test]
+    fn a_deep_queue_charges_its_slots_to_the_budget_and_stops_at_a_full_one() {
+        let slot = slot_bytes::<u64>();
+        let budget = MemoryBudget::leak(10 * slot);
+        let queue = counted(100_000).with_budget(budget);
+        for i in 0..FREE_SLOTS {
+            queue.push(i as u64).unwrap();
+        }
+        assert_eq!(budget.used(), 0, "the first slots are free");
+        for i in 0..10 {
+            queue.push(i).unwrap();
+        }
+        assert_eq!(budget.used(), 10 * slot);
+        assert_eq!(queue.push(0), Err(0), "no room left in the budget");
+        assert_eq!(queue.len(), FREE_SLOTS + 10);
+        // Popping gives the charge back, one slot or a batch at a time.
+        queue.pop().unwrap();
+        assert_eq!(budget.used(), 9 * slot);
+        queue.pop_some(5, |_| true);
+        assert_eq!(budget.used(), 4 * slot);
+        queue.push(7).unwrap();
+        queue.force_push(8, |_| {});
+        assert_eq!(budget.used(), 6 * slot);
+        // A queue dropped with items in it gives back what they held.
+        drop(queue);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn racing_pushes_and_pops_leave_the_budget_exact() {
+        let budget = MemoryBudget::leak(usize::MAX);
+        let queue = Arc::new(counted(FREE_SLOTS * 4).with_budget(budget));
+        let producers: Vec<_> = (0..2)
+            .map(|_| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50_000u64 {
+                        let _ = queue.push(i);
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..20_000 {
+            queue.pop_some(7, |_| true);
+        }
+        for producer in producers {
+            producer.join().unwrap();
+        }
+        let expected = charged_slots(queue.len()) * slot_bytes::<u64>();
+        assert_eq!(budget.used(), expected);
+        while queue.pop().is_some() {}
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

@@ -106,9 +106,10 @@ pub struct QueuesConfig {
     pub topic_capacity: usize,
     /// Messages each subscription may have waiting for its connection.
     pub subscriber_capacity: usize,
-    /// Bytes (of encoded deliveries) each subscription may have waiting;
-    /// whichever of the two bounds is reached first makes the queue full.
-    /// A single message larger than this still fits an empty queue.
+    /// Bytes each subscription may have waiting (encoded deliveries and a
+    /// queue entry of about 40 bytes for each); whichever of the two bounds
+    /// is reached first makes the queue full. A single message larger than
+    /// this still fits an empty queue.
     pub subscriber_capacity_bytes: usize,
     /// Bytes of messages the broker holds in memory at once, counted once
     /// per message however many queues hold it: subscriber queues, the
@@ -281,8 +282,12 @@ impl Default for QueuesConfig {
     fn default() -> Self {
         QueuesConfig {
             topic_capacity: 100_000,
-            subscriber_capacity: 8192,
-            // NATS's default for a slow consumer's pending bytes.
+            // A burst of a million small messages; the bytes bound below
+            // is what a queue usually meets first (see README, "Limits").
+            subscriber_capacity: 1 << 20,
+            // NATS's default for a slow consumer's pending bytes. Counts
+            // each message's queue entry too, so it bounds the memory of a
+            // queue of tiny messages as well.
             subscriber_capacity_bytes: 64 * 1024 * 1024,
             // Room for the default [durable] max_bytes of four queues'
             // stored messages and the subscriber queues beside them.

@@ -959,7 +959,10 @@ impl Reader {
                 stored_queue.as_ref().map(|(name, _)| name.clone()),
                 subscribe.queue_group.map(str::to_string),
             )
-            .with_capacity_bytes(shared.config.queues.subscriber_capacity_bytes)
+            .with_capacity_bytes(
+                shared.config.queues.subscriber_capacity_bytes,
+                shared.memory,
+            )
             .with_drop_notices(self.drop_notices),
         );
         let mut created_queue = false;

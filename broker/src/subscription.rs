@@ -45,10 +45,16 @@ pub struct Queued {
     pub dropped_before: u64,
 }
 
+/// What a queue holds per message besides the message itself: its entry
+/// and the slot's state (the message is shared; the entry is the queue's).
+const ENTRY_BYTES: usize = std::mem::size_of::<Queued>() + std::mem::size_of::<usize>();
+
 impl Weigh for Queued {
-    /// The encoded delivery's bytes: what the queue's byte bound counts.
+    /// The encoded delivery's bytes and the queue's entry for it: what the
+    /// queue's byte bound counts, so that it bounds a queue of tiny
+    /// messages too (by memory rather than by count).
     fn weight(&self) -> usize {
-        self.message.delivery.len()
+        self.message.delivery.len() + ENTRY_BYTES
     }
 }
 
@@ -175,9 +181,15 @@ impl Subscription {
     }
 
     /// Bound the queue by bytes as well as by count
-    /// (`queues.subscriber_capacity_bytes`); before it is shared.
-    pub fn with_capacity_bytes(mut self, max_bytes: usize) -> Subscription {
-        self.queue = BoundedQueue::new(self.queue.capacity(), max_bytes);
+    /// (`queues.subscriber_capacity_bytes`), and charge a deep queue's
+    /// entries to the broker's memory budget (see `bounded_queue.rs`);
+    /// before it is shared.
+    pub fn with_capacity_bytes(
+        mut self,
+        max_bytes: usize,
+        budget: &'static crate::memory::MemoryBudget,
+    ) -> Subscription {
+        self.queue = BoundedQueue::new(self.queue.capacity(), max_bytes).with_budget(budget);
         self
     }
 

@@ -199,3 +199,45 @@ async fn a_block_publisher_waits_for_the_memory_budget_and_nothing_is_lost() {
         .unwrap();
     assert_eq!(broker.metric(DROPPED_BUDGET).await, 0);
 }
+
+#[tokio::test]
+async fn many_unread_subscriptions_to_one_topic_stay_inside_the_memory_budget() {
+    // One connection, 200 subscriptions to one topic, never read: every
+    // message takes an entry in 200 queues. Each queue alone is far from
+    // its bounds (20,000 tiny messages), and the messages themselves are
+    // ~1 MB; it is the entries that add up (4 million of them, ~160 MB).
+    // Past the first 1024 of a queue, entries are charged to the budget,
+    // and a queue takes no more while it is full.
+    const BUDGET: u64 = 4 * 1024 * 1024;
+    const SUBSCRIPTIONS: u64 = 200;
+    const MESSAGES: u64 = 20_000;
+    let broker = TestBroker::start_with(|config| {
+        config.queues.overflow_policy = OverflowPolicy::DropNew;
+        config.queues.max_memory_bytes = BUDGET as usize;
+    })
+    .await;
+    let mut subscriber = broker.client().await;
+    for _ in 0..SUBSCRIPTIONS {
+        subscriber.subscribe("fan").await;
+    }
+    let mut publisher = broker.client().await;
+    for _ in 0..MESSAGES {
+        publisher.publish("fan", b"tiny").await;
+    }
+    assert!(publisher.sync().await.is_empty());
+    let depth = broker.metric(QUEUE_DEPTH).await;
+    let held = broker.metric(MEMORY).await;
+    // The free entries of every queue, and what the budget pays for (an
+    // entry is about 40 bytes).
+    let most = SUBSCRIPTIONS * 1024 + BUDGET / 32;
+    assert!(
+        depth <= most,
+        "{depth} entries queued: the budget did not bound them (at most {most})"
+    );
+    assert!(held <= BUDGET + 64 * 1024, "{held} bytes charged");
+    assert!(
+        broker.metric(DROPPED_DROP_NEW).await > 0,
+        "the queues stopped taking messages"
+    );
+    drop(subscriber);
+}
