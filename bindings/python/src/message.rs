@@ -61,6 +61,15 @@ impl Message {
         self.0.delivery_id()
     }
 
+    /// How many messages the broker discarded for this subscription just
+    /// before this one (a full queue, an expired TTL, the memory budget):
+    /// 0 when none were. The subscription's `on_drop` is told of them
+    /// before this message is returned.
+    #[getter]
+    fn dropped_before(&self) -> u64 {
+        self.0.dropped_before()
+    }
+
     /// Acknowledge the message (returns at once for QoS 0 deliveries).
     fn ack<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let message = self.0.clone();

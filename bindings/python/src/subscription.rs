@@ -1,12 +1,13 @@
-//! `Subscription`: `next`, `next_batch` and `unsubscribe` over
-//! `blipmq::Subscription`.
+//! `Subscription`: `next_batch`, `dropped` and `unsubscribe` over
+//! `blipmq::Subscription`. The Python layer (`_client.py`) builds `next`
+//! and iteration on `next_batch` and tells the application of discards.
 
 use std::time::Duration;
 
 use blipmq::foreign::SharedSubscription;
 use pyo3::prelude::*;
 
-use crate::error::{client_closed, timed_out, to_py};
+use crate::error::{client_closed, to_py};
 use crate::message::Message;
 use crate::runtime::{awaitable, Nothing};
 
@@ -37,24 +38,20 @@ impl Subscription {
         self.inner.pattern()
     }
 
-    /// The next message; raises `TimeoutError` (601) after `timeout`
-    /// seconds and `ClientClosed` (603) once the subscription has ended.
-    #[pyo3(signature = (timeout=None))]
-    fn next<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let timeout = duration(timeout)?;
-        let inner = self.inner.clone();
-        awaitable(py, async move {
-            let batch = inner.next_batch(1, timeout).await.ok_or_else(ended)?;
-            match batch.messages.into_iter().next() {
-                Some(message) => Ok(Message(message)),
-                None => Err(timed_out("no message within the timeout")),
-            }
-        })
+    /// How many messages the broker has reported discarded for this
+    /// subscription so far, including gaps not handed to the application yet.
+    #[getter]
+    fn dropped(&self) -> u64 {
+        self.inner.dropped()
     }
 
-    /// Up to `max_messages` messages: waits up to `timeout` seconds for the
-    /// first (forever when `None`), then takes what is buffered without
-    /// waiting. An empty list means the timeout passed.
+    /// Waits up to `timeout` seconds (forever when `None`) for the first
+    /// message, then takes what is buffered, up to `max_messages`. Resolves
+    /// to `(messages, dropped_within, dropped_after)`: the sum of the
+    /// messages' `dropped_before` (so that Python looks at each message only
+    /// when a batch has a gap) and the discards after the last message that
+    /// nothing follows yet. No messages with `dropped_after > 0` is an early
+    /// return to report a gap; a timeout is `([], 0, 0)`.
     #[pyo3(signature = (max_messages, timeout=None))]
     fn next_batch<'py>(
         &self,
@@ -65,11 +62,13 @@ impl Subscription {
         let timeout = duration(timeout)?;
         let inner = self.inner.clone();
         awaitable(py, async move {
-            let batch = inner
+            let received = inner
                 .next_batch(max_messages, timeout)
                 .await
                 .ok_or_else(ended)?;
-            Ok(batch.messages.into_iter().map(Message).collect::<Vec<_>>())
+            let dropped_within: u64 = received.messages.iter().map(|m| m.dropped_before()).sum();
+            let messages: Vec<Message> = received.messages.into_iter().map(Message).collect();
+            Ok((messages, dropped_within, received.dropped_after))
         })
     }
 

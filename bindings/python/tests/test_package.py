@@ -53,10 +53,13 @@ def test_public_api_type_checks(tmp_path: Path) -> None:
         async def main(addr: str) -> None:
             async with await blipmq.connect(addr, api_key=None) as client:
                 sub = await client.subscribe("a.*", qos=0)
+                watched = await client.subscribe("a.*", on_drop=lambda count: None)
+                lost: int = watched.dropped
                 message_id: Optional[int] = await client.publish(
                     "a.b", b"x", ttl_ms=5, headers={"k": "v"})
                 message: blipmq.Message = await sub.next(timeout=1.5)
                 payload: bytes = message.payload
+                gap: int = message.dropped_before
                 headers = message.headers
                 batch: List[blipmq.Message] = await sub.next_batch(10)
                 await message.ack()
@@ -73,11 +76,13 @@ def test_public_api_type_checks(tmp_path: Path) -> None:
 
         def sync(addr: str) -> None:
             with blipmq.connect_sync(addr) as client:
-                with client.subscribe("a") as sub:
+                with client.subscribe("a", on_drop=print) as sub:
                     client.publish("a", b"x", headers=[("k", b"v")])
                     for m in sub:
                         m.ack()
                         count: int = m.delivery_count
+                        before: int = m.dropped_before
+                    total: int = sub.dropped
                 for event in client.events():
                     if isinstance(event, blipmq.Disconnected):
                         reason: str = event.reason

@@ -92,16 +92,41 @@ def encode(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+class DropTally:
+    """A subscription's `on_drop`: counts what the SDK told the application
+    was discarded. The SDK calls it inside the receiving call, in order with
+    the messages."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        # Set by a `receive` with `count_dropped`, to hear of each report
+        # while the SDK waits on (it may be all the receive wants).
+        self.reported: Optional[asyncio.Event] = None
+
+    def __call__(self, count: int) -> None:
+        self.count += count
+        if self.reported is not None:
+            self.reported.set()
+
+
+class Subscribed:
+    """A subscription and its `on_drop`."""
+
+    def __init__(self, subscription: blipmq.Subscription, drops: DropTally) -> None:
+        self.subscription = subscription
+        self.drops = drops
+
+
 class Actor:
     def __init__(self, client: blipmq.Client) -> None:
         self.client = client
         # From the connect on, for `events`.
         self.events = client.events()
-        self.subscriptions: Dict[str, blipmq.Subscription] = {}
+        self.subscriptions: Dict[str, Subscribed] = {}
         # Received QoS 1 deliveries not acked yet, by (sub, delivery id).
         self.unacked: Dict[Tuple[str, int], blipmq.Message] = {}
 
-    def subscription(self, name: str) -> blipmq.Subscription:
+    def subscription(self, name: str) -> Subscribed:
         try:
             return self.subscriptions[name]
         except KeyError:
@@ -181,21 +206,23 @@ class Testee:
     async def op_subscribe(self, name: str, args: Args) -> Dict[str, Any]:
         actor = self.actor(name)
         sub = args.req("sub", str)
+        drops = DropTally()
         subscription = await actor.client.subscribe(
             args.req("pattern", str),
             qos=args.opt("qos", int) or 0,
             durable=args.opt("durable", str),
             group=args.opt("group", str),
+            on_drop=drops,
         )
         # A name used again names the new subscription; the old one is
         # dropped, which unsubscribes it.
-        actor.subscriptions[sub] = subscription
+        actor.subscriptions[sub] = Subscribed(subscription, drops)
         return {}
 
     async def op_unsubscribe(self, name: str, args: Args) -> Dict[str, Any]:
         actor = self.actor(name)
         sub = args.req("sub", str)
-        subscription = actor.subscription(sub)
+        subscription = actor.subscription(sub).subscription
         del actor.subscriptions[sub]
         await subscription.unsubscribe()
         return {}
@@ -248,22 +275,36 @@ class Testee:
 
     async def op_receive(self, name: str, args: Args) -> Dict[str, Any]:
         """Up to `count` messages within `timeout_ms` in all; what is already
-        buffered is returned even once the time is up."""
+        buffered is returned even once the time is up. `dropped` is what the
+        subscription's `on_drop` was told meanwhile; with `count_dropped` it
+        counts towards `count`, and the receive ends as soon as the two make
+        `count`, even while the SDK waits (the wait is cancelled, which
+        loses no message)."""
         actor = self.actor(name)
-        subscription = actor.subscription(args.req("sub", str))
+        sub = args.req("sub", str)
+        subscribed = actor.subscription(sub)
+        subscription, drops = subscribed.subscription, subscribed.drops
         count = args.req("count", int)
+        count_dropped = args.flag("count_dropped")
         deadline = time.monotonic() + args.req("timeout_ms", int) / 1000
         messages: List[Dict[str, Any]] = []
-        while len(messages) < count:
+        drops.count = 0
+
+        def wanted() -> int:
+            return count - len(messages) - (drops.count if count_dropped else 0)
+
+        while wanted() > 0:
             remaining = max(deadline - time.monotonic(), 0.0)
             try:
-                batch = await subscription.next_batch(count - len(messages), timeout=remaining)
+                batch = await self.next_batch(subscription, drops, count_dropped, wanted(), remaining)
             except blipmq.ClientClosedError:
                 break  # the subscription ended and its buffer is drained
+            if batch is None:
+                break  # the reports made `count`
             for message in batch:
                 # Nothing is acked here: QoS 1 deliveries wait for `ack`.
                 if message.delivery_id != 0:
-                    actor.unacked[(args.req("sub", str), message.delivery_id)] = message
+                    actor.unacked[(sub, message.delivery_id)] = message
                 messages.append(
                     {
                         "topic": message.topic,
@@ -273,11 +314,38 @@ class Testee:
                         "delivery_count": message.delivery_count,
                         "delivery_id": str(message.delivery_id),
                         "headers": [{"key": k, "value": encode(v)} for k, v in message.headers],
+                        "dropped_before": message.dropped_before,
                     }
                 )
             if not batch or remaining == 0.0:
                 break
-        return {"messages": messages}
+        return {"messages": messages, "dropped": drops.count, "dropped_total": subscription.dropped}
+
+    @staticmethod
+    async def next_batch(
+        subscription: blipmq.Subscription, drops: DropTally, count_dropped: bool, wanted: int, timeout: float
+    ) -> Optional[List[blipmq.Message]]:
+        """`subscription.next_batch`, or `None` when, with `count_dropped`,
+        the drops reported while it waits make up what is `wanted`."""
+        if not count_dropped:
+            return await subscription.next_batch(wanted, timeout=timeout)
+        told_before = drops.count
+        reported = drops.reported = asyncio.Event()
+        receiving = asyncio.ensure_future(subscription.next_batch(wanted, timeout=timeout))
+        try:
+            while True:
+                heard = asyncio.ensure_future(reported.wait())
+                await asyncio.wait({receiving, heard}, return_when=asyncio.FIRST_COMPLETED)
+                heard.cancel()
+                if receiving.done():
+                    return receiving.result()
+                if drops.count - told_before >= wanted:
+                    return None  # the wait is cancelled below
+                reported.clear()
+        finally:
+            drops.reported = None
+            if not receiving.done():
+                receiving.cancel()
 
 
 def log(*parts: Any) -> None:

@@ -6,11 +6,13 @@ which runs the Rust client on its own tokio runtime.
 
 from __future__ import annotations
 
+from time import monotonic
 from types import TracebackType
 from typing import Iterable, List, Mapping, Optional, Tuple, Type, Union
 
 from . import _native
-from ._errors import ClientClosedError
+from ._drops import DropReports, OnDrop, warn_of_drops
+from ._errors import BlipMQError, ClientClosedError, error_from_code
 from ._events import Events
 from ._native import Message
 
@@ -144,15 +146,33 @@ class Client:
         qos: int = 0,
         durable: Optional[str] = None,
         group: Optional[str] = None,
+        *,
+        on_drop: Optional[OnDrop] = None,
     ) -> Subscription:
         """Subscribe to a topic or pattern (``*`` matches one token, ``>``
         the rest); returns once the broker confirms.
 
+        ``on_drop(count)`` hears of the messages the broker discards for
+        the subscription instead of delivering them (its queue was full,
+        they outlived their TTL, or the broker's memory budget ran out):
+        once per gap, in order, as the consumer reaches the gap: before
+        the :meth:`Subscription.next`, :meth:`Subscription.next_batch` or
+        ``async for`` step that returns the message after the gap returns
+        it; or, when no message follows, in the next receive as it waits
+        (and waits on: a gap is not a timeout). It runs in the
+        receiving call, and an exception it raises propagates to that
+        call's caller; the messages the call had taken are returned by the
+        next receive, and no gap is told twice. Without ``on_drop``, each
+        gap is a warning on the ``blipmq`` logger.
+
         Raises:
             InvalidTopicError: 300; UnsupportedQosError: 303; ClientClosedError: 603.
+            TypeError: ``on_drop`` is not callable.
         """
+        if on_drop is not None and not callable(on_drop):
+            raise TypeError(f"on_drop must be callable, not {type(on_drop).__name__}")
         native = await self._native.subscribe(pattern, qos, durable, group)
-        return Subscription(native)
+        return Subscription(native, on_drop or warn_of_drops(pattern))
 
     async def flush(self) -> None:
         """Wait until the broker has handled everything sent before."""
@@ -175,23 +195,38 @@ class Client:
         await self.close()
 
 
+def _timed_out() -> BlipMQError:
+    return error_from_code(601, "Timeout", "no message within the timeout")
+
+
 class Subscription:
     """Messages matching a pattern, in order; from :meth:`Client.subscribe`.
 
     ``async for message in subscription:`` ends when the subscription ends
     (unsubscribed, or the client closed). ``async with`` ends it on exit (a
     durable one is detached, never deleted: see :meth:`detach`).
+
+    Messages the broker discards for the subscription go to the ``on_drop``
+    given to :meth:`Client.subscribe`; :attr:`dropped` counts them.
     """
 
-    __slots__ = ("_native",)
+    __slots__ = ("_native", "_drops")
 
-    def __init__(self, native: _native.Subscription) -> None:
+    def __init__(self, native: _native.Subscription, on_drop: OnDrop) -> None:
         self._native = native
+        self._drops = DropReports(on_drop)
 
     @property
     def pattern(self) -> str:
         """The topic or pattern subscribed to."""
         return self._native.pattern
+
+    @property
+    def dropped(self) -> int:
+        """How many messages the broker has reported discarded for this
+        subscription so far: what ``on_drop`` has been told, and gaps the
+        consumer has not reached yet."""
+        return self._native.dropped
 
     async def next(self, timeout: Optional[float] = None) -> Message:
         """The next message, waiting at most ``timeout`` seconds (forever
@@ -200,20 +235,45 @@ class Subscription:
         Raises:
             TimeoutError: 601, when ``timeout`` passes first.
             ClientClosedError: 603, once the subscription has ended.
+            Whatever ``on_drop`` raises (see :meth:`Client.subscribe`).
         """
-        return await self._native.next(timeout)
+        # Awaits the native call itself rather than `next_batch`: while
+        # nothing is discarded, one coroutine per message.
+        deadline = None if timeout is None else monotonic() + timeout
+        drops = self._drops
+        if not drops.pending:
+            batch, dropped_within, dropped_after = await self._native.next_batch(1, timeout)
+            if not (dropped_within or dropped_after or drops.pending):
+                if batch:
+                    return batch[0]
+                raise _timed_out()
+            drops.take(batch, dropped_within, dropped_after)
+        batch = await drops.receive(self._native, 1, deadline)
+        if batch:
+            return batch[0]
+        raise _timed_out()
 
     async def next_batch(
         self, max_messages: int, timeout: Optional[float] = None
     ) -> List[Message]:
         """Up to ``max_messages`` messages: waits at most ``timeout`` seconds
         for the first, then takes what is already buffered. An empty list
-        means the timeout passed.
+        means the timeout passed. Cancelling the wait loses no message.
 
         Raises:
             ClientClosedError: 603, once the subscription has ended.
+            Whatever ``on_drop`` raises (see :meth:`Client.subscribe`).
         """
-        return await self._native.next_batch(max_messages, timeout)
+        deadline = None if timeout is None else monotonic() + timeout
+        drops = self._drops
+        if not drops.pending:
+            batch, dropped_within, dropped_after = await self._native.next_batch(
+                max_messages, timeout
+            )
+            if not (dropped_within or dropped_after or drops.pending):
+                return batch  # nothing discarded (or [] when the time passed)
+            drops.take(batch, dropped_within, dropped_after)
+        return await drops.receive(self._native, max_messages, deadline)
 
     async def unsubscribe(self) -> None:
         """Stop the subscription and wait for the broker to confirm. A
@@ -231,8 +291,15 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Message:
+        # `next()` without a timeout, inlined (see there).
+        drops = self._drops
         try:
-            return await self._native.next()
+            if not drops.pending:
+                batch, dropped_within, dropped_after = await self._native.next_batch(1)
+                if not (dropped_within or dropped_after or drops.pending):
+                    return batch[0]
+                drops.take(batch, dropped_within, dropped_after)
+            return (await drops.receive(self._native, 1, None))[0]
         except ClientClosedError:
             raise StopAsyncIteration from None
 

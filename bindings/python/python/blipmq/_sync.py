@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable, Iterator, List, Optional, Tuple, Ty
 
 from . import _client
 from ._client import Headers
+from ._drops import OnDrop
 from ._errors import ClientClosedError
 from ._events import ClientEvent, Events
 from ._native import Message
@@ -155,11 +156,19 @@ class SyncClient:
         qos: int = 0,
         durable: Optional[str] = None,
         group: Optional[str] = None,
+        *,
+        on_drop: Optional[OnDrop] = None,
     ) -> SyncSubscription:
-        """Subscribe; see :meth:`blipmq.Client.subscribe`."""
-        return SyncSubscription(
-            _run(self._client.subscribe, pattern, qos, durable, group)
-        )
+        """Subscribe; see :meth:`blipmq.Client.subscribe`. ``on_drop`` is
+        called on the background loop's thread while the receiving call
+        waits for it; what it raises, that call raises."""
+
+        async def subscribe() -> _client.Subscription:
+            return await self._client.subscribe(
+                pattern, qos, durable, group, on_drop=on_drop
+            )
+
+        return SyncSubscription(_run(subscribe))
 
     def flush(self) -> None:
         """Wait until the broker has handled everything sent before."""
@@ -195,6 +204,12 @@ class SyncSubscription:
     def pattern(self) -> str:
         """The topic or pattern subscribed to."""
         return self._subscription.pattern
+
+    @property
+    def dropped(self) -> int:
+        """Messages the broker has reported discarded so far; see
+        :attr:`blipmq.Subscription.dropped`."""
+        return self._subscription.dropped
 
     def next(self, timeout: Optional[float] = None) -> SyncMessage:
         """The next message; see :meth:`blipmq.Subscription.next`."""
@@ -307,6 +322,12 @@ class SyncMessage:
     def delivery_id(self) -> int:
         """What the broker acks this delivery by (0 at QoS 0)."""
         return self._message.delivery_id
+
+    @property
+    def dropped_before(self) -> int:
+        """How many messages the broker discarded for the subscription just
+        before this one (0 when none were)."""
+        return self._message.dropped_before
 
     def ack(self) -> None:
         """Acknowledge the message (a no-op for QoS 0 deliveries)."""
