@@ -140,3 +140,39 @@ describe('a consumer that fell behind', () => {
     }
   })
 })
+
+// The README's loop loses nothing on the broker's defaults: a burst of
+// 200,000 16-byte messages, one `await client.publish(...)` each, read with
+// `for await` on a second connection in the same process, all arrives in
+// order with nothing reported dropped. The broker has no configuration.
+test('the README loop loses nothing on a burst at the broker defaults', async () => {
+  const BURST = 200_000
+  const plain = await startBroker()
+  try {
+    const consumer = await connect(plain.addr)
+    const producer = await connect(plain.addr)
+    const drops = []
+    const subscription = await consumer.subscribe('burst', { onDrop: (count) => drops.push(count) })
+    const reading = (async () => {
+      let received = 0
+      for await (const message of subscription) {
+        assert.equal(message.payload.readUInt32BE(0), received, 'in order')
+        if (++received === BURST) break
+      }
+      return received
+    })()
+    const payload = Buffer.alloc(16)
+    for (let i = 0; i < BURST; i++) {
+      payload.writeUInt32BE(i, 0)
+      await producer.publish('burst', payload)
+    }
+    await producer.flush()
+    assert.equal(await reading, BURST)
+    assert.deepEqual(drops, [])
+    assert.equal(subscription.dropped, 0)
+    await consumer.close()
+    await producer.close()
+  } finally {
+    await plain.stop()
+  }
+})
