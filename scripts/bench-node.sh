@@ -43,7 +43,7 @@ if [[ "${BLIPMQ_BENCH_SKIP_BUILD:-0}" != "1" || ! -d "$project/node_modules/blip
   mkdir -p "$scratch/package"
   # Pack from a copy, so the source tree's addon (a debug build from
   # scripts/test-node.sh) stays as it is.
-  cp "$NODE_DIR"/{package.json,README.md,index.js,index.mjs,index.d.ts,index.d.mts,native.js,native.d.ts} \
+  cp "$NODE_DIR"/{package.json,README.md,index.js,index.mjs,index.d.ts,index.d.mts,native.js,native.d.ts,errors.js,errors.mjs,errors.d.ts} \
     "$scratch/package/"
   (cd "$NODE_DIR" && npx napi build --platform --release --output-dir "$scratch/package" \
     --js native.js --dts native.d.ts)
