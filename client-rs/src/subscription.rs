@@ -65,6 +65,12 @@ impl Subscription {
         self.receiver.dropped()
     }
 
+    /// Messages buffered now (for tests).
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.receiver.len()
+    }
+
     /// The next message; `None` once the client is closed and the buffered
     /// messages are drained.
     pub async fn next_message(&mut self) -> Option<Message> {

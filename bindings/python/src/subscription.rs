@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use blipmq::foreign::SharedSubscription;
+use blipmq::foreign::{Claimable, SharedSubscription};
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use crate::error::{client_closed, to_py};
 use crate::message::Message;
@@ -62,13 +63,11 @@ impl Subscription {
         let timeout = duration(timeout)?;
         let inner = self.inner.clone();
         awaitable(py, async move {
-            let received = inner
-                .next_batch(max_messages, timeout)
+            let claimable = inner
+                .next_batch_claimable(max_messages, timeout)
                 .await
                 .ok_or_else(ended)?;
-            let dropped_within: u64 = received.messages.iter().map(|m| m.dropped_before()).sum();
-            let messages: Vec<Message> = received.messages.into_iter().map(Message).collect();
-            Ok((messages, dropped_within, received.dropped_after))
+            Ok(Batch(claimable))
         })
     }
 
@@ -88,6 +87,25 @@ impl Subscription {
     fn detach<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.inner.detach();
         awaitable(py, async move { Ok(Nothing) })
+    }
+}
+
+/// What `next_batch` resolves to, claimed only when it becomes a Python
+/// value on the event loop: an `asyncio.Future` cancelled after the Rust
+/// side took the messages never gets that far, and the messages go back
+/// to the subscription for the next receive instead of being lost.
+pub struct Batch(Claimable);
+
+impl<'py> IntoPyObject<'py> for Batch {
+    type Target = PyTuple;
+    type Output = Bound<'py, PyTuple>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let received = self.0.claim();
+        let dropped_within: u64 = received.messages.iter().map(|m| m.dropped_before()).sum();
+        let messages: Vec<Message> = received.messages.into_iter().map(Message).collect();
+        (messages, dropped_within, received.dropped_after).into_pyobject(py)
     }
 }
 

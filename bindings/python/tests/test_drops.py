@@ -300,3 +300,28 @@ async def test_async_for_tells_gaps_and_ends_with_the_subscription() -> None:
     assert [m.index async for m in sub] == [1]
     assert seen == [1, 4]  # the last gap is told before the end
 
+
+
+async def test_a_receive_cancelled_after_its_message_arrived_loses_nothing(addr: str) -> None:
+    """The message a receive took reaches the next receive even when the
+    receive is cancelled after the Rust side had it, before the event loop
+    handed it over (the loop is blocked meanwhile, so the window is sure)."""
+    consumer = await blipmq.connect(addr)
+    subscription = await consumer.subscribe("race")
+    waiting = asyncio.ensure_future(subscription.next())
+    await asyncio.sleep(0.05)  # the receive now waits in the native layer
+    # Published from another thread while this loop is blocked: the native
+    # receive completes and its result waits for the loop.
+    producer = blipmq.connect_sync(addr)
+    try:
+        producer.publish("race", b"kept")
+        producer.flush()
+    finally:
+        producer.close()
+    time.sleep(0.3)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    message = await subscription.next(timeout=5)
+    assert message.payload == b"kept"
+    await consumer.close()

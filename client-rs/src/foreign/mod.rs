@@ -28,4 +28,4 @@ mod tests;
 
 pub use calls::{queue_stopped, CallQueue, Publishing};
 pub use options::ConnectOptions;
-pub use subscription::{Received, SharedSubscription};
+pub use subscription::{Claimable, Received, SharedSubscription};

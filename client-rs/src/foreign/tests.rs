@@ -324,3 +324,58 @@ async fn every_discard_reaches_the_reader_once_in_line_even_with_nothing_after_i
     consumer.close().await;
     producer.close().await;
 }
+
+#[tokio::test]
+async fn a_result_never_claimed_goes_back_in_front_in_order() {
+    let (addr, _data) = broker().await;
+    let client = connect(&addr).await;
+    let subscription = SharedSubscription::new(client.subscribe("claim").await.unwrap());
+    for i in 0..5 {
+        client.publish("claim", format!("{i}")).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let payloads = |received: &Received| -> Vec<String> {
+        received
+            .messages
+            .iter()
+            .map(|m| String::from_utf8_lossy(m.payload()).into_owned())
+            .collect()
+    };
+    // Wait until all five are buffered, then take three and drop them
+    // unclaimed (a binding whose caller gave up after the result was made).
+    while subscription.shared_len() < 5 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unclaimed = subscription
+        .next_batch_claimable(3, Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    // The subscription is held until then: another read waits.
+    let waiting = tokio::time::timeout(
+        Duration::from_millis(50),
+        subscription.next_batch(10, Some(Duration::from_secs(5))),
+    )
+    .await;
+    assert!(waiting.is_err(), "a read waits for the unclaimed result");
+    drop(unclaimed);
+    client.publish("claim", "5").await.unwrap();
+    client.flush().await.unwrap();
+    // Handed out again first, oldest first, then what was newer.
+    assert_eq!(subscription.try_next_batch(2).len(), 2, "0 and 1");
+    let again = subscription
+        .next_batch(10, Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(payloads(&again), ["2"], "the rest of what was handed back");
+    let mut rest = Vec::new();
+    while rest.len() < 3 {
+        let batch = subscription
+            .next_batch(10, Some(Duration::from_secs(5)))
+            .await
+            .unwrap();
+        assert!(!batch.is_empty());
+        rest.extend(payloads(&batch));
+    }
+    assert_eq!(rest, ["3", "4", "5"]);
+    client.close().await;
+}
