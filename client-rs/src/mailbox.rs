@@ -231,7 +231,16 @@ pub(crate) struct MailboxReceiver {
 impl MailboxReceiver {
     /// The next message; `None` once the mailbox is closed and drained.
     pub fn poll_recv(&self, cx: &Context<'_>) -> Poll<Option<Message>> {
-        let mut state = self.shared.lock();
+        self.pop_or_wait(self.shared.lock(), cx)
+    }
+
+    /// The oldest message, the end, or `cx` registered to be woken: under
+    /// the lock the caller took.
+    fn pop_or_wait(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        cx: &Context<'_>,
+    ) -> Poll<Option<Message>> {
         if let Some(message) = state.messages.pop_front() {
             let producer = self.shared.room_made(&mut state);
             drop(state);
@@ -255,15 +264,13 @@ impl MailboxReceiver {
     /// taken when no message has come since; `None` once the mailbox is
     /// closed and drained.
     pub fn poll_recv_event(&self, cx: &Context<'_>) -> Poll<Option<MailboxEvent>> {
-        {
-            let mut state = self.shared.lock();
-            if state.messages.is_empty() && state.dropped_carry > 0 {
-                return Poll::Ready(Some(MailboxEvent::Dropped(std::mem::take(
-                    &mut state.dropped_carry,
-                ))));
-            }
+        let mut state = self.shared.lock();
+        if state.messages.is_empty() && state.dropped_carry > 0 {
+            return Poll::Ready(Some(MailboxEvent::Dropped(std::mem::take(
+                &mut state.dropped_carry,
+            ))));
         }
-        self.poll_recv(cx)
+        self.pop_or_wait(state, cx)
             .map(|message| message.map(MailboxEvent::Message))
     }
 
