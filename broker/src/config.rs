@@ -5,7 +5,7 @@
 //! variables `BLIPMQ_<SECTION>_<KEY>` (e.g. `BLIPMQ_SERVER_BIND_ADDR`).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -47,6 +47,83 @@ pub struct Config {
     pub wal: crate::wal::WalConfig,
     /// The WebSocket listener for browsers (off unless `bind_addr` is set).
     pub websocket: WebSocketConfig,
+    /// The certificate the listeners present (TLS is off without one).
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: the broker's certificate and what it asks of clients. With a
+/// `cert_file` every listener speaks TLS unless its own `tls = false` says
+/// otherwise; the certificate, key and client CA are read again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM: the certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// PEM: CAs whose certificates clients must present (mutual TLS). Unset
+    /// = clients are not asked for a certificate.
+    pub client_ca_file: Option<PathBuf>,
+    /// The oldest TLS version accepted: "1.2" (the default) or "1.3".
+    pub min_version: TlsVersion,
+}
+
+impl TlsConfig {
+    /// Whether a certificate is configured.
+    pub fn configured(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
+/// A TLS protocol version, written "1.2" or "1.3" (a string or a number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+impl<'de> Deserialize<'de> for TlsVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // `BLIPMQ_TLS_MIN_VERSION=1.3` arrives as a number, the file's
+        // `min_version = "1.3"` as a string: both mean the same.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Number(f64),
+        }
+        let text = match Written::deserialize(deserializer)? {
+            Written::Text(text) => text,
+            Written::Number(number) => number.to_string(),
+        };
+        match text.as_str() {
+            "1.2" => Ok(TlsVersion::Tls12),
+            "1.3" => Ok(TlsVersion::Tls13),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown TLS version {other:?}: use \"1.2\" or \"1.3\""
+            ))),
+        }
+    }
+}
+
+/// The broker's listeners, for the questions asked of each (TLS, exposure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Clients,
+    WebSocket,
+    Metrics,
+}
+
+impl Listener {
+    /// The config section that configures it.
+    pub fn section(self) -> &'static str {
+        match self {
+            Listener::Clients => "server",
+            Listener::WebSocket => "websocket",
+            Listener::Metrics => "metrics",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -79,6 +156,8 @@ pub struct ServerConfig {
     pub max_header_key_bytes: usize,
     /// Most header bytes (keys plus values) on one message.
     pub max_headers_bytes: usize,
+    /// TLS on this listener: unset = on when `[tls]` has a certificate.
+    pub tls: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -96,6 +175,8 @@ pub struct MetricsConfig {
     /// How long writing one response may take: a scraper that does not read
     /// is disconnected then (LIMIT-25).
     pub write_timeout_ms: u64,
+    /// HTTPS on this listener: unset = on when `[tls]` has a certificate.
+    pub tls: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -230,6 +311,12 @@ pub struct WebSocketConfig {
     /// Empty = any origin. A request without an `Origin` header (not a
     /// browser) is never refused for it: only browsers send one.
     pub allowed_origins: Vec<String>,
+    /// wss on this listener: unset = on when `[tls]` has a certificate.
+    pub tls: Option<bool>,
+    /// Serve plaintext WebSocket on an address other than loopback. Off by
+    /// default: browsers send the API key in the first frame, and a page
+    /// served over https cannot open `ws://` anyway.
+    pub allow_plaintext: bool,
 }
 
 impl WebSocketConfig {
@@ -262,6 +349,7 @@ impl Default for ServerConfig {
             max_headers: 64,
             max_header_key_bytes: 256,
             max_headers_bytes: 16 * 1024,
+            tls: None,
         }
     }
 }
@@ -274,6 +362,7 @@ impl Default for MetricsConfig {
             max_connections: 64,
             request_timeout_ms: 10_000,
             write_timeout_ms: 10_000,
+            tls: None,
         }
     }
 }
@@ -349,6 +438,13 @@ pub enum ConfigError {
 }
 
 /// Keys whose value is a list; in the environment they are comma-separated.
+/// Keys whose value is a path: in the environment, always a string.
+const PATH_KEYS: &[(&str, &str)] = &[
+    ("tls", "cert_file"),
+    ("tls", "key_file"),
+    ("tls", "client_ca_file"),
+];
+
 const LIST_KEYS: &[(&str, &str)] = &[("auth", "api_keys"), ("websocket", "allowed_origins")];
 
 impl Config {
@@ -600,7 +696,80 @@ impl Config {
                 ),
             });
         }
+        self.validate_tls()?;
         Ok(())
+    }
+
+    /// Whether `listener` speaks TLS: its own `tls` key, else whether
+    /// `[tls]` has a certificate.
+    pub fn tls_on(&self, listener: Listener) -> bool {
+        let own = match listener {
+            Listener::Clients => self.server.tls,
+            Listener::WebSocket => self.websocket.tls,
+            Listener::Metrics => self.metrics.tls,
+        };
+        own.unwrap_or(self.tls.configured())
+    }
+
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        let tls = &self.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls.key_file",
+                problem: "and tls.cert_file go together: set both or neither".into(),
+            });
+        }
+        if tls.client_ca_file.is_some() && !tls.configured() {
+            return Err(ConfigError::Invalid {
+                key: "tls.client_ca_file",
+                problem: "needs tls.cert_file and tls.key_file (the broker's own certificate)"
+                    .into(),
+            });
+        }
+        for (listener, key) in [
+            (Listener::Clients, "server.tls"),
+            (Listener::WebSocket, "websocket.tls"),
+            (Listener::Metrics, "metrics.tls"),
+        ] {
+            if self.tls_on(listener) && !tls.configured() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: "is true but [tls] has no cert_file and key_file".into(),
+                });
+            }
+        }
+        if let Some(addr) = self.websocket.bind_addr {
+            if !addr.ip().is_loopback()
+                && !self.tls_on(Listener::WebSocket)
+                && !self.websocket.allow_plaintext
+            {
+                return Err(ConfigError::Invalid {
+                    key: "websocket.bind_addr",
+                    problem: format!(
+                        "{addr} is not a loopback address and the WebSocket listener has no \
+                         TLS: configure [tls] (wss), or set websocket.allow_plaintext = true \
+                         behind a proxy that terminates TLS"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The listeners bound to an address other than loopback that speak
+    /// plaintext: the broker warns about each at start.
+    pub fn exposed_plaintext_listeners(&self) -> Vec<(Listener, SocketAddr)> {
+        let mut bound = vec![(Listener::Clients, self.server.bind_addr)];
+        if let Some(addr) = self.websocket.bind_addr {
+            bound.push((Listener::WebSocket, addr));
+        }
+        if self.metrics.enabled {
+            bound.push((Listener::Metrics, self.metrics.bind_addr));
+        }
+        bound
+            .into_iter()
+            .filter(|(listener, addr)| !addr.ip().is_loopback() && !self.tls_on(*listener))
+            .collect()
     }
 
     /// The header limits in effect.
@@ -660,6 +829,7 @@ fn apply_env_overrides(
         "auth",
         "wal",
         "websocket",
+        "tls",
     ];
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix("BLIPMQ_") else {
@@ -682,6 +852,8 @@ fn apply_env_overrides(
                     .map(|s| toml::Value::String(s.to_string()))
                     .collect(),
             )
+        } else if PATH_KEYS.contains(&(section, key)) {
+            toml::Value::String(raw)
         } else {
             parse_scalar(&raw)
         };
@@ -922,5 +1094,74 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_connections"), "{e}");
+    }
+
+    #[test]
+    fn tls_keys_are_validated_and_read_from_the_environment() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("BLIPMQ_TLS_CERT_FILE", "/etc/blipmq/cert.pem"),
+                ("BLIPMQ_TLS_KEY_FILE", "/etc/blipmq/1.2"),
+                ("BLIPMQ_TLS_MIN_VERSION", "1.3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls.cert_file.as_deref(),
+            Some(Path::new("/etc/blipmq/cert.pem"))
+        );
+        assert_eq!(
+            c.tls.key_file.as_deref(),
+            Some(Path::new("/etc/blipmq/1.2"))
+        );
+        assert_eq!(c.tls.min_version, TlsVersion::Tls13);
+        assert!(c.tls_on(Listener::Clients) && c.tls_on(Listener::Metrics));
+
+        let invalid = |text: &str| Config::from_toml(text).unwrap_err().to_string();
+        assert!(invalid("[tls]\nkey_file = \"k.pem\"").contains("tls.key_file"));
+        assert!(invalid("[tls]\nclient_ca_file = \"ca.pem\"").contains("tls.client_ca_file"));
+        assert!(invalid("[server]\ntls = true").contains("server.tls"));
+        assert!(
+            invalid("[tls]\ncert_file = \"c\"\nkey_file = \"k\"\nmin_version = \"1.1\"")
+                .contains("1.1")
+        );
+        let c =
+            Config::from_toml("[tls]\ncert_file = \"c\"\nkey_file = \"k\"\n[metrics]\ntls = false")
+                .unwrap();
+        assert!(c.tls_on(Listener::Clients) && !c.tls_on(Listener::Metrics));
+    }
+
+    #[test]
+    fn a_websocket_listener_off_loopback_needs_tls_or_allow_plaintext() {
+        let error = Config::from_toml("[websocket]\nbind_addr = \"0.0.0.0:7879\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("websocket.bind_addr") && error.contains("allow_plaintext"),
+            "{error}"
+        );
+        Config::from_toml("[websocket]\nbind_addr = \"0.0.0.0:7879\"\nallow_plaintext = true")
+            .unwrap();
+        Config::from_toml(
+            "[websocket]\nbind_addr = \"0.0.0.0:7879\"\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"",
+        )
+        .unwrap();
+        Config::from_toml("[websocket]\nbind_addr = \"127.0.0.1:7879\"").unwrap();
+    }
+
+    #[test]
+    fn plaintext_listeners_off_loopback_are_named_for_the_start_warning() {
+        let c = Config::from_toml(
+            "[server]\nbind_addr = \"0.0.0.0:7878\"\n[websocket]\nbind_addr = \"0.0.0.0:7879\"\nallow_plaintext = true",
+        )
+        .unwrap();
+        let exposed: Vec<Listener> = c
+            .exposed_plaintext_listeners()
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect();
+        assert_eq!(exposed, [Listener::Clients, Listener::WebSocket]);
+        assert!(Config::default().exposed_plaintext_listeners().is_empty());
     }
 }

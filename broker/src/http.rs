@@ -28,6 +28,7 @@ use tracing::debug;
 use crate::config::MetricsConfig;
 use crate::metrics::{inc, Metrics};
 use crate::server::Shared;
+use crate::tls::{MaybeTls, Tls};
 use crate::wal::WalHealth;
 
 /// The most bytes of request line and headers one request may have.
@@ -42,17 +43,43 @@ pub(crate) struct Limits {
     request_timeout: Duration,
     write_timeout: Duration,
     metrics: Arc<Metrics>,
+    /// HTTPS when set (`metrics.tls`).
+    tls: Option<Arc<Tls>>,
 }
 
 impl Limits {
-    pub fn new(config: &MetricsConfig, metrics: Arc<Metrics>) -> Arc<Limits> {
+    pub fn new(
+        config: &MetricsConfig,
+        metrics: Arc<Metrics>,
+        tls: Option<Arc<Tls>>,
+    ) -> Arc<Limits> {
         Arc::new(Limits {
             slots: Arc::new(Semaphore::new(config.max_connections)),
             max_connections: config.max_connections,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             write_timeout: Duration::from_millis(config.write_timeout_ms),
             metrics,
+            tls,
         })
+    }
+
+    /// The connection's byte stream: over HTTPS, once its TLS handshake is
+    /// done, which must be within the request timeout like a request head.
+    async fn secure(&self, stream: TcpStream) -> Option<MaybeTls> {
+        let Some(tls) = &self.tls else {
+            return Some(MaybeTls::Plain(stream));
+        };
+        match tokio::time::timeout(self.request_timeout, tls.acceptor().accept(stream)).await {
+            Ok(Ok(stream)) => Some(MaybeTls::Tls(Box::new(stream))),
+            Ok(Err(error)) => {
+                debug!(%error, "metrics TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                inc(&self.metrics.http_request_timeouts);
+                None
+            }
+        }
     }
 
     /// A slot for a connection just accepted; without one it is answered
@@ -68,6 +95,10 @@ impl Limits {
             }
             Err(_) => {
                 inc(&self.metrics.http_rejected);
+                if self.tls.is_some() {
+                    // No plaintext answer on an HTTPS port: closed at once.
+                    return None;
+                }
                 let body = format!(
                     "too many connections: metrics.max_connections is {}\n",
                     self.max_connections
@@ -87,7 +118,7 @@ impl Limits {
     /// Read a request head within the request timeout; a timeout is `None`.
     async fn read_head(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut MaybeTls,
         buffer: &mut Vec<u8>,
     ) -> Option<Result<Option<usize>, HeadError>> {
         let read = tokio::time::timeout(self.request_timeout, read_head(stream, buffer)).await;
@@ -100,7 +131,7 @@ impl Limits {
     /// Write a response within the write timeout; a timeout is an error.
     async fn write(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut MaybeTls,
         response: &Response,
         keep_alive: bool,
         head_only: bool,
@@ -176,10 +207,13 @@ pub(crate) async fn serve(
 /// Answer requests on one connection until the client closes it, asks to,
 /// or sends something this endpoint does not take.
 async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     shared: &Shared,
     limits: &Limits,
 ) -> std::io::Result<()> {
+    let Some(mut stream) = limits.secure(stream).await else {
+        return Ok(());
+    };
     let mut buffer = Vec::with_capacity(1024);
     loop {
         let head_len = match limits.read_head(&mut stream, &mut buffer).await {
@@ -221,7 +255,7 @@ enum HeadError {
 /// Read until `buffer` holds a whole request head (through the blank line);
 /// its length, or `None` if the peer closed before sending anything more.
 async fn read_head(
-    stream: &mut TcpStream,
+    stream: &mut MaybeTls,
     buffer: &mut Vec<u8>,
 ) -> Result<Option<usize>, HeadError> {
     let mut searched = 0;
@@ -368,7 +402,7 @@ fn readiness(shared: &Shared) -> Response {
 /// hears "recovering" rather than nothing.
 pub(crate) async fn serve_while_recovering(listener: &TcpListener, limits: &Arc<Limits>) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -377,6 +411,9 @@ pub(crate) async fn serve_while_recovering(listener: &TcpListener, limits: &Arc<
         };
         let limits = limits.clone();
         tokio::spawn(async move {
+            let Some(mut stream) = limits.secure(stream).await else {
+                return;
+            };
             let mut buffer = Vec::with_capacity(1024);
             if let Some(Ok(Some(head_len))) = limits.read_head(&mut stream, &mut buffer).await {
                 let head_only =
@@ -405,7 +442,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 async fn write(
-    stream: &mut TcpStream,
+    stream: &mut MaybeTls,
     response: &Response,
     keep_alive: bool,
     head_only: bool,

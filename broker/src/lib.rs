@@ -18,11 +18,13 @@ mod registry;
 mod server;
 mod subscription;
 mod throttle;
+pub mod tls;
 pub mod wal;
 mod websocket;
 mod writer;
 
 pub use config::{Config, ConfigError, OverflowPolicy, WebSocketConfig};
+pub use tls::{Tls, TlsError};
 
 /// Internals the criterion benchmarks (`benches/`) drive directly. Not a
 /// stable API.

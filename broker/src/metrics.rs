@@ -42,6 +42,10 @@ pub struct Metrics {
     /// WebSocket upgrades that failed otherwise (not a WebSocket request,
     /// or none within the handshake timeout).
     pub websocket_upgrade_failures: AtomicU64,
+    /// TLS handshakes on the client and WebSocket ports that failed (a
+    /// plaintext client, an unknown CA, no client certificate under mutual
+    /// TLS) or did not finish within the handshake timeout.
+    pub tls_handshake_failures: AtomicU64,
     pub auth_failures: AtomicU64,
     /// Failed Hellos answered only after `auth.failure_delay_ms` (LIMIT-26).
     pub auth_failures_delayed: AtomicU64,
@@ -315,6 +319,12 @@ impl Metrics {
                     get(&self.websocket_upgrade_failures),
                 ),
             ],
+        );
+        family(
+            "blipmq_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes on the client and WebSocket ports that failed or timed out.",
+            &[("", get(&self.tls_handshake_failures))],
         );
         family(
             "blipmq_auth_failures_total",

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::admission::{Admission, Slots};
-use crate::config::Config;
+use crate::config::{Config, Listener};
 use crate::connection;
 use crate::dead_letter;
 use crate::durable::{DeliverySettings, Durable};
@@ -23,6 +23,7 @@ use crate::memory::MemoryBudget;
 use crate::metrics::{add, inc, Gauges, Metrics, Transport};
 use crate::registry::Registry;
 use crate::throttle::{LogGate, LoginFailures};
+use crate::tls::{self, Tls};
 use crate::websocket;
 
 /// How long shutdown waits for connections to flush and close.
@@ -35,11 +36,17 @@ pub struct Listeners {
     pub websocket: Option<TcpListener>,
     /// `None` disables the metrics endpoint.
     pub metrics: Option<TcpListener>,
+    /// The certificate `[tls]` names, read at bind; `None` = no TLS. Which
+    /// listeners use it is `Config::tls_on`'s answer. [`Tls::reload`] reads
+    /// the files again (the binary does on SIGHUP).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Listeners {
-    /// Bind the addresses named in `config`.
+    /// Bind the addresses named in `config`, and read its TLS files.
     pub async fn bind(config: &Config) -> io::Result<Listeners> {
+        let tls = Tls::load(&config.tls)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let clients = TcpListener::bind(config.server.bind_addr)
             .await
             .map_err(|e| with_context(e, "server.bind_addr", config.server.bind_addr))?;
@@ -64,6 +71,7 @@ impl Listeners {
             clients,
             websocket,
             metrics,
+            tls,
         })
     }
 }
@@ -181,7 +189,17 @@ pub async fn run_and_notify(
     let settings = DeliverySettings::from_config(&config);
     let recovering = Durable::open(config.wal.clone(), settings);
     let metrics = Arc::new(Metrics::default());
-    let http_limits = http::Limits::new(&config.metrics, metrics.clone());
+    warn_of_exposed_plaintext(&config);
+    let tls_for = |listener: Listener| {
+        if config.tls_on(listener) {
+            listeners.tls.clone()
+        } else {
+            None
+        }
+    };
+    let (clients_tls, websocket_tls) = (tls_for(Listener::Clients), tls_for(Listener::WebSocket));
+    let http_limits =
+        http::Limits::new(&config.metrics, metrics.clone(), tls_for(Listener::Metrics));
     let opened = match &listeners.metrics {
         Some(listener) => tokio::select! {
             opened = recovering => opened,
@@ -236,7 +254,14 @@ pub async fn run_and_notify(
             // Beyond the handshake budget: closed here and now, with no
             // upgrade and no task (LIMIT-21).
             inc(&metrics.handshakes_rejected);
-            refuse_at_accept(&stream, transport, shared.config.server.max_handshakes);
+            let secure = match transport {
+                Transport::Tcp => clients_tls.is_some(),
+                Transport::WebSocket => websocket_tls.is_some(),
+            };
+            if !secure {
+                // A TLS port has no plaintext way to say why: closed.
+                refuse_at_accept(&stream, transport, shared.config.server.max_handshakes);
+            }
             if let Some(suppressed) = shared.refusal_log.admit(std::time::Instant::now()) {
                 add(&metrics.log_lines_suppressed, suppressed);
                 warn!(%peer, suppressed, "socket refused: server.max_handshakes are in handshake");
@@ -254,14 +279,30 @@ pub async fn run_and_notify(
         );
         let shared = shared.clone();
         let stop = stop.clone();
+        let acceptor = match transport {
+            Transport::Tcp => clients_tls.as_ref(),
+            Transport::WebSocket => websocket_tls.as_ref(),
+        }
+        .map(|tls| tls.acceptor());
         tasks.spawn(async move {
-            match transport {
-                Transport::Tcp => {
+            match (transport, acceptor) {
+                (Transport::Tcp, None) => {
                     let (read_half, write_half) = stream.into_split();
                     connection::serve(read_half, write_half, peer, shared, stop, admission).await
                 }
-                Transport::WebSocket => {
-                    websocket::serve(stream, peer, shared, stop, admission).await
+                (Transport::Tcp, Some(acceptor)) => {
+                    let deadline = admission.deadline;
+                    let metrics = &shared.metrics;
+                    let secured =
+                        tls::handshake(acceptor, stream, deadline, &stop, metrics, peer).await;
+                    if let Some(stream) = secured {
+                        let (read_half, write_half) = tokio::io::split(stream);
+                        connection::serve(read_half, write_half, peer, shared, stop, admission)
+                            .await
+                    }
+                }
+                (Transport::WebSocket, acceptor) => {
+                    websocket::serve(stream, acceptor, peer, shared, stop, admission).await
                 }
             }
         });
@@ -281,6 +322,18 @@ pub async fn run_and_notify(
     dead_letter_task.abort();
     info!("stopped");
     Ok(())
+}
+
+/// A plaintext listener on an address other than loopback carries API keys
+/// and messages in clear: said once at start, for each.
+fn warn_of_exposed_plaintext(config: &Config) {
+    for (listener, addr) in config.exposed_plaintext_listeners() {
+        warn!(
+            %addr,
+            listener = listener.section(),
+            "plaintext listener on a non-loopback address: API keys and messages cross the network in clear; configure [tls]"
+        );
+    }
 }
 
 /// Tell a socket refused at accept why, if its send buffer takes the

@@ -32,6 +32,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -48,6 +49,7 @@ use crate::connection;
 use crate::metrics::{add, inc, Metrics};
 use crate::server::Shared;
 use crate::throttle::clip;
+use crate::tls::{self, MaybeTls};
 
 /// Frames buffered by the outgoing adapter before a write waits for the
 /// socket; the writer's own batches are bounded by `max_batch_bytes`.
@@ -84,11 +86,30 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Upgrade `stream` and serve it as a client connection until it closes.
 pub(crate) async fn serve(
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     mut admission: Admission,
 ) {
+    // wss: the TLS handshake first, by the same deadline as the upgrade.
+    let stream = match tls {
+        Some(acceptor) => {
+            let secured = tls::handshake(
+                acceptor,
+                stream,
+                admission.deadline,
+                &shutdown,
+                &shared.metrics,
+                peer,
+            );
+            match secured.await {
+                Some(stream) => stream,
+                None => return,
+            }
+        }
+        None => MaybeTls::Plain(stream),
+    };
     let budget = ReadBudget::new(AtomicUsize::new(MAX_UPGRADE_REQUEST));
     let stream = Metered {
         stream,
@@ -115,7 +136,7 @@ pub(crate) async fn serve(
 /// caps the bytes instead, whatever the framing: one frame, fragments, or
 /// control frames.)
 struct Metered {
-    stream: TcpStream,
+    stream: MaybeTls,
     /// Bytes tungstenite may still take; `usize::MAX` once the Hello is
     /// accepted.
     budget: ReadBudget,

@@ -735,3 +735,68 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// SIGHUP reads the TLS files again: a renewed certificate reaches new
+/// connections while open ones go on; without TLS it is a no-op, not a
+/// stop (SIGHUP's default action would end the process).
+#[tokio::test]
+async fn sighup_reloads_the_tls_certificate_and_keeps_serving() {
+    use blipmq_testkit::{files, Authority, TestPki, BROKER_NAMES};
+    use common::tls_client::{client_config, hello_over, tls_connect};
+    let pki = TestPki::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(pki.path(files::BROKER_CERT), &cert).unwrap();
+    std::fs::copy(pki.path(files::BROKER_KEY), &key).unwrap();
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[tls]\ncert_file = {:?}\nkey_file = {:?}\n[metrics]\ntls = false\n[wal]\ndir = {:?}\n",
+            cert,
+            key,
+            dir.path().join("wal")
+        ),
+    );
+    let broker = Broker::start(&["start", "--config", &path], &[]);
+    let first_ca = pki.ca.cert_pem.as_bytes();
+    let stream = tls_connect(broker.clients, client_config(first_ca, None), "localhost")
+        .await
+        .expect("TLS with the first certificate");
+    let mut open = hello_over(stream).await.unwrap();
+
+    let renewed_ca = Authority::new("Renewed CA");
+    let renewed = renewed_ca.server(BROKER_NAMES);
+    std::fs::write(&cert, &renewed.cert_pem).unwrap();
+    std::fs::write(&key, &renewed.key_pem).unwrap();
+    broker.process.signal(libc::SIGHUP);
+    let deadline = Instant::now() + STARTUP;
+    let mut fresh = loop {
+        let attempt = tls_connect(
+            broker.clients,
+            client_config(renewed_ca.cert_pem.as_bytes(), None),
+            "localhost",
+        )
+        .await;
+        if let Ok(stream) = attempt {
+            break hello_over(stream).await.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    open.subscribe("renewed").await;
+    fresh.publish("renewed", b"after SIGHUP").await;
+    assert_eq!(open.expect_delivery().await.payload, b"after SIGHUP");
+    let (_, stderr) = broker.stop_with(libc::SIGTERM);
+    assert!(stderr.contains("reloaded"), "{stderr}");
+
+    // No [tls]: SIGHUP is logged and the broker goes on serving.
+    let plain = Broker::start(&[], &[]);
+    plain.process.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    round_trip(plain.clients, None).await;
+    let (_, stderr) = plain.stop_with(libc::SIGTERM);
+    assert!(stderr.contains("nothing to reload"), "{stderr}");
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls_client;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use blipmq_protocol::{
     Subscribe, Unsubscribe, LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
 };
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -201,8 +203,9 @@ pub struct Got {
     pub timestamp_ms: u64,
 }
 
-pub struct RawClient {
-    pub stream: TcpStream,
+/// A client speaking raw frames over TCP, or over any byte stream (TLS).
+pub struct RawClient<S = TcpStream> {
+    pub stream: S,
     buf: BytesMut,
     encoder: Encoder,
     next_request: u64,
@@ -212,6 +215,13 @@ impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).unwrap();
+        RawClient::over(stream)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    /// A client over a stream already connected (a TLS session, say).
+    pub fn over(stream: S) -> RawClient<S> {
         RawClient {
             stream,
             buf: BytesMut::new(),

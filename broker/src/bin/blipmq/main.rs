@@ -1,6 +1,6 @@
 //! `blipmq`: the broker binary. Parses the command line, sets up logging
 //! before anything can fail, loads the config, binds, and runs until SIGINT
-//! or SIGTERM.
+//! or SIGTERM; SIGHUP reads the TLS files again.
 
 use std::process::ExitCode;
 
@@ -72,6 +72,10 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Err(error) = reload_on_hangup(listeners.tls.clone()) {
+            report_startup_error(&format!("cannot listen for SIGHUP: {error}"));
+            return ExitCode::FAILURE;
+        }
         // Printed once the log is recovered: a client that reads it finds
         // QoS 1 working.
         let ready_line = readiness_line(&listeners);
@@ -203,6 +207,29 @@ fn init_logging(format: LogFormat) {
     if let Some(bad) = bad {
         tracing::warn!("{bad}");
     }
+}
+
+/// On SIGHUP, read the TLS certificate, key and client CA files again (a
+/// renewed certificate): new connections get them, open ones keep theirs.
+/// A file that cannot be used is logged and the ones in use stay. Without
+/// TLS there is nothing to reload, and SIGHUP no longer stops the broker.
+fn reload_on_hangup(tls: Option<std::sync::Arc<blipmq_broker::Tls>>) -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match &tls {
+                Some(tls) => match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded"),
+                    Err(error) => {
+                        tracing::error!(%error, "SIGHUP: TLS files not reloaded; the ones in use stay")
+                    }
+                },
+                None => tracing::info!("SIGHUP: nothing to reload ([tls] is not configured)"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Install the SIGINT and SIGTERM handlers now; the future completes on the
