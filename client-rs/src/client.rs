@@ -96,21 +96,58 @@ impl ClientBuilder {
         self
     }
 
+    /// Speak TLS with these options (a `tls://` address does too, with the
+    /// defaults: the system's roots, the address's host as the name).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, options: crate::tls::TlsOptions) -> Self {
+        self.options.tls = Some(options);
+        self
+    }
+
     /// Replace all options at once.
     pub fn options(mut self, options: ClientOptions) -> Self {
         self.options = options;
         self
     }
 
-    /// Connect over TCP on the ambient tokio runtime.
+    /// Connect over TCP on the ambient tokio runtime: `host:port` (or
+    /// `tcp://host:port`), or `tls://host:port` for TLS.
     #[cfg(feature = "tokio")]
     pub async fn connect(self, addr: impl Into<String>) -> Result<Client, ConnectError> {
+        let (host_port, connector) = self.native_connector(&addr.into())?;
         self.connect_with(
-            addr,
-            Arc::new(crate::transport::TcpConnector),
+            host_port,
+            connector,
             Arc::new(crate::transport::TokioRuntime),
         )
         .await
+    }
+
+    /// The address to dial and how: TLS for a `tls://` address or when TLS
+    /// options are set, else plain TCP.
+    #[cfg(feature = "tls")]
+    fn native_connector(&self, addr: &str) -> Result<(String, Arc<dyn Connector>), ConnectError> {
+        let (wants_tls, host_port) = crate::tls::parse_address(addr);
+        if !wants_tls && self.options.tls.is_none() {
+            return Ok((
+                host_port.to_string(),
+                Arc::new(crate::transport::TcpConnector),
+            ));
+        }
+        let options = self.options.tls.clone().unwrap_or_default();
+        let connector = crate::transport::TlsConnector::new(&options).map_err(|e| {
+            Error::new(
+                crate::error::ConnectErrorKind::Tls,
+                ErrorCode::ConnectFailed,
+                e.to_string(),
+            )
+        })?;
+        Ok((host_port.to_string(), Arc::new(connector)))
+    }
+
+    #[cfg(all(feature = "tokio", not(feature = "tls")))]
+    fn native_connector(&self, addr: &str) -> Result<(String, Arc<dyn Connector>), ConnectError> {
+        Ok((addr.to_string(), Arc::new(crate::transport::TcpConnector)))
     }
 
     /// Connect through a custom transport and runtime (e.g. a WebSocket in

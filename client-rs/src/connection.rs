@@ -47,6 +47,13 @@ pub(crate) struct Connected {
     connection_id: u64,
 }
 
+/// Whether the broker's first bytes are a TLS record (an alert, after a
+/// plaintext Hello reached a TLS port). No Welcome starts so: its length
+/// prefix would be over 190 KiB, far past the handshake's limit.
+fn speaks_tls(received: &[u8]) -> bool {
+    matches!(received, [0x15 | 0x16, 0x03, ..])
+}
+
 /// Connect and complete the handshake, within the connect timeout.
 pub(crate) async fn connect(
     inner: &Inner,
@@ -72,11 +79,15 @@ async fn handshake(
     addr: &str,
 ) -> Result<Connected, ConnectError> {
     let io_error = |e: std::io::Error| {
-        Error::new(
-            ConnectErrorKind::Io,
-            ErrorCode::ConnectFailed,
-            format!("{addr}: {e}"),
-        )
+        #[cfg(feature = "tls")]
+        let kind = if crate::tls::is_failure(&e) {
+            ConnectErrorKind::Tls
+        } else {
+            ConnectErrorKind::Io
+        };
+        #[cfg(not(feature = "tls"))]
+        let kind = ConnectErrorKind::Io;
+        Error::new(kind, ErrorCode::ConnectFailed, format!("{addr}: {e}"))
     };
     let (mut reader, mut writer) = connector.connect(addr).await.map_err(io_error)?;
     let hello = encode_frame(&Frame::Hello(Hello {
@@ -89,6 +100,13 @@ async fn handshake(
     writer.write_frames(&hello).await.map_err(io_error)?;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
+        if speaks_tls(&buf) {
+            return Err(Error::new(
+                ConnectErrorKind::Tls,
+                ErrorCode::ConnectFailed,
+                format!("{addr} speaks TLS: connect to tls://{addr}"),
+            ));
+        }
         match check_frame(&buf, 64 * 1024) {
             Ok(total) => {
                 let frame = buf.split_to(total);

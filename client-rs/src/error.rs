@@ -78,6 +78,11 @@ impl<K: fmt::Debug> std::error::Error for Error<K> {}
 pub enum ConnectErrorKind {
     /// The broker could not be reached (code 600 ConnectFailed).
     Io,
+    /// TLS failed (code 600 ConnectFailed): the broker's certificate is not
+    /// trusted, expired or for another name, the broker refused the client
+    /// certificate, one side speaks TLS and the other does not, or the TLS
+    /// options cannot be used (an unreadable CA file). The message says which.
+    Tls,
     /// No Welcome within the connect timeout (601 Timeout).
     TimedOut,
     /// The broker refused the API key (200 AuthFailed).

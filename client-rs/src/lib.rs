@@ -66,6 +66,8 @@ mod options;
 mod outbox;
 mod state;
 mod subscription;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod trace;
 pub mod transport;
 

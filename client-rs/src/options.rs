@@ -27,6 +27,10 @@ pub struct ClientOptions {
     /// client stops reading from the broker, so the broker's overflow policy
     /// applies rather than client memory growing.
     pub subscription_capacity: usize,
+    /// TLS to the broker, also without a `tls://` address; `None` = TLS
+    /// only for a `tls://` address, with the system's roots.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsOptions>,
 }
 
 impl Default for ClientOptions {
@@ -39,6 +43,8 @@ impl Default for ClientOptions {
             reconnect: ReconnectPolicy::default(),
             outgoing_capacity: 8192,
             subscription_capacity: 8192,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

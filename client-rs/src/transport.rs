@@ -73,6 +73,8 @@ pub trait Runtime: MaybeSend + MaybeSync + 'static {
 
 #[cfg(feature = "tokio")]
 pub use self::tokio_tcp::{TcpConnector, TokioRuntime};
+#[cfg(feature = "tls")]
+pub use self::tokio_tls::TlsConnector;
 
 #[cfg(all(feature = "web", target_arch = "wasm32"))]
 mod web;
@@ -138,6 +140,108 @@ mod tokio_tcp {
 
         fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
             Box::pin(tokio::time::sleep(duration))
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+mod tokio_tls {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::tls::{self, TlsOptions};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+
+    /// TCP with TLS on top (`tls://host:port`): the broker's certificate is
+    /// checked against the CA (or the system's roots) and the host's name.
+    #[derive(Clone)]
+    pub struct TlsConnector {
+        config: Arc<rustls::ClientConfig>,
+        server_name: Option<String>,
+    }
+
+    impl std::fmt::Debug for TlsConnector {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("TlsConnector")
+                .field("server_name", &self.server_name)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl TlsConnector {
+        /// Read the CA and client certificate `options` name, once: every
+        /// reconnect uses what was read.
+        pub fn new(options: &TlsOptions) -> io::Result<TlsConnector> {
+            Ok(TlsConnector {
+                config: tls::client_config(options)?,
+                server_name: options.server_name.clone(),
+            })
+        }
+    }
+
+    impl Connector for TlsConnector {
+        fn connect(
+            &self,
+            addr: &str,
+        ) -> BoxFuture<'static, io::Result<(Box<dyn TransportReader>, Box<dyn TransportWriter>)>>
+        {
+            let addr = addr.to_string();
+            let config = self.config.clone();
+            let server_name = self.server_name.clone();
+            Box::pin(async move {
+                let name = tls::server_name(&addr, server_name.as_deref())?;
+                let stream = TcpStream::connect(&addr).await?;
+                stream.set_nodelay(true)?;
+                let connector = tokio_rustls::TlsConnector::from(config);
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| tls::failure(format!("TLS handshake failed: {}", explain(&e))))?;
+                let (read, write) = tokio::io::split(stream);
+                Ok((
+                    Box::new(read) as Box<dyn TransportReader>,
+                    Box::new(write) as Box<dyn TransportWriter>,
+                ))
+            })
+        }
+    }
+
+    /// A plaintext broker answers a ClientHello with an Error frame, which
+    /// rustls reports as a corrupt record (or the broker just closes).
+    fn explain(error: &io::Error) -> String {
+        let garbled = error.kind() == io::ErrorKind::UnexpectedEof
+            || error
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|e| matches!(e, rustls::Error::InvalidMessage(_)));
+        if garbled {
+            format!("{error} (the port does not speak TLS?)")
+        } else {
+            error.to_string()
+        }
+    }
+
+    impl TransportReader for ReadHalf<TlsStream<TcpStream>> {
+        fn read<'a>(&'a mut self, buf: &'a mut BytesMut) -> BoxFuture<'a, io::Result<usize>> {
+            Box::pin(self.read_buf(buf))
+        }
+    }
+
+    impl TransportWriter for WriteHalf<TlsStream<TcpStream>> {
+        fn write_frames<'a>(&'a mut self, frames: &'a [u8]) -> BoxFuture<'a, io::Result<()>> {
+            // rustls may keep records until flushed.
+            Box::pin(async move {
+                self.write_all(frames).await?;
+                self.flush().await
+            })
+        }
+
+        fn close(&mut self) -> BoxFuture<'_, ()> {
+            Box::pin(async move {
+                let _ = self.shutdown().await;
+            })
         }
     }
 }
