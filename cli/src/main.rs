@@ -36,7 +36,7 @@ struct Cli {
 /// command.
 #[derive(Args, Clone, Debug)]
 pub struct Global {
-    /// Broker address (host:port).
+    /// Broker address: host:port, or tls://host:port for TLS.
     #[arg(
         long,
         global = true,
@@ -47,6 +47,52 @@ pub struct Global {
     /// API key, when the broker requires one.
     #[arg(long, global = true, env = "BLIPMQ_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// TLS: trust the CAs in this PEM file instead of the system's roots
+    /// (implies TLS, as do the other --tls options).
+    #[arg(long, global = true, env = "BLIPMQ_TLS_CA", value_name = "PEM_FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// TLS: present this certificate chain (mutual TLS); needs --tls-key.
+    #[arg(
+        long,
+        global = true,
+        env = "BLIPMQ_TLS_CERT",
+        value_name = "PEM_FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// TLS: the private key of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "BLIPMQ_TLS_KEY",
+        value_name = "PEM_FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// TLS: the name the broker's certificate must be for, when it is not
+    /// the address's host.
+    #[arg(
+        long,
+        global = true,
+        env = "BLIPMQ_TLS_SERVER_NAME",
+        value_name = "NAME"
+    )]
+    pub tls_server_name: Option<String>,
+}
+
+impl Global {
+    /// The TLS options the flags set, if any.
+    fn tls(&self) -> Option<blipmq::tls::TlsOptions> {
+        use blipmq::tls::{Pem, TlsOptions};
+        let any =
+            self.tls_ca.is_some() || self.tls_cert.is_some() || self.tls_server_name.is_some();
+        any.then(|| TlsOptions {
+            ca: self.tls_ca.clone().map(Pem::File),
+            client_cert: self.tls_cert.clone().map(Pem::File),
+            client_key: self.tls_key.clone().map(Pem::File),
+            server_name: self.tls_server_name.clone(),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -202,6 +248,9 @@ pub async fn connect(global: &Global, name: &str) -> Result<Client, CliError> {
         .reconnect(ReconnectPolicy::disabled());
     if let Some(key) = &global.api_key {
         builder = builder.api_key(key.clone());
+    }
+    if let Some(tls) = global.tls() {
+        builder = builder.tls(tls);
     }
     builder.connect(global.addr.clone()).await.map_err(|e| {
         CliError::runtime(format!(

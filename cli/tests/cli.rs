@@ -875,3 +875,46 @@ fn bench_text_output_and_progress() {
         out.stderr
     );
 }
+
+/// `--addr tls://…` with `--tls-ca`: a round trip over TLS; without the CA
+/// (the system's roots) or at the plaintext address, a clear error.
+#[test]
+fn pub_and_sub_speak_tls_with_a_ca_file() {
+    use blipmq_testkit::{files, TestPki};
+    let pki = TestPki::generate();
+    let cert = pki.path(files::BROKER_CERT);
+    let key = pki.path(files::BROKER_KEY);
+    let broker = Broker::start_with(&[
+        ("BLIPMQ_TLS_CERT_FILE", cert.to_str().unwrap()),
+        ("BLIPMQ_TLS_KEY_FILE", key.to_str().unwrap()),
+    ]);
+    let port = broker.addr.rsplit_once(':').unwrap().1.to_string();
+    let tls_addr = format!("tls://localhost:{port}");
+    let ca = pki.path(files::CA);
+    let tls_cli = |args: &[&str]| {
+        let mut cmd = clean_command(Path::new(CLI));
+        cmd.arg("--addr")
+            .arg(&tls_addr)
+            .arg("--tls-ca")
+            .arg(&ca)
+            .args(args);
+        cmd
+    };
+    let mut sub_cmd = tls_cli(&["sub", "sealed", "--count", "1", "--format", "text"]);
+    sub_cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut sub = Process::spawn(sub_cmd, None);
+    sub.wait_for_stderr("subscribed to sealed", RUN);
+    run(tls_cli(&["pub", "sealed", "over tls"]), None).assert_success();
+    let out = sub.finish(RUN);
+    out.assert_success();
+    assert_eq!(out.stdout_text(), "over tls\n");
+
+    // The system's roots do not know the test CA.
+    let mut untrusted = clean_command(Path::new(CLI));
+    untrusted.args(["--addr", &tls_addr, "pub", "sealed", "x"]);
+    run(untrusted, None).assert_error(1, &["ConnectFailed (600)", "TLS handshake failed"]);
+    // Plaintext at the TLS port.
+    broker
+        .run(&["pub", "sealed", "x"], None)
+        .assert_error(1, &["ConnectFailed (600)", "speaks TLS"]);
+}
