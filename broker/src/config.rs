@@ -271,15 +271,53 @@ pub struct DurableConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// When non-empty, a client must present one of these keys in its Hello.
-    /// Each is at most [`AuthConfig::MAX_KEY_BYTES`] bytes.
+    /// Deprecated: keys in clear, each a user with every right (as
+    /// `[[auth.users]]` with `admin = true`). When any key or user is
+    /// configured, a client must present a key in its Hello. Each is at
+    /// most [`AuthConfig::MAX_KEY_BYTES`] bytes.
     pub api_keys: Vec<String>,
+    /// Users: a name, the SHA-256 of their key, and what they may do.
+    pub users: Vec<UserConfig>,
     /// Failed Hellos one source address may make per `failure_window_ms`
     /// before its further failures are answered only after
     /// `failure_delay_ms` (LIMIT-26). A correct key is never delayed.
     pub max_failures: u32,
     pub failure_window_ms: u64,
     pub failure_delay_ms: u64,
+}
+
+/// `[[auth.users]]`: one user. `blipmq keygen` makes a key and its digest.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserConfig {
+    /// Shown in logs and in the errors this user's clients get.
+    pub name: String,
+    /// The SHA-256 digest of the user's key, 64 hexadecimal digits. The key
+    /// itself is never stored: it is high-entropy and random, so its digest
+    /// cannot be reversed.
+    pub key_sha256: String,
+    /// Topics this user may publish to.
+    pub publish: RulesConfig,
+    /// Patterns this user may subscribe to (see `RulesConfig`).
+    pub subscribe: RulesConfig,
+    /// Durable subscription and queue group names this user may create,
+    /// attach to or delete: exact names, or a prefix ending in `*`. Unset =
+    /// any name.
+    pub queues: Option<Vec<String>>,
+    /// Every right, including publishing to `$` topics (reserved to the
+    /// broker: dead letters).
+    pub admin: bool,
+}
+
+/// Allow and deny lists of topic patterns. Unset `allow` = everything not
+/// denied; a deny always wins. A subscription pattern needs an allow pattern
+/// that covers every topic it can match, and no deny pattern that could
+/// match a topic it matches (SPEC AUTH-4).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    pub allow: Option<Vec<String>>,
+    pub deny: Vec<String>,
 }
 
 impl AuthConfig {
@@ -292,6 +330,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {
             api_keys: Vec::new(),
+            users: Vec::new(),
             max_failures: 10,
             failure_window_ms: 60_000,
             failure_delay_ms: 1_000,
@@ -676,6 +715,7 @@ impl Config {
                 ),
             });
         }
+        self.validate_users()?;
         if self.auth.api_keys.iter().any(|k| k.is_empty()) {
             return Err(ConfigError::Invalid {
                 key: "auth.api_keys",
@@ -709,6 +749,63 @@ impl Config {
             Listener::Metrics => self.metrics.tls,
         };
         own.unwrap_or(self.tls.configured())
+    }
+
+    fn validate_users(&self) -> Result<(), ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "auth.users",
+            problem,
+        };
+        let mut names = std::collections::HashSet::new();
+        let mut digests = std::collections::HashSet::new();
+        for user in &self.auth.users {
+            let name = &user.name;
+            if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "{name:?}: a user's name is 1 to 128 characters, no control characters"
+                )));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(invalid(format!("{name:?} is named twice")));
+            }
+            let digest = &user.key_sha256;
+            if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(format!(
+                    "{name:?}: key_sha256 must be 64 hexadecimal digits (blipmq keygen prints one)"
+                )));
+            }
+            if !digests.insert(digest.to_ascii_lowercase()) {
+                return Err(invalid(format!(
+                    "{name:?}: key_sha256 is another user's too: one key, one user"
+                )));
+            }
+            for (list, patterns) in [
+                (
+                    "publish.allow",
+                    user.publish.allow.as_deref().unwrap_or(&[]),
+                ),
+                ("publish.deny", &user.publish.deny[..]),
+                (
+                    "subscribe.allow",
+                    user.subscribe.allow.as_deref().unwrap_or(&[]),
+                ),
+                ("subscribe.deny", &user.subscribe.deny[..]),
+            ] {
+                for pattern in patterns {
+                    if let Err(error) = blipmq_protocol::topic::validate_pattern(pattern) {
+                        return Err(invalid(format!("{name:?}: {list} {pattern:?}: {error}")));
+                    }
+                }
+            }
+            for queue in user.queues.iter().flatten() {
+                if queue.is_empty() || queue.trim_end_matches('*').contains('*') {
+                    return Err(invalid(format!(
+                        "{name:?}: queues {queue:?}: a name, or a prefix ending in one '*'"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn validate_tls(&self) -> Result<(), ConfigError> {

@@ -246,7 +246,9 @@ mod tests {
         config.wal.dir = dir.path().join("wal");
         let settings = DeliverySettings::from_config(&config);
         let (durable, _dead) = Durable::open(config.wal.clone(), settings).await.unwrap();
-        let mut shared = Shared::new(config, durable, Arc::default(), 1);
+        let users = crate::auth::Users::from_config(&config.auth);
+        let auth = Arc::new(crate::auth::AuthState::new(users));
+        let mut shared = Shared::new(config, durable, Arc::default(), 1, auth);
         shared.memory = crate::memory::MemoryBudget::leak(usize::MAX);
         shared.control_memory = crate::memory::MemoryBudget::leak(usize::MAX);
         let shared = Arc::new(shared);

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::Admission;
-use crate::config::AuthConfig;
+use crate::auth::User;
 use crate::config::OverflowPolicy;
 use crate::confirm::{storage_error_code, ConfirmPipeline, StoredPublish};
 use crate::durable::{ephemeral_name, AckOutcome, AttachError, QueueKind};
@@ -105,6 +105,8 @@ pub(crate) async fn serve(
             read_at_ms: unix_millis(),
             peer,
             admission,
+            user: shared.auth.anonymous(),
+            auth_changes: shared.auth.watch(),
         };
         reader.run(read_half, &reader_stop, &shutdown).await;
         // QoS 1 messages already handed to the log still get their confirms.
@@ -269,6 +271,11 @@ struct Reader {
     /// The handshake slot until the Hello is accepted, then the connection
     /// slot; freed when the reader goes.
     admission: Admission,
+    /// Who the Hello's key says the client is, and so what it may do.
+    user: Arc<User>,
+    /// Reloads of the users: the connection closes when its user is gone
+    /// or changed (AUTH-7).
+    auth_changes: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Reader {
@@ -377,6 +384,17 @@ impl Reader {
                 _ = &mut handshake_deadline, if !self.ready => {
                     self.send_error(ErrorCode::HandshakeTimeout, "no Hello within the handshake timeout", 0);
                     return;
+                }
+                changed = self.auth_changes.changed(), if self.ready => {
+                    if changed.is_ok() && !self.shared.auth.users().still_has(&self.user) {
+                        let message = format!(
+                            "the user {:?} was removed or changed by a reload: connect again",
+                            self.user.name
+                        );
+                        info!(user = %self.user.name, "closing a connection: its user was removed or changed");
+                        self.send_error(ErrorCode::AuthFailed, &message, 0);
+                        return;
+                    }
                 }
                 read = socket.read_buf(&mut buf) => match read {
                     Ok(0) => {
@@ -559,41 +577,11 @@ impl Reader {
             return Flow::Close;
         }
         let client = clip(hello.client_name.unwrap_or(""), MAX_LOGGED_NAME);
-        let keys = &self.shared.config.auth.api_keys;
-        if !keys.is_empty() {
-            let presented = hello.api_key.unwrap_or("");
-            // Every key is compared, each over the same number of bytes, so
-            // timing reveals neither how much of a guess was right nor how
-            // long the keys are.
-            let valid = keys.iter().fold(false, |found, key| {
-                found | key_matches(key.as_bytes(), presented.as_bytes())
-            });
-            if !valid {
-                let shared = self.shared.clone();
-                let metrics = &shared.metrics;
-                inc(&metrics.auth_failures);
-                let now = std::time::Instant::now();
-                if let Some(suppressed) = shared.auth_log.admit(now) {
-                    add(&metrics.log_lines_suppressed, suppressed);
-                    warn!(%client, suppressed, "authentication failed");
-                }
-                // An address over its budget of failures waits for the
-                // answer (LIMIT-26); a correct key never does.
-                let delay = shared.login_failures.failed(self.peer.ip(), now);
-                if !delay.is_zero() {
-                    inc(&metrics.auth_failures_delayed);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.stop.cancelled() => return Flow::Close,
-                    }
-                }
-                let message = if hello.api_key.is_none() {
-                    "this broker requires an API key"
-                } else {
-                    "invalid API key"
-                };
-                self.send_error(ErrorCode::AuthFailed, message, 0);
-                return Flow::Close;
+        let users = self.shared.auth.users();
+        if users.require_key() {
+            match users.authenticate(hello.api_key.unwrap_or("")) {
+                Some(user) => self.user = user,
+                None => return self.refuse_key(hello, &client).await,
             }
         }
         if !self.admission.admit() {
@@ -629,6 +617,36 @@ impl Reader {
             max_header_key_size: server.max_header_key_bytes as u16,
             max_headers_size: server.max_headers_bytes as u32,
         }))
+    }
+
+    /// A Hello whose key is missing or no user's: AuthFailed, after a delay
+    /// when its address has failed too often (LIMIT-26).
+    async fn refuse_key(&mut self, hello: &Hello<'_>, client: &str) -> Flow {
+        let shared = self.shared.clone();
+        let metrics = &shared.metrics;
+        inc(&metrics.auth_failures);
+        let now = std::time::Instant::now();
+        if let Some(suppressed) = shared.auth_log.admit(now) {
+            add(&metrics.log_lines_suppressed, suppressed);
+            warn!(%client, suppressed, "authentication failed");
+        }
+        // An address over its budget of failures waits for the answer
+        // (LIMIT-26); a correct key never does.
+        let delay = shared.login_failures.failed(self.peer.ip(), now);
+        if !delay.is_zero() {
+            inc(&metrics.auth_failures_delayed);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.cancelled() => return Flow::Close,
+            }
+        }
+        let message = if hello.api_key.is_none() {
+            "this broker requires an API key"
+        } else {
+            "invalid API key"
+        };
+        self.send_error(ErrorCode::AuthFailed, message, 0);
+        Flow::Close
     }
 
     /// The part of a publish that waits, after [`Reader::publish_now`] did
@@ -707,6 +725,17 @@ impl Reader {
                     &format!("{error}: {:?}", publish.topic),
                     request_id,
                 ));
+            }
+            // The cache holds only a topic that passed this check.
+            if !self.user.publish_is_open() || publish.topic.starts_with('$') {
+                if let Err(why) = self.user.may_publish(publish.topic) {
+                    inc(&self.shared.metrics.permission_denials);
+                    return Publishing::Done(self.send_error(
+                        ErrorCode::PermissionDenied,
+                        &why,
+                        request_id,
+                    ));
+                }
             }
         }
         if !publish.headers.is_empty() {
@@ -916,6 +945,16 @@ impl Reader {
                 request_id,
             );
         }
+        let permitted = self.user.may_subscribe(subscribe.pattern).and_then(|()| {
+            [subscribe.durable_name, subscribe.queue_group]
+                .into_iter()
+                .flatten()
+                .try_for_each(|name| self.user.may_use_queue(name))
+        });
+        if let Err(why) = permitted {
+            inc(&self.shared.metrics.permission_denials);
+            return self.send_error(ErrorCode::PermissionDenied, &why, request_id);
+        }
         let limit = self.shared.config.queues.max_subscriptions_per_connection;
         if self.outbox.subscription_count() >= limit {
             inc(&self.shared.metrics.subscriptions_refused_per_connection);
@@ -1056,39 +1095,4 @@ fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Whether `presented` equals `key`, in a time that depends on neither's
-/// content nor length: both are read as [`AuthConfig::MAX_KEY_BYTES`] bytes
-/// (zero-padded, a longer presented key cut there) and every byte pair is
-/// compared; the lengths are compared as numbers, folded in the same way.
-/// A configured key is never longer (config validation). No digest is
-/// needed: the fixed width is what hides the length.
-fn key_matches(key: &[u8], presented: &[u8]) -> bool {
-    let width = AuthConfig::MAX_KEY_BYTES;
-    let byte = |bytes: &[u8], i: usize| bytes.get(i).copied().unwrap_or(0);
-    let mut difference = (key.len() ^ presented.len()) as u64;
-    for i in 0..width {
-        difference |= u64::from(byte(key, i) ^ byte(presented, i));
-    }
-    std::hint::black_box(difference) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::key_matches;
-
-    #[test]
-    fn keys_match_only_when_equal_in_content_and_length() {
-        assert!(key_matches(b"secret", b"secret"));
-        assert!(!key_matches(b"secret", b"secreT"));
-        assert!(!key_matches(b"secret", b"secret\0"));
-        assert!(!key_matches(b"secret", b"secre"));
-        assert!(!key_matches(b"secret", b""));
-        let long = vec![b'k'; 600];
-        assert!(
-            !key_matches(&long[..512], &long),
-            "a longer key is not cut to fit"
-        );
-    }
 }

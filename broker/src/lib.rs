@@ -3,6 +3,7 @@
 //! wrapper around it; tests bind `127.0.0.1:0` and call it directly.
 
 mod admission;
+pub mod auth;
 mod bounded_queue;
 pub mod config;
 mod confirm;

@@ -46,6 +46,8 @@ pub struct Metrics {
     /// plaintext client, an unknown CA, no client certificate under mutual
     /// TLS) or did not finish within the handshake timeout.
     pub tls_handshake_failures: AtomicU64,
+    /// Publishes and subscribes refused: the user may not (AUTH-3, AUTH-4).
+    pub permission_denials: AtomicU64,
     pub auth_failures: AtomicU64,
     /// Failed Hellos answered only after `auth.failure_delay_ms` (LIMIT-26).
     pub auth_failures_delayed: AtomicU64,
@@ -325,6 +327,12 @@ impl Metrics {
             "counter",
             "TLS handshakes on the client and WebSocket ports that failed or timed out.",
             &[("", get(&self.tls_handshake_failures))],
+        );
+        family(
+            "blipmq_permission_denials_total",
+            "counter",
+            "Publishes and subscribes refused because the user may not.",
+            &[("", get(&self.permission_denials))],
         );
         family(
             "blipmq_auth_failures_total",

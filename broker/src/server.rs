@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::admission::{Admission, Slots};
+use crate::auth::{AuthState, Users};
 use crate::config::{Config, Listener};
 use crate::connection;
 use crate::dead_letter;
@@ -40,6 +41,9 @@ pub struct Listeners {
     /// listeners use it is `Config::tls_on`'s answer. [`Tls::reload`] reads
     /// the files again (the binary does on SIGHUP).
     pub tls: Option<Arc<Tls>>,
+    /// The users in effect, when the caller keeps a handle to replace them
+    /// (the binary does, on SIGHUP); `None` = the config's, fixed.
+    pub auth: Option<Arc<AuthState>>,
 }
 
 impl Listeners {
@@ -67,11 +71,18 @@ impl Listeners {
         } else {
             None
         };
+        if !config.auth.api_keys.is_empty() {
+            warn!(
+                "auth.api_keys is deprecated: each key is a user with every right; \
+                 move to [[auth.users]] (blipmq keygen) with the rights each needs"
+            );
+        }
         Ok(Listeners {
             clients,
             websocket,
             metrics,
             tls,
+            auth: Some(Arc::new(AuthState::new(Users::from_config(&config.auth)))),
         })
     }
 }
@@ -114,6 +125,8 @@ pub(crate) struct Shared {
     /// failed logins, and sockets refused for a limit.
     pub auth_log: LogGate,
     pub refusal_log: LogGate,
+    /// The users and their rights (`[auth]`), replaced on reload.
+    pub auth: Arc<AuthState>,
 }
 
 /// How often a warning a peer can cause may be logged, per kind.
@@ -125,6 +138,7 @@ impl Shared {
         durable: Durable,
         metrics: Arc<Metrics>,
         first_message_id: u64,
+        auth: Arc<AuthState>,
     ) -> Shared {
         Shared {
             durable,
@@ -146,6 +160,7 @@ impl Shared {
             ),
             auth_log: LogGate::new(PEER_WARNING_INTERVAL),
             refusal_log: LogGate::new(PEER_WARNING_INTERVAL),
+            auth,
             config,
         }
     }
@@ -214,7 +229,17 @@ pub async fn run_and_notify(
         ))
     })?;
     let first_message_id = first_message_id(durable.recovered_max_message_id());
-    let shared = Arc::new(Shared::new(config, durable, metrics, first_message_id));
+    let auth = listeners
+        .auth
+        .clone()
+        .unwrap_or_else(|| Arc::new(AuthState::new(Users::from_config(&config.auth))));
+    let shared = Arc::new(Shared::new(
+        config,
+        durable,
+        metrics,
+        first_message_id,
+        auth,
+    ));
     ready();
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();

@@ -792,11 +792,45 @@ async fn sighup_reloads_the_tls_certificate_and_keeps_serving() {
     let (_, stderr) = broker.stop_with(libc::SIGTERM);
     assert!(stderr.contains("reloaded"), "{stderr}");
 
-    // No [tls]: SIGHUP is logged and the broker goes on serving.
+    // No [tls]: SIGHUP reloads the users and the broker goes on serving.
     let plain = Broker::start(&[], &[]);
     plain.process.signal(libc::SIGHUP);
     tokio::time::sleep(Duration::from_millis(200)).await;
     round_trip(plain.clients, None).await;
     let (_, stderr) = plain.stop_with(libc::SIGTERM);
-    assert!(stderr.contains("nothing to reload"), "{stderr}");
+    assert!(
+        stderr.contains("no TLS files to reload") && stderr.contains("users reloaded"),
+        "{stderr}"
+    );
+}
+
+/// `blipmq keygen NAME` prints a fresh key and the user entry whose
+/// key_sha256 admits it; a broker configured with that entry lets the key
+/// in and refuses another.
+#[tokio::test]
+async fn keygen_prints_a_key_and_the_user_entry_that_admits_it() {
+    let first = run_to_exit(&["keygen", "orders"], &[]);
+    assert!(first.status.success(), "{}", first.stderr);
+    let second = run_to_exit(&["keygen"], &[]);
+    let text = first.stdout.join("\n");
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# bmq_"))
+        .map(|k| format!("bmq_{k}"))
+        .unwrap_or_else(|| panic!("no key in {text}"));
+    assert!(!second.stdout.join("\n").contains(&key), "keys are random");
+    let entry: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(entry.contains("name = \"orders\""), "{entry}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &entry);
+    let broker = Broker::start(&["start", "--config", &path], &[]);
+    round_trip(broker.clients, Some(&key)).await;
+    let mut stranger = RawClient::connect(broker.clients).await;
+    stranger.send_hello(Some("bmq_0000")).await;
+    assert_eq!(stranger.expect_error().await.0, ErrorCode::AuthFailed);
+    broker.stop_with(libc::SIGTERM);
 }

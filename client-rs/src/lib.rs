@@ -10,7 +10,7 @@
 //! # // A broker on a free port, in the background, for this example.
 //! # let clients = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! # let addr = clients.local_addr()?.to_string();
-//! # let listeners = blipmq_broker::Listeners { clients, websocket: None, metrics: None, tls: None };
+//! # let listeners = blipmq_broker::Listeners { clients, websocket: None, metrics: None, tls: None, auth: None };
 //! # tokio::spawn(blipmq_broker::run(listeners, Default::default(), std::future::pending()));
 //! // `addr` is where the broker listens, e.g. "127.0.0.1:7878".
 //! let client = blipmq::Client::connect(addr).await?;

@@ -317,7 +317,16 @@ fn execute(
     }
     let data_dir =
         std::env::temp_dir().join(format!("blipmq-conformance-{}-{n}", std::process::id()));
-    let mut broker = match Broker::start(broker_bin, run.scenario.broker_env(), data_dir) {
+    let mut env = run.scenario.broker_env();
+    if let Some(text) = &run.scenario.broker_file {
+        let file = data_dir.join("blipmq.toml");
+        let written = std::fs::create_dir_all(&data_dir).and_then(|()| std::fs::write(&file, text));
+        if let Err(e) = written {
+            return Outcome::Fail(format!("{}: {e}", file.display()));
+        }
+        env.push(("BLIPMQ_CONFIG".into(), file.display().to_string()));
+    }
+    let mut broker = match Broker::start(broker_bin, env, data_dir) {
         Ok(b) => b,
         Err(e) => return Outcome::Fail(e),
     };

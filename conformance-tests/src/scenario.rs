@@ -33,6 +33,10 @@ pub struct Scenario {
     /// Broker config overrides, `"section.key" = value`.
     #[serde(default)]
     pub broker: BTreeMap<String, toml::Value>,
+    /// A whole blipmq.toml for the broker, for what `broker` overrides
+    /// cannot say (`[[auth.users]]`); the overrides still apply on top.
+    #[serde(default)]
+    pub broker_file: Option<String>,
     /// Whether the scenario also runs across SDK pairs (default true). Off
     /// for scenarios about the broker's own queueing under a stalled
     /// consumer: they flood tens of MB per run, and running them for every

@@ -122,6 +122,52 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
     topic_tokens.next().is_none()
 }
 
+/// Whether every topic `inner` matches, `outer` matches too (both valid
+/// patterns or topics): the rule that lets a permission's allow pattern
+/// admit a subscription pattern. The `$` rule of [`matches`] holds: a
+/// wildcard first token covers no `$` topic.
+pub fn covers(outer: &str, inner: &str) -> bool {
+    let (mut outer_tokens, mut inner_tokens) = (outer.split('.'), inner.split('.'));
+    let mut first = true;
+    loop {
+        match (outer_tokens.next(), inner_tokens.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(token)) => return !(first && token.starts_with('$')),
+            (Some("*"), Some(token)) => {
+                if token == ">" || (first && token.starts_with('$')) {
+                    return false;
+                }
+            }
+            (Some(o), Some(i)) if o == i => {}
+            _ => return false,
+        }
+        first = false;
+    }
+}
+
+/// Whether some topic matches both `a` and `b` (valid patterns or
+/// topics): the rule that refuses a subscription reaching a denied topic.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let (mut a_tokens, mut b_tokens) = (a.split('.'), b.split('.'));
+    let mut first = true;
+    loop {
+        match (a_tokens.next(), b_tokens.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(token)) | (Some(token), Some(">")) => {
+                return !(first && token.starts_with('$'));
+            }
+            (Some("*"), Some(token)) | (Some(token), Some("*")) => {
+                if first && token.starts_with('$') {
+                    return false;
+                }
+            }
+            (Some(x), Some(y)) if x == y => {}
+            _ => return false,
+        }
+        first = false;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +256,48 @@ mod tests {
         ];
         for (pattern, topic, expected) in cases {
             assert_eq!(matches(pattern, topic), expected, "{pattern} vs {topic}");
+        }
+    }
+
+    /// `covers` and `overlaps` against their definitions over every topic
+    /// of up to four tokens from a small alphabet (with a `$` token), for
+    /// every pattern of up to three tokens over it and the wildcards.
+    #[test]
+    fn covers_and_overlaps_agree_with_matches_over_a_small_universe() {
+        fn sequences(alphabet: &[&str], max: usize) -> Vec<String> {
+            let mut all: Vec<Vec<&str>> = vec![vec![]];
+            let mut out = Vec::new();
+            for _ in 0..max {
+                all = all
+                    .iter()
+                    .flat_map(|s| {
+                        alphabet.iter().map(move |t| {
+                            let mut longer = s.clone();
+                            longer.push(*t);
+                            longer
+                        })
+                    })
+                    .collect();
+                out.extend(all.iter().map(|s| s.join(".")));
+            }
+            out
+        }
+        let topics = sequences(&["a", "b", "$x"], 4);
+        let patterns: Vec<String> = sequences(&["a", "$x", "*", ">"], 3)
+            .into_iter()
+            .filter(|p| validate_pattern(p).is_ok())
+            .collect();
+        let matched: Vec<Vec<bool>> = patterns
+            .iter()
+            .map(|p| topics.iter().map(|t| matches(p, t)).collect())
+            .collect();
+        for (i, outer) in patterns.iter().enumerate() {
+            for (j, inner) in patterns.iter().enumerate() {
+                let by_definition = (0..topics.len()).all(|t| !matched[j][t] || matched[i][t]);
+                assert_eq!(covers(outer, inner), by_definition, "covers({outer}, {inner})");
+                let meet = (0..topics.len()).any(|t| matched[i][t] && matched[j][t]);
+                assert_eq!(overlaps(outer, inner), meet, "overlaps({outer}, {inner})");
+            }
         }
     }
 }

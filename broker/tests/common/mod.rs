@@ -29,6 +29,8 @@ pub struct TestBroker {
     pub websocket_addr: Option<SocketAddr>,
     /// Holds the write-ahead log; kept across `restart`.
     pub data: std::sync::Arc<tempfile::TempDir>,
+    /// The users in effect, to replace as a SIGHUP would.
+    pub auth: std::sync::Arc<blipmq_broker::auth::AuthState>,
     config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -62,6 +64,7 @@ impl TestBroker {
     async fn start_config(config: Config, data: std::sync::Arc<tempfile::TempDir>) -> TestBroker {
         config.validate().expect("test config is valid");
         let listeners = Listeners::bind(&config).await.expect("bind");
+        let auth = listeners.auth.clone().expect("bind makes the users");
         let addr = listeners.clients.local_addr().unwrap();
         let metrics_addr = listeners.metrics.as_ref().unwrap().local_addr().unwrap();
         let websocket_addr = listeners
@@ -90,6 +93,7 @@ impl TestBroker {
             metrics_addr,
             websocket_addr,
             data,
+            auth,
             config,
             stop: Some(stop),
             task: Some(task),

@@ -16,7 +16,7 @@ pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 pub const ENUM_MAX_ERROR_CODE: u16 = 603;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 27] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 28] = [
   ErrorCode::Unknown,
   ErrorCode::MalformedFrame,
   ErrorCode::UnsupportedFrame,
@@ -25,6 +25,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 27] = [
   ErrorCode::DuplicateHandshake,
   ErrorCode::HandshakeTimeout,
   ErrorCode::AuthFailed,
+  ErrorCode::PermissionDenied,
   ErrorCode::InvalidTopic,
   ErrorCode::InvalidArgument,
   ErrorCode::UnknownSubscription,
@@ -63,6 +64,7 @@ impl ErrorCode {
   pub const DuplicateHandshake: Self = Self(104);
   pub const HandshakeTimeout: Self = Self(105);
   pub const AuthFailed: Self = Self(200);
+  pub const PermissionDenied: Self = Self(201);
   pub const InvalidTopic: Self = Self(300);
   pub const InvalidArgument: Self = Self(301);
   pub const UnknownSubscription: Self = Self(302);
@@ -94,6 +96,7 @@ impl ErrorCode {
     Self::DuplicateHandshake,
     Self::HandshakeTimeout,
     Self::AuthFailed,
+    Self::PermissionDenied,
     Self::InvalidTopic,
     Self::InvalidArgument,
     Self::UnknownSubscription,
@@ -125,6 +128,7 @@ impl ErrorCode {
       Self::DuplicateHandshake => Some("DuplicateHandshake"),
       Self::HandshakeTimeout => Some("HandshakeTimeout"),
       Self::AuthFailed => Some("AuthFailed"),
+      Self::PermissionDenied => Some("PermissionDenied"),
       Self::InvalidTopic => Some("InvalidTopic"),
       Self::InvalidArgument => Some("InvalidArgument"),
       Self::UnknownSubscription => Some("UnknownSubscription"),

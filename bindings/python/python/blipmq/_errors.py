@@ -70,6 +70,10 @@ class AuthError(BlipMQError):
     """200 AuthFailed: Missing or wrong API key."""
 
 
+class PermissionDeniedError(BlipMQError):
+    """201 PermissionDenied: The user may not publish, subscribe or use that queue here. Which right was missing is in the message; `$` topics are the broker's."""
+
+
 class InvalidTopicError(BlipMQError, builtins.ValueError):
     """300 InvalidTopic: A topic or pattern that breaks the topic rules."""
 
@@ -155,6 +159,7 @@ _BY_CODE: Dict[int, Type[BlipMQError]] = {
     104: DuplicateHandshakeError,
     105: HandshakeTimeoutError,
     200: AuthError,
+    201: PermissionDeniedError,
     300: InvalidTopicError,
     301: InvalidArgumentError,
     302: UnknownSubscriptionError,
@@ -193,6 +198,7 @@ __all__ = [
     "InvalidTopicError",
     "MalformedFrameError",
     "MessageTooLargeError",
+    "PermissionDeniedError",
     "QueueFullError",
     "ShuttingDownError",
     "StorageFailedError",

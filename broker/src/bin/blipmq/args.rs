@@ -8,10 +8,14 @@ pub const USAGE: &str = "\
 BlipMQ message broker
 
 Usage: blipmq [start] [OPTIONS]
+       blipmq keygen [NAME]
 
 Commands:
-  start  Run the broker (the default when no command is given)
-  help   Print this help
+  start   Run the broker (the default when no command is given); SIGHUP reads
+          the TLS files and the users of [auth] again
+  keygen  Make a new random API key and print it with the [[auth.users]]
+          entry (its SHA-256) that admits it, for a user called NAME
+  help    Print this help
 
 Options:
   -c, --config <PATH>        Config file; without one the built-in defaults apply
@@ -40,6 +44,8 @@ pub struct StartOptions {
 #[derive(Debug, PartialEq)]
 pub enum Invocation {
     Start(StartOptions),
+    /// `blipmq keygen [NAME]`.
+    Keygen(Option<String>),
     Help,
     Version,
 }
@@ -86,6 +92,17 @@ pub fn parse(
                 log_format = Some(value);
             }
             "help" if !seen_command => return Ok(Invocation::Help),
+            "keygen" if !seen_command => {
+                let name = args.next().map(|n| {
+                    n.into_string()
+                        .map_err(|n| format!("the user's name {n:?} is not UTF-8"))
+                });
+                let name = name.transpose()?;
+                if let Some(extra) = args.next() {
+                    return Err(format!("unexpected argument {extra:?} after keygen's NAME"));
+                }
+                return Ok(Invocation::Keygen(name));
+            }
             "start" if !seen_command => seen_command = true,
             other if other.starts_with('-') => {
                 return Err(format!("unexpected argument '{other}'"));
@@ -94,7 +111,7 @@ pub fn parse(
                 let hint = if seen_command {
                     ""
                 } else {
-                    " (the only command is 'start')"
+                    " (the commands are 'start' and 'keygen')"
                 };
                 return Err(format!("unexpected argument '{other}'{hint}"));
             }

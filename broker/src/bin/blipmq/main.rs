@@ -20,6 +20,10 @@ fn main() -> ExitCode {
             print!("{}", args::USAGE);
             return ExitCode::SUCCESS;
         }
+        Ok(Invocation::Keygen(name)) => {
+            print!("{}", keygen(name.as_deref().unwrap_or("NAME")));
+            return ExitCode::SUCCESS;
+        }
         Ok(Invocation::Version) => {
             println!("blipmq {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
@@ -72,7 +76,12 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        if let Err(error) = reload_on_hangup(listeners.tls.clone()) {
+        let reload = Reload {
+            tls: listeners.tls.clone(),
+            auth: listeners.auth.clone(),
+            config: options.config.clone(),
+        };
+        if let Err(error) = reload_on_hangup(reload) {
             report_startup_error(&format!("cannot listen for SIGHUP: {error}"));
             return ExitCode::FAILURE;
         }
@@ -209,23 +218,57 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// On SIGHUP, read the TLS certificate, key and client CA files again (a
-/// renewed certificate): new connections get them, open ones keep theirs.
-/// A file that cannot be used is logged and the ones in use stay. Without
-/// TLS there is nothing to reload, and SIGHUP no longer stops the broker.
-fn reload_on_hangup(tls: Option<std::sync::Arc<blipmq_broker::Tls>>) -> std::io::Result<()> {
+/// `blipmq keygen`: a new key, and the `[[auth.users]]` entry for it. The
+/// key is shown once; the broker stores only its digest.
+fn keygen(name: &str) -> String {
+    let key = blipmq_broker::auth::generate_key();
+    let digest = blipmq_broker::auth::key_digest_hex(&key);
+    format!(
+        "# The key, for the client (shown once; the broker keeps only its SHA-256):\n\
+         # {key}\n\
+         # The user, for blipmq.toml (add publish, subscribe and queues rules):\n\
+         [[auth.users]]\n\
+         name = {name:?}\n\
+         key_sha256 = \"{digest}\"\n"
+    )
+}
+
+/// What SIGHUP reads again.
+struct Reload {
+    tls: Option<std::sync::Arc<blipmq_broker::Tls>>,
+    auth: Option<std::sync::Arc<blipmq_broker::auth::AuthState>>,
+    config: Option<std::path::PathBuf>,
+}
+
+/// On SIGHUP: the TLS certificate, key and client CA files (a renewed
+/// certificate: new connections get it, open ones keep theirs), and the
+/// users of `[auth]` from the config file and the environment (connections
+/// of users removed or changed are closed). What does not load is logged
+/// and what is in use stays. SIGHUP no longer stops the broker.
+fn reload_on_hangup(reload: Reload) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            match &tls {
+            match &reload.tls {
                 Some(tls) => match tls.reload() {
                     Ok(()) => tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded"),
                     Err(error) => {
                         tracing::error!(%error, "SIGHUP: TLS files not reloaded; the ones in use stay")
                     }
                 },
-                None => tracing::info!("SIGHUP: nothing to reload ([tls] is not configured)"),
+                None => tracing::info!("SIGHUP: no TLS files to reload ([tls] is not configured)"),
+            }
+            let Some(auth) = &reload.auth else { continue };
+            match Config::load(reload.config.as_deref(), std::env::vars()) {
+                Ok(config) => {
+                    let users = blipmq_broker::auth::Users::from_config(&config.auth);
+                    tracing::info!(users = ?users, "SIGHUP: users reloaded");
+                    auth.replace(users);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: users not reloaded; the ones in use stay")
+                }
             }
         }
     });

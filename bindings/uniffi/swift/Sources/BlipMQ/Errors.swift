@@ -27,6 +27,8 @@ public struct BlipMQError: Error, Equatable, Sendable, CustomStringConvertible {
         case handshakeTimeout
         /// 200 AuthFailed: Missing or wrong API key.
         case auth
+        /// 201 PermissionDenied: The user may not publish, subscribe or use that queue here. Which right was missing is in the message; `$` topics are the broker's.
+        case permissionDenied
         /// 300 InvalidTopic: A topic or pattern that breaks the topic rules.
         case invalidTopic
         /// 301 InvalidArgument: A field with a value outside its domain.
@@ -86,6 +88,7 @@ public struct BlipMQError: Error, Equatable, Sendable, CustomStringConvertible {
         case 104: kind = .duplicateHandshake
         case 105: kind = .handshakeTimeout
         case 200: kind = .auth
+        case 201: kind = .permissionDenied
         case 300: kind = .invalidTopic
         case 301: kind = .invalidArgument
         case 302: kind = .unknownSubscription

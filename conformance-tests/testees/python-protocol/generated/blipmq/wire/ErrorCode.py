@@ -15,6 +15,7 @@ class ErrorCode(object):
     DuplicateHandshake = 104
     HandshakeTimeout = 105
     AuthFailed = 200
+    PermissionDenied = 201
     InvalidTopic = 300
     InvalidArgument = 301
     UnknownSubscription = 302

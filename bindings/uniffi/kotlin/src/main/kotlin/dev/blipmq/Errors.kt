@@ -27,6 +27,7 @@ public sealed class BlipMQException(
                 104 -> DuplicateHandshakeException(code, codeName, detail, cause)
                 105 -> HandshakeTimeoutException(code, codeName, detail, cause)
                 200 -> AuthException(code, codeName, detail, cause)
+                201 -> PermissionDeniedException(code, codeName, detail, cause)
                 300 -> InvalidTopicException(code, codeName, detail, cause)
                 301 -> InvalidArgumentException(code, codeName, detail, cause)
                 302 -> UnknownSubscriptionException(code, codeName, detail, cause)
@@ -81,6 +82,10 @@ public class HandshakeTimeoutException internal constructor(code: Int, codeName:
 
 /** 200 AuthFailed: Missing or wrong API key. */
 public class AuthException internal constructor(code: Int, codeName: String, detail: String, cause: Throwable?) :
+    BlipMQException(code, codeName, detail, cause)
+
+/** 201 PermissionDenied: The user may not publish, subscribe or use that queue here. Which right was missing is in the message; `$` topics are the broker's. */
+public class PermissionDeniedException internal constructor(code: Int, codeName: String, detail: String, cause: Throwable?) :
     BlipMQException(code, codeName, detail, cause)
 
 /** 300 InvalidTopic: A topic or pattern that breaks the topic rules. */
