@@ -347,8 +347,9 @@ pub struct WebSocketConfig {
     /// The suggested address is [`WebSocketConfig::SUGGESTED_BIND_ADDR`].
     pub bind_addr: Option<SocketAddr>,
     /// Origins (`scheme://host[:port]`, or `*`) whose pages may connect.
-    /// Empty = any origin. A request without an `Origin` header (not a
-    /// browser) is never refused for it: only browsers send one.
+    /// Empty = any origin on a loopback address, none on any other. A
+    /// request without an `Origin` header (not a browser) is never refused
+    /// for it: only browsers send one.
     pub allowed_origins: Vec<String>,
     /// wss on this listener: unset = on when `[tls]` has a certificate.
     pub tls: Option<bool>,
@@ -362,9 +363,13 @@ impl WebSocketConfig {
     /// The address the documentation suggests, next to the TCP port.
     pub const SUGGESTED_BIND_ADDR: &'static str = "127.0.0.1:7879";
 
-    /// Whether a browser page from `origin` may connect.
+    /// Whether a browser page from `origin` may connect. With no list, any
+    /// page may on a loopback address (development), none elsewhere: a
+    /// listener on the network names the origins it serves (a page from any
+    /// site could otherwise use a visitor's browser to reach it).
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        self.allowed_origins.is_empty()
+        let on_loopback = self.bind_addr.is_none_or(|addr| addr.ip().is_loopback());
+        (self.allowed_origins.is_empty() && on_loopback)
             || self
                 .allowed_origins
                 .iter()
@@ -1083,8 +1088,20 @@ mod tests {
             c.websocket.allowed_origins,
             vec!["http://a.test", "https://b.test:8443"]
         );
-        // No list: any origin.
+        // No list: any origin on loopback, none on the network.
         assert!(WebSocketConfig::default().origin_allowed("http://anything.test"));
+        let exposed = WebSocketConfig {
+            bind_addr: Some("0.0.0.0:7879".parse().unwrap()),
+            allow_plaintext: true,
+            ..WebSocketConfig::default()
+        };
+        assert!(!exposed.origin_allowed("http://anything.test"));
+        let named = WebSocketConfig {
+            allowed_origins: vec!["https://app.example".into()],
+            ..exposed
+        };
+        assert!(named.origin_allowed("https://app.example"));
+        assert!(!named.origin_allowed("https://evil.example"));
     }
 
     #[test]
