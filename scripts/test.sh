@@ -66,5 +66,9 @@ step "node sdk" scripts/test-node.sh
 step "web sdk" scripts/test-web.sh
 step "kotlin sdk and swift bindings" scripts/test-kotlin.sh
 step "conformance" scripts/conformance.sh
+# The whole matrix once more over TLS, for a representative subset of the
+# testees (each alone, no pairs: TLS is the transport's business, not the
+# SDK pairs'); the browser SDK's wss test is in its own suite.
+step "conformance over TLS" scripts/conformance.sh --tls --no-pairs --testee rust,python,node
 echo
 echo "all checks passed"

@@ -30,6 +30,8 @@ struct Options {
     only: Option<String>,
     testee: Option<String>,
     pairs: bool,
+    /// Every broker speaks TLS and every testee connects over it.
+    tls: bool,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -40,6 +42,7 @@ fn parse_args() -> Result<Options, String> {
         only: None,
         testee: None,
         pairs: true,
+        tls: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -51,9 +54,10 @@ fn parse_args() -> Result<Options, String> {
             "--only" => options.only = Some(value("--only")?),
             "--testee" => options.testee = Some(value("--testee")?),
             "--no-pairs" => options.pairs = false,
+            "--tls" => options.tls = true,
             "-h" | "--help" => {
                 println!(
-                    "usage: conformance [--broker PATH] [--dir conformance-tests] [--spec schema/SPEC.md]\n                   [--only SCENARIO-SUBSTRING] [--testee NAME] [--no-pairs]"
+                    "usage: conformance [--broker PATH] [--dir conformance-tests] [--spec schema/SPEC.md]\n                   [--only SCENARIO-SUBSTRING] [--testee NAME[,NAME...]] [--no-pairs] [--tls]\n\n--tls: every broker speaks TLS (a PKI made for the run); testees get tls://\nand wss:// addresses and `tls_ca`, and need the capability tls. Scenarios\nthat speak raw frames (connect_raw) are skipped in this mode."
                 );
                 std::process::exit(0);
             }
@@ -130,9 +134,14 @@ fn run(options: &Options) -> Result<bool, String> {
     let testees: Vec<TesteeSpec> = list
         .testee
         .into_iter()
-        .filter(|t| options.testee.as_ref().is_none_or(|only| &t.name == only))
+        .filter(|t| {
+            let mut only = options.testee.iter().flat_map(|list| list.split(','));
+            options.testee.is_none() || only.any(|name| name == t.name)
+        })
         .collect();
     let mut scenarios = Scenario::load_dir(&options.dir.join("scenarios"))?;
+    // One PKI for the whole run; its files live until the run ends.
+    let pki = options.tls.then(blipmq_testkit::TestPki::generate);
     if let Some(only) = &options.only {
         scenarios.retain(|s| s.id.contains(only.as_str()));
     }
@@ -195,7 +204,7 @@ fn run(options: &Options) -> Result<bool, String> {
     let mut used_expectations = BTreeSet::new();
     for (n, run) in runs.iter().enumerate() {
         let started = Instant::now();
-        let mut outcome = execute(run, &hellos, &options.broker, &error_table, n);
+        let mut outcome = execute(run, &hellos, &options.broker, &error_table, n, pki.as_ref());
         let key = run.key();
         if let Some(reason) = expected.get(&key) {
             used_expectations.insert(key.clone());
@@ -299,11 +308,18 @@ fn execute(
     broker_bin: &Path,
     error_table: &judge::ErrorTable,
     n: usize,
+    pki: Option<&blipmq_testkit::TestPki>,
 ) -> Outcome {
+    if pki.is_some() && run.scenario.steps.iter().any(|s| s.op == "connect_raw") {
+        return Outcome::Skip("speaks raw frames: not run over TLS".into());
+    }
     for spec in [run.producer, run.consumer] {
         match &hellos[&spec.name] {
             Err(e) => return Outcome::Fail(format!("testee {} is broken: {e}", spec.name)),
             Ok(hello) => {
+                if pki.is_some() && !hello.capabilities.iter().any(|c| c == "tls") {
+                    return Outcome::Skip(format!("{} lacks capability tls", spec.name));
+                }
                 if let Some(missing) = run
                     .scenario
                     .needs
@@ -325,6 +341,14 @@ fn execute(
             return Outcome::Fail(format!("{}: {e}", file.display()));
         }
         env.push(("BLIPMQ_CONFIG".into(), file.display().to_string()));
+    }
+    if let Some(pki) = pki {
+        use blipmq_testkit::files;
+        let path = |name| pki.path(name).display().to_string();
+        env.push(("BLIPMQ_TLS_CERT_FILE".into(), path(files::BROKER_CERT)));
+        env.push(("BLIPMQ_TLS_KEY_FILE".into(), path(files::BROKER_KEY)));
+        // The runner reads /metrics over plain HTTP.
+        env.push(("BLIPMQ_METRICS_TLS".into(), "false".into()));
     }
     let mut broker = match Broker::start(broker_bin, env, data_dir) {
         Ok(b) => b,
@@ -366,6 +390,16 @@ fn execute(
                 if step.op == "connect" {
                     args["websocket_addr"] =
                         Value::String(format!("ws://{}", broker.websocket_addr));
+                }
+                if let Some(pki) = pki {
+                    // By name: the certificate is for localhost.
+                    let port =
+                        |addr: &str| addr.rsplit_once(':').map_or("", |(_, p)| p).to_string();
+                    args["addr"] = Value::String(format!("tls://localhost:{}", port(&broker.addr)));
+                    args["websocket_addr"] =
+                        Value::String(format!("wss://localhost:{}", port(&broker.websocket_addr)));
+                    let ca = pki.path(blipmq_testkit::files::CA);
+                    args["tls_ca"] = Value::String(ca.display().to_string());
                 }
             }
             if let Err(e) = resolve_saved(&mut args, &saved) {

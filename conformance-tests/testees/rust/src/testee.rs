@@ -122,6 +122,13 @@ impl Testee {
         if let Some(capacity) = args.opt_u64("subscription_capacity")? {
             builder = builder.subscription_capacity(capacity as usize);
         }
+        // The runner's TLS mode: a `tls://` address and the test CA.
+        if let Some(ca) = args.opt_str("tls_ca")? {
+            builder = builder.tls(blipmq::tls::TlsOptions {
+                ca: Some(blipmq::tls::Pem::File(ca.into())),
+                ..Default::default()
+            });
+        }
         let client = builder
             .connect(addr)
             .await
@@ -148,7 +155,7 @@ fn hello() -> Value {
     json!({
         "sdk": "rust",
         "version": env!("CARGO_PKG_VERSION"),
-        "capabilities": ["pubsub", "headers", "qos1", "events"],
+        "capabilities": ["pubsub", "headers", "qos1", "events", "tls"],
     })
 }
 
