@@ -153,7 +153,9 @@ async fn another_users_queue_is_refused() {
     let mut orders = login(&broker, ORDERS_KEY).await;
     for (durable, group) in [(Some("audit"), None), (None, Some("audit"))] {
         assert_eq!(
-            orders.subscribe_with("orders.created", 1, durable, group).await,
+            orders
+                .subscribe_with("orders.created", 1, durable, group)
+                .await,
             Err(ErrorCode::PermissionDenied),
             "orders may not attach to reader's queue"
         );
@@ -230,8 +232,10 @@ async fn a_reload_closes_the_connections_of_removed_or_changed_users_only() {
     let mut next = users();
     next.retain(|u| u.name != "orders");
     next[0].subscribe = rules(Some(&["public.>"]), &[]);
-    let mut auth = blipmq_broker::config::AuthConfig::default();
-    auth.users = next;
+    let auth = blipmq_broker::config::AuthConfig {
+        users: next,
+        ..Default::default()
+    };
     broker.auth.replace(Users::from_config(&auth));
 
     for client in [&mut orders, &mut reader] {
