@@ -4,13 +4,16 @@
 //! connection logic (`connection.rs`) runs unchanged on a byte stream that
 //! this module makes out of WebSocket messages:
 //!
-//! - **in**: each binary message must be exactly one length-prefixed frame;
-//!   its bytes are handed to the connection's reader as they are.
-//! - **out**: the writer's batches are cut at frame boundaries and each
-//!   frame goes out as one binary message.
+//! - **in**: each binary message must be one or more whole length-prefixed
+//!   frames (WS-1); its bytes are handed to the connection's reader as they
+//!   are, which applies every limit it applies over TCP.
+//! - **out**: the writer's batches are cut at frame boundaries into
+//!   messages of whole frames, at most `WS_BATCH_LIMIT` bytes each unless
+//!   one frame is larger: one message per batch, the way the writer's
+//!   batches are one write over TCP.
 //! - **close**: the close code tells why (see [`close_code`]): `4000 + code`
 //!   for a protocol error code (after the Error frame that explains it, or
-//!   instead of one for a message that is not one frame), 1003 for a text
+//!   instead of one for a message that is not whole frames), 1003 for a text
 //!   message, 1000 for a plain close.
 //!
 //! The upgrade itself is tokio-tungstenite's; the listener checks the
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use blipmq_protocol::websocket::{check_message, next_message, WS_BATCH_LIMIT};
 use blipmq_protocol::{decode, ErrorCode, Frame, LENGTH_PREFIX_LEN};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -284,9 +288,12 @@ async fn upgrade(
     deadline: tokio::time::Instant,
 ) -> Option<Socket> {
     let config = &shared.config;
-    // A message may be one frame of the largest size the broker reads; a
-    // bigger one is refused by tungstenite before it is buffered whole.
-    let largest = config.max_frame_size() + LENGTH_PREFIX_LEN;
+    // A message may hold one frame of the largest size the broker reads, or
+    // a batch of frames up to WS_BATCH_LIMIT (a client packs without knowing
+    // the broker's limit); a bigger one is refused by tungstenite before it
+    // is buffered whole. What it carries reaches the connection's reader,
+    // which applies its limits as over TCP.
+    let largest = (config.max_frame_size() + LENGTH_PREFIX_LEN).max(WS_BATCH_LIMIT);
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(READ_CHUNK)
         .max_message_size(Some(largest))
@@ -463,7 +470,7 @@ impl AsyncRead for WsReader {
                 }
             };
             match message {
-                Message::Binary(data) => match one_frame(&data) {
+                Message::Binary(data) => match check_message(&data) {
                     Ok(()) => this.current = data,
                     Err(problem) => {
                         let code = CloseCode::Library(close_code(ErrorCode::MalformedFrame));
@@ -472,7 +479,7 @@ impl AsyncRead for WsReader {
                 },
                 Message::Text(_) => {
                     let problem =
-                        "text message: BlipMQ speaks binary messages, one frame each".to_string();
+                        "text message: BlipMQ speaks binary messages of whole frames".to_string();
                     return Poll::Ready(Err(this.violation(CloseCode::Unsupported, problem)));
                 }
                 // Pings are answered by tungstenite; nothing else reaches here.
@@ -482,25 +489,7 @@ impl AsyncRead for WsReader {
     }
 }
 
-/// `Ok` when `message` is exactly one length-prefixed frame.
-fn one_frame(message: &[u8]) -> Result<(), String> {
-    let Some(prefix) = message.get(..LENGTH_PREFIX_LEN) else {
-        return Err(format!(
-            "a message of {} bytes is shorter than a frame's length prefix",
-            message.len()
-        ));
-    };
-    let declared = u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
-    let carried = message.len() - LENGTH_PREFIX_LEN;
-    if declared != carried {
-        return Err(format!(
-            "a message must carry exactly one frame: its length prefix says {declared} bytes, {carried} follow"
-        ));
-    }
-    Ok(())
-}
-
-/// The protocol's byte stream, sent as one binary message per frame.
+/// The protocol's byte stream, sent as binary messages of whole frames.
 struct WsWriter {
     sink: SplitSink<Socket, Message>,
     /// Written bytes not yet sent: whole frames, then maybe part of one.
@@ -512,24 +501,18 @@ struct WsWriter {
 }
 
 impl WsWriter {
-    /// Hand every whole frame in `pending` to the socket.
+    /// Hand every whole frame in `pending` to the socket, packed into as
+    /// few messages as `WS_BATCH_LIMIT` allows.
     fn send_whole_frames(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            let Some(prefix) = self.pending.get(..LENGTH_PREFIX_LEN) else {
-                return Poll::Ready(Ok(()));
-            };
-            let total = LENGTH_PREFIX_LEN
-                + u32::from_le_bytes(prefix.try_into().expect("4 bytes")) as usize;
-            if self.pending.len() < total {
-                return Poll::Ready(Ok(()));
-            }
+        while let Some((len, last)) = next_message(&self.pending) {
             ready!(self.sink.poll_ready_unpin(cx)).map_err(io::Error::other)?;
-            let frame = self.pending.split_to(total).freeze();
-            self.last_frame = Some(frame.clone());
+            let message = self.pending.split_to(len).freeze();
+            self.last_frame = Some(message.slice(last..));
             self.sink
-                .start_send_unpin(Message::Binary(frame))
+                .start_send_unpin(Message::Binary(message))
                 .map_err(io::Error::other)?;
         }
+        Poll::Ready(Ok(()))
     }
 
     /// Why the connection closes: what the reader saw, else the Error frame

@@ -1,12 +1,14 @@
-//! The WebSocket listener: one protocol frame per binary message, the same
-//! handshake, auth, limits and metrics as TCP, origins, close codes, and
-//! pub/sub between TCP and WebSocket clients.
+//! The WebSocket listener: binary messages of whole protocol frames, the
+//! same handshake, auth, limits and metrics as TCP, origins, close codes,
+//! and pub/sub between TCP and WebSocket clients.
 
 mod common;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use blipmq_protocol::websocket::WS_BATCH_LIMIT;
 use blipmq_protocol::{
     decode, Encoder, ErrorCode, Frame, Hello, Publish, Subscribe, LENGTH_PREFIX_LEN,
     PROTOCOL_VERSION,
@@ -23,7 +25,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// What a WebSocket test client saw next.
 #[derive(Debug)]
 enum Received {
-    /// A binary message: one frame's body (without its length prefix).
+    /// A frame's body (without its length prefix), from a binary message.
     Frame(Bytes),
     /// The broker closed, with this close frame.
     Closed(Option<CloseFrame>),
@@ -33,6 +35,10 @@ struct WsClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     encoder: Encoder,
     next_request: u64,
+    /// Frames of the last message not yet returned by `recv`.
+    unread: VecDeque<Bytes>,
+    /// Binary messages received so far.
+    messages: usize,
 }
 
 impl WsClient {
@@ -51,6 +57,8 @@ impl WsClient {
             ws,
             encoder: Encoder::new(),
             next_request: 1,
+            unread: VecDeque::new(),
+            messages: 0,
         })
     }
 
@@ -85,20 +93,19 @@ impl WsClient {
     }
 
     async fn recv(&mut self) -> Received {
+        if let Some(frame) = self.unread.pop_front() {
+            return Received::Frame(frame);
+        }
         loop {
             let next = tokio::time::timeout(PATIENCE, self.ws.next())
                 .await
                 .expect("a message or a close within the test's patience");
             match next {
                 Some(Ok(Message::Binary(bytes))) => {
-                    let declared =
-                        u32::from_le_bytes(bytes[..LENGTH_PREFIX_LEN].try_into().unwrap());
-                    assert_eq!(
-                        declared as usize,
-                        bytes.len() - LENGTH_PREFIX_LEN,
-                        "every message is exactly one frame"
-                    );
-                    return Received::Frame(bytes.slice(LENGTH_PREFIX_LEN..));
+                    self.messages += 1;
+                    self.unread = split_frames(&bytes);
+                    let first = self.unread.pop_front();
+                    return Received::Frame(first.expect("a message carries frames"));
                 }
                 Some(Ok(Message::Close(frame))) => return Received::Closed(frame),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -174,6 +181,27 @@ impl WsClient {
             other => panic!("expected Pong, got {other:?}"),
         }
     }
+}
+
+/// A received message's frames, checking WS-1: one or more whole frames,
+/// at most `WS_BATCH_LIMIT` bytes unless it is one larger frame.
+fn split_frames(message: &Bytes) -> VecDeque<Bytes> {
+    let mut frames = VecDeque::new();
+    let mut at = 0;
+    while at < message.len() {
+        let prefix = &message[at..at + LENGTH_PREFIX_LEN];
+        let end = at + LENGTH_PREFIX_LEN + u32::from_le_bytes(prefix.try_into().unwrap()) as usize;
+        assert!(end <= message.len(), "a message ends inside a frame");
+        frames.push_back(message.slice(at + LENGTH_PREFIX_LEN..end));
+        at = end;
+    }
+    assert!(
+        frames.len() == 1 || message.len() <= WS_BATCH_LIMIT,
+        "a message of {} frames is {} bytes",
+        frames.len(),
+        message.len()
+    );
+    frames
 }
 
 async fn broker_with(
@@ -258,20 +286,113 @@ async fn messages_flow_between_tcp_and_websocket_clients() {
 }
 
 #[tokio::test]
-async fn many_frames_in_one_batch_arrive_as_one_message_each() {
+async fn a_burst_arrives_in_order_packed_into_messages_of_whole_frames() {
     let (broker, ws_addr) = broker_with(|_| {}).await;
     let mut ws = WsClient::ready(ws_addr).await;
     ws.subscribe("burst").await;
+    let before = ws.messages;
     let mut tcp = broker.client().await;
     for i in 0..500u32 {
         tcp.publish("burst", &i.to_le_bytes()).await;
     }
+    // `recv` checks that each message is whole frames within the limit.
     for i in 0..500u32 {
         match ws.recv_frame().await {
             Frame::Delivery(d) => assert_eq!(d.payload, i.to_le_bytes()),
             other => panic!("expected Delivery, got {other:?}"),
         }
     }
+    let messages = ws.messages - before;
+    assert!(messages < 500, "500 deliveries came in {messages} messages");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn several_frames_in_one_message_are_all_handled_in_order() {
+    let (broker, ws_addr) = broker_with(|_| {}).await;
+    let mut tcp = broker.client().await;
+    tcp.subscribe("packed").await;
+    let mut ws = WsClient::ready(ws_addr).await;
+    let mut encoder = Encoder::new();
+    let mut message = Vec::new();
+    for i in 0..100u32 {
+        message.extend_from_slice(&encoder.encode_to_bytes(&Frame::Publish(Publish {
+            publish_id: 0,
+            topic: "packed",
+            payload: &i.to_le_bytes(),
+            ttl_ms: 0,
+            qos: 0,
+            headers: vec![],
+        })));
+    }
+    message.extend_from_slice(&encoder.encode_to_bytes(&Frame::Ping { nonce: 77 }));
+    ws.send_message(Message::Binary(message.into())).await;
+    match ws.recv_frame().await {
+        Frame::Pong { nonce } => assert_eq!(nonce, 77),
+        other => panic!("expected Pong, got {other:?}"),
+    }
+    for i in 0..100u32 {
+        assert_eq!(tcp.expect_delivery().await.payload, i.to_le_bytes());
+    }
+    broker.stop().await;
+}
+
+/// A client gains nothing by packing: a message of many tiny frames is
+/// bounded by the same limits as the bytes over TCP (the pre-handshake
+/// budget, the message limit), and every frame in it is handled as one
+/// read from a TCP socket would be.
+#[tokio::test]
+async fn a_message_of_many_tiny_frames_is_held_to_the_same_limits() {
+    let (broker, ws_addr) = broker_with(|c| c.server.max_message_size_bytes = 1024).await;
+    let mut encoder = Encoder::new();
+    let ping = encoder.encode_to_bytes(&Frame::Ping { nonce: 9 });
+    let pings = |bytes: usize| ping.repeat(bytes / ping.len());
+
+    // After the handshake: a message as large as the batch limit, of the
+    // smallest frames, even where the largest frame is smaller; each frame
+    // is answered, in order.
+    let mut ws = WsClient::ready(ws_addr).await;
+    let packed = pings(WS_BATCH_LIMIT);
+    let count = packed.len() / ping.len();
+    assert!(packed.len() > 1024 + 4096 + LENGTH_PREFIX_LEN);
+    ws.send_message(Message::Binary(packed.into())).await;
+    for _ in 0..count {
+        assert!(matches!(ws.recv_frame().await, Frame::Pong { nonce: 9 }));
+    }
+    ws.sync().await;
+    // One byte over the batch limit (beyond the largest frame too): refused
+    // unread.
+    let mut over = pings(WS_BATCH_LIMIT);
+    over.resize(WS_BATCH_LIMIT + 1, 0);
+    ws.send_message(Message::Binary(over.into())).await;
+    assert_eq!(ws.expect_close().await, code(ErrorCode::MessageTooLarge));
+
+    // Before the handshake: a Hello followed by tiny frames past the 16 KiB
+    // budget is refused unread. A message is read whole before its Hello is
+    // handled, so all of it counts against the budget (LIMIT-22).
+    let mut early = WsClient::connect(ws_addr, None).await.unwrap();
+    let mut message = encoder
+        .encode_to_bytes(&Frame::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client_name: None,
+            api_key: None,
+            drop_notices: false,
+        }))
+        .to_vec();
+    message.extend_from_slice(&pings(20 * 1024));
+    early.send_message(Message::Binary(message.into())).await;
+    loop {
+        match early.recv().await {
+            Received::Frame(_) => continue,
+            Received::Closed(frame) => {
+                let code_sent: u16 = frame.expect("a close frame").code.into();
+                assert_eq!(code_sent, code(ErrorCode::MessageTooLarge));
+                break;
+            }
+        }
+    }
+    assert_eq!(broker.metric("blipmq_handshake_too_large_total").await, 1);
+    broker.wait_for_metric("blipmq_connections", 0).await;
     broker.stop().await;
 }
 
@@ -362,23 +483,32 @@ async fn text_messages_close_with_1003() {
 }
 
 #[tokio::test]
-async fn a_message_that_is_not_exactly_one_frame_closes_with_malformed_frame() {
+async fn a_message_that_is_not_whole_frames_closes_with_malformed_frame() {
     let (broker, ws_addr) = broker_with(|_| {}).await;
     let mut encoder = Encoder::new();
     let ping = encoder.encode_to_bytes(&Frame::Ping { nonce: 5 });
-    let two_frames = [&ping[..], &ping[..]].concat();
     let truncated = ping[..ping.len() - 1].to_vec();
-    for bad in [two_frames, truncated, vec![1, 0], Vec::new()] {
+    // Whole frames followed by a partial one: refused whole, so not even
+    // the whole frames before it are answered.
+    let partial_trailing = [&ping[..], &ping[..], &ping[..3]].concat();
+    let trailing_prefix = [&ping[..], &ping[..ping.len() - 1]].concat();
+    for bad in [
+        truncated,
+        partial_trailing,
+        trailing_prefix,
+        vec![1, 0],
+        Vec::new(),
+    ] {
         let mut ws = WsClient::ready(ws_addr).await;
         ws.send_message(Message::Binary(bad.into())).await;
         assert_eq!(ws.expect_close().await, code(ErrorCode::MalformedFrame));
     }
-    assert_eq!(broker.metric("blipmq_protocol_errors_total").await, 4);
+    assert_eq!(broker.metric("blipmq_protocol_errors_total").await, 5);
     assert_eq!(
         broker
             .metric("blipmq_errors_sent_total{code=\"100\",name=\"MalformedFrame\"}")
             .await,
-        4
+        5
     );
     // A message that is one frame but not a valid envelope is an Error
     // frame, as over TCP, and the connection stays.

@@ -7,6 +7,7 @@
 //! - [`frame`]: borrowed views of every frame type.
 //! - [`topic`]: the topic and pattern rules and wildcard matching.
 //! - [`headers`]: the header rules and limits, and W3C trace context.
+//! - [`websocket`]: how frames are packed into WebSocket messages.
 //! - [`ErrorCode`]: the one table of error codes, generated from
 //!   `blipmq.fbs`.
 //!
@@ -18,6 +19,7 @@ mod fast_encode;
 pub mod frame;
 pub mod headers;
 pub mod topic;
+pub mod websocket;
 
 #[allow(
     clippy::all,

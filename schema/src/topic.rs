@@ -294,7 +294,11 @@ mod tests {
         for (i, outer) in patterns.iter().enumerate() {
             for (j, inner) in patterns.iter().enumerate() {
                 let by_definition = (0..topics.len()).all(|t| !matched[j][t] || matched[i][t]);
-                assert_eq!(covers(outer, inner), by_definition, "covers({outer}, {inner})");
+                assert_eq!(
+                    covers(outer, inner),
+                    by_definition,
+                    "covers({outer}, {inner})"
+                );
                 let meet = (0..topics.len()).any(|t| matched[i][t] && matched[j][t]);
                 assert_eq!(overlaps(outer, inner), meet, "overlaps({outer}, {inner})");
             }

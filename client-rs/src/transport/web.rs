@@ -1,7 +1,15 @@
 //! The transport and runtime for wasm32 hosts with a JavaScript event loop
 //! (browsers, Node, Deno): a `WebSocket` from web-sys to the broker's
-//! WebSocket listener, one binary message per frame; tasks on the event
-//! loop (`spawn_local`) and timers on `setTimeout`. No tokio, no threads.
+//! WebSocket listener, binary messages of whole frames (WS-1); tasks on the
+//! event loop (`spawn_local`) and timers on `setTimeout`. No tokio, no
+//! threads.
+//!
+//! A host's WebSocket costs far more per message than per byte, so each
+//! batch the client's writer hands over goes out as few messages as
+//! `WS_BATCH_LIMIT` allows, and while the host still holds unsent bytes a
+//! small batch waits for the end of the current JavaScript task (a
+//! zero-delay timer), so that what is published meanwhile gathers into the
+//! next batch. After a quiet spell a batch goes out at once.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -11,7 +19,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use blipmq_protocol::LENGTH_PREFIX_LEN;
+use blipmq_protocol::websocket::{next_message, WS_BATCH_LIMIT};
 use bytes::BytesMut;
 use gloo_timers::future::TimeoutFuture;
 use js_sys::{Array, Function, Reflect, Uint8Array};
@@ -295,6 +303,11 @@ impl TransportWriter for WsWriter {
             while ws.buffered_amount() > SEND_HIGH_WATER && ws.ready_state() == WebSocket::OPEN {
                 sleep(DRAIN_CHECK).await;
             }
+            if ws.buffered_amount() > 0 && frames.len() < WS_BATCH_LIMIT {
+                // The host is still sending: let the frames written
+                // meanwhile gather for the next message.
+                sleep(Duration::ZERO).await;
+            }
             if ws.ready_state() != WebSocket::OPEN {
                 // Closing or closed by the broker: as with a TCP socket the
                 // peer has closed, the bytes go nowhere and the reader
@@ -303,24 +316,16 @@ impl TransportWriter for WsWriter {
                 return Ok(());
             }
             let mut rest = frames;
-            while !rest.is_empty() {
-                let len = rest
-                    .get(..LENGTH_PREFIX_LEN)
-                    .map(|p| u32::from_le_bytes(p.try_into().expect("4 bytes")) as usize)
-                    .map(|body| LENGTH_PREFIX_LEN + body)
-                    .filter(|&len| len <= rest.len())
-                    .ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::InvalidInput, "not a whole frame")
-                    })?;
-                let (frame, tail) = rest.split_at(len);
+            while let Some((len, _)) = next_message(rest) {
                 // A copy the host owns: some hosts send later, after the
-                // wasm memory behind `frame` has been reused.
+                // wasm memory behind `rest` has been reused.
                 let message = Uint8Array::new_with_length(len as u32);
-                message.copy_from(frame);
+                message.copy_from(&rest[..len]);
                 ws.send_with_js_u8_array(&message)
                     .map_err(|e| js_error(&ws.url(), e))?;
-                rest = tail;
+                rest = &rest[len..];
             }
+            debug_assert!(rest.is_empty(), "the writer writes whole frames");
             Ok(())
         })
     }
