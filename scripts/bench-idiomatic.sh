@@ -27,11 +27,13 @@
 # nats-server comes from Debian's packages when missing.
 #
 # Usage: scripts/bench-idiomatic.sh [--rounds N] [--only python|node|kotlin|web]
-#          [--count N] [--sizes "16 1024"] [--quiet SECONDS]
-# --only may be given more than once. Every run is bounded (count, a quiet
-# timeout after publishing, 120 s per run); the whole measurement is capped
-# by BENCH_TIMEOUT seconds (1800). BLIPMQ_BENCH_SKIP_BUILD=1 reuses what an
-# earlier run built. Not part of scripts/test.sh: a benchmark is not a test.
+#          [--count N] [--sizes "16 1024"] [--quiet SECONDS] [--out FILE]
+# --only may be given more than once; --out writes the report there instead
+# (e.g. for one SDK, leaving the others' figures in sdk-idiomatic.md). Every
+# run is bounded (count, a quiet timeout after publishing, 120 s per run);
+# the whole measurement is capped by BENCH_TIMEOUT seconds (1800).
+# BLIPMQ_BENCH_SKIP_BUILD=1 reuses what an earlier run built. Not part of
+# scripts/test.sh: a benchmark is not a test.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
@@ -48,6 +50,7 @@ rounds=3
 count=200000
 sizes="16 1024"
 quiet=3
+report_out=bench/results/sdk-idiomatic.md
 only=()
 while (($#)); do
   case "$1" in
@@ -55,10 +58,11 @@ while (($#)); do
     --count) count="$2"; shift 2 ;;
     --sizes) sizes="$2"; shift 2 ;;
     --quiet) quiet="$2"; shift 2 ;;
+    --out) report_out="$2"; shift 2 ;;
     --only)
       case "$2" in python | node | kotlin | web) only+=("$2") ;; *) say "--only: python, node, kotlin or web"; exit 2 ;; esac
       shift 2 ;;
-    -h | --help) sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) say "unknown option $1 (see --help)"; exit 2 ;;
   esac
 done
@@ -106,18 +110,21 @@ if selected node && [[ "$skip_build" != "1" || ! -d "$node_project/node_modules/
   rm -rf "$scratch"
   mkdir -p "$scratch/package"
   # Pack from a copy, so the source tree's addon stays as it is.
-  cp "$NODE_DIR"/{package.json,README.md,index.js,index.mjs,index.d.ts,index.d.mts,native.js,native.d.ts,errors.js,errors.mjs,errors.d.ts} \
+  cp "$NODE_DIR"/{package.json,README.md,index.js,index.d.ts,native.cjs,native.d.ts} \
     "$scratch/package/"
   (cd "$NODE_DIR" && npx napi build --platform --release --output-dir "$scratch/package" \
-    --js native.js --dts native.d.ts)
-  tarball="$(cd "$scratch/package" && npm pack --silent --pack-destination "$scratch")"
+    --js native.cjs --dts native.d.ts)
+  # With @blipmq/core, the one dependency.
+  # shellcheck source=lib/npm-pack.sh
+  source "$REPO_ROOT/scripts/lib/npm-pack.sh"
+  read -r core_tarball tarball < <(pack_with_core "$scratch/package" "$scratch")
   rm -rf "$node_project"
   mkdir -p "$node_project"
   cat >"$node_project/package.json" <<'EOF'
 { "name": "blipmq-idiomatic-bench-project", "private": true, "version": "0.0.0", "type": "module" }
 EOF
   (cd "$node_project" && npm install --no-audit --no-fund --no-package-lock --silent \
-    "$scratch/$tarball" "nats@2.29.3")
+    "$core_tarball" "$tarball" "nats@2.29.3")
 fi
 if selected node; then cp bindings/node/bench/idiomatic.mjs "$node_project/idiomatic.mjs"; fi
 
@@ -324,4 +331,4 @@ json.dump({
     "skipped": """${skipped_text%; }""",
 }, open(sys.argv[1], "w"))
 EOF
-python3 bench/idiomatic/report.py --runs "$runs" --meta "$work/meta.json" --out bench/results/sdk-idiomatic.md
+python3 bench/idiomatic/report.py --runs "$runs" --meta "$work/meta.json" --out "$report_out"

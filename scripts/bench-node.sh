@@ -27,6 +27,8 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 target_dir="$CARGO_TARGET_DIR"
 NODE_DIR="$REPO_ROOT/bindings/node"
+# shellcheck source=lib/npm-pack.sh
+source "$REPO_ROOT/scripts/lib/npm-pack.sh"
 say() { echo "bench-node: $*" >&2; }
 
 # shellcheck source=lib/sdk-bench-servers.sh
@@ -43,18 +45,19 @@ if [[ "${BLIPMQ_BENCH_SKIP_BUILD:-0}" != "1" || ! -d "$project/node_modules/blip
   mkdir -p "$scratch/package"
   # Pack from a copy, so the source tree's addon (a debug build from
   # scripts/test-node.sh) stays as it is.
-  cp "$NODE_DIR"/{package.json,README.md,index.js,index.mjs,index.d.ts,index.d.mts,native.js,native.d.ts,errors.js,errors.mjs,errors.d.ts} \
+  cp "$NODE_DIR"/{package.json,README.md,index.js,index.d.ts,native.cjs,native.d.ts} \
     "$scratch/package/"
   (cd "$NODE_DIR" && npx napi build --platform --release --output-dir "$scratch/package" \
-    --js native.js --dts native.d.ts)
-  tarball="$(cd "$scratch/package" && npm pack --silent --pack-destination "$scratch")"
+    --js native.cjs --dts native.d.ts)
+  # With @blipmq/core, the one dependency (scripts/lib/npm-pack.sh).
+  read -r core_tarball tarball < <(pack_with_core "$scratch/package" "$scratch")
   rm -rf "$project"
   mkdir -p "$project"
   cat >"$project/package.json" <<'EOF'
 { "name": "blipmq-node-bench-project", "private": true, "version": "0.0.0", "type": "module" }
 EOF
   (cd "$project" && npm install --no-audit --no-fund --no-package-lock --silent \
-    "$scratch/$tarball" "nats@2.29.3")
+    "$core_tarball" "$tarball" "nats@2.29.3")
 fi
 cp "$NODE_DIR/bench/sdk-bench.mjs" "$project/sdk-bench.mjs"
 

@@ -62,5 +62,6 @@ fi
 
 echo "ok: $GENERATED_PY_DIR matches $FBS_SCHEMA (flatc $FLATC_VERSION)"
 
-# Every SDK's error classes, from blipmq.fbs and schema/errors.toml.
+# Every SDK's error classes, from blipmq.fbs and schema/errors.toml (the two npm
+# packages share one JavaScript copy, in bindings/js, @blipmq/core).
 python3 "$REPO_ROOT/scripts/lib/gen_errors.py" --check

@@ -49,5 +49,6 @@ else
   echo "rewrote: $GENERATED_PY_DIR (flatc $FLATC_VERSION)"
 fi
 
-# Every SDK's error classes, from blipmq.fbs and schema/errors.toml.
+# Every SDK's error classes, from blipmq.fbs and schema/errors.toml (the two npm
+# packages share one JavaScript copy, in bindings/js, @blipmq/core).
 python3 "$REPO_ROOT/scripts/lib/gen_errors.py"

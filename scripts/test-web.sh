@@ -11,11 +11,15 @@
 #      the module's API) are what it generates;
 #   3. optimise with wasm-opt and enforce the size budget: gzipped under
 #      100 KiB;
-#   4. `npm pack` the package and install the tarball into a fresh project
-#      at ${CARGO_TARGET_DIR:-target}/web-test-project (which the conformance
+#   4. `npm pack` the package with @blipmq/core (bindings/js, the layer it
+#      shares with the Node SDK; scripts/lib/npm-pack.sh) and install the two
+#      tarballs into a fresh project at
+#      ${CARGO_TARGET_DIR:-target}/web-test-project (which the conformance
 #      testee `wasm` runs from, see conformance-tests/testees.toml);
 #   5. type-check a consumer under `tsc --strict` against the installed types;
 #   6. run the tests with `node --test` from there against the real broker:
+#      the package's own (bindings/wasm/test) and the shared layer's
+#      (bindings/js/test, run with BLIPMQ_SDK=web),
 #      in Node (over the `ws` package), and in headless Chromium (Debian's
 #      chromium, driven by playwright-core; a screenshot lands in
 #      ${CARGO_TARGET_DIR:-target}/web-test/).
@@ -31,6 +35,8 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
 fi
 TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
 WEB_DIR="$REPO_ROOT/bindings/wasm"
+# shellcheck source=lib/npm-pack.sh
+source "$REPO_ROOT/scripts/lib/npm-pack.sh"
 PROJECT="$TARGET_DIR/web-test-project"
 SCRATCH="$TARGET_DIR/web-build"
 # The optimised .wasm, gzipped, must stay under this (the issue's budget).
@@ -43,8 +49,9 @@ step() {
 
 step "npm ci (build and test tools)"
 # The lock file records no download addresses (.npmrc:
-# omit-lockfile-registry-resolved); refuse one that does.
-if grep -q '"resolved"' "$WEB_DIR/package-lock.json"; then
+# omit-lockfile-registry-resolved); refuse one that does. (The link to
+# ../js is recorded as `"resolved": "../js"`: a path, not an address.)
+if grep -q '"resolved": "[a-z+]*:' "$WEB_DIR/package-lock.json"; then
   echo "bindings/wasm/package-lock.json has \"resolved\" URLs; regenerate it with the .npmrc in place" >&2
   exit 1
 fi
@@ -109,8 +116,8 @@ if [[ ! -x /usr/bin/chromium ]]; then
 fi
 /usr/bin/chromium --version
 
-step "npm pack, and install the tarball into a fresh project"
-tarball="$(cd "$WEB_DIR" && npm pack --silent --pack-destination "$SCRATCH")"
+step "npm pack with @blipmq/core, and install the tarballs into a fresh project"
+read -r core_tarball tarball < <(pack_with_core "$WEB_DIR" "$SCRATCH")
 rm -rf "$PROJECT"
 mkdir -p "$PROJECT"
 cat >"$PROJECT/package.json" <<'EOF'
@@ -122,10 +129,11 @@ tools=()
 for tool in ws playwright-core typescript; do
   tools+=("$tool@$(node -p "require('$WEB_DIR/package-lock.json').packages['node_modules/$tool'].version")")
 done
-(cd "$PROJECT" && npm install --prefer-offline --no-audit --no-fund --no-package-lock "$SCRATCH/$tarball" "${tools[@]}")
+(cd "$PROJECT" && npm install --prefer-offline --no-audit --no-fund --no-package-lock "$core_tarball" "$tarball" "${tools[@]}")
 cp -r "$WEB_DIR/test" "$PROJECT/test"
+cp -r "$REPO_ROOT/bindings/js/test" "$PROJECT/test/shared"
 cp -r "$REPO_ROOT/examples/browser" "$PROJECT/example"
-cp "$REPO_ROOT/conformance-tests/testees/wasm/testee.mjs" "$PROJECT/testee.mjs"
+cp "$REPO_ROOT/conformance-tests/testees/js/testee.mjs" "$PROJECT/testee.mjs"
 # The error table every SDK's classes are generated from, for errors.test.mjs.
 cp "$REPO_ROOT/schema/error-classes.json" "$PROJECT/test/error-classes.json"
 
@@ -135,5 +143,5 @@ step "tsc --strict on a consumer of the installed types"
 step "node --test against $TARGET_DIR/debug/blipmq (Node, then headless Chromium)"
 # A test that hangs fails after three minutes instead of holding CI.
 cd "$PROJECT"
-BLIPMQ_BIN="$TARGET_DIR/debug/blipmq" SCREENSHOT_DIR="$TARGET_DIR/web-test" \
-  node --test --test-reporter=spec --test-concurrency=1 --test-timeout=180000 test/*.test.mjs
+BLIPMQ_BIN="$TARGET_DIR/debug/blipmq" SCREENSHOT_DIR="$TARGET_DIR/web-test" BLIPMQ_SDK=web \
+  node --test --test-reporter=spec --test-concurrency=1 --test-timeout=180000 test/*.test.mjs test/shared/*.test.mjs

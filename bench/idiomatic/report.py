@@ -59,8 +59,8 @@ HOW = {
 README_CONTEXT = {
     "kotlin": ("bindings/uniffi/README.md says uniffi's Kotlin bindings call through JNA, which costs "
                "tens of microseconds per call on this machine, and a publish is one such call"),
-    "web": ("bindings/wasm/README.md says every message is its own WebSocket message (one frame "
-            "per message), which is where a browser spends most of the time"),
+    "web": ("bindings/wasm/README.md says where a publish's time goes in the page: the JavaScript "
+            "layer and the call into wasm (frames travel packed, many to a WebSocket message)"),
 }
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
 

@@ -122,6 +122,8 @@ export interface ConnectOptions {
   subscriptionCapacity?: number
   /** Sends queued before publishing waits for room (a batch is one). */
   outgoingCapacity?: number
+  /** Speak TLS with these options, whatever the address says. */
+  tls?: TlsOptions
 }
 
 /**
@@ -205,4 +207,18 @@ export interface SubscribeOptions {
   qos?: number
   durable?: string
   group?: string
+}
+
+/**
+ * TLS as `index.js` hands it over: PEM contents (as Node's `tls.connect`
+ * takes them), every field optional (`{}`: the system's roots).
+ */
+export interface TlsOptions {
+  /** CA certificates to trust instead of the system's roots. */
+  ca?: Buffer
+  /** The client certificate chain, for mutual TLS; goes with `key`. */
+  cert?: Buffer
+  key?: Buffer
+  /** The name the broker's certificate must be for, if not the address's host. */
+  serverName?: string
 }

@@ -1,10 +1,11 @@
 // Types of the `@blipmq/web` package's public API (index.js). Hand-written,
 // like the layer they describe; the wasm module's own types are generated
 // by wasm-bindgen into native/blipmq_wasm.d.ts.
-import { BlipMQError } from './errors'
+import type { BlipMQError } from '@blipmq/core/errors'
 
-// One error class per wire code, generated from the protocol's error table.
-export * from './errors'
+// One error class per wire code, generated from the protocol's error table
+// (shared with the Node SDK through @blipmq/core).
+export * from '@blipmq/core/errors'
 
 /** Bytes to send: any Uint8Array or view, an ArrayBuffer, or text (sent as UTF-8). */
 export type Payload = Uint8Array | ArrayBufferView | ArrayBuffer | string

@@ -4,9 +4,9 @@
 //! code runs over TCP on tokio and, on wasm32, over a WebSocket in a browser.
 //!
 //! A transport carries the protocol's byte stream: length-prefixed frames.
-//! A message-oriented transport (one WebSocket message per frame) appends
-//! each received message to the read buffer and sends each frame of a batch
-//! as its own message.
+//! A message-oriented transport (WebSocket messages of whole frames, WS-1)
+//! appends each received message to the read buffer and sends a batch of
+//! frames as few messages as the size limit allows.
 
 use std::future::Future;
 use std::io;

@@ -6,13 +6,15 @@
 // WebSocket listener on a free port, allowing only this page's origin, and
 // stops it on Ctrl-C. The page loads @blipmq/web from bindings/wasm (build
 // it first: scripts/test-web.sh --build-only; examples/browser/run.sh does
-// both). `serve()` is also what the browser test uses.
+// both), and @blipmq/core, which it imports, through the page's import map.
+// `serve()` is also what the browser test uses.
 import { spawn } from 'node:child_process'
 import { createReadStream, mkdtempSync } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { createServer } from 'node:http'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
-import { extname, join, resolve, sep } from 'node:path'
+import { dirname, extname, join, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const HERE = fileURLToPath(new URL('.', import.meta.url))
@@ -26,13 +28,20 @@ const TYPES = {
 
 /**
  * A static server on `host:port` (0 = a free port): the page from `root`,
- * and the package's files under /blipmq-web/ from `packageDir`.
+ * the package's files under /blipmq-web/ from `packageDir`, and those of
+ * @blipmq/core (as that package resolves it) under /blipmq-core/.
  */
 export async function serve({ root = HERE, packageDir, host = '127.0.0.1', port = 0 } = {}) {
+  const coreDir = dirname(createRequire(join(packageDir, 'package.json')).resolve('@blipmq/core/package.json'))
+  const mounts = [
+    ['/blipmq-web/', packageDir],
+    ['/blipmq-core/', coreDir],
+  ]
   const server = createServer(async (request, response) => {
     const path = decodeURIComponent(new URL(request.url, 'http://x').pathname)
-    const [base, rest] = path.startsWith('/blipmq-web/')
-      ? [packageDir, path.slice('/blipmq-web/'.length)]
+    const mount = mounts.find(([prefix]) => path.startsWith(prefix))
+    const [base, rest] = mount
+      ? [mount[1], path.slice(mount[0].length)]
       : [root, path === '/' ? 'index.html' : path.slice(1)]
     const file = resolve(base, rest)
     // Nothing outside the two folders.

@@ -93,53 +93,53 @@ def render_table(codes: list[Code]) -> str:
 # ------------------------------------------------------------ JavaScript
 
 JS_BASE = """\
-/** Every error this package raises for a failed operation. */
-{export}class BlipMQError extends Error {{
-  constructor(message, options = {{}}) {{
-    super(message, options.cause === undefined ? undefined : {{ cause: options.cause }})
+/** Every error the BlipMQ JavaScript packages raise for a failed operation. */
+export class BlipMQError extends Error {
+  constructor(message, options = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
     /** The wire code from the protocol's error table (e.g. 300). */
     this.code = options.code ?? 0
     /** The code's stable name (e.g. `'InvalidTopic'`). */
     this.codeName = options.codeName ?? 'Unknown'
-  }}
-}}
+  }
+}
 """
 
 JS_TAIL = """\
+// Each code's class and its wire name (the name a native error may leave out).
 const byCode = new Map([
 {rows}
 ])
-for (const cls of [BlipMQError, ...byCode.values()]) {{
+for (const cls of [BlipMQError, ...[...byCode.values()].map(([, cls]) => cls)]) {{
   Object.defineProperty(cls.prototype, 'name', {{ value: cls.name, writable: true, configurable: true }})
 }}
 
 /** The error class of a wire code; a code this table lacks is {unknown}Error. */
-{export}function errorClass(code) {{
-  return byCode.get(code) ?? {unknown}Error
+export function errorClass(code) {{
+  return byCode.get(code)?.[1] ?? {unknown}Error
 }}
 
-/** The error for a wire code, worded as every one is: `InvalidTopic (300): <detail>`. */
-{export}function codedError(code, codeName, detail, cause) {{
-  const Class = errorClass(code)
-  return new Class(`${{codeName}} (${{code}}): ${{detail}}`, {{ code, codeName, cause }})
+/**
+ * The error for a wire code, worded as every one is: `InvalidTopic (300): <detail>`.
+ * `codeName` may be left undefined: the table's name for the code is used.
+ */
+export function codedError(code, codeName, detail, cause) {{
+  const name = codeName ?? byCode.get(code)?.[0] ?? 'Unknown'
+  return new (errorClass(code))(`${{name}} (${{code}}): ${{detail}}`, {{ code, codeName: name, cause }})
 }}
 """
 
 
-def render_js(codes: list[Code], esm: bool) -> str:
-    export = "export " if esm else ""
-    out = [] if esm else ["'use strict'\n"]
-    out.append(f"// {GENERATED}\n")
+def render_js(codes: list[Code]) -> str:
+    """The one JavaScript copy, in @blipmq/core (both npm packages re-export it)."""
+    out = [f"// {GENERATED}\n"]
     out.append("// One class per wire code of the protocol's error table; see schema/errors.toml.\n\n")
-    out.append(JS_BASE.format(export=export))
+    out.append(JS_BASE)
     for c in codes:
-        out.append(f"/** {c.summary} */\n{export}class {c.cls}Error extends BlipMQError {{}}\n")
+        out.append(f"/** {c.summary} */\nexport class {c.cls}Error extends BlipMQError {{}}\n")
     out.append("\n")
-    rows = ",\n".join(f"  [{c.number}, {c.cls}Error]" for c in codes)
-    out.append(JS_TAIL.format(export=export, rows=rows, unknown=unknown(codes).cls))
-    if not esm:
-        names = ["BlipMQError", *(f"{c.cls}Error" for c in codes), "errorClass", "codedError"]
-        out.append("\nmodule.exports = {\n" + "".join(f"  {n},\n" for n in names) + "}\n")
+    rows = ",\n".join(f"  [{c.number}, ['{c.name}', {c.cls}Error]]" for c in codes)
+    out.append(JS_TAIL.format(rows=rows, unknown=unknown(codes).cls))
     return "".join(out)
 
 
@@ -161,23 +161,10 @@ def render_dts(codes: list[Code]) -> str:
     out.append(
         f"\n/** The error class of a wire code; a code this table lacks is {unknown(codes).cls}Error. */\n"
         "export declare function errorClass(code: number): typeof BlipMQError\n"
-        "/** The error for a wire code, worded as every one is: `InvalidTopic (300): <detail>`. */\n"
-        "export declare function codedError(code: number, codeName: string, detail: string, cause?: unknown): BlipMQError\n"
+        "/** The error for a wire code, worded as every one is: `InvalidTopic (300): <detail>` (`codeName` undefined: the table's). */\n"
+        "export declare function codedError(code: number, codeName: string | undefined, detail: string, cause?: unknown): BlipMQError\n"
     )
     return "".join(out)
-
-
-def render_mjs_reexport(codes: list[Code]) -> str:
-    """Node's ES module face of errors.js (the same classes, loaded once)."""
-    names = ["BlipMQError", *(f"{c.cls}Error" for c in codes), "errorClass", "codedError"]
-    return (
-        f"// {GENERATED}\n"
-        "// The error classes of errors.js for the ES module entry: the same objects,\n"
-        "// loaded with require (see index.mjs for why not import).\n"
-        "import { createRequire } from 'node:module'\n\n"
-        "const errors = createRequire(import.meta.url)('./errors.js')\n\n"
-        "export const {\n" + "".join(f"  {n},\n" for n in names) + "} = errors\n"
-    )
 
 
 # --------------------------------------------------------------- Python
@@ -360,11 +347,8 @@ def render_swift(codes: list[Code]) -> str:
 
 OUTPUTS = {
     "schema/error-classes.json": render_table,
-    "bindings/node/errors.js": lambda codes: render_js(codes, esm=False),
-    "bindings/node/errors.mjs": render_mjs_reexport,
-    "bindings/node/errors.d.ts": render_dts,
-    "bindings/wasm/errors.js": lambda codes: render_js(codes, esm=True),
-    "bindings/wasm/errors.d.ts": render_dts,
+    "bindings/js/errors.js": render_js,
+    "bindings/js/errors.d.ts": render_dts,
     "bindings/python/python/blipmq/_errors.py": render_python,
     "bindings/uniffi/kotlin/src/main/kotlin/dev/blipmq/Errors.kt": render_kotlin,
     "bindings/uniffi/swift/Sources/BlipMQ/Errors.swift": render_swift,

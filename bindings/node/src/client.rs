@@ -10,13 +10,13 @@ use blipmq::{Client, ClientEvent, PublishBatch, PublishConfirm, Qos};
 use bytes::Bytes;
 use futures::StreamExt;
 use napi::bindgen_prelude::{
-    BigInt, BufferSlice, Function, PromiseRaw, ToNapiValue, Uint32ArraySlice,
+    BigInt, Buffer, BufferSlice, Function, PromiseRaw, ToNapiValue, Uint32ArraySlice,
 };
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::Env;
 use napi_derive::napi;
 
-use crate::error::{invalid_argument, to_napi};
+use crate::error::{promise, Failure};
 use crate::message::Header;
 use crate::subscription::NativeSubscription;
 
@@ -32,6 +32,33 @@ pub struct ConnectOptions {
     pub subscription_capacity: Option<u32>,
     /// Sends queued before publishing waits for room (a batch is one).
     pub outgoing_capacity: Option<u32>,
+    /// Speak TLS with these options, whatever the address says.
+    pub tls: Option<TlsOptions>,
+}
+
+/// TLS as `index.js` hands it over: PEM contents (as Node's `tls.connect`
+/// takes them), every field optional (`{}`: the system's roots).
+#[napi(object)]
+pub struct TlsOptions {
+    /// CA certificates to trust instead of the system's roots.
+    pub ca: Option<Buffer>,
+    /// The client certificate chain, for mutual TLS; goes with `key`.
+    pub cert: Option<Buffer>,
+    pub key: Option<Buffer>,
+    /// The name the broker's certificate must be for, if not the address's host.
+    pub server_name: Option<String>,
+}
+
+impl From<TlsOptions> for blipmq::tls::TlsOptions {
+    fn from(o: TlsOptions) -> Self {
+        let pem = |buffer: Buffer| blipmq::tls::Pem::Text(buffer.to_vec());
+        blipmq::tls::TlsOptions {
+            ca: o.ca.map(pem),
+            client_cert: o.cert.map(pem),
+            client_key: o.key.map(pem),
+            server_name: o.server_name,
+        }
+    }
 }
 
 #[napi(object)]
@@ -49,8 +76,12 @@ pub struct SubscribeOptions {
 }
 
 /// Connect to a broker; resolves once the handshake is done.
-#[napi]
-pub async fn connect(addr: String, options: Option<ConnectOptions>) -> napi::Result<NativeClient> {
+#[napi(ts_return_type = "Promise<NativeClient>")]
+pub fn connect(
+    env: &Env,
+    addr: String,
+    options: Option<ConnectOptions>,
+) -> napi::Result<PromiseRaw<'_, NativeClient>> {
     let options = options.map_or_else(Default::default, |o| {
         let millis = |ms: u32| Duration::from_millis(ms.into());
         blipmq::foreign::ConnectOptions {
@@ -61,13 +92,16 @@ pub async fn connect(addr: String, options: Option<ConnectOptions>) -> napi::Res
             request_timeout: o.request_timeout_ms.map(millis),
             subscription_capacity: o.subscription_capacity.map(|c| c as usize),
             outgoing_capacity: o.outgoing_capacity.map(|c| c as usize),
+            tls: o.tls.map(Into::into),
         }
     });
     let builder = options.apply(Client::builder());
-    let client = builder.connect(addr).await.map_err(to_napi)?;
-    Ok(NativeClient {
-        batch: Mutex::new(client.batch()),
-        calls: CallQueue::new(client),
+    promise(env, async move {
+        let client = builder.connect(addr).await?;
+        Ok(NativeClient {
+            batch: Mutex::new(client.batch()),
+            calls: CallQueue::new(client),
+        })
     })
 }
 
@@ -100,10 +134,12 @@ impl NativeClient {
     where
         T: ToNapiValue + Send + 'static,
         F: FnOnce(Client) -> Fut + Send + 'static,
-        Fut: Future<Output = napi::Result<T>> + Send + 'static,
+        Fut: Future<Output = Result<T, Failure>> + Send + 'static,
     {
         let done = self.calls.in_order(work);
-        env.spawn_future(async move { done.await.unwrap_or_else(|| Err(to_napi(queue_stopped()))) })
+        promise(env, async move {
+            done.await.unwrap_or_else(|| Err(queue_stopped().into()))
+        })
     }
 }
 
@@ -129,7 +165,7 @@ impl NativeClient {
             None => blipmq::PublishOptions::default(),
             Some(o) => blipmq::PublishOptions {
                 ttl_ms: o.ttl_ms.unwrap_or(0),
-                qos: qos(o.qos)?,
+                qos: qos(o.qos).map_err(|failure| failure.into_js(env))?,
                 headers: o
                     .headers
                     .unwrap_or_default()
@@ -140,19 +176,19 @@ impl NativeClient {
         };
         let payload = Bytes::copy_from_slice(&payload);
         let confirmed = |confirm: PublishConfirm| async move {
-            let id = confirm.confirmed().await.map_err(to_napi)?;
+            let id = confirm.confirmed().await?;
             Ok(id.map(BigInt::from))
         };
         match self
             .calls
             .publish(topic, payload, options)
-            .map_err(to_napi)?
+            .map_err(|error| Failure::from(error).into_js(env))?
         {
             Publishing::Queued(confirm) if !confirm.is_qos1() => Ok(None),
-            Publishing::Queued(confirm) => env.spawn_future(confirmed(confirm)).map(Some),
-            Publishing::InOrder(queued) => env
-                .spawn_future(async move { confirmed(queued.await.map_err(to_napi)?).await })
-                .map(Some),
+            Publishing::Queued(confirm) => promise(env, confirmed(confirm)).map(Some),
+            Publishing::InOrder(queued) => {
+                promise(env, async move { confirmed(queued.await?).await }).map(Some)
+            }
         }
     }
 
@@ -172,8 +208,9 @@ impl NativeClient {
         columns: Uint32ArraySlice,
         payloads: BufferSlice,
     ) -> napi::Result<Option<PromiseRaw<'env, ()>>> {
+        let invalid = |message: String| Failure::invalid_argument(message).into_js(env);
         if columns.len() % 3 != 0 {
-            return Err(invalid_argument("batch columns come in threes"));
+            return Err(invalid("batch columns come in threes".to_owned()));
         }
         let mut batch = self.batch.lock().unwrap_or_else(|e| e.into_inner());
         // Whatever a failed call left behind.
@@ -183,52 +220,54 @@ impl NativeClient {
             let (topic, end, ttl_ms) = (message[0] as usize, message[1] as usize, message[2]);
             let topic = topics
                 .get(topic)
-                .ok_or_else(|| invalid_argument(format!("batch topic {topic} is missing")))?;
-            let payload = payloads.get(start..end).ok_or_else(|| {
-                invalid_argument(format!("batch payload {start}..{end} is out of bounds"))
-            })?;
-            batch.push(topic, payload, ttl_ms).map_err(to_napi)?;
+                .ok_or_else(|| invalid(format!("batch topic {topic} is missing")))?;
+            let payload = payloads
+                .get(start..end)
+                .ok_or_else(|| invalid(format!("batch payload {start}..{end} is out of bounds")))?;
+            batch
+                .push(topic, payload, ttl_ms)
+                .map_err(|error| Failure::from(error).into_js(env))?;
             start = end;
         }
-        match self.calls.publish_batch(&mut batch).map_err(to_napi)? {
+        match self
+            .calls
+            .publish_batch(&mut batch)
+            .map_err(|error| Failure::from(error).into_js(env))?
+        {
             None => Ok(None),
             // The queue is full: this batch waits its turn, and the next
             // call got a new one.
-            Some(queued) => env
-                .spawn_future(async move { queued.await.map_err(to_napi) })
-                .map(Some),
+            Some(queued) => promise(env, async move { Ok(queued.await?) }).map(Some),
         }
     }
 
     /// Resolves once the broker has confirmed the subscription.
-    #[napi]
-    pub async fn subscribe(
+    #[napi(ts_return_type = "Promise<NativeSubscription>")]
+    pub fn subscribe<'env>(
         &self,
+        env: &'env Env,
         pattern: String,
         options: Option<SubscribeOptions>,
-    ) -> napi::Result<NativeSubscription> {
-        let options = match options {
-            None => blipmq::SubscribeOptions::default(),
-            Some(o) => blipmq::SubscribeOptions {
-                qos: qos(o.qos)?,
-                durable: o.durable,
-                group: o.group,
-            },
-        };
-        let subscription = self
-            .client()
-            .subscribe_with(&pattern, options)
-            .await
-            .map_err(to_napi)?;
-        Ok(NativeSubscription::new(subscription))
+    ) -> napi::Result<PromiseRaw<'env, NativeSubscription>> {
+        let client = self.client().clone();
+        promise(env, async move {
+            let options = match options {
+                None => blipmq::SubscribeOptions::default(),
+                Some(o) => blipmq::SubscribeOptions {
+                    qos: qos(o.qos)?,
+                    durable: o.durable,
+                    group: o.group,
+                },
+            };
+            let subscription = client.subscribe_with(&pattern, options).await?;
+            Ok(NativeSubscription::new(subscription))
+        })
     }
 
     /// Resolves once the broker has handled everything sent before.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn flush<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
-        self.in_order(env, |client| async move {
-            client.flush().await.map_err(to_napi)
-        })
+        self.in_order(env, |client| async move { Ok(client.flush().await?) })
     }
 
     /// Send what is queued and close; subscriptions end.
@@ -276,12 +315,11 @@ impl NativeClient {
     }
 }
 
-fn qos(value: Option<u8>) -> napi::Result<Qos> {
+fn qos(value: Option<u8>) -> Result<Qos, Failure> {
     match value {
         None => Ok(Qos::default()),
-        Some(v) => {
-            Qos::from_wire(v).ok_or_else(|| invalid_argument(format!("qos {v} is not 0 or 1")))
-        }
+        Some(v) => Qos::from_wire(v)
+            .ok_or_else(|| Failure::invalid_argument(format!("qos {v} is not 0 or 1"))),
     }
 }
 

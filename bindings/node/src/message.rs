@@ -2,10 +2,11 @@
 //! delivery. A message's other fields cross in columns (see
 //! `subscription::NativeBatch`).
 
-use napi::bindgen_prelude::{BigInt, Buffer};
+use napi::bindgen_prelude::{BigInt, Buffer, PromiseRaw};
+use napi::Env;
 use napi_derive::napi;
 
-use crate::error::to_napi;
+use crate::error::{promise, Failure};
 
 /// One header as it crosses the boundary; `index.js` turns lists of these
 /// into and out of its `Headers` class.
@@ -38,8 +39,12 @@ impl NativeMessage {
     }
 
     /// Queue the ack to the broker, in order with the client's other frames.
-    #[napi]
-    pub async fn ack(&self) -> napi::Result<()> {
-        self.inner.ack().await.map_err(to_napi)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn ack<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let message = self.inner.clone();
+        promise(
+            env,
+            async move { message.ack().await.map_err(Failure::from) },
+        )
     }
 }

@@ -8,10 +8,11 @@
 use std::time::Duration;
 
 use blipmq::foreign::SharedSubscription;
-use napi::bindgen_prelude::{BigUint64Array, Buffer, Float64Array, Uint32Array};
+use napi::bindgen_prelude::{BigUint64Array, Buffer, Float64Array, PromiseRaw, Uint32Array};
+use napi::Env;
 use napi_derive::napi;
 
-use crate::error::to_napi;
+use crate::error::{promise, Failure};
 use crate::message::{Header, NativeMessage};
 
 /// Wraps `blipmq::foreign::SharedSubscription`, which holds the logic every
@@ -166,9 +167,12 @@ impl NativeSubscription {
 
     /// Stop the subscription and wait for the broker's confirm; buffered
     /// messages are discarded. A second call does nothing.
-    #[napi]
-    pub async fn unsubscribe(&self) -> napi::Result<()> {
-        self.inner.unsubscribe().await.map_err(to_napi)
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn unsubscribe<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, ()>> {
+        let subscription = self.inner.clone();
+        promise(env, async move {
+            subscription.unsubscribe().await.map_err(Failure::from)
+        })
     }
 
     /// Stop receiving without deleting anything: a plain subscription ends,

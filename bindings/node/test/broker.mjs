@@ -1,9 +1,10 @@
 // Starts the real `blipmq` binary for a test: on 127.0.0.1:0 (or a given
 // port, to restart on the same address), reading the address from its
-// readiness line `blipmq ready clients=ADDR metrics=ADDR`.
-import { spawn } from 'node:child_process'
+// readiness line `blipmq ready clients=ADDR metrics=ADDR`. And the
+// throwaway certificates of the TLS tests.
+import { execFileSync, spawn } from 'node:child_process'
 import { once } from 'node:events'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -64,4 +65,33 @@ export async function startBroker({ env = {}, port = 0 } = {}) {
   }
   await launch(port)
   return broker
+}
+
+/**
+ * A throwaway PKI made by `blipmq-test-pki` (BLIPMQ_TEST_PKI, which
+ * scripts/test-node.sh sets): `path(name)` and `read(name)` of its files
+ * (ca.pem, broker.pem/.key, client-ca.pem, client.pem/.key, other-ca.pem,
+ * expired.pem/.key, stranger.pem/.key), and `remove()`.
+ */
+export function makeTestPki() {
+  const tool = process.env.BLIPMQ_TEST_PKI
+  if (!tool) throw new Error('set BLIPMQ_TEST_PKI to the blipmq-test-pki binary (scripts/test-node.sh does)')
+  const dir = mkdtempSync(join(tmpdir(), 'blipmq-pki-'))
+  execFileSync(tool, [dir], { stdio: ['ignore', 'ignore', 'inherit'] })
+  return {
+    dir,
+    path: (name) => join(dir, name),
+    read: (name) => readFileSync(join(dir, name)),
+    remove: () => rmSync(dir, { recursive: true, force: true }),
+  }
+}
+
+/** A broker speaking TLS with `pki`'s `cert`.pem/.key; with `clientCa`, mutual TLS. */
+export function startTlsBroker(pki, { cert = 'broker', clientCa = false } = {}) {
+  const env = {
+    BLIPMQ_TLS_CERT_FILE: pki.path(`${cert}.pem`),
+    BLIPMQ_TLS_KEY_FILE: pki.path(`${cert}.key`),
+  }
+  if (clientCa) env.BLIPMQ_TLS_CLIENT_CA_FILE = pki.path('client-ca.pem')
+  return startBroker({ env })
 }

@@ -10,11 +10,18 @@ import {
   type Message,
   type PublishOptions,
   type Subscription,
+  type TlsOptions,
 } from 'blipmq'
 import blipmq from 'blipmq'
 
 export async function example(addr: string): Promise<void> {
   const client: Client = await connect(addr, { apiKey: 'key', name: 'typed' })
+  const tls: TlsOptions = { ca: Buffer.from('PEM'), cert: 'PEM', key: new Uint8Array(), serverName: 'broker' }
+  await connect('tls://broker:7878', { tls })
+  await connect(addr, { tls: true })
+  await connect(addr, { tls: { ca: ['PEM', Buffer.from('PEM')] } })
+  // @ts-expect-error: an option of tls.connect this client does not have
+  await connect(addr, { tls: { rejectUnauthorized: false } })
   const options: PublishOptions = { ttlMs: 1000, qos: 0, headers: [['a', 'b'], ['a', Buffer.from('c')]] }
   const none: bigint | undefined = await client.publish('orders.created', new Uint8Array([1, 2]), options)
   await client.publish('orders.created', 'text', { headers: { k: 'v' }, qos: 1 })

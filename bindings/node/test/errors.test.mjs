@@ -1,7 +1,6 @@
 // Errors carry the protocol's wire codes, as BlipMQError subclasses.
 import assert from 'node:assert/strict'
 import net from 'node:net'
-import { readFileSync } from 'node:fs'
 import { after, before, test } from 'node:test'
 
 import * as blipmq from 'blipmq'
@@ -116,29 +115,5 @@ test('calls on a closed client are 603 ClientClosed', async () => {
   await rejectsWith(other.flush(), blipmq.ClientClosedError, 603, 'ClientClosed')
 })
 
-test('BlipMQError can be constructed and subclassed by users', () => {
-  const error = new BlipMQError('boom', { code: 500, codeName: 'Internal', cause: 'x' })
-  assert.equal(error.name, 'BlipMQError')
-  assert.equal(error.code, 500)
-  assert.equal(error.cause, 'x')
-})
-
-test('every wire code has its own class, named as in every SDK (schema/errors.toml)', () => {
-  const table = JSON.parse(readFileSync(new URL('./error-classes.json', import.meta.url), 'utf8'))
-  assert.ok(table.codes.length > 20)
-  for (const { code, name, class: stem } of table.codes) {
-    const Class = blipmq[`${stem}Error`]
-    assert.equal(typeof Class, 'function', `${stem}Error is exported`)
-    assert.equal(blipmq.errorClass(code), Class)
-    const error = blipmq.codedError(code, name, 'the detail')
-    assert.ok(error instanceof Class && error instanceof BlipMQError && error instanceof Error)
-    assert.equal(error.name, `${stem}Error`)
-    assert.equal(error.code, code)
-    assert.equal(error.codeName, name)
-    assert.equal(error.message, `${name} (${code}): the detail`)
-  }
-  // A code a newer broker might send: UnknownError, keeping the number.
-  const future = blipmq.codedError(406, 'Unknown', 'new')
-  assert.ok(future instanceof blipmq.UnknownError)
-  assert.equal(future.code, 406)
-})
+// The classes themselves (constructible, one per wire code) are tested for
+// both packages in bindings/js/test/errors.test.mjs.

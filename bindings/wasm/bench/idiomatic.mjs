@@ -16,8 +16,9 @@ import { once } from 'node:events'
 import { createReadStream, readFileSync } from 'node:fs'
 import { mkdtemp, rm, stat } from 'node:fs/promises'
 import { createServer } from 'node:http'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
-import { extname, join, resolve, sep } from 'node:path'
+import { dirname, extname, join, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const HERE = fileURLToPath(new URL('.', import.meta.url))
@@ -45,7 +46,9 @@ const client = system === 'blipmq'
   : `nats.ws ${version(natsWs)}`
 
 const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.wasm': 'application/wasm' }
-const mounts = [['/blipmq-web/', PACKAGE], ['/nats.ws/', resolve(natsWs)], ['/', HERE]]
+// @blipmq/web imports @blipmq/core by name: idiomatic.html maps it here.
+const CORE = dirname(createRequire(join(PACKAGE, 'package.json')).resolve('@blipmq/core/package.json'))
+const mounts = [['/blipmq-web/', PACKAGE], ['/blipmq-core/', CORE], ['/nats.ws/', resolve(natsWs)], ['/', HERE]]
 const site = createServer(async (request, response) => {
   const path = decodeURIComponent(new URL(request.url, 'http://x').pathname)
   if (request.method === 'POST' && path === '/result') {

@@ -23,11 +23,13 @@ export class NativeClient {
      */
     onEvent(callback: Function): void;
     /**
-     * Resolves with the broker's message id at QoS 1, `undefined` at QoS 0
-     * (once queued). The payload and header values are copied here, so
-     * the caller may reuse its buffers at once.
+     * A QoS 0 publish queued on the spot returns `null` (done: no Promise
+     * to make and settle); otherwise a Promise of the broker's message id
+     * at QoS 1, of `undefined` at QoS 0 (once queued). The payload and
+     * header values are copied here, so the caller may reuse its buffers
+     * at once.
      */
-    publish(topic: string, payload: Uint8Array | number[], ttlMs: number, qos: number, headers: Array<[string, Uint8Array]>): Promise<bigint | undefined>;
+    publish(topic: string, payload: Uint8Array | number[], ttlMs: number, qos: number, headers: Array<[string, Uint8Array]>): Promise<bigint | undefined> | null;
     /**
      * Resolves once the broker has confirmed the subscription.
      */

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use blipmq::foreign::{queue_stopped, CallQueue, Publishing};
 use blipmq::transport::{WebRuntime, WebSocketConnector};
-use blipmq::{Client, ClientEvent, Headers, PublishConfirm, Qos};
+use blipmq::{Client, ClientEvent, ConnectionStatus, Headers, PublishConfirm, Qos};
 use bytes::Bytes;
 use futures::StreamExt;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
@@ -84,10 +84,12 @@ impl NativeClient {
 
 #[wasm_bindgen]
 impl NativeClient {
-    /// Resolves with the broker's message id at QoS 1, `undefined` at QoS 0
-    /// (once queued). The payload and header values are copied here, so
-    /// the caller may reuse its buffers at once.
-    #[wasm_bindgen(unchecked_return_type = "Promise<bigint | undefined>")]
+    /// A QoS 0 publish queued on the spot returns `null` (done: no Promise
+    /// to make and settle); otherwise a Promise of the broker's message id
+    /// at QoS 1, of `undefined` at QoS 0 (once queued). The payload and
+    /// header values are copied here, so the caller may reuse its buffers
+    /// at once.
+    #[wasm_bindgen(unchecked_return_type = "Promise<bigint | undefined> | null")]
     pub fn publish(
         &self,
         topic: String,
@@ -95,10 +97,10 @@ impl NativeClient {
         #[wasm_bindgen(js_name = ttlMs)] ttl_ms: u32,
         qos: u8,
         #[wasm_bindgen(unchecked_param_type = "Array<[string, Uint8Array]>")] headers: Array,
-    ) -> Promise {
+    ) -> JsValue {
         let options = match publish_options(ttl_ms, qos, &headers) {
             Ok(options) => options,
-            Err(error) => return Promise::reject(&error),
+            Err(error) => return Promise::reject(&error).into(),
         };
         let payload = Bytes::copy_from_slice(payload);
         let confirm = |submitted: PublishConfirm| async move {
@@ -106,11 +108,12 @@ impl NativeClient {
             Ok(id.map_or(JsValue::UNDEFINED, JsValue::from))
         };
         match self.calls.publish(topic, payload, options) {
-            Ok(Publishing::Queued(submitted)) => future_to_promise(confirm(submitted)),
+            Ok(Publishing::Queued(submitted)) if !submitted.is_qos1() => JsValue::NULL,
+            Ok(Publishing::Queued(submitted)) => future_to_promise(confirm(submitted)).into(),
             Ok(Publishing::InOrder(queued)) => {
-                future_to_promise(async move { confirm(queued.await.map_err(to_js)?).await })
+                future_to_promise(async move { confirm(queued.await.map_err(to_js)?).await }).into()
             }
-            Err(e) => Promise::reject(&to_js(e)),
+            Err(e) => Promise::reject(&to_js(e)).into(),
         }
     }
 
@@ -177,7 +180,12 @@ impl NativeClient {
     /// `connected`, `reconnecting` or `closed`.
     #[wasm_bindgen(getter)]
     pub fn status(&self) -> String {
-        format!("{:?}", self.client().status()).to_lowercase()
+        match self.client().status() {
+            ConnectionStatus::Connected => "connected",
+            ConnectionStatus::Reconnecting => "reconnecting",
+            ConnectionStatus::Closed => "closed",
+        }
+        .to_string()
     }
 
     /// The largest payload the broker accepts.

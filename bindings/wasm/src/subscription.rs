@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use blipmq::foreign::SharedSubscription;
-use js_sys::{Array, BigInt, Object, Promise, Reflect, Uint8Array};
+use js_sys::{Array, BigInt, Object, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -66,19 +66,17 @@ impl NativeSubscription {
             let Some(received) = state.subscription.next_batch(max as usize, timeout).await else {
                 return Ok(JsValue::NULL);
             };
+            // Each string made from wasm memory is decoded anew: a topic is
+            // made once for the messages in a row that share it.
+            let mut topic = None;
             let messages: Array = received
                 .messages
                 .into_iter()
-                .map(|message| state.to_js(message))
+                .map(|message| state.to_js(message, &mut topic))
                 .collect();
-            let batch = Object::new();
-            // Setting a property on a fresh plain object cannot fail.
-            let _ = Reflect::set(&batch, &JsValue::from_str("messages"), &messages);
-            let _ = Reflect::set(
-                &batch,
-                &JsValue::from_str("droppedAfter"),
-                &JsValue::from_f64(received.dropped_after as f64),
-            );
+            let batch: PlainBatch = Object::new().unchecked_into();
+            batch.set_messages(&messages);
+            batch.set_dropped_after(received.dropped_after as f64);
             Ok(batch.into())
         })
     }
@@ -125,36 +123,72 @@ impl NativeSubscription {
     }
 }
 
+#[wasm_bindgen]
+extern "C" {
+    /// A message as a plain object. Each property has its own setter, so
+    /// each store site sees one property of one shape (what a JavaScript
+    /// engine makes fast), where `Reflect.set` stores any key anywhere.
+    #[wasm_bindgen(extends = Object)]
+    type PlainMessage;
+    #[wasm_bindgen(method, setter)]
+    fn set_topic(this: &PlainMessage, value: &JsValue);
+    #[wasm_bindgen(method, setter)]
+    fn set_payload(this: &PlainMessage, value: &Uint8Array);
+    #[wasm_bindgen(method, setter)]
+    fn set_headers(this: &PlainMessage, value: &Array);
+    #[wasm_bindgen(method, setter)]
+    fn set_id(this: &PlainMessage, value: &BigInt);
+    #[wasm_bindgen(method, setter = timestampMs)]
+    fn set_timestamp_ms(this: &PlainMessage, value: f64);
+    #[wasm_bindgen(method, setter = deliveryCount)]
+    fn set_delivery_count(this: &PlainMessage, value: u32);
+    #[wasm_bindgen(method, setter = deliveryId)]
+    fn set_delivery_id(this: &PlainMessage, value: &BigInt);
+    #[wasm_bindgen(method, setter = droppedBefore)]
+    fn set_dropped_before(this: &PlainMessage, value: f64);
+
+    /// A batch as a plain object.
+    #[wasm_bindgen(extends = Object)]
+    type PlainBatch;
+    #[wasm_bindgen(method, setter)]
+    fn set_messages(this: &PlainBatch, value: &Array);
+    #[wasm_bindgen(method, setter = droppedAfter)]
+    fn set_dropped_after(this: &PlainBatch, value: f64);
+}
+
 impl State {
     /// A message as a plain object (no wasm object per message to free):
     /// `{ topic, payload, headers, id, timestampMs, deliveryCount,
-    /// deliveryId, droppedBefore }`.
-    fn to_js(&self, message: blipmq::Message) -> JsValue {
-        let object = Object::new();
-        let set = |key: &str, value: &JsValue| {
-            // Setting a property on a fresh plain object cannot fail.
-            let _ = Reflect::set(&object, &JsValue::from_str(key), value);
+    /// deliveryId, droppedBefore }`. `last_topic` is the previous
+    /// message's topic, as text and as a string.
+    fn to_js(
+        &self,
+        message: blipmq::Message,
+        last_topic: &mut Option<(String, JsValue)>,
+    ) -> JsValue {
+        let topic = match last_topic {
+            Some((text, value)) if text == message.topic() => value.clone(),
+            _ => {
+                let value = JsValue::from_str(message.topic());
+                *last_topic = Some((message.topic().to_owned(), value.clone()));
+                value
+            }
         };
-        set("topic", &JsValue::from_str(message.topic()));
-        set("payload", &Uint8Array::from(&message.payload()[..]));
         let headers: Array = message
             .headers()
             .iter()
             .map(|(key, value)| Array::of2(&JsValue::from_str(key), &Uint8Array::from(&value[..])))
             .collect();
-        set("headers", &headers);
-        set("id", &BigInt::from(message.id()));
-        set(
-            "timestampMs",
-            &JsValue::from_f64(message.timestamp_ms() as f64),
-        );
-        set("deliveryCount", &JsValue::from(message.delivery_count()));
         let delivery_id = message.delivery_id();
-        set("deliveryId", &BigInt::from(delivery_id));
-        set(
-            "droppedBefore",
-            &JsValue::from_f64(message.dropped_before() as f64),
-        );
+        let object: PlainMessage = Object::new().unchecked_into();
+        object.set_topic(&topic);
+        object.set_payload(&Uint8Array::from(&message.payload()[..]));
+        object.set_headers(&headers);
+        object.set_id(&BigInt::from(message.id()));
+        object.set_timestamp_ms(message.timestamp_ms() as f64);
+        object.set_delivery_count(message.delivery_count());
+        object.set_delivery_id(&BigInt::from(delivery_id));
+        object.set_dropped_before(message.dropped_before() as f64);
         if delivery_id != 0 {
             self.unacked.borrow_mut().insert(delivery_id, message);
         }

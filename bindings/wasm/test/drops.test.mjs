@@ -51,7 +51,7 @@ const SCRIPT = [
 test('discards reach onDrop and the drop event in line with the messages', async () => {
   const seen = []
   const events = []
-  const subscription = new Subscription(scripted(SCRIPT), (count) => seen.push(`drop ${count}`))
+  const subscription = new Subscription(scripted(SCRIPT), { onDrop: (count) => seen.push(`drop ${count}`) })
   subscription.addEventListener('drop', (event) => events.push(event.detail.count))
   for await (const message of subscription) {
     seen.push(`m${message.payload[0]} (${message.droppedBefore} before)`)

@@ -30,6 +30,8 @@ export declare class DuplicateHandshakeError extends BlipMQError {}
 export declare class HandshakeTimeoutError extends BlipMQError {}
 /** 200 AuthFailed: Missing or wrong API key. */
 export declare class AuthError extends BlipMQError {}
+/** 201 PermissionDenied: The user may not publish, subscribe or use that queue here. Which right was missing is in the message; `$` topics are the broker's. */
+export declare class PermissionDeniedError extends BlipMQError {}
 /** 300 InvalidTopic: A topic or pattern that breaks the topic rules. */
 export declare class InvalidTopicError extends BlipMQError {}
 /** 301 InvalidArgument: A field with a value outside its domain. */
@@ -71,5 +73,5 @@ export declare class ClientClosedError extends BlipMQError {}
 
 /** The error class of a wire code; a code this table lacks is UnknownError. */
 export declare function errorClass(code: number): typeof BlipMQError
-/** The error for a wire code, worded as every one is: `InvalidTopic (300): <detail>`. */
-export declare function codedError(code: number, codeName: string, detail: string, cause?: unknown): BlipMQError
+/** The error for a wire code, worded as every one is: `InvalidTopic (300): <detail>` (`codeName` undefined: the table's). */
+export declare function codedError(code: number, codeName: string | undefined, detail: string, cause?: unknown): BlipMQError

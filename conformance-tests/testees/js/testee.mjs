@@ -1,13 +1,52 @@
-// The conformance testee for the Node SDK (the npm package `blipmq`).
+// The conformance testee for both JavaScript SDKs: `--package node` drives
+// the Node SDK (the npm package `blipmq`) over TCP, `--package web` the
+// browser SDK (`@blipmq/web`: the wasm client in Node, over a WebSocket, the
+// `ws` package's, as Node 20 has none of its own, to the broker's WebSocket
+// listener, whose address the runner passes as `websocket_addr`).
 //
 // Speaks the testee contract of conformance-tests/README.md: one JSON
 // request per stdin line, one reply per request on stdout, in order; logs on
 // stderr. It never judges anything. It imports the package as a user would,
-// so it runs from the project scripts/test-node.sh installs the packed
-// tarball into (`{target}/node-test-project/testee.mjs`).
+// so it runs from the project scripts/test-node.sh or scripts/test-web.sh
+// installs the packed tarballs into (`{target}/node-test-project/testee.mjs`,
+// `{target}/web-test-project/testee.mjs`).
 import { createInterface } from 'node:readline'
+import { parseArgs } from 'node:util'
 
-import { BlipMQError, connect } from 'blipmq'
+// What differs between the two packages: where they connect, and how their
+// events are heard (EventEmitter arguments, or a CustomEvent's detail, in
+// the same order).
+const PACKAGES = {
+  node: {
+    module: 'blipmq',
+    sdk: 'node',
+    title: 'Node SDK',
+    address: (args) => str(args, 'addr'),
+    // The runner's TLS mode: a tls:// address and the test CA's PEM file.
+    connectOptions: async (args) => {
+      const ca = str(args, 'tls_ca', true)
+      return ca === undefined ? {} : { tls: { ca: (await import('node:fs')).readFileSync(ca) } }
+    },
+    capabilities: ['tls'],
+    on: (target, type, handler) => target.on(type, handler),
+  },
+  web: {
+    module: '@blipmq/web',
+    sdk: 'wasm',
+    title: 'browser SDK',
+    // The WebSocket listener; `addr` (TCP) only when the runner gives none.
+    address: (args) => str(args, 'websocket_addr', true) ?? str(args, 'addr'),
+    connectOptions: async () => ({ WebSocket: (await import('ws')).WebSocket }),
+    capabilities: [],
+    on: (target, type, handler) =>
+      target.addEventListener(type, (event) => handler(...Object.values(event.detail ?? {}))),
+  },
+}
+
+const { values: cli } = parseArgs({ options: { package: { type: 'string', default: 'node' } } })
+const PACKAGE = PACKAGES[cli.package]
+if (PACKAGE === undefined) throw new Error(`--package must be node or web, not ${cli.package}`)
+const { BlipMQError, connect } = await import(PACKAGE.module)
 
 const INVALID_ARGUMENT = 301
 const CLIENT_CLOSED = 603
@@ -43,8 +82,10 @@ function uint(args, name, optional = false) {
 
 function bytes(value, name) {
   if (typeof value !== 'string') throw invalid(`\`${name}\` must be base64`)
-  return Buffer.from(value, 'base64')
+  return new Uint8Array(Buffer.from(value, 'base64'))
 }
+
+const base64 = (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')
 
 function flag(args, name) {
   const value = args[name]
@@ -60,10 +101,10 @@ function eventLog(client) {
     log.events.push(event)
     log.wake?.()
   }
-  client.on('serverError', (error) => push({ kind: 'server_error', code: error.code }))
-  client.on('disconnect', () => push({ kind: 'disconnected' }))
-  client.on('reconnect', () => push({ kind: 'reconnected' }))
-  client.on('close', () => push({ kind: 'closed' }))
+  PACKAGE.on(client, 'serverError', (error) => push({ kind: 'server_error', code: error.code }))
+  PACKAGE.on(client, 'disconnect', () => push({ kind: 'disconnected' }))
+  PACKAGE.on(client, 'reconnect', () => push({ kind: 'reconnected' }))
+  PACKAGE.on(client, 'close', () => push({ kind: 'closed' }))
   return log
 }
 
@@ -87,11 +128,12 @@ async function closeActor(name) {
 }
 
 const operations = {
-  hello: async () => ({ sdk: 'node', version: '0.1.0', capabilities: ['pubsub', 'headers', 'qos1', 'events'] }),
+  hello: async () => ({ sdk: PACKAGE.sdk, version: '0.1.0', capabilities: ['pubsub', 'headers', 'qos1', 'events', ...PACKAGE.capabilities] }),
 
   async connect(name, args) {
-    const addr = str(args, 'addr')
+    const addr = PACKAGE.address(args)
     const options = {
+      ...(await PACKAGE.connectOptions(args)),
       apiKey: str(args, 'api_key', true),
       name: str(args, 'name', true),
       reconnect: flag(args, 'reconnect'),
@@ -132,7 +174,7 @@ const operations = {
     // Discards as the SDK reports them to the application (`receive`
     // counts them).
     subscription.heard = { dropped: 0, onDrop: null }
-    subscription.on('drop', (count) => {
+    PACKAGE.on(subscription, 'drop', (count) => {
       subscription.heard.dropped += count
       subscription.heard.onDrop?.()
     })
@@ -189,12 +231,12 @@ const operations = {
       }
       messages.push({
         topic: message.topic,
-        payload: message.payload.toString('base64'),
+        payload: base64(message.payload),
         id: message.id.toString(),
         timestamp_ms: String(message.timestampMs),
         delivery_count: message.deliveryCount,
         delivery_id: message.deliveryId.toString(),
-        headers: [...message.headers].map(([key, value]) => ({ key, value: value.toString('base64') })),
+        headers: [...message.headers].map(([key, value]) => ({ key, value: base64(value) })),
         dropped_before: message.droppedBefore,
       })
     }
@@ -247,7 +289,7 @@ const operations = {
 async function handle(request) {
   const { id, actor, op, args = {} } = request
   if (op === 'send_raw' || op === 'read_frame') {
-    return { id, skipped: `\`${op}\` needs raw protocol access, which the Node SDK does not expose` }
+    return { id, skipped: `\`${op}\` needs raw protocol access, which the ${PACKAGE.title} does not expose` }
   }
   const operation = Object.hasOwn(operations, op) ? operations[op] : undefined
   if (operation === undefined) return { id, skipped: `unknown op \`${op}\`` }
@@ -256,7 +298,7 @@ async function handle(request) {
     return { id, ok: await operation(actor, args ?? {}) }
   } catch (error) {
     const code = error instanceof BlipMQError || error instanceof Failure ? error.code : INVALID_ARGUMENT
-    console.error(`node testee: ${id} ${op}: ${code} ${error.message}`)
+    console.error(`${PACKAGE.sdk} testee: ${id} ${op}: ${code} ${error.message}`)
     // The SDK's own errors name their class, which the runner checks.
     const sdkClass = error instanceof BlipMQError ? { class: error.name } : {}
     return { id, err: { code, message: error.message, ...sdkClass } }
