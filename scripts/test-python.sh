@@ -18,6 +18,8 @@
 #                        0 only builds the wheel and the virtualenv (what the
 #                        conformance testee needs).
 #   BLIPMQ_BIN=PATH      test against this broker binary instead of building one.
+#                        (blipmq-test-pki, which makes the TLS tests'
+#                        certificates, is built either way.)
 # Extra arguments go to pytest (e.g. -k sync, -x).
 set -euo pipefail
 
@@ -47,6 +49,9 @@ if [[ -z "${BLIPMQ_BIN:-}" ]]; then
   BLIPMQ_BIN="$target_dir/debug/blipmq"
 fi
 export BLIPMQ_BIN
+# The TLS tests' throwaway certificates, made at test time.
+cargo build --bins -p blipmq-testkit
+export BLIPMQ_TEST_PKI="$target_dir/debug/blipmq-test-pki"
 
 # The wheel, alone in its output directory.
 wheel_dir="$target_dir/wheels/python"

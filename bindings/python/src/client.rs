@@ -1,6 +1,9 @@
 //! `connect` and `Client`: short adapters over `blipmq::Client`.
 
+use std::path::PathBuf;
+
 use blipmq::foreign::{queue_stopped, CallQueue, Publishing};
+use blipmq::tls::{Pem, TlsOptions};
 use blipmq::{ConnectionStatus, Headers, PublishOptions, Qos, SubscribeOptions};
 use bytes::Bytes;
 use pyo3::prelude::*;
@@ -12,9 +15,10 @@ use crate::events::Events;
 use crate::runtime::{awaitable, Nothing};
 use crate::subscription::{duration, Subscription};
 
-/// Connect to a broker; resolves to a `Client`. Timeouts are in seconds.
+/// Connect to a broker; resolves to a `Client`. Timeouts are in seconds;
+/// `tls` is a `blipmq.TLS` (TLS with its options, whatever the address).
 #[pyfunction]
-#[pyo3(signature = (addr, api_key=None, name=None, connect_timeout=None, request_timeout=None, reconnect=true, subscription_capacity=None))]
+#[pyo3(signature = (addr, api_key=None, name=None, connect_timeout=None, request_timeout=None, reconnect=true, subscription_capacity=None, tls=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn connect<'py>(
     py: Python<'py>,
@@ -25,6 +29,7 @@ pub fn connect<'py>(
     request_timeout: Option<f64>,
     reconnect: bool,
     subscription_capacity: Option<usize>,
+    tls: Option<Tls>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let options = blipmq::foreign::ConnectOptions {
         api_key,
@@ -34,6 +39,7 @@ pub fn connect<'py>(
         request_timeout: duration(request_timeout)?,
         subscription_capacity,
         outgoing_capacity: None,
+        tls: tls.map(Tls::into_options),
     };
     let builder = options.apply(blipmq::Client::builder());
     awaitable(py, async move {
@@ -42,6 +48,47 @@ pub fn connect<'py>(
             calls: CallQueue::new(client),
         })
     })
+}
+
+/// `blipmq.TLS`, read by attribute: its fields are named as Python's `ssl`
+/// module names them (`cafile`, `cadata`, `certfile`, `keyfile`,
+/// `server_hostname`), and mean the same.
+#[derive(FromPyObject)]
+pub struct Tls {
+    cafile: Option<PathBuf>,
+    cadata: Option<PemText>,
+    certfile: Option<PathBuf>,
+    keyfile: Option<PathBuf>,
+    server_hostname: Option<String>,
+}
+
+/// PEM as `str`, or as `bytes` of its text.
+#[derive(FromPyObject)]
+enum PemText {
+    Str(String),
+    Bytes(PyBackedBytes),
+}
+
+impl Tls {
+    fn into_options(self) -> TlsOptions {
+        let ca = match (self.cafile, self.cadata) {
+            (Some(path), _) => Some(Pem::File(path)),
+            (None, Some(PemText::Str(text))) => Some(Pem::Text(text.into_bytes())),
+            (None, Some(PemText::Bytes(bytes))) => Some(Pem::Text(bytes.to_vec())),
+            (None, None) => None,
+        };
+        TlsOptions {
+            ca,
+            // As `ssl.SSLContext.load_cert_chain`: without a keyfile, the
+            // key is in the certfile.
+            client_key: self
+                .keyfile
+                .or_else(|| self.certfile.clone())
+                .map(Pem::File),
+            client_cert: self.certfile.map(Pem::File),
+            server_name: self.server_hostname,
+        }
+    }
 }
 
 /// A connection to a broker (see `blipmq.Client` for the public API).

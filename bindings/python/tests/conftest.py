@@ -1,7 +1,9 @@
 """Fixtures: the real `blipmq` broker binary on 127.0.0.1:0.
 
 The binary comes from BLIPMQ_BIN (scripts/test-python.sh sets it). Each
-test gets its own broker; it starts in milliseconds.
+test gets its own broker; it starts in milliseconds. The TLS tests' throwaway
+certificates come from `blipmq-test-pki` (BLIPMQ_TEST_PKI, also set by the
+script), made once per session.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import selectors
 import socket
 import subprocess
 import tempfile
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import pytest
@@ -97,6 +100,37 @@ def make_broker(broker_bin: str) -> Iterator[object]:
     for broker in started:
         broker.stop()
         broker.data.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pki() -> Iterator[Path]:
+    """A directory of test certificates (ca.pem, broker.pem/.key, client.pem/.key,
+    client-ca.pem, other-ca.pem, expired.pem/.key, stranger.pem/.key)."""
+    tool = os.environ.get("BLIPMQ_TEST_PKI", "")
+    if not os.access(tool, os.X_OK):
+        pytest.fail("set BLIPMQ_TEST_PKI to the blipmq-test-pki binary (scripts/test-python.sh does)")
+    with tempfile.TemporaryDirectory(prefix="blipmq-pki-") as directory:
+        subprocess.run([tool, directory], check=True, stdout=subprocess.DEVNULL)
+        yield Path(directory)
+
+
+@pytest.fixture
+def make_tls_broker(make_broker, pki: Path):  # type: ignore[no-untyped-def]
+    """`make_tls_broker(cert="broker", client_ca=False)` starts a broker
+    speaking TLS with `pki`'s `cert`.pem/.key; with `client_ca`, mutual TLS
+    (client certificates from client-ca.pem)."""
+
+    def make(cert: str = "broker", client_ca: bool = False) -> Broker:
+        env = {
+            "BLIPMQ_TLS_CERT_FILE": str(pki / f"{cert}.pem"),
+            "BLIPMQ_TLS_KEY_FILE": str(pki / f"{cert}.key"),
+        }
+        if client_ca:
+            env["BLIPMQ_TLS_CLIENT_CA_FILE"] = str(pki / "client-ca.pem")
+        broker: Broker = make_broker(env)
+        return broker
+
+    return make
 
 
 @pytest.fixture

@@ -73,8 +73,14 @@ def test_public_api_type_checks(tmp_path: Path) -> None:
                     elif isinstance(event, blipmq.ServerError):
                         error: blipmq.BlipMQError = event.error
                 next_event: blipmq.ClientEvent = await client.events().next(timeout=1)
+            tls = blipmq.TLS(cafile="ca.pem", certfile="client.pem", keyfile="client.key",
+                             server_hostname="broker.example")
+            async with await blipmq.connect("tls://broker:7878", tls=tls) as secure:
+                name: Optional[str] = tls.server_hostname
 
         def sync(addr: str) -> None:
+            with blipmq.connect_sync(addr, tls=True):
+                pass
             with blipmq.connect_sync(addr) as client:
                 with client.subscribe("a", on_drop=print) as sub:
                     client.publish("a", b"x", headers=[("k", b"v")])

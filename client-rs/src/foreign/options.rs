@@ -18,6 +18,10 @@ pub struct ConnectOptions {
     pub request_timeout: Option<Duration>,
     pub subscription_capacity: Option<usize>,
     pub outgoing_capacity: Option<usize>,
+    /// TLS with these options (a CA, a client certificate, a server name);
+    /// a `tls://` address alone speaks TLS with the system's roots.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsOptions>,
 }
 
 impl ConnectOptions {
@@ -44,6 +48,10 @@ impl ConnectOptions {
         }
         if let Some(capacity) = self.outgoing_capacity {
             builder = builder.outgoing_capacity(capacity);
+        }
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.tls {
+            builder = builder.tls(tls);
         }
         builder
     }

@@ -166,13 +166,16 @@ class Testee:
             raise Failure(CLIENT_CLOSED, f"actor `{name}` has no client") from None
 
     async def op_hello(self, args: Args) -> Dict[str, Any]:
-        return {"sdk": "python", "version": blipmq.__version__, "capabilities": ["pubsub", "headers", "qos1", "events"]}
+        return {"sdk": "python", "version": blipmq.__version__, "capabilities": ["pubsub", "headers", "qos1", "events", "tls"]}
 
     async def op_connect(self, name: str, args: Args) -> Dict[str, Any]:
         addr = args.req("addr", str)
         api_key = args.opt("api_key", str)
         client_name = args.opt("name", str)
         capacity = args.opt("subscription_capacity", int)
+        # The runner's TLS mode: a tls:// address and the test CA's file.
+        ca = args.opt("tls_ca", str)
+        tls = blipmq.TLS(cafile=ca) if ca is not None else None
         previous = self.actors.pop(name, None)
         if previous is not None:
             await previous.client.close()
@@ -182,6 +185,7 @@ class Testee:
             name=client_name,
             reconnect=args.flag("reconnect"),
             subscription_capacity=capacity,
+            tls=tls,
         )
         self.actors[name] = Actor(client)
         return {}

@@ -24,6 +24,7 @@ from ._events import (
 )
 from ._native import Message
 from ._sync import SyncClient, SyncEvents, SyncMessage, SyncSubscription, connect_sync
+from ._tls import TLS
 
 __version__: str = _native.__version__
 
@@ -43,6 +44,7 @@ __all__ = [
     "SyncEvents",
     "SyncMessage",
     "SyncSubscription",
+    "TLS",
     "connect",
     "connect_sync",
     *_errors.__all__,

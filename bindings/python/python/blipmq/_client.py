@@ -15,6 +15,7 @@ from ._drops import DropReports, OnDrop, warn_of_drops
 from ._errors import BlipMQError, ClientClosedError, error_from_code
 from ._events import Events
 from ._native import Message
+from ._tls import TLS, tls_option
 
 HeaderValue = Union[bytes, str]
 Headers = Union[Mapping[str, HeaderValue], Iterable[Tuple[str, HeaderValue]]]
@@ -31,8 +32,10 @@ async def connect(
     request_timeout: Optional[float] = None,
     reconnect: bool = True,
     subscription_capacity: Optional[int] = None,
+    tls: Union[TLS, bool, None] = None,
 ) -> Client:
-    """Connect to the broker at ``addr`` (``"host:port"``).
+    """Connect to the broker at ``addr``: ``"host:port"``, or
+    ``"tls://host:port"`` for TLS with the system's trusted roots.
 
     Args:
         api_key: required when the broker has API keys configured.
@@ -44,9 +47,13 @@ async def connect(
             subscribe again (default); ``False`` closes the client instead.
         subscription_capacity: messages a subscription buffers before the
             client stops reading from the broker (default 8192).
+        tls: speak TLS with these options (:class:`TLS`: a CA, a client
+            certificate, a server name), whatever the address says;
+            ``True`` is ``TLS()``, the system's roots.
 
     Raises:
-        ConnectError: the broker could not be reached (600).
+        ConnectError: the broker could not be reached, or TLS failed (600;
+            the message says why).
         AuthError: the broker refused the API key (200).
         TimeoutError: no handshake within ``connect_timeout`` (601).
     """
@@ -58,6 +65,7 @@ async def connect(
         request_timeout=request_timeout,
         reconnect=reconnect,
         subscription_capacity=subscription_capacity,
+        tls=tls_option(tls),
     )
     return Client(native)
 

@@ -2,6 +2,8 @@
 # against the built module by tests/test_package.py (mypy stubtest).
 from typing import Any, Awaitable, Generator, List, Optional, Tuple, Union, final
 
+from ._tls import TLS
+
 __all__ = ["Client", "Events", "Message", "Ready", "Subscription", "__version__", "connect", "shutdown"]
 __version__: str
 
@@ -13,6 +15,7 @@ def connect(
     request_timeout: Optional[float] = None,
     reconnect: bool = True,
     subscription_capacity: Optional[int] = None,
+    tls: Optional[TLS] = None,
 ) -> Awaitable[Client]: ...
 def shutdown() -> None: ...
 

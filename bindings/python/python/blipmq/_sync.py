@@ -20,6 +20,7 @@ from ._drops import OnDrop
 from ._errors import ClientClosedError
 from ._events import ClientEvent, Events
 from ._native import Message
+from ._tls import TLS
 
 T = TypeVar("T")
 
@@ -86,6 +87,7 @@ def connect_sync(
     request_timeout: Optional[float] = None,
     reconnect: bool = True,
     subscription_capacity: Optional[int] = None,
+    tls: Union[TLS, bool, None] = None,
 ) -> SyncClient:
     """Connect, blocking; the arguments and errors are those of
     :func:`blipmq.connect`. ``with blipmq.connect_sync(...) as client:``
@@ -100,6 +102,7 @@ def connect_sync(
             request_timeout=request_timeout,
             reconnect=reconnect,
             subscription_capacity=subscription_capacity,
+            tls=tls,
         )
 
     return SyncClient(_run(connect))
