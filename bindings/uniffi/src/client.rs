@@ -1,11 +1,12 @@
 //! Connect, publish, subscribe, flush, close: one adapter per client crate
 //! call.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blipmq::Client;
+use blipmq::{Client, PublishBatch};
 
+use crate::batch::unpack;
 use crate::error::NativeError;
 use crate::events::NativeEvents;
 use crate::message::Header;
@@ -111,10 +112,17 @@ pub async fn connect(
         request_timeout: options.request_timeout_ms.map(millis),
         subscription_capacity: options.subscription_capacity.map(|c| c as usize),
         outgoing_capacity: None,
+        ..Default::default()
     };
     let builder = options.apply(Client::builder());
     let client = on_runtime(builder.connect(addr)).await?;
-    Ok(Arc::new(NativeClient { client }))
+    Ok(Arc::new(NativeClient {
+        kept: Mutex::new(Kept {
+            batch: client.batch(),
+            refused: None,
+        }),
+        client,
+    }))
 }
 
 /// Wraps `blipmq::Client`. Dropping the last reference (the foreign
@@ -122,6 +130,28 @@ pub async fn connect(
 #[derive(uniffi::Object)]
 pub struct NativeClient {
     client: Client,
+    /// What `try_publish_packed` encodes into, kept between calls so that
+    /// its buffer is reused, and kept for `publish_kept` when the outgoing
+    /// queue was full.
+    kept: Mutex<Kept>,
+}
+
+struct Kept {
+    batch: PublishBatch,
+    /// The first entry of `batch`'s packing that the client refused.
+    refused: Option<NativeError>,
+}
+
+/// `len` bytes at `address` in the foreign caller's memory.
+fn foreign_bytes<'a>(address: u64, len: u32) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: the one caller, the Kotlin layer, passes the address of its
+    // own direct buffer holding `len` packed bytes, which it neither
+    // changes nor frees until the call that reads them has returned; the
+    // slice does not outlive that call.
+    unsafe { std::slice::from_raw_parts(address as usize as *const u8, len as usize) }
 }
 
 #[uniffi::export]
@@ -156,6 +186,43 @@ impl NativeClient {
             Err(e) if e.kind() == blipmq::PublishErrorKind::QueueFull => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Queue QoS 0 messages packed as `batch.rs` describes, in order, now:
+    /// `true` once queued; `false` when the outgoing queue is full, and
+    /// then they are kept for `publish_kept`, which the caller must call
+    /// next. Fails with ClientClosed (603), nothing sent, on a closed
+    /// client; with the first refusal (e.g. InvalidTopic) when the client
+    /// refused some entries and queued the others.
+    ///
+    /// The bytes are read from the caller's memory, `len` bytes at
+    /// `address`, which must stay readable and unchanged until this
+    /// returns (the Kotlin layer's direct buffer): a byte array lowered by
+    /// uniffi is read one byte at a time, several times the cost of
+    /// everything else a batch takes. Nothing is read after the call.
+    pub fn try_publish_packed(&self, address: u64, len: u32) -> Result<bool, NativeError> {
+        let packed = foreign_bytes(address, len);
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        // Whatever a failed call left behind.
+        kept.batch.clear();
+        kept.refused = unpack(&mut kept.batch, packed)?;
+        match self.client.try_publish_batch(&mut kept.batch) {
+            Ok(()) => kept.refused.take().map_or(Ok(true), Err),
+            Err(e) if e.kind() == blipmq::PublishErrorKind::QueueFull => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Queue what `try_publish_packed` kept when the outgoing queue was
+    /// full, waiting for room; then fails as that call would have.
+    pub async fn publish_kept(&self) -> Result<(), NativeError> {
+        let (batch, refused) = {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let batch = std::mem::replace(&mut kept.batch, self.client.batch());
+            (batch, kept.refused.take())
+        };
+        on_runtime(self.client.publish_batch(batch)).await?;
+        refused.map_or(Ok(()), Err)
     }
 
     /// Returns once the broker has confirmed the subscription.

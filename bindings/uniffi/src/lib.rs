@@ -11,9 +11,11 @@
 //! the binding's own tokio runtime (`src/runtime.rs`), where the client's
 //! background task, its timers and its sockets live.
 //!
-//! Modules mirror the client crate's: `client`, `subscription`, `message`,
-//! `error`.
+//! Modules mirror the client crate's: `client`, `batch` (QoS 0 publishes
+//! packed by the Kotlin layer, many per call), `subscription`, `message`
+//! (including received messages packed into bytes), `error`.
 
+mod batch;
 mod client;
 mod error;
 mod events;
@@ -25,7 +27,7 @@ pub use client::{
     connect, ConnectOptions, ConnectionStatus, NativeClient, PublishOptions, Qos, SubscribeOptions,
 };
 pub use error::NativeError;
-pub use message::{Header, NativeMessage, ReceivedMessage};
+pub use message::{Header, NativeBytes, NativeMessage, PackedMessages, ReceivedMessage};
 pub use subscription::{NativeSubscription, ReceivedBatch};
 
 uniffi::setup_scaffolding!();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use blipmq::foreign::{Received, SharedSubscription};
 
 use crate::error::NativeError;
-use crate::message::ReceivedMessage;
+use crate::message::{PackedMessages, ReceivedMessage};
 use crate::runtime::on_runtime;
 
 /// What one `next_batch` hands over. Every discard the broker reports
@@ -74,6 +74,27 @@ impl NativeSubscription {
         let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
         let received = on_runtime(self.inner.next_batch(max as usize, timeout)).await?;
         Some(received.into())
+    }
+
+    /// `next_batch` with the messages packed into bytes (see
+    /// `PackedMessages`), for a layer that reads them itself.
+    pub async fn next_packed(&self, max: u32, timeout_ms: Option<u32>) -> Option<PackedMessages> {
+        let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+        let received = on_runtime(self.inner.next_batch(max as usize, timeout)).await?;
+        Some(PackedMessages::new(
+            received.messages,
+            received.dropped_after,
+        ))
+    }
+
+    /// Up to `max` messages buffered now, packed, without waiting: none
+    /// when nothing is buffered, another caller is reading, or the
+    /// subscription has ended (`next_packed` tells which). A gap after the
+    /// last of them is left for the next message or the next wait to
+    /// report. One plain call while messages stream in, where an async
+    /// one crosses into the library several times.
+    pub fn try_next_packed(&self, max: u32) -> PackedMessages {
+        PackedMessages::new(self.inner.try_next_batch(max as usize), 0)
     }
 
     /// Stop the subscription and wait for the broker's confirm; buffered

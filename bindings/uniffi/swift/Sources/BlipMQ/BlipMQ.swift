@@ -602,6 +602,120 @@ fileprivate struct FfiConverterData: FfiConverterRustBuffer {
 
 
 /**
+ * Bytes a foreign layer reads in place (see `PackedMessages`); freed with
+ * the object.
+ */
+public protocol NativeBytesProtocol: AnyObject, Sendable {
+    
+}
+/**
+ * Bytes a foreign layer reads in place (see `PackedMessages`); freed with
+ * the object.
+ */
+open class NativeBytes: NativeBytesProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_blipmq_uniffi_fn_clone_nativebytes(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_blipmq_uniffi_fn_free_nativebytes(handle, $0) }
+    }
+
+    
+
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNativeBytes: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = NativeBytes
+
+    public static func lift(_ handle: UInt64) throws -> NativeBytes {
+        return NativeBytes(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: NativeBytes) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NativeBytes {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: NativeBytes, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNativeBytes_lift(_ handle: UInt64) throws -> NativeBytes {
+    return try FfiConverterTypeNativeBytes.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNativeBytes_lower(_ value: NativeBytes) -> UInt64 {
+    return FfiConverterTypeNativeBytes.lower(value)
+}
+
+
+
+
+
+
+/**
  * Wraps `blipmq::Client`. Dropping the last reference (the foreign
  * object's `close()`/`destroy()` or its cleaner) closes the connection.
  */
@@ -629,6 +743,12 @@ public protocol NativeClientProtocol: AnyObject, Sendable {
     func publish(topic: String, payload: Data, options: PublishOptions) async throws  -> UInt64?
     
     /**
+     * Queue what `try_publish_packed` kept when the outgoing queue was
+     * full, waiting for room; then fails as that call would have.
+     */
+    func publishKept() async throws 
+    
+    /**
      * Send what is queued, close the connection and wait for the client's
      * task to finish; subscriptions end, later calls fail with ClientClosed
      * (603). (Not `close`: uniffi gives every object a `close()` that frees
@@ -650,6 +770,22 @@ public protocol NativeClientProtocol: AnyObject, Sendable {
      * one (several crossings of the foreign boundary each).
      */
     func tryPublish(topic: String, payload: Data, options: PublishOptions) throws  -> Bool
+    
+    /**
+     * Queue QoS 0 messages packed as `batch.rs` describes, in order, now:
+     * `true` once queued; `false` when the outgoing queue is full, and
+     * then they are kept for `publish_kept`, which the caller must call
+     * next. Fails with ClientClosed (603), nothing sent, on a closed
+     * client; with the first refusal (e.g. InvalidTopic) when the client
+     * refused some entries and queued the others.
+     *
+     * The bytes are read from the caller's memory, `len` bytes at
+     * `address`, which must stay readable and unchanged until this
+     * returns (the Kotlin layer's direct buffer): a byte array lowered by
+     * uniffi is read one byte at a time, several times the cost of
+     * everything else a batch takes. Nothing is read after the call.
+     */
+    func tryPublishPacked(address: UInt64, len: UInt32) throws  -> Bool
     
 }
 /**
@@ -773,6 +909,26 @@ open func publish(topic: String, payload: Data, options: PublishOptions)async th
 }
     
     /**
+     * Queue what `try_publish_packed` kept when the outgoing queue was
+     * full, waiting for room; then fails as that call would have.
+     */
+open func publishKept()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_blipmq_uniffi_fn_method_nativeclient_publish_kept(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_blipmq_uniffi_rust_future_poll_void,
+            completeFunc: ffi_blipmq_uniffi_rust_future_complete_void,
+            freeFunc: ffi_blipmq_uniffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeNativeError_lift
+        )
+}
+    
+    /**
      * Send what is queued, close the connection and wait for the client's
      * task to finish; subscriptions end, later calls fail with ClientClosed
      * (603). (Not `close`: uniffi gives every object a `close()` that frees
@@ -837,6 +993,31 @@ open func tryPublish(topic: String, payload: Data, options: PublishOptions)throw
         FfiConverterString.lower(topic),
         FfiConverterData.lower(payload),
         FfiConverterTypePublishOptions_lower(options),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Queue QoS 0 messages packed as `batch.rs` describes, in order, now:
+     * `true` once queued; `false` when the outgoing queue is full, and
+     * then they are kept for `publish_kept`, which the caller must call
+     * next. Fails with ClientClosed (603), nothing sent, on a closed
+     * client; with the first refusal (e.g. InvalidTopic) when the client
+     * refused some entries and queued the others.
+     *
+     * The bytes are read from the caller's memory, `len` bytes at
+     * `address`, which must stay readable and unchanged until this
+     * returns (the Kotlin layer's direct buffer): a byte array lowered by
+     * uniffi is read one byte at a time, several times the cost of
+     * everything else a batch takes. Nothing is read after the call.
+     */
+open func tryPublishPacked(address: UInt64, len: UInt32)throws  -> Bool  {
+    return try  FfiConverterBool.lift(try rustCallWithError(FfiConverterTypeNativeError_lift) {
+        uniffiCallStatus in
+    uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish_packed(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt64.lower(address),
+        FfiConverterUInt32.lower(len),uniffiCallStatus
     )
 })
 }
@@ -1198,9 +1379,25 @@ public protocol NativeSubscriptionProtocol: AnyObject, Sendable {
     func nextBatch(max: UInt32, timeoutMs: UInt32?) async  -> ReceivedBatch?
     
     /**
+     * `next_batch` with the messages packed into bytes (see
+     * `PackedMessages`), for a layer that reads them itself.
+     */
+    func nextPacked(max: UInt32, timeoutMs: UInt32?) async  -> PackedMessages?
+    
+    /**
      * The topic or pattern it was made with.
      */
     func pattern()  -> String
+    
+    /**
+     * Up to `max` messages buffered now, packed, without waiting: none
+     * when nothing is buffered, another caller is reading, or the
+     * subscription has ended (`next_packed` tells which). A gap after the
+     * last of them is left for the next message or the next wait to
+     * report. One plain call while messages stream in, where an async
+     * one crosses into the library several times.
+     */
+    func tryNextPacked(max: UInt32)  -> PackedMessages
     
     /**
      * Stop the subscription and wait for the broker's confirm; buffered
@@ -1317,6 +1514,27 @@ open func nextBatch(max: UInt32, timeoutMs: UInt32?)async  -> ReceivedBatch?  {
 }
     
     /**
+     * `next_batch` with the messages packed into bytes (see
+     * `PackedMessages`), for a layer that reads them itself.
+     */
+open func nextPacked(max: UInt32, timeoutMs: UInt32?)async  -> PackedMessages?  {
+    return
+        try!  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_blipmq_uniffi_fn_method_nativesubscription_next_packed(
+                        self.uniffiCloneHandle(),FfiConverterUInt32.lower(max),FfiConverterOptionUInt32.lower(timeoutMs)
+                )
+            },
+            pollFunc: ffi_blipmq_uniffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_blipmq_uniffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_blipmq_uniffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterOptionTypePackedMessages.lift,
+            errorHandler: nil
+            
+        )
+}
+    
+    /**
      * The topic or pattern it was made with.
      */
 open func pattern() -> String  {
@@ -1324,6 +1542,24 @@ open func pattern() -> String  {
         uniffiCallStatus in
     uniffi_blipmq_uniffi_fn_method_nativesubscription_pattern(
             self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Up to `max` messages buffered now, packed, without waiting: none
+     * when nothing is buffered, another caller is reading, or the
+     * subscription has ended (`next_packed` tells which). A gap after the
+     * last of them is left for the next message or the next wait to
+     * report. One plain call while messages stream in, where an async
+     * one crosses into the library several times.
+     */
+open func tryNextPacked(max: UInt32) -> PackedMessages  {
+    return try!  FfiConverterTypePackedMessages_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_blipmq_uniffi_fn_method_nativesubscription_try_next_packed(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt32.lower(max),uniffiCallStatus
     )
 })
 }
@@ -1545,6 +1781,117 @@ public func FfiConverterTypeHeader_lift(_ buf: RustBuffer) throws -> Header {
 #endif
 public func FfiConverterTypeHeader_lower(_ value: Header) -> RustBuffer {
     return FfiConverterTypeHeader.lower(value)
+}
+
+
+/**
+ * Messages packed into bytes, for a layer that reads them itself (the
+ * Kotlin SDK): lifting a list of records costs the JVM several calls and
+ * objects per field, reading bytes a few loads.
+ *
+ * Per message, little-endian: `topic_len: u16`, the topic in UTF-8,
+ * `payload_len: u32`, the payload, `id: u64`, `timestamp_ms: u64`,
+ * `delivery_count: u32`, `delivery_id: u64`, `dropped_before: u64`,
+ * `header_count: u16`, then per header `key_len: u16`, the key in UTF-8,
+ * `value_len: u32`, the value. A message with a non-zero `delivery_id`
+ * (a QoS 1 delivery) takes the next of `handles`, in order.
+ *
+ * The bytes stay in this library's memory, `len` bytes at `address`, for
+ * as long as `bytes` lives: the foreign layer reads them there (a byte
+ * array lifted by uniffi is written one byte at a time, several times the
+ * cost of the rest of a batch), then frees `bytes`.
+ */
+public struct PackedMessages {
+    /**
+     * Messages in the bytes.
+     */
+    public let count: UInt32
+    public let address: UInt64
+    public let len: UInt32
+    /**
+     * Owns the bytes.
+     */
+    public let bytes: NativeBytes
+    /**
+     * One per QoS 1 delivery, in order: what its ack goes through.
+     */
+    public let handles: [NativeMessage]
+    /**
+     * As `ReceivedBatch::dropped_after`.
+     */
+    public let droppedAfter: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Messages in the bytes.
+         */count: UInt32, address: UInt64, len: UInt32, 
+        /**
+         * Owns the bytes.
+         */bytes: NativeBytes, 
+        /**
+         * One per QoS 1 delivery, in order: what its ack goes through.
+         */handles: [NativeMessage], 
+        /**
+         * As `ReceivedBatch::dropped_after`.
+         */droppedAfter: UInt64) {
+        self.count = count
+        self.address = address
+        self.len = len
+        self.bytes = bytes
+        self.handles = handles
+        self.droppedAfter = droppedAfter
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension PackedMessages: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePackedMessages: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PackedMessages {
+        return
+            try PackedMessages(
+                count: FfiConverterUInt32.read(from: &buf), 
+                address: FfiConverterUInt64.read(from: &buf), 
+                len: FfiConverterUInt32.read(from: &buf), 
+                bytes: FfiConverterTypeNativeBytes.read(from: &buf), 
+                handles: FfiConverterSequenceTypeNativeMessage.read(from: &buf), 
+                droppedAfter: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: PackedMessages, into buf: inout [UInt8]) {
+        FfiConverterUInt32.write(value.count, into: &buf)
+        FfiConverterUInt64.write(value.address, into: &buf)
+        FfiConverterUInt32.write(value.len, into: &buf)
+        FfiConverterTypeNativeBytes.write(value.bytes, into: &buf)
+        FfiConverterSequenceTypeNativeMessage.write(value.handles, into: &buf)
+        FfiConverterUInt64.write(value.droppedAfter, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePackedMessages_lift(_ buf: RustBuffer) throws -> PackedMessages {
+    return try FfiConverterTypePackedMessages.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePackedMessages_lower(_ value: PackedMessages) -> RustBuffer {
+    return FfiConverterTypePackedMessages.lower(value)
 }
 
 
@@ -2368,6 +2715,30 @@ fileprivate struct FfiConverterOptionTypeNativeMessage: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypePackedMessages: FfiConverterRustBuffer {
+    typealias SwiftType = PackedMessages?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypePackedMessages.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypePackedMessages.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeReceivedBatch: FfiConverterRustBuffer {
     typealias SwiftType = ReceivedBatch?
 
@@ -2410,6 +2781,31 @@ fileprivate struct FfiConverterOptionTypeClientEvent: FfiConverterRustBuffer {
         case 1: return try FfiConverterTypeClientEvent.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceTypeNativeMessage: FfiConverterRustBuffer {
+    typealias SwiftType = [NativeMessage]
+
+    public static func write(_ value: [NativeMessage], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterTypeNativeMessage.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [NativeMessage] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [NativeMessage]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterTypeNativeMessage.read(from: &buf))
+        }
+        return seq
     }
 }
 
@@ -2558,6 +2954,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_publish() != 41690) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_publish_kept() != 508) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_shutdown() != 60617) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -2568,6 +2967,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish() != 43319) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish_packed() != 39374) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativeevents_next() != 23647) {
@@ -2585,7 +2987,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_batch() != 14448) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_packed() != 65136) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_pattern() != 65031) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_try_next_packed() != 49245) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_unsubscribe() != 26307) {

@@ -273,6 +273,11 @@ uint64_t uniffi_blipmq_uniffi_fn_method_nativeclient_max_message_size(uint64_t p
 uint64_t uniffi_blipmq_uniffi_fn_method_nativeclient_publish(uint64_t ptr, RustBuffer topic, RustBuffer payload, RustBuffer options
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_PUBLISH_KEPT
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_PUBLISH_KEPT
+uint64_t uniffi_blipmq_uniffi_fn_method_nativeclient_publish_kept(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_SHUTDOWN
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_SHUTDOWN
 uint64_t uniffi_blipmq_uniffi_fn_method_nativeclient_shutdown(uint64_t ptr
@@ -293,6 +298,11 @@ uint64_t uniffi_blipmq_uniffi_fn_method_nativeclient_subscribe(uint64_t ptr, Rus
 int8_t uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish(uint64_t ptr, RustBuffer topic, RustBuffer payload, RustBuffer options, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_TRY_PUBLISH_PACKED
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVECLIENT_TRY_PUBLISH_PACKED
+int8_t uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish_packed(uint64_t ptr, uint64_t address, uint32_t len, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVEEVENTS
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVEEVENTS
 uint64_t uniffi_blipmq_uniffi_fn_clone_nativeevents(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -306,6 +316,16 @@ void uniffi_blipmq_uniffi_fn_free_nativeevents(uint64_t handle, RustCallStatus *
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVEEVENTS_NEXT
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVEEVENTS_NEXT
 uint64_t uniffi_blipmq_uniffi_fn_method_nativeevents_next(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVEBYTES
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVEBYTES
+uint64_t uniffi_blipmq_uniffi_fn_clone_nativebytes(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_FREE_NATIVEBYTES
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_FREE_NATIVEBYTES
+void uniffi_blipmq_uniffi_fn_free_nativebytes(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVEMESSAGE
@@ -348,9 +368,19 @@ uint64_t uniffi_blipmq_uniffi_fn_method_nativesubscription_dropped(uint64_t ptr,
 uint64_t uniffi_blipmq_uniffi_fn_method_nativesubscription_next_batch(uint64_t ptr, uint32_t max, RustBuffer timeout_ms
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_NEXT_PACKED
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_NEXT_PACKED
+uint64_t uniffi_blipmq_uniffi_fn_method_nativesubscription_next_packed(uint64_t ptr, uint32_t max, RustBuffer timeout_ms
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_PATTERN
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_PATTERN
 RustBuffer uniffi_blipmq_uniffi_fn_method_nativesubscription_pattern(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_TRY_NEXT_PACKED
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_TRY_NEXT_PACKED
+RustBuffer uniffi_blipmq_uniffi_fn_method_nativesubscription_try_next_packed(uint64_t ptr, uint32_t max, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVESUBSCRIPTION_UNSUBSCRIBE
@@ -653,6 +683,12 @@ uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_publish(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_PUBLISH_KEPT
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_PUBLISH_KEPT
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_publish_kept(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_SHUTDOWN
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_SHUTDOWN
 uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_shutdown(void
@@ -674,6 +710,12 @@ uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_TRY_PUBLISH
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_TRY_PUBLISH
 uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_TRY_PUBLISH_PACKED
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVECLIENT_TRY_PUBLISH_PACKED
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish_packed(void
     
 );
 #endif
@@ -707,9 +749,21 @@ uint16_t uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_batch(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVESUBSCRIPTION_NEXT_PACKED
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVESUBSCRIPTION_NEXT_PACKED
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_packed(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVESUBSCRIPTION_PATTERN
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVESUBSCRIPTION_PATTERN
 uint16_t uniffi_blipmq_uniffi_checksum_method_nativesubscription_pattern(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVESUBSCRIPTION_TRY_NEXT_PACKED
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVESUBSCRIPTION_TRY_NEXT_PACKED
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativesubscription_try_next_packed(void
     
 );
 #endif

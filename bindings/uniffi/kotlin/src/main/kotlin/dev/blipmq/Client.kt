@@ -5,8 +5,13 @@ import dev.blipmq.ffi.PublishOptions
 import dev.blipmq.ffi.SubscribeOptions
 import java.io.Closeable
 import kotlin.time.Duration
+import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.SupervisorJob
+import kotlinx.coroutines.cancel
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.sync.withLock
 
 /** Delivery guarantee: [Qos.AT_MOST_ONCE] (the default) or [Qos.AT_LEAST_ONCE]. */
 public typealias Qos = dev.blipmq.ffi.Qos
@@ -21,12 +26,29 @@ public typealias ConnectionStatus = dev.blipmq.ffi.ConnectionStatus
  * [ClientClosedException].
  */
 public class Client internal constructor(private val native: NativeClient) : Closeable {
+    /** Runs the hand-overs of buffered publishes; cancelled by [close]. */
+    private val scope = CoroutineScope(SupervisorJob() + Dispatchers.Default)
+
+    private val batcher = PublishBatcher(
+        object : BatchSink {
+            override fun tryPublishPacked(address: Long, len: Int): Boolean =
+                native { native.tryPublishPacked(address.toULong(), len.toUInt()) }
+
+            override suspend fun publishKept(): Unit = native { native.publishKept() }
+        },
+        scope,
+    )
+
+    /** The broker's limit at connect; a larger payload goes to the native client to be judged. */
+    private val payloadLimit: Long = native.maxMessageSize().toLong()
+
     /**
      * Publish [payload] to [topic]. At QoS 0 this returns null once the
      * message is queued (topic, size and headers are checked first); at QoS 1
      * it resumes with the broker's message id once the broker has stored it.
      * [ttl] is how long the message may wait for delivery (zero: the
-     * broker's default).
+     * broker's default). Messages go out in call order, whatever their QoS;
+     * QoS 1 publishes from concurrent coroutines are in flight together.
      */
     public suspend fun publish(
         topic: String,
@@ -35,16 +57,34 @@ public class Client internal constructor(private val native: NativeClient) : Clo
         ttl: Duration = Duration.ZERO,
         headers: List<Header> = emptyList(),
     ): ULong? {
+        batcher.takeFailure()?.let { throw it }
+        val ttlMs = if (ttl == Duration.ZERO) 0u else ttl.toMillisOrNull("ttl") ?: throw invalidArgument("ttl must be finite")
+        // Packed into the batcher's buffer, handed over many at a time.
+        if (qos == Qos.AT_MOST_ONCE && headers.isEmpty() && payload.size <= payloadLimit &&
+            batcher.publish(topic, payload, ttlMs.toInt())
+        ) {
+            return null
+        }
         val options = PublishOptions(
-            ttlMs = ttl.toMillisOrNull("ttl") ?: throw invalidArgument("ttl must be finite"),
+            ttlMs = ttlMs,
             qos = qos,
             headers = headers.map { dev.blipmq.ffi.Header(it.key, it.value) },
         )
-        // At QoS 0, one plain call when the outgoing queue has room (the
-        // suspending call crosses into the library several times); it
-        // suspends only to wait for room.
-        if (qos == Qos.AT_MOST_ONCE && native { native.tryPublish(topic, payload, options) }) return null
-        return native { native.publish(topic, payload, options) }
+        if (qos == Qos.AT_MOST_ONCE) {
+            batcher.sendLock.withLock {
+                batcher.handOver()
+                // One plain call when the outgoing queue has room (the
+                // suspending call crosses into the library several times).
+                if (!native { native.tryPublish(topic, payload, options) }) native { native.publish(topic, payload, options) }
+            }
+            batcher.remember(topic)
+            return null
+        }
+        // What is buffered goes first. The call queues the message before it
+        // first suspends, and then waits for the confirm: QoS 1 publishes
+        // from concurrent coroutines are in flight together.
+        batcher.handOverNow()
+        return native { native.publish(topic, payload, options) }.also { batcher.remember(topic) }
     }
 
     /** Publish a UTF-8 text payload; see the other [publish]. */
@@ -78,21 +118,33 @@ public class Client internal constructor(private val native: NativeClient) : Clo
         onDrop: ((Long) -> Unit)? = null,
     ): Subscription {
         val options = SubscribeOptions(qos = qos, durable = durable, group = group)
+        // Publishes before it reach the broker before it.
+        batcher.handOverNow()
         return Subscription(native { native.subscribe(pattern, options) }, onDrop)
     }
 
     /** Resumes once the broker has handled everything this client sent before. */
-    public suspend fun flush(): Unit = native { native.flush() }
+    public suspend fun flush() {
+        batcher.handOverNow()
+        batcher.takeFailure()?.let { throw it }
+        native { native.flush() }
+    }
 
     /** Like [close], suspending instead of blocking the thread. */
-    public suspend fun closeAndWait(): Unit = native.shutdown()
+    public suspend fun closeAndWait() {
+        // Later publishes go to the native client, which refuses them.
+        batcher.seal()
+        batcher.handOverNow()
+        native.shutdown()
+        scope.cancel()
+    }
 
     /**
      * Send what is queued, close the connection and wait (briefly, blocking
      * the calling thread) for the client's task to finish. A second call
      * does nothing.
      */
-    override fun close(): Unit = runBlocking { native.shutdown() }
+    override fun close(): Unit = runBlocking { closeAndWait() }
 
     /** The connection's state now. */
     public val status: ConnectionStatus get() = native.status()

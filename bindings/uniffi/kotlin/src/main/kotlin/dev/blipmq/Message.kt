@@ -1,7 +1,10 @@
 package dev.blipmq
 
+import com.sun.jna.Pointer
 import dev.blipmq.ffi.NativeMessage
-import dev.blipmq.ffi.ReceivedMessage
+import dev.blipmq.ffi.PackedMessages
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
 
 /** One message header: a text key and a byte value. Compared by content. */
 public class Header(public val key: String, public val value: ByteArray) {
@@ -20,28 +23,21 @@ public class Header(public val key: String, public val value: ByteArray) {
 }
 
 /** A message delivered to a [Subscription]. */
-public class Message internal constructor(received: ReceivedMessage) {
+public class Message internal constructor(
     /** The topic it was published to (not the pattern that matched). */
-    public val topic: String = received.topic
-
+    public val topic: String,
     /** The payload, byte for byte as published. */
-    public val payload: ByteArray = received.payload
-
+    public val payload: ByteArray,
     /** The publisher's headers, in order (keys may repeat); empty when it sent none. */
-    public val headers: List<Header> = received.headers.map { Header(it.key, it.value) }
-
+    public val headers: List<Header>,
     /** The broker-assigned id (increasing over a broker run). */
-    public val id: ULong = received.id
-
+    public val id: ULong,
     /** When the broker accepted the message, in ms since the Unix epoch. */
-    public val timestampMs: Long = received.timestampMs.toLong()
-
+    public val timestampMs: Long,
     /** 1 on first delivery, higher when the broker redelivers. */
-    public val deliveryCount: Int = received.deliveryCount.toInt()
-
+    public val deliveryCount: Int,
     /** What an ack names: non-zero for a durable (QoS 1) delivery, 0 otherwise. */
-    public val deliveryId: ULong = received.deliveryId
-
+    public val deliveryId: ULong,
     /**
      * How many messages the broker discarded for the subscription just
      * before this one (full queue, expired TTL, memory budget): 0 when none
@@ -49,11 +45,10 @@ public class Message internal constructor(received: ReceivedMessage) {
      * Dropped) has been told of them by the time this message is emitted or
      * returned.
      */
-    public val droppedBefore: Long = received.droppedBefore.toLong()
-
+    public val droppedBefore: Long,
     /** Only a QoS 1 delivery has one: there is nothing to ack at QoS 0. */
-    private val handle: NativeMessage? = received.handle
-
+    private val handle: NativeMessage?,
+) {
     /** The payload as UTF-8 text. */
     public fun payloadText(): String = payload.decodeToString()
 
@@ -71,4 +66,77 @@ public class Message internal constructor(received: ReceivedMessage) {
     }
 
     override fun toString(): String = "Message(topic=$topic, id=$id, ${payload.size} bytes)"
+}
+
+/**
+ * Reads the messages the native subscription packed into its own memory
+ * (bindings/uniffi/src/message.rs, `PackedMessages`), in place. Keeps the
+ * last topic it read, so that a stream on one topic decodes each topic
+ * name once.
+ */
+internal class MessageReader {
+    private var lastTopicBytes = ByteArray(0)
+    private var lastTopic = ""
+    private var scratch = ByteArray(64)
+    private var batch: PackedMessages? = null
+    private var buf: ByteBuffer = EMPTY
+    private var left = 0
+    private var handle = 0
+
+    /** Read [batch] next, with [hasNext] and [next]; frees it once read. */
+    fun start(batch: PackedMessages) {
+        this.batch = batch
+        left = batch.count.toInt()
+        handle = 0
+        buf = if (batch.len == 0u) EMPTY else {
+            Pointer(batch.address.toLong()).getByteBuffer(0, batch.len.toLong()).order(ByteOrder.LITTLE_ENDIAN)
+        }
+        if (left == 0) done()
+    }
+
+    fun hasNext(): Boolean = left > 0
+
+    fun next(): Message {
+        val batch = checkNotNull(batch)
+        check(left > 0)
+        val topic = topic()
+        val payload = bytes(buf.getInt())
+        val id = buf.getLong().toULong()
+        val timestampMs = buf.getLong()
+        val deliveryCount = buf.getInt()
+        val deliveryId = buf.getLong().toULong()
+        val droppedBefore = buf.getLong()
+        val headerCount = buf.getShort().toInt() and 0xFFFF
+        val headers = if (headerCount == 0) emptyList() else List(headerCount) {
+            val key = bytes(buf.getShort().toInt() and 0xFFFF).decodeToString()
+            Header(key, bytes(buf.getInt()))
+        }
+        val ack = if (deliveryId != 0uL) batch.handles[handle++] else null
+        if (--left == 0) done()
+        return Message(topic, payload, headers, id, timestampMs, deliveryCount, deliveryId, droppedBefore, ack)
+    }
+
+    /** Free the native bytes now rather than at the next collection. */
+    private fun done() {
+        buf = EMPTY
+        batch?.bytes?.destroy()
+        batch = null
+    }
+
+    private fun topic(): String {
+        val length = buf.getShort().toInt() and 0xFFFF
+        if (scratch.size < length) scratch = ByteArray(maxOf(length, scratch.size * 2))
+        buf.get(scratch, 0, length)
+        if (!java.util.Arrays.equals(scratch, 0, length, lastTopicBytes, 0, lastTopicBytes.size)) {
+            lastTopicBytes = scratch.copyOf(length)
+            lastTopic = lastTopicBytes.decodeToString()
+        }
+        return lastTopic
+    }
+
+    private fun bytes(length: Int): ByteArray = ByteArray(length).also { buf.get(it) }
+
+    private companion object {
+        val EMPTY: ByteBuffer = ByteBuffer.allocate(0)
+    }
 }

@@ -1,6 +1,7 @@
 package dev.blipmq
 
 import dev.blipmq.ffi.NativeSubscription
+import dev.blipmq.ffi.PackedMessages
 import java.io.Closeable
 import java.util.concurrent.atomic.AtomicBoolean
 import java.util.concurrent.atomic.AtomicLong
@@ -97,10 +98,18 @@ public class Subscription internal constructor(
         try {
             val pending = pendingGap.getAndSet(0)
             if (pending != 0L) onGap(pending)
+            val reader = MessageReader()
             while (true) {
-                val batch = native.nextBatch(BATCH, null) ?: break
-                for (received in batch.messages) {
-                    val message = Message(received)
+                // What is buffered already, in one plain call; the waiting
+                // call (several crossings) only when nothing is.
+                var batch = native.tryNextPacked(BATCH)
+                if (batch.count == 0u) {
+                    batch.bytes.destroy()
+                    batch = native.nextPacked(BATCH, null) ?: break
+                }
+                reader.start(batch)
+                while (reader.hasNext()) {
+                    val message = reader.next()
                     if (message.droppedBefore != 0L) onGap(message.droppedBefore)
                     onMessage(message)
                 }
@@ -137,9 +146,13 @@ public class Subscription internal constructor(
         var timeoutMs = timeout.toMillisOrNull("timeout")
         val deadline = timeoutMs?.let { TimeSource.Monotonic.markNow() + timeout }
         tellGap(pendingGap.getAndSet(0))
+        val ready = native.tryNextPacked(max.toUInt())
+        if (ready.count != 0u) return messages(ready)
+        ready.bytes.destroy()
         while (true) {
-            val batch = native.nextBatch(max.toUInt(), timeoutMs) ?: return null
-            if (batch.messages.isEmpty()) {
+            val batch = native.nextPacked(max.toUInt(), timeoutMs) ?: return null
+            if (batch.count == 0u) {
+                batch.bytes.destroy()
                 // Either the time passed, or a gap with no message after it.
                 if (batch.droppedAfter == 0uL) return emptyList()
                 tellGap(batch.droppedAfter.toLong())
@@ -148,11 +161,16 @@ public class Subscription internal constructor(
                 }
                 continue
             }
-            val messages = batch.messages.map { received ->
-                Message(received).also { if (it.droppedBefore != 0L) reportGap(it.droppedBefore) }
-            }
             pendingGap.addAndGet(batch.droppedAfter.toLong())
-            return messages
+            return messages(batch)
+        }
+    }
+
+    /** The messages of [batch], each gap before one passed to `onDrop`. */
+    private fun messages(batch: PackedMessages): List<Message> {
+        val reader = MessageReader().apply { start(batch) }
+        return List(batch.count.toInt()) {
+            reader.next().also { if (it.droppedBefore != 0L) reportGap(it.droppedBefore) }
         }
     }
 

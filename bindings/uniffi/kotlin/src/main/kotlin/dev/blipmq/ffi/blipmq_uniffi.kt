@@ -692,6 +692,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_publish(
     ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_publish_kept(
+    ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_shutdown(
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_status(
@@ -699,6 +701,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_subscribe(
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish(
+    ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish_packed(
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativeevents_next(
     ): Int
@@ -710,7 +714,11 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_batch(
     ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_packed(
+    ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_pattern(
+    ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_try_next_packed(
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_unsubscribe(
     ): Int
@@ -746,6 +754,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_blipmq_uniffi_fn_method_nativeclient_publish(`ptr`: Long,`topic`: RustBuffer.ByValue,`payload`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_blipmq_uniffi_fn_method_nativeclient_publish_kept(`ptr`: Long,
+    ): Long
     external fun uniffi_blipmq_uniffi_fn_method_nativeclient_shutdown(`ptr`: Long,
     ): Long
     external fun uniffi_blipmq_uniffi_fn_method_nativeclient_status(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -754,12 +764,18 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish(`ptr`: Long,`topic`: RustBuffer.ByValue,`payload`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
+    external fun uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish_packed(`ptr`: Long,`address`: Long,`len`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_blipmq_uniffi_fn_clone_nativeevents(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_blipmq_uniffi_fn_free_nativeevents(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_blipmq_uniffi_fn_method_nativeevents_next(`ptr`: Long,
     ): Long
+    external fun uniffi_blipmq_uniffi_fn_clone_nativebytes(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_blipmq_uniffi_fn_free_nativebytes(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_blipmq_uniffi_fn_clone_nativemessage(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_blipmq_uniffi_fn_free_nativemessage(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -776,7 +792,11 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_blipmq_uniffi_fn_method_nativesubscription_next_batch(`ptr`: Long,`max`: Int,`timeoutMs`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_blipmq_uniffi_fn_method_nativesubscription_next_packed(`ptr`: Long,`max`: Int,`timeoutMs`: RustBuffer.ByValue,
+    ): Long
     external fun uniffi_blipmq_uniffi_fn_method_nativesubscription_pattern(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_blipmq_uniffi_fn_method_nativesubscription_try_next_packed(`ptr`: Long,`max`: Int,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_blipmq_uniffi_fn_method_nativesubscription_unsubscribe(`ptr`: Long,
     ): Long
@@ -916,6 +936,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_publish() and 0xFFFF) != 41690) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_publish_kept() and 0xFFFF) != 508) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_shutdown() and 0xFFFF) != 60617) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -926,6 +949,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish() and 0xFFFF) != 43319) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_try_publish_packed() and 0xFFFF) != 39374) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeevents_next() and 0xFFFF) != 23647) {
@@ -943,7 +969,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_batch() and 0xFFFF) != 14448) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_next_packed() and 0xFFFF) != 65136) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_pattern() and 0xFFFF) != 65031) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_try_next_packed() and 0xFFFF) != 49245) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_unsubscribe() and 0xFFFF) != 26307) {
@@ -1415,6 +1447,254 @@ public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
 
 
 /**
+ * Bytes a foreign layer reads in place (see `PackedMessages`); freed with
+ * the object.
+ */
+public interface NativeBytesInterface {
+    
+    companion object
+}
+
+/**
+ * Bytes a foreign layer reads in place (see `PackedMessages`); freed with
+ * the object.
+ */
+open class NativeBytes: Disposable, AutoCloseable, NativeBytesInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_blipmq_uniffi_fn_free_nativebytes(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_blipmq_uniffi_fn_clone_nativebytes(handle, status)
+        }
+    }
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeNativeBytes: FfiConverter<NativeBytes, Long> {
+    override fun lower(value: NativeBytes): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): NativeBytes {
+        return NativeBytes(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): NativeBytes {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: NativeBytes) = 8UL
+
+    override fun write(value: NativeBytes, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
  * Wraps `blipmq::Client`. Dropping the last reference (the foreign
  * object's `close()`/`destroy()` or its cleaner) closes the connection.
  */
@@ -1442,6 +1722,12 @@ public interface NativeClientInterface {
     suspend fun `publish`(`topic`: kotlin.String, `payload`: kotlin.ByteArray, `options`: PublishOptions): kotlin.ULong?
     
     /**
+     * Queue what `try_publish_packed` kept when the outgoing queue was
+     * full, waiting for room; then fails as that call would have.
+     */
+    suspend fun `publishKept`()
+    
+    /**
      * Send what is queued, close the connection and wait for the client's
      * task to finish; subscriptions end, later calls fail with ClientClosed
      * (603). (Not `close`: uniffi gives every object a `close()` that frees
@@ -1463,6 +1749,22 @@ public interface NativeClientInterface {
      * one (several crossings of the foreign boundary each).
      */
     fun `tryPublish`(`topic`: kotlin.String, `payload`: kotlin.ByteArray, `options`: PublishOptions): kotlin.Boolean
+    
+    /**
+     * Queue QoS 0 messages packed as `batch.rs` describes, in order, now:
+     * `true` once queued; `false` when the outgoing queue is full, and
+     * then they are kept for `publish_kept`, which the caller must call
+     * next. Fails with ClientClosed (603), nothing sent, on a closed
+     * client; with the first refusal (e.g. InvalidTopic) when the client
+     * refused some entries and queued the others.
+     *
+     * The bytes are read from the caller's memory, `len` bytes at
+     * `address`, which must stay readable and unchanged until this
+     * returns (the Kotlin layer's direct buffer): a byte array lowered by
+     * uniffi is read one byte at a time, several times the cost of
+     * everything else a batch takes. Nothing is read after the call.
+     */
+    fun `tryPublishPacked`(`address`: kotlin.ULong, `len`: kotlin.UInt): kotlin.Boolean
     
     companion object
 }
@@ -1659,6 +1961,32 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
 
     
     /**
+     * Queue what `try_publish_packed` kept when the outgoing queue was
+     * full, waiting for room; then fails as that call would have.
+     */
+    @Throws(NativeException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `publishKept`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_blipmq_uniffi_fn_method_nativeclient_publish_kept(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_blipmq_uniffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        NativeException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * Send what is queued, close the connection and wait for the client's
      * task to finish; subscriptions end, later calls fail with ClientClosed
      * (603). (Not `close`: uniffi gives every object a `close()` that frees
@@ -1740,6 +2068,36 @@ open class NativeClient: Disposable, AutoCloseable, NativeClientInterface
         FfiConverterString.lower(`topic`),
         FfiConverterByteArray.lower(`payload`),
         FfiConverterTypePublishOptions.lower(`options`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Queue QoS 0 messages packed as `batch.rs` describes, in order, now:
+     * `true` once queued; `false` when the outgoing queue is full, and
+     * then they are kept for `publish_kept`, which the caller must call
+     * next. Fails with ClientClosed (603), nothing sent, on a closed
+     * client; with the first refusal (e.g. InvalidTopic) when the client
+     * refused some entries and queued the others.
+     *
+     * The bytes are read from the caller's memory, `len` bytes at
+     * `address`, which must stay readable and unchanged until this
+     * returns (the Kotlin layer's direct buffer): a byte array lowered by
+     * uniffi is read one byte at a time, several times the cost of
+     * everything else a batch takes. Nothing is read after the call.
+     */
+    @Throws(NativeException::class)override fun `tryPublishPacked`(`address`: kotlin.ULong, `len`: kotlin.UInt): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCallWithError(NativeException) { _status ->
+    UniffiLib.uniffi_blipmq_uniffi_fn_method_nativeclient_try_publish_packed(
+        it,
+        
+        FfiConverterULong.lower(`address`),
+        FfiConverterUInt.lower(`len`),_status)
 }
     }
     )
@@ -2464,9 +2822,25 @@ public interface NativeSubscriptionInterface {
     suspend fun `nextBatch`(`max`: kotlin.UInt, `timeoutMs`: kotlin.UInt?): ReceivedBatch?
     
     /**
+     * `next_batch` with the messages packed into bytes (see
+     * `PackedMessages`), for a layer that reads them itself.
+     */
+    suspend fun `nextPacked`(`max`: kotlin.UInt, `timeoutMs`: kotlin.UInt?): PackedMessages?
+    
+    /**
      * The topic or pattern it was made with.
      */
     fun `pattern`(): kotlin.String
+    
+    /**
+     * Up to `max` messages buffered now, packed, without waiting: none
+     * when nothing is buffered, another caller is reading, or the
+     * subscription has ended (`next_packed` tells which). A gap after the
+     * last of them is left for the next message or the next wait to
+     * report. One plain call while messages stream in, where an async
+     * one crosses into the library several times.
+     */
+    fun `tryNextPacked`(`max`: kotlin.UInt): PackedMessages
     
     /**
      * Stop the subscription and wait for the broker's confirm; buffered
@@ -2647,6 +3021,32 @@ open class NativeSubscription: Disposable, AutoCloseable, NativeSubscriptionInte
 
     
     /**
+     * `next_batch` with the messages packed into bytes (see
+     * `PackedMessages`), for a layer that reads them itself.
+     */
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `nextPacked`(`max`: kotlin.UInt, `timeoutMs`: kotlin.UInt?) : PackedMessages? {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_blipmq_uniffi_fn_method_nativesubscription_next_packed(
+                uniffiHandle,
+                
+        FfiConverterUInt.lower(`max`),
+        FfiConverterOptionalUInt.lower(`timeoutMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_blipmq_uniffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterOptionalTypePackedMessages.lift(it) },
+        // Error FFI converter
+        UniffiNullRustCallStatusErrorHandler,
+    )
+    }
+
+    
+    /**
      * The topic or pattern it was made with.
      */override fun `pattern`(): kotlin.String {
             return FfiConverterString.lift(
@@ -2655,6 +3055,28 @@ open class NativeSubscription: Disposable, AutoCloseable, NativeSubscriptionInte
     UniffiLib.uniffi_blipmq_uniffi_fn_method_nativesubscription_pattern(
         it,
         _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Up to `max` messages buffered now, packed, without waiting: none
+     * when nothing is buffered, another caller is reading, or the
+     * subscription has ended (`next_packed` tells which). A gap after the
+     * last of them is left for the next message or the next wait to
+     * report. One plain call while messages stream in, where an async
+     * one crosses into the library several times.
+     */override fun `tryNextPacked`(`max`: kotlin.UInt): PackedMessages {
+            return FfiConverterTypePackedMessages.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_blipmq_uniffi_fn_method_nativesubscription_try_next_packed(
+        it,
+        
+        FfiConverterUInt.lower(`max`),_status)
 }
     }
     )
@@ -2834,6 +3256,106 @@ public object FfiConverterTypeHeader: FfiConverterRustBuffer<Header> {
     override fun write(value: Header, buf: ByteBuffer) {
             FfiConverterString.write(value.`key`, buf)
             FfiConverterByteArray.write(value.`value`, buf)
+    }
+}
+
+
+
+/**
+ * Messages packed into bytes, for a layer that reads them itself (the
+ * Kotlin SDK): lifting a list of records costs the JVM several calls and
+ * objects per field, reading bytes a few loads.
+ *
+ * Per message, little-endian: `topic_len: u16`, the topic in UTF-8,
+ * `payload_len: u32`, the payload, `id: u64`, `timestamp_ms: u64`,
+ * `delivery_count: u32`, `delivery_id: u64`, `dropped_before: u64`,
+ * `header_count: u16`, then per header `key_len: u16`, the key in UTF-8,
+ * `value_len: u32`, the value. A message with a non-zero `delivery_id`
+ * (a QoS 1 delivery) takes the next of `handles`, in order.
+ *
+ * The bytes stay in this library's memory, `len` bytes at `address`, for
+ * as long as `bytes` lives: the foreign layer reads them there (a byte
+ * array lifted by uniffi is written one byte at a time, several times the
+ * cost of the rest of a batch), then frees `bytes`.
+ */
+data class PackedMessages (
+    /**
+     * Messages in the bytes.
+     */
+    val `count`: kotlin.UInt
+    , 
+    val `address`: kotlin.ULong
+    , 
+    val `len`: kotlin.UInt
+    , 
+    /**
+     * Owns the bytes.
+     */
+    val `bytes`: NativeBytes
+    , 
+    /**
+     * One per QoS 1 delivery, in order: what its ack goes through.
+     */
+    val `handles`: List<NativeMessage>
+    , 
+    /**
+     * As `ReceivedBatch::dropped_after`.
+     */
+    val `droppedAfter`: kotlin.ULong
+    
+): Disposable{
+    
+
+    
+
+    
+    @Suppress("UNNECESSARY_SAFE_CALL") // codegen is much simpler if we unconditionally emit safe calls here
+    override fun destroy() {
+        
+    Disposable.destroy(
+        this.`count`,
+        this.`address`,
+        this.`len`,
+        this.`bytes`,
+        this.`handles`,
+        this.`droppedAfter`
+    )
+    }
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePackedMessages: FfiConverterRustBuffer<PackedMessages> {
+    override fun read(buf: ByteBuffer): PackedMessages {
+        return PackedMessages(
+            FfiConverterUInt.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterTypeNativeBytes.read(buf),
+            FfiConverterSequenceTypeNativeMessage.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: PackedMessages) = (
+            FfiConverterUInt.allocationSize(value.`count`) +
+            FfiConverterULong.allocationSize(value.`address`) +
+            FfiConverterUInt.allocationSize(value.`len`) +
+            FfiConverterTypeNativeBytes.allocationSize(value.`bytes`) +
+            FfiConverterSequenceTypeNativeMessage.allocationSize(value.`handles`) +
+            FfiConverterULong.allocationSize(value.`droppedAfter`)
+    )
+
+    override fun write(value: PackedMessages, buf: ByteBuffer) {
+            FfiConverterUInt.write(value.`count`, buf)
+            FfiConverterULong.write(value.`address`, buf)
+            FfiConverterUInt.write(value.`len`, buf)
+            FfiConverterTypeNativeBytes.write(value.`bytes`, buf)
+            FfiConverterSequenceTypeNativeMessage.write(value.`handles`, buf)
+            FfiConverterULong.write(value.`droppedAfter`, buf)
     }
 }
 
@@ -3586,6 +4108,38 @@ public object FfiConverterOptionalTypeNativeMessage: FfiConverterRustBuffer<Nati
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypePackedMessages: FfiConverterRustBuffer<PackedMessages?> {
+    override fun read(buf: ByteBuffer): PackedMessages? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypePackedMessages.read(buf)
+    }
+
+    override fun allocationSize(value: PackedMessages?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypePackedMessages.allocationSize(value)
+        }
+    }
+
+    override fun write(value: PackedMessages?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypePackedMessages.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalTypeReceivedBatch: FfiConverterRustBuffer<ReceivedBatch?> {
     override fun read(buf: ByteBuffer): ReceivedBatch? {
         if (buf.get().toInt() == 0) {
@@ -3640,6 +4194,34 @@ public object FfiConverterOptionalTypeClientEvent: FfiConverterRustBuffer<Client
         } else {
             buf.put(1)
             FfiConverterTypeClientEvent.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceTypeNativeMessage: FfiConverterRustBuffer<List<NativeMessage>> {
+    override fun read(buf: ByteBuffer): List<NativeMessage> {
+        val len = buf.getInt()
+        return List<NativeMessage>(len) {
+            FfiConverterTypeNativeMessage.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<NativeMessage>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterTypeNativeMessage.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<NativeMessage>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterTypeNativeMessage.write(it, buf)
         }
     }
 }
