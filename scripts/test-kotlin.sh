@@ -69,7 +69,7 @@ mvn -v 2>&1 | sed -n 1p
 
 step "native library, uniffi-bindgen and broker (dev profile)"
 cargo build -p blipmq-uniffi -p blipmq-uniffi-bindgen
-cargo build --bins -p blipmq-broker
+cargo build --bins -p blipmq-broker -p blipmq-testkit
 rm -rf "$SCRATCH"
 mkdir -p "$SCRATCH/native"
 # The jar carries the library without its debug info (80 MB -> 4 MB): JNA
@@ -106,6 +106,7 @@ fi
 maven_properties=(
   "-Dblipmq.native.dir=$SCRATCH/native"
   "-Dblipmq.bin=$TARGET_DIR/debug/blipmq"
+  "-Dblipmq.pki=$TARGET_DIR/debug/blipmq-test-pki"
 )
 
 step "mvn -q test (JUnit 5 against $TARGET_DIR/debug/blipmq)"

@@ -59,6 +59,43 @@ pub struct ConnectOptions {
     /// Messages buffered per subscription before the client stops reading.
     #[uniffi(default = None)]
     pub subscription_capacity: Option<u32>,
+    /// TLS with these options (also without a `tls://` address).
+    #[uniffi(default = None)]
+    pub tls: Option<TlsOptions>,
+}
+
+/// TLS to the broker: the CA to trust (a PEM file or PEM text; the system's
+/// roots when neither), a client certificate and key for mutual TLS, and
+/// the name the broker's certificate must be for when it is not the
+/// address's host.
+#[derive(Debug, Clone, Default, uniffi::Record)]
+pub struct TlsOptions {
+    #[uniffi(default = None)]
+    pub ca_file: Option<String>,
+    #[uniffi(default = None)]
+    pub ca_pem: Option<String>,
+    #[uniffi(default = None)]
+    pub cert_file: Option<String>,
+    #[uniffi(default = None)]
+    pub key_file: Option<String>,
+    #[uniffi(default = None)]
+    pub server_name: Option<String>,
+}
+
+impl TlsOptions {
+    fn into_client(self) -> blipmq::tls::TlsOptions {
+        use blipmq::tls::Pem;
+        let file = |path: String| Pem::File(path.into());
+        blipmq::tls::TlsOptions {
+            ca: self
+                .ca_file
+                .map(file)
+                .or(self.ca_pem.map(|text| Pem::Text(text.into_bytes()))),
+            client_cert: self.cert_file.map(file),
+            client_key: self.key_file.map(file),
+            server_name: self.server_name,
+        }
+    }
 }
 
 #[derive(Debug, Clone, uniffi::Record)]
@@ -112,7 +149,7 @@ pub async fn connect(
         request_timeout: options.request_timeout_ms.map(millis),
         subscription_capacity: options.subscription_capacity.map(|c| c as usize),
         outgoing_capacity: None,
-        ..Default::default()
+        tls: options.tls.map(TlsOptions::into_client),
     };
     let builder = options.apply(Client::builder());
     let client = on_runtime(builder.connect(addr)).await?;

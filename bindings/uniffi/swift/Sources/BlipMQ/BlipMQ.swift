@@ -1652,6 +1652,10 @@ public struct ConnectOptions: Equatable, Hashable {
      * Messages buffered per subscription before the client stops reading.
      */
     public let subscriptionCapacity: UInt32?
+    /**
+     * TLS with these options (also without a `tls://` address).
+     */
+    public let tls: TlsOptions?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1667,13 +1671,17 @@ public struct ConnectOptions: Equatable, Hashable {
          */reconnect: Bool = true, connectTimeoutMs: UInt32? = nil, requestTimeoutMs: UInt32? = nil, 
         /**
          * Messages buffered per subscription before the client stops reading.
-         */subscriptionCapacity: UInt32? = nil) {
+         */subscriptionCapacity: UInt32? = nil, 
+        /**
+         * TLS with these options (also without a `tls://` address).
+         */tls: TlsOptions? = nil) {
         self.apiKey = apiKey
         self.name = name
         self.reconnect = reconnect
         self.connectTimeoutMs = connectTimeoutMs
         self.requestTimeoutMs = requestTimeoutMs
         self.subscriptionCapacity = subscriptionCapacity
+        self.tls = tls
     }
 
     
@@ -1697,7 +1705,8 @@ public struct FfiConverterTypeConnectOptions: FfiConverterRustBuffer {
                 reconnect: FfiConverterBool.read(from: &buf), 
                 connectTimeoutMs: FfiConverterOptionUInt32.read(from: &buf), 
                 requestTimeoutMs: FfiConverterOptionUInt32.read(from: &buf), 
-                subscriptionCapacity: FfiConverterOptionUInt32.read(from: &buf)
+                subscriptionCapacity: FfiConverterOptionUInt32.read(from: &buf), 
+                tls: FfiConverterOptionTypeTlsOptions.read(from: &buf)
         )
     }
 
@@ -1708,6 +1717,7 @@ public struct FfiConverterTypeConnectOptions: FfiConverterRustBuffer {
         FfiConverterOptionUInt32.write(value.connectTimeoutMs, into: &buf)
         FfiConverterOptionUInt32.write(value.requestTimeoutMs, into: &buf)
         FfiConverterOptionUInt32.write(value.subscriptionCapacity, into: &buf)
+        FfiConverterOptionTypeTlsOptions.write(value.tls, into: &buf)
     }
 }
 
@@ -2254,6 +2264,78 @@ public func FfiConverterTypeSubscribeOptions_lower(_ value: SubscribeOptions) ->
 
 
 /**
+ * TLS to the broker: the CA to trust (a PEM file or PEM text; the system's
+ * roots when neither), a client certificate and key for mutual TLS, and
+ * the name the broker's certificate must be for when it is not the
+ * address's host.
+ */
+public struct TlsOptions: Equatable, Hashable {
+    public let caFile: String?
+    public let caPem: String?
+    public let certFile: String?
+    public let keyFile: String?
+    public let serverName: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(caFile: String? = nil, caPem: String? = nil, certFile: String? = nil, keyFile: String? = nil, serverName: String? = nil) {
+        self.caFile = caFile
+        self.caPem = caPem
+        self.certFile = certFile
+        self.keyFile = keyFile
+        self.serverName = serverName
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension TlsOptions: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTlsOptions: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TlsOptions {
+        return
+            try TlsOptions(
+                caFile: FfiConverterOptionString.read(from: &buf), 
+                caPem: FfiConverterOptionString.read(from: &buf), 
+                certFile: FfiConverterOptionString.read(from: &buf), 
+                keyFile: FfiConverterOptionString.read(from: &buf), 
+                serverName: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: TlsOptions, into buf: inout [UInt8]) {
+        FfiConverterOptionString.write(value.caFile, into: &buf)
+        FfiConverterOptionString.write(value.caPem, into: &buf)
+        FfiConverterOptionString.write(value.certFile, into: &buf)
+        FfiConverterOptionString.write(value.keyFile, into: &buf)
+        FfiConverterOptionString.write(value.serverName, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTlsOptions_lift(_ buf: RustBuffer) throws -> TlsOptions {
+    return try FfiConverterTypeTlsOptions.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTlsOptions_lower(_ value: TlsOptions) -> RustBuffer {
+    return FfiConverterTypeTlsOptions.lower(value)
+}
+
+
+/**
  * A change of the client's connection.
  */
 
@@ -2755,6 +2837,30 @@ fileprivate struct FfiConverterOptionTypeReceivedBatch: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeReceivedBatch.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeTlsOptions: FfiConverterRustBuffer {
+    typealias SwiftType = TlsOptions?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeTlsOptions.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeTlsOptions.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

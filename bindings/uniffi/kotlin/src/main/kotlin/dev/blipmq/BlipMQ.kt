@@ -30,7 +30,9 @@ public object BlipMQ {
      * answer (subscribe, QoS 1 confirm, flush). With [reconnect] (the default) a lost connection is
      * re-established with backoff and subscriptions are renewed.
      * [subscriptionCapacity] is how many messages a subscription buffers
-     * before the client stops reading from the broker.
+     * before the client stops reading from the broker. [tls] (or a
+     * `tls://host:port` address, with the system's roots) speaks TLS; every
+     * TLS failure is a [ConnectFailedException] (600) saying why.
      */
     public suspend fun connect(
         addr: String,
@@ -40,6 +42,7 @@ public object BlipMQ {
         connectTimeout: Duration? = null,
         requestTimeout: Duration? = null,
         subscriptionCapacity: Int? = null,
+        tls: Tls? = null,
     ): Client {
         if (subscriptionCapacity != null && subscriptionCapacity < 1) {
             throw invalidArgument("subscriptionCapacity must be at least 1, not $subscriptionCapacity")
@@ -51,6 +54,7 @@ public object BlipMQ {
             connectTimeoutMs = connectTimeout?.toMillisOrNull("connectTimeout"),
             requestTimeoutMs = requestTimeout?.toMillisOrNull("requestTimeout"),
             subscriptionCapacity = subscriptionCapacity?.toUInt(),
+            tls = tls?.toNative(),
         )
         return Client(native { dev.blipmq.ffi.connect(addr, options) })
     }

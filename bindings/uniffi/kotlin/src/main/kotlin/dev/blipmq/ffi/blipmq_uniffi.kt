@@ -3174,6 +3174,11 @@ data class ConnectOptions (
      * Messages buffered per subscription before the client stops reading.
      */
     val `subscriptionCapacity`: kotlin.UInt? = null 
+    , 
+    /**
+     * TLS with these options (also without a `tls://` address).
+     */
+    val `tls`: TlsOptions? = null 
     
 ){
     
@@ -3196,6 +3201,7 @@ public object FfiConverterTypeConnectOptions: FfiConverterRustBuffer<ConnectOpti
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalTypeTlsOptions.read(buf),
         )
     }
 
@@ -3205,7 +3211,8 @@ public object FfiConverterTypeConnectOptions: FfiConverterRustBuffer<ConnectOpti
             FfiConverterBoolean.allocationSize(value.`reconnect`) +
             FfiConverterOptionalUInt.allocationSize(value.`connectTimeoutMs`) +
             FfiConverterOptionalUInt.allocationSize(value.`requestTimeoutMs`) +
-            FfiConverterOptionalUInt.allocationSize(value.`subscriptionCapacity`)
+            FfiConverterOptionalUInt.allocationSize(value.`subscriptionCapacity`) +
+            FfiConverterOptionalTypeTlsOptions.allocationSize(value.`tls`)
     )
 
     override fun write(value: ConnectOptions, buf: ByteBuffer) {
@@ -3215,6 +3222,7 @@ public object FfiConverterTypeConnectOptions: FfiConverterRustBuffer<ConnectOpti
             FfiConverterOptionalUInt.write(value.`connectTimeoutMs`, buf)
             FfiConverterOptionalUInt.write(value.`requestTimeoutMs`, buf)
             FfiConverterOptionalUInt.write(value.`subscriptionCapacity`, buf)
+            FfiConverterOptionalTypeTlsOptions.write(value.`tls`, buf)
     }
 }
 
@@ -3635,6 +3643,65 @@ public object FfiConverterTypeSubscribeOptions: FfiConverterRustBuffer<Subscribe
             FfiConverterTypeQos.write(value.`qos`, buf)
             FfiConverterOptionalString.write(value.`durable`, buf)
             FfiConverterOptionalString.write(value.`group`, buf)
+    }
+}
+
+
+
+/**
+ * TLS to the broker: the CA to trust (a PEM file or PEM text; the system's
+ * roots when neither), a client certificate and key for mutual TLS, and
+ * the name the broker's certificate must be for when it is not the
+ * address's host.
+ */
+data class TlsOptions (
+    val `caFile`: kotlin.String? = null 
+    , 
+    val `caPem`: kotlin.String? = null 
+    , 
+    val `certFile`: kotlin.String? = null 
+    , 
+    val `keyFile`: kotlin.String? = null 
+    , 
+    val `serverName`: kotlin.String? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTlsOptions: FfiConverterRustBuffer<TlsOptions> {
+    override fun read(buf: ByteBuffer): TlsOptions {
+        return TlsOptions(
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: TlsOptions) = (
+            FfiConverterOptionalString.allocationSize(value.`caFile`) +
+            FfiConverterOptionalString.allocationSize(value.`caPem`) +
+            FfiConverterOptionalString.allocationSize(value.`certFile`) +
+            FfiConverterOptionalString.allocationSize(value.`keyFile`) +
+            FfiConverterOptionalString.allocationSize(value.`serverName`)
+    )
+
+    override fun write(value: TlsOptions, buf: ByteBuffer) {
+            FfiConverterOptionalString.write(value.`caFile`, buf)
+            FfiConverterOptionalString.write(value.`caPem`, buf)
+            FfiConverterOptionalString.write(value.`certFile`, buf)
+            FfiConverterOptionalString.write(value.`keyFile`, buf)
+            FfiConverterOptionalString.write(value.`serverName`, buf)
     }
 }
 
@@ -4162,6 +4229,38 @@ public object FfiConverterOptionalTypeReceivedBatch: FfiConverterRustBuffer<Rece
         } else {
             buf.put(1)
             FfiConverterTypeReceivedBatch.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeTlsOptions: FfiConverterRustBuffer<TlsOptions?> {
+    override fun read(buf: ByteBuffer): TlsOptions? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeTlsOptions.read(buf)
+    }
+
+    override fun allocationSize(value: TlsOptions?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeTlsOptions.allocationSize(value)
+        }
+    }
+
+    override fun write(value: TlsOptions?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeTlsOptions.write(value, buf)
         }
     }
 }
