@@ -70,6 +70,8 @@ EOF
 # Its one dependency is the other tarball: installing needs no registry.
 (cd "$PROJECT" && npm install --offline --no-audit --no-fund --no-package-lock "$core_tarball" "$tarball")
 cp -r "$NODE_DIR/test" "$PROJECT/test"
+# The shared tests, and the helpers the package's own tests import from
+# test/shared/ (broker.mjs, sdk.mjs).
 cp -r "$REPO_ROOT/bindings/js/test" "$PROJECT/test/shared"
 cp "$REPO_ROOT/conformance-tests/testees/js/testee.mjs" "$PROJECT/testee.mjs"
 # The error table every SDK's classes are generated from, for errors.test.mjs.

@@ -21,7 +21,8 @@
 #      the package's own (bindings/wasm/test) and the shared layer's
 #      (bindings/js/test, run with BLIPMQ_SDK=web),
 #      in Node (over the `ws` package), and in headless Chromium (Debian's
-#      chromium, driven by playwright-core; a screenshot lands in
+#      chromium, driven by playwright-core, over ws:// and over wss:// with
+#      a test CA from blipmq-test-pki; screenshots land in
 #      ${CARGO_TARGET_DIR:-target}/web-test/).
 # `--build-only` stops after step 3 (what `npm run build` in bindings/wasm
 # does). Idempotent: every run rebuilds the scratch folders from scratch.
@@ -106,8 +107,8 @@ if [[ "${1:-}" == "--build-only" ]]; then
   exit 0
 fi
 
-step "broker binary"
-cargo build --bins -p blipmq-broker
+step "broker binary, and blipmq-test-pki (the wss test's certificates)"
+cargo build --bins -p blipmq-broker -p blipmq-testkit
 
 step "chromium"
 if [[ ! -x /usr/bin/chromium ]]; then
@@ -131,6 +132,8 @@ for tool in ws playwright-core typescript; do
 done
 (cd "$PROJECT" && npm install --prefer-offline --no-audit --no-fund --no-package-lock "$core_tarball" "$tarball" "${tools[@]}")
 cp -r "$WEB_DIR/test" "$PROJECT/test"
+# The shared tests, and the helpers the package's own tests import from
+# test/shared/ (broker.mjs, sdk.mjs).
 cp -r "$REPO_ROOT/bindings/js/test" "$PROJECT/test/shared"
 cp -r "$REPO_ROOT/examples/browser" "$PROJECT/example"
 cp "$REPO_ROOT/conformance-tests/testees/js/testee.mjs" "$PROJECT/testee.mjs"
@@ -143,5 +146,6 @@ step "tsc --strict on a consumer of the installed types"
 step "node --test against $TARGET_DIR/debug/blipmq (Node, then headless Chromium)"
 # A test that hangs fails after three minutes instead of holding CI.
 cd "$PROJECT"
-BLIPMQ_BIN="$TARGET_DIR/debug/blipmq" SCREENSHOT_DIR="$TARGET_DIR/web-test" BLIPMQ_SDK=web \
+BLIPMQ_BIN="$TARGET_DIR/debug/blipmq" BLIPMQ_TEST_PKI="$TARGET_DIR/debug/blipmq-test-pki" \
+  SCREENSHOT_DIR="$TARGET_DIR/web-test" BLIPMQ_SDK=web \
   node --test --test-reporter=spec --test-concurrency=1 --test-timeout=180000 test/*.test.mjs test/shared/*.test.mjs

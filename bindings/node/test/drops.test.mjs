@@ -1,13 +1,14 @@
 // No discard is silent (QUEUE-6): a consumer that fell behind learns
 // exactly how many messages the broker discarded for it, where they were
 // missing, through `onDrop`, the 'drop' event, `droppedBefore` and
-// `dropped`, with `for await` and with `onMessage` alike.
+// `dropped`, with `for await` and with `onMessage` alike. (The README loop
+// on the broker's defaults: bindings/js/test/drops.test.mjs, test/shared/.)
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { after, before, describe, test } from 'node:test'
 
 import { connect } from 'blipmq'
-import { startBroker } from './broker.mjs'
+import { startBroker } from './shared/broker.mjs'
 
 const TOTAL = 1500
 // 64 KiB each, 96 MB in all: more than the socket buffers between the
@@ -139,40 +140,4 @@ describe('a consumer that fell behind', () => {
       await consumer.close()
     }
   })
-})
-
-// The README's loop loses nothing on the broker's defaults: a burst of
-// 200,000 16-byte messages, one `await client.publish(...)` each, read with
-// `for await` on a second connection in the same process, all arrives in
-// order with nothing reported dropped. The broker has no configuration.
-test('the README loop loses nothing on a burst at the broker defaults', async () => {
-  const BURST = 200_000
-  const plain = await startBroker()
-  try {
-    const consumer = await connect(plain.addr)
-    const producer = await connect(plain.addr)
-    const drops = []
-    const subscription = await consumer.subscribe('burst', { onDrop: (count) => drops.push(count) })
-    const reading = (async () => {
-      let received = 0
-      for await (const message of subscription) {
-        assert.equal(message.payload.readUInt32BE(0), received, 'in order')
-        if (++received === BURST) break
-      }
-      return received
-    })()
-    const payload = Buffer.alloc(16)
-    for (let i = 0; i < BURST; i++) {
-      payload.writeUInt32BE(i, 0)
-      await producer.publish('burst', payload)
-    }
-    await producer.flush()
-    assert.equal(await reading, BURST)
-    assert.deepEqual(drops, [])
-    assert.equal(subscription.dropped, 0)
-    await consumer.close()
-    await producer.close()
-  } finally {
-    await plain.stop()
-  }
 })

@@ -1,17 +1,20 @@
-// Publishing, subscribing, messages, headers and async iteration against
-// the real broker, through the installed package.
+// What is Node's own in publishing and subscribing: Buffers, the
+// JavaScript publish batches and their buffers, the native batches
+// `next()` reads, `onMessage` callbacks on Node's event loop, and
+// backpressure from a blocked broker. What both packages share is tested
+// in bindings/js/test/pubsub.test.mjs (test/shared/ here).
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 
-import { connect, Client, Headers, InvalidArgumentError, Message, Subscription } from 'blipmq'
-import { startBroker } from './broker.mjs'
+import { connect, InvalidArgumentError, Message, Subscription } from 'blipmq'
+import { startBroker } from './shared/broker.mjs'
 
 let broker
 let client
 
 before(async () => {
   // Room in the broker's queue for every message of the largest burst
-  // below (10,000 publishes in flight): under the default `drop_oldest`
+  // below (3,000 publishes in flight): under the default `drop_oldest`
   // policy, a smaller queue drops whenever this client's reader falls
   // behind its own publishes, and a test that counts messages then hangs.
   broker = await startBroker({ env: { BLIPMQ_QUEUES_SUBSCRIBER_CAPACITY: '16384' } })
@@ -24,12 +27,6 @@ after(async () => {
 })
 
 describe('connect', () => {
-  test('returns a connected Client that knows the broker limit', async () => {
-    assert.ok(client instanceof Client)
-    assert.equal(client.status, 'connected')
-    assert.equal(client.maxMessageSize, 1048576)
-  })
-
   test('a client holds publish buffers only once it has batched a publish', async () => {
     // The batch buffers (64 KiB of payloads, 24 KiB of columns) are
     // ArrayBuffers: a client that only subscribes makes none.
@@ -48,58 +45,9 @@ describe('connect', () => {
     assert.ok(published - subscribed >= 8 * 64 * 1024, `${published - subscribed} bytes for 8 batches`)
     await Promise.all(clients.map((c) => c.close()))
   })
-
-  test('close ends subscriptions and sets the status', async () => {
-    const other = await connect(broker.addr)
-    const subscription = await other.subscribe('closing.>')
-    await other.close()
-    assert.equal(other.status, 'closed')
-    assert.equal(await subscription.next(), null)
-  })
 })
 
 describe('publish and subscribe', () => {
-  test('a message round trips with its metadata', async () => {
-    const subscription = await client.subscribe('orders.*')
-    assert.ok(subscription instanceof Subscription)
-    assert.equal(subscription.pattern, 'orders.*')
-    const before = Date.now()
-    assert.equal(await client.publish('orders.created', 'order #1'), undefined)
-    const message = await subscription.next({ timeoutMs: 5000 })
-    assert.ok(message instanceof Message)
-    assert.equal(message.topic, 'orders.created')
-    assert.ok(Buffer.isBuffer(message.payload))
-    assert.equal(Object.getPrototypeOf(message.payload), Buffer.prototype, 'a plain Buffer')
-    assert.ok(Buffer.isBuffer(message.payload.subarray(1)))
-    assert.equal(message.payload.toString(), 'order #1')
-    assert.equal(typeof message.id, 'bigint')
-    assert.ok(message.id > 0n)
-    assert.equal(typeof message.timestampMs, 'number')
-    assert.ok(Math.abs(message.timestampMs - before) < 60_000)
-    assert.equal(message.deliveryCount, 1)
-    assert.equal(message.deliveryId, 0n, 'QoS 0 deliveries have no delivery id')
-    assert.equal(message.headers.size, 0)
-    assert.equal(await message.ack(), undefined, 'a QoS 0 ack resolves at once')
-    await subscription.unsubscribe()
-  })
-
-  test('payloads: Buffer, Uint8Array views, strings and binary bytes', async () => {
-    const subscription = await client.subscribe('payloads')
-    const backing = new Uint8Array([9, 9, 1, 2, 3, 9])
-    const binary = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
-    await client.publish('payloads', Buffer.from('buf'))
-    await client.publish('payloads', backing.subarray(2, 5))
-    await client.publish('payloads', 'text é')
-    await client.publish('payloads', binary)
-    await client.publish('payloads', '')
-    const got = []
-    for (let i = 0; i < 5; i++) got.push((await subscription.next({ timeoutMs: 5000 })).payload)
-    // Strict: each payload is a Buffer like any other, not merely equal bytes.
-    const sent = [Buffer.from('buf'), Buffer.from([1, 2, 3]), Buffer.from('text é'), binary, Buffer.alloc(0)]
-    assert.deepStrictEqual(got, sent)
-    await subscription.unsubscribe()
-  })
-
   test('messages of one batch keep their own topic, payload and id', async () => {
     const subscription = await client.subscribe('batch.*')
     // Published before reading, so they cross into JavaScript as one batch.
@@ -126,71 +74,6 @@ describe('publish and subscribe', () => {
     await subscription.unsubscribe()
   })
 
-  test('next({ timeoutMs }) resolves null when nothing arrives', async () => {
-    const subscription = await client.subscribe('quiet')
-    const started = Date.now()
-    assert.equal(await subscription.next({ timeoutMs: 100 }), null)
-    assert.ok(Date.now() - started >= 90)
-    await subscription.unsubscribe()
-  })
-
-  test('next({ signal }) rejects with the reason on abort and takes no message', async () => {
-    const subscription = await client.subscribe('abort.x')
-    // Already aborted: rejected at once, even with a message waiting.
-    await client.publish('abort.x', 'first')
-    await client.flush()
-    const reason = new Error('stop')
-    await assert.rejects(subscription.next({ signal: AbortSignal.abort(reason) }), (e) => e === reason)
-    assert.equal((await subscription.next({ timeoutMs: 5000 })).payload.toString(), 'first')
-
-    // Aborted while waiting: that call rejects; a later message goes to the
-    // call behind it, in order, and nothing is lost.
-    const controller = new AbortController()
-    const aborted = subscription.next({ signal: controller.signal })
-    const behind = subscription.next({ timeoutMs: 5000 })
-    controller.abort()
-    await assert.rejects(aborted, (e) => e.name === 'AbortError')
-    await client.publish('abort.x', 'second')
-    assert.equal((await behind).payload.toString(), 'second')
-
-    // An abort after the answer changes nothing.
-    const late = new AbortController()
-    await client.publish('abort.x', 'third')
-    assert.equal((await subscription.next({ signal: late.signal, timeoutMs: 5000 })).payload.toString(), 'third')
-    late.abort()
-    // A signal times out like timeoutMs, but rejects.
-    await assert.rejects(subscription.next({ signal: AbortSignal.timeout(50) }), (e) => e.name === 'TimeoutError')
-    await client.publish('abort.x', 'fourth')
-    assert.equal((await subscription.next({ timeoutMs: 5000 })).payload.toString(), 'fourth')
-    // Whatever the reason, even null, an abort rejects with it.
-    const nullAbort = new AbortController()
-    const abortedWithNull = subscription.next({ signal: nullAbort.signal })
-    nullAbort.abort(null)
-    await assert.rejects(abortedWithNull, (e) => e === null)
-    await assert.rejects(subscription.next({ signal: {} }), TypeError)
-    await subscription.unsubscribe()
-  })
-
-  test('unsubscribe stops delivery, wakes a waiting next and is idempotent', async () => {
-    const subscription = await client.subscribe('unsub.x')
-    const waiting = subscription.next()
-    await subscription.unsubscribe()
-    assert.equal(await waiting, null)
-    await subscription.unsubscribe()
-    const watcher = await client.subscribe('unsub.x')
-    await client.publish('unsub.x', 'after')
-    assert.equal((await watcher.next({ timeoutMs: 5000 })).payload.toString(), 'after')
-    assert.equal(await subscription.next({ timeoutMs: 50 }), null)
-    await watcher.unsubscribe()
-  })
-
-  test('ttlMs and qos 0 options are accepted', async () => {
-    const subscription = await client.subscribe('opts.>', { qos: 0 })
-    await client.publish('opts.a', 'x', { ttlMs: 60_000, qos: 0 })
-    assert.equal((await subscription.next({ timeoutMs: 5000 })).topic, 'opts.a')
-    await subscription.unsubscribe()
-  })
-
   test('durable and group reach the broker, which takes them or refuses with 301', async () => {
     for (const options of [{ durable: 'node-test' }, { group: 'workers' }]) {
       try {
@@ -201,92 +84,6 @@ describe('publish and subscribe', () => {
         assert.equal(error.code, 301)
       }
     }
-  })
-
-  test('publish, flush and close keep call order', async () => {
-    const other = await connect(broker.addr)
-    const subscription = await client.subscribe('order.x')
-    other.publish('order.x', 'a')
-    other.publish('order.x', 'b')
-    const flushed = other.flush()
-    other.publish('order.x', 'c')
-    const closed = other.close()
-    await flushed
-    await closed
-    const got = []
-    for (let i = 0; i < 3; i++) got.push((await subscription.next({ timeoutMs: 5000 })).payload.toString())
-    assert.deepEqual(got, ['a', 'b', 'c'])
-    await subscription.unsubscribe()
-  })
-})
-
-describe('headers', () => {
-  test('an object round trips', async () => {
-    const subscription = await client.subscribe('h.object')
-    await client.publish('h.object', 'x', { headers: { 'content-type': 'application/json', bin: Buffer.from([0, 255]) } })
-    const { headers } = await subscription.next({ timeoutMs: 5000 })
-    assert.ok(headers instanceof Headers)
-    assert.equal(headers.get('content-type'), 'application/json')
-    assert.deepEqual(headers.getBuffer('bin'), Buffer.from([0, 255]))
-    assert.equal(headers.get('missing'), undefined)
-    await subscription.unsubscribe()
-  })
-
-  test('pairs keep their order and repeated keys', async () => {
-    const subscription = await client.subscribe('h.pairs')
-    const sent = [['a', '1'], ['b', '2'], ['a', '3']]
-    await client.publish('h.pairs', 'x', { headers: sent })
-    const { headers } = await subscription.next({ timeoutMs: 5000 })
-    assert.deepEqual([...headers].map(([k, v]) => [k, v.toString()]), sent)
-    assert.deepEqual(headers.getAll('a').map(String), ['1', '3'])
-    assert.equal(headers.has('b'), true)
-    assert.equal(headers.size, 3)
-    await subscription.unsubscribe()
-  })
-
-  test('a Headers instance is accepted', async () => {
-    const subscription = await client.subscribe('h.class')
-    await client.publish('h.class', 'x', { headers: new Headers().append('k', 'v') })
-    assert.equal((await subscription.next({ timeoutMs: 5000 })).headers.get('k'), 'v')
-    await subscription.unsubscribe()
-  })
-})
-
-describe('async iteration', () => {
-  test('for await reads messages in order; break unsubscribes', async () => {
-    const subscription = await client.subscribe('iter.*')
-    for (let i = 0; i < 5; i++) await client.publish(`iter.${i}`, String(i))
-    const seen = []
-    for await (const message of subscription) {
-      seen.push(message.payload.toString())
-      if (seen.length === 3) break
-    }
-    assert.deepEqual(seen, ['0', '1', '2'])
-    // The break unsubscribed: the subscription has ended.
-    assert.equal(await subscription.next(), null)
-    for await (const _ of subscription) assert.fail('an ended subscription yields nothing')
-  })
-
-  test('the loop ends when the client closes', async () => {
-    const other = await connect(broker.addr)
-    const subscription = await other.subscribe('iter.close')
-    await other.publish('iter.close', 'only')
-    await other.flush()
-    const seen = []
-    for await (const message of subscription) {
-      seen.push(message.payload.toString())
-      await other.close()
-    }
-    assert.deepEqual(seen, ['only'])
-  })
-
-  test('await using unsubscribes and closes', { skip: typeof Symbol.asyncDispose !== 'symbol' }, async () => {
-    const other = await connect(broker.addr)
-    const subscription = await other.subscribe('dispose')
-    await subscription[Symbol.asyncDispose]()
-    assert.equal(await subscription.next(), null)
-    await other[Symbol.asyncDispose]()
-    assert.equal(other.status, 'closed')
   })
 })
 
@@ -391,18 +188,6 @@ describe('concurrency', () => {
     }
   })
 
-  test('10000 publishes in flight arrive complete and in order', { timeout: 30_000 }, async () => {
-    const count = 10_000
-    const subscription = await client.subscribe('many')
-    await Promise.all(Array.from({ length: count }, (_, i) => client.publish('many', String(i))))
-    const received = []
-    for await (const message of subscription) {
-      received.push(Number(message.payload.toString()))
-      if (received.length === count) break
-    }
-    assert.deepEqual(received, Array.from({ length: count }, (_, i) => i))
-  })
-
   test('batched and unbatched publishes of every kind keep call order', async () => {
     // Plain QoS 0 publishes to a known topic are batched in JavaScript;
     // QoS 1, headers, payloads bigger than a batch and first publishes to a
@@ -432,26 +217,6 @@ describe('concurrency', () => {
       assert.ok(message.payload.equals(payload), `payload of message on ${topic}`)
     }
     assert.equal(await subscription.next({ timeoutMs: 50 }), null)
-    await subscription.unsubscribe()
-  })
-
-  test('QoS 1 publishes not awaited one by one are in flight together and keep call order', async () => {
-    // Each QoS 1 publish waits only for its place in the queue, not for the
-    // confirm of the one before: a burst resolves with increasing ids and
-    // arrives in order, mixed with QoS 0.
-    const subscription = await client.subscribe('pipelined.qos1')
-    const count = 2000
-    const pending = []
-    for (let i = 0; i < count; i++) {
-      pending.push(client.publish('pipelined.qos1', `${i}`, i % 5 === 4 ? undefined : { qos: 1 }))
-    }
-    const ids = (await Promise.all(pending)).filter((id) => id !== undefined && id !== null)
-    assert.equal(ids.length, count - count / 5)
-    for (let i = 1; i < ids.length; i++) assert.ok(ids[i - 1] < ids[i], `id ${i} in call order`)
-    for (let i = 0; i < count; i++) {
-      const message = await subscription.next({ timeoutMs: 5000 })
-      assert.equal(message.payload.toString(), `${i}`)
-    }
     await subscription.unsubscribe()
   })
 
@@ -524,47 +289,4 @@ describe('concurrency', () => {
       await blocking.stop()
     }
   })
-
-  test('publishers on several clients fan out to several subscribers', async () => {
-    const subscribers = await Promise.all([0, 1, 2].map(() => client.subscribe('fan.>')))
-    const publishers = await Promise.all([0, 1, 2, 3].map(() => connect(broker.addr)))
-    await Promise.all(publishers.flatMap((p, n) => Array.from({ length: 250 }, (_, i) => p.publish(`fan.${n}`, `${n}:${i}`))))
-    await Promise.all(publishers.map((p) => p.flush()))
-    for (const subscription of subscribers) {
-      const got = []
-      while (got.length < 1000) got.push((await subscription.next({ timeoutMs: 5000 })).payload.toString())
-      assert.equal(new Set(got).size, 1000)
-      await subscription.unsubscribe()
-    }
-    await Promise.all(publishers.map((p) => p.close()))
-  })
-})
-
-test('a durable subscription survives breaking out of for await; unsubscribe deletes it', async () => {
-  let sub = await client.subscribe('node.jobs', { qos: 1, durable: 'node-worker' })
-  const id = await client.publish('node.jobs', 'one', { qos: 1 })
-  let firstDeliveryId
-  for await (const msg of sub) {
-    assert.equal(msg.id, id)
-    assert.equal(msg.deliveryCount, 1)
-    assert.equal(typeof msg.deliveryId, 'bigint')
-    assert.ok(msg.deliveryId > 0n, 'a QoS 1 delivery has an id to ack by')
-    firstDeliveryId = msg.deliveryId
-    break // not acked: only detaches
-  }
-  await client.publish('node.jobs', 'two', { qos: 1 })
-  sub = await client.subscribe('node.jobs', { qos: 1, durable: 'node-worker' })
-  const again = await sub.next({ timeoutMs: 5000 })
-  assert.equal(again.payload.toString(), 'one')
-  assert.equal(again.deliveryCount, 2)
-  assert.equal(again.deliveryId, firstDeliveryId, 'a redelivery keeps its delivery id')
-  await again.ack()
-  const second = await sub.next({ timeoutMs: 5000 })
-  assert.equal(second.payload.toString(), 'two')
-  await second.ack()
-  await sub.unsubscribe()
-  await client.publish('node.jobs', 'three', { qos: 1 })
-  sub = await client.subscribe('node.jobs', { qos: 1, durable: 'node-worker' })
-  assert.equal(await sub.next({ timeoutMs: 300 }), null)
-  await sub.detach()
 })

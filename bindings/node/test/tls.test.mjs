@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 
 import * as blipmq from 'blipmq'
-import { makeTestPki, startBroker, startTlsBroker } from './broker.mjs'
+import { makeTestPki, startBroker, startTlsBroker } from './shared/broker.mjs'
 
 const { connect, ConnectError } = blipmq
 let pki

@@ -4,8 +4,18 @@
 // API key, subscribes, renders what arrives and publishes what is typed;
 // a Node client (the same package) talks to it through the broker. A page
 // from an origin the broker does not allow is refused.
+//
+// The same over wss: a second broker speaks TLS with a certificate for
+// localhost from the test PKI (blipmq-test-pki, made at test time), and
+// this Chromium trusts the test CA for this run only: it is launched with
+// --ignore-certificate-errors-spki-list naming the CA's public key, and the
+// broker presents the CA after its certificate (Chromium matches the
+// certificates a server presents, not a trust store). Nothing is installed
+// system-wide. A page speaking ws:// to that port, and a certificate the
+// test CA did not sign, fail with the page's error state.
 import './websocket-global.mjs'
 import assert from 'node:assert/strict'
+import { X509Certificate, createHash } from 'node:crypto'
 import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
@@ -13,9 +23,10 @@ import { dirname, join } from 'node:path'
 import { after, before, test } from 'node:test'
 
 import { chromium } from 'playwright-core'
+import { WebSocket } from 'ws'
 import { connect } from '@blipmq/web'
 import { serve } from '../example/serve.mjs'
-import { startBroker } from './broker.mjs'
+import { makeTestPki, startBroker, startTlsBroker } from './shared/broker.mjs'
 
 const SCREENSHOTS = process.env.SCREENSHOT_DIR ?? join(process.cwd(), 'screenshots')
 const packageDir = dirname(createRequire(import.meta.url).resolve('@blipmq/web/package.json'))
@@ -23,16 +34,34 @@ const example = join(process.cwd(), 'example')
 
 let site
 let broker
+let pki
+let tlsBroker
 let profile
 let browser
 let node
+let tlsNode
+
+/** The base64 SHA-256 of a certificate's SubjectPublicKeyInfo, as Chromium's SPKI lists take it. */
+function spkiSha256(pem) {
+  const spki = new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' })
+  return createHash('sha256').update(spki).digest('base64')
+}
 
 before(async () => {
   site = await serve({ root: example, packageDir })
-  broker = await startBroker({
-    env: { BLIPMQ_AUTH_API_KEYS: 'chat-key', BLIPMQ_WEBSOCKET_ALLOWED_ORIGINS: site.origin },
-  })
+  const env = { BLIPMQ_AUTH_API_KEYS: 'chat-key', BLIPMQ_WEBSOCKET_ALLOWED_ORIGINS: site.origin }
+  broker = await startBroker({ env })
   node = await connect(broker.url, { apiKey: 'chat-key', name: 'node side' })
+  pki = makeTestPki()
+  tlsBroker = await startTlsBroker(pki, { chain: 'ca.pem', env })
+  // The Node side trusts the test CA through `ws`'s own option.
+  const ca = pki.read('ca.pem')
+  const TrustingTestCa = class extends WebSocket {
+    constructor(url) {
+      super(url, { ca })
+    }
+  }
+  tlsNode = await connect(tlsBroker.url, { apiKey: 'chat-key', name: 'node side', WebSocket: TrustingTestCa })
   // A fresh profile every run; flags for a closed network (no background
   // requests to hosts this machine cannot reach).
   profile = await mkdtemp(join(tmpdir(), 'blipmq-chromium-'))
@@ -48,6 +77,8 @@ before(async () => {
       '--disable-component-update',
       '--disable-sync',
       '--no-first-run',
+      // Trust the test CA, for this profile and run only.
+      `--ignore-certificate-errors-spki-list=${spkiSha256(pki.read('ca.pem'))}`,
     ],
   })
 })
@@ -55,7 +86,10 @@ before(async () => {
 after(async () => {
   await browser?.close()
   await node?.close()
+  await tlsNode?.close()
   await broker?.stop()
+  await tlsBroker?.stop()
+  pki?.remove()
   site?.server.close()
   if (profile) await rm(profile, { recursive: true, force: true })
 })
@@ -72,7 +106,11 @@ async function openPage(url) {
   return { page, problems }
 }
 
-test('the chat page subscribes, publishes and renders messages in Chromium', async () => {
+/**
+ * The chat page on `broker` (at its `url`) subscribes, publishes and
+ * renders, with `node` (a client of the same broker) on the other side.
+ */
+async function chat(broker, node, screenshot) {
   const watcher = await node.subscribe('chat.lobby')
   const { page, problems } = await openPage(`${site.origin}/?broker=${broker.url}&room=lobby&name=alice&key=chat-key`)
   await page.locator('#status[data-state="connected"]').waitFor({ timeout: 15_000 })
@@ -107,10 +145,44 @@ test('the chat page subscribes, publishes and renders messages in Chromium', asy
   ])
 
   await mkdir(SCREENSHOTS, { recursive: true })
-  await page.screenshot({ path: join(SCREENSHOTS, 'browser-chat.png') })
+  await page.screenshot({ path: join(SCREENSHOTS, screenshot) })
   assert.deepEqual(problems, [])
   await page.close()
   await watcher.unsubscribe()
+}
+
+test('the chat page subscribes, publishes and renders messages in Chromium', async () => {
+  await chat(broker, node, 'browser-chat.png')
+})
+
+test('over wss with the test CA, the chat page subscribes, publishes and renders messages', async () => {
+  assert.match(tlsBroker.url, /^wss:\/\/localhost:\d+$/)
+  await chat(tlsBroker, tlsNode, 'browser-chat-wss.png')
+})
+
+test('a page speaking ws:// to the wss port shows the error state', async () => {
+  const { page } = await openPage(`${site.origin}/?broker=ws://localhost:${tlsBroker.wsPort}&name=eve&key=chat-key`)
+  await page.locator('#status[data-state="error"]').waitFor({ timeout: 15_000 })
+  assert.match(await page.locator('#status').textContent(), /^error 600 ConnectError/)
+  await page.close()
+})
+
+test('over wss, a certificate the test CA did not sign is refused in the page', async () => {
+  // Another CA's certificate, sent with that CA: the flag trusts one CA,
+  // not every certificate.
+  const stranger = await startTlsBroker(pki, {
+    cert: 'stranger',
+    chain: 'other-ca.pem',
+    env: { BLIPMQ_AUTH_API_KEYS: 'chat-key', BLIPMQ_WEBSOCKET_ALLOWED_ORIGINS: site.origin },
+  })
+  try {
+    const { page } = await openPage(`${site.origin}/?broker=${stranger.url}&name=eve&key=chat-key`)
+    await page.locator('#status[data-state="error"]').waitFor({ timeout: 15_000 })
+    assert.match(await page.locator('#status').textContent(), /^error 600 ConnectError/)
+    await page.close()
+  } finally {
+    await stranger.stop()
+  }
 })
 
 test('a wrong API key shows 200 AuthFailed on the page', async () => {
