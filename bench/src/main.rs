@@ -119,6 +119,10 @@ struct Args {
     /// and memory go in the report's footprint table.
     #[arg(long = "pid", value_name = "SYSTEM=PID")]
     pids: Vec<String>,
+    /// Every BlipMQ and NATS client speaks TLS trusting this CA (PEM): give
+    /// their addresses as tls://host:port (scripts/bench-tls.sh does).
+    #[arg(long, value_name = "PEM_FILE")]
+    tls_ca: Option<PathBuf>,
     /// Directory for latest.md, latest.json and latest.png; without it the
     /// table is only printed.
     #[arg(long)]
@@ -332,6 +336,14 @@ fn run(args: Args) -> Result<(), String> {
     }
     if !(args.latency_rate > 0.0 && args.latency_secs > 0.0 && args.cell_secs > 0.0) {
         return Err("--latency-rate, --latency-secs and --cell-secs must be positive".into());
+    }
+    if let Some(ca) = &args.tls_ca {
+        // async-nats brings no crypto provider of its own here: ring, as
+        // the BlipMQ client uses.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        systems::TLS_CA
+            .set(ca.clone())
+            .map_err(|_| "--tls-ca given twice".to_string())?;
     }
     let workloads = workloads(&args)?;
     let versions = pairs(&args.server_versions, "--server-version")?;

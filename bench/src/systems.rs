@@ -186,6 +186,33 @@ impl Subscriber {
     }
 }
 
+/// The CA to trust for `tls://` addresses (`--tls-ca`), set once at start.
+pub static TLS_CA: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// A BlipMQ client for `target` (`host:port`, or `tls://host:port` trusting
+/// [`TLS_CA`]).
+async fn connect_blipmq(target: &Target, name: &str) -> Result<blipmq::Client, String> {
+    let mut builder = blipmq::Client::builder()
+        .name(name)
+        .reconnect(blipmq::ReconnectPolicy::disabled());
+    if let Some(ca) = TLS_CA.get() {
+        builder = builder.tls(blipmq::tls::TlsOptions {
+            ca: Some(blipmq::tls::Pem::File(ca.clone())),
+            ..Default::default()
+        });
+    }
+    within("connect to BlipMQ", builder.connect(target.addr.clone())).await
+}
+
+/// A NATS client for `target`, over TLS trusting [`TLS_CA`] when set.
+async fn connect_nats(target: &Target, name: &str) -> Result<async_nats::Client, String> {
+    let mut options = async_nats::ConnectOptions::new().name(name);
+    if let Some(ca) = TLS_CA.get() {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    within("connect to NATS", options.connect(target.addr.as_str())).await
+}
+
 fn err(context: &str, e: impl std::fmt::Display) -> String {
     format!("{context}: {e}")
 }
@@ -212,14 +239,7 @@ pub async fn subscribe(
 ) -> Result<Subscriber, String> {
     match target.system {
         System::Blipmq => {
-            let client = within(
-                "connect to BlipMQ",
-                blipmq::Client::builder()
-                    .name(name)
-                    .reconnect(blipmq::ReconnectPolicy::disabled())
-                    .connect(target.addr.clone()),
-            )
-            .await?;
+            let client = connect_blipmq(target, name).await?;
             let mut tasks = Vec::new();
             for topic in topics {
                 let subscription = match within("subscribe", client.subscribe(topic)).await {
@@ -241,13 +261,7 @@ pub async fn subscribe(
             })
         }
         System::Nats => {
-            let client = within(
-                "connect to NATS",
-                async_nats::ConnectOptions::new()
-                    .name(name)
-                    .connect(target.addr.as_str()),
-            )
-            .await?;
+            let client = connect_nats(target, name).await?;
             let mut tasks = Vec::new();
             for topic in topics {
                 let subscriber = within("subscribe", client.subscribe(topic.clone())).await?;
@@ -450,25 +464,8 @@ pub enum Publisher {
 impl Publisher {
     pub async fn connect(target: &Target, name: &str) -> Result<Publisher, String> {
         Ok(match target.system {
-            System::Blipmq => Publisher::Blipmq(
-                within(
-                    "connect to BlipMQ",
-                    blipmq::Client::builder()
-                        .name(name)
-                        .reconnect(blipmq::ReconnectPolicy::disabled())
-                        .connect(target.addr.clone()),
-                )
-                .await?,
-            ),
-            System::Nats => Publisher::Nats(
-                within(
-                    "connect to NATS",
-                    async_nats::ConnectOptions::new()
-                        .name(name)
-                        .connect(target.addr.as_str()),
-                )
-                .await?,
-            ),
+            System::Blipmq => Publisher::Blipmq(connect_blipmq(target, name).await?),
+            System::Nats => Publisher::Nats(connect_nats(target, name).await?),
             System::Redis => {
                 let client = redis::Client::open(format!("redis://{}/", target.addr))
                     .map_err(|e| err("redis url", e))?;
