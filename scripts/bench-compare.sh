@@ -136,3 +136,13 @@ started=$SECONDS
 timeout "${BENCH_TIMEOUT:-1800}" target/release/blipmq-bench "${args[@]}" \
   --clients "$clients" --command "$command_line" "$@"
 say "done in $((SECONDS - started)) s"
+
+# --- the TLS cell -----------------------------------------------------------------
+# BlipMQ and NATS over TLS (1→1, 1 KiB) and what TLS costs each, into
+# bench/results/tls.md; BENCH_SKIP_TLS=1 leaves it out.
+if [[ -z "${BENCH_SKIP_TLS:-}" ]]; then
+  cleanup
+  pids=()
+  trap - EXIT
+  scripts/bench-tls.sh
+fi
