@@ -142,7 +142,7 @@ async fn speaks_the_testee_contract() {
     assert_eq!(hello["ok"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         hello["ok"]["capabilities"],
-        json!(["pubsub", "headers", "qos1", "events"])
+        json!(["pubsub", "headers", "qos1", "events", "tls"])
     );
 
     assert_eq!(
