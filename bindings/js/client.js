@@ -18,7 +18,10 @@ export const PUBLISHED = Symbol('blipmq.published')
  * EventTarget in browsers), over the package's backend:
  *
  * - `emit(client, type, detail)`: one of the connection's events:
- *   `'disconnect'` ({ reason }), `'reconnect'` ({ connectionId }, a bigint),
+ *   `'disconnect'` ({ reason, kind, code, ioKind }: the text, then why as a
+ *   type: `kind` 'broker_closed', 'io' or 'protocol', `code` the wire code
+ *   that goes with it, `ioKind` the I/O error's kind for 'io', else
+ *   undefined), `'reconnect'` ({ connectionId }, a bigint),
  *   `'reconnectFailed'` ({ attempt, error }), `'serverError'` ({ error }, a
  *   BlipMQError the broker sent that answers no call) and `'close'` ({}).
  * - `toBytes(value, what)`: a payload as the package's bytes.
@@ -60,12 +63,17 @@ export function clientClass(Base, backend) {
           emit(this, 'reconnect', { connectionId: event.connectionId })
           break
         case 'disconnected':
-          emit(this, 'disconnect', { reason: event.reason })
+          emit(this, 'disconnect', {
+            reason: event.message,
+            kind: event.disconnectKind,
+            code: event.code,
+            ioKind: event.ioKind,
+          })
           break
-        case 'reconnectFailed':
-          emit(this, 'reconnectFailed', { attempt: event.attempt, error: event.error })
+        case 'reconnect_failed':
+          emit(this, 'reconnectFailed', { attempt: event.attempt, error: event.message })
           break
-        case 'serverError':
+        case 'server_error':
           emit(this, 'serverError', { error: codedError(event.code, event.codeName, event.message) })
           break
         case 'closed':

@@ -49,6 +49,42 @@ export declare function subscriptionClass<B extends Constructor, Batch, Message>
   backend: SubscriptionBackend<Batch, Message>,
 ): new (nativeSubscription: any, options?: object) => InstanceType<B>
 
+/**
+ * Why a connection ended: the broker closed it, reading or writing failed
+ * (`ioKind` says how), or the broker sent bytes that are not frames.
+ */
+export type DisconnectKind = 'broker_closed' | 'io' | 'protocol'
+
+/**
+ * What a client's `'disconnect'` event carries (Node passes the fields as
+ * its arguments, in this order; browsers as the CustomEvent's `detail`).
+ */
+export interface DisconnectDetail {
+  /** Why, for people. */
+  reason: string
+  /** Why, to act on. */
+  kind: DisconnectKind
+  /** The wire code that goes with it: 100 (MalformedFrame) for `'protocol'`, else 602 (ConnectionClosed). */
+  code: number
+  /** For `'io'`: the I/O error's kind in snake case (`'connection_reset'`, `'timed_out'`, ...). */
+  ioKind: string | undefined
+}
+
+/**
+ * A native event, as both backends deliver it to a client (`onEvent`):
+ * `kind` says which of the other fields are set.
+ */
+export interface NativeEvent {
+  kind: 'connected' | 'disconnected' | 'reconnect_failed' | 'server_error' | 'closed'
+  connectionId?: bigint
+  attempt?: number
+  message?: string
+  code?: number
+  codeName?: string
+  disconnectKind?: DisconnectKind
+  ioKind?: string
+}
+
 /** Called with a topic once the native module accepted a publish to it. */
 export declare const PUBLISHED: unique symbol
 

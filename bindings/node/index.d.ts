@@ -6,6 +6,9 @@
 import { EventEmitter } from 'node:events'
 
 import type { BlipMQError } from '@blipmq/core/errors'
+import type { DisconnectKind } from '@blipmq/core'
+
+export type { DisconnectKind }
 
 // One error class per wire code, generated from the protocol's error table
 // (shared with the browser SDK through @blipmq/core).
@@ -125,8 +128,15 @@ export declare function connect(addr: string, options?: ConnectOptions): Promise
 
 /** The events a `Client` emits, with their arguments. */
 export interface ClientEvents {
-  /** The connection to the broker was lost; the client reconnects unless told not to. */
-  disconnect: [reason: string]
+  /**
+   * The connection to the broker was lost; the client reconnects unless told
+   * not to. `reason` says why for people; `kind` says why to act on
+   * (`'broker_closed'`, `'io'` or `'protocol'`), `code` is the wire code
+   * that goes with it (100 MalformedFrame for `'protocol'`, else 602
+   * ConnectionClosed) and `ioKind`, for `'io'`, the I/O error's kind
+   * (`'connection_reset'`, ...).
+   */
+  disconnect: [reason: string, kind: DisconnectKind, code: number, ioKind: string | undefined]
   /** Connected again (subscriptions are restored); the broker's id for the new connection. */
   reconnect: [connectionId: bigint]
   /** A reconnect attempt (from 1) failed; the next follows after a backoff. */

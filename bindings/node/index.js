@@ -271,8 +271,9 @@ const CoreClient = clientClass(EventEmitter, {
 
 /**
  * A connection to a broker; create it with `connect`. An EventEmitter of
- * the connection's changes: `'disconnect'` (reason), `'reconnect'` (the new
- * connection's id, a bigint), `'reconnectFailed'` (attempt, error text),
+ * the connection's changes: `'disconnect'` (reason, kind, code, ioKind:
+ * see index.d.ts), `'reconnect'` (the new connection's id, a bigint),
+ * `'reconnectFailed'` (attempt, error text),
  * `'serverError'` (a BlipMQError the broker sent that answers no call) and
  * `'close'`. None of them is `'error'`, so a client without listeners never
  * throws from one.

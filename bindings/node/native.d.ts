@@ -165,24 +165,34 @@ export interface NativeBatch {
 }
 
 /**
- * A change of the client's connection (`ClientEvent`), as `index.js`
- * turns it into a `Client` event: `kind` is `connected`, `disconnected`,
- * `reconnectFailed`, `serverError` or `closed`, and the fields of that
- * kind are set.
+ * A change of the client's connection (`blipmq::foreign::ForeignEvent`),
+ * as `@blipmq/core`'s client.js turns it into a `Client` event: `kind` is
+ * `connected`, `disconnected`, `reconnect_failed`, `server_error` or
+ * `closed`, and the fields of that kind are set.
  */
 export interface NativeEvent {
   kind: string
   /** `connected`: the broker's id for the new connection. */
   connectionId?: bigint
-  /** `disconnected`: why the connection ended. */
-  reason?: string
-  /** `reconnectFailed`: which attempt failed (from 1), and why. */
+  /** `reconnect_failed`: which attempt failed (from 1). */
   attempt?: number
-  error?: string
-  /** `serverError`: the error frame's code, the code's name and its text. */
+  /**
+   * Why the connection ended (`disconnected`), why the attempt failed
+   * (`reconnect_failed`), the broker's words (`server_error`).
+   */
+  message?: string
+  /**
+   * `server_error`: the error frame's code; `disconnected`: the code that
+   * goes with the reason. With the code's name.
+   */
   code?: number
   codeName?: string
-  message?: string
+  /**
+   * `disconnected`: `broker_closed`, `io` or `protocol`, and for `io`
+   * the I/O error's kind (`connection_reset`, ...).
+   */
+  disconnectKind?: string
+  ioKind?: string
 }
 
 /** What only some messages have. */

@@ -2,6 +2,9 @@
 // like the layer they describe; the wasm module's own types are generated
 // by wasm-bindgen into native/blipmq_wasm.d.ts.
 import type { BlipMQError } from '@blipmq/core/errors'
+import type { DisconnectDetail, DisconnectKind } from '@blipmq/core'
+
+export type { DisconnectDetail, DisconnectKind }
 
 // One error class per wire code, generated from the protocol's error table
 // (shared with the Node SDK through @blipmq/core).
@@ -91,8 +94,13 @@ export declare function connect(url: string, options?: ConnectOptions): Promise<
 
 /** The events a `Client` dispatches: each a CustomEvent with this `detail`. */
 export interface ClientEventMap {
-  /** The connection to the broker was lost; the client reconnects unless told not to. */
-  disconnect: CustomEvent<{ reason: string }>
+  /**
+   * The connection to the broker was lost; the client reconnects unless told
+   * not to. `detail.reason` says why for people, `detail.kind` to act on
+   * (`'broker_closed'`, `'io'` or `'protocol'`), with its wire `code` and,
+   * for `'io'`, the I/O error's `ioKind`.
+   */
+  disconnect: CustomEvent<DisconnectDetail>
   /** Connected again (subscriptions are restored): the broker's id for the new connection. */
   reconnect: CustomEvent<{ connectionId: bigint }>
   /** A reconnect attempt (from 1) failed; the next follows after a backoff. */

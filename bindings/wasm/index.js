@@ -161,9 +161,10 @@ export class Subscription extends subscriptionClass(EventTarget, {
 /**
  * A connection to a broker; create it with `connect`. An EventTarget of the
  * connection's changes, each a CustomEvent whose `detail` says more:
- * `'disconnect'` ({ reason }), `'reconnect'` ({ connectionId }, a bigint),
- * `'reconnectFailed'` ({ attempt, error }), `'serverError'` ({ error }, a
- * BlipMQError the broker sent that answers no call) and `'close'`.
+ * `'disconnect'` ({ reason, kind, code, ioKind }), `'reconnect'`
+ * ({ connectionId }, a bigint), `'reconnectFailed'` ({ attempt, error }),
+ * `'serverError'` ({ error }, a BlipMQError the broker sent that answers no
+ * call) and `'close'`.
  */
 export const Client = clientClass(EventTarget, {
   emit: (client, type, detail) => client.dispatchEvent(new CustomEvent(type, { detail })),

@@ -563,7 +563,7 @@ async fn read_loop(
         match reader.read(buf).await {
             Ok(0) => return DisconnectReason::broker_closed(),
             Ok(_) => {}
-            Err(e) => return DisconnectReason::io("read", e),
+            Err(e) => return DisconnectReason::read_failed(e),
         }
     }
 }

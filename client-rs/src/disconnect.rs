@@ -41,6 +41,23 @@ impl DisconnectReason {
         }
     }
 
+    /// What reading from the connection failed with: a broker that closed
+    /// the connection and said why ([`ClosedByBroker`], as a WebSocket
+    /// close frame does) is `BrokerClosed`, anything else `Io`.
+    pub(crate) fn read_failed(error: io::Error) -> DisconnectReason {
+        match error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ClosedByBroker>())
+        {
+            Some(closed) => DisconnectReason {
+                kind: DisconnectKind::BrokerClosed,
+                message: format!("the broker closed the connection: {}", closed.0),
+                source: None,
+            },
+            None => DisconnectReason::io("read", error),
+        }
+    }
+
     /// `what` failed with `error` (e.g. "read", "write", "resubscribe").
     pub(crate) fn io(what: &str, error: io::Error) -> DisconnectReason {
         DisconnectReason {
@@ -96,6 +113,23 @@ impl std::error::Error for DisconnectReason {
     }
 }
 
+/// The error a transport's reader returns when the broker closed the
+/// connection on purpose and said why (a WebSocket close frame with a code
+/// other than a plain 1000, which reads as the end of the stream): the
+/// same as a TCP broker that sends its Error frame and closes, so the
+/// disconnect is `BrokerClosed` on every transport.
+#[cfg_attr(not(all(feature = "web", target_arch = "wasm32")), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) struct ClosedByBroker(pub String);
+
+impl fmt::Display for ClosedByBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ClosedByBroker {}
+
 /// Equal when kind and message are: events compare without the I/O error
 /// object itself (which is not comparable).
 impl PartialEq for DisconnectReason {
@@ -135,5 +169,26 @@ mod tests {
         assert_eq!(bad.code(), ErrorCode::MalformedFrame);
         assert_ne!(closed, bad);
         assert_eq!(closed, DisconnectReason::broker_closed());
+    }
+
+    #[test]
+    fn a_read_ended_by_the_broker_saying_why_is_broker_closed() {
+        let said = DisconnectReason::read_failed(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            ClosedByBroker("close code 4501: protocol error 501: shutting down".into()),
+        ));
+        assert_eq!(said.kind(), DisconnectKind::BrokerClosed);
+        assert_eq!(said.code(), ErrorCode::ConnectionClosed);
+        assert!(said.source().is_none());
+        assert_eq!(
+            said.to_string(),
+            "the broker closed the connection: close code 4501: protocol error 501: shutting down"
+        );
+        let lost = DisconnectReason::read_failed(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "close code 1006: no connection, or it was lost",
+        ));
+        assert_eq!(lost.kind(), DisconnectKind::Io);
+        assert_eq!(lost.io_kind(), Some(io::ErrorKind::ConnectionAborted));
     }
 }

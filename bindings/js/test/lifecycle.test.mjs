@@ -12,7 +12,7 @@ const { BlipMQError, connect } = sdk
 v8.setFlagsFromString('--expose-gc')
 const gc = vm.runInNewContext('gc')
 
-test('the client reconnects and resubscribes after a broker restart, and says so in events', async () => {
+test('the client reconnects and resubscribes after a broker restart, and says so in events (a broker_closed disconnect)', async () => {
   const broker = await startBroker()
   const client = await connect(address(broker))
   const events = []
@@ -38,6 +38,10 @@ test('the client reconnects and resubscribes after a broker restart, and says so
     assert.equal(disconnectType, 'disconnect')
     assert.equal(typeof disconnect.reason, 'string')
     assert.ok(disconnect.reason.length > 0, 'a disconnect says why')
+    // ... and why as a type: the broker closed the connection.
+    assert.equal(disconnect.kind, 'broker_closed')
+    assert.equal(disconnect.code, 602)
+    assert.equal(disconnect.ioKind, undefined)
     // Publish until the resubscribed subscription sees one: QoS 0 messages
     // sent while the client is still reconnecting may be lost.
     let message = null

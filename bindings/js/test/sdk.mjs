@@ -38,7 +38,7 @@ export const text = (value) => decoder.decode(value)
 // The detail of each client event, in the order Node's EventEmitter passes
 // them as arguments (browsers dispatch a CustomEvent with them as `detail`).
 const EVENT_FIELDS = {
-  disconnect: ['reason'],
+  disconnect: ['reason', 'kind', 'code', 'ioKind'],
   reconnect: ['connectionId'],
   reconnectFailed: ['attempt', 'error'],
   serverError: ['error'],

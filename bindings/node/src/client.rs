@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use blipmq::foreign::{queue_stopped, CallQueue, Publishing};
-use blipmq::{Client, ClientEvent, PublishBatch, PublishConfirm, Qos};
+use blipmq::foreign::{queue_stopped, CallQueue, ForeignEvent, Publishing};
+use blipmq::{Client, PublishBatch, PublishConfirm, Qos};
 use bytes::Bytes;
 use futures::StreamExt;
 use napi::bindgen_prelude::{
@@ -289,7 +289,7 @@ impl NativeClient {
             .callee_handled::<false>()
             .weak::<true>()
             .build()?;
-        let mut events = Box::pin(self.client().events());
+        let mut events = Box::pin(blipmq::foreign::events(self.client()));
         // The stream ends after `Closed`.
         napi::bindgen_prelude::spawn(async move {
             while let Some(event) = events.next().await {
@@ -323,61 +323,41 @@ fn qos(value: Option<u8>) -> Result<Qos, Failure> {
     }
 }
 
-/// A change of the client's connection (`ClientEvent`), as `index.js`
-/// turns it into a `Client` event: `kind` is `connected`, `disconnected`,
-/// `reconnectFailed`, `serverError` or `closed`, and the fields of that
-/// kind are set.
+/// A change of the client's connection (`blipmq::foreign::ForeignEvent`),
+/// as `@blipmq/core`'s client.js turns it into a `Client` event: `kind` is
+/// `connected`, `disconnected`, `reconnect_failed`, `server_error` or
+/// `closed`, and the fields of that kind are set.
 #[napi(object, object_from_js = false)]
 pub struct NativeEvent {
     pub kind: String,
     /// `connected`: the broker's id for the new connection.
     pub connection_id: Option<BigInt>,
-    /// `disconnected`: why the connection ended.
-    pub reason: Option<String>,
-    /// `reconnectFailed`: which attempt failed (from 1), and why.
+    /// `reconnect_failed`: which attempt failed (from 1).
     pub attempt: Option<u32>,
-    pub error: Option<String>,
-    /// `serverError`: the error frame's code, the code's name and its text.
+    /// Why the connection ended (`disconnected`), why the attempt failed
+    /// (`reconnect_failed`), the broker's words (`server_error`).
+    pub message: Option<String>,
+    /// `server_error`: the error frame's code; `disconnected`: the code that
+    /// goes with the reason. With the code's name.
     pub code: Option<u32>,
     pub code_name: Option<String>,
-    pub message: Option<String>,
+    /// `disconnected`: `broker_closed`, `io` or `protocol`, and for `io`
+    /// the I/O error's kind (`connection_reset`, ...).
+    pub disconnect_kind: Option<String>,
+    pub io_kind: Option<String>,
 }
 
-impl From<ClientEvent> for NativeEvent {
-    fn from(event: ClientEvent) -> NativeEvent {
-        let mut native = NativeEvent {
-            kind: String::new(),
-            connection_id: None,
-            reason: None,
-            attempt: None,
-            error: None,
-            code: None,
-            code_name: None,
-            message: None,
-        };
-        native.kind = match event {
-            ClientEvent::Connected { connection_id } => {
-                native.connection_id = Some(BigInt::from(connection_id));
-                "connected"
-            }
-            ClientEvent::Disconnected { reason } => {
-                native.reason = Some(reason.to_string());
-                "disconnected"
-            }
-            ClientEvent::ReconnectFailed { attempt, error } => {
-                native.attempt = Some(attempt);
-                native.error = Some(error);
-                "reconnectFailed"
-            }
-            ClientEvent::ServerError { code, message } => {
-                native.code = Some(u32::from(code.0));
-                native.code_name = Some(blipmq_protocol::error_code_name(code).to_string());
-                native.message = Some(message);
-                "serverError"
-            }
-            ClientEvent::Closed => "closed",
+impl From<ForeignEvent> for NativeEvent {
+    fn from(event: ForeignEvent) -> NativeEvent {
+        NativeEvent {
+            kind: event.kind.name().to_string(),
+            connection_id: event.connection_id.map(BigInt::from),
+            attempt: event.attempt,
+            code: event.code.map(|code| u32::from(code.0)),
+            code_name: event.code_name().map(str::to_string),
+            disconnect_kind: event.disconnect.as_ref().map(|d| d.kind_name().to_string()),
+            io_kind: event.disconnect.as_ref().and_then(|d| d.io_kind_name()),
+            message: event.message,
         }
-        .to_string();
-        native
     }
 }

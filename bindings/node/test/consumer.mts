@@ -7,6 +7,7 @@ import {
   InvalidTopicError,
   connect,
   type Client,
+  type DisconnectKind,
   type Message,
   type PublishOptions,
   type Subscription,
@@ -29,6 +30,10 @@ export async function example(addr: string): Promise<void> {
   void none
   client.on('reconnect', (connectionId: bigint) => console.log(connectionId))
   client.on('disconnect', (reason: string) => console.log(reason))
+  client.on('disconnect', (reason: string, kind: DisconnectKind, code: number, ioKind: string | undefined) => {
+    const known: 'broker_closed' | 'io' | 'protocol' = kind
+    console.log(reason, known, code + 1, ioKind?.length)
+  })
   client.on('reconnectFailed', (attempt: number, error: string) => console.log(attempt, error))
   client.once('serverError', (error: BlipMQError) => console.log(error.code, error.codeName))
   client.on('close', () => console.log('closed'))

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { createRequire } from 'node:module'
+import net from 'node:net'
 import { test } from 'node:test'
 
 import { BlipMQError, connect } from 'blipmq'
@@ -23,6 +24,60 @@ test('require() loads the same API as import', async () => {
   for (const [name, value] of Object.entries(cjs)) assert.equal(esm[name], value, name)
   assert.equal(typeof cjs.Headers, 'function')
 })
+
+test("a broker that sends garbage is a 'protocol' disconnect", async () => {
+  const broker = await startBroker()
+  // A fake broker in front of the real one: it passes the handshake on,
+  // then (once the test listens) sends a frame whose body is not an Envelope.
+  let sendGarbage
+  const listening = new Promise((resolve) => (sendGarbage = resolve))
+  const sockets = []
+  const fake = net.createServer(async (socket) => {
+    const upstream = net.connect(broker.port, '127.0.0.1')
+    for (const end of [socket, upstream]) {
+      sockets.push(end)
+      end.on('error', () => {}) // a reset as the client gives up is expected
+    }
+    const [fromClient, fromBroker] = [frames(socket), frames(upstream)]
+    upstream.write((await fromClient.next()).value) // Hello
+    socket.write((await fromBroker.next()).value) // Welcome
+    await listening
+    socket.write(Buffer.from([8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4]))
+  })
+  fake.listen(0, '127.0.0.1')
+  await once(fake, 'listening')
+  const client = await connect(`127.0.0.1:${fake.address().port}`, { reconnect: false })
+  try {
+    const disconnected = once(client, 'disconnect')
+    const closed = once(client, 'close')
+    sendGarbage()
+    const [reason, kind, code, ioKind] = await disconnected
+    assert.equal(kind, 'protocol')
+    assert.equal(code, 100)
+    assert.equal(ioKind, undefined)
+    assert.match(reason, /bad frame/)
+    await closed
+    assert.equal(client.status, 'closed')
+  } finally {
+    await client.close()
+    for (const socket of sockets) socket.destroy()
+    fake.close()
+    await broker.stop()
+  }
+})
+
+/** The length-prefixed frames read from `socket`, each with its prefix. */
+async function* frames(socket) {
+  let buffered = Buffer.alloc(0)
+  for await (const chunk of socket) {
+    buffered = Buffer.concat([buffered, chunk])
+    while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32LE(0)) {
+      const end = 4 + buffered.readUInt32LE(0)
+      yield buffered.subarray(0, end)
+      buffered = buffered.subarray(end)
+    }
+  }
+}
 
 test('while the broker stays away, each failed reconnect attempt is an event', async () => {
   const broker = await startBroker()

@@ -126,7 +126,7 @@ impl Client {
 
     /// The connection's changes from now on (see `events.rs`).
     fn events(&self) -> Events {
-        Events::new(self.client().events())
+        Events::new(blipmq::foreign::events(self.client()))
     }
 
     /// Publish; resolves to `None` at QoS 0 and to the message id at QoS 1.

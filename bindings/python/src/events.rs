@@ -1,11 +1,11 @@
 //! `Client.events()`: the changes of a client's connection (client-rs's
-//! `ClientEvent`s), one awaitable at a time. `blipmq/_events.py` turns each
-//! into its public class.
+//! `ClientEvent`s, as `blipmq::foreign::ForeignEvent`s), one awaitable at a
+//! time. `blipmq/_events.py` turns each into its public class.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use blipmq::ClientEvent;
+use blipmq::foreign::{EventKind, ForeignDisconnect, ForeignEvent};
 use futures::{Stream, StreamExt};
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
@@ -14,7 +14,7 @@ use tokio::sync::Mutex;
 use crate::error::{client_closed, timed_out};
 use crate::subscription::{duration, within};
 
-type EventStream = Pin<Box<dyn Stream<Item = ClientEvent> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = ForeignEvent> + Send>>;
 
 /// The events of one client from the moment `Client.events()` was called;
 /// ends after the client's `Closed` event. Each call of `events()` gets
@@ -26,7 +26,7 @@ pub struct Events {
 }
 
 impl Events {
-    pub fn new(stream: impl Stream<Item = ClientEvent> + Send + 'static) -> Events {
+    pub fn new(stream: impl Stream<Item = ForeignEvent> + Send + 'static) -> Events {
         Events {
             stream: Arc::new(Mutex::new(Box::pin(stream))),
         }
@@ -57,25 +57,33 @@ impl Events {
     }
 }
 
-/// `(kind, *fields)`: `("reconnected", connection_id)`,
-/// `("disconnected", reason)`, `("reconnect_failed", attempt, error)`,
+/// `(kind, *fields)`: `("connected", connection_id)`,
+/// `("disconnected", reason, disconnect_kind, code, io_kind)`,
+/// `("reconnect_failed", attempt, error)`,
 /// `("server_error", code, code_name, message)`, `("closed",)`.
-fn to_tuple(event: ClientEvent) -> PyResult<Py<PyAny>> {
-    Python::attach(|py| match event {
-        ClientEvent::Connected { connection_id } => ("reconnected", connection_id).into_py_any(py),
-        ClientEvent::Disconnected { reason } => {
-            ("disconnected", reason.to_string()).into_py_any(py)
+fn to_tuple(event: ForeignEvent) -> PyResult<Py<PyAny>> {
+    let kind = event.kind.name();
+    Python::attach(|py| match event.kind {
+        EventKind::Connected => (kind, event.connection_id).into_py_any(py),
+        EventKind::Disconnected => {
+            let disconnect = event.disconnect.as_ref();
+            (
+                kind,
+                event.message,
+                disconnect.map(ForeignDisconnect::kind_name),
+                event.code.map(|code| code.0),
+                disconnect.and_then(ForeignDisconnect::io_kind_name),
+            )
+                .into_py_any(py)
         }
-        ClientEvent::ReconnectFailed { attempt, error } => {
-            ("reconnect_failed", attempt, error).into_py_any(py)
-        }
-        ClientEvent::ServerError { code, message } => (
-            "server_error",
-            code.0,
-            code.variant_name().unwrap_or("Unknown"),
-            message,
+        EventKind::ReconnectFailed => (kind, event.attempt, event.message).into_py_any(py),
+        EventKind::ServerError => (
+            kind,
+            event.code.map(|code| code.0),
+            event.code_name(),
+            event.message,
         )
             .into_py_any(py),
-        ClientEvent::Closed => ("closed",).into_py_any(py),
+        EventKind::Closed => (kind,).into_py_any(py),
     })
 }

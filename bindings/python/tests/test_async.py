@@ -350,6 +350,8 @@ async def test_events_of_a_broker_restart_in_order(broker) -> None:  # type: ign
         assert shutdown.error.name == "ShuttingDown"
         assert str(shutdown.error).startswith("ShuttingDown (")
         assert isinstance(disconnected, blipmq.Disconnected) and disconnected.reason
+        # ... and why as a type: the broker closed the connection.
+        assert (disconnected.kind, disconnected.code, disconnected.io_kind) == ("broker_closed", 602, None)
         for attempt in failed:
             assert isinstance(attempt, blipmq.ReconnectFailed), failed
             assert attempt.attempt >= 1 and attempt.error
@@ -359,6 +361,43 @@ async def test_events_of_a_broker_restart_in_order(broker) -> None:  # type: ign
     assert [event async for event in events] == [blipmq.Closed()]
     with pytest.raises(blipmq.ClientClosedError):
         await events.next()
+
+
+async def test_a_broker_that_sends_garbage_is_a_protocol_disconnect(addr: str) -> None:
+    # A fake broker in front of the real one: it passes the handshake on,
+    # then (once the test listens for events) sends a frame whose body is
+    # not an Envelope.
+    host, port = addr.rsplit(":", 1)
+    listening = asyncio.Event()
+
+    async def read_frame(reader: asyncio.StreamReader) -> bytes:
+        prefix = await reader.readexactly(4)
+        return prefix + await reader.readexactly(int.from_bytes(prefix, "little"))
+
+    async def fake(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        broker_reader, broker_writer = await asyncio.open_connection(host, int(port))
+        broker_writer.write(await read_frame(client_reader))  # Hello
+        client_writer.write(await read_frame(broker_reader))  # Welcome
+        await listening.wait()
+        client_writer.write(bytes([8, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 1, 2, 3, 4]))
+        await client_reader.read()  # until the client gives up on it
+        for writer in (client_writer, broker_writer):
+            writer.close()
+
+    server = await asyncio.start_server(fake, "127.0.0.1", 0)
+    try:
+        fake_addr = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+        client = await blipmq.connect(fake_addr, reconnect=False)
+        events = client.events()
+        listening.set()
+        disconnected = await events.next(timeout=10)
+        assert isinstance(disconnected, blipmq.Disconnected), disconnected
+        assert (disconnected.kind, disconnected.code, disconnected.io_kind) == ("protocol", 100, None)
+        assert "bad frame" in disconnected.reason, disconnected.reason
+        assert await events.next(timeout=10) == blipmq.Closed()
+        await client.close()
+    finally:
+        server.close()
 
 
 async def test_each_failed_reconnect_attempt_is_an_event(broker) -> None:  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ def test_public_names_are_documented() -> None:
     assert blipmq.__version__
     for name in blipmq.__all__:
         item = getattr(blipmq, name)
-        if name in ("Headers", "ClientEvent"):  # type aliases, documented in their modules
+        if name in ("Headers", "ClientEvent", "DisconnectKind"):  # type aliases, documented in their modules
             continue
         assert item.__doc__, name
         for attr, member in vars(item).items() if isinstance(item, type) else []:
@@ -92,6 +92,9 @@ def test_public_api_type_checks(tmp_path: Path) -> None:
                 for event in client.events():
                     if isinstance(event, blipmq.Disconnected):
                         reason: str = event.reason
+                        why: Optional[blipmq.DisconnectKind] = event.kind
+                        wire: Optional[int] = event.code
+                        io: Optional[str] = event.io_kind
             try:
                 pass
             except blipmq.BlipMQError as e:

@@ -300,7 +300,7 @@ impl NativeClient {
 
     /// The connection's changes from this call on (see `events.rs`).
     pub fn events(&self) -> Arc<NativeEvents> {
-        Arc::new(NativeEvents::new(self.client.events()))
+        Arc::new(NativeEvents::new(blipmq::foreign::events(&self.client)))
     }
 
     /// The largest payload the broker accepts (from its handshake).

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blipmq::foreign::{queue_stopped, CallQueue, Publishing};
+use blipmq::foreign::{queue_stopped, CallQueue, ForeignEvent, Publishing};
 use blipmq::transport::{WebRuntime, WebSocketConnector};
-use blipmq::{Client, ClientEvent, ConnectionStatus, Headers, PublishConfirm, Qos};
+use blipmq::{Client, ConnectionStatus, Headers, PublishConfirm, Qos};
 use bytes::Bytes;
 use futures::StreamExt;
 use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
@@ -166,7 +166,7 @@ impl NativeClient {
     /// (`{ kind, ... }`: see `event_to_js`), until the client has closed.
     #[wasm_bindgen(js_name = onEvent)]
     pub fn on_event(&self, callback: Function) {
-        let mut events = Box::pin(self.client().events());
+        let mut events = Box::pin(blipmq::foreign::events(self.client()));
         // The stream ends after `Closed`.
         spawn_local(async move {
             while let Some(event) = events.next().await {
@@ -223,41 +223,31 @@ fn qos_of(value: u8) -> Result<Qos, JsValue> {
     Qos::from_wire(value).ok_or_else(|| invalid_argument(format!("qos {value} is not 0 or 1")))
 }
 
-/// A `ClientEvent` as a plain object for `index.js`: `kind` is
-/// `connected` (`connectionId`), `disconnected` (`reason`),
-/// `reconnectFailed` (`attempt`, `error`), `serverError` (`code`,
-/// `codeName`, `message`) or `closed`.
-fn event_to_js(event: ClientEvent) -> JsValue {
+/// A `ForeignEvent` as a plain object for `@blipmq/core`'s client.js:
+/// `kind` is `connected` (`connectionId`), `disconnected` (`message`,
+/// `code`, `codeName`, `disconnectKind`, and `ioKind` for an I/O failure),
+/// `reconnect_failed` (`attempt`, `message`), `server_error` (`code`,
+/// `codeName`, `message`) or `closed`: the fields Node's `NativeEvent` has.
+fn event_to_js(event: ForeignEvent) -> JsValue {
     let object = Object::new();
-    let set = |key: &str, value: JsValue| {
-        // Setting a property on a fresh plain object cannot fail.
-        let _ = Reflect::set(&object, &JsValue::from_str(key), &value);
+    let set = |key: &str, value: Option<JsValue>| {
+        if let Some(value) = value {
+            // Setting a property on a fresh plain object cannot fail.
+            let _ = Reflect::set(&object, &JsValue::from_str(key), &value);
+        }
     };
-    let kind = match event {
-        ClientEvent::Connected { connection_id } => {
-            set("connectionId", JsValue::from(connection_id));
-            "connected"
-        }
-        ClientEvent::Disconnected { reason } => {
-            set("reason", JsValue::from(reason.to_string()));
-            "disconnected"
-        }
-        ClientEvent::ReconnectFailed { attempt, error } => {
-            set("attempt", JsValue::from(attempt));
-            set("error", JsValue::from(error));
-            "reconnectFailed"
-        }
-        ClientEvent::ServerError { code, message } => {
-            set("code", JsValue::from(code.0));
-            set(
-                "codeName",
-                JsValue::from(blipmq_protocol::error_code_name(code)),
-            );
-            set("message", JsValue::from(message));
-            "serverError"
-        }
-        ClientEvent::Closed => "closed",
-    };
-    set("kind", JsValue::from(kind));
+    set("kind", Some(JsValue::from(event.kind.name())));
+    set("connectionId", event.connection_id.map(JsValue::from));
+    set("attempt", event.attempt.map(JsValue::from));
+    set("code", event.code.map(|code| JsValue::from(code.0)));
+    set("codeName", event.code_name().map(JsValue::from));
+    if let Some(disconnect) = &event.disconnect {
+        set(
+            "disconnectKind",
+            Some(JsValue::from(disconnect.kind_name())),
+        );
+        set("ioKind", disconnect.io_kind_name().map(JsValue::from));
+    }
+    set("message", event.message.map(JsValue::from));
     object.into()
 }

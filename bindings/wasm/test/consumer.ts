@@ -8,6 +8,8 @@ import {
   connect,
   load,
   type Client,
+  type DisconnectDetail,
+  type DisconnectKind,
   type Message,
   type PublishOptions,
   type Subscription,
@@ -26,6 +28,11 @@ export async function example(url: string): Promise<void> {
   const first: Message | null = await subscription.next({ timeoutMs: 100 })
   client.addEventListener('reconnect', (event) => console.log(event.detail.connectionId + 1n))
   client.addEventListener('disconnect', (event) => console.log(event.detail.reason.length))
+  client.addEventListener('disconnect', (event) => {
+    const kind: DisconnectKind = event.detail.kind
+    const detail: DisconnectDetail = event.detail
+    console.log(kind === 'broker_closed', detail.code + 1, detail.ioKind?.length)
+  })
   client.addEventListener('reconnectFailed', (event) => console.log(event.detail.attempt, event.detail.error))
   client.addEventListener('serverError', (event) => console.log(event.detail.error.code))
   client.addEventListener('close', () => console.log('closed'))

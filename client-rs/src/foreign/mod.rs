@@ -15,17 +15,30 @@
 //!   nothing waits before it, and otherwise behind the calls before it,
 //!   waiting only for its place in the outgoing queue (never for a
 //!   confirm), so QoS 1 publishes are in flight together.
+//! - [`ForeignEvent`]: a [`crate::ClientEvent`] as one flat record (kind,
+//!   text, code, the typed disconnect reason), from [`events`]: each binding
+//!   copies its fields into its runtime's shape.
 //!
 //! Nothing here depends on a runtime: timeouts go through the client's own
 //! [`crate::transport::Runtime`], so the same code serves tokio and the
 //! browser.
 
 mod calls;
+mod events;
 mod options;
 mod subscription;
 #[cfg(all(test, feature = "tokio"))]
 mod tests;
 
 pub use calls::{queue_stopped, CallQueue, Publishing};
+pub use events::{EventKind, ForeignDisconnect, ForeignEvent};
 pub use options::ConnectOptions;
 pub use subscription::{Claimable, Received, SharedSubscription};
+
+/// The events of `client` from now on as [`ForeignEvent`]s; the stream
+/// ends after `Closed` (see [`crate::Client::events`]).
+pub fn events(
+    client: &crate::Client,
+) -> impl futures::Stream<Item = ForeignEvent> + Send + 'static + use<> {
+    futures::StreamExt::map(client.events(), ForeignEvent::from)
+}

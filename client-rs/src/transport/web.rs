@@ -28,6 +28,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
 
 use super::{BoxFuture, Connector, Runtime, TransportReader, TransportWriter};
+use crate::disconnect::ClosedByBroker;
 
 /// Bytes the host may hold unsent before a write waits for them to drain,
 /// so a fast publisher cannot grow the host's send buffer without bound.
@@ -280,10 +281,16 @@ impl TransportReader for WsReader {
             match &state.closed {
                 // A plain close is the end of the stream; any other code
                 // says why (an Error frame, when there was one, came first).
+                // 1006 and 1015 are the host's: no close frame came, the
+                // connection was lost; any other is the broker's close.
                 Some((1000, _)) => Poll::Ready(Ok(0)),
-                Some((code, reason)) => Poll::Ready(Err(io::Error::new(
+                Some((code @ (1006 | 1015), reason)) => Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     describe(*code, reason),
+                ))),
+                Some((code, reason)) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    ClosedByBroker(describe(*code, reason)),
                 ))),
                 None => {
                     state.waker = Some(cx.waker().clone());

@@ -16,6 +16,7 @@ from ._errors import *  # noqa: F403 (one class per wire code, generated)
 from ._events import (
     ClientEvent,
     Closed,
+    DisconnectKind,
     Disconnected,
     Events,
     ReconnectFailed,
@@ -32,6 +33,7 @@ __all__ = [
     "Client",
     "ClientEvent",
     "Closed",
+    "DisconnectKind",
     "Disconnected",
     "Events",
     "Headers",

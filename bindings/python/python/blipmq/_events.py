@@ -4,6 +4,8 @@ Each kind is a small frozen dataclass, so ``match`` can take them apart::
 
     async for event in client.events():
         match event:
+            case blipmq.Disconnected(kind="protocol", reason=reason):
+                log.error("the broker sent garbage: %s", reason)
             case blipmq.Disconnected(reason=reason):
                 log.warning("lost the broker: %s", reason)
             case blipmq.Reconnected():
@@ -13,7 +15,7 @@ Each kind is a small frozen dataclass, so ``match`` can take them apart::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Literal, Optional, Tuple, Union
 
 from . import _native
 from ._errors import BlipMQError, ClientClosedError, error_from_code
@@ -29,12 +31,30 @@ class Reconnected:
     connection_id: int
 
 
+DisconnectKind = Literal["broker_closed", "io", "protocol"]
+"""Why a connection ended: the broker closed it (a restart, a limit, a
+keepalive it did not get an answer to), reading or writing failed, or the
+broker sent bytes that are not frames."""
+
+
 @dataclass(frozen=True)
 class Disconnected:
     """The connection was lost; the client reconnects with backoff unless
-    it was made with ``reconnect=False``."""
+    it was made with ``reconnect=False``.
+
+    ``reason`` says why for people; ``kind`` says why to act on
+    (:data:`DisconnectKind`); ``code`` is the wire code that goes with it,
+    the one calls cut short by the disconnect fail with: 100
+    (``MalformedFrame``) for ``"protocol"``, 602 (``ConnectionClosed``)
+    otherwise; ``io_kind``, for ``"io"``, is the I/O error's kind
+    (``"connection_reset"``, ``"timed_out"``, ...). The client always sets
+    ``kind`` and ``code``; they are ``None`` only in an event made by hand
+    as ``Disconnected(reason)``."""
 
     reason: str
+    kind: Optional[DisconnectKind] = None
+    code: Optional[int] = None
+    io_kind: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -66,10 +86,11 @@ ClientEvent = Union[Reconnected, Disconnected, ReconnectFailed, ServerError, Clo
 
 def _from_native(raw: Tuple[Any, ...]) -> ClientEvent:
     kind = raw[0]
-    if kind == "reconnected":
+    if kind == "connected":
         return Reconnected(int(raw[1]))
     if kind == "disconnected":
-        return Disconnected(str(raw[1]))
+        reason, disconnect_kind, code, io_kind = raw[1:]
+        return Disconnected(str(reason), disconnect_kind, code, io_kind)
     if kind == "reconnect_failed":
         return ReconnectFailed(int(raw[1]), str(raw[2]))
     if kind == "server_error":

@@ -2350,9 +2350,12 @@ public enum ClientEvent: Equatable, Hashable {
     )
     /**
      * The connection was lost; the client reconnects with backoff unless
-     * reconnecting is off.
+     * reconnecting is off. `reason` says why for people, `kind` why to act
+     * on; `code` is the wire code that goes with it (MalformedFrame for
+     * `Protocol`, ConnectionClosed otherwise); `io_kind`, for `Io`, is the
+     * I/O error's kind in snake case (`connection_reset`, ...).
      */
-    case disconnected(reason: String
+    case disconnected(reason: String, kind: DisconnectKind, code: UInt16, ioKind: String?
     )
     /**
      * Reconnect attempt `attempt` (from 1) failed; the next follows after a
@@ -2394,7 +2397,7 @@ public struct FfiConverterTypeClientEvent: FfiConverterRustBuffer {
         case 1: return .reconnected(connectionId: try FfiConverterUInt64.read(from: &buf)
         )
         
-        case 2: return .disconnected(reason: try FfiConverterString.read(from: &buf)
+        case 2: return .disconnected(reason: try FfiConverterString.read(from: &buf), kind: try FfiConverterTypeDisconnectKind.read(from: &buf), code: try FfiConverterUInt16.read(from: &buf), ioKind: try FfiConverterOptionString.read(from: &buf)
         )
         
         case 3: return .reconnectFailed(attempt: try FfiConverterUInt32.read(from: &buf), error: try FfiConverterString.read(from: &buf)
@@ -2418,9 +2421,12 @@ public struct FfiConverterTypeClientEvent: FfiConverterRustBuffer {
             FfiConverterUInt64.write(connectionId, into: &buf)
             
         
-        case let .disconnected(reason):
+        case let .disconnected(reason,kind,code,ioKind):
             writeInt(&buf, Int32(2))
             FfiConverterString.write(reason, into: &buf)
+            FfiConverterTypeDisconnectKind.write(kind, into: &buf)
+            FfiConverterUInt16.write(code, into: &buf)
+            FfiConverterOptionString.write(ioKind, into: &buf)
             
         
         case let .reconnectFailed(attempt,error):
@@ -2533,6 +2539,92 @@ public func FfiConverterTypeConnectionStatus_lift(_ buf: RustBuffer) throws -> C
 #endif
 public func FfiConverterTypeConnectionStatus_lower(_ value: ConnectionStatus) -> RustBuffer {
     return FfiConverterTypeConnectionStatus.lower(value)
+}
+
+
+
+/**
+ * What ended a connection.
+ */
+
+public enum DisconnectKind: Equatable, Hashable {
+    
+    /**
+     * The broker closed the connection (a restart, a limit, a keepalive
+     * that went unanswered).
+     */
+    case brokerClosed
+    /**
+     * Reading from or writing to the connection failed.
+     */
+    case io
+    /**
+     * The broker sent bytes that are not frames.
+     */
+    case `protocol`
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension DisconnectKind: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDisconnectKind: FfiConverterRustBuffer {
+    typealias SwiftType = DisconnectKind
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DisconnectKind {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .brokerClosed
+        
+        case 2: return .io
+        
+        case 3: return .`protocol`
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: DisconnectKind, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .brokerClosed:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .io:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .`protocol`:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDisconnectKind_lift(_ buf: RustBuffer) throws -> DisconnectKind {
+    return try FfiConverterTypeDisconnectKind.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDisconnectKind_lower(_ value: DisconnectKind) -> RustBuffer {
+    return FfiConverterTypeDisconnectKind.lower(value)
 }
 
 

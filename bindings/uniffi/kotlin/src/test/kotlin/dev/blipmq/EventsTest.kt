@@ -16,7 +16,7 @@ import org.junit.jupiter.api.assertThrows
 
 class EventsTest {
     @Test
-    fun `a broker restart is told in order, and the flow completes after the close`(): Unit = runBlocking {
+    fun `a broker restart is told in order (a BROKER_CLOSED disconnect), and the flow completes after the close`(): Unit = runBlocking {
         Broker().use { broker ->
             val client = BlipMQ.connect(broker.addr)
             val events = client.events()
@@ -35,6 +35,11 @@ class EventsTest {
                 assertTrue(error.message!!.startsWith("ShuttingDown ("), error.message)
                 val disconnected = seen.receive()
                 assertTrue(disconnected is ClientEvent.Disconnected && disconnected.reason.isNotEmpty(), "$disconnected")
+                // ... and why as a type: the broker closed the connection.
+                val reason = disconnected as ClientEvent.Disconnected
+                assertEquals(DisconnectKind.BROKER_CLOSED, reason.kind)
+                assertEquals(602, reason.code)
+                assertNull(reason.ioKind)
                 var next = seen.receive()
                 while (next is ClientEvent.ReconnectFailed) {
                     assertTrue(next.attempt >= 1 && next.error.isNotEmpty(), "$next")

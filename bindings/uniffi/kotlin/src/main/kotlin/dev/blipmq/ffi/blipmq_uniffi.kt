@@ -3728,10 +3728,16 @@ sealed class ClientEvent {
     
     /**
      * The connection was lost; the client reconnects with backoff unless
-     * reconnecting is off.
+     * reconnecting is off. `reason` says why for people, `kind` why to act
+     * on; `code` is the wire code that goes with it (MalformedFrame for
+     * `Protocol`, ConnectionClosed otherwise); `io_kind`, for `Io`, is the
+     * I/O error's kind in snake case (`connection_reset`, ...).
      */
     data class Disconnected(
-        val `reason`: kotlin.String) : ClientEvent()
+        val `reason`: kotlin.String, 
+        val `kind`: dev.blipmq.ffi.DisconnectKind, 
+        val `code`: kotlin.UShort, 
+        val `ioKind`: kotlin.String?) : ClientEvent()
         
     {
         
@@ -3793,6 +3799,9 @@ public object FfiConverterTypeClientEvent : FfiConverterRustBuffer<ClientEvent>{
                 )
             2 -> ClientEvent.Disconnected(
                 FfiConverterString.read(buf),
+                FfiConverterTypeDisconnectKind.read(buf),
+                FfiConverterUShort.read(buf),
+                FfiConverterOptionalString.read(buf),
                 )
             3 -> ClientEvent.ReconnectFailed(
                 FfiConverterUInt.read(buf),
@@ -3819,6 +3828,9 @@ public object FfiConverterTypeClientEvent : FfiConverterRustBuffer<ClientEvent>{
             (
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
+                + FfiConverterTypeDisconnectKind.allocationSize(value.`kind`)
+                + FfiConverterUShort.allocationSize(value.`code`)
+                + FfiConverterOptionalString.allocationSize(value.`ioKind`)
             )
         }
         is ClientEvent.ReconnectFailed -> {
@@ -3854,6 +3866,9 @@ public object FfiConverterTypeClientEvent : FfiConverterRustBuffer<ClientEvent>{
             is ClientEvent.Disconnected -> {
                 buf.putInt(2)
                 FfiConverterString.write(value.`reason`, buf)
+                FfiConverterTypeDisconnectKind.write(value.`kind`, buf)
+                FfiConverterUShort.write(value.`code`, buf)
+                FfiConverterOptionalString.write(value.`ioKind`, buf)
                 Unit
             }
             is ClientEvent.ReconnectFailed -> {
@@ -3912,6 +3927,54 @@ public object FfiConverterTypeConnectionStatus: FfiConverterRustBuffer<Connectio
     override fun allocationSize(value: ConnectionStatus) = 4UL
 
     override fun write(value: ConnectionStatus, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What ended a connection.
+ */
+
+enum class DisconnectKind {
+    
+    /**
+     * The broker closed the connection (a restart, a limit, a keepalive
+     * that went unanswered).
+     */
+    BROKER_CLOSED,
+    /**
+     * Reading from or writing to the connection failed.
+     */
+    IO,
+    /**
+     * The broker sent bytes that are not frames.
+     */
+    PROTOCOL;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDisconnectKind: FfiConverterRustBuffer<DisconnectKind> {
+    override fun read(buf: ByteBuffer) = try {
+        DisconnectKind.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: DisconnectKind) = 4UL
+
+    override fun write(value: DisconnectKind, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
