@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use blipmq_broker::wal::FsyncPolicy;
-use blipmq_broker::{run, Config, Listeners};
+use blipmq_broker::{run_and_notify, Config, Listeners};
 use tokio::sync::oneshot;
 
 use crate::durable_clients::{DurableSystem, DurableTarget, Place};
@@ -38,9 +38,23 @@ async fn start_broker(policy: FsyncPolicy) -> Broker {
         .unwrap()
         .to_string();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(run(listeners, config, async move {
-        let _ = stopped.await;
-    }));
+    let (ready, is_ready) = oneshot::channel::<()>();
+    tokio::spawn(run_and_notify(
+        listeners,
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+        move || {
+            let _ = ready.send(());
+        },
+    ));
+    // Until the log is recovered /metrics answers 503 (recovering): wait
+    // for the moment the binary prints its readiness line.
+    tokio::time::timeout(CAP, is_ready)
+        .await
+        .expect("the broker became ready")
+        .expect("the broker started");
     Broker {
         addr,
         metrics,
