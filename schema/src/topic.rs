@@ -124,7 +124,7 @@ pub fn matches(pattern: &str, topic: &str) -> bool {
 
 /// Whether every topic `inner` matches, `outer` matches too (both valid
 /// patterns or topics): the rule that lets a permission's allow pattern
-/// admit a subscription pattern. The `$` rule of [`matches`] holds: a
+/// admit a subscription pattern. The `$` rule of [`matches()`] holds: a
 /// wildcard first token covers no `$` topic.
 pub fn covers(outer: &str, inner: &str) -> bool {
     let (mut outer_tokens, mut inner_tokens) = (outer.split('.'), inner.split('.'));
