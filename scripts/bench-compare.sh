@@ -44,13 +44,7 @@ cargo build --release -q --bins -p blipmq-broker -p blipmq-bench
 # --- start the servers --------------------------------------------------------
 work="$(mktemp -d)"
 pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
 args=(--out bench/results)
@@ -141,7 +135,7 @@ say "done in $((SECONDS - started)) s"
 # BlipMQ and NATS over TLS (1→1, 1 KiB) and what TLS costs each, into
 # bench/results/tls.md; BENCH_SKIP_TLS=1 leaves it out.
 if [[ -z "${BENCH_SKIP_TLS:-}" ]]; then
-  cleanup
+  stop_servers
   pids=()
   trap - EXIT
   scripts/bench-tls.sh

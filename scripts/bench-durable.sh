@@ -46,13 +46,7 @@ fi
 
 work="$(mktemp -d "$REPO_ROOT/target/bench-durable.XXXXXX")"
 pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
 args=(--out bench/results)

@@ -32,48 +32,44 @@ cargo build -q -p blipmq-testkit
 
 work="$(mktemp -d)"
 pids=()
-cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap stop_servers EXIT
 trap 'exit 130' INT TERM
 
 target/debug/blipmq-test-pki "$work/pki" >/dev/null
 cert="$work/pki/broker.pem" key="$work/pki/broker.key" ca="$work/pki/ca.pem"
 
-# BlipMQ as bench-compare.sh runs it (block policy: lossless max rates),
-# once plain and once with [tls].
-start_blipmq() { # NAME [ENV...]
-  local name="$1"; shift
+# Each server is started here, not in a command substitution: a subshell
+# would keep its PID from `pids`, and stop_servers would leave it running.
+
+# start_blipmq VAR NAME [ENV...]: BlipMQ as bench-compare.sh runs it (block
+# policy: lossless max rates), its client address into VAR.
+start_blipmq() {
+  local var="$1" name="$2" ready
+  shift 2
   env BLIPMQ_SERVER_BIND_ADDR=127.0.0.1:0 BLIPMQ_METRICS_ENABLED=false \
     BLIPMQ_QUEUES_OVERFLOW_POLICY=block BLIPMQ_WAL_DIR="$work/$name-wal" RUST_LOG=warn "$@" \
     target/release/blipmq >"$work/$name.out" 2>"$work/$name.err" &
   pids+=($!)
-  local addr=""
-  for _ in $(seq 200); do
-    addr="$(sed -n 's/^blipmq ready clients=\([^ ]*\).*/\1/p' "$work/$name.out")"
-    [[ -n "$addr" ]] && break
-    sleep 0.05
-  done
-  [[ -n "$addr" ]] || { say "BlipMQ ($name) did not start:"; cat "$work/$name.err" >&2; exit 1; }
-  echo "$addr"
+  ready="$(wait_blipmq_ready "${pids[-1]}" "$work/$name.out")" ||
+    { say "BlipMQ ($name) did not start:"; cat "$work/$name.err" >&2; exit 1; }
+  printf -v "$var" '%s' "${ready%% *}"
 }
-plain_blipmq="$(start_blipmq plain)"
-tls_blipmq="$(start_blipmq tls BLIPMQ_TLS_CERT_FILE="$cert" BLIPMQ_TLS_KEY_FILE="$key")"
+start_blipmq plain_blipmq plain
+start_blipmq tls_blipmq tls BLIPMQ_TLS_CERT_FILE="$cert" BLIPMQ_TLS_KEY_FILE="$key"
 
-start_nats() { # NAME [ARGS...]
-  local name="$1" port; shift
+# start_nats VAR NAME [ARGS...]: nats-server on a free port, the port into VAR.
+start_nats() {
+  local var="$1" name="$2" port
+  shift 2
   port="$(free_port)"
   nats-server -a 127.0.0.1 -p "$port" "$@" >"$work/$name.log" 2>&1 &
   pids+=($!)
-  wait_port "${pids[-1]}" "$port" || { say "nats-server ($name) did not start"; cat "$work/$name.log" >&2; exit 1; }
-  echo "$port"
+  wait_port "${pids[-1]}" "$port" ||
+    { say "nats-server ($name) did not start"; cat "$work/$name.log" >&2; exit 1; }
+  printf -v "$var" '%s' "$port"
 }
-plain_nats="127.0.0.1:$(start_nats nats-plain)"
-tls_nats_port="$(start_nats nats-tls --tls --tlscert "$cert" --tlskey "$key")"
+start_nats plain_nats_port nats-plain
+start_nats tls_nats_port nats-tls --tls --tlscert "$cert" --tlskey "$key"
 
 bench() { # OUT-DIR [ARGS...]
   local out="$1"; shift
@@ -81,7 +77,7 @@ bench() { # OUT-DIR [ARGS...]
     --rounds "$rounds" --count "$count" --out "$out" "$@" >/dev/null
 }
 say "measuring plaintext"
-bench "$work/plain" --blipmq "$plain_blipmq" --nats "$plain_nats"
+bench "$work/plain" --blipmq "$plain_blipmq" --nats "127.0.0.1:$plain_nats_port"
 say "measuring TLS"
 bench "$work/tls" --tls-ca "$ca" --blipmq "tls://localhost:${tls_blipmq##*:}" \
   --nats "tls://localhost:$tls_nats_port"

@@ -1,8 +1,18 @@
-# Helpers shared by scripts/bench-compare.sh and scripts/bench-durable.sh:
+# Helpers shared by scripts/bench-compare.sh, bench-durable.sh and bench-tls.sh:
 # installing peers from Debian packages, free ports, waiting for a server,
 # versions. Source it; it defines functions only (and `say` if missing).
 
 declare -F say >/dev/null || say() { echo "bench: $*" >&2; }
+
+# stop_servers: kill the servers the script started (their PIDs in `pids`),
+# wait for them, and remove its scratch directory `$work`. The scripts set
+# `trap stop_servers EXIT` once `pids` and `work` exist.
+stop_servers() {
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 
 # install_debs PACKAGE...: apt-get install the ones given (sudo -n when not
 # root); a failure is reported, not fatal: the caller skips what is missing.
