@@ -113,10 +113,14 @@ impl Users {
     }
 
     /// Whether `user` is still here with the same key and rights (a reload
-    /// keeps the connections of users it did not change).
+    /// keeps the connections of users it did not change); the anonymous
+    /// user stays only while no key is required.
     pub fn still_has(&self, user: &User) -> bool {
-        !self.require_key() && user.name == "anonymous" && !user.admin
-            || self.users.iter().any(|(_, u)| **u == *user)
+        if self.require_key() {
+            self.users.iter().any(|(_, u)| **u == *user)
+        } else {
+            *user == User::anonymous()
+        }
     }
 }
 

@@ -275,15 +275,15 @@ pub async fn run_and_notify(
             warn!(%error, %peer, "cannot set TCP_NODELAY");
         }
         let metrics = &shared.metrics;
+        let listener_tls = match transport {
+            Transport::Tcp => clients_tls.as_ref(),
+            Transport::WebSocket => websocket_tls.as_ref(),
+        };
         let Ok(handshake) = shared.slots.handshakes.clone().try_acquire_owned() else {
             // Beyond the handshake budget: closed here and now, with no
             // upgrade and no task (LIMIT-21).
             inc(&metrics.handshakes_rejected);
-            let secure = match transport {
-                Transport::Tcp => clients_tls.is_some(),
-                Transport::WebSocket => websocket_tls.is_some(),
-            };
-            if !secure {
+            if listener_tls.is_none() {
                 // A TLS port has no plaintext way to say why: closed.
                 refuse_at_accept(&stream, transport, shared.config.server.max_handshakes);
             }
@@ -304,11 +304,7 @@ pub async fn run_and_notify(
         );
         let shared = shared.clone();
         let stop = stop.clone();
-        let acceptor = match transport {
-            Transport::Tcp => clients_tls.as_ref(),
-            Transport::WebSocket => websocket_tls.as_ref(),
-        }
-        .map(|tls| tls.acceptor());
+        let acceptor = listener_tls.map(|tls| tls.acceptor());
         tasks.spawn(async move {
             match (transport, acceptor) {
                 (Transport::Tcp, None) => {

@@ -268,6 +268,29 @@ async fn a_reload_closes_the_connections_of_removed_or_changed_users_only() {
     broker.stop().await;
 }
 
+#[tokio::test]
+async fn a_reload_keeps_anonymous_clients_until_keys_are_required() {
+    let broker = TestBroker::start().await;
+    let mut anonymous = broker.client().await;
+    // Nothing changed: the anonymous client goes on.
+    broker.auth.replace(Users::from_config(&Default::default()));
+    anonymous.publish("still.open", b"ok").await;
+    let before = anonymous.sync().await;
+    assert!(before
+        .iter()
+        .all(|b| !matches!(decode(b).unwrap(), Frame::Error(_))));
+    // Users now: a client without a key is no longer admitted.
+    let auth = blipmq_broker::config::AuthConfig {
+        users: users(),
+        ..Default::default()
+    };
+    broker.auth.replace(Users::from_config(&auth));
+    let (code, _, _) = anonymous.expect_error().await;
+    assert_eq!(code, ErrorCode::AuthFailed);
+    assert!(anonymous.expect_closed().await.is_empty());
+    broker.stop().await;
+}
+
 #[test]
 fn bad_user_entries_are_refused_naming_the_user() {
     let invalid = |text: &str| Config::from_toml(text).unwrap_err().to_string();
