@@ -3,67 +3,27 @@
 //! (ConnectFailed, kind Tls) each way it can go wrong. Certificates come
 //! from a PKI made at test time.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+mod common;
 
 use blipmq::tls::{Pem, TlsOptions};
 use blipmq::{Client, ConnectErrorKind, ErrorCode, ReconnectPolicy};
-use blipmq_broker::{run, Config, Listeners};
+use blipmq_broker::Config;
 use blipmq_testkit::{files, TestPki};
-use tokio::sync::oneshot;
+use common::{Broker, PATIENCE};
 
-const PATIENCE: Duration = Duration::from_secs(10);
-
-struct Broker {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    _data: tempfile::TempDir,
+/// A broker in this process whose client port speaks TLS with the PKI's
+/// broker certificate.
+async fn with_tls(pki: &TestPki, configure: impl FnOnce(&mut Config)) -> Broker {
+    Broker::start_with(|c| {
+        c.tls.cert_file = Some(pki.path(files::BROKER_CERT));
+        c.tls.key_file = Some(pki.path(files::BROKER_KEY));
+        configure(c);
+    })
+    .await
 }
 
-impl Broker {
-    async fn start(configure: impl FnOnce(&mut Config)) -> Broker {
-        let data = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.server.bind_addr = "127.0.0.1:0".parse().unwrap();
-        config.metrics.enabled = false;
-        config.wal.dir = data.path().join("wal");
-        configure(&mut config);
-        let listeners = Listeners::bind(&config).await.expect("bind");
-        let addr = listeners.clients.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listeners, config, async move {
-            let _ = stopped.await;
-        }));
-        Broker {
-            addr,
-            stop,
-            task,
-            _data: data,
-        }
-    }
-
-    async fn with_tls(pki: &TestPki, configure: impl FnOnce(&mut Config)) -> Broker {
-        Broker::start(|c| {
-            c.tls.cert_file = Some(pki.path(files::BROKER_CERT));
-            c.tls.key_file = Some(pki.path(files::BROKER_KEY));
-            configure(c);
-        })
-        .await
-    }
-
-    fn tls_url(&self) -> String {
-        format!("tls://localhost:{}", self.addr.port())
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        tokio::time::timeout(PATIENCE, self.task)
-            .await
-            .expect("broker stops")
-            .unwrap()
-            .unwrap();
-    }
+fn tls_url(broker: &Broker) -> String {
+    format!("tls://localhost:{}", broker.addr.port())
 }
 
 fn trusting(pki: &TestPki, ca: &str) -> TlsOptions {
@@ -86,8 +46,8 @@ async fn connect(url: &str, tls: Option<TlsOptions>) -> Result<Client, blipmq::C
 #[tokio::test]
 async fn publishes_and_receives_over_tls_with_a_ca_file() {
     let pki = TestPki::generate();
-    let broker = Broker::with_tls(&pki, |_| {}).await;
-    let client = connect(&broker.tls_url(), Some(trusting(&pki, files::CA)))
+    let broker = with_tls(&pki, |_| {}).await;
+    let client = connect(&tls_url(&broker), Some(trusting(&pki, files::CA)))
         .await
         .expect("TLS with the test CA");
     let mut subscription = client.subscribe("secure.>").await.unwrap();
@@ -125,8 +85,8 @@ async fn refused(url: &str, tls: Option<TlsOptions>, reason: &str) {
 #[tokio::test]
 async fn an_untrusted_misnamed_or_expired_broker_is_refused_with_the_reason() {
     let pki = TestPki::generate();
-    let broker = Broker::with_tls(&pki, |_| {}).await;
-    let url = broker.tls_url();
+    let broker = with_tls(&pki, |_| {}).await;
+    let url = tls_url(&broker);
     refused(&url, Some(trusting(&pki, files::OTHER_CA)), "UnknownIssuer").await;
     let wrong_name = TlsOptions {
         server_name: Some("blipmq.invalid".into()),
@@ -137,13 +97,13 @@ async fn an_untrusted_misnamed_or_expired_broker_is_refused_with_the_reason() {
     refused(&url, None, "TLS handshake").await;
     broker.stop().await;
 
-    let expired = Broker::with_tls(&pki, |c| {
+    let expired = with_tls(&pki, |c| {
         c.tls.cert_file = Some(pki.path(files::EXPIRED_CERT));
         c.tls.key_file = Some(pki.path(files::EXPIRED_KEY));
     })
     .await;
     refused(
-        &expired.tls_url(),
+        &tls_url(&expired),
         Some(trusting(&pki, files::CA)),
         "expired",
     )
@@ -154,12 +114,12 @@ async fn an_untrusted_misnamed_or_expired_broker_is_refused_with_the_reason() {
 #[tokio::test]
 async fn plaintext_and_tls_that_do_not_match_say_so() {
     let pki = TestPki::generate();
-    let secure = Broker::with_tls(&pki, |_| {}).await;
+    let secure = with_tls(&pki, |_| {}).await;
     // A plaintext client at a TLS port.
     refused(&secure.addr.to_string(), None, "speaks TLS").await;
     secure.stop().await;
     // A TLS client at a plaintext port.
-    let plain = Broker::start(|_| {}).await;
+    let plain = Broker::start().await;
     let url = format!("tls://localhost:{}", plain.addr.port());
     refused(&url, Some(trusting(&pki, files::CA)), "does not speak TLS").await;
     plain.stop().await;
@@ -168,11 +128,11 @@ async fn plaintext_and_tls_that_do_not_match_say_so() {
 #[tokio::test]
 async fn mutual_tls_needs_a_client_certificate_from_the_client_ca() {
     let pki = TestPki::generate();
-    let broker = Broker::with_tls(&pki, |c| {
+    let broker = with_tls(&pki, |c| {
         c.tls.client_ca_file = Some(pki.path(files::CLIENT_CA));
     })
     .await;
-    let url = broker.tls_url();
+    let url = tls_url(&broker);
     let identified = TlsOptions {
         client_cert: Some(Pem::File(pki.path(files::CLIENT_CERT))),
         client_key: Some(Pem::File(pki.path(files::CLIENT_KEY))),
@@ -196,16 +156,16 @@ async fn mutual_tls_needs_a_client_certificate_from_the_client_ca() {
 #[tokio::test]
 async fn tls_options_that_cannot_be_used_fail_before_dialing() {
     let pki = TestPki::generate();
-    let broker = Broker::with_tls(&pki, |_| {}).await;
+    let broker = with_tls(&pki, |_| {}).await;
     let missing = TlsOptions {
         ca: Some(Pem::File("/nonexistent/ca.pem".into())),
         ..TlsOptions::default()
     };
-    refused(&broker.tls_url(), Some(missing), "/nonexistent/ca.pem").await;
+    refused(&tls_url(&broker), Some(missing), "/nonexistent/ca.pem").await;
     let half = TlsOptions {
         client_cert: Some(Pem::File(pki.path(files::CLIENT_CERT))),
         ..trusting(&pki, files::CA)
     };
-    refused(&broker.tls_url(), Some(half), "go together").await;
+    refused(&tls_url(&broker), Some(half), "go together").await;
     broker.stop().await;
 }
