@@ -12,8 +12,8 @@
 #   4. build the conformance testee, as a user of that jar, into
 #      ${CARGO_TARGET_DIR:-target}/kotlin-testee (conformance-tests/testees.toml
 #      runs it from there);
-#   5. build examples/kotlin and run its subscriber and publisher against a
-#      broker.
+#   5. build examples/kotlin and run its subscriber and publisher, then its
+#      quickstart, against a broker.
 # Maven output goes under the cargo target dir, never into the source tree.
 # Maven downloads into ~/.m2 on its first run; every plugin version is
 # pinned, so later runs need no network. When Maven Central cannot be
@@ -180,4 +180,10 @@ if kill -0 "$subscriber_pid" 2>/dev/null || [[ $(grep -c '^orders.created #[0-9]
 fi
 wait "$subscriber_pid"
 subscriber_pid=""
+
+step "examples/kotlin: the quickstart prints what every example prints"
+# shellcheck source=lib/example.sh
+source "$REPO_ROOT/scripts/lib/example.sh"
+check_example kotlin "$TARGET_DIR/debug/blipmq" mvn -B -q -f examples/kotlin/pom.xml \
+  "${examples[@]}" exec:java -Dexec.mainClass=dev.blipmq.examples.QuickstartKt "-Dexec.args={addr}"
 echo "kotlin: all checks passed"

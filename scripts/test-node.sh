@@ -12,7 +12,8 @@
 #   4. type-check a consumer under `tsc --strict` against the installed types;
 #   5. run the tests with `node --test` from there, against the real broker:
 #      the package's own (bindings/node/test) and the shared layer's
-#      (bindings/js/test, run with BLIPMQ_SDK=node).
+#      (bindings/js/test, run with BLIPMQ_SDK=node);
+#   6. run examples/node/quickstart.mjs from there against a broker.
 # Idempotent: every run rebuilds the scratch folders from scratch.
 set -euo pipefail
 
@@ -76,6 +77,9 @@ cp -r "$REPO_ROOT/bindings/js/test" "$PROJECT/test/shared"
 cp "$REPO_ROOT/conformance-tests/testees/js/testee.mjs" "$PROJECT/testee.mjs"
 # The error table every SDK's classes are generated from, for errors.test.mjs.
 cp "$REPO_ROOT/schema/error-classes.json" "$PROJECT/test/error-classes.json"
+# examples/node, beside the installed package it imports.
+mkdir -p "$PROJECT/examples"
+cp "$REPO_ROOT/examples/node/quickstart.mjs" "$PROJECT/examples/quickstart.mjs"
 
 step "tsc --strict on a consumer of the installed types"
 "$NODE_DIR/node_modules/.bin/tsc" -p "$PROJECT/test/tsconfig.json" --typeRoots "$NODE_DIR/node_modules/@types"
@@ -85,3 +89,8 @@ cd "$PROJECT"
 # A test that hangs fails after a minute instead of holding CI until its limit.
 BLIPMQ_BIN="$TARGET_DIR/debug/blipmq" BLIPMQ_TEST_PKI="$TARGET_DIR/debug/blipmq-test-pki" BLIPMQ_SDK=node \
   node --test --test-reporter=spec --test-timeout=60000 test/*.test.mjs test/shared/*.test.mjs
+
+step "examples/node: the quickstart prints what every example prints"
+# shellcheck source=lib/example.sh
+source "$REPO_ROOT/scripts/lib/example.sh"
+check_example node "$TARGET_DIR/debug/blipmq" node "$PROJECT/examples/quickstart.mjs" "{addr}"

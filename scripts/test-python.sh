@@ -86,3 +86,10 @@ for ((run = 1; run <= runs; run++)); do
   fi
   "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
 done
+
+# examples/python, run as a user runs it, with the installed package.
+if ((runs > 0)); then
+  # shellcheck source=lib/example.sh
+  source "$REPO_ROOT/scripts/lib/example.sh"
+  check_example python "$BLIPMQ_BIN" "$venv/bin/python" "$REPO_ROOT/examples/python/quickstart.py" "{addr}"
+fi

@@ -38,6 +38,9 @@ step() {
 
 step "setup" scripts/setup.sh
 step "format" cargo fmt --all -- --check
+# Every relative link in the Markdown files resolves (a moved file or
+# heading breaks it); instant.
+step "links" python3 scripts/check-links.py
 step "lint" cargo clippy --workspace --all-targets -- -D warnings
 step "lint (opentelemetry)" cargo clippy -p blipmq --features opentelemetry --all-targets -- -D warnings
 step "codegen" scripts/check-codegen.sh
@@ -52,7 +55,7 @@ step "fuzz" scripts/fuzz.sh
 # One hostile peer at a time against the real binary (abuse/): each case
 # bounds the broker's RSS, fds and a bystander's round trip; then a 2-minute
 # soak of a mixed workload that fails on growth or loss (the hour-long run:
-# SOAK_SECS=3600 scripts/abuse.sh, see README "Limits and defaults").
+# SOAK_SECS=3600 scripts/abuse.sh, see docs/limits.md).
 step "abuse and soak" scripts/abuse.sh
 step "client with opentelemetry" cargo test -p blipmq --features opentelemetry --test live
 # The client core has no tokio and no sockets without its `tokio` feature.

@@ -367,6 +367,7 @@ async fn websocket_churn(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> T
         qos: 0,
         durable_name: None,
         queue_group: None,
+        ..Default::default()
     }));
     while !stop.load(Ordering::Relaxed) {
         let stream = tokio::net::TcpStream::connect(addr)

@@ -139,6 +139,7 @@ impl Conn {
             qos,
             durable_name: None,
             queue_group: None,
+            ..Default::default()
         }));
     }
 
@@ -157,6 +158,7 @@ impl Conn {
             qos,
             durable_name,
             queue_group,
+            ..Default::default()
         }));
     }
 
@@ -168,6 +170,7 @@ impl Conn {
             qos: 1,
             durable_name: Some(name),
             queue_group: None,
+            ..Default::default()
         }));
     }
 
@@ -175,6 +178,7 @@ impl Conn {
         self.push(&Frame::Ack(Ack {
             subscription_id,
             delivery_id,
+            ..Default::default()
         }));
     }
 

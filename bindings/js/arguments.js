@@ -55,9 +55,36 @@ export function optionalString(value, what) {
   return value
 }
 
+/**
+ * A number, or undefined. Its range is judged below (a negative or
+ * non-finite one by the native module, as in every SDK; bounds by the
+ * broker): both answer 301 InvalidArgument.
+ */
+export function optionalNumber(value, what) {
+  if (value !== undefined && typeof value !== 'number') throw new TypeError(`${what} must be a number`)
+  return value
+}
+
+/** The delay of `message.nak({ delayMs })`, in ms (0 when not given). */
+export function nakDelayMs(options) {
+  return optionalNumber(options?.delayMs, 'delayMs') ?? 0
+}
+
 function optionalFunction(value, what) {
   if (value != null && typeof value !== 'function') throw new TypeError(`${what} must be a function`)
   return value ?? undefined
+}
+
+/**
+ * The broker addresses `connect` takes, checked: one address (which may
+ * list several separated by commas) or an array of them, tried in order.
+ */
+export function addressList(value, what) {
+  if (typeof value === 'string') return [value]
+  if (!Array.isArray(value) || value.some((one) => typeof one !== 'string')) {
+    throw new TypeError(`${what} must be a string or an array of strings`)
+  }
+  return value
 }
 
 /** The connect options both packages take, checked (each adds its own). */
@@ -79,6 +106,8 @@ export function subscribeOptions(options) {
       qos: qosOption(options.qos),
       durable: optionalString(options.durable, 'durable'),
       group: optionalString(options.group, 'group'),
+      ackTimeoutMs: optionalNumber(options.ackTimeoutMs, 'ackTimeoutMs'),
+      maxDeliveries: uint32(options.maxDeliveries, 'maxDeliveries'),
     },
     onMessage: optionalFunction(options.onMessage, 'onMessage'),
     onError: optionalFunction(options.onError, 'onError'),

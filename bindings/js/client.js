@@ -21,7 +21,8 @@ export const PUBLISHED = Symbol('blipmq.published')
  *   `'disconnect'` ({ reason, kind, code, ioKind }: the text, then why as a
  *   type: `kind` 'broker_closed', 'io' or 'protocol', `code` the wire code
  *   that goes with it, `ioKind` the I/O error's kind for 'io', else
- *   undefined), `'reconnect'` ({ connectionId }, a bigint),
+ *   undefined), `'reconnect'` ({ connectionId, address }: a bigint, and
+ *   the broker address of the new connection as given to connect),
  *   `'reconnectFailed'` ({ attempt, error }), `'serverError'` ({ error }, a
  *   BlipMQError the broker sent that answers no call) and `'close'` ({}).
  * - `toBytes(value, what)`: a payload as the package's bytes.
@@ -60,7 +61,7 @@ export function clientClass(Base, backend) {
       if (this.#closeEmitted) return
       switch (event.kind) {
         case 'connected':
-          emit(this, 'reconnect', { connectionId: event.connectionId })
+          emit(this, 'reconnect', { connectionId: event.connectionId, address: event.address })
           break
         case 'disconnected':
           emit(this, 'disconnect', {

@@ -14,6 +14,15 @@ export declare function ttlOption(ttlMs: unknown): number | undefined
 export declare function qosOption(qos: unknown): number | undefined
 export declare function uint32(value: unknown, what: string): number | undefined
 export declare function optionalString(value: unknown, what: string): string | undefined
+export declare function optionalNumber(value: unknown, what: string): number | undefined
+/** The delay of `message.nak({ delayMs })`, in ms (0 when not given). */
+export declare function nakDelayMs(options?: { delayMs?: unknown }): number
+
+/**
+ * The broker addresses `connect` takes, checked: one address (which may
+ * list several separated by commas) or an array of them, tried in order.
+ */
+export declare function addressList(value: unknown, what: string): string[]
 
 /** The connect options both packages take, checked. */
 export interface CommonConnectOptions {
@@ -77,6 +86,7 @@ export interface DisconnectDetail {
 export interface NativeEvent {
   kind: 'connected' | 'disconnected' | 'reconnect_failed' | 'server_error' | 'closed'
   connectionId?: bigint
+  address?: string
   attempt?: number
   message?: string
   code?: number
@@ -99,7 +109,11 @@ export interface ClientBackend {
     bytes: Uint8Array,
     options: { ttlMs?: number; qos?: number; headers?: Iterable<[string, Uint8Array]> },
   ): PromiseLike<bigint | null | undefined> | null
-  subscribe(native: any, pattern: string, options: { qos?: number; durable?: string; group?: string }): PromiseLike<unknown>
+  subscribe(
+    native: any,
+    pattern: string,
+    options: { qos?: number; durable?: string; group?: string; ackTimeoutMs?: number; maxDeliveries?: number },
+  ): PromiseLike<unknown>
 }
 export declare function clientClass<B extends Constructor>(
   Base: B,

@@ -6,10 +6,13 @@
 
 export * from './errors.js'
 export {
+  addressList,
   call,
   connectOptions,
   convertError,
   isTtlMs,
+  nakDelayMs,
+  optionalNumber,
   optionalString,
   qosOption,
   ttlOption,

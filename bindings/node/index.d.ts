@@ -88,6 +88,17 @@ export interface SubscribeOptions {
   /** Queue group: members sharing a name share the messages. */
   group?: string
   /**
+   * QoS 1: how long a delivery may go without `ack`, `nak`, `term` or
+   * `inProgress` before the broker sends it again (10 to 3600000 ms; the
+   * broker's default when absent).
+   */
+  ackTimeoutMs?: number
+  /**
+   * QoS 1: deliveries of a message before the broker moves it to the
+   * dead-letter topic instead (1 to 10000; the broker's default when absent).
+   */
+  maxDeliveries?: number
+  /**
    * Receive through this callback instead of `next()` / `for await`: it is
    * called with every message, in order, from the event loop (a returned
    * promise is not awaited). The cheapest way to receive.
@@ -121,10 +132,13 @@ export interface NextOptions {
 }
 
 /**
- * Connect to a broker at `host:port` (or `tls://host:port`); resolves once
- * the handshake is done.
+ * Connect to a broker at `host:port` (or `tls://host:port`), or to the
+ * first that answers of several (an array, or one string separated by
+ * commas), tried in order; after a lost connection they are tried in turn
+ * again, from the one the client was connected to, after a random wait up
+ * to the backoff. Resolves once the handshake is done.
  */
-export declare function connect(addr: string, options?: ConnectOptions): Promise<Client>
+export declare function connect(addr: string | readonly string[], options?: ConnectOptions): Promise<Client>
 
 /** The events a `Client` emits, with their arguments. */
 export interface ClientEvents {
@@ -137,8 +151,11 @@ export interface ClientEvents {
    * (`'connection_reset'`, ...).
    */
   disconnect: [reason: string, kind: DisconnectKind, code: number, ioKind: string | undefined]
-  /** Connected again (subscriptions are restored); the broker's id for the new connection. */
-  reconnect: [connectionId: bigint]
+  /**
+   * Connected again (subscriptions are restored): the broker's id for the
+   * new connection, and its broker address as given to `connect`.
+   */
+  reconnect: [connectionId: bigint, address: string]
   /** A reconnect attempt (from 1) failed; the next follows after a backoff. */
   reconnectFailed: [attempt: number, error: string]
   /** An error the broker sent that answers no particular call. */
@@ -220,6 +237,21 @@ export declare class Message {
   readonly droppedBefore: number
   /** Acknowledge; resolves at once for QoS 0 deliveries. */
   ack(): Promise<void>
+  /**
+   * Processing failed: the broker delivers it again, after `delayMs` (at
+   * once when absent or 0); it counts toward `maxDeliveries`. Resolves at
+   * once for QoS 0 deliveries.
+   */
+  nak(options?: NakOptions): Promise<void>
+  /** It can never be processed: the broker moves it to the dead-letter topic now. */
+  term(): Promise<void>
+  /** Still working: the broker restarts the delivery's ack timeout; send it more often than that. */
+  inProgress(): Promise<void>
+}
+
+export interface NakOptions {
+  /** No redelivery sooner than this many ms from now (0 = at once). */
+  delayMs?: number
 }
 
 /** Ordered key/value pairs; keys may repeat; values are bytes. */

@@ -14,10 +14,12 @@ import { createRequire } from 'node:module'
 import {
   call,
   clientClass,
+  addressList,
   connectOptions,
   convertError,
   headersClass,
   isTtlMs,
+  nakDelayMs,
   optionalString,
   PUBLISHED,
   subscriptionClass,
@@ -144,6 +146,27 @@ export class Message {
   ack() {
     const handle = this.#extra?.message
     return handle ? call(() => handle.ack()) : RESOLVED
+  }
+
+  /**
+   * Processing failed: the broker delivers it again, after `delayMs` (0,
+   * the default, is at once). Resolves at once for QoS 0 deliveries.
+   */
+  nak(options) {
+    const handle = this.#extra?.message
+    return handle ? call(() => handle.nak(nakDelayMs(options))) : RESOLVED
+  }
+
+  /** It can never be processed: the broker moves it to the dead-letter topic now. */
+  term() {
+    const handle = this.#extra?.message
+    return handle ? call(() => handle.term()) : RESOLVED
+  }
+
+  /** Still working: the broker restarts the delivery's ack timeout. */
+  inProgress() {
+    const handle = this.#extra?.message
+    return handle ? call(() => handle.inProgress()) : RESOLVED
   }
 }
 
@@ -272,7 +295,8 @@ const CoreClient = clientClass(EventEmitter, {
 /**
  * A connection to a broker; create it with `connect`. An EventEmitter of
  * the connection's changes: `'disconnect'` (reason, kind, code, ioKind:
- * see index.d.ts), `'reconnect'` (the new connection's id, a bigint),
+ * see index.d.ts), `'reconnect'` (the new connection's id, a bigint, and
+ * its broker address),
  * `'reconnectFailed'` (attempt, error text),
  * `'serverError'` (a BlipMQError the broker sent that answers no call) and
  * `'close'`. None of them is `'error'`, so a client without listeners never
@@ -467,17 +491,20 @@ function tlsOptions(tls) {
 
 /**
  * Connect to a broker at `addr` (`host:port`, or `tls://host:port` for TLS
- * with the system's roots); resolves once the handshake is done. The `tls`
- * option makes the connection TLS whatever the address says.
+ * with the system's roots), or to the first that answers of several: an
+ * array of addresses (or one string of them separated by commas), tried in
+ * order; after a lost connection they are tried in turn again, from the
+ * one the client was connected to. Resolves once the handshake is done.
+ * The `tls` option makes the connection TLS whatever the address says.
  */
 export async function connect(addr, options = {}) {
-  if (typeof addr !== 'string') throw new TypeError('addr must be a string')
+  const addresses = addressList(addr, 'addr')
   const nativeOptions = {
     ...connectOptions(options),
     outgoingCapacity: uint32(options.outgoingCapacity, 'outgoingCapacity'),
     tls: tlsOptions(options.tls),
   }
-  return new Client(await call(() => native.connect(addr, nativeOptions)))
+  return new Client(await call(() => native.connect(addresses, nativeOptions)))
 }
 
 // The module itself is the default export, and what `require('blipmq')`

@@ -66,6 +66,12 @@ export declare class NativeMessage {
   get deliveryId(): bigint
   /** Queue the ack to the broker, in order with the client's other frames. */
   ack(): Promise<void>
+  /** Queue a nak: the broker delivers the message again after `delay_ms`. */
+  nak(delayMs: number): Promise<void>
+  /** Queue a term: the broker moves the message to its dead-letter topic. */
+  term(): Promise<void>
+  /** Queue an in-progress: the broker restarts the delivery's ack timeout. */
+  inProgress(): Promise<void>
 }
 
 /**
@@ -108,8 +114,11 @@ export declare class NativeSubscription {
   detach(): Promise<void>
 }
 
-/** Connect to a broker; resolves once the handshake is done. */
-export declare function connect(addr: string, options?: ConnectOptions | undefined | null): Promise<NativeClient>
+/**
+ * Connect to the first of the broker addresses that answers, tried in
+ * order; resolves once the handshake is done.
+ */
+export declare function connect(addr: Array<string>, options?: ConnectOptions | undefined | null): Promise<NativeClient>
 
 export interface ConnectOptions {
   apiKey?: string
@@ -174,6 +183,11 @@ export interface NativeEvent {
   kind: string
   /** `connected`: the broker's id for the new connection. */
   connectionId?: bigint
+  /**
+   * `connected`: the broker address of the new connection, as given to
+   * connect.
+   */
+  address?: string
   /** `reconnect_failed`: which attempt failed (from 1). */
   attempt?: number
   /**
@@ -217,6 +231,8 @@ export interface SubscribeOptions {
   qos?: number
   durable?: string
   group?: string
+  ackTimeoutMs?: number
+  maxDeliveries?: number
 }
 
 /**

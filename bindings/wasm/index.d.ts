@@ -56,6 +56,17 @@ export interface SubscribeOptions {
   /** Queue group: members sharing a name share the messages. */
   group?: string
   /**
+   * QoS 1: how long a delivery may go without `ack`, `nak`, `term` or
+   * `inProgress` before the broker sends it again (10 to 3600000 ms; the
+   * broker's default when absent).
+   */
+  ackTimeoutMs?: number
+  /**
+   * QoS 1: deliveries of a message before the broker moves it to the
+   * dead-letter topic instead (1 to 10000; the broker's default when absent).
+   */
+  maxDeliveries?: number
+  /**
    * Called with the count of messages the broker discarded for this
    * subscription (a full queue, an expired TTL, the memory budget), in line
    * with the messages: just before the message after them is handed out,
@@ -88,9 +99,13 @@ export declare function load(source?: WasmSource | Promise<WasmSource>): Promise
 
 /**
  * Connect to a broker's WebSocket listener (`ws://host:port`, see the
- * broker's `[websocket] bind_addr`); resolves once the handshake is done.
+ * broker's `[websocket] bind_addr`), or to the first that answers of
+ * several (an array, or one string separated by commas), tried in order;
+ * after a lost connection they are tried in turn again, from the one the
+ * client was connected to, after a random wait up to the backoff. Resolves
+ * once the handshake is done.
  */
-export declare function connect(url: string, options?: ConnectOptions): Promise<Client>
+export declare function connect(url: string | readonly string[], options?: ConnectOptions): Promise<Client>
 
 /** The events a `Client` dispatches: each a CustomEvent with this `detail`. */
 export interface ClientEventMap {
@@ -101,8 +116,11 @@ export interface ClientEventMap {
    * for `'io'`, the I/O error's `ioKind`.
    */
   disconnect: CustomEvent<DisconnectDetail>
-  /** Connected again (subscriptions are restored): the broker's id for the new connection. */
-  reconnect: CustomEvent<{ connectionId: bigint }>
+  /**
+   * Connected again (subscriptions are restored): the broker's id for the
+   * new connection, and its address as given to `connect`.
+   */
+  reconnect: CustomEvent<{ connectionId: bigint; address: string }>
   /** A reconnect attempt (from 1) failed; the next follows after a backoff. */
   reconnectFailed: CustomEvent<{ attempt: number; error: string }>
   /** An error the broker sent that answers no particular call. */
@@ -203,6 +221,21 @@ export declare class Message {
   text(): string
   /** Acknowledge; resolves at once for QoS 0 deliveries. */
   ack(): Promise<void>
+  /**
+   * Processing failed: the broker delivers it again, after `delayMs` (at
+   * once when absent or 0); it counts toward `maxDeliveries`. Resolves at
+   * once for QoS 0 deliveries.
+   */
+  nak(options?: NakOptions): Promise<void>
+  /** It can never be processed: the broker moves it to the dead-letter topic now. */
+  term(): Promise<void>
+  /** Still working: the broker restarts the delivery's ack timeout; send it more often than that. */
+  inProgress(): Promise<void>
+}
+
+export interface NakOptions {
+  /** No redelivery sooner than this many ms from now (0 = at once). */
+  delayMs?: number
 }
 
 /** Ordered key/value pairs; keys may repeat; values are bytes. */

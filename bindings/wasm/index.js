@@ -9,8 +9,10 @@
 import {
   call,
   clientClass,
+  addressList,
   connectOptions,
   headersClass,
+  nakDelayMs,
   subscriptionClass,
 } from '@blipmq/core'
 import init, * as native from './native/blipmq_wasm.js'
@@ -71,6 +73,9 @@ export const Headers = headersClass(toBytes, 'getBytes')
 
 // --------------------------------------------------------------- messages
 
+// The kinds `NativeSubscription.settle` takes (src/subscription.rs).
+const SETTLE = { nak: 1, term: 2, inProgress: 3 }
+
 /** A message delivered to a subscription. */
 export class Message {
   #subscription
@@ -113,6 +118,28 @@ export class Message {
   async ack() {
     if (this.#deliveryId === 0n) return
     await call(() => this.#subscription.ack(this.#deliveryId))
+  }
+
+  /**
+   * Processing failed: the broker delivers it again, after `delayMs` (0,
+   * the default, is at once). Resolves at once for QoS 0 deliveries.
+   */
+  async nak(options) {
+    const delayMs = nakDelayMs(options)
+    if (this.#deliveryId === 0n) return
+    await call(() => this.#subscription.settle(this.#deliveryId, SETTLE.nak, delayMs))
+  }
+
+  /** It can never be processed: the broker moves it to the dead-letter topic now. */
+  async term() {
+    if (this.#deliveryId === 0n) return
+    await call(() => this.#subscription.settle(this.#deliveryId, SETTLE.term, 0))
+  }
+
+  /** Still working: the broker restarts the delivery's ack timeout. */
+  async inProgress() {
+    if (this.#deliveryId === 0n) return
+    await call(() => this.#subscription.settle(this.#deliveryId, SETTLE.inProgress, 0))
   }
 }
 
@@ -162,7 +189,7 @@ export class Subscription extends subscriptionClass(EventTarget, {
  * A connection to a broker; create it with `connect`. An EventTarget of the
  * connection's changes, each a CustomEvent whose `detail` says more:
  * `'disconnect'` ({ reason, kind, code, ioKind }), `'reconnect'`
- * ({ connectionId }, a bigint), `'reconnectFailed'` ({ attempt, error }),
+ * ({ connectionId, address }), `'reconnectFailed'` ({ attempt, error }),
  * `'serverError'` ({ error }, a BlipMQError the broker sent that answers no
  * call) and `'close'`.
  */
@@ -173,15 +200,19 @@ export const Client = clientClass(EventTarget, {
   Subscription,
   publish: (native, topic, bytes, { ttlMs, qos, headers }) =>
     native.publish(topic, bytes, ttlMs ?? 0, qos ?? 0, headers ? [...headers] : []),
-  subscribe: (native, pattern, { qos, durable, group }) => native.subscribe(pattern, qos ?? 0, durable, group),
+  subscribe: (native, pattern, { qos, durable, group, ackTimeoutMs, maxDeliveries }) =>
+    native.subscribe(pattern, qos ?? 0, durable, group, ackTimeoutMs, maxDeliveries),
 })
 
 /**
- * Connect to a broker's WebSocket listener at `url` (`ws://host:port`);
- * resolves once the handshake is done.
+ * Connect to a broker's WebSocket listener at `url` (`ws://host:port`), or
+ * to the first that answers of several: an array of URLs (or one string of
+ * them separated by commas), tried in order; after a lost connection they
+ * are tried in turn again, from the one the client was connected to.
+ * Resolves once the handshake is done.
  */
 export async function connect(url, options = {}) {
-  if (typeof url !== 'string') throw new TypeError('url must be a string')
+  const urls = addressList(url, 'url')
   const { apiKey, name, reconnect, connectTimeoutMs, requestTimeoutMs, subscriptionCapacity } = connectOptions(options)
   const WebSocketClass = options.WebSocket
   if (WebSocketClass !== undefined && typeof WebSocketClass !== 'function') {
@@ -190,7 +221,7 @@ export async function connect(url, options = {}) {
   await load()
   const client = await call(() =>
     native.connect(
-      url,
+      urls,
       apiKey,
       name,
       reconnect,

@@ -60,6 +60,7 @@ fn queue(c: &mut Criterion) {
     let metrics = Metrics::default();
     let message = Arc::new(QueuedMessage {
         delivery: Encoder::new().shared_delivery("t", &[0u8; 16], &[], 1, 2),
+        published_at: std::time::Instant::now(),
         expires_at: None,
         message_id: 1,
         trace_id: None,

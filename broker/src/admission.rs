@@ -68,6 +68,11 @@ impl Admission {
         }
     }
 
+    /// The listener the socket came in on.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
     /// Lift `budget` (set it to unlimited) when the Hello is accepted.
     pub fn lift_on_admit(&mut self, budget: ReadBudget) {
         self.read_budget = Some(budget);

@@ -94,6 +94,11 @@ impl Users {
         !self.users.is_empty()
     }
 
+    /// How many users (legacy `api_keys` included) there are.
+    pub fn count(&self) -> usize {
+        self.users.len()
+    }
+
     /// The user whose key `presented` is: every user's digest is compared,
     /// each in full, so the time taken says nothing about which (if any)
     /// matched or how much of a guess was right.
@@ -193,6 +198,12 @@ impl User {
             queues: None,
             admin: false,
         }
+    }
+
+    /// Whether the user has every right (`admin = true`, or a legacy
+    /// `api_keys` entry): the broker's introspection endpoints need it.
+    pub fn is_admin(&self) -> bool {
+        self.admin
     }
 
     /// Whether publishing is restricted beyond the `$` rule: when not, a

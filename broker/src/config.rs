@@ -158,6 +158,13 @@ pub struct ServerConfig {
     pub max_headers_bytes: usize,
     /// TLS on this listener: unset = on when `[tls]` has a certificate.
     pub tls: Option<bool>,
+    /// On SIGTERM or SIGINT, how long `/readyz` answers 503 (draining)
+    /// while clients are still served, before they are told ShuttingDown:
+    /// time for a load balancer to stop sending new ones. 0 = no delay.
+    pub drain_delay_ms: u64,
+    /// Then how long connections get to deliver their last confirms and
+    /// close before the broker stops anyway.
+    pub shutdown_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -394,6 +401,8 @@ impl Default for ServerConfig {
             max_header_key_bytes: 256,
             max_headers_bytes: 16 * 1024,
             tls: None,
+            drain_delay_ms: 0,
+            shutdown_timeout_ms: 5_000,
         }
     }
 }
@@ -416,7 +425,7 @@ impl Default for QueuesConfig {
         QueuesConfig {
             topic_capacity: 100_000,
             // A burst of a million small messages; the bytes bound below
-            // is what a queue usually meets first (see README, "Limits").
+            // is what a queue usually meets first (see docs/limits.md).
             subscriber_capacity: 1 << 20,
             // NATS's default for a slow consumer's pending bytes. Counts
             // each message's queue entry too, so it bounds the memory of a
@@ -588,6 +597,12 @@ impl Config {
             });
         }
         at_least_one("server.max_handshakes", self.server.max_handshakes)?;
+        if self.server.drain_delay_ms > 3_600_000 {
+            return Err(ConfigError::Invalid {
+                key: "server.drain_delay_ms",
+                problem: "must be at most 3600000 (an hour)".into(),
+            });
+        }
         at_least_one("metrics.max_connections", self.metrics.max_connections)?;
         for (key, value) in [
             (
@@ -596,6 +611,10 @@ impl Config {
             ),
             ("metrics.write_timeout_ms", self.metrics.write_timeout_ms),
             ("auth.failure_window_ms", self.auth.failure_window_ms),
+            (
+                "server.shutdown_timeout_ms",
+                self.server.shutdown_timeout_ms,
+            ),
         ] {
             if !(1..=3_600_000).contains(&value) {
                 return Err(ConfigError::Invalid {

@@ -35,6 +35,8 @@ pub struct StoredPublish {
     pub hold: LogHold,
     pub publish_id: u64,
     pub topic: String,
+    /// When the publish was read, for the confirm latency histogram.
+    pub read_at: std::time::Instant,
     pub message: MessageRef,
     /// Live subscriptions matching the topic when it was published.
     pub matches: Matches,
@@ -217,6 +219,10 @@ async fn confirm(
         message_id: stored.message.message_id,
     });
     answers.push(encoder, &confirm);
+    shared
+        .metrics
+        .confirm_latency
+        .observe(stored.read_at.elapsed());
     deliver_at_qos0(shared, &stored.matches, &stored.message).await;
 }
 
@@ -262,6 +268,7 @@ mod tests {
         for id in 1..=3 {
             let message = Arc::new(QueuedMessage {
                 delivery: Encoder::new().shared_delivery("t", b"x", &[], id, 0),
+                published_at: std::time::Instant::now(),
                 expires_at: None,
                 message_id: id,
                 trace_id: None,
@@ -274,6 +281,7 @@ mod tests {
                     hold,
                     publish_id: id,
                     topic: "t".into(),
+                    read_at: std::time::Instant::now(),
                     message,
                     matches: shared.registry.matching("t"),
                 })

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use blipmq_protocol::{
-    check_frame, decode, headers, topic, Encoder, ErrorCode, ErrorFrame, Frame, FrameError, Hello,
-    Publish, Qos, Subscribe, Subscribed, Unsubscribe, Unsubscribed, Welcome, LENGTH_PREFIX_LEN,
-    PROTOCOL_VERSION,
+    check_frame, decode, headers, topic, AckKind, Encoder, ErrorCode, ErrorFrame, Frame,
+    FrameError, Hello, Publish, Qos, Subscribe, Subscribed, Unsubscribe, Unsubscribed, Welcome,
+    LENGTH_PREFIX_LEN, PROTOCOL_VERSION,
 };
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -21,10 +21,13 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::admission::Admission;
 use crate::auth::User;
-use crate::config::OverflowPolicy;
+use crate::config::{Listener, OverflowPolicy};
 use crate::confirm::{storage_error_code, ConfirmPipeline, StoredPublish};
-use crate::durable::{ephemeral_name, AckOutcome, AttachError, QueueKind};
-use crate::metrics::{add, inc};
+use crate::connections::{ConnectionInfo, Link, Listed};
+use crate::durable::{
+    ephemeral_name, AckOutcome, AttachError, ConsumerTerms, QueueKind, TermsRefused,
+};
+use crate::metrics::{add, inc, Transport};
 use crate::outbox::{Outbox, PendingWakes};
 use crate::registry::Matches;
 use crate::server::Shared;
@@ -103,10 +106,12 @@ pub(crate) async fn serve(
             confirms: None,
             stop: reader_stop.clone(),
             read_at_ms: unix_millis(),
+            read_at: Instant::now(),
             peer,
             admission,
             user: shared.auth.anonymous(),
             auth_changes: shared.auth.watch(),
+            listed: None,
         };
         reader.run(read_half, &reader_stop, &shutdown).await;
         // QoS 1 messages already handed to the log still get their confirms.
@@ -267,6 +272,8 @@ struct Reader {
     /// When the bytes being handled were read (ms since the Unix epoch):
     /// the accept time stamped on messages, one clock read per socket read.
     read_at_ms: u64,
+    /// The same moment on the monotonic clock, for latency metrics.
+    read_at: Instant,
     peer: SocketAddr,
     /// The handshake slot until the Hello is accepted, then the connection
     /// slot; freed when the reader goes.
@@ -276,6 +283,9 @@ struct Reader {
     /// Reloads of the users: the connection closes when its user is gone
     /// or changed (AUTH-7).
     auth_changes: tokio::sync::watch::Receiver<u64>,
+    /// Its entry in the broker's list of connections (introspection), from
+    /// the accepted Hello on.
+    listed: Option<Listed>,
 }
 
 impl Reader {
@@ -303,6 +313,8 @@ impl Reader {
         let mut buf = BytesMut::with_capacity(chunk);
         // Bytes of an oversized frame still to skip.
         let mut discard = 0usize;
+        // Publishes handled since the traffic counters were last told.
+        let mut publishes = 0u64;
         loop {
             // Act on every whole frame already buffered.
             loop {
@@ -327,6 +339,7 @@ impl Reader {
                             // each decoded publish into that future's state was
                             // a fifth of `handle`'s own time.
                             Ok(Frame::Publish(publish)) if self.ready => {
+                                publishes += 1;
                                 match self.publish_now(&publish) {
                                     Publishing::Done(flow) => flow,
                                     waiting => {
@@ -368,6 +381,11 @@ impl Reader {
             // Everything buffered is handled: wake the writers it queued for
             // before waiting for more.
             self.wakes.wake_all();
+            if publishes > 0 {
+                self.outbox
+                    .traffic
+                    .received(0, std::mem::take(&mut publishes));
+            }
             keepalive.settle_read();
             if buf.capacity() - buf.len() < MIN_READ_ROOM {
                 buf.reserve(chunk);
@@ -406,8 +424,10 @@ impl Reader {
                         return;
                     }
                     Ok(read) => {
+                        self.outbox.traffic.received(read as u64, 0);
                         self.read_at_ms = unix_millis();
-                        keepalive.read_at = Instant::now();
+                        self.read_at = Instant::now();
+                        keepalive.read_at = self.read_at;
                         if read == room {
                             // More was waiting than fit: read in bulk from now on.
                             chunk = READ_CHUNK;
@@ -520,14 +540,28 @@ impl Reader {
                         ack.delivery_id,
                     );
                 };
+                let Some(kind) = AckKind::from_wire(ack.kind) else {
+                    return self.send_error(
+                        ErrorCode::InvalidArgument,
+                        &format!("ack kind {} is not one this broker knows", ack.kind),
+                        0,
+                    );
+                };
                 let (Some(name), 1..) = (&subscription.durable, ack.delivery_id) else {
                     return Flow::Continue;
                 };
-                match self
-                    .shared
-                    .durable
-                    .ack(name, subscription.id, ack.delivery_id)
-                {
+                let durable = &self.shared.durable;
+                let (id, delivery) = (subscription.id, ack.delivery_id);
+                let outcome = match kind {
+                    AckKind::Ack => durable.ack(name, id, delivery),
+                    AckKind::Nak => {
+                        let delay = Duration::from_millis(ack.delay_ms.into());
+                        durable.nak(name, id, delivery, delay)
+                    }
+                    AckKind::Term => durable.term(name, id, delivery),
+                    AckKind::InProgress => durable.in_progress(name, id, delivery),
+                };
+                match outcome {
                     AckOutcome::Acked | AckOutcome::Late => Flow::Continue,
                     // Request id 0: an Ack has none, and a delivery id may
                     // equal one of the client's pending request ids, whose
@@ -604,6 +638,15 @@ impl Reader {
         self.ready = true;
         self.drop_notices = hello.drop_notices;
         info!(%client, "handshake complete");
+        self.listed = Some(self.shared.connections.register(ConnectionInfo {
+            id: self.connection_id,
+            peer: self.peer,
+            link: self.link(),
+            client_name: client.to_string(),
+            user: self.user.name.clone(),
+            connected_at: SystemTime::now(),
+            outbox: self.outbox.clone(),
+        }));
         let server = self.shared.config.server.clone();
         let max_message_size = server.max_message_size_bytes as u32;
         let connection_id = self.connection_id;
@@ -617,6 +660,17 @@ impl Reader {
             max_header_key_size: server.max_header_key_bytes as u16,
             max_headers_size: server.max_headers_bytes as u32,
         }))
+    }
+
+    /// How the client reached the broker, as introspection shows it.
+    fn link(&self) -> Link {
+        let config = &self.shared.config;
+        match self.admission.transport() {
+            Transport::Tcp if config.tls_on(Listener::Clients) => Link::Tls,
+            Transport::Tcp => Link::Tcp,
+            Transport::WebSocket if config.tls_on(Listener::WebSocket) => Link::SecureWebSocket,
+            Transport::WebSocket => Link::WebSocket,
+        }
     }
 
     /// A Hello whose key is missing or no user's: AuthFailed, after a delay
@@ -782,6 +836,7 @@ impl Reader {
                 message_id,
                 self.read_at_ms,
             ),
+            published_at: self.read_at,
             expires_at: (ttl_ms > 0).then(|| Instant::now() + Duration::from_millis(ttl_ms)),
             trace_id: trace_id.map(Box::from),
             charge: Default::default(),
@@ -878,6 +933,7 @@ impl Reader {
                 hold,
                 publish_id,
                 topic: topic.to_string(),
+                read_at: self.read_at,
                 message,
                 matches,
             })
@@ -1004,6 +1060,23 @@ impl Reader {
             )
             .with_drop_notices(self.drop_notices),
         );
+        let terms = if qos1 {
+            let defaults = self.shared.durable.default_terms();
+            ConsumerTerms::requested(subscribe.ack_timeout_ms, subscribe.max_deliveries, defaults)
+        } else if subscribe.ack_timeout_ms != 0 || subscribe.max_deliveries != 0 {
+            Err(TermsRefused(
+                "ack_timeout_ms and max_deliveries are for QoS 1 subscriptions: subscribe with qos 1"
+                    .into(),
+            ))
+        } else {
+            Ok(self.shared.durable.default_terms())
+        };
+        let terms = match terms {
+            Ok(terms) => terms,
+            Err(refused) => {
+                return self.send_error(ErrorCode::InvalidArgument, &refused.0, request_id);
+            }
+        };
         let mut created_queue = false;
         if let Some((name, kind)) = &stored_queue {
             // Create or check it first: a refusal must come instead of
@@ -1046,7 +1119,7 @@ impl Reader {
             subscription_id,
         }));
         if let Some((name, _)) = &stored_queue {
-            self.shared.durable.attach(name, subscription);
+            self.shared.durable.attach_with(name, subscription, terms);
         }
         flow
     }

@@ -1,7 +1,7 @@
 //! Dead letters: a QoS 1 message delivered `max_deliveries` times without an
-//! ack is published again, as a QoS 1 message, to the system topic
-//! `<dead_letter_prefix>.<queue name>` (QOS-12), with headers saying where it
-//! came from. Only once that copy is stored does the queue let the original
+//! ack, or terminated by its consumer (QOS-21), is published again, as a
+//! QoS 1 message, to the system topic `<dead_letter_prefix>.<queue name>`
+//! (QOS-12), with headers saying where it came from and why. Only once that copy is stored does the queue let the original
 //! go, so a crash in between means the original is redelivered, never lost.
 //!
 //! A dead letter is the last stop (QOS-19): one that runs out of deliveries
@@ -32,6 +32,9 @@ pub const HEADER_QUEUE: &str = "blipmq-dead-letter-queue";
 pub const HEADER_ORIGINAL_TOPIC: &str = "blipmq-original-topic";
 /// Header with how many times it was delivered.
 pub const HEADER_DELIVERIES: &str = "blipmq-deliveries";
+/// Header saying why: `max_deliveries` (QOS-12) or `terminated` (its
+/// consumer sent a term, QOS-21).
+pub const HEADER_REASON: &str = "blipmq-dead-letter-reason";
 
 /// How long to wait before trying again when the log refuses a dead letter.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -83,6 +86,7 @@ pub async fn run(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<DeadLet
                     queue = dead.queue,
                     topic,
                     deliveries = dead.deliveries,
+                    reason = dead.reason.as_str(),
                     message_id = dead.message.message_id,
                     "moved a message to its dead-letter topic"
                 );
@@ -140,6 +144,10 @@ fn relabel(
             key: HEADER_DELIVERIES,
             value: deliveries.as_bytes(),
         },
+        Header {
+            key: HEADER_REASON,
+            value: dead.reason.as_str().as_bytes(),
+        },
     ]);
     Ok(Arc::new(QueuedMessage {
         delivery: encoder.shared_delivery(
@@ -149,6 +157,7 @@ fn relabel(
             original.message_id,
             original.timestamp_ms,
         ),
+        published_at: std::time::Instant::now(),
         expires_at: None,
         message_id: original.message_id,
         trace_id: dead.message.trace_id.clone(),
@@ -159,6 +168,7 @@ fn relabel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::DeadLetterReason;
 
     #[test]
     fn dead_letter_topics() {
@@ -175,6 +185,7 @@ mod tests {
         let mut encoder = Encoder::new();
         let original = Arc::new(QueuedMessage {
             delivery: encoder.shared_delivery("jobs", b"x", &[], 1, 0),
+            published_at: std::time::Instant::now(),
             expires_at: None,
             message_id: 1,
             trace_id: None,
@@ -185,6 +196,7 @@ mod tests {
             lsn: 1,
             message,
             deliveries: 2,
+            reason: DeadLetterReason::MaxDeliveries,
         };
         let letter = relabel(&mut encoder, &dead("jobs", original), "$dlq.jobs").unwrap();
         assert_eq!(

@@ -1,15 +1,15 @@
-//! The metrics endpoint: `GET /metrics` in the Prometheus text format,
-//! `GET /healthz` (the process answers: liveness) and `GET /readyz` (200
-//! only when the broker serves everything it should: the write-ahead log is
-//! recovered and takes appends; otherwise 503 with one line per problem),
-//! over HTTP/1.1.
+//! The broker's HTTP port: `GET /metrics` in the Prometheus text format,
+//! `GET /livez` (the process answers: liveness; `/healthz` is its old
+//! name), `GET /readyz` (200 only when the broker serves everything it
+//! should: the write-ahead log is recovered and takes appends, and it is
+//! not shutting down; otherwise 503 with one line per problem), and the
+//! introspection API under `/v1/` (`introspection/`), over HTTP/1.1.
 //!
-//! Written by hand rather than with an HTTP library: two read-only paths
-//! without request bodies need only the request line and the end of the
-//! headers, and a general HTTP stack was a tenth of the binary. Keep-alive
-//! is honoured (scrapers reuse connections); anything with a body, a
-//! malformed request or an oversized head gets an error and the connection
-//! closes.
+//! Written by hand rather than with an HTTP library: paths without request
+//! bodies need only the request line and a few headers, and a general HTTP
+//! stack was a tenth of the binary. Keep-alive is honoured (scrapers reuse
+//! connections); anything with a body, a malformed request or an oversized
+//! head gets an error and the connection closes.
 //!
 //! No client can hold the port (see [`Limits`]): connections are capped,
 //! a request head must arrive within a timeout, and a response that cannot
@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::MetricsConfig;
+use crate::introspection::{self, AdminRequest};
 use crate::metrics::{inc, Metrics};
 use crate::server::Shared;
 use crate::tls::{MaybeTls, Tls};
@@ -228,7 +229,7 @@ async fn serve_connection(
         };
         let (response, keep_alive, head_only) = match parse_request(&buffer[..head_len]) {
             Ok(request) => {
-                let response = respond(&request, shared);
+                let response = respond(&request, shared).await;
                 // A body would have to be read and skipped; none of these
                 // paths takes one, so the connection ends after the answer.
                 let keep_alive = request.keep_alive && !request.has_body;
@@ -293,6 +294,10 @@ fn find_head_end(buffer: &[u8], from: usize) -> Option<usize> {
 struct Request<'a> {
     method: &'a str,
     path: &'a str,
+    /// After the `?` ("" when none).
+    query: &'a str,
+    /// The `Authorization` header (introspection needs an admin's key).
+    authorization: Option<&'a str>,
     keep_alive: bool,
     has_body: bool,
 }
@@ -316,13 +321,14 @@ fn parse_request(head: &[u8]) -> Result<Request<'_>, &'static str> {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err("malformed method\n");
     }
-    // Only the path decides; a query string (`?name[]=...`) is ignored.
-    let path = target.split('?').next().unwrap_or_default();
+    // The path decides; only the introspection lists read the query.
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if !path.starts_with('/') {
         return Err("the request target must be a path\n");
     }
     let mut keep_alive = http11;
     let mut has_body = false;
+    let mut authorization = None;
     for line in lines.filter(|l| !l.is_empty()) {
         let Some((name, value)) = line.split_once(':') else {
             return Err("malformed header line\n");
@@ -340,11 +346,15 @@ fn parse_request(head: &[u8]) -> Result<Request<'_>, &'static str> {
             has_body |= value != "0";
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             has_body = true;
+        } else if name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(value);
         }
     }
     Ok(Request {
         method,
         path,
+        query,
+        authorization,
         keep_alive,
         has_body,
     })
@@ -368,10 +378,28 @@ impl Response {
     }
 }
 
-fn respond(request: &Request<'_>, shared: &Shared) -> Response {
+async fn respond(request: &Request<'_>, shared: &Shared) -> Response {
+    if introspection::owns(request.path) {
+        let reply = introspection::answer(
+            &AdminRequest {
+                method: request.method,
+                path: request.path,
+                query: request.query,
+                authorization: request.authorization,
+            },
+            shared,
+        )
+        .await;
+        return Response {
+            status: reply.status,
+            content_type: "application/json",
+            allow: reply.allow,
+            body: reply.body,
+        };
+    }
     let readable = matches!(request.method, "GET" | "HEAD");
     match request.path {
-        "/metrics" | "/healthz" | "/readyz" if !readable => Response {
+        "/metrics" | "/livez" | "/healthz" | "/readyz" if !readable => Response {
             allow: Some("GET, HEAD"),
             ..Response::plain(405, "method not allowed; use GET\n")
         },
@@ -379,14 +407,20 @@ fn respond(request: &Request<'_>, shared: &Shared) -> Response {
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             ..Response::plain(200, &shared.metrics.render(&shared.gauges()))
         },
-        "/healthz" => Response::plain(200, "ok\n"),
+        "/livez" | "/healthz" => Response::plain(200, "ok\n"),
         "/readyz" => readiness(shared),
-        _ => Response::plain(404, "not found; try /metrics\n"),
+        _ => Response::plain(
+            404,
+            "not found; try /metrics, /livez, /readyz or /v1/server\n",
+        ),
     }
 }
 
 /// `/readyz`: what keeps the broker from serving QoS 1, if anything.
 fn readiness(shared: &Shared) -> Response {
+    if shared.draining.load(Ordering::Relaxed) {
+        return Response::plain(503, "not ready\ndraining: the broker is shutting down\n");
+    }
     let problem = match shared.durable.health() {
         WalHealth::Ok => return Response::plain(200, "ready\n"),
         WalHealth::Full => "log full: wal.max_bytes reached; QoS 1 publishes are refused until durable subscriptions catch up".to_string(),
@@ -433,9 +467,13 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        409 => "Conflict",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "",
     }
@@ -494,6 +532,8 @@ mod tests {
             Ok(Request {
                 method: "GET",
                 path: "/metrics",
+                query: "x=1",
+                authorization: None,
                 keep_alive: true,
                 has_body: false
             })

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::connections::Traffic;
 use crate::memory::MemoryBudget;
 use crate::subscription::{Subscription, SubscriptionSet};
 
@@ -41,6 +42,8 @@ pub struct Outbox {
     /// Bumped on every change to `subscriptions`, so the writer refreshes its
     /// copy only when something changed.
     subscriptions_version: AtomicU64,
+    /// What the connection's socket has carried (introspection).
+    pub traffic: Traffic,
 }
 
 /// Writers a reader has queued messages for and not woken yet (see
@@ -192,6 +195,16 @@ impl Outbox {
     /// Subscriptions the connection holds now.
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.lock().len()
+    }
+
+    /// The subscriptions the connection holds now, copied out.
+    pub fn subscriptions_snapshot(&self) -> Vec<Arc<Subscription>> {
+        self.subscriptions.lock().as_slice().to_vec()
+    }
+
+    /// Control frames (replies, errors) not yet written to the socket.
+    pub fn control_backlog_bytes(&self) -> usize {
+        self.control.lock().len() + self.control_in_writer.load(Ordering::Relaxed)
     }
 
     /// Refresh `cached` if the subscription set changed since `seen_version`.

@@ -752,6 +752,7 @@ mod tests {
         let metrics = crate::metrics::Metrics::default();
         let message = Arc::new(crate::subscription::QueuedMessage {
             delivery: blipmq_protocol::Encoder::new().shared_delivery("jobs", b"x", &[], 1, 0),
+            published_at: std::time::Instant::now(),
             expires_at: None,
             message_id: 1,
             trace_id: None,

@@ -4,9 +4,9 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -17,6 +17,7 @@ use crate::admission::{Admission, Slots};
 use crate::auth::{AuthState, Users};
 use crate::config::{Config, Listener};
 use crate::connection;
+use crate::connections::Connections;
 use crate::dead_letter;
 use crate::durable::{DeliverySettings, Durable};
 use crate::http;
@@ -26,9 +27,6 @@ use crate::registry::Registry;
 use crate::throttle::{LogGate, LoginFailures};
 use crate::tls::{self, Tls};
 use crate::websocket;
-
-/// How long shutdown waits for connections to flush and close.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The sockets a broker serves, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -127,6 +125,24 @@ pub(crate) struct Shared {
     pub refusal_log: LogGate,
     /// The users and their rights (`[auth]`), replaced on reload.
     pub auth: Arc<AuthState>,
+    /// The clients whose Hello was accepted (introspection).
+    pub connections: Arc<Connections>,
+    /// When this broker started serving, on both clocks: the wall clock's
+    /// for operators, the monotonic one for uptime.
+    pub started_at: SystemTime,
+    pub started: Instant,
+    /// The addresses the listeners are bound to, set once they serve.
+    pub listening: OnceLock<Listening>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
+}
+
+/// The bound addresses, as `/v1/server` shows them (`None` = off).
+#[derive(Debug, Clone)]
+pub struct Listening {
+    pub clients: Option<SocketAddr>,
+    pub websocket: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How often a warning a peer can cause may be logged, per kind.
@@ -161,6 +177,11 @@ impl Shared {
             auth_log: LogGate::new(PEER_WARNING_INTERVAL),
             refusal_log: LogGate::new(PEER_WARNING_INTERVAL),
             auth,
+            connections: Arc::default(),
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            listening: OnceLock::new(),
+            draining: AtomicBool::new(false),
             config,
         }
     }
@@ -175,6 +196,8 @@ impl Shared {
             memory_budget_bytes: self.memory.limit() as u64,
             durable: self.durable.gauges(),
             wal: self.durable.wal_stats().unwrap_or_default(),
+            wal_state: self.durable.health().label(),
+            queues: self.durable.queue_stats(),
         }
     }
 }
@@ -240,24 +263,50 @@ pub async fn run_and_notify(
         first_message_id,
         auth,
     ));
-    ready();
+    let local = |listener: &TcpListener| listener.local_addr().ok();
+    let _ = shared.listening.set(Listening {
+        clients: local(&listeners.clients),
+        websocket: listeners.websocket.as_ref().and_then(local),
+        metrics: listeners.metrics.as_ref().and_then(local),
+    });
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     // QoS 1 housekeeping: dead letters, and redelivery of overdue acks.
     let dead_letter_task = tokio::spawn(dead_letter::run(shared.clone(), dead_letters));
     let sweeper = tokio::spawn(redeliver_overdue(shared.clone()));
-    if let Some(listener) = listeners.metrics {
-        tasks.spawn(http::serve(
+    // The HTTP port outlives the client connections: it answers `/readyz`
+    // with 503 while they drain, and stops last.
+    let http_stop = CancellationToken::new();
+    let http_task = listeners.metrics.map(|listener| {
+        tokio::spawn(http::serve(
             listener,
             shared.clone(),
             http_limits,
-            stop.clone(),
-        ));
-    }
+            http_stop.clone(),
+        ))
+    });
+    // After the HTTP port serves the recovered broker: a probe that follows
+    // the readiness line finds `/readyz` answering 200.
+    ready();
     tokio::pin!(shutdown);
+    // `server.drain_delay_ms`: set going by the shutdown signal.
+    let drain_delay = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(drain_delay);
+    let mut draining = false;
     loop {
         let (transport, accepted) = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if !draining => {
+                shared.draining.store(true, Ordering::Relaxed);
+                let delay = Duration::from_millis(shared.config.server.drain_delay_ms);
+                if delay.is_zero() {
+                    break;
+                }
+                info!(?delay, "draining: /readyz answers 503; clients are served until server.drain_delay_ms ends");
+                drain_delay.as_mut().reset(tokio::time::Instant::now() + delay);
+                draining = true;
+                continue;
+            }
+            _ = &mut drain_delay, if draining => break,
             accepted = listeners.clients.accept() => (Transport::Tcp, accepted),
             accepted = accept_if_any(listeners.websocket.as_ref()) => (Transport::WebSocket, accepted),
         };
@@ -331,13 +380,16 @@ pub async fn run_and_notify(
     info!("shutting down");
     drop(listeners.clients);
     drop(listeners.websocket);
+    shared.draining.store(true, Ordering::Relaxed);
     stop.cancel();
     tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
-        warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+    let grace = Duration::from_millis(shared.config.server.shutdown_timeout_ms);
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        warn!("some connections did not close within {grace:?} (server.shutdown_timeout_ms)");
+    }
+    http_stop.cancel();
+    if let Some(http_task) = http_task {
+        let _ = http_task.await;
     }
     sweeper.abort();
     dead_letter_task.abort();
@@ -391,21 +443,32 @@ fn first_message_id(recovered_max: u64) -> u64 {
     micros.max(recovered_max + 1).max(1)
 }
 
-/// Every sweep interval, send again the QoS 1 deliveries whose ack is late.
+/// Every sweep interval, send again the QoS 1 deliveries whose ack is late;
+/// also whenever the store's alarm rings for a deadline or a nak delay that
+/// comes sooner (a subscription's shorter ack timeout, QOS-22).
 async fn redeliver_overdue(shared: Arc<Shared>) {
     let interval = shared.durable.sweep_interval();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Expiry of detached queues scans every entry: about once a second.
     let expiry_every = (Duration::from_secs(1).as_millis() / interval.as_millis().max(1)).max(1);
-    for round in 0u128.. {
-        tick.tick().await;
+    let mut round = 0u128;
+    loop {
+        let ticked = tokio::select! {
+            _ = tick.tick() => true,
+            () = shared.durable.sweep_due() => false,
+        };
         let now = std::time::Instant::now();
         let overdue = shared.durable.redeliver_overdue(now);
         if overdue > 0 {
             tracing::debug!(overdue, "redelivering unacked QoS 1 messages");
         }
-        if round % expiry_every == 0 {
+        if !ticked {
+            continue;
+        }
+        // The first tick (at once) sweeps; then every `expiry_every`th.
+        round += 1;
+        if (round - 1) % expiry_every == 0 {
             let expired = shared.durable.expire_detached(now);
             if expired > 0 {
                 tracing::debug!(expired, "expired QoS 1 messages of detached queues");

@@ -20,6 +20,9 @@ use crate::outbox::{Outbox, PendingWakes};
 #[derive(Debug)]
 pub struct QueuedMessage {
     pub delivery: SharedDelivery,
+    /// When the broker read it off the publisher's socket (or recovered it
+    /// from the log): where delivery latency is measured from.
+    pub published_at: Instant,
     /// `None` = never expires.
     pub expires_at: Option<Instant>,
     pub message_id: u64,
@@ -101,6 +104,10 @@ pub struct Subscription {
     /// message queued carries them, or the writer reports them once the
     /// queue is empty.
     dropped_behind: AtomicU64,
+    /// Messages for this subscription discarded by its overflow policy or
+    /// the memory budget, in all (introspection; counted whether or not
+    /// the client asked for notices).
+    dropped: AtomicU64,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -137,6 +144,7 @@ impl Subscription {
             drop_notices: false,
             unreported_drops: AtomicU64::new(0),
             dropped_behind: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         }
     }
 
@@ -165,6 +173,7 @@ impl Subscription {
     /// queued (the memory budget was full, LIMIT-3): reported like a
     /// `drop_new` discard, behind everything queued.
     pub fn note_discarded(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
         self.note_drops(&self.dropped_behind, 1);
     }
 
@@ -195,6 +204,17 @@ impl Subscription {
 
     pub fn depth(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Bytes queued for the connection's writer (the queue's byte bound
+    /// counts them).
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.bytes()
+    }
+
+    /// Messages discarded for this subscription so far (see `dropped`).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -289,6 +309,7 @@ impl Subscription {
                     metrics
                         .dropped_full_drop_oldest
                         .fetch_add(evicted, Ordering::Relaxed);
+                    self.dropped.fetch_add(evicted, Ordering::Relaxed);
                     // The discards an evicted message carried are now
                     // ahead of the queue too.
                     self.note_drops(&self.unreported_drops, evicted + reported_with_them);
@@ -297,6 +318,7 @@ impl Subscription {
             OverflowPolicy::DropNew | OverflowPolicy::Block => {
                 if let Err(back) = self.queue.push(message) {
                     inc(metrics.dropped_queue_full(self.policy));
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
                     // Behind everything queued: carried by the next message
                     // queued, or reported once the queue empties.
                     self.note_drops(&self.dropped_behind, back.dropped_before + 1);
@@ -481,6 +503,7 @@ mod tests {
         let delivery = blipmq_protocol::Encoder::new().shared_delivery("t", b"x", &[], id, 0);
         Arc::new(QueuedMessage {
             delivery,
+            published_at: std::time::Instant::now(),
             expires_at: None,
             message_id: id,
             trace_id: None,

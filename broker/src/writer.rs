@@ -55,6 +55,11 @@ struct Batch {
     segments: Vec<Segment>,
     deliveries: usize,
     bytes: usize,
+    /// When the earliest-published first delivery in the batch was read:
+    /// one delivery-latency sample per socket write, the batch's longest
+    /// wait (a sample per copy would cost the hot path two atomic adds per
+    /// subscriber).
+    oldest_published: Option<std::time::Instant>,
     /// For Dropped notices, the one frame the writer encodes itself.
     encoder: Encoder,
 }
@@ -112,6 +117,13 @@ impl Batch {
                 message_id = message.message_id
             )
             .in_scope(|| tracing::debug!(subscription_id, "delivered"));
+        }
+        if delivery_count == 1 {
+            let published = message.published_at;
+            self.oldest_published = Some(
+                self.oldest_published
+                    .map_or(published, |oldest| oldest.min(published)),
+            );
         }
         let len = message.delivery.len();
         if len <= COPY_THRESHOLD {
@@ -236,6 +248,7 @@ impl Batch {
         self.segments.clear();
         self.deliveries = 0;
         self.bytes = 0;
+        self.oldest_published = None;
     }
 }
 
@@ -294,8 +307,12 @@ pub async fn run(
         match result {
             Ok(bytes) => {
                 add(&metrics.delivered, deliveries);
+                if let Some(published) = batch.oldest_published {
+                    metrics.delivery_latency.observe(published.elapsed());
+                }
                 add(&metrics.flush_bytes, bytes as u64);
                 inc(&metrics.flush_batches);
+                outbox.traffic.sent(bytes as u64, deliveries);
                 outbox.control_written(batch.control.len());
                 batch.clear();
             }
@@ -340,6 +357,7 @@ mod tests {
                 blipmq_protocol::Encoder::new().shared_delivery("t", b"x", &[], message_id, 0);
             let message = Arc::new(QueuedMessage {
                 delivery,
+                published_at: std::time::Instant::now(),
                 expires_at: None,
                 message_id,
                 trace_id: None,

@@ -199,6 +199,7 @@ async fn rules_for_durable_subscriptions() {
         qos: 0,
         durable_name: Some("d"),
         queue_group: None,
+        ..Default::default()
     }))
     .await;
     assert_eq!(b.expect_error().await.0, ErrorCode::InvalidArgument);

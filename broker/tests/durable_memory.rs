@@ -68,6 +68,7 @@ async fn subscribe_all(client: &mut RawClient) {
                 qos: 1,
                 durable_name: Some(&name),
                 queue_group: None,
+                ..Default::default()
             }))
             .await;
     }

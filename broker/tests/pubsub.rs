@@ -157,6 +157,7 @@ async fn one_connection_cannot_unsubscribe_or_ack_another_connections_subscripti
         .send(&Frame::Ack(blipmq_protocol::Ack {
             subscription_id: id,
             delivery_id: 1,
+            ..Default::default()
         }))
         .await;
     assert_eq!(other.expect_error().await.0, ErrorCode::UnknownSubscription);
@@ -230,6 +231,7 @@ async fn invalid_qos_and_invalid_group_names_are_refused() {
         qos: 0,
         durable_name: None,
         queue_group: Some("two words"),
+        ..Default::default()
     }))
     .await;
     let (code, _, id) = c.expect_error().await;
@@ -240,6 +242,7 @@ async fn invalid_qos_and_invalid_group_names_are_refused() {
         qos: 9,
         durable_name: None,
         queue_group: None,
+        ..Default::default()
     }))
     .await;
     let (code, _, id) = c.expect_error().await;

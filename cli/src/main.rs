@@ -1,9 +1,12 @@
-//! `blipmq-cli`: publish, subscribe and benchmark against a BlipMQ broker.
+//! `blipmq-cli`: publish, subscribe and benchmark against a BlipMQ broker,
+//! and look into it through its HTTP port (`server`, `conns`, `queues`,
+//! `topics`: see `admin/`).
 //!
 //! Exit codes: 0 success, 1 runtime or broker error, 2 usage error. Every
 //! error is one line on stderr, `blipmq-cli: <reason>`, naming the broker's
 //! error code where there is one (e.g. `AuthFailed`).
 
+mod admin;
 mod bench;
 mod error;
 mod publish;
@@ -107,6 +110,18 @@ enum Command {
     Unsub(UnsubArgs),
     /// Measure throughput and end-to-end latency.
     Bench(BenchArgs),
+    /// The broker itself, from its HTTP port.
+    #[command(subcommand)]
+    Server(admin::ServerCommand),
+    /// Connected clients, from the broker's HTTP port.
+    #[command(subcommand)]
+    Conns(admin::ConnsCommand),
+    /// Durable subscriptions and queue groups, from the broker's HTTP port.
+    #[command(subcommand)]
+    Queues(admin::QueuesCommand),
+    /// Subscribed topics and patterns, from the broker's HTTP port.
+    #[command(subcommand)]
+    Topics(admin::TopicsCommand),
 }
 
 #[derive(Args, Debug)]
@@ -280,6 +295,24 @@ fn main() -> ExitCode {
             Command::Sub(args) => subscribe::run_sub(&cli.global, args).await,
             Command::Unsub(args) => subscribe::run_unsub(&cli.global, args).await,
             Command::Bench(args) => bench::run(&cli.global, args).await,
+            Command::Server(admin::ServerCommand::Info(args)) => {
+                admin::server_info(&args, cli.global.api_key.as_deref()).await
+            }
+            Command::Conns(admin::ConnsCommand::Ls(args)) => {
+                admin::conns_ls(&args, cli.global.api_key.as_deref()).await
+            }
+            Command::Queues(admin::QueuesCommand::Ls(args)) => {
+                admin::queues_ls(&args, cli.global.api_key.as_deref()).await
+            }
+            Command::Queues(admin::QueuesCommand::Info(args)) => {
+                admin::queues_info(&args, cli.global.api_key.as_deref()).await
+            }
+            Command::Queues(admin::QueuesCommand::Rm(args)) => {
+                admin::queues_rm(&args, cli.global.api_key.as_deref()).await
+            }
+            Command::Topics(admin::TopicsCommand::Ls(args)) => {
+                admin::topics_ls(&args, cli.global.api_key.as_deref()).await
+            }
         }
     });
     // Do not wait for tasks still parked on the network (e.g. after an error).

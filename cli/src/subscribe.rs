@@ -23,6 +23,7 @@ pub async fn run_sub(global: &Global, args: SubArgs) -> Result<(), CliError> {
             qos,
             durable: args.durable.clone(),
             group: args.group.clone(),
+            ..Default::default()
         };
         let mut subscription = client
             .subscribe_with(&args.pattern, options)
@@ -213,6 +214,7 @@ pub async fn run_unsub(global: &Global, args: UnsubArgs) -> Result<(), CliError>
             qos: Qos::AtLeastOnce,
             durable: (!group).then(|| name.clone()),
             group: group.then(|| name.clone()),
+            ..Default::default()
         };
         let fail = |e: &dyn std::fmt::Display| {
             CliError::runtime(format!("cannot remove {what} {name:?}: {e}"))

@@ -322,6 +322,24 @@ fn a_published_text_message_reaches_a_text_subscriber() {
     assert_eq!(out.stderr, "subscribed to greetings\n");
 }
 
+/// examples/cli/quickstart.sh, run as a user runs it: it prints what every
+/// language's quickstart prints (examples/expected-output.txt).
+#[test]
+fn the_cli_quickstart_example_prints_what_every_example_prints() {
+    let broker = Broker::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cli/quickstart.sh");
+    let mut cmd = clean_command(Path::new("bash"));
+    cmd.arg(script).arg(&broker.addr).env("BLIPMQ_CLI", CLI);
+    let out = run(cmd, None);
+    out.assert_success();
+    assert_eq!(
+        out.stdout_text(),
+        include_str!("../../examples/expected-output.txt"),
+        "stderr: {}",
+        out.stderr
+    );
+}
+
 #[test]
 fn pubfile_is_binary_safe() {
     let broker = Broker::start();

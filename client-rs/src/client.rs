@@ -8,6 +8,7 @@ use blipmq_protocol::{headers, topic, ErrorCode, Frame, Header, Publish, Qos, Su
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 
+use crate::addresses::{self, Endpoint, ToBrokerAddresses};
 use crate::batch::PublishBatch;
 use crate::confirm::PublishConfirm;
 use crate::connection;
@@ -110,30 +111,48 @@ impl ClientBuilder {
         self
     }
 
-    /// Connect over TCP on the ambient tokio runtime: `host:port` (or
-    /// `tcp://host:port`), or `tls://host:port` for TLS.
+    /// Connect over TCP on the ambient tokio runtime to one broker address
+    /// or several ([`ToBrokerAddresses`]): `host:port` (or
+    /// `tcp://host:port`), or `tls://host:port` for TLS, in any mix. The
+    /// addresses are tried in turn until one completes the handshake; when
+    /// none does, the error names each one's failure. After a lost
+    /// connection the client reconnects to them in turn, starting with the
+    /// one it was connected to.
     #[cfg(feature = "tokio")]
-    pub async fn connect(self, addr: impl Into<String>) -> Result<Client, ConnectError> {
-        let (host_port, connector) = self.native_connector(&addr.into())?;
-        self.connect_with(
-            host_port,
-            connector,
-            Arc::new(crate::transport::TokioRuntime),
-        )
-        .await
+    pub async fn connect(self, addresses: impl ToBrokerAddresses) -> Result<Client, ConnectError> {
+        let endpoints = self.native_endpoints(addresses::parse(&addresses)?)?;
+        self.connect_to(endpoints, Arc::new(crate::transport::TokioRuntime))
+            .await
     }
 
-    /// The address to dial and how: TLS for a `tls://` address or when TLS
-    /// options are set, else plain TCP.
+    /// Each address with what dials it: TLS for a `tls://` address or
+    /// when TLS options are set (one TLS configuration, read once, for
+    /// all of them), else plain TCP.
     #[cfg(feature = "tls")]
-    fn native_connector(&self, addr: &str) -> Result<(String, Arc<dyn Connector>), ConnectError> {
-        let (wants_tls, host_port) = crate::tls::parse_address(addr);
-        if !wants_tls && self.options.tls.is_none() {
-            return Ok((
-                host_port.to_string(),
-                Arc::new(crate::transport::TcpConnector),
-            ));
+    fn native_endpoints(&self, addresses: Vec<String>) -> Result<Vec<Endpoint>, ConnectError> {
+        let mut tls: Option<Arc<dyn Connector>> = None;
+        let mut endpoints = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let (wants_tls, host_port) = crate::tls::parse_address(&address);
+            let connector = if wants_tls || self.options.tls.is_some() {
+                match &tls {
+                    Some(connector) => connector.clone(),
+                    None => tls.insert(self.tls_connector()?).clone(),
+                }
+            } else {
+                Arc::new(crate::transport::TcpConnector)
+            };
+            endpoints.push(Endpoint {
+                dial: host_port.to_string(),
+                address,
+                connector,
+            });
         }
+        Ok(endpoints)
+    }
+
+    #[cfg(feature = "tls")]
+    fn tls_connector(&self) -> Result<Arc<dyn Connector>, ConnectError> {
         let options = self.options.tls.clone().unwrap_or_default();
         let connector = crate::transport::TlsConnector::new(&options).map_err(|e| {
             Error::new(
@@ -142,28 +161,56 @@ impl ClientBuilder {
                 e.to_string(),
             )
         })?;
-        Ok((host_port.to_string(), Arc::new(connector)))
+        Ok(Arc::new(connector))
     }
 
     #[cfg(all(feature = "tokio", not(feature = "tls")))]
-    fn native_connector(&self, addr: &str) -> Result<(String, Arc<dyn Connector>), ConnectError> {
-        Ok((addr.to_string(), Arc::new(crate::transport::TcpConnector)))
+    fn native_endpoints(&self, addresses: Vec<String>) -> Result<Vec<Endpoint>, ConnectError> {
+        let tcp: Arc<dyn Connector> = Arc::new(crate::transport::TcpConnector);
+        Ok(addresses
+            .into_iter()
+            .map(|address| Endpoint {
+                dial: address.clone(),
+                address,
+                connector: tcp.clone(),
+            })
+            .collect())
     }
 
     /// Connect through a custom transport and runtime (e.g. a WebSocket in
-    /// a browser). The first connection attempt's failure is returned; later
-    /// disconnects are handled by the reconnect policy.
+    /// a browser), to one address or several, tried in turn as with
+    /// [`ClientBuilder::connect`]; the connector gets each address as
+    /// given. When no address completes the handshake, the error names
+    /// each one's failure; later disconnects are handled by the reconnect
+    /// policy.
+    pub async fn connect_with(
+        self,
+        addresses: impl ToBrokerAddresses,
+        connector: Arc<dyn Connector>,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<Client, ConnectError> {
+        let endpoints = addresses::parse(&addresses)?
+            .into_iter()
+            .map(|address| Endpoint {
+                dial: address.clone(),
+                address,
+                connector: connector.clone(),
+            })
+            .collect();
+        self.connect_to(endpoints, runtime).await
+    }
+
+    /// Connect to the first of `endpoints` that answers and start the
+    /// connection task.
     // On wasm32 the runtime (and so the client's state) is neither Send nor
     // Sync (`MaybeSend`): browsers run it on one thread, and the `Arc`s that
     // share it across threads natively are only shared handles there.
     #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
-    pub async fn connect_with(
+    async fn connect_to(
         self,
-        addr: impl Into<String>,
-        connector: Arc<dyn Connector>,
+        endpoints: Vec<Endpoint>,
         runtime: Arc<dyn Runtime>,
     ) -> Result<Client, ConnectError> {
-        let addr = addr.into();
         let outgoing = Arc::new(Outbox::new(self.options.outgoing_capacity));
         let (shutdown_tx, shutdown_rx) = async_channel::bounded(1);
         let inner = Arc::new(Inner::new(
@@ -172,12 +219,11 @@ impl ClientBuilder {
             outgoing,
             shutdown_tx,
         ));
-        let connected = connection::connect(&inner, &*connector, &addr).await?;
+        let connected = connection::connect_any(&inner, &endpoints, 0).await?;
         let (done_tx, done_rx) = oneshot::channel();
         runtime.spawn(Box::pin(connection::run(
             inner.clone(),
-            connector,
-            addr,
+            endpoints,
             connected,
             shutdown_rx,
             done_tx,
@@ -193,10 +239,12 @@ impl ClientBuilder {
 }
 
 impl Client {
-    /// Connect with default options (see [`ClientBuilder`] for more).
+    /// Connect with default options to one broker address or several, e.g.
+    /// `"127.0.0.1:7878"`, `"a:7878,b:7878"` or `["a:7878", "tls://b:7879"]`
+    /// (see [`ClientBuilder::connect`]; [`ClientBuilder`] for options).
     #[cfg(feature = "tokio")]
-    pub async fn connect(addr: impl Into<String>) -> Result<Client, ConnectError> {
-        ClientBuilder::default().connect(addr).await
+    pub async fn connect(addresses: impl ToBrokerAddresses) -> Result<Client, ConnectError> {
+        ClientBuilder::default().connect(addresses).await
     }
 
     pub fn builder() -> ClientBuilder {
@@ -210,6 +258,12 @@ impl Client {
 
     pub fn status(&self) -> ConnectionStatus {
         self.inner.status()
+    }
+
+    /// The broker address of the current connection, as given to connect
+    /// (while reconnecting, of the connection that was lost).
+    pub fn address(&self) -> String {
+        self.inner.address.lock().unwrap().clone()
     }
 
     /// A stream of connection events from now on (connected, disconnected,
@@ -447,6 +501,8 @@ impl Client {
             qos: options.qos.as_wire(),
             durable_name: options.durable.as_deref(),
             queue_group: options.group.as_deref(),
+            ack_timeout_ms: options.ack_timeout_ms(),
+            max_deliveries: options.max_deliveries,
         });
         let (tx, rx) = oneshot::channel();
         let result = match self

@@ -1,6 +1,7 @@
 //! The client's one background task: connect and handshake, then read and
-//! write until the connection drops; reconnect with backoff and resubscribe;
-//! on close, flush what is queued and stop.
+//! write until the connection drops; reconnect with jittered backoff (to
+//! the broker addresses in turn) and resubscribe; on close, flush what is
+//! queued and stop.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -15,8 +16,10 @@ use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 use futures::future::{self, Either};
 
+use crate::addresses::{every_address_failed, Endpoint};
 use crate::disconnect::DisconnectReason;
 use crate::error::{ConnectError, ConnectErrorKind, Error, Failure};
+use crate::jitter::Jitter;
 use crate::mailbox::MailboxSender;
 use crate::message::Message;
 use crate::outbox::{Outbox, IDLE_KEPT_BYTES};
@@ -45,6 +48,8 @@ pub(crate) struct Connected {
     buffered: BytesMut,
     /// The broker's id of this connection (from its Welcome).
     connection_id: u64,
+    /// Which of the endpoints this connection is to.
+    endpoint: usize,
 }
 
 /// Whether the broker's first bytes are a TLS record (an alert, after a
@@ -54,8 +59,37 @@ fn speaks_tls(received: &[u8]) -> bool {
     matches!(received, [0x15 | 0x16, 0x03, ..])
 }
 
+/// Try the endpoints in turn, each once, starting at `start`: the first
+/// that completes the handshake is the connection; when none does, the
+/// error names each address's failure.
+pub(crate) async fn connect_any(
+    inner: &Inner,
+    endpoints: &[Endpoint],
+    start: usize,
+) -> Result<Connected, ConnectError> {
+    let mut failures = Vec::new();
+    for offset in 0..endpoints.len() {
+        let index = (start + offset) % endpoints.len();
+        let endpoint = &endpoints[index];
+        match connect(inner, &*endpoint.connector, &endpoint.dial).await {
+            Ok(mut connection) => {
+                connection.endpoint = index;
+                endpoint
+                    .address
+                    .clone_into(&mut inner.address.lock().unwrap());
+                return Ok(connection);
+            }
+            Err(error) => {
+                tracing::debug!(address = %endpoint.address, %error, "connect failed");
+                failures.push((endpoint.address.clone(), error));
+            }
+        }
+    }
+    Err(every_address_failed(failures))
+}
+
 /// Connect and complete the handshake, within the connect timeout.
-pub(crate) async fn connect(
+async fn connect(
     inner: &Inner,
     connector: &dyn Connector,
     addr: &str,
@@ -68,7 +102,10 @@ pub(crate) async fn connect(
         Either::Right(_) => Err(Error::new(
             ConnectErrorKind::TimedOut,
             ErrorCode::Timeout,
-            format!("no handshake with {addr} within {timeout:?}"),
+            format!(
+                "no handshake with {addr} within {} ms",
+                crate::options::whole_millis(timeout)
+            ),
         )),
     }
 }
@@ -126,6 +163,7 @@ async fn handshake(
                             writer,
                             buffered: buf,
                             connection_id: welcome.connection_id,
+                            endpoint: 0,
                         })
                     }
                     Ok(Frame::Error(e)) => {
@@ -170,8 +208,7 @@ async fn handshake(
 /// Run the client's connection until it is closed for good.
 pub(crate) async fn run(
     inner: Arc<Inner>,
-    connector: Arc<dyn Connector>,
-    addr: String,
+    endpoints: Vec<Endpoint>,
     mut connection: Connected,
     shutdown: async_channel::Receiver<()>,
     done: oneshot::Sender<()>,
@@ -179,9 +216,12 @@ pub(crate) async fn run(
     // The first connection was announced by `connect` returning; later
     // ones by a `Connected` event.
     let mut reconnected = false;
+    let mut jitter = Jitter::seeded(inner.runtime.random_seed());
     loop {
+        let address = &endpoints[connection.endpoint].address;
         inner.set_status(ConnectionStatus::Connected);
-        let ended = serve(&inner, &mut connection, &shutdown, reconnected).await;
+        let announce = reconnected.then_some(address.as_str());
+        let ended = serve(&inner, &mut connection, &shutdown, announce).await;
         inner.subscriptions.lock().unwrap().disconnect();
         let lost = match &ended {
             Some(reason) => format!("connection lost: {reason}"),
@@ -202,7 +242,8 @@ pub(crate) async fn run(
             break;
         }
         inner.set_status(ConnectionStatus::Reconnecting);
-        match reconnect(&inner, &*connector, &addr, &shutdown).await {
+        let last_worked = connection.endpoint;
+        match reconnect(&inner, &endpoints, last_worked, &mut jitter, &shutdown).await {
             Some(next) => {
                 connection = next;
                 reconnected = true;
@@ -224,11 +265,15 @@ pub(crate) async fn run(
     let _ = done.send(());
 }
 
-/// Retry with exponential backoff until connected, closed or out of attempts.
+/// Retry with jittered exponential backoff until connected, closed or out
+/// of attempts. Each attempt tries every address once, starting with the
+/// one that worked last (a broker that restarts is usually back first),
+/// then the next ones in the order given.
 async fn reconnect(
     inner: &Inner,
-    connector: &dyn Connector,
-    addr: &str,
+    endpoints: &[Endpoint],
+    last_worked: usize,
+    jitter: &mut Jitter,
     shutdown: &async_channel::Receiver<()>,
 ) -> Option<Connected> {
     let policy = &inner.options.reconnect;
@@ -239,18 +284,26 @@ async fn reconnect(
             tracing::warn!(attempts = attempt - 1, "giving up reconnecting");
             return None;
         }
-        let wait = inner.runtime.sleep(policy.delay(attempt));
+        let wait = inner
+            .runtime
+            .sleep(policy.delay(attempt, jitter.next_u64()));
         let stop = shutdown.recv();
         futures::pin_mut!(stop);
         if let Either::Right(_) = future::select(wait, stop).await {
             return None;
         }
-        match connect(inner, connector, addr).await {
-            Ok(connection) => return Some(connection),
-            Err(error) => inner.emit(ClientEvent::ReconnectFailed {
+        // A round over several slow addresses can take a connect timeout
+        // each: closing the client ends it at once.
+        let round = connect_any(inner, endpoints, last_worked);
+        let stop = shutdown.recv();
+        futures::pin_mut!(round, stop);
+        match future::select(round, stop).await {
+            Either::Left((Ok(connection), _)) => return Some(connection),
+            Either::Left((Err(error), _)) => inner.emit(ClientEvent::ReconnectFailed {
                 attempt,
                 error: error.to_string(),
             }),
+            Either::Right(_) => return None,
         }
     }
 }
@@ -262,17 +315,18 @@ async fn serve(
     inner: &Inner,
     connection: &mut Connected,
     shutdown: &async_channel::Receiver<()>,
-    announce: bool,
+    announce: Option<&str>,
 ) -> Option<DisconnectReason> {
     if let Err(e) = resubscribe(inner, &mut *connection.writer).await {
         return Some(DisconnectReason::io("resubscribe", e));
     }
-    if announce {
+    if let Some(address) = announce {
         // After the Subscribes went out: whatever the client sends once it
         // has heard of the connection (a flush, a publish to itself) reaches
         // the broker after them.
         inner.emit(ClientEvent::Connected {
             connection_id: connection.connection_id,
+            address: address.to_string(),
         });
     }
     let read = read_loop(inner, &mut *connection.reader, &mut connection.buffered);
@@ -305,6 +359,8 @@ async fn resubscribe(inner: &Inner, writer: &mut dyn TransportWriter) -> std::io
                     qos: entry.options.qos.as_wire(),
                     durable_name: entry.options.durable.as_deref(),
                     queue_group: entry.options.group.as_deref(),
+                    ack_timeout_ms: entry.options.ack_timeout_ms(),
+                    max_deliveries: entry.options.max_deliveries,
                 }),
                 &mut batch,
             );

@@ -90,6 +90,8 @@ pub enum ConnectErrorKind {
     /// The broker refused the connection for another reason, such as its
     /// connection limit or an unsupported protocol version (see the code).
     Rejected,
+    /// No broker address was given (301 InvalidArgument).
+    InvalidAddress,
 }
 
 /// Why a publish failed.

@@ -37,9 +37,11 @@
 //!   the client stops reading from the broker, so the broker's overflow policy
 //!   decides what happens to a slow consumer. Dropping a subscription
 //!   unsubscribes.
+//! - **Addresses**: `connect` takes one broker address or several
+//!   ([`ToBrokerAddresses`]), tried in turn.
 //! - **Reconnect** is on by default: after a lost connection the client
-//!   retries with exponential backoff ([`ReconnectPolicy`]) and subscribes
-//!   again. Requests in flight fail with `Disconnected`; QoS 0 messages in
+//!   retries with exponential backoff and full jitter ([`ReconnectPolicy`]),
+//!   to the addresses in turn, and subscribes again. Requests in flight fail with `Disconnected`; QoS 0 messages in
 //!   flight may be lost. Watch [`Client::status`] and [`Client::events`].
 //! - **Errors** are one type per operation ([`PublishError`],
 //!   [`SubscribeError`], ...) with a kind to match on and the wire code from
@@ -52,6 +54,7 @@
 //!   [`transport::Runtime`]. The `tokio` feature (default) provides TCP;
 //!   without it the crate builds for wasm32 and takes both from the caller.
 
+mod addresses;
 mod batch;
 mod client;
 mod confirm;
@@ -60,6 +63,7 @@ mod disconnect;
 pub mod error;
 pub mod foreign;
 mod headers;
+mod jitter;
 mod mailbox;
 mod message;
 mod options;
@@ -71,6 +75,7 @@ pub mod tls;
 mod trace;
 pub mod transport;
 
+pub use addresses::ToBrokerAddresses;
 pub use batch::PublishBatch;
 pub use blipmq_protocol::Qos;
 pub use client::{Client, ClientBuilder};

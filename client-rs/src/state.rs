@@ -117,6 +117,8 @@ pub enum ClientEvent {
     /// again: anything sent from now on reaches the broker after them.
     Connected {
         connection_id: u64,
+        /// The broker address of the new connection, as given to connect.
+        address: String,
     },
     /// The connection was lost; unless reconnecting is off, the client
     /// tries again (`ReconnectFailed`, then `Connected`).
@@ -151,6 +153,9 @@ pub(crate) struct Inner {
     pub pending: Mutex<HashMap<u64, Pending>>,
     pub subscriptions: Mutex<SubscriptionTable>,
     status: AtomicU8,
+    /// The broker address of the current connection (the last one while
+    /// reconnecting), as given to connect.
+    pub address: Mutex<String>,
     /// Every `events()` stream's sender; `None` once `Closed` went out, the
     /// last event: the streams then end, and new ones end at once.
     listeners: Mutex<Option<Vec<async_channel::Sender<ClientEvent>>>>,
@@ -176,6 +181,7 @@ impl Inner {
             pending: Mutex::default(),
             subscriptions: Mutex::default(),
             status: AtomicU8::new(ConnectionStatus::Connected as u8),
+            address: Mutex::default(),
             listeners: Mutex::new(Some(Vec::new())),
             closed: AtomicBool::new(false),
             shutdown,
@@ -280,7 +286,10 @@ impl Inner {
             }
             futures::future::Either::Right(_) => {
                 self.pending.lock().unwrap().remove(&id);
-                Err(Failure::TimedOut.error(format!("no answer within {timeout:?}")))
+                Err(Failure::TimedOut.error(format!(
+                    "no answer within {} ms",
+                    crate::options::whole_millis(timeout)
+                )))
             }
         }
     }

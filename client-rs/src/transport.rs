@@ -69,6 +69,15 @@ pub trait Connector: MaybeSend + MaybeSync + 'static {
 pub trait Runtime: MaybeSend + MaybeSync + 'static {
     fn spawn(&self, task: BoxFuture<'static, ()>);
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()>;
+
+    /// A seed for the client's reconnect jitter, different for each client
+    /// (clients that lost the same broker must not draw the same waits).
+    /// The default mixes std's random hash keys with a per-process
+    /// counter; a platform whose std has no randomness (wasm32 in a
+    /// browser) overrides it.
+    fn random_seed(&self) -> u64 {
+        crate::jitter::default_seed()
+    }
 }
 
 #[cfg(feature = "tokio")]

@@ -3,6 +3,7 @@
 //! other). Prints the matrix, the requirement coverage and `N passed, N
 //! failed, N skipped`; exits non-zero on any failure.
 
+mod addresses;
 mod broker;
 mod judge;
 mod scenario;
@@ -354,6 +355,11 @@ fn execute(
         Ok(b) => b,
         Err(e) => return Outcome::Fail(e),
     };
+    // For `connect` steps whose address list names a dead address.
+    let dead_port = match addresses::dead_port() {
+        Ok(port) => port,
+        Err(e) => return Outcome::Fail(format!("no free port for a dead address: {e}")),
+    };
     let mut processes: BTreeMap<String, Testee> = BTreeMap::new();
     let mut saved: HashMap<String, Value> = HashMap::new();
     for spec in [run.producer, run.consumer] {
@@ -400,6 +406,11 @@ fn execute(
                         Value::String(format!("wss://localhost:{}", port(&broker.websocket_addr)));
                     let ca = pki.path(blipmq_testkit::files::CA);
                     args["tls_ca"] = Value::String(ca.display().to_string());
+                }
+            }
+            if step.op == "connect" {
+                if let Err(e) = addresses::expand(&mut args, &broker, pki.is_some(), dead_port) {
+                    return Outcome::Fail(format!("{at}: {e}"));
                 }
             }
             if let Err(e) = resolve_saved(&mut args, &saved) {

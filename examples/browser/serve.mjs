@@ -111,4 +111,5 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
     })
   }
   console.log(`chat: open ${origin}/?broker=${broker}&room=lobby in two browser windows (Ctrl-C stops)`)
+  console.log(`quickstart: open ${origin}/quickstart.html?broker=${broker}`)
 }

@@ -340,6 +340,7 @@ pub fn wire(ops: &[Op]) -> Vec<u8> {
                     qos: *qos,
                     durable_name: durable_name.as_deref(),
                     queue_group: queue_group.as_deref(),
+                    ..Default::default()
                 }),
                 &mut out,
             ),
@@ -362,6 +363,7 @@ pub fn wire(ops: &[Op]) -> Vec<u8> {
                 &Frame::Ack(Ack {
                     subscription_id: *subscription_id,
                     delivery_id: *delivery_id,
+                    ..Default::default()
                 }),
                 &mut out,
             ),

@@ -142,6 +142,8 @@ pub fn decode_verified(body: &[u8]) -> Result<Frame<'_>, FrameError> {
                 qos: t.qos(),
                 durable_name: t.durable_name(),
                 queue_group: t.queue_group(),
+                ack_timeout_ms: t.ack_timeout_ms(),
+                max_deliveries: t.max_deliveries(),
             })
         }
         fb::Body::Subscribed => {
@@ -187,6 +189,8 @@ pub fn decode_verified(body: &[u8]) -> Result<Frame<'_>, FrameError> {
             Frame::Ack(Ack {
                 subscription_id: t.subscription_id(),
                 delivery_id: t.delivery_id(),
+                kind: t.kind().0,
+                delay_ms: t.delay_ms(),
             })
         }
         fb::Body::Ping => {
@@ -478,6 +482,8 @@ impl Encoder {
                         qos: f.qos,
                         durable_name,
                         queue_group,
+                        ack_timeout_ms: f.ack_timeout_ms,
+                        max_deliveries: f.max_deliveries,
                     },
                 );
                 (fb::Body::Subscribe, t.as_union_value())
@@ -541,6 +547,8 @@ impl Encoder {
                     &fb::AckArgs {
                         subscription_id: f.subscription_id,
                         delivery_id: f.delivery_id,
+                        kind: fb::AckKind(f.kind),
+                        delay_ms: f.delay_ms,
                     },
                 );
                 (fb::Body::Ack, t.as_union_value())
@@ -658,6 +666,8 @@ mod tests {
             qos: 0,
             durable_name: Some("d"),
             queue_group: None,
+            ack_timeout_ms: 1500,
+            max_deliveries: 4,
         }));
         round_trip(Frame::Subscribed(Subscribed {
             request_id: 3,
@@ -690,6 +700,14 @@ mod tests {
         round_trip(Frame::Ack(Ack {
             subscription_id: 9,
             delivery_id: 10,
+            kind: 0,
+            delay_ms: 0,
+        }));
+        round_trip(Frame::Ack(Ack {
+            subscription_id: 9,
+            delivery_id: 10,
+            kind: AckKind::Nak.as_wire(),
+            delay_ms: 250,
         }));
         round_trip(Frame::Ping { nonce: 1 });
         round_trip(Frame::Pong { nonce: 2 });

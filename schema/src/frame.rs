@@ -26,6 +26,36 @@ impl Qos {
     }
 }
 
+/// What an `Ack` frame says about a QoS 1 delivery (QOS-20..QOS-23).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckKind {
+    /// Done: release the message.
+    #[default]
+    Ack = 0,
+    /// Not done: deliver it again, no sooner than the ack's `delay_ms`.
+    Nak = 1,
+    /// Never going to be done: dead-letter it now.
+    Term = 2,
+    /// Still working: restart the ack deadline.
+    InProgress = 3,
+}
+
+impl AckKind {
+    pub fn from_wire(value: u8) -> Option<AckKind> {
+        match value {
+            0 => Some(AckKind::Ack),
+            1 => Some(AckKind::Nak),
+            2 => Some(AckKind::Term),
+            3 => Some(AckKind::InProgress),
+            _ => None,
+        }
+    }
+
+    pub fn as_wire(self) -> u8 {
+        self as u8
+    }
+}
+
 /// One message header, borrowed. Keys follow HDR-2; values are any bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Header<'a> {
@@ -79,6 +109,10 @@ pub struct Subscribe<'a> {
     pub qos: u8,
     pub durable_name: Option<&'a str>,
     pub queue_group: Option<&'a str>,
+    /// QoS 1 ack timeout of this subscription; 0 = the broker's default.
+    pub ack_timeout_ms: u32,
+    /// QoS 1 deliveries before dead-lettering; 0 = the broker's default.
+    pub max_deliveries: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -131,6 +165,10 @@ pub struct Dropped {
 pub struct Ack {
     pub subscription_id: u64,
     pub delivery_id: u64,
+    /// The raw kind byte; the broker validates it (see [`AckKind::from_wire`]).
+    pub kind: u8,
+    /// For a nak: no redelivery sooner than this (0 = at once).
+    pub delay_ms: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

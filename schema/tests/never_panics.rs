@@ -274,6 +274,8 @@ fn random_frame<'a>(kind: usize, rng: &mut SmallRng, pool: &'a Pool) -> Frame<'a
             qos: rng.gen_range(0..=2),
             durable_name: opt(rng),
             queue_group: opt(rng),
+            ack_timeout_ms: any_u32(rng),
+            max_deliveries: any_u32(rng),
         }),
         5 => Frame::Subscribed(Subscribed {
             request_id: any_u64(rng),
@@ -303,6 +305,8 @@ fn random_frame<'a>(kind: usize, rng: &mut SmallRng, pool: &'a Pool) -> Frame<'a
         9 => Frame::Ack(Ack {
             subscription_id: any_u64(rng),
             delivery_id: any_u64(rng),
+            kind: rng.gen_range(0..=4),
+            delay_ms: any_u32(rng),
         }),
         10 => Frame::Ping {
             nonce: any_u64(rng),

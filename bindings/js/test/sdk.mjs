@@ -39,7 +39,7 @@ export const text = (value) => decoder.decode(value)
 // them as arguments (browsers dispatch a CustomEvent with them as `detail`).
 const EVENT_FIELDS = {
   disconnect: ['reason', 'kind', 'code', 'ioKind'],
-  reconnect: ['connectionId'],
+  reconnect: ['connectionId', 'address'],
   reconnectFailed: ['attempt', 'error'],
   serverError: ['error'],
   close: [],

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use blipmq::foreign::{queue_stopped, CallQueue, ForeignEvent, Publishing};
+use blipmq::foreign::{queue_stopped, CallQueue, ForeignEvent, Publishing, SubscribeRequest};
 use blipmq::{Client, PublishBatch, PublishConfirm, Qos};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -73,13 +73,16 @@ pub struct SubscribeOptions {
     pub qos: Option<u8>,
     pub durable: Option<String>,
     pub group: Option<String>,
+    pub ack_timeout_ms: Option<f64>,
+    pub max_deliveries: Option<u32>,
 }
 
-/// Connect to a broker; resolves once the handshake is done.
+/// Connect to the first of the broker addresses that answers, tried in
+/// order; resolves once the handshake is done.
 #[napi(ts_return_type = "Promise<NativeClient>")]
 pub fn connect(
     env: &Env,
-    addr: String,
+    addr: Vec<String>,
     options: Option<ConnectOptions>,
 ) -> napi::Result<PromiseRaw<'_, NativeClient>> {
     let options = options.map_or_else(Default::default, |o| {
@@ -251,14 +254,16 @@ impl NativeClient {
     ) -> napi::Result<PromiseRaw<'env, NativeSubscription>> {
         let client = self.client().clone();
         promise(env, async move {
-            let options = match options {
-                None => blipmq::SubscribeOptions::default(),
-                Some(o) => blipmq::SubscribeOptions {
-                    qos: qos(o.qos)?,
-                    durable: o.durable,
-                    group: o.group,
-                },
-            };
+            let request = options.map_or_else(Default::default, |o| SubscribeRequest {
+                qos: o.qos,
+                durable: o.durable,
+                group: o.group,
+                ack_timeout_ms: o.ack_timeout_ms,
+                max_deliveries: o.max_deliveries,
+            });
+            let options = request
+                .options()
+                .map_err(|e| Failure::invalid_argument(e.message()))?;
             let subscription = client.subscribe_with(&pattern, options).await?;
             Ok(NativeSubscription::new(subscription))
         })
@@ -332,6 +337,9 @@ pub struct NativeEvent {
     pub kind: String,
     /// `connected`: the broker's id for the new connection.
     pub connection_id: Option<BigInt>,
+    /// `connected`: the broker address of the new connection, as given to
+    /// connect.
+    pub address: Option<String>,
     /// `reconnect_failed`: which attempt failed (from 1).
     pub attempt: Option<u32>,
     /// Why the connection ended (`disconnected`), why the attempt failed
@@ -357,6 +365,7 @@ impl From<ForeignEvent> for NativeEvent {
             code_name: event.code_name().map(str::to_string),
             disconnect_kind: event.disconnect.as_ref().map(|d| d.kind_name().to_string()),
             io_kind: event.disconnect.as_ref().and_then(|d| d.io_kind_name()),
+            address: event.address,
             message: event.message,
         }
     }

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use blipmq::foreign::{queue_stopped, CallQueue, Publishing};
+use blipmq::foreign::{queue_stopped, CallQueue, Publishing, SubscribeRequest};
 use blipmq::tls::{Pem, TlsOptions};
-use blipmq::{ConnectionStatus, Headers, PublishOptions, Qos, SubscribeOptions};
+use blipmq::{ConnectionStatus, Headers, PublishOptions, Qos};
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
@@ -15,14 +15,15 @@ use crate::events::Events;
 use crate::runtime::{awaitable, Nothing};
 use crate::subscription::{duration, Subscription};
 
-/// Connect to a broker; resolves to a `Client`. Timeouts are in seconds;
-/// `tls` is a `blipmq.TLS` (TLS with its options, whatever the address).
+/// Connect to a broker; resolves to a `Client`. `addr` is one address or a
+/// list of them, tried in turn. Timeouts are in seconds; `tls` is a
+/// `blipmq.TLS` (TLS with its options, whatever the address).
 #[pyfunction]
 #[pyo3(signature = (addr, api_key=None, name=None, connect_timeout=None, request_timeout=None, reconnect=true, subscription_capacity=None, tls=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn connect<'py>(
     py: Python<'py>,
-    addr: String,
+    addr: Addresses,
     api_key: Option<String>,
     name: Option<String>,
     connect_timeout: Option<f64>,
@@ -43,11 +44,23 @@ pub fn connect<'py>(
     };
     let builder = options.apply(blipmq::Client::builder());
     awaitable(py, async move {
-        let client = builder.connect(addr).await.map_err(to_py)?;
+        let client = match addr {
+            Addresses::One(address) => builder.connect(address).await,
+            Addresses::Many(list) => builder.connect(list).await,
+        }
+        .map_err(to_py)?;
         Ok(Client {
             calls: CallQueue::new(client),
         })
     })
+}
+
+/// One broker address (`str`, which may list several separated by commas)
+/// or a list of them.
+#[derive(FromPyObject)]
+pub enum Addresses {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// `blipmq.TLS`, read by attribute: its fields are named as Python's `ssl`
@@ -181,7 +194,9 @@ impl Client {
     }
 
     /// Subscribe to a topic or pattern; resolves once the broker confirms.
-    #[pyo3(signature = (pattern, qos=0, durable=None, group=None))]
+    /// `ack_timeout` is in seconds (QoS 1; `None` = the broker's default).
+    #[pyo3(signature = (pattern, qos=0, durable=None, group=None, ack_timeout=None, max_deliveries=None))]
+    #[allow(clippy::too_many_arguments)]
     fn subscribe<'py>(
         &self,
         py: Python<'py>,
@@ -189,12 +204,18 @@ impl Client {
         qos: u8,
         durable: Option<String>,
         group: Option<String>,
+        ack_timeout: Option<f64>,
+        max_deliveries: Option<u32>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let options = SubscribeOptions {
-            qos: qos_from(qos)?,
+        let options = SubscribeRequest {
+            qos: Some(qos),
             durable,
             group,
-        };
+            ack_timeout_ms: ack_timeout.map(|seconds| seconds * 1000.0),
+            max_deliveries,
+        }
+        .options()
+        .map_err(|e| invalid_argument(e.message()))?;
         let client = self.client().clone();
         awaitable(py, async move {
             let subscription = client

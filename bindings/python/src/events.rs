@@ -57,14 +57,14 @@ impl Events {
     }
 }
 
-/// `(kind, *fields)`: `("connected", connection_id)`,
+/// `(kind, *fields)`: `("connected", connection_id, address)`,
 /// `("disconnected", reason, disconnect_kind, code, io_kind)`,
 /// `("reconnect_failed", attempt, error)`,
 /// `("server_error", code, code_name, message)`, `("closed",)`.
 fn to_tuple(event: ForeignEvent) -> PyResult<Py<PyAny>> {
     let kind = event.kind.name();
     Python::attach(|py| match event.kind {
-        EventKind::Connected => (kind, event.connection_id).into_py_any(py),
+        EventKind::Connected => (kind, event.connection_id, event.address).into_py_any(py),
         EventKind::Disconnected => {
             let disconnect = event.disconnect.as_ref();
             (

@@ -1,9 +1,12 @@
-//! `Message`: a received message, read-only, with `ack()`.
+//! `Message`: a received message, read-only, with `ack()`, `nak()`,
+//! `term()` and `in_progress()`.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::error::to_py;
+use blipmq::foreign::nak_delay_secs;
+
+use crate::error::{invalid_argument, to_py};
 use crate::runtime::{awaitable, Nothing};
 
 /// A message delivered to a subscription.
@@ -75,6 +78,37 @@ impl Message {
         let message = self.0.clone();
         awaitable(py, async move {
             message.ack().await.map_err(to_py)?;
+            Ok(Nothing)
+        })
+    }
+
+    /// Processing failed: deliver the message again, after `delay`
+    /// seconds (0 = at once).
+    #[pyo3(signature = (delay=0.0))]
+    fn nak<'py>(&self, py: Python<'py>, delay: f64) -> PyResult<Bound<'py, PyAny>> {
+        let delay = nak_delay_secs(delay).map_err(|e| invalid_argument(e.message()))?;
+        let message = self.0.clone();
+        awaitable(py, async move {
+            message.nak_with_delay(delay).await.map_err(to_py)?;
+            Ok(Nothing)
+        })
+    }
+
+    /// The message can never be processed: the broker moves it to the
+    /// dead-letter topic now.
+    fn term<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let message = self.0.clone();
+        awaitable(py, async move {
+            message.term().await.map_err(to_py)?;
+            Ok(Nothing)
+        })
+    }
+
+    /// Still working: the broker restarts the delivery's ack timeout.
+    fn in_progress<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let message = self.0.clone();
+        awaitable(py, async move {
+            message.in_progress().await.map_err(to_py)?;
             Ok(Nothing)
         })
     }

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use blipmq::foreign::SubscribeRequest;
 use blipmq::{Client, PublishBatch};
 
 use crate::batch::unpack;
@@ -132,12 +133,22 @@ pub struct SubscribeOptions {
     /// A queue group: members sharing a name share the messages.
     #[uniffi(default = None)]
     pub group: Option<String>,
+    /// QoS 1: this subscription's ack timeout in ms (the broker's default
+    /// when absent).
+    #[uniffi(default = None)]
+    pub ack_timeout_ms: Option<f64>,
+    /// QoS 1: deliveries before the dead-letter topic (the broker's default
+    /// when absent).
+    #[uniffi(default = None)]
+    pub max_deliveries: Option<u32>,
 }
 
-/// Connect to a broker; returns once the handshake is done.
+/// Connect to the first of the broker addresses that answers, tried in
+/// order (after a lost connection, in turn from the one it was connected
+/// to); returns once the handshake is done.
 #[uniffi::export]
 pub async fn connect(
-    addr: String,
+    addresses: Vec<String>,
     options: ConnectOptions,
 ) -> Result<Arc<NativeClient>, NativeError> {
     let millis = |ms: u32| Duration::from_millis(ms.into());
@@ -152,7 +163,7 @@ pub async fn connect(
         tls: options.tls.map(TlsOptions::into_client),
     };
     let builder = options.apply(Client::builder());
-    let client = on_runtime(builder.connect(addr)).await?;
+    let client = on_runtime(builder.connect(addresses)).await?;
     Ok(Arc::new(NativeClient {
         kept: Mutex::new(Kept {
             batch: client.batch(),
@@ -268,11 +279,16 @@ impl NativeClient {
         pattern: String,
         options: SubscribeOptions,
     ) -> Result<Arc<NativeSubscription>, NativeError> {
-        let options = blipmq::SubscribeOptions {
-            qos: options.qos.into(),
+        let request = SubscribeRequest {
+            qos: Some(blipmq::Qos::from(options.qos).as_wire()),
             durable: options.durable,
             group: options.group,
+            ack_timeout_ms: options.ack_timeout_ms,
+            max_deliveries: options.max_deliveries,
         };
+        let options = request
+            .options()
+            .map_err(|e| NativeError::from_code(e.code(), e.message()))?;
         let subscription = on_runtime(self.client.subscribe_with(&pattern, options)).await?;
         Ok(Arc::new(NativeSubscription::new(subscription)))
     }

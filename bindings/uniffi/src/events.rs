@@ -17,8 +17,9 @@ use crate::runtime::on_runtime;
 pub enum ClientEvent {
     /// Connected again after a lost connection, with the subscriptions sent
     /// again (anything sent from now on reaches the broker after them);
-    /// `connection_id` is the broker's id of the new connection.
-    Reconnected { connection_id: u64 },
+    /// `connection_id` is the broker's id of the new connection, `address`
+    /// its broker address as given to connect.
+    Reconnected { connection_id: u64, address: String },
     /// The connection was lost; the client reconnects with backoff unless
     /// reconnecting is off. `reason` says why for people, `kind` why to act
     /// on; `code` is the wire code that goes with it (MalformedFrame for
@@ -72,6 +73,7 @@ impl From<ForeignEvent> for ClientEvent {
         match event.kind {
             EventKind::Connected => ClientEvent::Reconnected {
                 connection_id: event.connection_id.unwrap_or_default(),
+                address: event.address.unwrap_or_default(),
             },
             EventKind::Disconnected => {
                 let disconnect = event.disconnect.as_ref();

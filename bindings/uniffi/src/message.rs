@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use blipmq::foreign::nak_delay_ms;
+
 use crate::error::NativeError;
 use crate::runtime::on_runtime;
 
@@ -163,5 +165,25 @@ impl NativeMessage {
     /// queues the ack to the broker in order with the client's other frames.
     pub async fn ack(&self) -> Result<(), NativeError> {
         Ok(on_runtime(self.inner.ack()).await?)
+    }
+
+    /// Processing failed: the broker delivers the message again after
+    /// `delay_ms` (0 = at once). A negative or non-finite delay is an
+    /// InvalidArgument error.
+    pub async fn nak(&self, delay_ms: f64) -> Result<(), NativeError> {
+        let delay =
+            nak_delay_ms(delay_ms).map_err(|e| NativeError::from_code(e.code(), e.message()))?;
+        Ok(on_runtime(self.inner.nak_with_delay(delay)).await?)
+    }
+
+    /// The message can never be processed: the broker moves it to the
+    /// dead-letter topic now.
+    pub async fn term(&self) -> Result<(), NativeError> {
+        Ok(on_runtime(self.inner.term()).await?)
+    }
+
+    /// Still working: the broker restarts the delivery's ack timeout.
+    pub async fn in_progress(&self) -> Result<(), NativeError> {
+        Ok(on_runtime(self.inner.in_progress()).await?)
     }
 }

@@ -33,7 +33,7 @@ export class NativeClient {
     /**
      * Resolves once the broker has confirmed the subscription.
      */
-    subscribe(pattern: string, qos: number, durable?: string | null, group?: string | null): Promise<NativeSubscription>;
+    subscribe(pattern: string, qos: number, durable?: string | null, group?: string | null, ackTimeoutMs?: number | null, maxDeliveries?: number | null): Promise<NativeSubscription>;
     /**
      * The largest payload the broker accepts.
      */
@@ -72,6 +72,13 @@ export class NativeSubscription {
      */
     nextBatch(max: number, timeoutMs?: number | null): Promise<{ messages: Array<{ topic: string, payload: Uint8Array, headers: Array<[string, Uint8Array]>, id: bigint, timestampMs: number, deliveryCount: number, deliveryId: bigint, droppedBefore: number }>, droppedAfter: number } | null>;
     /**
+     * Nak (`kind` 1, redelivered after `delayMs`), term (2, moved to the
+     * dead-letter topic) or mark in progress (3, its ack timeout restarts)
+     * the message with this delivery id; resolves once queued. One export
+     * for the three keeps the .wasm small; `index.js` names them.
+     */
+    settle(deliveryId: bigint, kind: number, delayMs: number): Promise<void>;
+    /**
      * Stop the subscription and wait for the broker's confirm; buffered
      * messages are discarded. A second call does nothing.
      */
@@ -85,11 +92,12 @@ export class NativeSubscription {
 }
 
 /**
- * Connect to a broker's WebSocket listener (`ws://host:port`); resolves
- * once the handshake is done. `webSocket` replaces the host's global
- * WebSocket class (Node 20 has none).
+ * Connect to the first of the brokers' WebSocket listeners
+ * (`ws://host:port`) that answers, tried in order; resolves once the
+ * handshake is done. `webSocket` replaces the host's global WebSocket
+ * class (Node 20 has none).
  */
-export function connect(addr: string, apiKey: string | null | undefined, name: string | null | undefined, reconnect: boolean, connectTimeoutMs?: number | null, requestTimeoutMs?: number | null, subscriptionCapacity?: number | null, webSocket?: Function | null): Promise<NativeClient>;
+export function connect(addr: string[], apiKey: string | null | undefined, name: string | null | undefined, reconnect: boolean, connectTimeoutMs?: number | null, requestTimeoutMs?: number | null, subscriptionCapacity?: number | null, webSocket?: Function | null): Promise<NativeClient>;
 
 export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;
 
@@ -104,18 +112,19 @@ export interface InitOutput {
     readonly nativeclient_onEvent: (a: number, b: any) => void;
     readonly nativeclient_publish: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: any) => any;
     readonly nativeclient_status: (a: number) => [number, number];
-    readonly nativeclient_subscribe: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number) => any;
+    readonly nativeclient_subscribe: (a: number, b: number, c: number, d: number, e: number, f: number, g: number, h: number, i: number, j: number, k: number) => any;
     readonly nativesubscription_ack: (a: number, b: bigint) => any;
     readonly nativesubscription_detach: (a: number) => any;
     readonly nativesubscription_dropped: (a: number) => number;
     readonly nativesubscription_nextBatch: (a: number, b: number, c: number) => any;
     readonly nativesubscription_pattern: (a: number) => [number, number];
+    readonly nativesubscription_settle: (a: number, b: bigint, c: number, d: number) => any;
     readonly nativesubscription_unsubscribe: (a: number) => any;
     readonly wasm_bindgen__convert__closures_____invoke__h07c32a586e33fbdd: (a: number, b: number, c: any, d: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__hc06105ba2143ae46: (a: number, b: number, c: any) => [number, number];
     readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884: (a: number, b: number, c: any) => void;
-    readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_17: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_18: (a: number, b: number, c: any) => void;
+    readonly wasm_bindgen__convert__closures_____invoke__h6673f823b3376884_19: (a: number, b: number, c: any) => void;
     readonly wasm_bindgen__convert__closures_____invoke__h026402313bfb9043: (a: number, b: number) => void;
     readonly __wbindgen_malloc: (a: number, b: number) => number;
     readonly __wbindgen_realloc: (a: number, b: number, c: number, d: number) => number;
@@ -124,6 +133,7 @@ export interface InitOutput {
     readonly __externref_table_alloc: () => number;
     readonly __wbindgen_externrefs: WebAssembly.Table;
     readonly __wbindgen_destroy_closure: (a: number, b: number) => void;
+    readonly __externref_drop_slice: (a: number, b: number) => void;
     readonly __externref_table_dealloc: (a: number) => void;
     readonly __wbindgen_start: () => void;
 }

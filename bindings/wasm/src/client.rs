@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use blipmq::foreign::{queue_stopped, CallQueue, ForeignEvent, Publishing};
+use blipmq::foreign::{queue_stopped, CallQueue, ForeignEvent, Publishing, SubscribeRequest};
 use blipmq::transport::{WebRuntime, WebSocketConnector};
 use blipmq::{Client, ConnectionStatus, Headers, PublishConfirm, Qos};
 use bytes::Bytes;
@@ -17,13 +17,14 @@ use wasm_bindgen_futures::{future_to_promise, spawn_local};
 use crate::error::{invalid_argument, to_js};
 use crate::subscription::NativeSubscription;
 
-/// Connect to a broker's WebSocket listener (`ws://host:port`); resolves
-/// once the handshake is done. `webSocket` replaces the host's global
-/// WebSocket class (Node 20 has none).
+/// Connect to the first of the brokers' WebSocket listeners
+/// (`ws://host:port`) that answers, tried in order; resolves once the
+/// handshake is done. `webSocket` replaces the host's global WebSocket
+/// class (Node 20 has none).
 #[allow(clippy::too_many_arguments)]
 #[wasm_bindgen]
 pub async fn connect(
-    addr: String,
+    addr: Vec<String>,
     #[wasm_bindgen(js_name = apiKey)] api_key: Option<String>,
     name: Option<String>,
     reconnect: bool,
@@ -125,14 +126,19 @@ impl NativeClient {
         qos: u8,
         durable: Option<String>,
         group: Option<String>,
+        #[wasm_bindgen(js_name = ackTimeoutMs)] ack_timeout_ms: Option<f64>,
+        #[wasm_bindgen(js_name = maxDeliveries)] max_deliveries: Option<u32>,
     ) -> Promise {
-        let options = match qos_of(qos) {
-            Ok(qos) => blipmq::SubscribeOptions {
-                qos,
-                durable,
-                group,
-            },
-            Err(error) => return Promise::reject(&error),
+        let request = SubscribeRequest {
+            qos: Some(qos),
+            durable,
+            group,
+            ack_timeout_ms,
+            max_deliveries,
+        };
+        let options = match request.options() {
+            Ok(options) => options,
+            Err(error) => return Promise::reject(&invalid_argument(error.message())),
         };
         let client = self.client().clone();
         future_to_promise(async move {
@@ -224,7 +230,7 @@ fn qos_of(value: u8) -> Result<Qos, JsValue> {
 }
 
 /// A `ForeignEvent` as a plain object for `@blipmq/core`'s client.js:
-/// `kind` is `connected` (`connectionId`), `disconnected` (`message`,
+/// `kind` is `connected` (`connectionId`, `address`), `disconnected` (`message`,
 /// `code`, `codeName`, `disconnectKind`, and `ioKind` for an I/O failure),
 /// `reconnect_failed` (`attempt`, `message`), `server_error` (`code`,
 /// `codeName`, `message`) or `closed`: the fields Node's `NativeEvent` has.
@@ -238,6 +244,7 @@ fn event_to_js(event: ForeignEvent) -> JsValue {
     };
     set("kind", Some(JsValue::from(event.kind.name())));
     set("connectionId", event.connection_id.map(JsValue::from));
+    set("address", event.address.as_deref().map(JsValue::from));
     set("attempt", event.attempt.map(JsValue::from));
     set("code", event.code.map(|code| JsValue::from(code.0)));
     set("codeName", event.code_name().map(JsValue::from));

@@ -1,17 +1,17 @@
 //! A subscription: batches of messages for `index.js`'s async iterator,
-//! acks, unsubscribe and detach.
+//! acks (and naks, terms, in-progress), unsubscribe and detach.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use blipmq::foreign::SharedSubscription;
+use blipmq::foreign::{nak_delay_ms, SharedSubscription};
 use js_sys::{Array, BigInt, Object, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
-use crate::error::to_js;
+use crate::error::{invalid_argument, to_js};
 
 /// Wraps `blipmq::foreign::SharedSubscription` (which holds the logic every
 /// binding shares), and keeps the QoS 1 messages until JavaScript acks them.
@@ -95,6 +95,40 @@ impl NativeSubscription {
         future_to_promise(async move {
             if let Some(message) = message {
                 message.ack().await.map_err(to_js)?;
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Nak (`kind` 1, redelivered after `delayMs`), term (2, moved to the
+    /// dead-letter topic) or mark in progress (3, its ack timeout restarts)
+    /// the message with this delivery id; resolves once queued. One export
+    /// for the three keeps the .wasm small; `index.js` names them.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn settle(
+        &self,
+        #[wasm_bindgen(js_name = deliveryId)] delivery_id: u64,
+        kind: u8,
+        #[wasm_bindgen(js_name = delayMs)] delay_ms: f64,
+    ) -> Promise {
+        let delay = match nak_delay_ms(delay_ms) {
+            Ok(delay) => delay,
+            Err(error) => return Promise::reject(&invalid_argument(error.message())),
+        };
+        // After a nak or a term the message is settled here (a redelivery
+        // comes back as a message of its own); in progress, it is not.
+        let message = match kind {
+            3 => self.state.unacked.borrow().get(&delivery_id).cloned(),
+            _ => self.state.unacked.borrow_mut().remove(&delivery_id),
+        };
+        future_to_promise(async move {
+            if let Some(message) = message {
+                match kind {
+                    1 => message.nak_with_delay(delay).await,
+                    2 => message.term().await,
+                    _ => message.in_progress().await,
+                }
+                .map_err(to_js)?;
             }
             Ok(JsValue::UNDEFINED)
         })

@@ -16,7 +16,7 @@
 import './websocket-global.mjs'
 import assert from 'node:assert/strict'
 import { X509Certificate, createHash } from 'node:crypto'
-import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -153,6 +153,19 @@ async function chat(broker, node, screenshot) {
 
 test('the chat page subscribes, publishes and renders messages in Chromium', async () => {
   await chat(broker, node, 'browser-chat.png')
+})
+
+// examples/browser/quickstart.html: the browser's quickstart must print
+// what every language's quickstart prints (examples/expected-output.txt,
+// which scripts/test-web.sh copies beside the page).
+test('the quickstart page publishes, subscribes and acks a QoS 1 message in Chromium', async () => {
+  const expected = await readFile(join(example, 'expected-output.txt'), 'utf8')
+  const { page, problems } = await openPage(`${site.origin}/quickstart.html?broker=${broker.url}&key=chat-key`)
+  await page.locator('#output:not([data-state="running"])').waitFor({ timeout: 30_000 })
+  assert.equal(await page.locator('#output').textContent(), expected)
+  assert.equal(await page.locator('#output').getAttribute('data-state'), 'done')
+  assert.deepEqual(problems, [])
+  await page.close()
 })
 
 test('over wss with the test CA, the chat page subscribes, publishes and renders messages', async () => {

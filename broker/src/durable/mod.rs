@@ -42,6 +42,8 @@
 //! their own; this one is the store's API.
 
 mod ack_log;
+mod admin;
+mod alarm;
 mod holds;
 mod limits;
 mod manifest;
@@ -51,6 +53,7 @@ mod retention;
 mod store;
 mod sweep;
 mod table;
+mod terms;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,6 +69,8 @@ use crate::queue_manifest::{self, QueueDefinition};
 use crate::subscription::{MessageRef, QueuedMessage, Subscription};
 use crate::wal::{FsyncPolicy, Lsn, OsStorage, Pending, Storage, Wal, WalConfig, WalError};
 
+pub use admin::{Deletion, QueueStats};
+use alarm::Alarm;
 use holds::Holds;
 pub use holds::LogHold;
 use limits::{AckLogFailures, Dropped, Drops};
@@ -76,6 +81,7 @@ use queue::{Consumer, Detached, Rules, StoredQueue};
 use replay::{rebuild, KIND_MESSAGE};
 use store::MessageStore;
 use table::Queues;
+pub use terms::{ConsumerTerms, TermsRefused};
 
 /// How a stored queue is consumed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,14 +139,35 @@ impl DeliverySettings {
     }
 }
 
-/// A message that used up its deliveries, on its way to the dead-letter
-/// topic. It stays in its queue until the dead letter is stored.
+/// Why a message goes to the dead-letter topic (the header
+/// `blipmq-dead-letter-reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterReason {
+    /// Delivered `max_deliveries` times without an ack (QOS-12).
+    MaxDeliveries,
+    /// Its consumer said it can never be processed (QOS-21).
+    Terminated,
+}
+
+impl DeadLetterReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterReason::MaxDeliveries => "max_deliveries",
+            DeadLetterReason::Terminated => "terminated",
+        }
+    }
+}
+
+/// A message that used up its deliveries, or that its consumer terminated,
+/// on its way to the dead-letter topic. It stays in its queue until the
+/// dead letter is stored.
 #[derive(Debug)]
 pub struct DeadLetter {
     pub queue: String,
     pub lsn: Lsn,
     pub message: MessageRef,
     pub deliveries: u32,
+    pub reason: DeadLetterReason,
 }
 
 /// Why a consumer could not be attached to a stored queue.
@@ -229,6 +256,8 @@ pub struct Durable {
     /// Records submitted to the log and not yet owned by their queues.
     holds: Arc<Holds>,
     dead_letters: mpsc::UnboundedSender<DeadLetter>,
+    /// When the redelivery sweep is next due (ack deadlines, nak delays).
+    alarm: Alarm,
     redeliveries: AtomicU64,
     dead_lettered: AtomicU64,
     drops: Drops,
@@ -280,6 +309,7 @@ impl Durable {
             manifest,
             holds: Arc::default(),
             dead_letters,
+            alarm: Alarm::default(),
             redeliveries: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             drops: Drops::default(),
@@ -372,7 +402,19 @@ impl Durable {
             settings: &self.settings,
             dead_letters: &self.dead_letters,
             redeliveries: &self.redeliveries,
+            alarm: &self.alarm,
         }
+    }
+
+    /// The terms a consumer gets when its Subscribe asked for none.
+    pub fn default_terms(&self) -> ConsumerTerms {
+        ConsumerTerms::defaults(&self.settings)
+    }
+
+    /// Resolves when an ack deadline or a nak's delay may have come, ahead
+    /// of the server's regular sweep.
+    pub async fn sweep_due(&self) {
+        self.alarm.rung().await
     }
 
     /// The WAL's counters, once it is open.
@@ -556,11 +598,18 @@ impl Durable {
         self.manifest.save(|| self.state.lock().definitions()).await
     }
 
-    /// Attach a consumer (after [`Durable::prepare`] and after the client was
-    /// told it is subscribed): unacked messages are sent first, oldest
-    /// first, then new ones as they are stored. Should two connections race
-    /// past `prepare` for one durable subscription, the later one takes over.
+    /// [`Durable::attach_with`] the broker's default terms.
+    #[cfg(test)]
     pub fn attach(&self, name: &str, subscription: Arc<Subscription>) {
+        self.attach_with(name, subscription, self.default_terms());
+    }
+
+    /// Attach a consumer (after [`Durable::prepare`] and after the client was
+    /// told it is subscribed) with the terms it asked for (QOS-22): unacked
+    /// messages are sent first, oldest first, then new ones as they are
+    /// stored. Should two connections race past `prepare` for one durable
+    /// subscription, the later one takes over.
+    pub fn attach_with(&self, name: &str, subscription: Arc<Subscription>, terms: ConsumerTerms) {
         let rules = self.rules();
         let mut state = self.state.lock();
         let State { queues, store } = &mut *state;
@@ -577,9 +626,11 @@ impl Durable {
             }
             queue.consumers.clear();
         }
-        queue
-            .consumers
-            .push(Consumer::new(subscription, self.settings.max_in_flight));
+        queue.consumers.push(Consumer::new(
+            subscription,
+            terms,
+            self.settings.max_in_flight,
+        ));
         let mut dropped = Dropped::default();
         queue.top_up(&rules, store, &mut dropped);
         drop(state);
@@ -700,6 +751,71 @@ impl Durable {
         outcome
     }
 
+    /// Subscription `consumer` nak'd delivery `lsn` of queue `name`: it is
+    /// sent again once `delay` is over (QOS-20). Nothing is logged: after a
+    /// restart every unacked message is delivered again anyway (QOS-9).
+    pub fn nak(&self, name: &str, consumer: u64, lsn: Lsn, delay: Duration) -> AckOutcome {
+        let rules = self.rules();
+        let mut dropped = Dropped::default();
+        let now = Instant::now();
+        let outcome = {
+            let mut state = self.state.lock();
+            let State { queues, store } = &mut *state;
+            let Some(queue) = queues.get_mut(name) else {
+                return AckOutcome::Late;
+            };
+            let outcome = queue.nak(consumer, lsn, delay, now);
+            if outcome == AckOutcome::Acked {
+                if !delay.is_zero() {
+                    self.alarm.at(now + delay);
+                }
+                // The nak gave the consumer its credit back.
+                queue.top_up(&rules, store, &mut dropped);
+            }
+            outcome
+        };
+        self.settle(dropped);
+        outcome
+    }
+
+    /// Subscription `consumer` gave up on delivery `lsn` of queue `name`
+    /// for good: it goes to the dead-letter topic now (QOS-21). The
+    /// original is released, and its ack record logged, once the dead
+    /// letter is stored ([`Durable::dead_lettered`]), as for QOS-12.
+    pub fn term(&self, name: &str, consumer: u64, lsn: Lsn) -> AckOutcome {
+        let rules = self.rules();
+        let mut dropped = Dropped::default();
+        let outcome = {
+            let mut state = self.state.lock();
+            let State { queues, store } = &mut *state;
+            let Some(queue) = queues.get_mut(name) else {
+                return AckOutcome::Late;
+            };
+            let outcome = queue.term(consumer, lsn, store, &self.dead_letters);
+            if outcome == AckOutcome::Acked {
+                queue.top_up(&rules, store, &mut dropped);
+            }
+            outcome
+        };
+        self.settle(dropped);
+        outcome
+    }
+
+    /// Subscription `consumer` is still working on delivery `lsn` of queue
+    /// `name`: its ack deadline starts again (QOS-23). Not logged: a
+    /// deadline means nothing after a restart.
+    pub fn in_progress(&self, name: &str, consumer: u64, lsn: Lsn) -> AckOutcome {
+        let mut state = self.state.lock();
+        let Some(queue) = state.queues.get_mut(name) else {
+            return AckOutcome::Late;
+        };
+        let (outcome, deadline) = queue.in_progress(consumer, lsn, Instant::now());
+        if let Some(deadline) = deadline {
+            self.alarm.at(deadline);
+        }
+        outcome
+    }
+
     /// The dead letter for `lsn` is stored: the queue lets the original go.
     pub fn dead_lettered(&self, queue: &str, lsn: Lsn) {
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -723,9 +839,10 @@ impl Durable {
             if !queue.forget_dead_letter(lsn, store) {
                 return;
             }
-            if let Some(reason) = reason {
+            match reason {
                 // Counted here; its ack record is written below either way.
-                dropped.add(&queue.name, false, lsn, reason);
+                Some(reason) => dropped.add(&queue.name, false, lsn, reason),
+                None => queue.dead_letters += 1,
             }
             queue.persistent()
         };

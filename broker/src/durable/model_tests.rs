@@ -1,6 +1,6 @@
 //! A reference model of the durable queues, checked by proptest: random QoS
-//! 1 publishes, consumers attaching, taking deliveries, acking and
-//! detaching, forced redeliveries, injected disk faults, clean restarts,
+//! 1 publishes, consumers attaching, taking deliveries, acking (also nak,
+//! term and in-progress, none of which may lose a message) and detaching, forced redeliveries, injected disk faults, clean restarts,
 //! kills and power losses, on the simulated disk (`wal::sim`), compared after
 //! every restart with what each queue must and may still keep.
 //!
@@ -58,6 +58,22 @@ enum Step {
         queue: usize,
         which: usize,
     },
+    /// A nak of a taken delivery, at once or with a delay.
+    Nak {
+        queue: usize,
+        which: usize,
+        delayed: bool,
+    },
+    /// A term: the message waits for the dead-letter task, which the model
+    /// never runs, so the queue keeps it.
+    Term {
+        queue: usize,
+        which: usize,
+    },
+    InProgress {
+        queue: usize,
+        which: usize,
+    },
     /// Every delivery's ack is overdue.
     Redeliver,
     Fault {
@@ -75,6 +91,11 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..QUEUES.len()).prop_map(|queue| Step::Detach { queue }),
         4 => (0..QUEUES.len()).prop_map(|queue| Step::Take { queue }),
         6 => (0..QUEUES.len(), 0..64usize).prop_map(|(queue, which)| Step::Ack { queue, which }),
+        2 => (0..QUEUES.len(), 0..64usize, any::<bool>())
+            .prop_map(|(queue, which, delayed)| Step::Nak { queue, which, delayed }),
+        1 => (0..QUEUES.len(), 0..64usize).prop_map(|(queue, which)| Step::Term { queue, which }),
+        1 => (0..QUEUES.len(), 0..64usize)
+            .prop_map(|(queue, which)| Step::InProgress { queue, which }),
         1 => Just(Step::Redeliver),
         2 => (0..FAULTS.len(), 1u64..4).prop_map(|(op, times)| Step::Fault { op, times }),
         1 => Just(Step::ClearFaults),
@@ -147,6 +168,7 @@ fn message(id: u64, topic: &str) -> MessageRef {
     let payload = format!("message {id}");
     Arc::new(QueuedMessage {
         delivery: encoder.shared_delivery(topic, payload.as_bytes(), &[], id, 0),
+        published_at: std::time::Instant::now(),
         expires_at: None,
         message_id: id,
         trace_id: None,
@@ -247,6 +269,32 @@ impl Harness {
                         model.must.remove(&id);
                         model.may.insert(id);
                     }
+                }
+            }
+            Step::Nak {
+                queue,
+                which,
+                delayed,
+            } => {
+                let model = &mut self.queues[queue];
+                if let (Some(consumer), false) = (&model.consumer, model.taken.is_empty()) {
+                    let (lsn, _) = model.taken.remove(which % model.taken.len());
+                    let delay = Duration::from_secs(if delayed { 60 } else { 0 });
+                    self.durable.nak(QUEUES[queue].0, consumer.id, lsn, delay);
+                }
+            }
+            Step::Term { queue, which } => {
+                let model = &mut self.queues[queue];
+                if let (Some(consumer), false) = (&model.consumer, model.taken.is_empty()) {
+                    let (lsn, _) = model.taken.remove(which % model.taken.len());
+                    self.durable.term(QUEUES[queue].0, consumer.id, lsn);
+                }
+            }
+            Step::InProgress { queue, which } => {
+                let model = &self.queues[queue];
+                if let (Some(consumer), false) = (&model.consumer, model.taken.is_empty()) {
+                    let (lsn, _) = model.taken[which % model.taken.len()];
+                    self.durable.in_progress(QUEUES[queue].0, consumer.id, lsn);
                 }
             }
             Step::Redeliver => {

@@ -14,9 +14,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::admin::QueueStats;
+use super::alarm::Alarm;
 use super::limits::{DropReason, Dropped, QueueLimits};
 use super::store::MessageStore;
-use super::{DeadLetter, DeliverySettings, QueueKind};
+use super::terms::ConsumerTerms;
+use super::{DeadLetter, DeadLetterReason, DeliverySettings, QueueKind};
 use crate::subscription::{MessageRef, Queued, Subscription};
 use crate::wal::Lsn;
 
@@ -29,6 +32,8 @@ enum Holder {
     InFlight { consumer: u64, deadline: Instant },
     /// Handed to the dead-letter task.
     DeadLettering,
+    /// Nak'd with a delay (QOS-20): back in line at `until`.
+    Delayed { until: Instant },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +45,7 @@ struct Delivered {
 
 pub(super) struct Consumer {
     pub live: Arc<Subscription>,
+    pub terms: ConsumerTerms,
     pub in_flight: usize,
     /// Deliveries that were in flight to this consumer and are not any
     /// more (acked, taken back, dropped), newest last, at most as many as
@@ -49,9 +55,10 @@ pub(super) struct Consumer {
 }
 
 impl Consumer {
-    pub fn new(live: Arc<Subscription>, max_in_flight: usize) -> Consumer {
+    pub fn new(live: Arc<Subscription>, terms: ConsumerTerms, max_in_flight: usize) -> Consumer {
         Consumer {
             live,
+            terms,
             in_flight: 0,
             settled: VecDeque::new(),
             settled_max: max_in_flight.max(1),
@@ -66,11 +73,13 @@ impl Consumer {
     }
 }
 
-/// What an ack did (QOS-18).
+/// What an ack of any kind (ack, nak, term, in progress) did (QOS-18,
+/// QOS-20..QOS-23).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
-    /// The message is released: it was in flight to the acking consumer,
-    /// or was taken back from it and waits to be sent again.
+    /// It took effect. For an ack (and a term) the message was in flight
+    /// to the acking consumer, or was taken back from it and waits to be
+    /// sent again; a nak and an in-progress need it in flight.
     Acked,
     /// It was in flight to the acking consumer and is not any more (acked
     /// already, sent to another consumer after its ack timeout, dropped by
@@ -152,6 +161,8 @@ pub(super) struct StoredQueue {
     delivered: BTreeMap<Lsn, Delivered>,
     /// Messages in flight by deadline, for the redelivery sweep.
     deadlines: BTreeSet<(Instant, Lsn)>,
+    /// Nak'd messages by the time they go back in line.
+    delayed: BTreeSet<(Instant, Lsn)>,
     pub consumers: Vec<Consumer>,
     next_consumer: usize,
     /// Messages kept: waiting, in flight or dead-lettering.
@@ -160,6 +171,10 @@ pub(super) struct StoredQueue {
     bytes: u64,
     /// Since when nobody has been attached (`None` while someone is).
     pub detached: Option<Detached>,
+    /// Deliveries sent again, and messages dead-lettered, since start
+    /// (for [`StoredQueue::stats`]).
+    redeliveries: u64,
+    pub dead_letters: u64,
 }
 
 impl StoredQueue {
@@ -172,11 +187,40 @@ impl StoredQueue {
             ready: VecDeque::new(),
             delivered: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            delayed: BTreeSet::new(),
             consumers: Vec::new(),
             next_consumer: 0,
             kept: 0,
             bytes: 0,
             detached: Some(Detached::now()),
+            redeliveries: 0,
+            dead_letters: 0,
+        }
+    }
+
+    /// The queue as an operator sees it (`admin.rs`); `now_ms` and `now`
+    /// are the same moment on the wall and monotonic clocks.
+    pub fn stats(&self, store: &MessageStore, now_ms: u64, now: Instant) -> QueueStats {
+        QueueStats {
+            name: self.name.to_string(),
+            pattern: self.pattern.clone(),
+            kind: self.kind,
+            consumers: self
+                .consumers
+                .iter()
+                .filter(|c| !c.live.is_closed())
+                .count(),
+            pending: self.ready.len() as u64,
+            // Every in-flight delivery has exactly one deadline.
+            unacked: self.deadlines.len() as u64,
+            kept: self.kept as u64,
+            oldest_unacked_age: self
+                .oldest()
+                .map(|lsn| Duration::from_millis(now_ms.saturating_sub(store.stored_ms(lsn)))),
+            redeliveries: self.redeliveries,
+            dead_letters: self.dead_letters,
+            bytes_pinned: self.bytes,
+            detached_for: self.detached.map(|d| d.age(now)),
         }
     }
 
@@ -273,6 +317,9 @@ impl StoredQueue {
                     Holder::InFlight { consumer, deadline } => {
                         self.end_flight(lsn, consumer, deadline)
                     }
+                    Holder::Delayed { until } => {
+                        self.delayed.remove(&(until, lsn));
+                    }
                     Holder::DeadLettering => {}
                 }
                 true
@@ -302,6 +349,7 @@ impl StoredQueue {
         self.ready = VecDeque::new();
         self.delivered.clear();
         self.deadlines.clear();
+        self.delayed.clear();
         self.kept = 0;
         self.bytes = 0;
         for consumer in &mut self.consumers {
@@ -328,23 +376,133 @@ impl StoredQueue {
     /// did the work); once it is in flight to another, that one's ack
     /// counts, and the work may be done twice, as at-least-once allows.
     pub fn ack(&mut self, consumer: u64, lsn: Lsn, store: &mut MessageStore) -> AckOutcome {
+        match self.standing(consumer, lsn) {
+            Standing::InFlight { .. } | Standing::TakenBack => {
+                self.forget(lsn, store);
+                AckOutcome::Acked
+            }
+            Standing::Late => AckOutcome::Late,
+            Standing::Unknown => AckOutcome::Unknown,
+        }
+    }
+
+    /// Where `lsn` stands for consumer `consumer`, for its acks (QOS-18).
+    fn standing(&self, consumer: u64, lsn: Lsn) -> Standing {
         let holder = self.delivered.get(&lsn).map(|d| d.holder);
-        if matches!(holder, Some(Holder::InFlight { consumer: c, .. }) if c == consumer) {
-            self.forget(lsn, store);
-            return AckOutcome::Acked;
+        if let Some(Holder::InFlight {
+            consumer: c,
+            deadline,
+        }) = holder
+        {
+            if c == consumer {
+                return Standing::InFlight { deadline };
+            }
         }
         let Some(acking) = self.consumers.iter().find(|c| c.live.id == consumer) else {
             // It left meanwhile: what it held is back in line already.
-            return AckOutcome::Late;
+            return Standing::Late;
         };
         if !acking.settled.contains(&lsn) {
-            return AckOutcome::Unknown;
+            return Standing::Unknown;
         }
         if holder == Some(Holder::Waiting) {
-            self.forget(lsn, store);
+            return Standing::TakenBack;
+        }
+        Standing::Late
+    }
+
+    /// Consumer `consumer` nak'd delivery `lsn` (QOS-20): it goes back in
+    /// line at once, or at `now + delay`, and the consumer gets its credit
+    /// back. Only while it is in flight to that consumer: once taken back
+    /// it is in line already.
+    pub fn nak(&mut self, consumer: u64, lsn: Lsn, delay: Duration, now: Instant) -> AckOutcome {
+        let deadline = match self.standing(consumer, lsn) {
+            Standing::InFlight { deadline } => deadline,
+            Standing::TakenBack | Standing::Late => return AckOutcome::Late,
+            Standing::Unknown => return AckOutcome::Unknown,
+        };
+        if delay.is_zero() {
+            self.make_ready(lsn);
             return AckOutcome::Acked;
         }
-        AckOutcome::Late
+        self.end_flight(lsn, consumer, deadline);
+        let until = now + delay;
+        if let Some(delivered) = self.delivered.get_mut(&lsn) {
+            delivered.holder = Holder::Delayed { until };
+        }
+        self.delayed.insert((until, lsn));
+        AckOutcome::Acked
+    }
+
+    /// Consumer `consumer` is still working on delivery `lsn` (QOS-22):
+    /// its ack deadline starts again from `now`, by the consumer's own ack
+    /// timeout. Returns the new deadline when it took effect.
+    pub fn in_progress(
+        &mut self,
+        consumer: u64,
+        lsn: Lsn,
+        now: Instant,
+    ) -> (AckOutcome, Option<Instant>) {
+        let deadline = match self.standing(consumer, lsn) {
+            Standing::InFlight { deadline } => deadline,
+            Standing::TakenBack | Standing::Late => return (AckOutcome::Late, None),
+            Standing::Unknown => return (AckOutcome::Unknown, None),
+        };
+        let Some(terms) = self
+            .consumers
+            .iter()
+            .find(|c| c.live.id == consumer)
+            .map(|c| c.terms)
+        else {
+            return (AckOutcome::Late, None);
+        };
+        let next = now + terms.ack_timeout;
+        self.deadlines.remove(&(deadline, lsn));
+        self.deadlines.insert((next, lsn));
+        if let Some(delivered) = self.delivered.get_mut(&lsn) {
+            delivered.holder = Holder::InFlight {
+                consumer,
+                deadline: next,
+            };
+        }
+        (AckOutcome::Acked, Some(next))
+    }
+
+    /// Consumer `consumer` gave up on delivery `lsn` for good (QOS-21): it
+    /// is handed to `dead_letters` now, whatever its delivery count. Like
+    /// an ack, honoured while in flight to that consumer or taken back from
+    /// it and still waiting.
+    pub fn term(
+        &mut self,
+        consumer: u64,
+        lsn: Lsn,
+        store: &MessageStore,
+        dead_letters: &mpsc::UnboundedSender<DeadLetter>,
+    ) -> AckOutcome {
+        match self.standing(consumer, lsn) {
+            Standing::InFlight { deadline } => self.end_flight(lsn, consumer, deadline),
+            Standing::TakenBack => {
+                remove_sorted(&mut self.ready, lsn);
+            }
+            Standing::Late => return AckOutcome::Late,
+            Standing::Unknown => return AckOutcome::Unknown,
+        }
+        let Some(delivered) = self.delivered.get_mut(&lsn) else {
+            return AckOutcome::Late;
+        };
+        delivered.holder = Holder::DeadLettering;
+        let dead = DeadLetter {
+            queue: self.name.to_string(),
+            lsn,
+            message: store.message(lsn).clone(),
+            deliveries: delivered.deliveries,
+            reason: DeadLetterReason::Terminated,
+        };
+        if dead_letters.send(dead).is_err() {
+            // No dead-letter task (a broker shutting down): keep it.
+            self.make_ready(lsn);
+        }
+        AckOutcome::Acked
     }
 
     /// The dead letter of `lsn` is stored (or will never be): let the
@@ -354,7 +512,7 @@ impl StoredQueue {
         holder == Some(Holder::DeadLettering) && self.forget(lsn, store)
     }
 
-    /// Put an in-flight or dead-lettering message back in line.
+    /// Put an in-flight, delayed or dead-lettering message back in line.
     pub fn make_ready(&mut self, lsn: Lsn) {
         let Some(delivered) = self.delivered.get_mut(&lsn) else {
             return;
@@ -363,6 +521,9 @@ impl StoredQueue {
             // Already in line: inserting it again would duplicate it.
             Holder::Waiting => return,
             Holder::InFlight { consumer, deadline } => self.end_flight(lsn, consumer, deadline),
+            Holder::Delayed { until } => {
+                self.delayed.remove(&(until, lsn));
+            }
             Holder::DeadLettering => {}
         }
         insert_sorted(&mut self.ready, lsn);
@@ -387,18 +548,25 @@ impl StoredQueue {
     }
 
     /// Put every delivery whose deadline is at or before `now` back in
-    /// line; returns how many.
+    /// line, and every nak'd one whose delay is over; returns how many.
     pub fn take_back_overdue(&mut self, now: Instant) -> usize {
-        let overdue: Vec<Lsn> = self
-            .deadlines
-            .iter()
-            .take_while(|(deadline, _)| *deadline <= now)
+        let due: Vec<Lsn> = [&self.deadlines, &self.delayed]
+            .into_iter()
+            .flat_map(|times| times.iter().take_while(|(at, _)| *at <= now))
             .map(|&(_, lsn)| lsn)
             .collect();
-        for &lsn in &overdue {
+        for &lsn in &due {
             self.make_ready(lsn);
         }
-        overdue.len()
+        due.len()
+    }
+
+    /// The next time the sweep has work in this queue: an ack deadline or
+    /// the end of a nak's delay.
+    pub fn next_due(&self) -> Option<Instant> {
+        let deadline = self.deadlines.first().map(|&(at, _)| at);
+        let delayed = self.delayed.first().map(|&(at, _)| at);
+        deadline.into_iter().chain(delayed).min()
     }
 
     /// Drop the waiting messages whose TTL has passed.
@@ -457,13 +625,21 @@ impl StoredQueue {
                 continue;
             }
             let deliveries = self.delivered.get(&lsn).map_or(0, |d| d.deliveries);
-            let max = rules.settings.max_deliveries;
+            let Some(i) = self.pick_consumer(rules.settings.max_in_flight) else {
+                return;
+            };
+            // The limit of the consumer it would go to (QOS-22): members of
+            // a group may each have asked for their own.
+            let max = self.consumers[i].terms.max_deliveries;
             if max > 0 && deliveries >= max {
+                // That consumer did not get it: the next message is its turn.
+                self.next_consumer = i;
                 let dead = DeadLetter {
                     queue: self.name.to_string(),
                     lsn,
                     message: message.clone(),
                     deliveries,
+                    reason: DeadLetterReason::MaxDeliveries,
                 };
                 if rules.dead_letters.send(dead).is_err() {
                     // No dead-letter task (a broker shutting down): keep it.
@@ -475,9 +651,6 @@ impl StoredQueue {
                 }
                 continue;
             }
-            let Some(i) = self.pick_consumer(rules.settings.max_in_flight) else {
-                return;
-            };
             let consumer = &mut self.consumers[i];
             let queued = Queued {
                 message: message.clone(),
@@ -490,8 +663,10 @@ impl StoredQueue {
             }
             if deliveries > 0 {
                 rules.redeliveries.fetch_add(1, Ordering::Relaxed);
+                self.redeliveries += 1;
             }
-            let deadline = now + rules.settings.ack_timeout;
+            let deadline = now + consumer.terms.ack_timeout;
+            rules.alarm.at(deadline);
             consumer.in_flight += 1;
             let holder = Holder::InFlight {
                 consumer: consumer.live.id,
@@ -550,11 +725,26 @@ fn remove_sorted(ready: &mut VecDeque<Lsn>, lsn: Lsn) -> bool {
     }
 }
 
+/// Where an ack of some kind leaves a delivery, for the consumer acking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// In flight to it, due back at `deadline`.
+    InFlight { deadline: Instant },
+    /// Taken back from it and waiting; nobody else has it.
+    TakenBack,
+    /// It had it, and does not any more.
+    Late,
+    /// Never sent to it, as far as the queue remembers.
+    Unknown,
+}
+
 /// What `top_up` needs besides the queue.
 pub(super) struct Rules<'a> {
     pub settings: &'a DeliverySettings,
     pub dead_letters: &'a mpsc::UnboundedSender<DeadLetter>,
     pub redeliveries: &'a AtomicU64,
+    /// Told of every new ack deadline, so the sweep wakes in time for it.
+    pub alarm: &'a Alarm,
 }
 
 #[cfg(test)]
@@ -570,6 +760,7 @@ mod tests {
         let mut encoder = blipmq_protocol::Encoder::new();
         Arc::new(QueuedMessage {
             delivery: encoder.shared_delivery("t", b"x", &[], id, 0),
+            published_at: std::time::Instant::now(),
             expires_at: None,
             message_id: id,
             trace_id: None,
@@ -587,7 +778,17 @@ mod tests {
             Some("q".into()),
             None,
         ));
-        Consumer::new(live, 16)
+        Consumer::new(live, ConsumerTerms::defaults(&settings(0, 16)), 16)
+    }
+
+    fn settings(max_deliveries: u32, max_in_flight: usize) -> DeliverySettings {
+        DeliverySettings {
+            ack_timeout: Duration::ZERO,
+            max_deliveries,
+            max_in_flight,
+            max_queues: 1,
+            limits: QueueLimits::default(),
+        }
     }
 
     /// (delivery id, delivery count) of everything queued for `c`.
@@ -601,6 +802,7 @@ mod tests {
     fn messages_go_out_in_log_order_whatever_order_they_came_in() {
         let (dead_letters, _dead) = mpsc::unbounded_channel();
         let redeliveries = AtomicU64::new(0);
+        let alarm = Alarm::default();
         let settings = DeliverySettings {
             ack_timeout: Duration::ZERO,
             max_deliveries: 0,
@@ -612,6 +814,7 @@ mod tests {
             settings: &settings,
             dead_letters: &dead_letters,
             redeliveries: &redeliveries,
+            alarm: &alarm,
         };
         let mut store = MessageStore::default();
         let mut dropped = Dropped::default();
@@ -646,6 +849,7 @@ mod tests {
     fn only_an_ack_from_the_consumer_a_message_is_in_flight_to_releases_it() {
         let (dead_letters, _dead) = mpsc::unbounded_channel();
         let redeliveries = AtomicU64::new(0);
+        let alarm = Alarm::default();
         let settings = DeliverySettings {
             ack_timeout: Duration::ZERO,
             max_deliveries: 0,
@@ -657,6 +861,7 @@ mod tests {
             settings: &settings,
             dead_letters: &dead_letters,
             redeliveries: &redeliveries,
+            alarm: &alarm,
         };
         let (mut store, mut dropped) = (MessageStore::default(), Dropped::default());
         let mut queue = StoredQueue::new("g", "t".into(), QueueKind::Group, 1);
@@ -694,5 +899,72 @@ mod tests {
         assert_eq!(queue.kept(), 1);
         assert_eq!(queue.ack(2, 12, &mut store), AckOutcome::Acked);
         assert_eq!(queue.kept(), 0);
+    }
+
+    #[test]
+    fn nak_in_progress_and_term_act_only_on_what_is_in_flight_to_the_consumer() {
+        let (dead_letters, mut dead) = mpsc::unbounded_channel();
+        let redeliveries = AtomicU64::new(0);
+        let alarm = Alarm::default();
+        let settings = settings(0, 16);
+        let rules = Rules {
+            settings: &settings,
+            dead_letters: &dead_letters,
+            redeliveries: &redeliveries,
+            alarm: &alarm,
+        };
+        let (mut store, mut dropped) = (MessageStore::default(), Dropped::default());
+        let mut queue = StoredQueue::new("g", "t".into(), QueueKind::Group, 1);
+        for lsn in [1, 2, 3] {
+            queue.keep(lsn, &message(lsn), 0, &mut store);
+        }
+        let mut slow = consumer(1);
+        slow.terms.ack_timeout = Duration::from_secs(60);
+        queue.consumers.push(slow);
+        queue.top_up(&rules, &mut store, &mut dropped);
+        assert_eq!(sent(&queue.consumers[0]), [(1, 1), (2, 1), (3, 1)]);
+        let now = Instant::now();
+        // Another consumer's nak, term or in-progress: unknown, no effect.
+        queue.consumers.push(consumer(2));
+        assert_eq!(queue.nak(2, 1, Duration::ZERO, now), AckOutcome::Unknown);
+        assert_eq!(queue.in_progress(2, 1, now).0, AckOutcome::Unknown);
+        assert_eq!(queue.term(2, 1, &store, &dead_letters), AckOutcome::Unknown);
+        // A delayed nak: not in line until the delay is over, nor overdue.
+        let delay = Duration::from_millis(500);
+        assert_eq!(queue.nak(1, 1, delay, now), AckOutcome::Acked);
+        assert_eq!(queue.nak(1, 1, delay, now), AckOutcome::Late, "once");
+        assert_eq!(queue.consumers[0].in_flight, 2, "its credit is back");
+        assert_eq!(queue.next_due(), Some(now + delay));
+        assert_eq!(queue.take_back_overdue(now + delay / 2), 0);
+        // In progress moves 2's deadline from a minute after it was sent
+        // to a minute after `later`.
+        let later = now + Duration::from_secs(30);
+        let (outcome, deadline) = queue.in_progress(1, 2, later);
+        assert_eq!(
+            (outcome, deadline),
+            (AckOutcome::Acked, Some(later + Duration::from_secs(60)))
+        );
+        assert_eq!(
+            queue.take_back_overdue(now + Duration::from_secs(61)),
+            2,
+            "1 and 3, not 2"
+        );
+        // A term hands 2 to the dead-letter task, counted as it was sent.
+        assert_eq!(queue.term(1, 2, &store, &dead_letters), AckOutcome::Acked);
+        let letter = dead.try_recv().expect("a dead letter");
+        assert_eq!(
+            (letter.lsn, letter.deliveries, letter.reason),
+            (2, 1, DeadLetterReason::Terminated)
+        );
+        assert_eq!(queue.kept(), 3, "kept until the dead letter is stored");
+        assert!(queue.forget_dead_letter(2, &mut store));
+        // 1 and 3 go out again, counted.
+        queue.top_up(&rules, &mut store, &mut dropped);
+        let mut again = sent(&queue.consumers[0]);
+        again.extend(sent(&queue.consumers[1]));
+        again.sort_unstable();
+        assert_eq!(again, [(1, 2), (3, 2)]);
+        queue.clear(&mut store);
+        assert_eq!(store.len(), 0);
     }
 }

@@ -116,6 +116,7 @@ fn restore_message(frame: &[u8]) -> Option<(String, MessageRef, u64)> {
         delivery.topic.to_string(),
         Arc::new(QueuedMessage {
             delivery: shared,
+            published_at: std::time::Instant::now(),
             expires_at: None,
             message_id: delivery.message_id,
             trace_id: blipmq_protocol::headers::trace_id_of(&delivery.headers).map(Box::from),

@@ -22,13 +22,17 @@ impl Durable {
         let mut state = self.state.lock();
         let State { queues, store } = &mut *state;
         let mut overdue = 0;
+        let mut next_due = None;
         for queue in queues.iter_mut() {
             let taken_back = queue.take_back_overdue(now);
             if taken_back > 0 {
                 overdue += taken_back;
                 queue.top_up(&rules, store, &mut dropped);
             }
+            next_due = next_due.into_iter().chain(queue.next_due()).min();
         }
+        // Under the lock, so no deadline set meanwhile is missed.
+        self.alarm.reset(next_due);
         drop(state);
         self.settle(dropped);
         overdue

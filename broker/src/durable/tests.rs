@@ -25,6 +25,7 @@ fn message(topic: &str, id: u64, payload: &[u8]) -> MessageRef {
     let mut encoder = blipmq_protocol::Encoder::new();
     Arc::new(QueuedMessage {
         delivery: encoder.shared_delivery(topic, payload, &[], id, 0),
+        published_at: std::time::Instant::now(),
         expires_at: None,
         message_id: id,
         trace_id: None,

@@ -335,6 +335,8 @@ pub struct WalStats {
     /// Framed bytes written (headers included).
     pub bytes_appended: u64,
     pub fsyncs: u64,
+    /// How long the fsyncs took.
+    pub fsync_duration: crate::metrics::HistogramSnapshot,
     /// `write` calls; each carries one group-commit batch (or the part of one
     /// that fits before a rotation).
     pub write_batches: u64,
@@ -368,6 +370,8 @@ pub(crate) struct Counters {
     records_appended: AtomicU64,
     bytes_appended: AtomicU64,
     fsyncs: AtomicU64,
+    /// How long each counted fsync took.
+    fsync_duration: crate::metrics::Histogram,
     write_batches: AtomicU64,
     torn_tail_truncations: AtomicU64,
     segments_deleted: AtomicU64,
@@ -550,6 +554,22 @@ pub enum WalHealth {
     Failing(String),
     /// The writer thread is gone (closed, or it panicked).
     Stopped(String),
+}
+
+impl WalHealth {
+    /// Every value of [`WalHealth::label`].
+    pub const STATES: [&'static str; 5] = ["ok", "full", "no_space", "failing", "stopped"];
+
+    /// The state's name in metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            WalHealth::Ok => "ok",
+            WalHealth::Full => "full",
+            WalHealth::NoSpace(_) => "no_space",
+            WalHealth::Failing(_) => "failing",
+            WalHealth::Stopped(_) => "stopped",
+        }
+    }
 }
 
 impl Inner {
@@ -980,6 +1000,7 @@ impl Wal {
             records_appended: load(&c.records_appended),
             bytes_appended: load(&c.bytes_appended),
             fsyncs: load(&c.fsyncs),
+            fsync_duration: c.fsync_duration.snapshot(),
             write_batches: load(&c.write_batches),
             torn_tail_truncations: load(&c.torn_tail_truncations),
             segments_deleted: load(&c.segments_deleted),

@@ -33,20 +33,24 @@ pub(crate) struct Syncer {
 }
 
 impl Syncer {
-    /// `synced` is called after each successful fsync (to count it).
-    pub(crate) fn start(synced: impl Fn() + Send + 'static) -> Result<Syncer, WalError> {
+    /// `synced` is called after each successful fsync with how long it took
+    /// (to count and time it).
+    pub(crate) fn start(
+        synced: impl Fn(std::time::Duration) + Send + 'static,
+    ) -> Result<Syncer, WalError> {
         let (requests, incoming) = channel::<Request>();
         let (finished, done) = channel();
         let thread = std::thread::Builder::new()
             .name("blipmq-wal-sync".into())
             .spawn(move || {
                 for request in incoming {
+                    let started = std::time::Instant::now();
                     let result = request
                         .file
                         .sync_data()
                         .map_err(io_err(format!("fsync {}", request.path.display())));
                     if result.is_ok() {
-                        synced();
+                        synced(started.elapsed());
                     }
                     if finished.send(result).is_err() {
                         return;
@@ -134,7 +138,7 @@ mod tests {
     fn counted() -> (Arc<AtomicU64>, Syncer) {
         let count = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&count);
-        let syncer = Syncer::start(move || {
+        let syncer = Syncer::start(move |_| {
             counter.fetch_add(1, Ordering::Relaxed);
         })
         .unwrap();

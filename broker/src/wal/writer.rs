@@ -108,8 +108,9 @@ impl Writer {
         let syncer = match inner.config.fsync_policy {
             FsyncPolicy::Interval => {
                 let counted = Arc::clone(&inner);
-                Some(Syncer::start(move || {
+                Some(Syncer::start(move |took| {
                     counted.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    counted.counters.fsync_duration.observe(took);
                 })?)
             }
             FsyncPolicy::Always | FsyncPolicy::Never => None,
@@ -503,10 +504,15 @@ impl Writer {
         if self.dirty_since.is_none() {
             return Ok(());
         }
+        let started = Instant::now();
         self.file
             .sync_data()
             .map_err(io_err(format!("fsync {}", self.active.path.display())))?;
         self.inner.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .counters
+            .fsync_duration
+            .observe(started.elapsed());
         self.dirty_since = None;
         Ok(())
     }

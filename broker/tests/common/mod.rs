@@ -443,6 +443,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
             qos,
             durable_name,
             queue_group,
+            ..Default::default()
         }))
         .await;
         let body = self.recv_owned().await.expect("an answer");
@@ -497,6 +498,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         self.send(&Frame::Ack(Ack {
             subscription_id,
             delivery_id,
+            ..Default::default()
         }))
         .await;
     }

@@ -11,7 +11,8 @@ use crate::{ClientEvent, DisconnectKind};
 /// Which event a [`ForeignEvent`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    /// Connected again after a lost connection: `connection_id`.
+    /// Connected again after a lost connection: `connection_id` and
+    /// `address`.
     Connected,
     /// The connection was lost: `message`, `code` and `disconnect`.
     Disconnected,
@@ -45,6 +46,9 @@ pub struct ForeignEvent {
     pub kind: EventKind,
     /// `Connected`: the broker's id of the new connection.
     pub connection_id: Option<u64>,
+    /// `Connected`: the broker address of the new connection, as given to
+    /// connect.
+    pub address: Option<String>,
     /// `ReconnectFailed`: which attempt failed, from 1.
     pub attempt: Option<u32>,
     /// Text for people: why the connection ended (`Disconnected`), why the
@@ -88,6 +92,7 @@ impl ForeignEvent {
         ForeignEvent {
             kind,
             connection_id: None,
+            address: None,
             attempt: None,
             message: None,
             code: None,
@@ -104,8 +109,12 @@ impl ForeignEvent {
 impl From<ClientEvent> for ForeignEvent {
     fn from(event: ClientEvent) -> ForeignEvent {
         match event {
-            ClientEvent::Connected { connection_id } => ForeignEvent {
+            ClientEvent::Connected {
+                connection_id,
+                address,
+            } => ForeignEvent {
                 connection_id: Some(connection_id),
+                address: Some(address),
                 ..ForeignEvent::of(EventKind::Connected)
             },
             ClientEvent::Disconnected { reason } => ForeignEvent {
@@ -155,9 +164,13 @@ mod tests {
 
     #[test]
     fn each_event_sets_the_fields_of_its_kind() {
-        let reconnected = ForeignEvent::from(ClientEvent::Connected { connection_id: 7 });
+        let reconnected = ForeignEvent::from(ClientEvent::Connected {
+            connection_id: 7,
+            address: "b:7878".into(),
+        });
         assert_eq!(reconnected.kind.name(), "connected");
         assert_eq!(reconnected.connection_id, Some(7));
+        assert_eq!(reconnected.address.as_deref(), Some("b:7878"));
         assert_eq!((reconnected.message, reconnected.code), (None, None));
 
         let failed = ForeignEvent::from(ClientEvent::ReconnectFailed {

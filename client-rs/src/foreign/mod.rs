@@ -4,6 +4,10 @@
 //!
 //! - [`ConnectOptions`]: the flat options record every binding takes, turned
 //!   into a [`crate::ClientBuilder`] in one place.
+//! - [`SubscribeRequest`]: the flat subscribe options (QoS, durable name,
+//!   group, a QoS 1 subscription's ack timeout and max deliveries), and the
+//!   check of a nak's delay ([`nak_delay_ms`], [`nak_delay_secs`]), so that
+//!   every language refuses the same numbers with the same words.
 //! - [`SharedSubscription`]: a subscription that many callers may hold at
 //!   once (a foreign object is shared, never owned), with a cancel-safe
 //!   `next_batch(max, timeout)`, `try_next_batch`, `unsubscribe` and
@@ -26,6 +30,7 @@
 mod calls;
 mod events;
 mod options;
+mod subscribe;
 mod subscription;
 #[cfg(all(test, feature = "tokio"))]
 mod tests;
@@ -33,6 +38,7 @@ mod tests;
 pub use calls::{queue_stopped, CallQueue, Publishing};
 pub use events::{EventKind, ForeignDisconnect, ForeignEvent};
 pub use options::ConnectOptions;
+pub use subscribe::{nak_delay_ms, nak_delay_secs, ArgumentError, SubscribeRequest};
 pub use subscription::{Claimable, Received, SharedSubscription};
 
 /// The events of `client` from now on as [`ForeignEvent`]s; the stream

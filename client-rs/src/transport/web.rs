@@ -356,6 +356,14 @@ impl Runtime for WebRuntime {
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
         Box::pin(sleep(duration))
     }
+
+    /// `Math.random()`: std's hash keys are fixed on wasm32, so every
+    /// browser would otherwise draw the same reconnect waits.
+    fn random_seed(&self) -> u64 {
+        let high = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+        let low = (js_sys::Math::random() * 4_294_967_296.0) as u64;
+        (high << 32) ^ low ^ crate::jitter::default_seed()
+    }
 }
 
 /// `setTimeout`, which takes at most 2^31 - 1 ms (longer fires at once).

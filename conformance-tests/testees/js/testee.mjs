@@ -21,7 +21,8 @@ const PACKAGES = {
     module: 'blipmq',
     sdk: 'node',
     title: 'Node SDK',
-    address: (args) => str(args, 'addr'),
+    // A list of addresses to try in order, or the one broker.
+    address: (args) => strList(args, 'addresses') ?? str(args, 'addr'),
     // The runner's TLS mode: a tls:// address and the test CA's PEM file.
     connectOptions: async (args) => {
       const ca = str(args, 'tls_ca', true)
@@ -35,7 +36,8 @@ const PACKAGES = {
     sdk: 'wasm',
     title: 'browser SDK',
     // The WebSocket listener; `addr` (TCP) only when the runner gives none.
-    address: (args) => str(args, 'websocket_addr', true) ?? str(args, 'addr'),
+    address: (args) =>
+      strList(args, 'websocket_addresses') ?? str(args, 'websocket_addr', true) ?? str(args, 'addr'),
     connectOptions: async () => ({ WebSocket: (await import('ws')).WebSocket }),
     capabilities: [],
     on: (target, type, handler) =>
@@ -65,6 +67,16 @@ const invalid = (message) => new Failure(INVALID_ARGUMENT, message)
  * unacked: Map<sub name, Map<delivery id, Message>> }
  */
 const actors = new Map()
+
+/** An optional list of strings (`connect`'s `addresses`). */
+function strList(args, name) {
+  const value = args[name]
+  if (value == null) return undefined
+  if (!Array.isArray(value) || value.some((one) => typeof one !== 'string')) {
+    throw invalid(`\`${name}\` must be a list of strings`)
+  }
+  return value
+}
 
 function str(args, name, optional = false) {
   const value = args[name]
@@ -121,6 +133,17 @@ function subscriptionOf(actor, args) {
   return [sub, subscription]
 }
 
+/** The message `receive` returned with `delivery_id`; taken from the unacked ones unless `keep`. */
+function received(name, args, { keep }) {
+  const actor = actorOf(name)
+  const sub = str(args, 'sub')
+  const deliveryId = str(args, 'delivery_id')
+  const message = actor.unacked.get(sub)?.get(deliveryId)
+  if (message === undefined) throw invalid(`no unacked delivery ${deliveryId} on \`${sub}\``)
+  if (!keep) actor.unacked.get(sub).delete(deliveryId)
+  return message
+}
+
 async function closeActor(name) {
   const actor = actors.get(name)
   actors.delete(name)
@@ -128,7 +151,7 @@ async function closeActor(name) {
 }
 
 const operations = {
-  hello: async () => ({ sdk: PACKAGE.sdk, version: '0.1.0', capabilities: ['pubsub', 'headers', 'qos1', 'events', ...PACKAGE.capabilities] }),
+  hello: async () => ({ sdk: PACKAGE.sdk, version: '0.1.0', capabilities: ['pubsub', 'headers', 'qos1', 'events', 'addresses', 'job_queue', ...PACKAGE.capabilities] }),
 
   async connect(name, args) {
     const addr = PACKAGE.address(args)
@@ -170,6 +193,8 @@ const operations = {
       qos: uint(args, 'qos', true),
       durable: str(args, 'durable', true),
       group: str(args, 'group', true),
+      ackTimeoutMs: uint(args, 'ack_timeout_ms', true),
+      maxDeliveries: uint(args, 'max_deliveries', true),
     })
     // Discards as the SDK reports them to the application (`receive`
     // counts them).
@@ -244,13 +269,24 @@ const operations = {
   },
 
   async ack(name, args) {
-    const actor = actorOf(name)
-    const sub = str(args, 'sub')
-    const deliveryId = str(args, 'delivery_id')
-    const message = actor.unacked.get(sub)?.get(deliveryId)
-    if (message === undefined) throw invalid(`no unacked delivery ${deliveryId} on \`${sub}\``)
-    actor.unacked.get(sub).delete(deliveryId)
-    await message.ack()
+    await received(name, args, { keep: false }).ack()
+    return {}
+  },
+
+  // A redelivery after a nak comes back through `receive` as a message of its own.
+  async nak(name, args) {
+    const delayMs = uint(args, 'delay_ms', true) ?? 0
+    await received(name, args, { keep: false }).nak({ delayMs })
+    return {}
+  },
+
+  async term(name, args) {
+    await received(name, args, { keep: false }).term()
+    return {}
+  },
+
+  async in_progress(name, args) {
+    await received(name, args, { keep: true }).inProgress()
     return {}
   },
 

@@ -202,7 +202,7 @@ def test_hello(testee):
     reply = testee.ok("hello")
     assert reply["sdk"] == "python-protocol"
     assert reply["version"] == "0.1.0"
-    assert set(reply["capabilities"]) == {"pubsub", "raw", "headers", "qos1"}
+    assert set(reply["capabilities"]) == {"pubsub", "raw", "headers", "qos1", "job_queue"}
 
 
 def test_publish_subscribe_receive(broker, testee):
@@ -285,6 +285,25 @@ def test_qos1_publish_is_answered(connected):
     reply = connected.ok("publish", "a", topic="q.one", payload=b64(b"x"), qos=1)
     assert reply["message_id"].isdigit()
     assert connected.err("publish", "a", topic="q.one", payload="", qos=7)["code"] == 301
+
+
+def test_nak_term_and_in_progress_reach_the_broker(connected):
+    # QOS-20/21/22: a nak brings the delivery back counted; a term sends it
+    # to the dead-letter topic; terms out of bounds are refused.
+    assert connected.err("subscribe", "a", sub="bad", pattern="jobs", qos=1,
+                         durable="w", ack_timeout_ms=5)["code"] == 301
+    connected.ok("subscribe", "a", sub="dead", pattern="$dlq.w")
+    connected.ok("subscribe", "a", sub="s", pattern="jobs", qos=1, durable="w",
+                 ack_timeout_ms=60000, max_deliveries=5)
+    connected.ok("publish", "a", topic="jobs", payload=b64(b"j"), qos=1)
+    first = connected.ok("receive", "a", sub="s", count=1, timeout_ms=5000)["messages"][0]
+    connected.ok("in_progress", "a", sub="s", delivery_id=first["delivery_id"])
+    connected.ok("nak", "a", sub="s", delivery_id=first["delivery_id"], delay_ms=50)
+    again = connected.ok("receive", "a", sub="s", count=1, timeout_ms=5000)["messages"][0]
+    assert (again["delivery_id"], again["delivery_count"]) == (first["delivery_id"], 2)
+    connected.ok("term", "a", sub="s", delivery_id=again["delivery_id"])
+    letter = connected.ok("receive", "a", sub="dead", count=1, timeout_ms=5000)["messages"][0]
+    assert {"key": "blipmq-dead-letter-reason", "value": b64(b"terminated")} in letter["headers"]
 
 
 def test_send_raw_garbage_gives_error_frame(connected):

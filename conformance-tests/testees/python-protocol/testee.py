@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen
 import flatbuffers  # noqa: E402
 from blipmq.wire import (  # noqa: E402
     Ack,
+    AckKind,
     Body,
     Confirm,
     Delivery,
@@ -48,7 +49,7 @@ from blipmq.wire import (  # noqa: E402
 
 SDK = "python-protocol"
 VERSION = "0.1.0"
-CAPABILITIES = ["pubsub", "raw", "headers", "qos1"]
+CAPABILITIES = ["pubsub", "raw", "headers", "qos1", "job_queue"]
 
 PROTOCOL_VERSION = 1
 DEFAULT_TIMEOUT_S = 10.0
@@ -162,7 +163,7 @@ def encode_publish(publish_id, topic, payload, ttl_ms, qos, headers=()):
     return _finish(b, Body.Body.Publish, Publish.PublishEnd(b))
 
 
-def encode_subscribe(request_id, pattern, qos, durable, group):
+def encode_subscribe(request_id, pattern, qos, durable, group, ack_timeout_ms=0, max_deliveries=0):
     b = flatbuffers.Builder(256)
     pat = _string(b, pattern)
     dur = _string(b, durable) if durable is not None else None
@@ -175,6 +176,11 @@ def encode_subscribe(request_id, pattern, qos, durable, group):
         Subscribe.SubscribeAddDurableName(b, dur)
     if grp is not None:
         Subscribe.SubscribeAddQueueGroup(b, grp)
+    # 0 is the broker's default and the field's: omitted, as older clients do.
+    if ack_timeout_ms:
+        Subscribe.SubscribeAddAckTimeoutMs(b, ack_timeout_ms)
+    if max_deliveries:
+        Subscribe.SubscribeAddMaxDeliveries(b, max_deliveries)
     return _finish(b, Body.Body.Subscribe, Subscribe.SubscribeEnd(b))
 
 
@@ -186,11 +192,16 @@ def encode_unsubscribe(request_id, subscription_id):
     return _finish(b, Body.Body.Unsubscribe, Unsubscribe.UnsubscribeEnd(b))
 
 
-def encode_ack(subscription_id, delivery_id):
+def encode_ack(subscription_id, delivery_id, kind=AckKind.AckKind.Ack, delay_ms=0):
     b = flatbuffers.Builder(64)
     Ack.AckStart(b)
     Ack.AckAddSubscriptionId(b, subscription_id)
     Ack.AckAddDeliveryId(b, delivery_id)
+    # A plain ack leaves both at their defaults, byte for byte as before.
+    if kind != AckKind.AckKind.Ack:
+        Ack.AckAddKind(b, kind)
+    if delay_ms:
+        Ack.AckAddDelayMs(b, delay_ms)
     return _finish(b, Body.Body.Ack, Ack.AckEnd(b))
 
 
@@ -288,7 +299,8 @@ def _d_subscribe(t):
     m = _init(Subscribe.Subscribe, t)
     return {"type": "Subscribe", "request_id": m.RequestId(), "pattern": _text(m.Pattern()),
             "qos": m.Qos(), "durable_name": _text(m.DurableName()),
-            "queue_group": _text(m.QueueGroup())}
+            "queue_group": _text(m.QueueGroup()), "ack_timeout_ms": m.AckTimeoutMs(),
+            "max_deliveries": m.MaxDeliveries()}
 
 
 def _d_subscribed(t):
@@ -332,7 +344,8 @@ def _d_dropped(t):
 
 def _d_ack(t):
     m = _init(Ack.Ack, t)
-    return {"type": "Ack", "subscription_id": m.SubscriptionId(), "delivery_id": m.DeliveryId()}
+    return {"type": "Ack", "subscription_id": m.SubscriptionId(), "delivery_id": m.DeliveryId(),
+            "kind": m.Kind(), "delay_ms": m.DelayMs()}
 
 
 def _d_ping(t):
@@ -724,8 +737,11 @@ class Testee:
         qos = in_range("qos", arg(args, "qos", int, 0), U8_MAX)
         durable = arg(args, "durable", str)
         group = arg(args, "group", str)
+        ack_timeout_ms = in_range("ack_timeout_ms", arg(args, "ack_timeout_ms", int, 0), U32_MAX)
+        max_deliveries = in_range("max_deliveries", arg(args, "max_deliveries", int, 0), U32_MAX)
         request_id = client.fresh_id()
-        frame = encode_subscribe(request_id, pattern, qos, durable, group)
+        frame = encode_subscribe(request_id, pattern, qos, durable, group,
+                                 ack_timeout_ms, max_deliveries)
         # Deliveries can only follow Subscribed, so the buffer is registered
         # when the answer arrives (inside request(), before any Delivery).
         answer = client.request(frame, ("Subscribed",), request_id,
@@ -810,6 +826,28 @@ class Testee:
             raise OpError(UNKNOWN_SUBSCRIPTION, "no subscription %r" % label)
         client.send(encode_ack(client.subs[label], delivery_id), deadline_after(DEFAULT_TIMEOUT_S))
         return {}
+
+    def _settle(self, actor, args, kind, delay_ms=0):
+        """QOS-20, -21, -23: an Ack of another kind; like an ack, the broker
+        answers nothing, so nothing is awaited."""
+        client = self.client(actor)
+        label = arg(args, "sub", str, required=True)
+        delivery_id = arg(args, "delivery_id", int, required=True)
+        if label not in client.subs:
+            raise OpError(UNKNOWN_SUBSCRIPTION, "no subscription %r" % label)
+        frame = encode_ack(client.subs[label], delivery_id, kind, delay_ms)
+        client.send(frame, deadline_after(DEFAULT_TIMEOUT_S))
+        return {}
+
+    def op_nak(self, actor, args):
+        delay_ms = in_range("delay_ms", arg(args, "delay_ms", int, 0), U32_MAX)
+        return self._settle(actor, args, AckKind.AckKind.Nak, delay_ms)
+
+    def op_term(self, actor, args):
+        return self._settle(actor, args, AckKind.AckKind.Term)
+
+    def op_in_progress(self, actor, args):
+        return self._settle(actor, args, AckKind.AckKind.InProgress)
 
     def op_flush(self, actor, args):
         client = self.client(actor)

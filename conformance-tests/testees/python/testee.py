@@ -166,10 +166,12 @@ class Testee:
             raise Failure(CLIENT_CLOSED, f"actor `{name}` has no client") from None
 
     async def op_hello(self, args: Args) -> Dict[str, Any]:
-        return {"sdk": "python", "version": blipmq.__version__, "capabilities": ["pubsub", "headers", "qos1", "events", "tls"]}
+        return {"sdk": "python", "version": blipmq.__version__, "capabilities": ["pubsub", "headers", "qos1", "events", "tls", "addresses", "job_queue"]}
 
     async def op_connect(self, name: str, args: Args) -> Dict[str, Any]:
-        addr = args.req("addr", str)
+        # A list of addresses to try in order, or the one broker.
+        addresses = args.opt("addresses", list)
+        addr = addresses if addresses is not None else args.req("addr", str)
         api_key = args.opt("api_key", str)
         client_name = args.opt("name", str)
         capacity = args.opt("subscription_capacity", int)
@@ -211,12 +213,15 @@ class Testee:
         actor = self.actor(name)
         sub = args.req("sub", str)
         drops = DropTally()
+        ack_timeout_ms = args.opt("ack_timeout_ms", int)
         subscription = await actor.client.subscribe(
             args.req("pattern", str),
             qos=args.opt("qos", int) or 0,
             durable=args.opt("durable", str),
             group=args.opt("group", str),
             on_drop=drops,
+            ack_timeout=None if ack_timeout_ms is None else ack_timeout_ms / 1000,
+            max_deliveries=args.opt("max_deliveries", int),
         )
         # A name used again names the new subscription; the old one is
         # dropped, which unsubscribes it.
@@ -232,6 +237,26 @@ class Testee:
         return {}
 
     async def op_ack(self, name: str, args: Args) -> Dict[str, Any]:
+        await self.received(name, args, keep=False).ack()
+        return {}
+
+    async def op_nak(self, name: str, args: Args) -> Dict[str, Any]:
+        # A redelivery comes back through `receive` as a message of its own.
+        message = self.received(name, args, keep=False)
+        await message.nak(delay=(args.opt("delay_ms", int) or 0) / 1000)
+        return {}
+
+    async def op_term(self, name: str, args: Args) -> Dict[str, Any]:
+        await self.received(name, args, keep=False).term()
+        return {}
+
+    async def op_in_progress(self, name: str, args: Args) -> Dict[str, Any]:
+        await self.received(name, args, keep=True).in_progress()
+        return {}
+
+    def received(self, name: str, args: Args, keep: bool) -> blipmq.Message:
+        """The message `receive` returned with that `delivery_id`; taken
+        from the unacked ones unless `keep`."""
         actor = self.actor(name)
         sub = args.req("sub", str)
         text = args.req("delivery_id", str)
@@ -239,11 +264,11 @@ class Testee:
             delivery_id = int(text)
         except ValueError:
             raise invalid("`delivery_id` must be a decimal string") from None
-        message = actor.unacked.pop((sub, delivery_id), None)
+        key = (sub, delivery_id)
+        message = actor.unacked.get(key) if keep else actor.unacked.pop(key, None)
         if message is None:
             raise invalid(f"no unacked delivery {delivery_id} on `{sub}`")
-        await message.ack()
-        return {}
+        return message
 
     async def op_flush(self, name: str, args: Args) -> Dict[str, Any]:
         await self.actor(name).client.flush()

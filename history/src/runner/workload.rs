@@ -72,6 +72,7 @@ impl QueuePlan {
             qos: blipmq::Qos::AtLeastOnce,
             durable,
             group,
+            ..Default::default()
         }
     }
 }

@@ -203,6 +203,103 @@ impl<'a> ::flatbuffers::Verifiable for ErrorCode {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_ACK_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_ACK_KIND: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_ACK_KIND: [AckKind; 4] = [
+  AckKind::Ack,
+  AckKind::Nak,
+  AckKind::Term,
+  AckKind::InProgress,
+];
+
+/// What a consumer says about a QoS 1 delivery it holds (QOS-20..QOS-23).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct AckKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl AckKind {
+  /// Done: release the message.
+  pub const Ack: Self = Self(0);
+  /// Not done: deliver it again, no sooner than `delay_ms` from now.
+  pub const Nak: Self = Self(1);
+  /// Never going to be done: move it to the dead-letter topic now.
+  pub const Term: Self = Self(2);
+  /// Still working: the ack deadline starts again from now.
+  pub const InProgress: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Ack,
+    Self::Nak,
+    Self::Term,
+    Self::InProgress,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Ack => Some("Ack"),
+      Self::Nak => Some("Nak"),
+      Self::Term => Some("Term"),
+      Self::InProgress => Some("InProgress"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for AckKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for AckKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for AckKind {
+    type Output = AckKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for AckKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for AckKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for AckKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_BODY: u8 = 14;
@@ -1314,6 +1411,8 @@ impl<'a> Subscribe<'a> {
   pub const VT_QOS: ::flatbuffers::VOffsetT = 8;
   pub const VT_DURABLE_NAME: ::flatbuffers::VOffsetT = 10;
   pub const VT_QUEUE_GROUP: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ACK_TIMEOUT_MS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_MAX_DELIVERIES: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1326,6 +1425,8 @@ impl<'a> Subscribe<'a> {
   ) -> ::flatbuffers::WIPOffset<Subscribe<'bldr>> {
     let mut builder = SubscribeBuilder::new(_fbb);
     builder.add_request_id(args.request_id);
+    builder.add_max_deliveries(args.max_deliveries);
+    builder.add_ack_timeout_ms(args.ack_timeout_ms);
     if let Some(x) = args.queue_group { builder.add_queue_group(x); }
     if let Some(x) = args.durable_name { builder.add_durable_name(x); }
     if let Some(x) = args.pattern { builder.add_pattern(x); }
@@ -1373,6 +1474,25 @@ impl<'a> Subscribe<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Subscribe::VT_QUEUE_GROUP, None)}
   }
+  /// QoS 1: how long a delivery to this subscription may stay unacked
+  /// before it is sent again (QOS-10, QOS-22); 0 = the broker's default.
+  #[inline]
+  pub fn ack_timeout_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Subscribe::VT_ACK_TIMEOUT_MS, Some(0)).unwrap()}
+  }
+  /// QoS 1: deliveries of a message to this subscription before it goes to
+  /// the dead-letter topic instead (QOS-12, QOS-22); 0 = the broker's
+  /// default.
+  #[inline]
+  pub fn max_deliveries(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Subscribe::VT_MAX_DELIVERIES, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Subscribe<'_> {
@@ -1386,6 +1506,8 @@ impl ::flatbuffers::Verifiable for Subscribe<'_> {
      .visit_field::<u8>("qos", Self::VT_QOS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("durable_name", Self::VT_DURABLE_NAME, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("queue_group", Self::VT_QUEUE_GROUP, false)?
+     .visit_field::<u32>("ack_timeout_ms", Self::VT_ACK_TIMEOUT_MS, false)?
+     .visit_field::<u32>("max_deliveries", Self::VT_MAX_DELIVERIES, false)?
      .finish();
     Ok(())
   }
@@ -1396,6 +1518,8 @@ pub struct SubscribeArgs<'a> {
     pub qos: u8,
     pub durable_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub queue_group: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub ack_timeout_ms: u32,
+    pub max_deliveries: u32,
 }
 impl<'a> Default for SubscribeArgs<'a> {
   #[inline]
@@ -1406,6 +1530,8 @@ impl<'a> Default for SubscribeArgs<'a> {
       qos: 0,
       durable_name: None,
       queue_group: None,
+      ack_timeout_ms: 0,
+      max_deliveries: 0,
     }
   }
 }
@@ -1436,6 +1562,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribeBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Subscribe::VT_QUEUE_GROUP, queue_group);
   }
   #[inline]
+  pub fn add_ack_timeout_ms(&mut self, ack_timeout_ms: u32) {
+    self.fbb_.push_slot::<u32>(Subscribe::VT_ACK_TIMEOUT_MS, ack_timeout_ms, 0);
+  }
+  #[inline]
+  pub fn add_max_deliveries(&mut self, max_deliveries: u32) {
+    self.fbb_.push_slot::<u32>(Subscribe::VT_MAX_DELIVERIES, max_deliveries, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     SubscribeBuilder {
@@ -1458,6 +1592,8 @@ impl ::core::fmt::Debug for Subscribe<'_> {
       ds.field("qos", &self.qos());
       ds.field("durable_name", &self.durable_name());
       ds.field("queue_group", &self.queue_group());
+      ds.field("ack_timeout_ms", &self.ack_timeout_ms());
+      ds.field("max_deliveries", &self.max_deliveries());
       ds.finish()
   }
 }
@@ -2142,6 +2278,8 @@ impl<'a> ::flatbuffers::Follow<'a> for Ack<'a> {
 impl<'a> Ack<'a> {
   pub const VT_SUBSCRIPTION_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_DELIVERY_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DELAY_MS: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2155,6 +2293,8 @@ impl<'a> Ack<'a> {
     let mut builder = AckBuilder::new(_fbb);
     builder.add_delivery_id(args.delivery_id);
     builder.add_subscription_id(args.subscription_id);
+    builder.add_delay_ms(args.delay_ms);
+    builder.add_kind(args.kind);
     builder.finish()
   }
 
@@ -2173,6 +2313,23 @@ impl<'a> Ack<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Ack::VT_DELIVERY_ID, Some(0)).unwrap()}
   }
+  /// Absent (an older client) means a plain ack.
+  #[inline]
+  pub fn kind(&self) -> AckKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<AckKind>(Ack::VT_KIND, Some(AckKind::Ack)).unwrap()}
+  }
+  /// For a Nak: milliseconds before the message may be delivered again
+  /// (0 = at once). Ignored for the other kinds.
+  #[inline]
+  pub fn delay_ms(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Ack::VT_DELAY_MS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Ack<'_> {
@@ -2183,6 +2340,8 @@ impl ::flatbuffers::Verifiable for Ack<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("subscription_id", Self::VT_SUBSCRIPTION_ID, false)?
      .visit_field::<u64>("delivery_id", Self::VT_DELIVERY_ID, false)?
+     .visit_field::<AckKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<u32>("delay_ms", Self::VT_DELAY_MS, false)?
      .finish();
     Ok(())
   }
@@ -2190,6 +2349,8 @@ impl ::flatbuffers::Verifiable for Ack<'_> {
 pub struct AckArgs {
     pub subscription_id: u64,
     pub delivery_id: u64,
+    pub kind: AckKind,
+    pub delay_ms: u32,
 }
 impl<'a> Default for AckArgs {
   #[inline]
@@ -2197,6 +2358,8 @@ impl<'a> Default for AckArgs {
     AckArgs {
       subscription_id: 0,
       delivery_id: 0,
+      kind: AckKind::Ack,
+      delay_ms: 0,
     }
   }
 }
@@ -2213,6 +2376,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AckBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_delivery_id(&mut self, delivery_id: u64) {
     self.fbb_.push_slot::<u64>(Ack::VT_DELIVERY_ID, delivery_id, 0);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: AckKind) {
+    self.fbb_.push_slot::<AckKind>(Ack::VT_KIND, kind, AckKind::Ack);
+  }
+  #[inline]
+  pub fn add_delay_ms(&mut self, delay_ms: u32) {
+    self.fbb_.push_slot::<u32>(Ack::VT_DELAY_MS, delay_ms, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AckBuilder<'a, 'b, A> {
@@ -2234,6 +2405,8 @@ impl ::core::fmt::Debug for Ack<'_> {
     let mut ds = f.debug_struct("Ack");
       ds.field("subscription_id", &self.subscription_id());
       ds.field("delivery_id", &self.delivery_id());
+      ds.field("kind", &self.kind());
+      ds.field("delay_ms", &self.delay_ms());
       ds.finish()
   }
 }

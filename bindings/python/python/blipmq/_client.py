@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from time import monotonic
 from types import TracebackType
-from typing import Iterable, List, Mapping, Optional, Tuple, Type, Union
+from typing import Iterable, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from . import _native
 from ._drops import DropReports, OnDrop, warn_of_drops
@@ -24,7 +24,7 @@ Headers = Union[Mapping[str, HeaderValue], Iterable[Tuple[str, HeaderValue]]]
 
 
 async def connect(
-    addr: str = "127.0.0.1:7878",
+    addr: Union[str, Sequence[str]] = "127.0.0.1:7878",
     *,
     api_key: Optional[str] = None,
     name: Optional[str] = None,
@@ -35,7 +35,12 @@ async def connect(
     tls: Union[TLS, bool, None] = None,
 ) -> Client:
     """Connect to the broker at ``addr``: ``"host:port"``, or
-    ``"tls://host:port"`` for TLS with the system's trusted roots.
+    ``"tls://host:port"`` for TLS with the system's trusted roots; or to
+    the first that answers of several brokers, as a list
+    (``["a:7878", "b:7878"]``) or a comma-separated string. The addresses
+    are tried in order; after a lost connection the client reconnects to
+    them in turn, starting with the one it was connected to, after a random
+    wait up to its backoff (so that many clients do not return at once).
 
     Args:
         api_key: required when the broker has API keys configured.
@@ -53,12 +58,13 @@ async def connect(
 
     Raises:
         ConnectError: the broker could not be reached, or TLS failed (600;
-            the message says why).
+            the message says why, for each address).
+        InvalidArgumentError: no address was given (301).
         AuthError: the broker refused the API key (200).
         TimeoutError: no handshake within ``connect_timeout`` (601).
     """
     native = await _native.connect(
-        addr,
+        addr if isinstance(addr, str) else list(addr),
         api_key=api_key,
         name=name,
         connect_timeout=connect_timeout,
@@ -156,9 +162,18 @@ class Client:
         group: Optional[str] = None,
         *,
         on_drop: Optional[OnDrop] = None,
+        ack_timeout: Optional[float] = None,
+        max_deliveries: Optional[int] = None,
     ) -> Subscription:
         """Subscribe to a topic or pattern (``*`` matches one token, ``>``
         the rest); returns once the broker confirms.
+
+        At QoS 1, ``ack_timeout`` (seconds, 0.01 to 3600) is how long a
+        delivery may go without an ack, ``nak``, ``term`` or
+        ``in_progress`` before the broker sends it again, and
+        ``max_deliveries`` (1 to 10000) how often a message is delivered
+        before it goes to the dead-letter topic; ``None`` keeps the
+        broker's defaults.
 
         ``on_drop(count)`` hears of the messages the broker discards for
         the subscription instead of delivering them (its queue was full,
@@ -175,11 +190,15 @@ class Client:
 
         Raises:
             InvalidTopicError: 300; UnsupportedQosError: 303; ClientClosedError: 603.
+            InvalidArgumentError: 301, ``ack_timeout`` or ``max_deliveries``
+            out of bounds, or given at QoS 0.
             TypeError: ``on_drop`` is not callable.
         """
         if on_drop is not None and not callable(on_drop):
             raise TypeError(f"on_drop must be callable, not {type(on_drop).__name__}")
-        native = await self._native.subscribe(pattern, qos, durable, group)
+        native = await self._native.subscribe(
+            pattern, qos, durable, group, ack_timeout, max_deliveries
+        )
         return Subscription(native, on_drop or warn_of_drops(pattern))
 
     async def flush(self) -> None:

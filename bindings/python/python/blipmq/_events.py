@@ -26,9 +26,11 @@ class Reconnected:
     """The client is connected again after a lost connection and has sent
     its subscriptions again: whatever it sends from now on (a
     :meth:`Client.flush`, say) reaches the broker after them.
-    ``connection_id`` is the broker's id of the new connection."""
+    ``connection_id`` is the broker's id of the new connection and
+    ``address`` the broker address it is to, as given to connect."""
 
     connection_id: int
+    address: str
 
 
 DisconnectKind = Literal["broker_closed", "io", "protocol"]
@@ -87,7 +89,7 @@ ClientEvent = Union[Reconnected, Disconnected, ReconnectFailed, ServerError, Clo
 def _from_native(raw: Tuple[Any, ...]) -> ClientEvent:
     kind = raw[0]
     if kind == "connected":
-        return Reconnected(int(raw[1]))
+        return Reconnected(int(raw[1]), str(raw[2]))
     if kind == "disconnected":
         reason, disconnect_kind, code, io_kind = raw[1:]
         return Disconnected(str(reason), disconnect_kind, code, io_kind)

@@ -8,7 +8,7 @@ __all__ = ["Client", "Events", "Message", "Ready", "Subscription", "__version__"
 __version__: str
 
 def connect(
-    addr: str,
+    addr: Union[str, List[str]],
     api_key: Optional[str] = None,
     name: Optional[str] = None,
     connect_timeout: Optional[float] = None,
@@ -47,6 +47,8 @@ class Client:
         qos: int = 0,
         durable: Optional[str] = None,
         group: Optional[str] = None,
+        ack_timeout: Optional[float] = None,
+        max_deliveries: Optional[int] = None,
     ) -> Awaitable[Subscription]: ...
     def flush(self) -> Awaitable[None]: ...
     def close(self) -> Awaitable[None]: ...
@@ -89,6 +91,9 @@ class Message:
     @property
     def dropped_before(self) -> int: ...
     def ack(self) -> Awaitable[None]: ...
+    def nak(self, delay: float = 0.0) -> Awaitable[None]: ...
+    def term(self) -> Awaitable[None]: ...
+    def in_progress(self) -> Awaitable[None]: ...
 
 @final
 class Ready:

@@ -12,7 +12,7 @@ import os
 import threading
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Iterator, List, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Awaitable, Callable, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from . import _client
 from ._client import Headers
@@ -79,7 +79,7 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def connect_sync(
-    addr: str = "127.0.0.1:7878",
+    addr: Union[str, Sequence[str]] = "127.0.0.1:7878",
     *,
     api_key: Optional[str] = None,
     name: Optional[str] = None,
@@ -161,6 +161,8 @@ class SyncClient:
         group: Optional[str] = None,
         *,
         on_drop: Optional[OnDrop] = None,
+        ack_timeout: Optional[float] = None,
+        max_deliveries: Optional[int] = None,
     ) -> SyncSubscription:
         """Subscribe; see :meth:`blipmq.Client.subscribe`. ``on_drop`` is
         called on the background loop's thread while the receiving call
@@ -168,7 +170,13 @@ class SyncClient:
 
         async def subscribe() -> _client.Subscription:
             return await self._client.subscribe(
-                pattern, qos, durable, group, on_drop=on_drop
+                pattern,
+                qos,
+                durable,
+                group,
+                on_drop=on_drop,
+                ack_timeout=ack_timeout,
+                max_deliveries=max_deliveries,
             )
 
         return SyncSubscription(_run(subscribe))
@@ -335,6 +343,18 @@ class SyncMessage:
     def ack(self) -> None:
         """Acknowledge the message (a no-op for QoS 0 deliveries)."""
         _run(self._message.ack)
+
+    def nak(self, delay: float = 0.0) -> None:
+        """Processing failed: deliver it again after ``delay`` seconds."""
+        _run(self._message.nak, delay)
+
+    def term(self) -> None:
+        """It can never be processed: move it to the dead-letter topic now."""
+        _run(self._message.term)
+
+    def in_progress(self) -> None:
+        """Still working: restart the delivery's ack timeout."""
+        _run(self._message.in_progress)
 
     def __repr__(self) -> str:
         return repr(self._message)

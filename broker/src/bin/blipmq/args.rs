@@ -9,12 +9,17 @@ BlipMQ message broker
 
 Usage: blipmq [start] [OPTIONS]
        blipmq keygen [NAME]
+       blipmq healthcheck [--http ADDR] [-c PATH]
 
 Commands:
   start   Run the broker (the default when no command is given); SIGHUP reads
           the TLS files and the users of [auth] again
   keygen  Make a new random API key and print it with the [[auth.users]]
           entry (its SHA-256) that admits it, for a user called NAME
+  healthcheck
+          Ask a running broker's GET /readyz: exit 0 when it answers 200,
+          1 otherwise, with a line saying why. --http ADDR (host:port) names
+          the HTTP port; without it, metrics.bind_addr of the config
   help    Print this help
 
 Options:
@@ -34,6 +39,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// `blipmq healthcheck`: which HTTP port to ask.
+#[derive(Debug, PartialEq, Default)]
+pub struct HealthcheckOptions {
+    /// `--http ADDR`; unset = the config's `metrics.bind_addr`.
+    pub http: Option<String>,
+    pub config: Option<PathBuf>,
+}
+
 #[derive(Debug, PartialEq, Default)]
 pub struct StartOptions {
     pub config: Option<PathBuf>,
@@ -46,6 +59,7 @@ pub enum Invocation {
     Start(StartOptions),
     /// `blipmq keygen [NAME]`.
     Keygen(Option<String>),
+    Healthcheck(HealthcheckOptions),
     Help,
     Version,
 }
@@ -61,6 +75,8 @@ pub fn parse(
     let mut config: Option<PathBuf> = None;
     let mut log_format: Option<String> = None;
     let mut seen_command = false;
+    let mut healthcheck = false;
+    let mut http: Option<String> = None;
     while let Some(arg) = args.next() {
         let Some(text) = arg.to_str() else {
             return Err(format!("unexpected argument {arg:?}"));
@@ -91,7 +107,21 @@ pub fn parse(
                 };
                 log_format = Some(value);
             }
+            "--http" if healthcheck => {
+                let value = match inline {
+                    Some(value) => value,
+                    None => args
+                        .next()
+                        .and_then(|v| v.into_string().ok())
+                        .ok_or_else(|| format!("{flag} needs a value: {flag} <HOST:PORT>"))?,
+                };
+                http = Some(value);
+            }
             "help" if !seen_command => return Ok(Invocation::Help),
+            "healthcheck" if !seen_command => {
+                seen_command = true;
+                healthcheck = true;
+            }
             "keygen" if !seen_command => {
                 let name = args.next().map(|n| {
                     n.into_string()
@@ -111,7 +141,7 @@ pub fn parse(
                 let hint = if seen_command {
                     ""
                 } else {
-                    " (the commands are 'start' and 'keygen')"
+                    " (the commands are 'start', 'keygen' and 'healthcheck')"
                 };
                 return Err(format!("unexpected argument '{other}'{hint}"));
             }
@@ -122,6 +152,9 @@ pub fn parse(
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     });
+    if healthcheck {
+        return Ok(Invocation::Healthcheck(HealthcheckOptions { http, config }));
+    }
     let log_format = match log_format {
         Some(value) => Some(value),
         None => match env("BLIPMQ_LOG_FORMAT").filter(|v| !v.is_empty()) {
@@ -208,6 +241,31 @@ mod tests {
     }
 
     #[test]
+    fn healthcheck_takes_an_address_or_the_config() {
+        assert_eq!(
+            parse_with(&["healthcheck", "--http", "127.0.0.1:9"], &[]),
+            Ok(Invocation::Healthcheck(HealthcheckOptions {
+                http: Some("127.0.0.1:9".into()),
+                config: None
+            }))
+        );
+        assert_eq!(
+            parse_with(&["healthcheck", "--http=h:1", "-c", "b.toml"], &[]),
+            Ok(Invocation::Healthcheck(HealthcheckOptions {
+                http: Some("h:1".into()),
+                config: Some("b.toml".into())
+            }))
+        );
+        assert_eq!(
+            parse_with(&["healthcheck"], &[("BLIPMQ_CONFIG", "env.toml")]),
+            Ok(Invocation::Healthcheck(HealthcheckOptions {
+                http: None,
+                config: Some("env.toml".into())
+            }))
+        );
+    }
+
+    #[test]
     fn help_and_version_win_wherever_they_are() {
         for args in [
             &["--help"][..],
@@ -235,6 +293,9 @@ mod tests {
             (&["--port", "1"], &[], "'--port'"),
             (&["stop"], &[], "'stop'"),
             (&["start", "start"], &[], "'start'"),
+            (&["--http", "x:1"], &[], "'--http'"),
+            (&["healthcheck", "--http"], &[], "--http needs a value"),
+            (&["healthcheck", "start"], &[], "'start'"),
         ] {
             let error = parse_with(args, env).unwrap_err();
             assert!(error.contains(needle), "{args:?}: {error}");

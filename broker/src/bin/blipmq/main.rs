@@ -1,6 +1,7 @@
 //! `blipmq`: the broker binary. Parses the command line, sets up logging
 //! before anything can fail, loads the config, binds, and runs until SIGINT
-//! or SIGTERM; SIGHUP reads the TLS files again.
+//! or SIGTERM; SIGHUP reads the TLS files again. Tells systemd each step
+//! when `NOTIFY_SOCKET` is set (`notify.rs`).
 
 use std::process::ExitCode;
 
@@ -8,6 +9,8 @@ use args::{Invocation, LogFormat};
 use blipmq_broker::{run_and_notify, Config, Listeners};
 
 mod args;
+mod healthcheck;
+mod notify;
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -28,12 +31,14 @@ fn main() -> ExitCode {
             println!("blipmq {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Ok(Invocation::Healthcheck(options)) => return healthcheck::run(&options),
         Err(message) => {
             eprintln!("error: {message}\n\nUsage: blipmq [start] [OPTIONS]\nFor more information, try '--help'.");
             return ExitCode::from(2);
         }
     };
     init_logging(options.log_format);
+    let notifier = notify::Notifier::from_env().map(std::sync::Arc::new);
 
     let config = match Config::load(options.config.as_deref(), std::env::vars()) {
         Ok(config) => config,
@@ -76,10 +81,18 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let stopping = notifier.clone();
+        let shutdown = async move {
+            shutdown.await;
+            if let Some(notifier) = stopping {
+                notifier.stopping();
+            }
+        };
         let reload = Reload {
             tls: listeners.tls.clone(),
             auth: listeners.auth.clone(),
             config: options.config.clone(),
+            notifier: notifier.clone(),
         };
         if let Err(error) = reload_on_hangup(reload) {
             report_startup_error(&format!("cannot listen for SIGHUP: {error}"));
@@ -88,7 +101,12 @@ fn main() -> ExitCode {
         // Printed once the log is recovered: a client that reads it finds
         // QoS 1 working.
         let ready_line = readiness_line(&listeners);
-        let announce = move || announce_ready(&ready_line);
+        let announce = move || {
+            announce_ready(&ready_line);
+            if let Some(notifier) = &notifier {
+                notifier.ready(&ready_line);
+            }
+        };
         match run_and_notify(listeners, config, shutdown, announce).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -238,6 +256,8 @@ struct Reload {
     tls: Option<std::sync::Arc<blipmq_broker::Tls>>,
     auth: Option<std::sync::Arc<blipmq_broker::auth::AuthState>>,
     config: Option<std::path::PathBuf>,
+    /// Told when a reload begins and ends.
+    notifier: Option<std::sync::Arc<notify::Notifier>>,
 }
 
 /// On SIGHUP: the TLS certificate, key and client CA files (a renewed
@@ -250,29 +270,40 @@ fn reload_on_hangup(reload: Reload) -> std::io::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            match &reload.tls {
-                Some(tls) => match tls.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded"),
-                    Err(error) => {
-                        tracing::error!(%error, "SIGHUP: TLS files not reloaded; the ones in use stay")
-                    }
-                },
-                None => tracing::info!("SIGHUP: no TLS files to reload ([tls] is not configured)"),
+            if let Some(notifier) = &reload.notifier {
+                notifier.reloading();
             }
-            let Some(auth) = &reload.auth else { continue };
-            match Config::load(reload.config.as_deref(), std::env::vars()) {
-                Ok(config) => {
-                    let users = blipmq_broker::auth::Users::from_config(&config.auth);
-                    tracing::info!(users = ?users, "SIGHUP: users reloaded");
-                    auth.replace(users);
-                }
-                Err(error) => {
-                    tracing::error!(%error, "SIGHUP: users not reloaded; the ones in use stay")
-                }
+            reload_once(&reload);
+            if let Some(notifier) = &reload.notifier {
+                notifier.ready("reloaded");
             }
         }
     });
     Ok(())
+}
+
+/// One SIGHUP's work: what does not load is logged, and what is in use stays.
+fn reload_once(reload: &Reload) {
+    match &reload.tls {
+        Some(tls) => match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate, key and client CA reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: TLS files not reloaded; the ones in use stay")
+            }
+        },
+        None => tracing::info!("SIGHUP: no TLS files to reload ([tls] is not configured)"),
+    }
+    let Some(auth) = &reload.auth else { return };
+    match Config::load(reload.config.as_deref(), std::env::vars()) {
+        Ok(config) => {
+            let users = blipmq_broker::auth::Users::from_config(&config.auth);
+            tracing::info!(users = ?users, "SIGHUP: users reloaded");
+            auth.replace(users);
+        }
+        Err(error) => {
+            tracing::error!(%error, "SIGHUP: users not reloaded; the ones in use stay")
+        }
+    }
 }
 
 /// Install the SIGINT and SIGTERM handlers now; the future completes on the

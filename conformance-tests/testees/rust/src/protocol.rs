@@ -118,6 +118,21 @@ impl Args {
             .ok_or_else(|| Failure::invalid(format!("missing `{name}`")))
     }
 
+    /// An optional list of strings (`connect`'s `addresses`).
+    pub fn opt_str_list(&self, name: &str) -> Result<Option<Vec<String>>, Failure> {
+        let Some(value) = self.get(name) else {
+            return Ok(None);
+        };
+        let invalid = || Failure::invalid(format!("`{name}` must be a list of strings"));
+        value
+            .as_array()
+            .ok_or_else(invalid)?
+            .iter()
+            .map(|item| item.as_str().map(str::to_string).ok_or_else(invalid))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
     pub fn opt_u64(&self, name: &str) -> Result<Option<u64>, Failure> {
         match self.get(name) {
             None => Ok(None),

@@ -55,10 +55,12 @@ impl Testee {
                 "`{op}` needs raw protocol access, which the Rust client does not expose"
             )),
             "hello" | "connect" | "close" | "publish" | "subscribe" | "unsubscribe" | "receive"
-            | "ack" | "flush" | "events" => match self.dispatch(actor, &op, &args).await {
-                Ok(value) => Outcome::Ok(value),
-                Err(failure) => Outcome::Err(failure),
-            },
+            | "ack" | "nak" | "term" | "in_progress" | "flush" | "events" => {
+                match self.dispatch(actor, &op, &args).await {
+                    Ok(value) => Outcome::Ok(value),
+                    Err(failure) => Outcome::Err(failure),
+                }
+            }
             other => Outcome::Skipped(format!("unknown op `{other}`")),
         }
     }
@@ -95,6 +97,7 @@ impl Testee {
                     "unsubscribe" => unsubscribe(actor, args).await,
                     "receive" => receive(actor, args).await,
                     "ack" => ack(actor, args).await,
+                    "nak" | "term" | "in_progress" => settle(actor, op, args).await,
                     "events" => events(actor, args).await,
                     _ => flush(actor).await,
                 }
@@ -103,7 +106,11 @@ impl Testee {
     }
 
     async fn connect(&mut self, name: String, args: &Args) -> Result<Value, Failure> {
-        let addr = args.str("addr")?;
+        // A list of addresses to try in order, or the one broker.
+        let addresses = match args.opt_str_list("addresses")? {
+            Some(list) => list,
+            None => vec![args.str("addr")?.to_string()],
+        };
         let api_key = args.opt_str("api_key")?;
         let client_name = args.opt_str("name")?;
         if let Some(previous) = self.actors.remove(&name) {
@@ -130,7 +137,7 @@ impl Testee {
             });
         }
         let client = builder
-            .connect(addr)
+            .connect(addresses)
             .await
             .map_err(|e| Failure::from_sdk(&e))?;
         let events = Box::pin(client.events());
@@ -155,7 +162,7 @@ fn hello() -> Value {
     json!({
         "sdk": "rust",
         "version": env!("CARGO_PKG_VERSION"),
-        "capabilities": ["pubsub", "headers", "qos1", "events", "tls"],
+        "capabilities": ["pubsub", "headers", "qos1", "events", "tls", "addresses", "job_queue"],
     })
 }
 
@@ -200,6 +207,13 @@ async fn subscribe(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
         qos: qos(args)?,
         durable: args.opt_str("durable")?.map(str::to_owned),
         group: args.opt_str("group")?.map(str::to_owned),
+        ack_timeout: args.opt_u64("ack_timeout_ms")?.map(Duration::from_millis),
+        max_deliveries: match args.opt_u64("max_deliveries")? {
+            None => 0,
+            Some(max) => u32::try_from(max).map_err(|_| {
+                Failure::invalid(format!("max_deliveries {max} does not fit in 32 bits"))
+            })?,
+        },
     };
     let subscription = actor
         .client
@@ -333,5 +347,33 @@ async fn ack(actor: &mut Actor, args: &Args) -> Result<Value, Failure> {
         .remove(&(sub.to_string(), delivery_id))
         .ok_or_else(|| Failure::invalid(format!("no unacked delivery {delivery_id} on `{sub}`")))?;
     message.ack().await.map_err(|e| Failure::from_sdk(&e))?;
+    Ok(json!({}))
+}
+
+/// `nak` (with `delay_ms`), `term` or `in_progress` of a message `receive`
+/// returned. After a nak or a term the message is not this consumer's any
+/// more (a redelivery comes back through `receive`); in progress, it still is.
+async fn settle(actor: &mut Actor, op: &str, args: &Args) -> Result<Value, Failure> {
+    let sub = args.str("sub")?;
+    let delivery_id: u64 = args
+        .str("delivery_id")?
+        .parse()
+        .map_err(|_| Failure::invalid("`delivery_id` must be a decimal string"))?;
+    let key = (sub.to_string(), delivery_id);
+    let message = if op == "in_progress" {
+        actor.unacked.get(&key).cloned()
+    } else {
+        actor.unacked.remove(&key)
+    }
+    .ok_or_else(|| Failure::invalid(format!("no unacked delivery {delivery_id} on `{sub}`")))?;
+    let sent = match op {
+        "nak" => {
+            let delay = Duration::from_millis(args.opt_u64("delay_ms")?.unwrap_or(0));
+            message.nak_with_delay(delay).await
+        }
+        "term" => message.term().await,
+        _ => message.in_progress().await,
+    };
+    sent.map_err(|e| Failure::from_sdk(&e))?;
     Ok(json!({}))
 }

@@ -142,7 +142,15 @@ async fn speaks_the_testee_contract() {
     assert_eq!(hello["ok"]["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         hello["ok"]["capabilities"],
-        json!(["pubsub", "headers", "qos1", "events", "tls"])
+        json!([
+            "pubsub",
+            "headers",
+            "qos1",
+            "events",
+            "tls",
+            "addresses",
+            "job_queue"
+        ])
     );
 
     assert_eq!(

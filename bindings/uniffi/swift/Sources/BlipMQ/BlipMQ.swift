@@ -513,6 +513,22 @@ fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterDouble: FfiConverterPrimitive {
+    typealias FfiType = Double
+    typealias SwiftType = Double
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Double {
+        return try lift(readDouble(&buf))
+    }
+
+    public static func write(_ value: Double, into buf: inout [UInt8]) {
+        writeDouble(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterBool : FfiConverter {
     typealias FfiType = Int8
     typealias SwiftType = Bool
@@ -1224,6 +1240,24 @@ public protocol NativeMessageProtocol: AnyObject, Sendable {
      */
     func ack() async throws 
     
+    /**
+     * Still working: the broker restarts the delivery's ack timeout.
+     */
+    func inProgress() async throws 
+    
+    /**
+     * Processing failed: the broker delivers the message again after
+     * `delay_ms` (0 = at once). A negative or non-finite delay is an
+     * InvalidArgument error.
+     */
+    func nak(delayMs: Double) async throws 
+    
+    /**
+     * The message can never be processed: the broker moves it to the
+     * dead-letter topic now.
+     */
+    func term() async throws 
+    
 }
 /**
  * Wraps `blipmq::Message`.
@@ -1290,6 +1324,66 @@ open func ack()async throws   {
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_blipmq_uniffi_fn_method_nativemessage_ack(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_blipmq_uniffi_rust_future_poll_void,
+            completeFunc: ffi_blipmq_uniffi_rust_future_complete_void,
+            freeFunc: ffi_blipmq_uniffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeNativeError_lift
+        )
+}
+    
+    /**
+     * Still working: the broker restarts the delivery's ack timeout.
+     */
+open func inProgress()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_blipmq_uniffi_fn_method_nativemessage_in_progress(
+                        self.uniffiCloneHandle()
+                )
+            },
+            pollFunc: ffi_blipmq_uniffi_rust_future_poll_void,
+            completeFunc: ffi_blipmq_uniffi_rust_future_complete_void,
+            freeFunc: ffi_blipmq_uniffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeNativeError_lift
+        )
+}
+    
+    /**
+     * Processing failed: the broker delivers the message again after
+     * `delay_ms` (0 = at once). A negative or non-finite delay is an
+     * InvalidArgument error.
+     */
+open func nak(delayMs: Double)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_blipmq_uniffi_fn_method_nativemessage_nak(
+                        self.uniffiCloneHandle(),FfiConverterDouble.lower(delayMs)
+                )
+            },
+            pollFunc: ffi_blipmq_uniffi_rust_future_poll_void,
+            completeFunc: ffi_blipmq_uniffi_rust_future_complete_void,
+            freeFunc: ffi_blipmq_uniffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeNativeError_lift
+        )
+}
+    
+    /**
+     * The message can never be processed: the broker moves it to the
+     * dead-letter topic now.
+     */
+open func term()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_blipmq_uniffi_fn_method_nativemessage_term(
                         self.uniffiCloneHandle()
                 )
             },
@@ -2203,6 +2297,16 @@ public struct SubscribeOptions: Equatable, Hashable {
      * A queue group: members sharing a name share the messages.
      */
     public let group: String?
+    /**
+     * QoS 1: this subscription's ack timeout in ms (the broker's default
+     * when absent).
+     */
+    public let ackTimeoutMs: Double?
+    /**
+     * QoS 1: deliveries before the dead-letter topic (the broker's default
+     * when absent).
+     */
+    public let maxDeliveries: UInt32?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2212,10 +2316,20 @@ public struct SubscribeOptions: Equatable, Hashable {
          */durable: String? = nil, 
         /**
          * A queue group: members sharing a name share the messages.
-         */group: String? = nil) {
+         */group: String? = nil, 
+        /**
+         * QoS 1: this subscription's ack timeout in ms (the broker's default
+         * when absent).
+         */ackTimeoutMs: Double? = nil, 
+        /**
+         * QoS 1: deliveries before the dead-letter topic (the broker's default
+         * when absent).
+         */maxDeliveries: UInt32? = nil) {
         self.qos = qos
         self.durable = durable
         self.group = group
+        self.ackTimeoutMs = ackTimeoutMs
+        self.maxDeliveries = maxDeliveries
     }
 
     
@@ -2236,7 +2350,9 @@ public struct FfiConverterTypeSubscribeOptions: FfiConverterRustBuffer {
             try SubscribeOptions(
                 qos: FfiConverterTypeQos.read(from: &buf), 
                 durable: FfiConverterOptionString.read(from: &buf), 
-                group: FfiConverterOptionString.read(from: &buf)
+                group: FfiConverterOptionString.read(from: &buf), 
+                ackTimeoutMs: FfiConverterOptionDouble.read(from: &buf), 
+                maxDeliveries: FfiConverterOptionUInt32.read(from: &buf)
         )
     }
 
@@ -2244,6 +2360,8 @@ public struct FfiConverterTypeSubscribeOptions: FfiConverterRustBuffer {
         FfiConverterTypeQos.write(value.qos, into: &buf)
         FfiConverterOptionString.write(value.durable, into: &buf)
         FfiConverterOptionString.write(value.group, into: &buf)
+        FfiConverterOptionDouble.write(value.ackTimeoutMs, into: &buf)
+        FfiConverterOptionUInt32.write(value.maxDeliveries, into: &buf)
     }
 }
 
@@ -2344,9 +2462,10 @@ public enum ClientEvent: Equatable, Hashable {
     /**
      * Connected again after a lost connection, with the subscriptions sent
      * again (anything sent from now on reaches the broker after them);
-     * `connection_id` is the broker's id of the new connection.
+     * `connection_id` is the broker's id of the new connection, `address`
+     * its broker address as given to connect.
      */
-    case reconnected(connectionId: UInt64
+    case reconnected(connectionId: UInt64, address: String
     )
     /**
      * The connection was lost; the client reconnects with backoff unless
@@ -2394,7 +2513,7 @@ public struct FfiConverterTypeClientEvent: FfiConverterRustBuffer {
         let variant: Int32 = try readInt(&buf)
         switch variant {
         
-        case 1: return .reconnected(connectionId: try FfiConverterUInt64.read(from: &buf)
+        case 1: return .reconnected(connectionId: try FfiConverterUInt64.read(from: &buf), address: try FfiConverterString.read(from: &buf)
         )
         
         case 2: return .disconnected(reason: try FfiConverterString.read(from: &buf), kind: try FfiConverterTypeDisconnectKind.read(from: &buf), code: try FfiConverterUInt16.read(from: &buf), ioKind: try FfiConverterOptionString.read(from: &buf)
@@ -2416,9 +2535,10 @@ public struct FfiConverterTypeClientEvent: FfiConverterRustBuffer {
         switch value {
         
         
-        case let .reconnected(connectionId):
+        case let .reconnected(connectionId,address):
             writeInt(&buf, Int32(1))
             FfiConverterUInt64.write(connectionId, into: &buf)
+            FfiConverterString.write(address, into: &buf)
             
         
         case let .disconnected(reason,kind,code,ioKind):
@@ -2841,6 +2961,30 @@ fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionDouble: FfiConverterRustBuffer {
+    typealias SwiftType = Double?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterDouble.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterDouble.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
     typealias SwiftType = String?
 
@@ -2985,6 +3129,31 @@ fileprivate struct FfiConverterOptionTypeClientEvent: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
+    typealias SwiftType = [String]
+
+    public static func write(_ value: [String], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterString.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [String] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [String]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceTypeNativeMessage: FfiConverterRustBuffer {
     typealias SwiftType = [NativeMessage]
 
@@ -3105,13 +3274,15 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
- * Connect to a broker; returns once the handshake is done.
+ * Connect to the first of the broker addresses that answers, tried in
+ * order (after a lost connection, in turn from the one it was connected
+ * to); returns once the handshake is done.
  */
-public func connect(addr: String, options: ConnectOptions)async throws  -> NativeClient  {
+public func connect(addresses: [String], options: ConnectOptions)async throws  -> NativeClient  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
-                uniffi_blipmq_uniffi_fn_func_connect(FfiConverterString.lower(addr),FfiConverterTypeConnectOptions_lower(options)
+                uniffi_blipmq_uniffi_fn_func_connect(FfiConverterSequenceString.lower(addresses),FfiConverterTypeConnectOptions_lower(options)
                 )
             },
             pollFunc: ffi_blipmq_uniffi_rust_future_poll_u64,
@@ -3137,7 +3308,7 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_blipmq_uniffi_checksum_func_connect() != 6792) {
+    if (uniffi_blipmq_uniffi_checksum_func_connect() != 56949) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativeclient_events() != 24341) {
@@ -3174,6 +3345,15 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativemessage_ack() != 2136) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_blipmq_uniffi_checksum_method_nativemessage_in_progress() != 47283) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_blipmq_uniffi_checksum_method_nativemessage_nak() != 17104) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_blipmq_uniffi_checksum_method_nativemessage_term() != 3330) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_blipmq_uniffi_checksum_method_nativesubscription_detach() != 19419) {

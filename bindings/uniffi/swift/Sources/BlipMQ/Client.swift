@@ -23,9 +23,33 @@ extension Client {
     /// an answer. With `reconnect` (the default) a lost connection is made
     /// again with backoff and subscriptions renewed. `tls` speaks TLS (a
     /// CA, a client certificate, a server name); every TLS failure is a
-    /// `BlipMQError` of kind `.connect` (600) saying why.
+    /// `BlipMQError` of kind `.connect` (600) saying why. `addr` may list
+    /// several addresses separated by commas (see the overload taking an
+    /// array).
     public static func connect(
         _ addr: String,
+        apiKey: String? = nil,
+        name: String? = nil,
+        reconnect: Bool = true,
+        connectTimeout: TimeInterval? = nil,
+        requestTimeout: TimeInterval? = nil,
+        subscriptionCapacity: UInt32? = nil,
+        tls: TlsOptions? = nil
+    ) async throws -> Client {
+        try await connect(
+            [addr], apiKey: apiKey, name: name, reconnect: reconnect,
+            connectTimeout: connectTimeout, requestTimeout: requestTimeout,
+            subscriptionCapacity: subscriptionCapacity, tls: tls)
+    }
+
+    /// Connect to the first of several brokers that answers: `addresses`
+    /// are tried in order, and when none answers the error names each
+    /// one's failure. After a lost connection the client tries them in turn
+    /// again, from the one it was connected to, after a random wait up to
+    /// its backoff. The other parameters are those of the overload taking
+    /// one address.
+    public static func connect(
+        _ addresses: [String],
         apiKey: String? = nil,
         name: String? = nil,
         reconnect: Bool = true,
@@ -45,15 +69,15 @@ extension Client {
             subscriptionCapacity: subscriptionCapacity,
             tls: tls
         )
-        let native = try await translated { try await nativeConnect(addr, options) }
+        let native = try await translated { try await nativeConnect(addresses, options) }
         return Client(native)
     }
 }
 
-/// The generated free function `connect(addr:options:)`, under a name that
-/// `Client.connect` does not shadow inside its own body.
-private func nativeConnect(_ addr: String, _ options: ConnectOptions) async throws -> NativeClient {
-    try await connect(addr: addr, options: options)
+/// The generated free function `connect(addresses:options:)`, under a name
+/// that `Client.connect` does not shadow inside its own body.
+private func nativeConnect(_ addresses: [String], _ options: ConnectOptions) async throws -> NativeClient {
+    try await connect(addresses: addresses, options: options)
 }
 
 /// A connection to a broker. Every method may be called from any task.
@@ -106,15 +130,22 @@ public final class Client: @unchecked Sendable {
     /// `durable` name the subscription keeps messages until each is acked;
     /// members of a `group` share the messages. Each gap the broker leaves
     /// by discarding messages goes to `onDrop`, in order with the messages
-    /// (a warning on standard error without one).
+    /// (a warning on standard error without one). At QoS 1, `ackTimeout`
+    /// (seconds, 0.01 to 3600) and `maxDeliveries` (1 to 10000) replace the
+    /// broker's defaults for this subscription; a message's `nak`, `term`
+    /// and `inProgress` (on its `handle`) steer its redelivery.
     public func subscribe(
         _ pattern: String,
         qos: Qos = .atMostOnce,
         durable: String? = nil,
         group: String? = nil,
+        ackTimeout: TimeInterval? = nil,
+        maxDeliveries: UInt32? = nil,
         onDrop: (@Sendable (UInt64) -> Void)? = nil
     ) async throws -> Subscription {
-        let options = SubscribeOptions(qos: qos, durable: durable, group: group)
+        let options = SubscribeOptions(
+            qos: qos, durable: durable, group: group,
+            ackTimeoutMs: ackTimeout.map { $0 * 1000 }, maxDeliveries: maxDeliveries)
         return try await native.subscribe(pattern: pattern, options: options, onDrop: onDrop)
     }
 

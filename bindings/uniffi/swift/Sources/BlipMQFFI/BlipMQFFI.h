@@ -343,6 +343,21 @@ void uniffi_blipmq_uniffi_fn_free_nativemessage(uint64_t handle, RustCallStatus 
 uint64_t uniffi_blipmq_uniffi_fn_method_nativemessage_ack(uint64_t ptr
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVEMESSAGE_IN_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVEMESSAGE_IN_PROGRESS
+uint64_t uniffi_blipmq_uniffi_fn_method_nativemessage_in_progress(uint64_t ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVEMESSAGE_NAK
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVEMESSAGE_NAK
+uint64_t uniffi_blipmq_uniffi_fn_method_nativemessage_nak(uint64_t ptr, double delay_ms
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVEMESSAGE_TERM
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_METHOD_NATIVEMESSAGE_TERM
+uint64_t uniffi_blipmq_uniffi_fn_method_nativemessage_term(uint64_t ptr
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVESUBSCRIPTION
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_CLONE_NATIVESUBSCRIPTION
 uint64_t uniffi_blipmq_uniffi_fn_clone_nativesubscription(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -390,7 +405,7 @@ uint64_t uniffi_blipmq_uniffi_fn_method_nativesubscription_unsubscribe(uint64_t 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_FUNC_CONNECT
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_FN_FUNC_CONNECT
-uint64_t uniffi_blipmq_uniffi_fn_func_connect(RustBuffer addr, RustBuffer options
+uint64_t uniffi_blipmq_uniffi_fn_func_connect(RustBuffer addresses, RustBuffer options
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_BLIPMQ_UNIFFI_RUSTBUFFER_ALLOC
@@ -728,6 +743,24 @@ uint16_t uniffi_blipmq_uniffi_checksum_method_nativeevents_next(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVEMESSAGE_ACK
 #define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVEMESSAGE_ACK
 uint16_t uniffi_blipmq_uniffi_checksum_method_nativemessage_ack(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVEMESSAGE_IN_PROGRESS
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVEMESSAGE_IN_PROGRESS
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativemessage_in_progress(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVEMESSAGE_NAK
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVEMESSAGE_NAK
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativemessage_nak(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVEMESSAGE_TERM
+#define UNIFFI_FFIDEF_UNIFFI_BLIPMQ_UNIFFI_CHECKSUM_METHOD_NATIVEMESSAGE_TERM
+uint16_t uniffi_blipmq_uniffi_checksum_method_nativemessage_term(void
     
 );
 #endif

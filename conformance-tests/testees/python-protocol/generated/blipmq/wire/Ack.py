@@ -39,8 +39,25 @@ class Ack(object):
             return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
         return 0
 
+    # Absent (an older client) means a plain ack.
+    # Ack
+    def Kind(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint8Flags, o + self._tab.Pos)
+        return 0
+
+    # For a Nak: milliseconds before the message may be delivered again
+    # (0 = at once). Ignored for the other kinds.
+    # Ack
+    def DelayMs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
 def AckStart(builder):
-    builder.StartObject(2)
+    builder.StartObject(4)
 
 def Start(builder):
     AckStart(builder)
@@ -56,6 +73,18 @@ def AckAddDeliveryId(builder, deliveryId):
 
 def AddDeliveryId(builder, deliveryId):
     AckAddDeliveryId(builder, deliveryId)
+
+def AckAddKind(builder, kind):
+    builder.PrependUint8Slot(2, kind, 0)
+
+def AddKind(builder, kind):
+    AckAddKind(builder, kind)
+
+def AckAddDelayMs(builder, delayMs):
+    builder.PrependUint32Slot(3, delayMs, 0)
+
+def AddDelayMs(builder, delayMs):
+    AckAddDelayMs(builder, delayMs)
 
 def AckEnd(builder):
     return builder.EndObject()

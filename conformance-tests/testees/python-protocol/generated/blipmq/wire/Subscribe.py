@@ -63,8 +63,27 @@ class Subscribe(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
+    # QoS 1: how long a delivery to this subscription may stay unacked
+    # before it is sent again (QOS-10, QOS-22); 0 = the broker's default.
+    # Subscribe
+    def AckTimeoutMs(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # QoS 1: deliveries of a message to this subscription before it goes to
+    # the dead-letter topic instead (QOS-12, QOS-22); 0 = the broker's
+    # default.
+    # Subscribe
+    def MaxDeliveries(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
 def SubscribeStart(builder):
-    builder.StartObject(5)
+    builder.StartObject(7)
 
 def Start(builder):
     SubscribeStart(builder)
@@ -98,6 +117,18 @@ def SubscribeAddQueueGroup(builder, queueGroup):
 
 def AddQueueGroup(builder, queueGroup):
     SubscribeAddQueueGroup(builder, queueGroup)
+
+def SubscribeAddAckTimeoutMs(builder, ackTimeoutMs):
+    builder.PrependUint32Slot(5, ackTimeoutMs, 0)
+
+def AddAckTimeoutMs(builder, ackTimeoutMs):
+    SubscribeAddAckTimeoutMs(builder, ackTimeoutMs)
+
+def SubscribeAddMaxDeliveries(builder, maxDeliveries):
+    builder.PrependUint32Slot(6, maxDeliveries, 0)
+
+def AddMaxDeliveries(builder, maxDeliveries):
+    SubscribeAddMaxDeliveries(builder, maxDeliveries)
 
 def SubscribeEnd(builder):
     return builder.EndObject()

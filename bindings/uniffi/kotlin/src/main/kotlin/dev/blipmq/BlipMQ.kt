@@ -32,10 +32,31 @@ public object BlipMQ {
      * [subscriptionCapacity] is how many messages a subscription buffers
      * before the client stops reading from the broker. [tls] (or a
      * `tls://host:port` address, with the system's roots) speaks TLS; every
-     * TLS failure is a [ConnectFailedException] (600) saying why.
+     * TLS failure is a [ConnectFailedException] (600) saying why. [addr] may
+     * list several addresses separated by commas (see the overload taking a
+     * list).
      */
     public suspend fun connect(
         addr: String,
+        apiKey: String? = null,
+        name: String? = null,
+        reconnect: Boolean = true,
+        connectTimeout: Duration? = null,
+        requestTimeout: Duration? = null,
+        subscriptionCapacity: Int? = null,
+        tls: Tls? = null,
+    ): Client = connect(listOf(addr), apiKey, name, reconnect, connectTimeout, requestTimeout, subscriptionCapacity, tls)
+
+    /**
+     * Connect to the first of several brokers that answers: [addresses] are
+     * tried in order, and when none answers the [ConnectFailedException]
+     * names each one's failure. After a lost connection the client tries
+     * them in turn again, from the one it was connected to, after a random
+     * wait up to its backoff (so that many clients do not return at once).
+     * The other parameters are those of the overload taking one address.
+     */
+    public suspend fun connect(
+        addresses: List<String>,
         apiKey: String? = null,
         name: String? = null,
         reconnect: Boolean = true,
@@ -56,6 +77,6 @@ public object BlipMQ {
             subscriptionCapacity = subscriptionCapacity?.toUInt(),
             tls = tls?.toNative(),
         )
-        return Client(native { dev.blipmq.ffi.connect(addr, options) })
+        return Client(native { dev.blipmq.ffi.connect(addresses, options) })
     }
 }

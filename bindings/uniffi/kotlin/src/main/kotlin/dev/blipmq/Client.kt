@@ -5,6 +5,7 @@ import dev.blipmq.ffi.PublishOptions
 import dev.blipmq.ffi.SubscribeOptions
 import java.io.Closeable
 import kotlin.time.Duration
+import kotlin.time.DurationUnit
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.SupervisorJob
@@ -109,6 +110,13 @@ public class Client internal constructor(private val native: NativeClient) : Clo
      * none follows yet. It runs on the receiving coroutine and should return
      * quickly. Without it each gap is logged as a warning (java.util.logging,
      * logger `dev.blipmq`): no discard goes unnoticed.
+     *
+     * At QoS 1, [ackTimeout] (10 ms to 1 h) is how long a delivery may go
+     * without [Message.ack], [Message.nak], [Message.term] or
+     * [Message.inProgress] before the broker sends it again, and
+     * [maxDeliveries] (1 to 10000) how often a message is delivered before
+     * it goes to the dead-letter topic; null keeps the broker's defaults.
+     * Values outside those bounds throw [InvalidArgumentException].
      */
     public suspend fun subscribe(
         pattern: String,
@@ -116,8 +124,17 @@ public class Client internal constructor(private val native: NativeClient) : Clo
         durable: String? = null,
         group: String? = null,
         onDrop: ((Long) -> Unit)? = null,
+        ackTimeout: Duration? = null,
+        maxDeliveries: Int? = null,
     ): Subscription {
-        val options = SubscribeOptions(qos = qos, durable = durable, group = group)
+        val options = SubscribeOptions(
+            qos = qos,
+            durable = durable,
+            group = group,
+            ackTimeoutMs = ackTimeout?.toDouble(DurationUnit.MILLISECONDS),
+            // A negative count becomes one the broker refuses, not a wrap-around.
+            maxDeliveries = maxDeliveries?.let { if (it < 0) UInt.MAX_VALUE else it.toUInt() },
+        )
         // Publishes before it reach the broker before it.
         batcher.handOverNow()
         return Subscription(native { native.subscribe(pattern, options) }, onDrop)

@@ -14,9 +14,9 @@ public sealed class ClientEvent {
     /**
      * Connected again, with the subscriptions sent again: whatever the client sends from now on
      * (a [Client.flush], say) reaches the broker after them. [connectionId] is the broker's id of
-     * the new connection.
+     * the new connection, [address] its broker address as given to [BlipMQ.connect].
      */
-    public data class Reconnected(val connectionId: ULong) : ClientEvent()
+    public data class Reconnected(val connectionId: ULong, val address: String) : ClientEvent()
 
     /**
      * The connection was lost; the client reconnects with backoff unless reconnecting is off.
@@ -61,7 +61,7 @@ internal fun eventFlow(native: NativeEvents): Flow<ClientEvent> {
 }
 
 private fun dev.blipmq.ffi.ClientEvent.toPublic(): ClientEvent = when (this) {
-    is dev.blipmq.ffi.ClientEvent.Reconnected -> ClientEvent.Reconnected(connectionId)
+    is dev.blipmq.ffi.ClientEvent.Reconnected -> ClientEvent.Reconnected(connectionId, address)
     is dev.blipmq.ffi.ClientEvent.Disconnected -> ClientEvent.Disconnected(reason, kind, code.toInt(), ioKind)
     is dev.blipmq.ffi.ClientEvent.ReconnectFailed -> ClientEvent.ReconnectFailed(attempt.toInt(), error)
     is dev.blipmq.ffi.ClientEvent.ServerError -> ClientEvent.ServerError(error.toPublic())

@@ -5,6 +5,8 @@ import dev.blipmq.ffi.NativeMessage
 import dev.blipmq.ffi.PackedMessages
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
+import kotlin.time.Duration
+import kotlin.time.DurationUnit
 
 /** One message header: a text key and a byte value. Compared by content. */
 public class Header(public val key: String, public val value: ByteArray) {
@@ -63,6 +65,39 @@ public class Message internal constructor(
     public suspend fun ack() {
         val handle = handle ?: return
         native { handle.ack() }
+    }
+
+    /**
+     * Negative acknowledgement: processing failed, so the broker delivers
+     * the message again, no sooner than [delay] from now (at once when null
+     * or zero). The redelivery has a higher [deliveryCount] and counts
+     * toward the subscription's `maxDeliveries`. A negative [delay] throws
+     * [InvalidArgumentException]. Returns at once for a QoS 0 delivery.
+     */
+    public suspend fun nak(delay: Duration? = null) {
+        val handle = handle ?: return
+        val delayMs = delay?.toDouble(DurationUnit.MILLISECONDS) ?: 0.0
+        native { handle.nak(delayMs) }
+    }
+
+    /**
+     * The message can never be processed: the broker moves it to the
+     * dead-letter topic now (header `blipmq-dead-letter-reason: terminated`)
+     * and never delivers it here again. Returns at once for QoS 0.
+     */
+    public suspend fun term() {
+        val handle = handle ?: return
+        native { handle.term() }
+    }
+
+    /**
+     * Still working: the broker restarts this delivery's ack timeout, so a
+     * job longer than it is not sent to another consumer. Call it more often
+     * than the ack timeout, as often as needed. Returns at once for QoS 0.
+     */
+    public suspend fun inProgress() {
+        val handle = handle ?: return
+        native { handle.inProgress() }
     }
 
     override fun toString(): String = "Message(topic=$topic, id=$id, ${payload.size} bytes)"

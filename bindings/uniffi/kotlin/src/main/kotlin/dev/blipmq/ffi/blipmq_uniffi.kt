@@ -708,6 +708,12 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativemessage_ack(
     ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativemessage_in_progress(
+    ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativemessage_nak(
+    ): Int
+    external fun uniffi_blipmq_uniffi_checksum_method_nativemessage_term(
+    ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_detach(
     ): Int
     external fun uniffi_blipmq_uniffi_checksum_method_nativesubscription_dropped(
@@ -782,6 +788,12 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_blipmq_uniffi_fn_method_nativemessage_ack(`ptr`: Long,
     ): Long
+    external fun uniffi_blipmq_uniffi_fn_method_nativemessage_in_progress(`ptr`: Long,
+    ): Long
+    external fun uniffi_blipmq_uniffi_fn_method_nativemessage_nak(`ptr`: Long,`delayMs`: Double,
+    ): Long
+    external fun uniffi_blipmq_uniffi_fn_method_nativemessage_term(`ptr`: Long,
+    ): Long
     external fun uniffi_blipmq_uniffi_fn_clone_nativesubscription(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_blipmq_uniffi_fn_free_nativesubscription(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -800,7 +812,7 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_blipmq_uniffi_fn_method_nativesubscription_unsubscribe(`ptr`: Long,
     ): Long
-    external fun uniffi_blipmq_uniffi_fn_func_connect(`addr`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,
+    external fun uniffi_blipmq_uniffi_fn_func_connect(`addresses`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,
     ): Long
     external fun ffi_blipmq_uniffi_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -921,7 +933,7 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if ((lib.uniffi_blipmq_uniffi_checksum_func_connect() and 0xFFFF) != 6792) {
+    if ((lib.uniffi_blipmq_uniffi_checksum_func_connect() and 0xFFFF) != 56949) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativeclient_events() and 0xFFFF) != 24341) {
@@ -958,6 +970,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativemessage_ack() and 0xFFFF) != 2136) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativemessage_in_progress() and 0xFFFF) != 47283) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativemessage_nak() and 0xFFFF) != 17104) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_blipmq_uniffi_checksum_method_nativemessage_term() and 0xFFFF) != 3330) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_blipmq_uniffi_checksum_method_nativesubscription_detach() and 0xFFFF) != 19419) {
@@ -1248,6 +1269,29 @@ public object FfiConverterULong: FfiConverter<ULong, Long> {
 
     override fun write(value: ULong, buf: ByteBuffer) {
         buf.putLong(value.toLong())
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterDouble: FfiConverter<Double, Double> {
+    override fun lift(value: Double): Double {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Double {
+        return buf.getDouble()
+    }
+
+    override fun lower(value: Double): Double {
+        return value
+    }
+
+    override fun allocationSize(value: Double) = 8UL
+
+    override fun write(value: Double, buf: ByteBuffer) {
+        buf.putDouble(value)
     }
 }
 
@@ -2527,6 +2571,24 @@ public interface NativeMessageInterface {
      */
     suspend fun `ack`()
     
+    /**
+     * Still working: the broker restarts the delivery's ack timeout.
+     */
+    suspend fun `inProgress`()
+    
+    /**
+     * Processing failed: the broker delivers the message again after
+     * `delay_ms` (0 = at once). A negative or non-finite delay is an
+     * InvalidArgument error.
+     */
+    suspend fun `nak`(`delayMs`: kotlin.Double)
+    
+    /**
+     * The message can never be processed: the broker moves it to the
+     * dead-letter topic now.
+     */
+    suspend fun `term`()
+    
     companion object
 }
 
@@ -2645,6 +2707,85 @@ open class NativeMessage: Disposable, AutoCloseable, NativeMessageInterface
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_blipmq_uniffi_fn_method_nativemessage_ack(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_blipmq_uniffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        NativeException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Still working: the broker restarts the delivery's ack timeout.
+     */
+    @Throws(NativeException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `inProgress`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_blipmq_uniffi_fn_method_nativemessage_in_progress(
+                uniffiHandle,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_blipmq_uniffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        NativeException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Processing failed: the broker delivers the message again after
+     * `delay_ms` (0 = at once). A negative or non-finite delay is an
+     * InvalidArgument error.
+     */
+    @Throws(NativeException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `nak`(`delayMs`: kotlin.Double) {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_blipmq_uniffi_fn_method_nativemessage_nak(
+                uniffiHandle,
+                
+        FfiConverterDouble.lower(`delayMs`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.ffi_blipmq_uniffi_rust_future_free_void(future) },
+        // lift function
+        { },
+        
+        // Error FFI converter
+        NativeException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The message can never be processed: the broker moves it to the
+     * dead-letter topic now.
+     */
+    @Throws(NativeException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `term`() {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_blipmq_uniffi_fn_method_nativemessage_term(
                 uniffiHandle,
                 
             )
@@ -3611,6 +3752,18 @@ data class SubscribeOptions (
      * A queue group: members sharing a name share the messages.
      */
     val `group`: kotlin.String? = null 
+    , 
+    /**
+     * QoS 1: this subscription's ack timeout in ms (the broker's default
+     * when absent).
+     */
+    val `ackTimeoutMs`: kotlin.Double? = null 
+    , 
+    /**
+     * QoS 1: deliveries before the dead-letter topic (the broker's default
+     * when absent).
+     */
+    val `maxDeliveries`: kotlin.UInt? = null 
     
 ){
     
@@ -3630,19 +3783,25 @@ public object FfiConverterTypeSubscribeOptions: FfiConverterRustBuffer<Subscribe
             FfiConverterTypeQos.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalDouble.read(buf),
+            FfiConverterOptionalUInt.read(buf),
         )
     }
 
     override fun allocationSize(value: SubscribeOptions) = (
             FfiConverterTypeQos.allocationSize(value.`qos`) +
             FfiConverterOptionalString.allocationSize(value.`durable`) +
-            FfiConverterOptionalString.allocationSize(value.`group`)
+            FfiConverterOptionalString.allocationSize(value.`group`) +
+            FfiConverterOptionalDouble.allocationSize(value.`ackTimeoutMs`) +
+            FfiConverterOptionalUInt.allocationSize(value.`maxDeliveries`)
     )
 
     override fun write(value: SubscribeOptions, buf: ByteBuffer) {
             FfiConverterTypeQos.write(value.`qos`, buf)
             FfiConverterOptionalString.write(value.`durable`, buf)
             FfiConverterOptionalString.write(value.`group`, buf)
+            FfiConverterOptionalDouble.write(value.`ackTimeoutMs`, buf)
+            FfiConverterOptionalUInt.write(value.`maxDeliveries`, buf)
     }
 }
 
@@ -3715,10 +3874,12 @@ sealed class ClientEvent {
     /**
      * Connected again after a lost connection, with the subscriptions sent
      * again (anything sent from now on reaches the broker after them);
-     * `connection_id` is the broker's id of the new connection.
+     * `connection_id` is the broker's id of the new connection, `address`
+     * its broker address as given to connect.
      */
     data class Reconnected(
-        val `connectionId`: kotlin.ULong) : ClientEvent()
+        val `connectionId`: kotlin.ULong, 
+        val `address`: kotlin.String) : ClientEvent()
         
     {
         
@@ -3796,6 +3957,7 @@ public object FfiConverterTypeClientEvent : FfiConverterRustBuffer<ClientEvent>{
         return when(buf.getInt()) {
             1 -> ClientEvent.Reconnected(
                 FfiConverterULong.read(buf),
+                FfiConverterString.read(buf),
                 )
             2 -> ClientEvent.Disconnected(
                 FfiConverterString.read(buf),
@@ -3821,6 +3983,7 @@ public object FfiConverterTypeClientEvent : FfiConverterRustBuffer<ClientEvent>{
             (
                 4UL
                 + FfiConverterULong.allocationSize(value.`connectionId`)
+                + FfiConverterString.allocationSize(value.`address`)
             )
         }
         is ClientEvent.Disconnected -> {
@@ -3861,6 +4024,7 @@ public object FfiConverterTypeClientEvent : FfiConverterRustBuffer<ClientEvent>{
             is ClientEvent.Reconnected -> {
                 buf.putInt(1)
                 FfiConverterULong.write(value.`connectionId`, buf)
+                FfiConverterString.write(value.`address`, buf)
                 Unit
             }
             is ClientEvent.Disconnected -> {
@@ -4174,6 +4338,38 @@ public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
 /**
  * @suppress
  */
+public object FfiConverterOptionalDouble: FfiConverterRustBuffer<kotlin.Double?> {
+    override fun read(buf: ByteBuffer): kotlin.Double? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterDouble.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Double?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterDouble.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Double?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterDouble.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?> {
     override fun read(buf: ByteBuffer): kotlin.String? {
         if (buf.get().toInt() == 0) {
@@ -4366,6 +4562,34 @@ public object FfiConverterOptionalTypeClientEvent: FfiConverterRustBuffer<Client
 /**
  * @suppress
  */
+public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.String>> {
+    override fun read(buf: ByteBuffer): List<kotlin.String> {
+        val len = buf.getInt()
+        return List<kotlin.String>(len) {
+            FfiConverterString.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.String>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterString.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.String>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterString.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceTypeNativeMessage: FfiConverterRustBuffer<List<NativeMessage>> {
     override fun read(buf: ByteBuffer): List<NativeMessage> {
         val len = buf.getInt()
@@ -4452,14 +4676,16 @@ public object FfiConverterSequenceTypeReceivedMessage: FfiConverterRustBuffer<Li
 
 
         /**
-         * Connect to a broker; returns once the handshake is done.
+         * Connect to the first of the broker addresses that answers, tried in
+         * order (after a lost connection, in turn from the one it was connected
+         * to); returns once the handshake is done.
          */
     @Throws(NativeException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-     suspend fun `connect`(`addr`: kotlin.String, `options`: ConnectOptions) : NativeClient {
+     suspend fun `connect`(`addresses`: List<kotlin.String>, `options`: ConnectOptions) : NativeClient {
         return uniffiRustCallAsync(
         UniffiLib.uniffi_blipmq_uniffi_fn_func_connect(
-        FfiConverterString.lower(`addr`),
+        FfiConverterSequenceString.lower(`addresses`),
         FfiConverterTypeConnectOptions.lower(`options`),),
         { future, callback, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_poll_u64(future, callback, continuation) },
         { future, continuation -> UniffiLib.ffi_blipmq_uniffi_rust_future_complete_u64(future, continuation) },

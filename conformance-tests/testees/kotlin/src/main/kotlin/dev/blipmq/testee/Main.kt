@@ -59,6 +59,14 @@ private class Args(private val args: JsonObject) {
 
     fun str(name: String): String = optStr(name) ?: throw invalid("missing `$name`")
 
+    fun optStrList(name: String): List<String>? = when (val value = args[name]) {
+        null, JsonNull -> null
+        is JsonArray -> value.map { item ->
+            (item as? JsonPrimitive)?.takeIf { it.isString }?.content ?: throw invalid("`$name` must be a list of strings")
+        }
+        else -> throw invalid("`$name` must be a list of strings")
+    }
+
     fun optUint(name: String): Long? = when (val value = args[name]) {
         null, JsonNull -> null
         is JsonPrimitive -> value.takeUnless { it.isString }?.content?.toLongOrNull()?.takeIf { it >= 0 }
@@ -186,6 +194,7 @@ private class Testee(private val scope: CoroutineScope) {
                     "unsubscribe" -> unsubscribe(actor, args)
                     "receive" -> receive(actor, args)
                     "ack" -> ack(actor, args)
+                    "nak", "term", "in_progress" -> settle(actor, op, args)
                     "events" -> events(actor, args)
                     else -> {
                         actor.client.flush()
@@ -207,17 +216,18 @@ private class Testee(private val scope: CoroutineScope) {
     private fun hello() = buildJsonObject {
         put("sdk", "kotlin")
         put("version", BlipMQ.VERSION)
-        put("capabilities", buildJsonArray { listOf("pubsub", "headers", "qos1", "events").forEach { add(JsonPrimitive(it)) } })
+        put("capabilities", buildJsonArray { listOf("pubsub", "headers", "qos1", "events", "addresses", "job_queue").forEach { add(JsonPrimitive(it)) } })
     }
 
     private suspend fun connect(name: String, args: Args): JsonObject {
-        val addr = args.str("addr")
+        // A list of addresses to try in order, or the one broker.
+        val addresses = args.optStrList("addresses") ?: listOf(args.str("addr"))
         val apiKey = args.optStr("api_key")
         val clientName = args.optStr("name")
         val capacity = args.optUint("subscription_capacity")
         actors.remove(name)?.close()
         val client = BlipMQ.connect(
-            addr,
+            addresses,
             apiKey = apiKey,
             name = clientName,
             reconnect = args.flag("reconnect"),
@@ -249,6 +259,8 @@ private class Testee(private val scope: CoroutineScope) {
             durable = args.optStr("durable"),
             group = args.optStr("group"),
             onDrop = drops::add,
+            ackTimeout = args.optUint("ack_timeout_ms")?.milliseconds,
+            maxDeliveries = args.optUint("max_deliveries")?.let { if (it > Int.MAX_VALUE) Int.MAX_VALUE else it.toInt() },
         )
         // A name used again names the new subscription; the old one ends.
         actor.subscriptions.put(sub, Subscribed(subscription, drops))?.subscription?.close()
@@ -348,8 +360,31 @@ private class Testee(private val scope: CoroutineScope) {
         return JsonObject(emptyMap())
     }
 
+    /**
+     * `nak` (with `delay_ms`), `term` or `in_progress` of a message `receive`
+     * returned. After a nak or a term the message is not this consumer's any
+     * more (a redelivery comes back through `receive`); in progress, it still is.
+     */
+    private suspend fun settle(actor: Actor, op: String, args: Args): JsonObject {
+        val sub = args.str("sub")
+        val deliveryId = args.str("delivery_id").toULongOrNull()
+            ?: throw invalid("`delivery_id` must be a decimal string")
+        val key = sub to deliveryId
+        val message = (if (op == "in_progress") actor.unacked[key] else actor.unacked.remove(key))
+            ?: throw invalid("no unacked delivery $deliveryId on `$sub`")
+        when (op) {
+            "nak" -> message.nak((args.optUint("delay_ms") ?: 0L).milliseconds)
+            "term" -> message.term()
+            else -> message.inProgress()
+        }
+        return JsonObject(emptyMap())
+    }
+
     companion object {
-        val OPERATIONS = setOf("hello", "connect", "close", "publish", "subscribe", "unsubscribe", "receive", "ack", "flush", "events")
+        val OPERATIONS = setOf(
+            "hello", "connect", "close", "publish", "subscribe", "unsubscribe", "receive", "ack",
+            "nak", "term", "in_progress", "flush", "events",
+        )
     }
 }
 
