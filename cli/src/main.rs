@@ -289,6 +289,11 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let tls = cli.global.tls();
+        let access = admin::Access {
+            api_key: cli.global.api_key.as_deref(),
+            tls: tls.as_ref(),
+        };
         match cli.command {
             Command::Pub(args) => publish::run_pub(&cli.global, args).await,
             Command::Pubfile(args) => publish::run_pubfile(&cli.global, args).await,
@@ -296,22 +301,20 @@ fn main() -> ExitCode {
             Command::Unsub(args) => subscribe::run_unsub(&cli.global, args).await,
             Command::Bench(args) => bench::run(&cli.global, args).await,
             Command::Server(admin::ServerCommand::Info(args)) => {
-                admin::server_info(&args, cli.global.api_key.as_deref()).await
+                admin::server_info(&args, &access).await
             }
-            Command::Conns(admin::ConnsCommand::Ls(args)) => {
-                admin::conns_ls(&args, cli.global.api_key.as_deref()).await
-            }
+            Command::Conns(admin::ConnsCommand::Ls(args)) => admin::conns_ls(&args, &access).await,
             Command::Queues(admin::QueuesCommand::Ls(args)) => {
-                admin::queues_ls(&args, cli.global.api_key.as_deref()).await
+                admin::queues_ls(&args, &access).await
             }
             Command::Queues(admin::QueuesCommand::Info(args)) => {
-                admin::queues_info(&args, cli.global.api_key.as_deref()).await
+                admin::queues_info(&args, &access).await
             }
             Command::Queues(admin::QueuesCommand::Rm(args)) => {
-                admin::queues_rm(&args, cli.global.api_key.as_deref()).await
+                admin::queues_rm(&args, &access).await
             }
             Command::Topics(admin::TopicsCommand::Ls(args)) => {
-                admin::topics_ls(&args, cli.global.api_key.as_deref()).await
+                admin::topics_ls(&args, &access).await
             }
         }
     });

@@ -383,11 +383,48 @@ fn unreachable_brokers_and_bad_arguments_fail_clearly() {
     cmd.args(["server", "info", "--http", &broker.clients]);
     let wrong_port = run(cmd);
     assert_eq!(wrong_port.status.code(), Some(1), "{}", stderr(&wrong_port));
-    let mut cmd = clean_command(Path::new(CLI));
-    cmd.args(["server", "info", "--http", "https://127.0.0.1:1"]);
-    let https = run(cmd);
-    assert_eq!(https.status.code(), Some(2), "{}", stderr(&https));
-    assert!(stderr(&https).contains("HTTPS is not supported"));
+}
+
+/// With `[tls]` the HTTP port speaks HTTPS: the admin commands reach it
+/// with `--tls-ca` (an `https://` address, or any `--tls-*` option), and
+/// say why when the CA is not trusted or the address is plaintext.
+#[test]
+fn the_admin_commands_reach_an_https_port() {
+    use blipmq_testkit::{files, TestPki};
+    let pki = TestPki::generate();
+    let config = format!(
+        "[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        pki.path(files::BROKER_CERT),
+        pki.path(files::BROKER_KEY)
+    );
+    let broker = Broker::start_with(Some(&config));
+    let port = broker.http.rsplit_once(':').unwrap().1;
+    let https = format!("https://localhost:{port}");
+    let ca = pki.path(files::CA);
+    let admin = |args: &[&str]| {
+        let mut cmd = clean_command(Path::new(CLI));
+        cmd.args(args).args(["--http", &https]);
+        run(cmd)
+    };
+    let info = admin(&["server", "info", "--json", "--tls-ca", ca.to_str().unwrap()]);
+    assert_success(&info);
+    assert_eq!(json(&info)["version"], env!("CARGO_PKG_VERSION"));
+    // `--tls-ca` alone implies HTTPS, as it implies TLS for `--addr`.
+    let mut implied = clean_command(Path::new(CLI));
+    implied
+        .args(["queues", "ls", "--tls-ca", ca.to_str().unwrap()])
+        .args(["--http", &format!("localhost:{port}")]);
+    assert_success(&run(implied));
+    // The system's roots do not know the test CA.
+    assert_fails_with(
+        &admin(&["server", "info"]),
+        &["TLS to the broker's HTTP port", "TLS handshake failed"],
+    );
+    // Plaintext HTTP at the HTTPS port.
+    let mut plain = clean_command(Path::new(CLI));
+    plain.args(["server", "info", "--http", &format!("127.0.0.1:{port}")]);
+    let plain = run(plain);
+    assert_eq!(plain.status.code(), Some(1), "{}", stderr(&plain));
 }
 
 /// The SHA-256 of `text` as hex, from `blipmq keygen`'s own code path:

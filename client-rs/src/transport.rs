@@ -188,6 +188,32 @@ mod tokio_tls {
                 server_name: options.server_name.clone(),
             })
         }
+
+        /// TLS over `stream`, already connected to `addr` (`host:port`),
+        /// with the trust and the name check of a `tls://` address: for
+        /// tools that speak another protocol to the broker over the same
+        /// settings (`blipmq-cli`'s admin commands reach its HTTPS port so).
+        /// A failure is a [`TlsFailure`](crate::tls::TlsFailure) that says
+        /// why (unknown issuer, wrong name, a port without TLS).
+        pub async fn secure(
+            &self,
+            stream: TcpStream,
+            addr: &str,
+        ) -> io::Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> {
+            self.handshake(stream, addr).await
+        }
+
+        async fn handshake(
+            &self,
+            stream: TcpStream,
+            addr: &str,
+        ) -> io::Result<TlsStream<TcpStream>> {
+            let name = tls::server_name(addr, self.server_name.as_deref())?;
+            tokio_rustls::TlsConnector::from(self.config.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| tls::failure(format!("TLS handshake failed: {}", explain(&e))))
+        }
     }
 
     impl Connector for TlsConnector {
@@ -197,17 +223,13 @@ mod tokio_tls {
         ) -> BoxFuture<'static, io::Result<(Box<dyn TransportReader>, Box<dyn TransportWriter>)>>
         {
             let addr = addr.to_string();
-            let config = self.config.clone();
-            let server_name = self.server_name.clone();
+            let this = self.clone();
             Box::pin(async move {
-                let name = tls::server_name(&addr, server_name.as_deref())?;
+                // The name first: a bad one fails before dialing.
+                tls::server_name(&addr, this.server_name.as_deref())?;
                 let stream = TcpStream::connect(&addr).await?;
                 stream.set_nodelay(true)?;
-                let connector = tokio_rustls::TlsConnector::from(config);
-                let stream = connector
-                    .connect(name, stream)
-                    .await
-                    .map_err(|e| tls::failure(format!("TLS handshake failed: {}", explain(&e))))?;
+                let stream = this.handshake(stream, &addr).await?;
                 let (read, write) = tokio::io::split(stream);
                 Ok((
                     Box::new(read) as Box<dyn TransportReader>,

@@ -1,11 +1,13 @@
 //! The smallest HTTP/1.1 client the admin commands need: one GET or DELETE
-//! per connection over plain TCP, the answer read to its end. The broker's
-//! HTTP port closes each connection we ask it to, so no chunked bodies or
-//! keep-alive are involved.
+//! per connection, over plain TCP or TLS (`https://`, or any `--tls-*`
+//! option), the answer read to its end. The broker's HTTP port closes each
+//! connection we ask it to, so no chunked bodies or keep-alive are involved.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use blipmq::tls::TlsOptions;
+use blipmq::transport::TlsConnector;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::CliError;
@@ -21,21 +23,24 @@ pub struct Answer {
     pub body: String,
 }
 
-/// `method target` on the broker's HTTP port at `addr` (`host:port`, or
-/// `http://host:port`), with `key` as a bearer token when given.
+/// `method target` on the broker's HTTP port at `addr` (`host:port`,
+/// `http://host:port` or `https://host:port`), with `key` as a bearer token
+/// when given. TLS when the address says `https://` or `tls` is given; the
+/// broker's certificate is checked against `tls`'s CA, else the system's.
 pub async fn call(
     addr: &str,
     method: &str,
     target: &str,
     key: Option<&str>,
+    tls: Option<&TlsOptions>,
 ) -> Result<Answer, CliError> {
-    let host = host_port(addr)?;
+    let (https, host) = host_port(addr)?;
     let unreachable = |why: String| {
         CliError::runtime(format!(
             "cannot reach the broker's HTTP port at {host}: {why} (is the broker running? --http or BLIPMQ_HTTP sets the address)"
         ))
     };
-    let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(host)).await {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(host)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => return Err(unreachable(error.to_string())),
         Err(_) => return Err(unreachable("timed out connecting".into())),
@@ -46,6 +51,35 @@ pub async fn call(
     let request = format!(
         "{method} {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: blipmq-cli\r\n{authorization}Connection: close\r\n\r\n"
     );
+    let answer = if https || tls.is_some() {
+        let options = tls.cloned().unwrap_or_default();
+        let tls_failed = |error: std::io::Error| {
+            CliError::runtime(format!("TLS to the broker's HTTP port at {host}: {error}"))
+        };
+        let connector = TlsConnector::new(&options).map_err(tls_failed)?;
+        let handshake = connector.secure(stream, host);
+        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(tls_failed(error)),
+            Err(_) => return Err(unreachable("no TLS handshake in time".into())),
+        };
+        exchange(stream, &request).await
+    } else {
+        exchange(stream, &request).await
+    };
+    let answer = answer.map_err(unreachable)?;
+    parse(&answer).ok_or_else(|| {
+        CliError::runtime(format!(
+            "{host} did not answer in HTTP/1.1 (is --http the broker's HTTP port, not its client port?)"
+        ))
+    })
+}
+
+/// Send `request` and read the answer to its end (or to the limits).
+async fn exchange(
+    mut stream: impl AsyncRead + AsyncWrite + Unpin,
+    request: &str,
+) -> Result<Vec<u8>, String> {
     let exchange = async {
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
@@ -65,33 +99,27 @@ pub async fn call(
         }
         Ok::<_, std::io::Error>(answer)
     };
-    let answer = match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(error)) => return Err(unreachable(error.to_string())),
-        Err(_) => return Err(unreachable("no answer in time".into())),
-    };
-    parse(&answer).ok_or_else(|| {
-        CliError::runtime(format!(
-            "{host} did not answer in HTTP/1.1 (is --http the broker's HTTP port, not its client port?)"
-        ))
-    })
+    match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+        Ok(Ok(answer)) => Ok(answer),
+        // A TLS peer that closes without close_notify after a whole answer.
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("no answer in time".into()),
+    }
 }
 
-/// `host:port` from `--http`; `https://` is refused with the reason.
-fn host_port(addr: &str) -> Result<&str, CliError> {
-    if addr.starts_with("https://") {
-        return Err(CliError::usage(
-            "--http: HTTPS is not supported by the admin commands; reach the HTTP port over plaintext (e.g. through an SSH tunnel) or use curl with its CA",
-        ));
-    }
-    let host = addr.strip_prefix("http://").unwrap_or(addr);
+/// Whether `--http` asks for HTTPS, and its `host:port`.
+fn host_port(addr: &str) -> Result<(bool, &str), CliError> {
+    let (https, host) = match addr.strip_prefix("https://") {
+        Some(host) => (true, host),
+        None => (false, addr.strip_prefix("http://").unwrap_or(addr)),
+    };
     let host = host.strip_suffix('/').unwrap_or(host);
     if host.is_empty() || host.contains('/') {
         return Err(CliError::usage(format!(
             "--http {addr:?}: expected host:port"
         )));
     }
-    Ok(host)
+    Ok((https, host))
 }
 
 /// The status code and body of a whole answer.
@@ -139,10 +167,13 @@ mod tests {
     fn addresses_and_names_are_checked_and_encoded() {
         assert_eq!(
             host_port("http://127.0.0.1:9090/").unwrap(),
-            "127.0.0.1:9090"
+            (false, "127.0.0.1:9090")
         );
-        assert_eq!(host_port("localhost:9090").unwrap(), "localhost:9090");
-        assert!(host_port("https://h:1").is_err());
+        assert_eq!(
+            host_port("localhost:9090").unwrap(),
+            (false, "localhost:9090")
+        );
+        assert_eq!(host_port("https://h:1").unwrap(), (true, "h:1"));
         assert!(host_port("h:1/x").is_err());
         assert_eq!(encode_segment("a/b c%é"), "a%2Fb%20c%25%C3%A9");
         assert_eq!(encode_segment("orders-1.x_y~"), "orders-1.x_y~");

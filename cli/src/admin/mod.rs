@@ -82,20 +82,28 @@ pub enum TopicsCommand {
     Ls(Listing),
 }
 
+/// What the global options add to an admin command: the client's API key
+/// (used when `--key` is not given) and its TLS settings (`--tls-*`, used
+/// for an `https://` HTTP port, and implying HTTPS when given).
+pub struct Access<'a> {
+    pub api_key: Option<&'a str>,
+    pub tls: Option<&'a blipmq::tls::TlsOptions>,
+}
+
 /// The API key to send: `--key`/`BLIPMQ_KEY`, else the global `--api-key`.
-fn key<'a>(admin: &'a Admin, api_key: Option<&'a str>) -> Option<&'a str> {
-    admin.key.as_deref().or(api_key)
+fn key<'a>(admin: &'a Admin, access: &Access<'a>) -> Option<&'a str> {
+    admin.key.as_deref().or(access.api_key)
 }
 
 /// Ask `method target`; the JSON of a 200, or the broker's reason as an
 /// error that says what to do about it.
 async fn fetch(
     admin: &Admin,
-    api_key: Option<&str>,
+    access: &Access<'_>,
     method: &str,
     target: &str,
 ) -> Result<Value, CliError> {
-    let answer = http::call(&admin.http, method, target, key(admin, api_key)).await?;
+    let answer = http::call(&admin.http, method, target, key(admin, access), access.tls).await?;
     let json: Option<Value> = serde_json::from_str(&answer.body).ok();
     if answer.status == 200 {
         return json.ok_or_else(|| {
@@ -201,8 +209,8 @@ fn paged(value: &Value, mut table: Table, row: impl Fn(&Value) -> Vec<String>) -
     out
 }
 
-pub async fn server_info(admin: &Admin, api_key: Option<&str>) -> Result<(), CliError> {
-    let value = fetch(admin, api_key, "GET", "/v1/server").await?;
+pub async fn server_info(admin: &Admin, access: &Access<'_>) -> Result<(), CliError> {
+    let value = fetch(admin, access, "GET", "/v1/server").await?;
     show(admin, &value, |v| {
         let config = &v["config"];
         let listener = |l: &Value| match l {
@@ -262,9 +270,9 @@ pub async fn server_info(admin: &Admin, api_key: Option<&str>) -> Result<(), Cli
     Ok(())
 }
 
-pub async fn conns_ls(listing: &Listing, api_key: Option<&str>) -> Result<(), CliError> {
+pub async fn conns_ls(listing: &Listing, access: &Access<'_>) -> Result<(), CliError> {
     let target = list_target("/v1/connections", listing);
-    let value = fetch(&listing.admin, api_key, "GET", &target).await?;
+    let value = fetch(&listing.admin, access, "GET", &target).await?;
     show(&listing.admin, &value, |v| {
         let table = Table::new(&[
             ">ID",
@@ -300,9 +308,9 @@ pub async fn conns_ls(listing: &Listing, api_key: Option<&str>) -> Result<(), Cl
     Ok(())
 }
 
-pub async fn queues_ls(listing: &Listing, api_key: Option<&str>) -> Result<(), CliError> {
+pub async fn queues_ls(listing: &Listing, access: &Access<'_>) -> Result<(), CliError> {
     let target = list_target("/v1/queues", listing);
-    let value = fetch(&listing.admin, api_key, "GET", &target).await?;
+    let value = fetch(&listing.admin, access, "GET", &target).await?;
     show(&listing.admin, &value, |v| {
         let table = Table::new(&[
             "NAME",
@@ -334,9 +342,9 @@ pub async fn queues_ls(listing: &Listing, api_key: Option<&str>) -> Result<(), C
     Ok(())
 }
 
-pub async fn queues_info(named: &Named, api_key: Option<&str>) -> Result<(), CliError> {
+pub async fn queues_info(named: &Named, access: &Access<'_>) -> Result<(), CliError> {
     let target = format!("/v1/queues/{}", http::encode_segment(&named.name));
-    let value = fetch(&named.admin, api_key, "GET", &target).await?;
+    let value = fetch(&named.admin, access, "GET", &target).await?;
     show(&named.admin, &value, |q| {
         key_values(&[
             ("name", cell(&q["name"])),
@@ -356,18 +364,18 @@ pub async fn queues_info(named: &Named, api_key: Option<&str>) -> Result<(), Cli
     Ok(())
 }
 
-pub async fn queues_rm(named: &Named, api_key: Option<&str>) -> Result<(), CliError> {
+pub async fn queues_rm(named: &Named, access: &Access<'_>) -> Result<(), CliError> {
     let target = format!("/v1/queues/{}", http::encode_segment(&named.name));
-    let value = fetch(&named.admin, api_key, "DELETE", &target).await?;
+    let value = fetch(&named.admin, access, "DELETE", &target).await?;
     show(&named.admin, &value, |_| {
         format!("deleted {:?} and every message it kept\n", named.name)
     });
     Ok(())
 }
 
-pub async fn topics_ls(listing: &Listing, api_key: Option<&str>) -> Result<(), CliError> {
+pub async fn topics_ls(listing: &Listing, access: &Access<'_>) -> Result<(), CliError> {
     let target = list_target("/v1/topics", listing);
-    let value = fetch(&listing.admin, api_key, "GET", &target).await?;
+    let value = fetch(&listing.admin, access, "GET", &target).await?;
     show(&listing.admin, &value, |v| {
         let table = Table::new(&["PATTERN", ">SUBSCRIPTIONS", ">QUEUE_GROUPS"]);
         paged(v, table, |t| {
