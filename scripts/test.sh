@@ -41,6 +41,9 @@ step "format" cargo fmt --all -- --check
 # Every relative link in the Markdown files resolves (a moved file or
 # heading breaks it); instant.
 step "links" python3 scripts/check-links.py
+# The published crates pack cleanly (versions beside path dependencies,
+# READMEs, only what each needs), packed without building; seconds.
+step "crates" scripts/check-crates.sh
 step "lint" cargo clippy --workspace --all-targets -- -D warnings
 step "lint (opentelemetry)" cargo clippy -p blipmq --features opentelemetry --all-targets -- -D warnings
 step "codegen" scripts/check-codegen.sh

@@ -1,6 +1,6 @@
-//! The Rust client for the [BlipMQ](https://example.invalid/blipmq) message
-//! broker: async, on tokio by default, and the core every BlipMQ SDK (Python,
-//! Node, browsers, Kotlin, Swift) is built on.
+//! The Rust client for the BlipMQ message broker: async, on tokio by default,
+//! and the core every BlipMQ SDK (Python, Node, browsers, Kotlin, Swift) is
+//! built on.
 //!
 //! ```
 //! use futures::StreamExt;
