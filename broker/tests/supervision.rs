@@ -208,3 +208,56 @@ fn an_unreachable_notify_socket_does_not_stop_the_broker() {
     broker.signal(libc::SIGTERM);
     assert!(broker.wait_for_exit());
 }
+
+/// With `[tls]` on the HTTP port the probe speaks HTTPS and trusts exactly
+/// the certificate of `tls.cert_file`: another certificate, plaintext, or a
+/// port that wants client certificates fail with the reason.
+#[test]
+fn healthcheck_probes_an_https_port_pinned_to_the_brokers_certificate() {
+    use blipmq_testkit::{files, TestPki};
+    let pki = TestPki::generate();
+    let path = |name: &str| pki.path(name).to_str().unwrap().to_string();
+    let (cert, key) = (path(files::BROKER_CERT), path(files::BROKER_KEY));
+    let tls = [
+        ("BLIPMQ_TLS_CERT_FILE", cert.as_str()),
+        ("BLIPMQ_TLS_KEY_FILE", key.as_str()),
+    ];
+    let broker = Broker::start(&tls);
+    let addr = broker.metrics.to_string();
+
+    let mut from_config = tls.to_vec();
+    from_config.push(("BLIPMQ_METRICS_BIND_ADDR", &addr));
+    let ready = healthcheck(&[], &from_config);
+    assert!(
+        ready.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ready.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ready.stdout).starts_with("ready: https://"));
+    let https = format!("https://{addr}");
+    assert!(healthcheck(&["--http", &https], &tls).status.success());
+
+    // A certificate the broker does not present is not trusted.
+    let other = TestPki::generate();
+    let other_cert = other.path(files::BROKER_CERT).to_str().unwrap().to_string();
+    let pinned_elsewhere = healthcheck(
+        &["--http", &https],
+        &[
+            ("BLIPMQ_TLS_CERT_FILE", &other_cert),
+            ("BLIPMQ_TLS_KEY_FILE", &key),
+        ],
+    );
+    assert_eq!(pinned_elsewhere.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&pinned_elsewhere.stdout)
+        .contains("not ready: cannot ask https://"));
+    // Plain HTTP at the HTTPS port.
+    let plain = healthcheck(&["--http", &addr], &[]);
+    assert_eq!(plain.status.code(), Some(1));
+    // Mutual TLS: no client certificate to present.
+    let ca = path(files::CA);
+    let mut mutual = from_config.clone();
+    mutual.push(("BLIPMQ_TLS_CLIENT_CA_FILE", &ca));
+    let refused = healthcheck(&[], &mutual);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("client certificates"));
+}

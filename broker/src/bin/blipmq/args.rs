@@ -18,8 +18,10 @@ Commands:
           entry (its SHA-256) that admits it, for a user called NAME
   healthcheck
           Ask a running broker's GET /readyz: exit 0 when it answers 200,
-          1 otherwise, with a line saying why. --http ADDR (host:port) names
-          the HTTP port; without it, metrics.bind_addr of the config
+          1 otherwise, with a line saying why. --http ADDR (host:port, or
+          https://host:port) names the HTTP port; without it,
+          metrics.bind_addr of the config (HTTPS when [tls] covers it,
+          trusting exactly tls.cert_file)
   help    Print this help
 
 Options:
