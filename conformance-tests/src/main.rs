@@ -33,6 +33,8 @@ struct Options {
     pairs: bool,
     /// Every broker speaks TLS and every testee connects over it.
     tls: bool,
+    /// Runs at once (each has its own broker, data dir and testees).
+    jobs: usize,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -44,6 +46,7 @@ fn parse_args() -> Result<Options, String> {
         testee: None,
         pairs: true,
         tls: false,
+        jobs: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -56,9 +59,17 @@ fn parse_args() -> Result<Options, String> {
             "--testee" => options.testee = Some(value("--testee")?),
             "--no-pairs" => options.pairs = false,
             "--tls" => options.tls = true,
+            "--jobs" => {
+                let jobs = value("--jobs")?;
+                options.jobs = jobs
+                    .parse()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("--jobs {jobs:?}: expected a number above 0"))?;
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: conformance [--broker PATH] [--dir conformance-tests] [--spec schema/SPEC.md]\n                   [--only SCENARIO-SUBSTRING] [--testee NAME[,NAME...]] [--no-pairs] [--tls]\n\n--tls: every broker speaks TLS (a PKI made for the run); testees get tls://\nand wss:// addresses and `tls_ca`, and need the capability tls. Scenarios\nthat speak raw frames (connect_raw) are skipped in this mode."
+                    "usage: conformance [--broker PATH] [--dir conformance-tests] [--spec schema/SPEC.md]\n                   [--only SCENARIO-SUBSTRING] [--testee NAME[,NAME...]] [--no-pairs] [--tls]\n                   [--jobs N]\n\n--jobs N: run N scenarios at once (default 1; most of a run is waiting on\ntimers, so 2 nearly halves it on two cores). Output stays in run order.\n--tls: every broker speaks TLS (a PKI made for the run); testees get tls://\nand wss:// addresses and `tls_ca`, and need the capability tls. Scenarios\nthat speak raw frames (connect_raw) are skipped in this mode."
                 );
                 std::process::exit(0);
             }
@@ -203,9 +214,8 @@ fn run(options: &Options) -> Result<bool, String> {
 
     let mut results: Vec<(String, String, Outcome)> = Vec::new();
     let mut used_expectations = BTreeSet::new();
-    for (n, run) in runs.iter().enumerate() {
-        let started = Instant::now();
-        let mut outcome = execute(run, &hellos, &options.broker, &error_table, n, pki.as_ref());
+    let mut judge = |n: usize, mut outcome: Outcome, elapsed: Duration| {
+        let run = &runs[n];
         let key = run.key();
         if let Some(reason) = expected.get(&key) {
             used_expectations.insert(key.clone());
@@ -227,10 +237,40 @@ fn run(options: &Options) -> Result<bool, String> {
             "{:<44} {:<34} {:>6} ms  {label}",
             run.scenario.id,
             run.column(),
-            started.elapsed().as_millis()
+            elapsed.as_millis()
         );
         results.push((run.scenario.id.clone(), run.column(), outcome));
-    }
+    };
+    // `jobs` workers take runs in order; their outcomes are judged and
+    // printed in run order, whatever order they finish in.
+    let next_run = std::sync::atomic::AtomicUsize::new(0);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.min(runs.len()) {
+            let done = done.clone();
+            let (next_run, runs, hellos, error_table) = (&next_run, &runs, &hellos, &error_table);
+            let pki = pki.as_ref();
+            scope.spawn(move || loop {
+                let n = next_run.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(run) = runs.get(n) else { break };
+                let started = Instant::now();
+                let outcome = execute(run, hellos, &options.broker, error_table, n, pki);
+                if done.send((n, outcome, started.elapsed())).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done);
+        let mut waiting = BTreeMap::new();
+        let mut next_to_judge = 0;
+        for (n, outcome, elapsed) in finished {
+            waiting.insert(n, (outcome, elapsed));
+            while let Some((outcome, elapsed)) = waiting.remove(&next_to_judge) {
+                judge(next_to_judge, outcome, elapsed);
+                next_to_judge += 1;
+            }
+        }
+    });
     let mut stale = Vec::new();
     for key in expected.keys() {
         let complete_run = options.only.is_none()
