@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use blipmq_protocol::{decode, Ack, AckKind, ErrorCode, Frame, Subscribe};
@@ -68,29 +67,6 @@ async fn settle(client: &mut RawClient, got: &Got, kind: AckKind, delay_ms: u32)
             delay_ms,
         }))
         .await;
-}
-
-/// A delivery with its headers (the common `Got` has none).
-async fn delivery_with_headers(client: &mut RawClient) -> (Got, HashMap<String, Vec<u8>>) {
-    let body = client.recv_owned().await.expect("a delivery");
-    let Frame::Delivery(d) = decode(&body).unwrap() else {
-        panic!("expected a Delivery");
-    };
-    let headers = d
-        .headers
-        .iter()
-        .map(|h| (h.key.to_string(), h.value.to_vec()))
-        .collect();
-    let got = Got {
-        subscription_id: d.route.subscription_id,
-        delivery_id: d.route.delivery_id,
-        delivery_count: d.route.delivery_count,
-        topic: d.topic.to_string(),
-        payload: d.payload.to_vec(),
-        message_id: d.message_id,
-        timestamp_ms: d.timestamp_ms,
-    };
-    (got, headers)
 }
 
 #[tokio::test]
@@ -194,7 +170,7 @@ async fn naks_count_toward_the_subscriptions_max_deliveries_then_it_dead_letters
         assert_eq!(got.delivery_count, count);
         settle(&mut consumer, &got, AckKind::Nak, 0).await;
     }
-    let (letter, headers) = delivery_with_headers(&mut dead).await;
+    let (letter, headers) = dead.expect_delivery_with_headers().await;
     assert_eq!(letter.payload, b"flaky");
     assert_eq!(headers["blipmq-deliveries"], b"2");
     assert_eq!(headers["blipmq-dead-letter-reason"], b"max_deliveries");
@@ -223,7 +199,7 @@ async fn a_term_dead_letters_at_once_and_a_restart_does_not_bring_it_back() {
     let poison = consumer.expect_delivery().await;
     let fine = consumer.expect_delivery().await;
     settle(&mut consumer, &poison, AckKind::Term, 0).await;
-    let (letter, headers) = delivery_with_headers(&mut dead).await;
+    let (letter, headers) = dead.expect_delivery_with_headers().await;
     assert_eq!(
         (letter.message_id, letter.payload.as_slice()),
         (message_id, &b"poison"[..])

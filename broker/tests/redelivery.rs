@@ -4,34 +4,10 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use blipmq_protocol::{decode, ErrorCode, Frame};
 use common::*;
-
-/// A delivery with its headers (the common `Got` has none).
-async fn delivery_with_headers(client: &mut RawClient) -> (Got, HashMap<String, Vec<u8>>) {
-    let body = client.recv_owned().await.expect("a delivery");
-    let Frame::Delivery(d) = decode(&body).unwrap() else {
-        panic!("expected a Delivery");
-    };
-    let headers = d
-        .headers
-        .iter()
-        .map(|h| (h.key.to_string(), h.value.to_vec()))
-        .collect();
-    let got = Got {
-        subscription_id: d.route.subscription_id,
-        delivery_id: d.route.delivery_id,
-        delivery_count: d.route.delivery_count,
-        topic: d.topic.to_string(),
-        payload: d.payload.to_vec(),
-        message_id: d.message_id,
-        timestamp_ms: d.timestamp_ms,
-    };
-    (got, headers)
-}
 
 #[tokio::test]
 async fn an_unacked_delivery_comes_again_after_the_ack_timeout() {
@@ -89,7 +65,7 @@ async fn after_max_deliveries_a_message_moves_to_its_dead_letter_topic() {
         let got = consumer.expect_delivery().await;
         assert_eq!((got.delivery_count, got.message_id), (count, message_id));
     }
-    let (letter, headers) = delivery_with_headers(&mut dead).await;
+    let (letter, headers) = dead.expect_delivery_with_headers().await;
     assert_eq!(letter.topic, "$dlq.jobs");
     assert_eq!(letter.payload, b"poison");
     assert_eq!(letter.message_id, message_id);

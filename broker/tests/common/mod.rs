@@ -335,17 +335,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     }
 
     pub async fn expect_delivery(&mut self) -> Got {
+        self.expect_delivery_with_headers().await.0
+    }
+
+    /// A delivery and its headers (`Got` has none), e.g. a dead letter's.
+    pub async fn expect_delivery_with_headers(
+        &mut self,
+    ) -> (Got, std::collections::HashMap<String, Vec<u8>>) {
         let body = self.recv_owned().await.expect("a delivery, not a close");
         match decode(&body).unwrap() {
-            Frame::Delivery(d) => Got {
-                subscription_id: d.route.subscription_id,
-                delivery_id: d.route.delivery_id,
-                delivery_count: d.route.delivery_count,
-                topic: d.topic.to_string(),
-                payload: d.payload.to_vec(),
-                message_id: d.message_id,
-                timestamp_ms: d.timestamp_ms,
-            },
+            Frame::Delivery(d) => {
+                let headers = d
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.to_string(), h.value.to_vec()))
+                    .collect();
+                let got = Got {
+                    subscription_id: d.route.subscription_id,
+                    delivery_id: d.route.delivery_id,
+                    delivery_count: d.route.delivery_count,
+                    topic: d.topic.to_string(),
+                    payload: d.payload.to_vec(),
+                    message_id: d.message_id,
+                    timestamp_ms: d.timestamp_ms,
+                };
+                (got, headers)
+            }
             other => panic!("expected Delivery, got {other:?}"),
         }
     }
