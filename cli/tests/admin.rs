@@ -3,56 +3,17 @@
 //! bounded and every child process is killed on drop.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-const CLI: &str = env!("CARGO_BIN_EXE_blipmq-cli");
+mod common;
+
+use common::{broker_bin, clean_command, CLI};
+
 /// Until the broker's readiness line or a subscriber's `subscribed to`.
 const STARTUP: Duration = Duration::from_secs(30);
-
-/// The `blipmq` broker binary next to the CLI's, built once per run (a
-/// dev-dependency does not build another package's binaries).
-fn broker_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cli = Path::new(CLI);
-        let profile_dir = cli.parent().expect("the CLI binary's directory");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_string(),
-            Some(name) => name.to_string(),
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let output = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "blipmq-broker", "--bin", "blipmq"])
-            .args(["--profile", &profile])
-            .arg("--target-dir")
-            .arg(profile_dir.parent().expect("the target directory"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cargo to build the blipmq broker binary");
-        assert!(
-            output.status.success(),
-            "building blipmq failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        cli.with_file_name(format!("blipmq{}", std::env::consts::EXE_SUFFIX))
-    })
-}
-
-/// A command with no BLIPMQ_* variables from the test's own environment.
-fn clean_command(program: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("BLIPMQ_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
 
 /// A child killed (and reaped) on drop.
 struct Killed(Child);

@@ -3,72 +3,22 @@
 //! child process is killed on drop, so a failing test leaves nothing behind.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use base64::Engine;
+use common::{broker_bin, clean_command, CLI};
 use rand::RngCore;
 
-const CLI: &str = env!("CARGO_BIN_EXE_blipmq-cli");
 /// Until the broker's readiness line or a subscriber's `subscribed to`.
 const STARTUP: Duration = Duration::from_secs(30);
 /// For a CLI run that should end by itself.
 const RUN: Duration = Duration::from_secs(30);
-
-/// The `blipmq` broker binary, next to the CLI's. A dev-dependency on
-/// `blipmq-broker` builds its library but not its binaries, so the binary is
-/// built (or found up to date) once per test run with the same profile and
-/// target directory.
-fn broker_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cli = Path::new(CLI);
-        let bin = cli.with_file_name(format!("blipmq{}", std::env::consts::EXE_SUFFIX));
-        let profile_dir = cli.parent().expect("the CLI binary's directory");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev".to_string(),
-            Some(name) => name.to_string(),
-            None => "dev".to_string(),
-        };
-        let target_dir = profile_dir.parent().expect("the target directory");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let output = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "blipmq-broker", "--bin", "blipmq"])
-            .args(["--profile", &profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cargo to build the blipmq broker binary");
-        assert!(
-            output.status.success(),
-            "`cargo build -p blipmq-broker --bin blipmq` failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert!(
-            bin.exists(),
-            "the broker binary is not at {} after building it",
-            bin.display()
-        );
-        bin
-    })
-}
-
-/// A command with no BLIPMQ_* variables from the test's own environment.
-fn clean_command(program: &Path) -> Command {
-    let mut cmd = Command::new(program);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("BLIPMQ_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
 
 /// A child process, killed (and reaped) on drop.
 struct Process {
