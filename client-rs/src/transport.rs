@@ -200,15 +200,16 @@ mod tokio_tls {
             stream: TcpStream,
             addr: &str,
         ) -> io::Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> {
-            self.handshake(stream, addr).await
+            let name = tls::server_name(addr, self.server_name.as_deref())?;
+            self.handshake(stream, name).await
         }
 
+        /// The TLS handshake over `stream`, checking the broker's name.
         async fn handshake(
             &self,
             stream: TcpStream,
-            addr: &str,
+            name: rustls::pki_types::ServerName<'static>,
         ) -> io::Result<TlsStream<TcpStream>> {
-            let name = tls::server_name(addr, self.server_name.as_deref())?;
             tokio_rustls::TlsConnector::from(self.config.clone())
                 .connect(name, stream)
                 .await
@@ -226,10 +227,10 @@ mod tokio_tls {
             let this = self.clone();
             Box::pin(async move {
                 // The name first: a bad one fails before dialing.
-                tls::server_name(&addr, this.server_name.as_deref())?;
+                let name = tls::server_name(&addr, this.server_name.as_deref())?;
                 let stream = TcpStream::connect(&addr).await?;
                 stream.set_nodelay(true)?;
-                let stream = this.handshake(stream, &addr).await?;
+                let stream = this.handshake(stream, name).await?;
                 let (read, write) = tokio::io::split(stream);
                 Ok((
                     Box::new(read) as Box<dyn TransportReader>,
